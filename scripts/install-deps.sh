@@ -1,0 +1,29 @@
+#!/usr/bin/env bash
+# Installs what the test suite needs, only when missing: fuse3 (fusermount3),
+# util-linux `logger`, the Kafka-compatible broker tansu, and the Python clients
+# used as independent peers (confluent-kafka, fluent-logger).
+set -euo pipefail
+
+need_apt=()
+command -v fusermount3 >/dev/null 2>&1 || need_apt+=(fuse3)
+command -v logger >/dev/null 2>&1 || need_apt+=(bsdutils)
+command -v cmake >/dev/null 2>&1 || need_apt+=(cmake)
+[ -e /usr/include/zlib.h ] || need_apt+=(zlib1g-dev)
+if [ ${#need_apt[@]} -gt 0 ]; then
+  echo "install-deps: apt-get install ${need_apt[*]}"
+  export DEBIAN_FRONTEND=noninteractive
+  apt-get update -qq >/dev/null
+  apt-get install -y -qq "${need_apt[@]}" >/dev/null
+fi
+
+if ! python3 -c 'import confluent_kafka, fluent' >/dev/null 2>&1; then
+  echo "install-deps: pip install confluent-kafka fluent-logger"
+  python3 -m pip install -q --disable-pip-version-check 'confluent-kafka==2.16.1' 'fluent-logger==0.11.1'
+fi
+
+export PATH="$HOME/.cargo/bin:$PATH"
+if ! command -v tansu >/dev/null 2>&1; then
+  echo "install-deps: cargo install tansu (about 11 minutes on 2 cores)"
+  cargo install tansu --locked --version 0.6.0 --features dynostore,libsql --quiet
+fi
+echo "install-deps: ok"
