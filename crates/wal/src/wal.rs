@@ -1,0 +1,843 @@
+//! The write-ahead buffer: appends, replay cursor, acknowledgements, recovery.
+//!
+//! Invariants kept by every method (and re-established by `open`):
+//! - `segments` is sorted by first seq, never empty; the last one is the
+//!   active segment, open in `writer`, and its `end == next_seq`.
+//! - Records of a segment carry `first..end` consecutively; the seqs in
+//!   `end..next.first` (lost with a corrupt tail) name no record.
+//! - `watermark` is the first seq that is neither acknowledged nor missing;
+//!   it lies in `segments[0]` (or equals `next_seq`), `acked_ahead` holds only
+//!   seqs above it.
+//! - `disk_bytes` is the sum of the segments' `file_len`.
+
+use std::collections::{BTreeSet, VecDeque};
+use std::io;
+use std::ops::Range;
+use std::path::{Path, PathBuf};
+use std::time::{Duration, Instant, SystemTime};
+
+use crate::error::{AckError, AppendError, IoError, OpenError, ReadError};
+use crate::format::{
+    CHECKPOINT_NAME, CHECKPOINT_TMP_NAME, Corruption, LOCK_NAME, MAX_RECORD_BYTES_LIMIT,
+    RECORD_HEADER_LEN, SEGMENT_HEADER_LEN, SEGMENT_MAGIC, encode_checkpoint, encode_record, now_ns,
+    parse_segment_name, segment_name, time_from_ns,
+};
+use crate::scan::{ChunkReader, Parsed, parse_record, read_checkpoint, scan_segment};
+use crate::storage::{DirStorage, LockGuard, ReadFile, Storage, WriteFile};
+
+/// When appended data is made durable.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Fsync {
+    /// Every append (and every batch) is `fdatasync`ed before it returns.
+    Always,
+    /// Appends return once written to the OS (they survive a process crash,
+    /// not a power loss); an append made at least this long after the last
+    /// sync syncs, and the owner should call [`Wal::sync`] on the same period
+    /// to cover idle times.
+    Interval(Duration),
+}
+
+/// Options for [`Wal::open`].
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Options {
+    /// Durability of appends. Default: `Always`.
+    pub fsync: Fsync,
+    /// A segment is closed and a new one started before an append that would
+    /// take it past this size (a batch is never split, so one batch larger than
+    /// this makes one larger segment). Default: 64 MiB.
+    pub segment_bytes: u64,
+    /// Cap on the bytes of all segment files; an append past it fails with
+    /// [`AppendError::Full`]. Acknowledged records count until their segment
+    /// is deleted. Default: 1 GiB.
+    pub max_bytes: u64,
+    /// Largest payload accepted by `append`. At most 1 GiB. Default: 16 MiB.
+    pub max_record_bytes: u32,
+}
+
+impl Default for Options {
+    fn default() -> Self {
+        Options {
+            fsync: Fsync::Always,
+            segment_bytes: 64 << 20,
+            max_bytes: 1 << 30,
+            max_record_bytes: 16 << 20,
+        }
+    }
+}
+
+impl Options {
+    fn validate(&self) -> Result<(), OpenError> {
+        let invalid = |msg: String| Err(OpenError::InvalidOptions(msg));
+        if self.max_record_bytes > MAX_RECORD_BYTES_LIMIT {
+            return invalid(format!("max_record_bytes over {MAX_RECORD_BYTES_LIMIT}"));
+        }
+        let one_record =
+            SEGMENT_HEADER_LEN + RECORD_HEADER_LEN as u64 + self.max_record_bytes as u64;
+        if self.max_bytes < one_record {
+            return invalid(format!(
+                "max_bytes must hold one largest record ({one_record} bytes)"
+            ));
+        }
+        if self.segment_bytes <= SEGMENT_HEADER_LEN {
+            return invalid(format!("segment_bytes must exceed {SEGMENT_HEADER_LEN}"));
+        }
+        if let Fsync::Interval(d) = self.fsync {
+            if d.is_zero() {
+                return invalid("fsync interval must not be zero (use Always)".to_string());
+            }
+        }
+        Ok(())
+    }
+}
+
+/// One record read back from the buffer.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Record {
+    /// Sequence number given by `append`.
+    pub seq: u64,
+    /// Wall-clock time of the append.
+    pub appended_at: SystemTime,
+    /// The bytes given to `append`.
+    pub payload: Vec<u8>,
+}
+
+/// Records discarded by [`Wal::drop_oldest`].
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Dropped {
+    /// Sequence numbers removed: the unacknowledged part of the oldest segment.
+    pub seqs: Range<u64>,
+    /// How many of them were not acknowledged (count these as dropped).
+    pub records: u64,
+}
+
+/// Damage found in a segment.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Damage {
+    /// The segment file.
+    pub path: PathBuf,
+    /// Offset of the first bad byte; everything from here on is unreadable.
+    pub offset: u64,
+    /// Bytes from `offset` to the end of the file.
+    pub bytes: u64,
+    /// What was wrong at `offset`.
+    pub corruption: Corruption,
+}
+
+/// What [`Wal::open`] found and repaired; the daemon logs it.
+#[derive(Debug, Clone, Default, PartialEq, Eq)]
+#[non_exhaustive]
+pub struct RecoveryReport {
+    /// Low watermark read from the checkpoint file, if it was valid.
+    pub checkpoint: Option<u64>,
+    /// A checkpoint file existed but was not valid (it was ignored: records
+    /// are replayed from the oldest segment, duplicates but no loss).
+    pub checkpoint_invalid: bool,
+    /// Segments kept.
+    pub segments: usize,
+    /// Fully acknowledged segments deleted.
+    pub deleted_segments: usize,
+    /// Records that will be replayed.
+    pub unacked_records: u64,
+    /// Torn or corrupt tail cut off the last segment (expected after a crash).
+    pub truncated: Option<Damage>,
+    /// Older segments with a corrupt record: their records from it on are lost.
+    pub skipped: Vec<Damage>,
+}
+
+impl RecoveryReport {
+    /// Nothing was truncated or skipped and the checkpoint (if any) was valid.
+    pub fn is_clean(&self) -> bool {
+        self.truncated.is_none() && self.skipped.is_empty() && !self.checkpoint_invalid
+    }
+}
+
+#[derive(Debug, Clone, Copy)]
+struct Segment {
+    /// Seq of its first record, and its file name.
+    first: u64,
+    /// One past its last readable record.
+    end: u64,
+    /// Bytes that are readable as records (the reader's limit).
+    valid_len: u64,
+    /// Bytes the file occupies (counted against `max_bytes`).
+    file_len: u64,
+}
+
+impl Segment {
+    fn empty(first: u64) -> Self {
+        Segment {
+            first,
+            end: first,
+            valid_len: SEGMENT_HEADER_LEN,
+            file_len: SEGMENT_HEADER_LEN,
+        }
+    }
+}
+
+/// Replay position: the next record to read is at `offset` of segment
+/// `seg_first` and must carry `expected`.
+#[derive(Default)]
+struct Cursor {
+    seg_first: u64,
+    offset: u64,
+    expected: u64,
+    file: Option<Box<dyn ReadFile>>,
+    chunk: ChunkReader,
+}
+
+impl Cursor {
+    fn enter(&mut self, seg_first: u64) {
+        self.seg_first = seg_first;
+        self.offset = SEGMENT_HEADER_LEN;
+        self.expected = seg_first;
+        self.file = None;
+        self.chunk.reset();
+    }
+}
+
+/// A durable, segmented write-ahead buffer in one directory. See the crate
+/// documentation for the format and the guarantees.
+pub struct Wal {
+    storage: Box<dyn Storage>,
+    _lock: LockGuard,
+    opts: Options,
+    segments: VecDeque<Segment>,
+    writer: Box<dyn WriteFile>,
+    next_seq: u64,
+    watermark: u64,
+    acked_ahead: BTreeSet<u64>,
+    /// Watermark stored in the checkpoint file, if any.
+    checkpointed: Option<u64>,
+    disk_bytes: u64,
+    /// The active segment has writes not yet `fdatasync`ed.
+    data_dirty: bool,
+    /// Creations/removals/renames not yet made durable.
+    dir_dirty: bool,
+    /// A failed write may have left bytes past the active segment's length.
+    tail_dirty: bool,
+    last_sync: Instant,
+    frame: Vec<u8>,
+    cursor: Cursor,
+    report: RecoveryReport,
+}
+
+impl std::fmt::Debug for Wal {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("Wal")
+            .field("dir", &self.storage.path(""))
+            .field("segments", &self.segments.len())
+            .field("next_seq", &self.next_seq)
+            .field("first_unacked", &self.watermark)
+            .field("disk_bytes", &self.disk_bytes)
+            .finish_non_exhaustive()
+    }
+}
+
+fn io_err(
+    storage: &dyn Storage,
+    op: &'static str,
+    name: &str,
+) -> impl FnOnce(io::Error) -> IoError + use<> {
+    let path = storage.path(name);
+    move |source| IoError::new(op, path, source)
+}
+
+impl Wal {
+    /// Opens (creating if needed) the buffer in `dir`, takes its lock and
+    /// recovers: see the crate documentation for the rules.
+    pub fn open(dir: impl AsRef<Path>, opts: Options) -> Result<Wal, OpenError> {
+        let dir = dir.as_ref();
+        opts.validate()?;
+        std::fs::create_dir_all(dir)
+            .map_err(|e| IoError::new("create directory", dir.to_path_buf(), e))?;
+        Wal::open_storage(Box::new(DirStorage::new(dir)), opts)
+    }
+
+    pub(crate) fn open_storage(storage: Box<dyn Storage>, opts: Options) -> Result<Wal, OpenError> {
+        opts.validate()?;
+        let st = storage.as_ref();
+        let lock = st
+            .try_lock()
+            .map_err(io_err(st, "lock", LOCK_NAME))?
+            .ok_or_else(|| OpenError::Locked {
+                path: st.path(LOCK_NAME),
+            })?;
+        let mut report = RecoveryReport::default();
+        let names = st.list().map_err(io_err(st, "list", ""))?;
+        if names.iter().any(|n| n == CHECKPOINT_TMP_NAME) {
+            remove_if_present(st, CHECKPOINT_TMP_NAME)?;
+        }
+        let checkpoint = read_checkpoint(st).map_err(io_err(st, "read", CHECKPOINT_NAME))?;
+        let checkpointed = checkpoint.flatten();
+        report.checkpoint = checkpointed;
+        report.checkpoint_invalid = matches!(checkpoint, Some(None));
+        let ckpt = checkpointed.unwrap_or(0);
+
+        let mut firsts: Vec<u64> = names.iter().filter_map(|n| parse_segment_name(n)).collect();
+        firsts.sort_unstable();
+        // Segments followed by one starting at or below the checkpoint are
+        // fully acknowledged: delete them unread.
+        let mut kept = Vec::with_capacity(firsts.len());
+        for (i, &first) in firsts.iter().enumerate() {
+            if firsts.get(i + 1).is_some_and(|&next| next <= ckpt) {
+                remove_if_present(st, &segment_name(first))?;
+                report.deleted_segments += 1;
+            } else {
+                kept.push(first);
+            }
+        }
+
+        let mut segments = VecDeque::with_capacity(kept.len() + 1);
+        let mut writer = None;
+        let mut dir_dirty = report.deleted_segments > 0;
+        for (i, &first) in kept.iter().enumerate() {
+            let name = segment_name(first);
+            let bound = kept.get(i + 1).copied();
+            let scan = scan_segment(st, &name, first, bound, u64::MAX)
+                .map_err(io_err(st, "read", &name))?;
+            let mut seg = Segment {
+                first,
+                end: first + scan.records,
+                valid_len: scan.valid_len,
+                file_len: scan.file_len,
+            };
+            if let Some((offset, corruption)) = scan.corruption {
+                let damage = Damage {
+                    path: st.path(&name),
+                    offset,
+                    bytes: scan.file_len - offset,
+                    corruption,
+                };
+                if bound.is_some() {
+                    report.skipped.push(damage);
+                } else {
+                    // The last segment is the one being written: cut the torn
+                    // tail so appends continue after the last good record.
+                    let mut w = st.open_write(&name).map_err(io_err(st, "open", &name))?;
+                    if offset < SEGMENT_HEADER_LEN {
+                        w.set_len(0)
+                            .and_then(|()| w.write_all_at(0, &SEGMENT_MAGIC))
+                            .map_err(io_err(st, "repair", &name))?;
+                    } else {
+                        w.set_len(offset).map_err(io_err(st, "truncate", &name))?;
+                    }
+                    w.sync_data().map_err(io_err(st, "sync", &name))?;
+                    seg.file_len = seg.valid_len;
+                    report.truncated = Some(damage);
+                    writer = Some(w);
+                }
+            }
+            if let Some(bound) = bound {
+                if scan.corruption.is_none() && seg.end < bound && bound > ckpt.max(seg.end) {
+                    // Records are missing without damage (the file was cut):
+                    // still worth a line in the log.
+                    report.skipped.push(Damage {
+                        path: st.path(&name),
+                        offset: seg.valid_len,
+                        bytes: 0,
+                        corruption: Corruption::Truncated,
+                    });
+                }
+            }
+            segments.push_back(seg);
+        }
+
+        let next_seq = segments.back().map_or(ckpt, |s| s.end.max(ckpt));
+        let writer = match (segments.back(), writer) {
+            (Some(last), Some(w)) if last.end == next_seq => w,
+            (Some(last), None) if last.end == next_seq => {
+                let name = segment_name(last.first);
+                st.open_write(&name).map_err(io_err(st, "open", &name))?
+            }
+            _ => {
+                // No segment, or the checkpoint is past the last record (files
+                // were lost): start a segment at the next seq.
+                let w = create_segment(st, next_seq, true)?;
+                segments.push_back(Segment::empty(next_seq));
+                dir_dirty = true;
+                w
+            }
+        };
+        if dir_dirty {
+            st.sync_dir().map_err(io_err(st, "sync", ""))?;
+        }
+
+        let disk_bytes = segments.iter().map(|s| s.file_len).sum();
+        let watermark = ckpt.max(segments[0].first);
+        let mut wal = Wal {
+            storage,
+            _lock: lock,
+            opts,
+            segments,
+            writer,
+            next_seq,
+            watermark,
+            acked_ahead: BTreeSet::new(),
+            checkpointed,
+            disk_bytes,
+            data_dirty: false,
+            dir_dirty: false,
+            tail_dirty: false,
+            last_sync: Instant::now(),
+            frame: Vec::new(),
+            cursor: Cursor::default(),
+            report,
+        };
+        wal.advance();
+        let deleted = wal.segments.len();
+        wal.remove_acked_segments()?;
+        wal.report.deleted_segments += deleted - wal.segments.len();
+        wal.report.segments = wal.segments.len();
+        wal.report.unacked_records = wal.unacked_records();
+        wal.cursor.enter(wal.segments[0].first);
+        Ok(wal)
+    }
+
+    /// What `open` found and repaired.
+    pub fn recovery(&self) -> &RecoveryReport {
+        &self.report
+    }
+
+    /// Appends one record; returns its sequence number.
+    pub fn append(&mut self, payload: &[u8]) -> Result<u64, AppendError> {
+        self.append_batch([payload]).map(|seqs| seqs.start)
+    }
+
+    /// Appends records with one write (and one fsync under `Fsync::Always`),
+    /// all or none; returns their sequence numbers.
+    pub fn append_batch<I>(&mut self, payloads: I) -> Result<Range<u64>, AppendError>
+    where
+        I: IntoIterator,
+        I::Item: AsRef<[u8]>,
+    {
+        let time_ns = now_ns();
+        let first = self.next_seq;
+        let mut seq = first;
+        let mut frame = std::mem::take(&mut self.frame);
+        frame.clear();
+        for payload in payloads {
+            let payload = payload.as_ref();
+            if payload.len() > self.opts.max_record_bytes as usize {
+                self.frame = frame;
+                let max = self.opts.max_record_bytes;
+                return Err(AppendError::TooLarge {
+                    len: payload.len(),
+                    max,
+                });
+            }
+            encode_record(&mut frame, seq, time_ns, payload);
+            seq += 1;
+        }
+        let result = if seq == first {
+            Ok(())
+        } else {
+            self.write_frame(&frame, seq)
+        };
+        self.frame = frame;
+        result.map(|()| first..seq)
+    }
+
+    fn write_frame(&mut self, frame: &[u8], end_seq: u64) -> Result<(), AppendError> {
+        if self.tail_dirty {
+            let len = self.active().file_len;
+            self.writer
+                .set_len(len)
+                .map_err(self.active_err("truncate"))?;
+            self.tail_dirty = false;
+        }
+        let len = frame.len() as u64;
+        self.make_room(len)?;
+        let offset = self.active().file_len;
+        let written = self
+            .writer
+            .write_all_at(offset, frame)
+            .map_err(self.active_err("write"));
+        let synced = written.and_then(|()| match self.opts.fsync {
+            Fsync::Always => self.writer.sync_data().map_err(self.active_err("sync")),
+            Fsync::Interval(_) => Ok(()),
+        });
+        if let Err(e) = synced {
+            // Cut the partial record; if even that fails, retry before the
+            // next write (and `open` would cut it anyway).
+            self.tail_dirty = self.writer.set_len(offset).is_err();
+            return Err(e.into());
+        }
+        let active = self.segments.back_mut().expect("never empty");
+        active.file_len += len;
+        active.valid_len += len;
+        active.end = end_seq;
+        self.next_seq = end_seq;
+        self.disk_bytes += len;
+        if let Fsync::Interval(period) = self.opts.fsync {
+            self.data_dirty = true;
+            if self.last_sync.elapsed() >= period {
+                // The records are appended; a failed sync stays pending and is
+                // reported by the next explicit `sync()`.
+                let _ = self.sync();
+            }
+        }
+        Ok(())
+    }
+
+    /// Ensures `len` more bytes fit, rotating the active segment if needed.
+    fn make_room(&mut self, len: u64) -> Result<(), AppendError> {
+        let active = *self.active();
+        let has_records = active.end > active.first;
+        let rotate = has_records && active.file_len + len > self.opts.segment_bytes;
+        let needed = len + if rotate { SEGMENT_HEADER_LEN } else { 0 };
+        if self.disk_bytes + needed > self.opts.max_bytes {
+            if has_records && active.end <= self.watermark {
+                // Everything is acknowledged but the active segment still holds
+                // the space: empty it and try again.
+                self.reset_active()?;
+                return self.make_room(len);
+            }
+            let available = self.opts.max_bytes.saturating_sub(self.disk_bytes);
+            return Err(AppendError::Full { needed, available });
+        }
+        if rotate {
+            self.rotate()?;
+        }
+        Ok(())
+    }
+
+    /// Closes the active segment and starts a new one at `next_seq`.
+    fn rotate(&mut self) -> Result<(), IoError> {
+        // The closed segment is synced now so `sync` only has the active one to do.
+        if self.data_dirty {
+            self.writer.sync_data().map_err(self.active_err("sync"))?;
+            self.data_dirty = false;
+        }
+        let always = self.opts.fsync == Fsync::Always;
+        let writer = create_segment(self.storage.as_ref(), self.next_seq, always)?;
+        if always {
+            self.storage
+                .sync_dir()
+                .map_err(io_err(self.storage.as_ref(), "sync", ""))?;
+        } else {
+            self.dir_dirty = true;
+            self.data_dirty = true;
+        }
+        self.writer = writer;
+        self.segments.push_back(Segment::empty(self.next_seq));
+        self.disk_bytes += SEGMENT_HEADER_LEN;
+        Ok(())
+    }
+
+    /// Empties the active segment, whose records are all acknowledged or being
+    /// dropped, without creating a file (so it works on a full disk): rename it
+    /// to `next_seq`, then cut it to its header. A crash in between leaves a
+    /// segment whose first record has the wrong seq: recovery cuts it.
+    fn reset_active(&mut self) -> Result<(), IoError> {
+        let st = self.storage.as_ref();
+        let old = segment_name(self.active().first);
+        let new = segment_name(self.next_seq);
+        st.rename(&old, &new).map_err(io_err(st, "rename", &old))?;
+        let seg = self.segments.back_mut().expect("never empty");
+        self.disk_bytes -= seg.file_len - SEGMENT_HEADER_LEN;
+        *seg = Segment::empty(self.next_seq);
+        self.dir_dirty = true;
+        self.data_dirty = true;
+        self.tail_dirty = true;
+        let always = self.opts.fsync == Fsync::Always;
+        if always {
+            st.sync_dir().map_err(io_err(st, "sync", ""))?;
+            self.dir_dirty = false;
+        }
+        self.writer
+            .set_len(SEGMENT_HEADER_LEN)
+            .map_err(io_err(st, "truncate", &new))?;
+        self.tail_dirty = false;
+        if always {
+            self.writer.sync_data().map_err(io_err(st, "sync", &new))?;
+            self.data_dirty = false;
+        }
+        Ok(())
+    }
+
+    /// Reads the next record after the previous one read, starting (after
+    /// `open` or [`rewind`](Self::rewind)) at the oldest unacknowledged record.
+    /// Reading does not acknowledge. `Ok(None)` when caught up with appends.
+    pub fn read_next(&mut self) -> Result<Option<Record>, ReadError> {
+        loop {
+            let cur = &mut self.cursor;
+            // The cursor's segment may have been deleted under it.
+            let idx = self.segments.partition_point(|s| s.first < cur.seg_first);
+            let Some(seg) = self.segments.get(idx) else {
+                return Ok(None);
+            };
+            if seg.first != cur.seg_first {
+                cur.enter(seg.first);
+            }
+            if cur.offset >= seg.valid_len {
+                match self.segments.get(idx + 1) {
+                    Some(next) => {
+                        cur.enter(next.first);
+                        continue;
+                    }
+                    None => return Ok(None),
+                }
+            }
+            let name = segment_name(seg.first);
+            let file = match &mut cur.file {
+                Some(file) => file,
+                None => {
+                    let file = self.storage.open_read(&name);
+                    cur.file
+                        .insert(file.map_err(io_err(self.storage.as_ref(), "open", &name))?)
+                }
+            };
+            let offset = cur.offset;
+            let parsed = parse_record(
+                &mut cur.chunk,
+                file.as_mut(),
+                offset,
+                seg.valid_len,
+                cur.expected,
+            )
+            .map_err(io_err(self.storage.as_ref(), "read", &name))?;
+            let (header, payload) = match parsed {
+                Parsed::Record(header, payload) => (header, payload),
+                Parsed::End => return Ok(None),
+                Parsed::Corrupt(corruption) => {
+                    // Damaged after open (recovery checked it): skip the segment.
+                    cur.offset = seg.valid_len;
+                    let path = self.storage.path(&name);
+                    return Err(ReadError::Corrupt {
+                        path,
+                        offset,
+                        corruption,
+                    });
+                }
+            };
+            cur.offset += (RECORD_HEADER_LEN + payload.len()) as u64;
+            cur.expected += 1;
+            if header.seq >= self.watermark {
+                return Ok(Some(Record {
+                    seq: header.seq,
+                    appended_at: time_from_ns(header.time_ns),
+                    payload: payload.to_vec(),
+                }));
+            }
+        }
+    }
+
+    /// Iterates with [`read_next`](Self::read_next) until caught up.
+    pub fn records(&mut self) -> Records<'_> {
+        Records { wal: self }
+    }
+
+    /// Moves the reader back to the oldest unacknowledged record, e.g. to
+    /// re-deliver after the sink lost what it had read.
+    pub fn rewind(&mut self) {
+        self.cursor.enter(self.segments[0].first);
+    }
+
+    /// Acknowledges one record, in any order. Acks below the low watermark are
+    /// ignored; when the watermark passes the end of a segment, that segment
+    /// is deleted. The watermark reaches the checkpoint file on the next
+    /// [`sync`](Self::sync).
+    pub fn ack(&mut self, seq: u64) -> Result<(), AckError> {
+        if seq >= self.next_seq {
+            return Err(AckError::NotAppended {
+                seq,
+                next_seq: self.next_seq,
+            });
+        }
+        if seq < self.watermark {
+            return Ok(());
+        }
+        self.acked_ahead.insert(seq);
+        self.advance();
+        self.remove_acked_segments()?;
+        Ok(())
+    }
+
+    /// Discards the oldest segment's unacknowledged records (the `drop_oldest`
+    /// full-buffer policy) and deletes it, or empties the active segment when
+    /// it is the only one. `Ok(None)` when nothing is unacknowledged.
+    pub fn drop_oldest(&mut self) -> Result<Option<Dropped>, IoError> {
+        self.remove_acked_segments()?;
+        if self.watermark >= self.next_seq {
+            return Ok(None);
+        }
+        let seg = self.segments[0];
+        let start = self.watermark.max(seg.first);
+        let acked = self.acked_ahead.range(start..seg.end).count() as u64;
+        let records = seg.end.saturating_sub(start) - acked;
+        if self.segments.len() == 1 {
+            self.watermark = self.next_seq;
+            self.acked_ahead.clear();
+            self.reset_active()?;
+        } else {
+            self.watermark = self.segments[1].first;
+            self.advance();
+            self.remove_acked_segments()?;
+        }
+        Ok(Some(Dropped {
+            seqs: start..seg.end,
+            records,
+        }))
+    }
+
+    /// Makes everything appended so far durable (`fdatasync` of the active
+    /// segment, directory fsync if files were created or removed), then writes
+    /// the checkpoint if the watermark moved. No-op when nothing changed.
+    pub fn sync(&mut self) -> Result<(), IoError> {
+        if self.data_dirty {
+            self.writer.sync_data().map_err(self.active_err("sync"))?;
+            self.data_dirty = false;
+        }
+        if self.dir_dirty {
+            self.storage
+                .sync_dir()
+                .map_err(io_err(self.storage.as_ref(), "sync", ""))?;
+            self.dir_dirty = false;
+        }
+        if self.checkpointed != Some(self.watermark) {
+            self.write_checkpoint()?;
+        }
+        self.last_sync = Instant::now();
+        Ok(())
+    }
+
+    /// Syncs and releases the directory. Dropping a `Wal` does the same but
+    /// ignores errors.
+    pub fn close(mut self) -> Result<(), IoError> {
+        self.sync()
+    }
+
+    /// Sequence number the next append will get.
+    pub fn next_seq(&self) -> u64 {
+        self.next_seq
+    }
+
+    /// Low watermark: every record below it is acknowledged (or was dropped);
+    /// equals `next_seq()` when nothing is pending.
+    pub fn first_unacked(&self) -> u64 {
+        self.watermark
+    }
+
+    /// Records appended and not yet acknowledged.
+    pub fn unacked_records(&self) -> u64 {
+        let present: u64 = self
+            .segments
+            .iter()
+            .map(|s| s.end.saturating_sub(s.first.max(self.watermark)))
+            .sum();
+        present - self.acked_ahead.len() as u64
+    }
+
+    /// Bytes of all segment files, as counted against `max_bytes`.
+    pub fn disk_bytes(&self) -> u64 {
+        self.disk_bytes
+    }
+
+    fn write_checkpoint(&mut self) -> Result<(), IoError> {
+        let st = self.storage.as_ref();
+        let bytes = encode_checkpoint(self.watermark);
+        let mut file =
+            st.create(CHECKPOINT_TMP_NAME)
+                .map_err(io_err(st, "create", CHECKPOINT_TMP_NAME))?;
+        file.write_all_at(0, &bytes)
+            .and_then(|()| file.sync_data())
+            .map_err(io_err(st, "write", CHECKPOINT_TMP_NAME))?;
+        drop(file);
+        st.rename(CHECKPOINT_TMP_NAME, CHECKPOINT_NAME)
+            .map_err(io_err(st, "rename", CHECKPOINT_TMP_NAME))?;
+        st.sync_dir().map_err(io_err(st, "sync", ""))?;
+        self.checkpointed = Some(self.watermark);
+        Ok(())
+    }
+
+    /// Moves the watermark over acknowledged seqs and seqs that name no record.
+    fn advance(&mut self) {
+        loop {
+            while let Some(&seq) = self.acked_ahead.first() {
+                if seq > self.watermark {
+                    break;
+                }
+                self.acked_ahead.pop_first();
+                if seq == self.watermark {
+                    self.watermark += 1;
+                }
+            }
+            let w = self.watermark;
+            let idx = self.segments.partition_point(|s| s.first <= w);
+            let jump = match idx.checked_sub(1) {
+                None => Some(self.segments[0].first),
+                Some(i) if w >= self.segments[i].end => self.segments.get(idx).map(|s| s.first),
+                Some(_) => None,
+            };
+            match jump {
+                Some(to) if to > w => self.watermark = to,
+                _ => break,
+            }
+        }
+    }
+
+    /// Deletes leading segments whose records are all below the watermark.
+    fn remove_acked_segments(&mut self) -> Result<(), IoError> {
+        while self.segments.len() > 1 && self.segments[0].end <= self.watermark {
+            let seg = self.segments[0];
+            remove_if_present(self.storage.as_ref(), &segment_name(seg.first))?;
+            self.segments.pop_front();
+            self.disk_bytes -= seg.file_len;
+            self.dir_dirty = true;
+        }
+        Ok(())
+    }
+
+    fn active(&self) -> &Segment {
+        self.segments.back().expect("never empty")
+    }
+
+    fn active_err(&self, op: &'static str) -> impl FnOnce(io::Error) -> IoError + use<> {
+        io_err(
+            self.storage.as_ref(),
+            op,
+            &segment_name(self.active().first),
+        )
+    }
+}
+
+impl Drop for Wal {
+    fn drop(&mut self) {
+        // Best effort: a failure here only means records or acks replayed.
+        let _ = self.sync();
+    }
+}
+
+/// Iterator over [`Wal::read_next`], from [`Wal::records`].
+#[derive(Debug)]
+pub struct Records<'a> {
+    wal: &'a mut Wal,
+}
+
+impl Iterator for Records<'_> {
+    type Item = Result<Record, ReadError>;
+
+    fn next(&mut self) -> Option<Self::Item> {
+        self.wal.read_next().transpose()
+    }
+}
+
+fn create_segment(st: &dyn Storage, first: u64, sync: bool) -> Result<Box<dyn WriteFile>, IoError> {
+    let name = segment_name(first);
+    let mut file = st.create(&name).map_err(io_err(st, "create", &name))?;
+    let written = file
+        .write_all_at(0, &SEGMENT_MAGIC)
+        .and_then(|()| if sync { file.sync_data() } else { Ok(()) });
+    if let Err(e) = written {
+        let _ = st.remove(&name);
+        return Err(io_err(st, "write", &name)(e));
+    }
+    Ok(file)
+}
+
+fn remove_if_present(st: &dyn Storage, name: &str) -> Result<(), IoError> {
+    match st.remove(name) {
+        Err(e) if e.kind() != io::ErrorKind::NotFound => Err(io_err(st, "remove", name)(e)),
+        _ => Ok(()),
+    }
+}
