@@ -1,0 +1,138 @@
+//! Command line: `sluice run`, `sluice validate`, `sluice --version`.
+//!
+//! Exit codes: 0 success, 1 runtime failure, 2 bad configuration or usage.
+
+use std::path::PathBuf;
+use std::process::ExitCode;
+
+use clap::{Parser, Subcommand};
+use tokio::signal::unix::{SignalKind, signal};
+use tracing::{error, info, warn};
+
+use crate::topology::{self, Control};
+
+/// sluice: capture, route and deliver logs with end-to-end acknowledgements.
+#[derive(Debug, Parser)]
+#[command(name = "sluice", version, about)]
+pub struct Cli {
+    /// What to do.
+    #[command(subcommand)]
+    pub command: Command,
+}
+
+/// Subcommands.
+#[derive(Debug, Subcommand)]
+pub enum Command {
+    /// Run the pipeline described by a config file.
+    Run {
+        /// TOML config file.
+        #[arg(short, long)]
+        config: PathBuf,
+    },
+    /// Check a config file and report every error found; exit 0 when valid, 2 when not.
+    Validate {
+        /// TOML config file.
+        #[arg(short, long)]
+        config: PathBuf,
+    },
+}
+
+/// Exit code for a bad config.
+pub const EXIT_CONFIG: u8 = 2;
+
+/// Run the parsed command line.
+pub fn main(cli: Cli) -> ExitCode {
+    match cli.command {
+        Command::Validate { config } => match crate::config::load(&config) {
+            Ok(c) => {
+                println!(
+                    "{}: valid ({} sources, {} sinks)",
+                    config.display(),
+                    c.sources.len(),
+                    c.sinks.len()
+                );
+                ExitCode::SUCCESS
+            }
+            Err(errors) => {
+                eprintln!("{errors}");
+                ExitCode::from(EXIT_CONFIG)
+            }
+        },
+        Command::Run { config } => {
+            let cfg = match crate::config::load(&config) {
+                Ok(c) => c,
+                Err(errors) => {
+                    eprintln!("{errors}");
+                    return ExitCode::from(EXIT_CONFIG);
+                }
+            };
+            let runtime = match tokio::runtime::Builder::new_multi_thread()
+                .enable_all()
+                .thread_name("sluice")
+                .build()
+            {
+                Ok(r) => r,
+                Err(e) => {
+                    eprintln!("sluice: cannot start the runtime: {e}");
+                    return ExitCode::FAILURE;
+                }
+            };
+            runtime.block_on(run(cfg))
+        }
+    }
+}
+
+async fn run(cfg: crate::config::Config) -> ExitCode {
+    let (tx, rx) = tokio::sync::mpsc::channel(8);
+    let signals = match forward_signals(tx) {
+        Ok(h) => h,
+        Err(e) => {
+            eprintln!("sluice: cannot install signal handlers: {e}");
+            return ExitCode::FAILURE;
+        }
+    };
+    let result = topology::run(cfg, rx).await;
+    signals.abort();
+    match result {
+        Ok(report) if report.failed == 0 && report.undelivered == 0 => {
+            info!("Stopped.");
+            ExitCode::SUCCESS
+        }
+        Ok(report) => {
+            error!(failed_components = report.failed, undelivered = report.undelivered, "Stopped with failures.");
+            ExitCode::FAILURE
+        }
+        Err(errors) => {
+            for e in &errors.0 {
+                error!("Cannot start {e}");
+            }
+            ExitCode::FAILURE
+        }
+    }
+}
+
+fn forward_signals(tx: tokio::sync::mpsc::Sender<Control>) -> std::io::Result<tokio::task::JoinHandle<()>> {
+    let mut term = signal(SignalKind::terminate())?;
+    let mut int = signal(SignalKind::interrupt())?;
+    let mut hup = signal(SignalKind::hangup())?;
+    Ok(tokio::spawn(async move {
+        let mut stops = 0;
+        loop {
+            let msg = tokio::select! {
+                _ = term.recv() => Control::Stop,
+                _ = int.recv() => Control::Stop,
+                _ = hup.recv() => Control::Reload,
+            };
+            if msg == Control::Stop {
+                stops += 1;
+                if stops > 1 {
+                    warn!("Second stop signal: exiting now.");
+                    std::process::exit(1);
+                }
+            }
+            if tx.send(msg).await.is_err() {
+                return;
+            }
+        }
+    }))
+}

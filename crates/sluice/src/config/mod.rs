@@ -1,0 +1,491 @@
+//! The configuration model: `[sources.NAME]`, `[routes.NAME]`, `[sinks.NAME]` and a
+//! few global keys, loaded from TOML with every error reported at its file position.
+//!
+//! Each component table has a `type` selecting a closed set of kinds (no plugin
+//! registry). Keys common to all kinds of a family (`tag` for sources; `inputs`,
+//! `encoding`, `when_full`, `buffer`, `acknowledgements` for sinks) are read here;
+//! the rest goes to the kind's own config struct, which lives beside its component.
+//! Validation is pure: no I/O, no spawning.
+
+pub mod load;
+
+use std::collections::{HashMap, HashSet};
+use std::ops::Range;
+use std::path::{Path, PathBuf};
+
+use serde::Deserialize;
+use toml_edit::{Item, Table};
+
+pub use load::{ConfigError, ConfigErrors};
+use load::{Diagnostics, check_keys, deserialize, did_you_mean, struct_fields};
+
+use crate::buffer::{DEFAULT_MAX_EVENTS, WhenFull};
+use crate::encoding::Encoding;
+use crate::sinks::file::FileSinkConfig;
+use crate::sources::exec::ExecSourceConfig;
+use crate::sources::pipe::PipeSourceConfig;
+use crate::sources::stdin::StdinSourceConfig;
+
+/// The whole configuration.
+#[derive(Debug, Clone)]
+pub struct Config {
+    /// File it was read from.
+    pub path: PathBuf,
+    /// Global keys.
+    pub global: GlobalConfig,
+    /// Sources in file order.
+    pub sources: Vec<SourceConfig>,
+    /// Sinks in file order.
+    pub sinks: Vec<SinkConfig>,
+}
+
+/// Keys at the top level of the file.
+#[derive(Debug, Clone, Deserialize)]
+pub struct GlobalConfig {
+    /// Where disk buffers and checkpoints live.
+    #[serde(default = "default_data_dir")]
+    pub data_dir: PathBuf,
+    /// How long a graceful stop may take before the rest is abandoned (counted).
+    #[serde(default = "default_shutdown_timeout_secs")]
+    pub shutdown_timeout_secs: u64,
+}
+
+/// Top-level tables holding components, read apart from [`GlobalConfig`].
+const FAMILIES: [&str; 3] = ["sources", "routes", "sinks"];
+
+fn default_data_dir() -> PathBuf {
+    PathBuf::from("/var/lib/sluice")
+}
+
+fn default_shutdown_timeout_secs() -> u64 {
+    10
+}
+
+/// One source.
+#[derive(Debug, Clone)]
+pub struct SourceConfig {
+    /// The user's name for it.
+    pub name: String,
+    /// Tag given to its events (default: the source name).
+    pub tag: String,
+    /// Kind-specific settings.
+    pub kind: SourceKind,
+}
+
+/// Keys every source has.
+#[derive(Debug, Clone, Deserialize)]
+struct SourceCommon {
+    #[serde(rename = "type")]
+    _type: String,
+    #[serde(default)]
+    tag: Option<String>,
+}
+
+/// Source kinds.
+#[derive(Debug, Clone, PartialEq)]
+pub enum SourceKind {
+    /// Lines from standard input.
+    Stdin(StdinSourceConfig),
+    /// Lines from a child process's stdout (and optionally stderr).
+    Exec(ExecSourceConfig),
+    /// Lines from a named FIFO.
+    Pipe(PipeSourceConfig),
+}
+
+const SOURCE_TYPES: &[&str] = &["stdin", "exec", "pipe"];
+
+impl SourceKind {
+    fn fields(ty: &str) -> &'static [&'static str] {
+        match ty {
+            "stdin" => struct_fields::<StdinSourceConfig>(),
+            "exec" => struct_fields::<ExecSourceConfig>(),
+            "pipe" => struct_fields::<PipeSourceConfig>(),
+            _ => &[],
+        }
+    }
+
+    fn parse(ty: &str, item: &Item, path: &str, t: &Table, d: &mut Diagnostics<'_>) -> Option<Self> {
+        Some(match ty {
+            "stdin" => SourceKind::Stdin(deserialize(item, path, Some(t), d)?),
+            "exec" => SourceKind::Exec(deserialize(item, path, Some(t), d)?),
+            "pipe" => SourceKind::Pipe(deserialize(item, path, Some(t), d)?),
+            _ => return None,
+        })
+    }
+
+    fn validate(&self, v: &mut Check<'_, '_>) {
+        match self {
+            SourceKind::Stdin(c) => c.validate(v),
+            SourceKind::Exec(c) => c.validate(v),
+            SourceKind::Pipe(c) => c.validate(v),
+        }
+    }
+
+    /// The kind's `type` string.
+    pub fn type_name(&self) -> &'static str {
+        match self {
+            SourceKind::Stdin(_) => "stdin",
+            SourceKind::Exec(_) => "exec",
+            SourceKind::Pipe(_) => "pipe",
+        }
+    }
+}
+
+/// One sink.
+#[derive(Debug, Clone)]
+pub struct SinkConfig {
+    /// The user's name for it.
+    pub name: String,
+    /// Components feeding it.
+    pub inputs: Vec<String>,
+    /// Encoding (kind default when absent).
+    pub encoding: Option<Encoding>,
+    /// Its buffer.
+    pub buffer: BufferConfig,
+    /// Kind-specific settings.
+    pub kind: SinkKind,
+}
+
+/// `[sinks.NAME.buffer]`.
+#[derive(Debug, Clone, PartialEq, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct BufferConfig {
+    /// Buffer type; only `memory` exists so far.
+    #[serde(rename = "type", default)]
+    pub kind: BufferKind,
+    /// Capacity of a memory buffer, in events.
+    #[serde(default = "default_max_events")]
+    pub max_events: usize,
+    /// Policy when full.
+    #[serde(default)]
+    pub when_full: WhenFull,
+}
+
+impl Default for BufferConfig {
+    fn default() -> Self {
+        BufferConfig { kind: BufferKind::Memory, max_events: DEFAULT_MAX_EVENTS, when_full: WhenFull::Block }
+    }
+}
+
+fn default_max_events() -> usize {
+    DEFAULT_MAX_EVENTS
+}
+
+/// Buffer types.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Deserialize, Default)]
+#[serde(rename_all = "snake_case")]
+pub enum BufferKind {
+    /// Bounded in-memory queue.
+    #[default]
+    Memory,
+}
+
+#[derive(Debug, Clone, Deserialize)]
+struct SinkCommon {
+    #[serde(rename = "type")]
+    _type: String,
+    #[serde(default)]
+    inputs: Option<Vec<String>>,
+    #[serde(default)]
+    encoding: Option<Encoding>,
+    #[serde(default)]
+    when_full: Option<WhenFull>,
+    #[serde(default)]
+    buffer: Option<BufferConfig>,
+}
+
+/// Sink kinds.
+#[derive(Debug, Clone, PartialEq)]
+pub enum SinkKind {
+    /// Encoded events to standard output.
+    Stdout(NoOptions),
+    /// Discards events (counts them delivered).
+    Null(NoOptions),
+    /// Files from a path template, with rotation and compression.
+    File(FileSinkConfig),
+}
+
+/// A kind without options of its own.
+#[derive(Debug, Clone, PartialEq, Eq, Deserialize, Default)]
+pub struct NoOptions {}
+
+const SINK_TYPES: &[&str] = &["stdout", "null", "file"];
+
+impl SinkKind {
+    fn fields(ty: &str) -> &'static [&'static str] {
+        match ty {
+            "file" => struct_fields::<FileSinkConfig>(),
+            _ => &[],
+        }
+    }
+
+    fn parse(ty: &str, item: &Item, path: &str, t: &Table, d: &mut Diagnostics<'_>) -> Option<Self> {
+        Some(match ty {
+            "stdout" => SinkKind::Stdout(NoOptions {}),
+            "null" => SinkKind::Null(NoOptions {}),
+            "file" => SinkKind::File(deserialize(item, path, Some(t), d)?),
+            _ => return None,
+        })
+    }
+
+    fn validate(&self, v: &mut Check<'_, '_>) {
+        if let SinkKind::File(c) = self {
+            c.validate(v);
+        }
+    }
+
+    /// The kind's `type` string.
+    pub fn type_name(&self) -> &'static str {
+        match self {
+            SinkKind::Stdout(_) => "stdout",
+            SinkKind::Null(_) => "null",
+            SinkKind::File(_) => "file",
+        }
+    }
+}
+
+/// Pure validation of one component: errors land on the component's keys.
+pub struct Check<'d, 'a> {
+    diag: &'d mut Diagnostics<'a>,
+    table: &'d Table,
+    path: String,
+}
+
+impl Check<'_, '_> {
+    /// Report `message` against `key` of this component.
+    pub fn error(&mut self, key: &str, message: impl Into<String>) {
+        let span = self.span_of(key);
+        self.diag.error(span, format!("{}.{key}", self.path), message);
+    }
+
+    fn span_of(&self, key: &str) -> Option<Range<usize>> {
+        self.table.get(key).and_then(Item::span).or_else(|| self.table.span())
+    }
+}
+
+/// Pure validation implemented by each component config.
+pub trait Validate {
+    /// Report every problem through `v`.
+    fn validate(&self, v: &mut Check<'_, '_>);
+}
+
+/// Read and fully validate a config file.
+pub fn load(path: &Path) -> Result<Config, ConfigErrors> {
+    let text = std::fs::read_to_string(path).map_err(|e| {
+        ConfigErrors(vec![ConfigError {
+            file: path.to_owned(),
+            position: Some((1, 1)),
+            key: "file".into(),
+            message: format!("cannot read config: {}", crate::error_text(&e)),
+        }])
+    })?;
+    load_str(path, &text)
+}
+
+/// Validate config text (`path` is used in messages).
+pub fn load_str(path: &Path, text: &str) -> Result<Config, ConfigErrors> {
+    let mut diag = Diagnostics::new(path, text);
+    let text = load::interpolate(text, &mut diag);
+    let earlier = diag.errors;
+    let mut diag = Diagnostics::new(path, &text);
+    diag.errors = earlier;
+    let Some(doc) = load::parse(&text, &mut diag) else {
+        return Err(ConfigErrors(diag.finish()));
+    };
+    let root = doc.as_table();
+    let mut known_root = struct_fields::<GlobalConfig>().to_vec();
+    known_root.extend(FAMILIES);
+    check_keys(root, &known_root, "config", &mut diag);
+    let global = deserialize::<GlobalConfig>(doc.as_item(), "config", Some(root), &mut diag);
+
+    let sources = read_family(root, "sources", &mut diag, |name, item, t, d| {
+        let path = format!("sources.{name}");
+        let ty = component_type(t, &path, SOURCE_TYPES, d)?;
+        let mut known = struct_fields::<SourceCommon>().to_vec();
+        known.retain(|k| *k != "_type");
+        known.push("type");
+        known.extend_from_slice(SourceKind::fields(ty));
+        check_keys(t, &known, &path, d);
+        let common: Option<SourceCommon> = deserialize(item, &path, Some(t), d);
+        let kind = SourceKind::parse(ty, item, &path, t, d);
+        let (common, kind) = (common?, kind?);
+        kind.validate(&mut Check { diag: d, table: t, path: path.clone() });
+        Some(SourceConfig { name: name.to_owned(), tag: common.tag.unwrap_or_else(|| name.to_owned()), kind })
+    });
+    if let Some(routes) = root.get("routes") {
+        diag.error(routes.span(), "routes", "routes are not supported yet");
+    }
+    let sinks = read_family(root, "sinks", &mut diag, |name, item, t, d| {
+        let path = format!("sinks.{name}");
+        let ty = component_type(t, &path, SINK_TYPES, d)?;
+        let mut known: Vec<&str> = struct_fields::<SinkCommon>().to_vec();
+        known.retain(|k| *k != "_type");
+        known.push("type");
+        known.extend_from_slice(SinkKind::fields(ty));
+        check_keys(t, &known, &path, d);
+        if let Some(Item::Table(b)) = t.get("buffer") {
+            check_keys(b, struct_fields::<BufferConfig>(), &format!("{path}.buffer"), d);
+        }
+        let common: Option<SinkCommon> = deserialize(item, &path, Some(t), d);
+        let kind = SinkKind::parse(ty, item, &path, t, d);
+        let (common, kind) = (common?, kind?);
+        let mut check = Check { diag: d, table: t, path: path.clone() };
+        kind.validate(&mut check);
+        let mut buffer = common.buffer.unwrap_or_default();
+        if let Some(w) = common.when_full {
+            if t.get("buffer").and_then(|b| b.get("when_full")).is_some() {
+                check.error("when_full", "set either when_full or buffer.when_full, not both");
+            }
+            buffer.when_full = w;
+        }
+        if buffer.max_events == 0 {
+            check.error("buffer", "buffer.max_events must be at least 1");
+        }
+        let inputs = match common.inputs {
+            Some(i) if !i.is_empty() => i,
+            _ => {
+                check.error("inputs", "a sink needs at least one input");
+                Vec::new()
+            }
+        };
+        Some(SinkConfig { name: name.to_owned(), inputs, encoding: common.encoding, buffer, kind })
+    });
+
+    check_graph(root, &mut diag);
+    check_conflicts(root, &sources, &sinks, &mut diag);
+
+    let errors = diag.finish();
+    match global {
+        Some(global) if errors.is_empty() => {
+            Ok(Config { path: path.to_owned(), global, sources, sinks })
+        }
+        _ => Err(ConfigErrors(errors)),
+    }
+}
+
+/// Graph checks, read from the tables themselves so that they run even for
+/// components whose own settings failed: names unique across families, every
+/// input names an existing source.
+fn check_graph(root: &Table, diag: &mut Diagnostics<'_>) {
+    let family = |f: &str| root.get(f).and_then(Item::as_table_like);
+    let mut producers: HashMap<String, &'static str> = HashMap::new();
+    if let Some(t) = family("sources") {
+        for (name, _) in t.iter() {
+            producers.insert(name.to_owned(), "source");
+        }
+    }
+    let Some(sinks) = family("sinks") else { return };
+    for (name, item) in sinks.iter() {
+        let path = format!("sinks.{name}");
+        if let Some(kind) = producers.get(name) {
+            diag.error(item.span(), &path, format!("name already used by a {kind}; component names must be unique"));
+        }
+        let Some(inputs) = item.get("inputs") else { continue };
+        let Some(array) = inputs.as_array() else { continue };
+        for input in array.iter() {
+            let Some(input) = input.as_str() else { continue };
+            if producers.contains_key(input) {
+                continue;
+            }
+            let mut msg = format!("input `{input}` is not a source");
+            if let Some(m) = did_you_mean(input, producers.keys().map(String::as_str)) {
+                msg.push_str(&format!(", did you mean `{m}`?"));
+            }
+            diag.error(inputs.span(), format!("{path}.inputs"), msg);
+        }
+    }
+}
+
+fn component_type<'t>(
+    t: &'t Table,
+    path: &str,
+    types: &'static [&'static str],
+    d: &mut Diagnostics<'_>,
+) -> Option<&'static str> {
+    let Some(item) = t.get("type") else {
+        d.error(t.span(), format!("{path}.type"), format!("missing key `type` (one of: {})", types.join(", ")));
+        return None;
+    };
+    let Some(ty) = item.as_str() else {
+        d.error(item.span(), format!("{path}.type"), "expected a string");
+        return None;
+    };
+    if let Some(known) = types.iter().find(|k| **k == ty) {
+        return Some(known);
+    }
+    let mut msg = format!("unknown type `{ty}`");
+    match did_you_mean(ty, types.iter().copied()) {
+        Some(m) => msg.push_str(&format!(", did you mean `{m}`?")),
+        None => msg.push_str(&format!(" (one of: {})", types.join(", "))),
+    }
+    d.error(item.span(), format!("{path}.type"), msg);
+    None
+}
+
+fn read_family<T>(
+    root: &Table,
+    family: &str,
+    diag: &mut Diagnostics<'_>,
+    mut read: impl FnMut(&str, &Item, &Table, &mut Diagnostics<'_>) -> Option<T>,
+) -> Vec<T> {
+    let Some(item) = root.get(family) else { return Vec::new() };
+    let Some(table) = item.as_table_like() else {
+        diag.error(item.span(), family, "expected a table of named components");
+        return Vec::new();
+    };
+    let mut out = Vec::new();
+    for (name, item) in table.iter() {
+        let path = format!("{family}.{name}");
+        if name.is_empty() || !name.chars().all(|c| c.is_ascii_alphanumeric() || c == '_' || c == '-') {
+            diag.error(item.span(), &path, "component names use letters, digits, '_' and '-'");
+            continue;
+        }
+        let owned;
+        let t = match item {
+            Item::Table(t) => t,
+            Item::Value(toml_edit::Value::InlineTable(it)) => {
+                owned = it.clone().into_table();
+                &owned
+            }
+            _ => {
+                diag.error(item.span(), &path, "expected a table");
+                continue;
+            }
+        };
+        if let Some(v) = read(name, item, t, diag) {
+            out.push(v);
+        }
+    }
+    out
+}
+
+fn check_conflicts(root: &Table, sources: &[SourceConfig], sinks: &[SinkConfig], d: &mut Diagnostics<'_>) {
+    let mut seen: HashSet<PathBuf> = HashSet::new();
+    let mut stdin_seen = false;
+    for s in sources {
+        let span = root.get("sources").and_then(|t| t.get(&s.name)).and_then(Item::span);
+        match &s.kind {
+            SourceKind::Pipe(p) if !seen.insert(p.path.clone()) => d.error(
+                span,
+                format!("sources.{}.path", s.name),
+                format!("another source already reads {}", p.path.display()),
+            ),
+            SourceKind::Stdin(_) if std::mem::replace(&mut stdin_seen, true) => {
+                d.error(span, format!("sources.{}", s.name), "only one stdin source may exist")
+            }
+            _ => {}
+        }
+    }
+    let mut templates: HashSet<&str> = HashSet::new();
+    for s in sinks {
+        if let SinkKind::File(f) = &s.kind {
+            if !templates.insert(&f.path) {
+                let span = root.get("sinks").and_then(|t| t.get(&s.name)).and_then(Item::span);
+                d.error(span, format!("sinks.{}.path", s.name), "another file sink writes the same path");
+            }
+        }
+    }
+}
+
+#[cfg(test)]
+mod tests;

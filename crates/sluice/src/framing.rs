@@ -1,0 +1,163 @@
+//! Newline framing for byte streams (stdin, exec, pipe).
+//!
+//! Bytes are read straight into the framer's buffer; each read's complete lines
+//! become slices of one frozen chunk (zero copy: a line costs a refcount), and only
+//! the unterminated tail is copied forward. Rules:
+//! - a line ends at `\n`; one `\r` before it is stripped;
+//! - a line longer than `max_line_bytes` is cut to that length, emitted, counted,
+//!   and the rest of it (up to the next `\n`) is discarded;
+//! - bytes are never validated as UTF-8;
+//! - at end of input an unterminated last line is kept ([`LineFramer::finish`]).
+
+use bytes::{Bytes, BytesMut};
+
+/// Default cap on one line.
+pub const DEFAULT_MAX_LINE_BYTES: usize = 1024 * 1024;
+
+/// Incremental line splitter.
+#[derive(Debug)]
+pub struct LineFramer {
+    buf: BytesMut,
+    max_line: usize,
+    /// Inside an over-long line whose head was already emitted.
+    discarding: bool,
+    /// Number of lines cut to `max_line` so far.
+    pub truncated: u64,
+}
+
+impl LineFramer {
+    /// A framer cutting lines at `max_line` bytes.
+    pub fn new(max_line: usize) -> Self {
+        LineFramer { buf: BytesMut::with_capacity(64 * 1024), max_line: max_line.max(1), discarding: false, truncated: 0 }
+    }
+
+    /// The buffer to read into; make sure it has room first with [`Self::reserve`].
+    pub fn buffer(&mut self) -> &mut BytesMut {
+        &mut self.buf
+    }
+
+    /// Ensure at least `n` bytes of spare capacity for the next read.
+    pub fn reserve(&mut self, n: usize) {
+        self.buf.reserve(n);
+    }
+
+    /// Move every complete line out of the buffer into `out`.
+    pub fn drain_lines(&mut self, out: &mut impl FnMut(Bytes)) {
+        if self.buf.is_empty() {
+            return;
+        }
+        let last_nl = memchr::memrchr(b'\n', &self.buf);
+        let Some(last_nl) = last_nl else {
+            self.check_overlong(out);
+            return;
+        };
+        let chunk = self.buf.split_to(last_nl + 1).freeze();
+        let mut start = 0;
+        for nl in memchr::memchr_iter(b'\n', &chunk) {
+            if std::mem::take(&mut self.discarding) {
+                start = nl + 1;
+                continue;
+            }
+            self.emit(&chunk, start, nl, out);
+            start = nl + 1;
+        }
+        self.check_overlong(out);
+    }
+
+    fn emit(&mut self, chunk: &Bytes, start: usize, end: usize, out: &mut impl FnMut(Bytes)) {
+        let mut end = end;
+        if end > start && chunk[end - 1] == b'\r' {
+            end -= 1;
+        }
+        if end - start > self.max_line {
+            self.truncated += 1;
+            end = start + self.max_line;
+        }
+        out(chunk.slice(start..end));
+    }
+
+    /// An unterminated tail longer than the cap: emit its head now, drop the rest
+    /// as it arrives.
+    fn check_overlong(&mut self, out: &mut impl FnMut(Bytes)) {
+        if self.discarding {
+            self.buf.clear();
+        } else if self.buf.len() > self.max_line {
+            let head = self.buf.split_to(self.max_line).freeze();
+            self.buf.clear();
+            self.truncated += 1;
+            self.discarding = true;
+            out(head);
+        }
+    }
+
+    /// End of input: emit an unterminated last line, if any.
+    pub fn finish(&mut self, out: &mut impl FnMut(Bytes)) {
+        self.drain_lines(out);
+        if !self.buf.is_empty() && !self.discarding {
+            let tail = self.buf.split().freeze();
+            let len = tail.len();
+            self.emit(&tail, 0, len, out);
+        }
+        self.buf.clear();
+        self.discarding = false;
+    }
+
+    /// Bytes of an unterminated line held back.
+    pub fn pending(&self) -> usize {
+        self.buf.len()
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn lines(max: usize, chunks: &[&[u8]]) -> (Vec<Vec<u8>>, u64) {
+        let mut f = LineFramer::new(max);
+        let mut out = Vec::new();
+        for c in chunks {
+            f.buffer().extend_from_slice(c);
+            f.drain_lines(&mut |b: Bytes| out.push(b.to_vec()));
+        }
+        f.finish(&mut |b: Bytes| out.push(b.to_vec()));
+        (out, f.truncated)
+    }
+
+    #[test]
+    fn splits_and_strips_crlf() {
+        let (l, _) = lines(100, &[b"a\r\nb\n\nc"]);
+        assert_eq!(l, vec![b"a".to_vec(), b"b".to_vec(), b"".to_vec(), b"c".to_vec()]);
+    }
+
+    #[test]
+    fn lines_across_reads_join() {
+        let (l, _) = lines(100, &[b"hel", b"lo\nwor", b"ld\n"]);
+        assert_eq!(l, vec![b"hello".to_vec(), b"world".to_vec()]);
+    }
+
+    #[test]
+    fn invalid_utf8_kept() {
+        let (l, _) = lines(100, &[b"\xff\xfe\n"]);
+        assert_eq!(l, vec![b"\xff\xfe".to_vec()]);
+    }
+
+    #[test]
+    fn long_line_truncated_and_counted_within_one_read() {
+        let (l, t) = lines(4, &[b"abcdefgh\nxy\n"]);
+        assert_eq!(l, vec![b"abcd".to_vec(), b"xy".to_vec()]);
+        assert_eq!(t, 1);
+    }
+
+    #[test]
+    fn long_line_truncated_across_reads() {
+        let (l, t) = lines(4, &[b"abcdef", b"ghij", b"kl\nmn\n"]);
+        assert_eq!(l, vec![b"abcd".to_vec(), b"mn".to_vec()]);
+        assert_eq!(t, 1);
+    }
+
+    #[test]
+    fn cr_alone_is_kept_inside_line() {
+        let (l, _) = lines(100, &[b"a\rb\n"]);
+        assert_eq!(l, vec![b"a\rb".to_vec()]);
+    }
+}

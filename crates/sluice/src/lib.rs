@@ -1,0 +1,24 @@
+//! sluice: a log pipeline daemon — sources → buffers → sinks, with end-to-end
+//! acknowledgements. See README.md for the architecture and configuration.
+
+pub mod ack;
+pub mod buffer;
+pub mod cli;
+pub mod config;
+pub mod encoding;
+pub mod event;
+pub mod framing;
+pub mod metrics;
+pub mod sinks;
+pub mod sources;
+pub mod template;
+pub mod topology;
+
+/// An I/O error's text without the "(os error N)" noise.
+pub fn error_text(e: &std::io::Error) -> String {
+    let s = e.to_string();
+    match s.find(" (os error") {
+        Some(i) => s[..i].to_owned(),
+        None => s,
+    }
+}

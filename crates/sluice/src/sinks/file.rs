@@ -1,0 +1,466 @@
+//! `type = "file"`: encoded events appended to files named by a path template.
+//!
+//! The sink runs on its own thread (file writes and fsync are blocking calls and
+//! must not stall the async runtime). It takes every batch queued at the moment,
+//! writes them, flushes, and — when any of those batches is tracked by a source
+//! waiting for an acknowledgement — fsyncs the touched files before resolving them
+//! (group commit). At stop and on rotation every file is flushed and fsynced.
+//!
+//! Rotation: when a file reaches `rotate_bytes` (bytes before compression) or has
+//! been open `rotate_secs`, it is closed and renamed `NAME.N` (with compression,
+//! `N` goes before `.gz`/`.zst`: `app.log.3.gz`), N increasing, and writing goes on
+//! in a fresh `NAME`. Compressed files are gzip/zstd streams; appending to an
+//! existing one adds a new member/frame, which readers accept.
+
+use std::collections::HashMap;
+use std::fs::{File, OpenOptions};
+use std::io::Write;
+use std::path::{Path, PathBuf};
+use std::sync::Arc;
+use std::time::{Duration, Instant};
+
+use serde::Deserialize;
+use tracing::{error, info, warn};
+
+use crate::ack::AckStatus;
+use crate::config::{Check, Validate};
+use crate::encoding::Encoding;
+use crate::event::{Event, EventBatch};
+use crate::metrics::Counters;
+use crate::template::Template;
+use crate::topology::{ComponentError, SinkContext, Task};
+
+/// Compression of written files.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Deserialize, Default)]
+#[serde(rename_all = "snake_case")]
+pub enum Compression {
+    /// Plain files.
+    #[default]
+    None,
+    /// gzip stream.
+    Gzip,
+    /// zstd stream.
+    Zstd,
+}
+
+/// `[sinks.NAME] type = "file"`.
+#[derive(Debug, Clone, PartialEq, Eq, Deserialize)]
+pub struct FileSinkConfig {
+    /// Path template: `{tag}`, `{source}`, `{tenant}`, `{field.NAME}`, strftime items.
+    pub path: String,
+    /// Rotate a file once this many bytes (before compression) were written to it.
+    #[serde(default)]
+    pub rotate_bytes: Option<u64>,
+    /// Rotate a file once it has been open this long.
+    #[serde(default)]
+    pub rotate_secs: Option<u64>,
+    /// Compression.
+    #[serde(default)]
+    pub compression: Compression,
+}
+
+impl Validate for FileSinkConfig {
+    fn validate(&self, v: &mut Check<'_, '_>) {
+        if self.path.is_empty() {
+            v.error("path", "must not be empty");
+        } else if let Err(e) = Template::parse(&self.path, true, true) {
+            v.error("path", e);
+        }
+        if self.rotate_bytes == Some(0) {
+            v.error("rotate_bytes", "must be at least 1 (or absent for no size rotation)");
+        }
+        if self.rotate_secs == Some(0) {
+            v.error("rotate_secs", "must be at least 1 (or absent for no time rotation)");
+        }
+    }
+}
+
+const IDLE_CLOSE: Duration = Duration::from_secs(60);
+const MAX_OPEN_FILES: usize = 256;
+const WRITE_CHUNK: usize = 256 * 1024;
+/// Batches taken per group commit at most.
+const GROUP_MAX: usize = 256;
+
+pub(super) fn build(
+    config: FileSinkConfig,
+    encoding: Encoding,
+    cx: SinkContext,
+) -> Result<Task, ComponentError> {
+    let template = Template::parse(&config.path, true, true).map_err(ComponentError::Other)?;
+    if template.is_static() {
+        // Fail at start, not at the first event, when the directory cannot be made.
+        let p = PathBuf::from(&config.path);
+        if let Some(dir) = p.parent().filter(|d| !d.as_os_str().is_empty()) {
+            std::fs::create_dir_all(dir)
+                .map_err(|e| ComponentError::io(format!("creating {}", dir.display()), e))?;
+        }
+    }
+    let handle = tokio::runtime::Handle::current();
+    Ok(Box::pin(async move {
+        let name = cx.name.to_string();
+        let span = tracing::Span::current();
+        tokio::task::spawn_blocking(move || {
+            let _entered = span.enter();
+            let mut w = Writer::new(config, template, encoding, cx.counters.clone());
+            w.run(cx, &handle)
+        })
+        .await
+        .map_err(|e| ComponentError::Other(format!("file sink {name} thread failed: {e}")))?
+    }))
+}
+
+enum Stream {
+    Plain(File),
+    Gzip(flate2::write::GzEncoder<File>),
+    Zstd(zstd::stream::write::Encoder<'static, File>),
+}
+
+impl Stream {
+    fn open(path: &Path, compression: Compression) -> std::io::Result<Stream> {
+        if let Some(dir) = path.parent().filter(|d| !d.as_os_str().is_empty()) {
+            std::fs::create_dir_all(dir)?;
+        }
+        let file = OpenOptions::new().create(true).append(true).open(path)?;
+        Ok(match compression {
+            Compression::None => Stream::Plain(file),
+            Compression::Gzip => Stream::Gzip(flate2::write::GzEncoder::new(file, flate2::Compression::default())),
+            Compression::Zstd => Stream::Zstd(zstd::stream::write::Encoder::new(file, 3)?),
+        })
+    }
+
+    fn write_all(&mut self, buf: &[u8]) -> std::io::Result<()> {
+        match self {
+            Stream::Plain(f) => f.write_all(buf),
+            Stream::Gzip(g) => g.write_all(buf),
+            Stream::Zstd(z) => z.write_all(buf),
+        }
+    }
+
+    /// Push everything written so far to the file (a sync flush for compressors).
+    fn flush(&mut self) -> std::io::Result<()> {
+        match self {
+            Stream::Plain(f) => f.flush(),
+            Stream::Gzip(g) => g.flush(),
+            Stream::Zstd(z) => z.flush(),
+        }
+    }
+
+    fn file(&self) -> &File {
+        match self {
+            Stream::Plain(f) => f,
+            Stream::Gzip(g) => g.get_ref(),
+            Stream::Zstd(z) => z.get_ref(),
+        }
+    }
+
+    /// Finish the compressed stream and fsync.
+    fn close(self) -> std::io::Result<()> {
+        let file = match self {
+            Stream::Plain(f) => f,
+            Stream::Gzip(g) => g.finish()?,
+            Stream::Zstd(z) => z.finish()?,
+        };
+        file.sync_all()
+    }
+}
+
+struct OpenFile {
+    stream: Stream,
+    buf: Vec<u8>,
+    written: u64,
+    opened: Instant,
+    last_write: Instant,
+    /// Written since the last flush.
+    unflushed: bool,
+    /// Written since the last fsync.
+    dirty: bool,
+}
+
+impl OpenFile {
+    fn flush(&mut self) -> std::io::Result<()> {
+        if !self.buf.is_empty() {
+            self.stream.write_all(&self.buf)?;
+            self.buf.clear();
+        }
+        self.stream.flush()
+    }
+}
+
+struct Writer {
+    config: FileSinkConfig,
+    template: Template,
+    encoding: Encoding,
+    counters: Arc<Counters>,
+    files: HashMap<PathBuf, OpenFile>,
+    /// Last rendered path and the event properties it was rendered for.
+    cache: Option<(Arc<str>, Arc<str>, Option<Arc<str>>, i64, PathBuf)>,
+    scratch: String,
+    failing_since: Option<Instant>,
+}
+
+impl Writer {
+    fn new(config: FileSinkConfig, template: Template, encoding: Encoding, counters: Arc<Counters>) -> Self {
+        Writer {
+            config,
+            template,
+            encoding,
+            counters,
+            files: HashMap::new(),
+            cache: None,
+            scratch: String::new(),
+            failing_since: None,
+        }
+    }
+
+    fn run(&mut self, mut cx: SinkContext, handle: &tokio::runtime::Handle) -> Result<(), ComponentError> {
+        let mut group: Vec<EventBatch> = Vec::new();
+        let mut tick = Instant::now();
+        loop {
+            enum Next {
+                Batch(EventBatch),
+                End,
+                Tick,
+                Reload,
+                Abort,
+            }
+            let next = handle.block_on(async {
+                tokio::select! {
+                    biased;
+                    _ = cx.abort.cancelled() => Next::Abort,
+                    b = cx.input.recv() => b.map_or(Next::End, Next::Batch),
+                    r = cx.reload.changed() => if r.is_ok() { Next::Reload } else { Next::Tick },
+                    _ = tokio::time::sleep(Duration::from_secs(1)) => Next::Tick,
+                }
+            });
+            match next {
+                Next::Batch(b) => {
+                    group.push(b);
+                    while group.len() < GROUP_MAX {
+                        match cx.input.try_recv() {
+                            Some(b) => group.push(b),
+                            None => break,
+                        }
+                    }
+                    self.commit(&mut group);
+                }
+                Next::End => {
+                    self.close_all("stop");
+                    return Ok(());
+                }
+                Next::Abort => {
+                    self.close_all("abort");
+                    return Ok(());
+                }
+                Next::Reload => {
+                    self.close_all("reload");
+                    info!("Files reopened after reload.");
+                }
+                Next::Tick => {}
+            }
+            if tick.elapsed() >= Duration::from_secs(1) {
+                tick = Instant::now();
+                self.housekeeping();
+            }
+        }
+    }
+
+    /// Write a group of batches, make them as durable as their sources need, and
+    /// resolve their acknowledgements.
+    fn commit(&mut self, group: &mut Vec<EventBatch>) {
+        let needs_sync = group.iter().any(|b| b.ack.is_tracked());
+        let mut result = Ok(());
+        let mut events = 0;
+        for batch in group.iter() {
+            events += batch.len();
+            if result.is_ok() {
+                result = self.write_batch(batch);
+            }
+        }
+        if result.is_ok() {
+            result = self.flush_dirty(needs_sync);
+        }
+        match result {
+            Ok(()) => {
+                Counters::add(&self.counters.events_out, events);
+                if self.failing_since.take().is_some() {
+                    info!("Writing works again.");
+                }
+                for b in group.drain(..) {
+                    b.ack.resolve(AckStatus::Delivered);
+                }
+            }
+            Err(e) => {
+                Counters::add(&self.counters.errors, events);
+                if self.failing_since.is_none_or(|t| t.elapsed() > Duration::from_secs(10)) {
+                    error!(error = %e, events, "Writing failed; events lost for this sink.");
+                    self.failing_since = Some(Instant::now());
+                }
+                // Drop the files: the next write reopens them.
+                self.files.clear();
+                for b in group.drain(..) {
+                    b.ack.resolve(AckStatus::Errored);
+                }
+            }
+        }
+    }
+
+    fn write_batch(&mut self, batch: &EventBatch) -> std::io::Result<()> {
+        let encoding = self.encoding;
+        let rotate_bytes = self.config.rotate_bytes;
+        for event in batch.events.iter() {
+            let path = self.path_for(event);
+            let file = match self.files.get_mut(&path) {
+                Some(f) => f,
+                None => self.open(path.clone())?,
+            };
+            encoding.encode(event, &mut file.buf, true);
+            if file.buf.len() >= WRITE_CHUNK {
+                file.written += file.buf.len() as u64;
+                file.stream.write_all(&file.buf)?;
+                file.buf.clear();
+            }
+            file.unflushed = true;
+            file.dirty = true;
+            if let Some(limit) = rotate_bytes {
+                if file.written + file.buf.len() as u64 >= limit {
+                    self.rotate(&path)?;
+                }
+            }
+        }
+        Ok(())
+    }
+
+    fn path_for(&mut self, e: &Event) -> PathBuf {
+        let second = e.time_ns.div_euclid(1_000_000_000);
+        if !self.template.uses_fields() {
+            if let Some((tag, src, tenant, sec, path)) = &self.cache {
+                if **tag == *e.tag && **src == *e.source && tenant.as_deref() == e.tenant.as_deref()
+                    && (*sec == second || !self.template.uses_time())
+                {
+                    return path.clone();
+                }
+            }
+        }
+        self.scratch.clear();
+        self.template.render(e, &mut self.scratch);
+        let path = PathBuf::from(&self.scratch);
+        self.cache = Some((e.tag.clone(), e.source.clone(), e.tenant.clone(), second, path.clone()));
+        path
+    }
+
+    fn open(&mut self, path: PathBuf) -> std::io::Result<&mut OpenFile> {
+        if self.files.len() >= MAX_OPEN_FILES {
+            let oldest = self.files.iter().min_by_key(|(_, f)| f.last_write).map(|(p, _)| p.clone());
+            if let Some(p) = oldest {
+                self.close(&p, "too many open files")?;
+            }
+        }
+        let stream = Stream::open(&path, self.config.compression)
+            .map_err(|e| std::io::Error::new(e.kind(), format!("opening {}: {e}", path.display())))?;
+        let written = stream.file().metadata().map(|m| m.len()).unwrap_or(0);
+        let now = Instant::now();
+        let f = OpenFile { stream, buf: Vec::with_capacity(WRITE_CHUNK), written, opened: now, last_write: now, unflushed: false, dirty: false };
+        Ok(self.files.entry(path).or_insert(f))
+    }
+
+    fn flush_dirty(&mut self, sync: bool) -> std::io::Result<()> {
+        let now = Instant::now();
+        for (path, f) in self.files.iter_mut().filter(|(_, f)| f.dirty) {
+            if std::mem::take(&mut f.unflushed) {
+                f.written += f.buf.len() as u64;
+                f.flush().map_err(|e| with_path(e, "writing", path))?;
+                f.last_write = now;
+            }
+            if sync {
+                f.stream.file().sync_data().map_err(|e| with_path(e, "syncing", path))?;
+                f.dirty = false;
+            }
+        }
+        Ok(())
+    }
+
+    fn close(&mut self, path: &Path, why: &str) -> std::io::Result<()> {
+        if let Some(mut f) = self.files.remove(path) {
+            f.written += f.buf.len() as u64;
+            f.flush().map_err(|e| with_path(e, "writing", path))?;
+            f.stream.close().map_err(|e| with_path(e, "closing", path))?;
+            tracing::debug!(path = %path.display(), why, "File closed.");
+        }
+        Ok(())
+    }
+
+    fn rotate(&mut self, path: &Path) -> std::io::Result<()> {
+        self.close(path, "rotation")?;
+        let target = next_rotated_name(path, self.config.compression);
+        std::fs::rename(path, &target).map_err(|e| with_path(e, "rotating", path))?;
+        info!(from = %path.display(), to = %target.display(), "File rotated.");
+        Ok(())
+    }
+
+    fn housekeeping(&mut self) {
+        let now = Instant::now();
+        let max_age = self.config.rotate_secs.map(Duration::from_secs);
+        let paths: Vec<(PathBuf, bool)> = self
+            .files
+            .iter()
+            .filter_map(|(p, f)| {
+                if max_age.is_some_and(|a| now.duration_since(f.opened) >= a) {
+                    Some((p.clone(), true))
+                } else if now.duration_since(f.last_write) >= IDLE_CLOSE {
+                    Some((p.clone(), false))
+                } else {
+                    None
+                }
+            })
+            .collect();
+        for (p, rotate) in paths {
+            let r = if rotate { self.rotate(&p) } else { self.close(&p, "idle") };
+            if let Err(e) = r {
+                warn!(error = %e, "File housekeeping failed.");
+            }
+        }
+    }
+
+    fn close_all(&mut self, why: &str) {
+        let paths: Vec<PathBuf> = self.files.keys().cloned().collect();
+        for p in paths {
+            if let Err(e) = self.close(&p, why) {
+                error!(error = %e, "Closing file failed; its last writes may be lost.");
+            }
+        }
+    }
+}
+
+fn with_path(e: std::io::Error, what: &str, path: &Path) -> std::io::Error {
+    std::io::Error::new(e.kind(), format!("{what} {}: {e}", path.display()))
+}
+
+fn next_rotated_name(path: &Path, compression: Compression) -> PathBuf {
+    let s = path.to_string_lossy();
+    let ext = match compression {
+        Compression::Gzip if s.ends_with(".gz") => ".gz",
+        Compression::Zstd if s.ends_with(".zst") => ".zst",
+        _ => "",
+    };
+    let stem = &s[..s.len() - ext.len()];
+    (1u64..)
+        .map(|n| PathBuf::from(format!("{stem}.{n}{ext}")))
+        .find(|p| !p.exists())
+        .expect("an unused rotation number exists")
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn rotated_names_keep_compression_extension_last() {
+        let dir = tempfile::tempdir().unwrap();
+        let p = dir.path().join("app.log.gz");
+        assert_eq!(next_rotated_name(&p, Compression::Gzip), dir.path().join("app.log.1.gz"));
+        std::fs::write(dir.path().join("app.log.1.gz"), b"").unwrap();
+        assert_eq!(next_rotated_name(&p, Compression::Gzip), dir.path().join("app.log.2.gz"));
+        let p = dir.path().join("plain.log");
+        assert_eq!(next_rotated_name(&p, Compression::None), dir.path().join("plain.log.1"));
+    }
+}

@@ -1,0 +1,97 @@
+//! Sources: where events enter. Each kind lives in its own module with its config.
+//!
+//! Line sources (stdin, exec, pipe) share [`read_lines`]: read into a
+//! [`LineFramer`], turn each read's complete lines into one batch, send it, and
+//! repeat. They have nobody to acknowledge to, so their batches carry
+//! [`AckToken::none`]; what sinks deliver or drop is counted there.
+
+pub mod exec;
+pub mod pipe;
+pub mod stdin;
+
+use std::sync::Arc;
+
+use tokio::io::{AsyncRead, AsyncReadExt};
+use tokio_util::sync::CancellationToken;
+
+use crate::ack::AckToken;
+use crate::config::{SourceConfig, SourceKind};
+use crate::event::{Event, EventBatch, Origin, now_ns};
+use crate::framing::LineFramer;
+use crate::metrics::Counters;
+use crate::topology::{ComponentError, SourceContext, Task};
+
+/// Build a source's task: every fallible start-up act happens here.
+pub async fn build(config: &SourceConfig, cx: SourceContext) -> Result<Task, ComponentError> {
+    match &config.kind {
+        SourceKind::Stdin(c) => stdin::build(c.clone(), cx),
+        SourceKind::Exec(c) => exec::build(c.clone(), cx),
+        SourceKind::Pipe(c) => pipe::build(c.clone(), cx).await,
+    }
+}
+
+/// How a read loop ended.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum ReadEnd {
+    /// The stream ended.
+    Eof,
+    /// `stop` was cancelled.
+    Stopped,
+}
+
+/// Bytes asked of one read.
+const READ_CHUNK: usize = 256 * 1024;
+
+/// Read lines from `reader` until end of stream or `stop`, sending one batch per
+/// read. On end of stream an unterminated last line is sent too; on `stop` a
+/// partial line is not (it would be a fragment) and its size is logged.
+pub async fn read_lines<R: AsyncRead + Unpin>(
+    reader: &mut R,
+    framer: &mut LineFramer,
+    cx: &SourceContext,
+    origin: Option<&Arc<Origin>>,
+    stop: Option<&CancellationToken>,
+) -> std::io::Result<ReadEnd> {
+    loop {
+        framer.reserve(READ_CHUNK);
+        let n = match stop {
+            Some(stop) => tokio::select! {
+                biased;
+                r = reader.read_buf(framer.buffer()) => r?,
+                _ = stop.cancelled() => {
+                    if framer.pending() > 0 {
+                        tracing::debug!(bytes = framer.pending(), "Partial line not sent at stop.");
+                    }
+                    return Ok(ReadEnd::Stopped);
+                }
+            },
+            None => reader.read_buf(framer.buffer()).await?,
+        };
+        Counters::add(&cx.counters.bytes_in, n);
+        let before = framer.truncated;
+        let mut events = Vec::new();
+        let time_ns = now_ns();
+        let mut push = |body| {
+            let mut ev = Event::new(body, time_ns, cx.tag.clone(), cx.name.clone());
+            ev.origin = origin.cloned();
+            events.push(ev);
+        };
+        if n == 0 {
+            framer.finish(&mut push);
+        } else {
+            framer.drain_lines(&mut push);
+        }
+        Counters::add(&cx.counters.truncated, (framer.truncated - before) as usize);
+        if !events.is_empty() {
+            Counters::add(&cx.counters.events_out, events.len());
+            cx.out.send(EventBatch::new(events, AckToken::none())).await;
+        }
+        if n == 0 {
+            return Ok(ReadEnd::Eof);
+        }
+    }
+}
+
+fn default_max_line_bytes() -> usize {
+    crate::framing::DEFAULT_MAX_LINE_BYTES
+}

@@ -1,0 +1,164 @@
+//! Templates for paths, topics and keys: `{tag}`, `{source}`, `{tenant}`,
+//! `{field.NAME}` and, where enabled, strftime items (`%Y-%m-%d`) in the literal
+//! text, rendered in UTC from the event time.
+//!
+//! Parsed once at config time; rendering appends to a caller's `String`. Values
+//! substituted into a *path* are sanitized (`/`, NUL and a leading `.` become `_`)
+//! so an event's tag can never climb out of the configured directory.
+
+use std::fmt::Write as _;
+
+use crate::event::{Event, Value};
+
+#[derive(Debug, Clone, PartialEq, Eq)]
+enum Part {
+    Literal(String),
+    /// Literal text holding strftime items.
+    Time(String),
+    Tag,
+    Source,
+    Tenant,
+    Field(String),
+}
+
+/// A parsed template.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Template {
+    parts: Vec<Part>,
+    for_path: bool,
+}
+
+impl Template {
+    /// Parse `text`. `strftime` enables `%` items; `for_path` sanitizes values.
+    pub fn parse(text: &str, strftime: bool, for_path: bool) -> Result<Template, String> {
+        let mut parts = Vec::new();
+        let mut rest = text;
+        while let Some(open) = rest.find('{') {
+            push_literal(&mut parts, &rest[..open], strftime)?;
+            let after = &rest[open + 1..];
+            let close = after.find('}').ok_or_else(|| format!("unclosed `{{` in template `{text}`"))?;
+            let name = &after[..close];
+            parts.push(match name {
+                "tag" => Part::Tag,
+                "source" => Part::Source,
+                "tenant" => Part::Tenant,
+                _ => match name.strip_prefix("field.") {
+                    Some(f) if !f.is_empty() => Part::Field(f.to_owned()),
+                    _ => {
+                        return Err(format!(
+                            "unknown placeholder `{{{name}}}` (use {{tag}}, {{source}}, {{tenant}} or {{field.NAME}})"
+                        ));
+                    }
+                },
+            });
+            rest = &after[close + 1..];
+        }
+        push_literal(&mut parts, rest, strftime)?;
+        Ok(Template { parts, for_path })
+    }
+
+    /// Whether rendering depends on more than tag, source, tenant and time.
+    pub fn uses_fields(&self) -> bool {
+        self.parts.iter().any(|p| matches!(p, Part::Field(_)))
+    }
+
+    /// Whether rendering depends on the event time.
+    pub fn uses_time(&self) -> bool {
+        self.parts.iter().any(|p| matches!(p, Part::Time(_)))
+    }
+
+    /// Whether the template is a constant.
+    pub fn is_static(&self) -> bool {
+        self.parts.iter().all(|p| matches!(p, Part::Literal(_)))
+    }
+
+    /// Append the rendering for `event` to `out`.
+    pub fn render(&self, event: &Event, out: &mut String) {
+        for part in &self.parts {
+            match part {
+                Part::Literal(s) => out.push_str(s),
+                Part::Time(fmt) => {
+                    let t = chrono::DateTime::from_timestamp_nanos(event.time_ns);
+                    let _ = write!(out, "{}", t.format(fmt));
+                }
+                Part::Tag => self.value(&event.tag, out),
+                Part::Source => self.value(&event.source, out),
+                Part::Tenant => self.value(event.tenant.as_deref().unwrap_or(""), out),
+                Part::Field(name) => match event.field(name) {
+                    Some(Value::String(s)) => self.value(&String::from_utf8_lossy(s.as_bytes()), out),
+                    Some(Value::Binary(b)) => self.value(&String::from_utf8_lossy(b), out),
+                    Some(Value::Nil) | None => {}
+                    Some(other) => self.value(&other.to_string(), out),
+                },
+            }
+        }
+    }
+
+    fn value(&self, v: &str, out: &mut String) {
+        if !self.for_path {
+            out.push_str(v);
+            return;
+        }
+        for (i, c) in v.chars().enumerate() {
+            out.push(match c {
+                '/' | '\0' => '_',
+                '.' if i == 0 => '_',
+                c => c,
+            });
+        }
+    }
+}
+
+fn push_literal(parts: &mut Vec<Part>, s: &str, strftime: bool) -> Result<(), String> {
+    if s.is_empty() {
+        return Ok(());
+    }
+    if strftime && s.contains('%') {
+        let items = chrono::format::StrftimeItems::new(s);
+        if items.clone().any(|i| matches!(i, chrono::format::Item::Error)) {
+            return Err(format!("invalid strftime item in `{s}`"));
+        }
+        parts.push(Part::Time(s.to_owned()));
+    } else {
+        parts.push(Part::Literal(s.to_owned()));
+    }
+    Ok(())
+}
+
+#[cfg(test)]
+mod tests {
+    use std::sync::Arc;
+
+    use bytes::Bytes;
+
+    use super::*;
+
+    fn ev() -> Event {
+        let mut e = Event::new(Bytes::new(), 1_700_000_000_000_000_000, "../app/x".into(), "src".into());
+        e.fields = Some(Arc::new(vec![(Value::from("host"), Value::from("h1"))]));
+        e
+    }
+
+    #[test]
+    fn renders_placeholders_and_time() {
+        let t = Template::parse("/d/{source}/%Y-%m-%d/{tag}-{field.host}.log", true, true).unwrap();
+        let mut s = String::new();
+        t.render(&ev(), &mut s);
+        assert_eq!(s, "/d/src/2023-11-14/_._app_x-h1.log");
+    }
+
+    #[test]
+    fn topic_values_are_not_sanitized_and_percent_is_literal() {
+        let t = Template::parse("logs-{tag}-100%", false, false).unwrap();
+        let mut s = String::new();
+        t.render(&ev(), &mut s);
+        assert_eq!(s, "logs-../app/x-100%");
+    }
+
+    #[test]
+    fn rejects_unknown_placeholder_and_unclosed() {
+        assert!(Template::parse("{nope}", false, false).is_err());
+        assert!(Template::parse("a{tag", false, false).is_err());
+        assert!(Template::parse("%Q", true, true).is_err());
+    }
+}

@@ -1,0 +1,293 @@
+//! The running graph: build every component from the config, wire sources to the
+//! buffers of the sinks that name them, run, and stop in order.
+//!
+//! Start-up builds all sinks, then all sources, collecting every build error
+//! (address in use, missing directory...) before giving up, so one run shows them
+//! all. Shutdown order: cancel sources → they finish the read in hand and drop
+//! their outputs → each sink's buffer ends once drained → sinks flush and fsync →
+//! exit. A hard deadline (`shutdown_timeout_secs`) cancels what is left and reports
+//! the undelivered counts.
+
+pub mod output;
+
+use std::future::Future;
+use std::path::PathBuf;
+use std::pin::Pin;
+use std::sync::Arc;
+use std::time::{Duration, Instant};
+
+use tokio::sync::watch;
+use tokio_util::sync::CancellationToken;
+use tokio_util::task::TaskTracker;
+use tracing::{Instrument, error, info, info_span, warn};
+
+pub use output::Output;
+
+use crate::buffer;
+use crate::config::Config;
+use crate::metrics::{Counters, Registry};
+use crate::sinks;
+use crate::sources;
+
+/// Why a component stopped with an error.
+#[derive(Debug, thiserror::Error)]
+pub enum ComponentError {
+    /// An I/O operation failed.
+    #[error("{context}: {}", crate::error_text(source))]
+    Io {
+        /// What was being done (with the path or peer).
+        context: String,
+        /// The error.
+        source: std::io::Error,
+    },
+    /// Anything else, already described.
+    #[error("{0}")]
+    Other(String),
+}
+
+impl ComponentError {
+    /// An I/O error with context.
+    pub fn io(context: impl Into<String>, source: std::io::Error) -> Self {
+        ComponentError::Io { context: context.into(), source }
+    }
+}
+
+/// A component's running task.
+pub type Task = Pin<Box<dyn Future<Output = Result<(), ComponentError>> + Send>>;
+
+/// What a source gets to run.
+#[derive(Clone)]
+pub struct SourceContext {
+    /// Component name.
+    pub name: Arc<str>,
+    /// Tag for its events.
+    pub tag: Arc<str>,
+    /// Where its batches go.
+    pub out: Output,
+    /// Cancelled when the source must stop reading.
+    pub shutdown: CancellationToken,
+    /// Its counters.
+    pub counters: Arc<Counters>,
+    /// Global data directory.
+    pub data_dir: PathBuf,
+    /// Latest config, updated on reload.
+    pub reload: watch::Receiver<Arc<Config>>,
+}
+
+/// What a sink gets to run.
+pub struct SinkContext {
+    /// Component name.
+    pub name: Arc<str>,
+    /// Its buffer's receiving end.
+    pub input: buffer::BufferReceiver,
+    /// Cancelled only at the shutdown deadline: stop now, even with data queued.
+    pub abort: CancellationToken,
+    /// Its counters.
+    pub counters: Arc<Counters>,
+    /// Latest config, updated on reload.
+    pub reload: watch::Receiver<Arc<Config>>,
+}
+
+/// How a run ended.
+#[derive(Debug, Default)]
+pub struct RunReport {
+    /// Components that stopped with an error.
+    pub failed: usize,
+    /// Events left undelivered at the deadline.
+    pub undelivered: u64,
+}
+
+/// Control messages for a running topology.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Control {
+    /// Stop gracefully.
+    Stop,
+    /// Re-read the config file.
+    Reload,
+}
+
+/// Build and run `config` until all sources end or a `Stop` arrives.
+pub async fn run(
+    config: Config,
+    mut control: tokio::sync::mpsc::Receiver<Control>,
+) -> Result<RunReport, BuildErrors> {
+    let registry = Registry::default();
+    let config = Arc::new(config);
+    let (reload_tx, reload_rx) = watch::channel(config.clone());
+    let abort = CancellationToken::new();
+    let stop_sources = CancellationToken::new();
+
+    // Sinks first: their buffers are the sources' outputs.
+    let mut errors = Vec::new();
+    let mut sink_tasks: Vec<(String, Task)> = Vec::new();
+    let mut senders: Vec<(String, buffer::BufferSender)> = Vec::new();
+    for sink in &config.sinks {
+        let id = format!("sinks.{}", sink.name);
+        let counters = registry.component(&id);
+        let (tx, rx) = buffer::memory(sink.buffer.max_events, sink.buffer.when_full, counters.clone());
+        let cx = SinkContext {
+            name: sink.name.as_str().into(),
+            input: rx,
+            abort: abort.clone(),
+            counters,
+            reload: reload_rx.clone(),
+        };
+        match sinks::build(sink, cx).await {
+            Ok(task) => {
+                sink_tasks.push((sink.name.clone(), task));
+                senders.push((sink.name.clone(), tx));
+            }
+            Err(e) => errors.push(format!("{id}: {e:#}")),
+        }
+    }
+
+    let mut source_tasks: Vec<(String, Task)> = Vec::new();
+    for source in &config.sources {
+        let id = format!("sources.{}", source.name);
+        let edges: Vec<buffer::BufferSender> = config
+            .sinks
+            .iter()
+            .filter(|s| s.inputs.iter().any(|i| i == &source.name))
+            .filter_map(|s| senders.iter().find(|(n, _)| n == &s.name).map(|(_, tx)| tx.clone()))
+            .collect();
+        if edges.is_empty() {
+            warn!(component_id = %id, "Source feeds no sink; its events are discarded.");
+        }
+        let cx = SourceContext {
+            name: source.name.as_str().into(),
+            tag: source.tag.as_str().into(),
+            out: Output::new(edges),
+            shutdown: stop_sources.clone(),
+            counters: registry.component(&id),
+            data_dir: config.global.data_dir.clone(),
+            reload: reload_rx.clone(),
+        };
+        match sources::build(source, cx).await {
+            Ok(task) => source_tasks.push((source.name.clone(), task)),
+            Err(e) => errors.push(format!("{id}: {e:#}")),
+        }
+    }
+    // Only the sources hold senders from here on, so sink buffers end when they do.
+    drop(senders);
+    if !errors.is_empty() {
+        return Err(BuildErrors(errors));
+    }
+
+    let sinks_tracker = TaskTracker::new();
+    let sources_tracker = TaskTracker::new();
+    let failed = Arc::new(std::sync::atomic::AtomicUsize::new(0));
+    for (name, task) in sink_tasks {
+        spawn(&sinks_tracker, "sink", name, task, failed.clone());
+    }
+    for (name, task) in source_tasks {
+        spawn(&sources_tracker, "source", name, task, failed.clone());
+    }
+    sinks_tracker.close();
+    sources_tracker.close();
+    info!(
+        sources = config.sources.len(),
+        sinks = config.sinks.len(),
+        "Sluice started."
+    );
+
+    // Run until stopped or every source has ended by itself.
+    loop {
+        tokio::select! {
+            _ = sources_tracker.wait() => {
+                info!("All sources ended; draining sinks.");
+                break;
+            }
+            msg = control.recv() => match msg {
+                Some(Control::Reload) => reload(&config, &reload_tx),
+                Some(Control::Stop) | None => {
+                    info!("Stopping: sources stop, sinks drain.");
+                    break;
+                }
+            },
+        }
+    }
+
+    let deadline = Instant::now() + Duration::from_secs(config.global.shutdown_timeout_secs);
+    stop_sources.cancel();
+    let graceful = tokio::time::timeout_at(deadline.into(), async {
+        sources_tracker.wait().await;
+        sinks_tracker.wait().await;
+    })
+    .await
+    .is_ok();
+    let mut report = RunReport::default();
+    if !graceful {
+        let queued_in = registry.total("sources.", |c| &c.events_out);
+        let handled = registry.total("sinks.", |c| &c.events_out)
+            + registry.total("sinks.", |c| &c.dropped)
+            + registry.total("sinks.", |c| &c.errors);
+        report.undelivered = queued_in.saturating_sub(handled);
+        error!(
+            timeout_secs = config.global.shutdown_timeout_secs,
+            undelivered_events = report.undelivered,
+            "Shutdown deadline reached; abandoning undelivered events."
+        );
+        abort.cancel();
+        let _ = tokio::time::timeout(Duration::from_secs(2), sinks_tracker.wait()).await;
+    }
+    for line in registry.report() {
+        info!("Counters {line}.");
+    }
+    report.failed = failed.load(std::sync::atomic::Ordering::Relaxed);
+    Ok(report)
+}
+
+fn spawn(
+    tracker: &TaskTracker,
+    kind: &'static str,
+    name: String,
+    task: Task,
+    failed: Arc<std::sync::atomic::AtomicUsize>,
+) {
+    let span = info_span!("component", component_kind = kind, component_id = %name);
+    tracker.spawn(
+        async move {
+            if let Err(e) = task.await {
+                failed.fetch_add(1, std::sync::atomic::Ordering::Relaxed);
+                error!(error = %e, "Component failed.");
+            }
+        }
+        .instrument(span),
+    );
+}
+
+/// SIGHUP: re-read and validate the file; publish it so components apply what
+/// they can (file sinks reopen their files). Graph changes need a restart.
+fn reload(current: &Config, tx: &watch::Sender<Arc<Config>>) {
+    match crate::config::load(&current.path) {
+        Ok(new) => {
+            let same_graph = names(&new) == names(current);
+            if !same_graph {
+                warn!("Reload: components were added, removed or retyped; restart sluice to apply that.");
+            }
+            info!(path = %current.path.display(), "Reload: config re-read; file sinks reopen their files.");
+            let _ = tx.send(Arc::new(new));
+        }
+        Err(e) => {
+            error!("Reload failed; keeping the running config:\n{e}");
+        }
+    }
+}
+
+fn names(c: &Config) -> Vec<String> {
+    let src = c.sources.iter().map(|s| format!("source {} {}", s.name, s.kind.type_name()));
+    let snk = c.sinks.iter().map(|s| format!("sink {} {}", s.name, s.kind.type_name()));
+    src.chain(snk).collect()
+}
+
+/// Every component that failed to build.
+#[derive(Debug)]
+pub struct BuildErrors(pub Vec<String>);
+
+impl std::fmt::Display for BuildErrors {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.write_str(&self.0.join("\n"))
+    }
+}
+
+impl std::error::Error for BuildErrors {}
