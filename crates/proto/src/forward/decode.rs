@@ -1,0 +1,952 @@
+//! Incremental request decoder (server side) and response decoder (client side).
+//!
+//! # How a request is found and decoded
+//! 1. The first byte classifies the request: nil is a heartbeat, an array marker starts
+//!    a request, anything else is [`DecodeErrorKind::NotArray`] (no waiting for more).
+//! 2. The resumable [`Scanner`] walks msgpack headers until the request's last byte is
+//!    buffered, checking every declared length against [`Limits::max_frame_bytes`] and
+//!    nesting against [`Limits::max_depth`] as soon as the header is seen. Progress is
+//!    kept across calls, so a request arriving in k reads costs O(len + k), not
+//!    O(len * k).
+//! 3. The complete request (a slice of the caller's buffer) is decoded: the option map
+//!    first (it decides compression and may reject the request cheaply), then the
+//!    entries. Tag and chunk are copied out (they are small), so no returned value pins
+//!    the caller's read buffer.
+//! 4. PackedForward payloads that are compressed are inflated in 64 KiB steps and their
+//!    entries are scanned and decoded as they become complete; only the unparsed tail
+//!    is buffered, and total output is capped by [`Limits::max_decompressed_bytes`].
+//!    Garbage (e.g. a bomb of zeros) fails on the first inflated chunk.
+//!
+//! Total cost per request: O(wire bytes + decompressed bytes); memory: the request
+//! plus the decoded values (an [`rmpv::Value`] is 32 bytes or more per msgpack value,
+//! so a pathological request of N one-byte values costs ~32 N bytes; the limits bound N).
+
+use std::io::Read;
+
+use bytes::{Buf, Bytes, BytesMut};
+use rmpv::Value;
+
+use super::error::{DecodeError, DecodeErrorKind, ErrorContext, TimeError};
+use super::handshake::{self, Helo, Pong};
+use super::msgpack::{Header, ReadError, Reader, Scan, ScanError, Scanner, marker_type_name};
+use super::{Entry, EventFrame, EventTime, Limits, Mode, Request};
+
+/// Decodes client requests from a connection's byte stream.
+///
+/// One decoder per connection. Feed it the connection's read buffer: it only ever
+/// consumes whole requests from the front and only looks at bytes the caller appended
+/// since the last call, so between calls that return `Ok(None)` the caller must only
+/// append to the buffer.
+#[derive(Debug, Default)]
+pub struct Decoder {
+    limits: Limits,
+    scanner: Scanner,
+    offset: u64,
+}
+
+impl Decoder {
+    /// A decoder with the given limits.
+    pub fn new(limits: Limits) -> Self {
+        Decoder {
+            limits,
+            scanner: Scanner::default(),
+            offset: 0,
+        }
+    }
+
+    /// The limits in force.
+    pub fn limits(&self) -> &Limits {
+        &self.limits
+    }
+
+    /// Bytes of the stream consumed so far (the offset of the next request).
+    pub fn stream_offset(&self) -> u64 {
+        self.offset
+    }
+
+    /// Decodes the next request from the front of `buf`.
+    ///
+    /// * `Ok(None)`: `buf` holds only part of a request (or nothing); it is left
+    ///   untouched. Read more, append, call again.
+    /// * `Ok(Some(request))`: that request's bytes were removed from the front of `buf`.
+    ///   Call again: more requests may already be buffered.
+    /// * `Err(e)`: the request is invalid. If [`DecodeError::can_continue`] its bytes
+    ///   were consumed and decoding may go on; otherwise close the connection.
+    pub fn decode(&mut self, buf: &mut BytesMut) -> Result<Option<Request>, DecodeError> {
+        let Some(&first) = buf.first() else {
+            return Ok(None);
+        };
+        if !self.scanner.in_progress() {
+            match first {
+                0xc0 => {
+                    buf.advance(1);
+                    self.offset += 1;
+                    return Ok(Some(Request::Heartbeat));
+                }
+                0x90..=0x9f | 0xdc | 0xdd => {}
+                _ => {
+                    let found = marker_type_name(first);
+                    return Err(self.framing_error(DecodeErrorKind::NotArray { found }));
+                }
+            }
+        }
+        let depth = self.limits.depth();
+        let len = match self.scanner.scan(buf, self.limits.max_frame_bytes, depth) {
+            Ok(Scan::NeedMore) => return Ok(None),
+            Ok(Scan::Complete(len)) => len,
+            Err(e) => {
+                let kind = scan_error_kind(e, self.limits.max_frame_bytes, depth);
+                return Err(self.framing_error(kind));
+            }
+        };
+        let start = self.offset;
+        let result = parse_request(&buf[..len], &self.limits, start);
+        buf.advance(len);
+        self.offset += len as u64;
+        result.map(Some)
+    }
+
+    /// Like [`Decoder::decode`], for when the peer has closed its side: bytes left that
+    /// do not form a request are [`DecodeErrorKind::Truncated`] instead of `Ok(None)`.
+    pub fn decode_eof(&mut self, buf: &mut BytesMut) -> Result<Option<Request>, DecodeError> {
+        match self.decode(buf)? {
+            Some(request) => Ok(Some(request)),
+            None if buf.is_empty() => Ok(None),
+            None => {
+                self.scanner.reset();
+                let buffered = buf.len();
+                Err(self.framing_error(DecodeErrorKind::Truncated { buffered }))
+            }
+        }
+    }
+
+    fn framing_error(&self, kind: DecodeErrorKind) -> DecodeError {
+        let ctx = ErrorContext {
+            offset: self.offset,
+            ..ErrorContext::default()
+        };
+        DecodeError::new(kind, ctx)
+    }
+}
+
+fn scan_error_kind(e: ScanError, limit: usize, depth: usize) -> DecodeErrorKind {
+    match e {
+        ScanError::TooLarge { declared } => DecodeErrorKind::FrameTooLarge { declared, limit },
+        ScanError::TooDeep => DecodeErrorKind::TooDeep { limit: depth },
+        ScanError::InvalidMarker { byte, .. } => DecodeErrorKind::InvalidMarker { byte },
+    }
+}
+
+/// Decoding state for one complete request: the error context grows as parsing
+/// learns the tag, the mode and the entry index.
+struct RequestParser<'a> {
+    frame: &'a [u8],
+    limits: &'a Limits,
+    ctx: ErrorContext,
+}
+
+fn parse_request(frame: &[u8], limits: &Limits, offset: u64) -> Result<Request, DecodeError> {
+    let mut p = RequestParser {
+        frame,
+        limits,
+        ctx: ErrorContext {
+            offset,
+            ..ErrorContext::default()
+        },
+    };
+    p.parse().map_err(|kind| {
+        // `read_error` cannot know the limit; fill it in here.
+        let kind = match kind {
+            DecodeErrorKind::TooDeep { .. } => DecodeErrorKind::TooDeep {
+                limit: limits.depth(),
+            },
+            kind => kind,
+        };
+        DecodeError::new(kind, p.ctx.clone())
+    })
+}
+
+/// Option map of a request, as far as the decoder cares.
+#[derive(Debug, Default)]
+struct Options {
+    chunk: Option<Bytes>,
+    size: Option<u64>,
+    compressed: Option<Algorithm>,
+    fluent_signal: Option<u64>,
+    metadata: Option<Value>,
+}
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+enum Algorithm {
+    Gzip,
+    Zstd,
+}
+
+impl Algorithm {
+    fn name(self) -> &'static str {
+        match self {
+            Algorithm::Gzip => "gzip",
+            Algorithm::Zstd => "zstd",
+        }
+    }
+
+    /// Fluent Bit trusts the payload's magic over the option; so do we. A plain
+    /// entry stream starts with an array marker, never with either magic.
+    fn sniff(payload: &[u8]) -> Option<Algorithm> {
+        if payload.starts_with(&[0x1f, 0x8b]) {
+            Some(Algorithm::Gzip)
+        } else if payload.starts_with(&[0x28, 0xb5, 0x2f, 0xfd]) {
+            Some(Algorithm::Zstd)
+        } else {
+            None
+        }
+    }
+}
+
+impl RequestParser<'_> {
+    fn parse(&mut self) -> Result<Request, DecodeErrorKind> {
+        let mut r = Reader::new(self.frame);
+        let Header::Array(len) = r.header().map_err(read_error)? else {
+            unreachable!("the decoder only scans requests that start with an array");
+        };
+        if len < 2 {
+            return Err(DecodeErrorKind::WrongArity { len });
+        }
+        let tag = match r.header().map_err(read_error)? {
+            Header::Str(n) | Header::Bin(n) => r.bytes(n).map_err(read_error)?,
+            other => {
+                return Err(DecodeErrorKind::TagNotString {
+                    found: other.type_name(),
+                });
+            }
+        };
+        self.ctx.tag = Some(Bytes::copy_from_slice(tag));
+        // A PING has 6 elements, more than any event mode; a short array tagged
+        // "PING" is an ordinary event.
+        if tag == handshake::PING && len >= 5 {
+            return handshake::parse_ping(&mut r, len).map(Request::Ping);
+        }
+
+        let body = r.pos();
+        let second = r.header().map_err(read_error)?;
+        let mode = match second {
+            Header::Array(_) => Mode::Forward,
+            Header::Str(_) | Header::Bin(_) => Mode::PackedForward,
+            Header::Uint(_)
+            | Header::Int(_)
+            | Header::F32(_)
+            | Header::F64(_)
+            | Header::Ext(..) => Mode::Message,
+            other => {
+                return Err(DecodeErrorKind::UnknownMode {
+                    found: other.type_name(),
+                });
+            }
+        };
+        self.ctx.mode = Some(mode);
+        let option_index = if mode == Mode::Message { 3 } else { 2 };
+        if mode == Mode::Message && len < 3 {
+            return Err(DecodeErrorKind::MissingRecord);
+        }
+        if len > option_index + 1 {
+            return Err(DecodeErrorKind::WrongArity { len });
+        }
+
+        // Option first: it decides compression and signal, and rejecting there is cheap.
+        r.set_pos(body);
+        for _ in 1..option_index {
+            r.skip().map_err(read_error)?;
+        }
+        let options = if len > option_index {
+            parse_options(&mut r, self.limits.depth())?
+        } else {
+            Options::default()
+        };
+        if let Some(signal @ 1..) = options.fluent_signal {
+            return Err(DecodeErrorKind::UnsupportedSignal(signal));
+        }
+
+        r.set_pos(body);
+        let mut entries = Vec::new();
+        let mode = match mode {
+            Mode::Message => {
+                let header = r.header().map_err(read_error)?;
+                let time = parse_time(&mut r, header)?;
+                let record = parse_record(&mut r, self.limits.depth())?;
+                if let Some(time) = time {
+                    entries.push(Entry {
+                        time,
+                        record,
+                        metadata: None,
+                    });
+                }
+                Mode::Message
+            }
+            Mode::Forward => {
+                self.parse_forward_entries(&mut r, &mut entries)?;
+                Mode::Forward
+            }
+            Mode::PackedForward | Mode::CompressedPackedForward => {
+                let (Header::Str(n) | Header::Bin(n)) = r.header().map_err(read_error)? else {
+                    unreachable!("mode was chosen from this header");
+                };
+                let payload = r.bytes(n).map_err(read_error)?;
+                self.parse_packed_entries(payload, options.compressed, &mut entries)?
+            }
+        };
+        self.ctx.entry = None;
+        self.ctx.mode = Some(mode);
+        Ok(Request::Events(EventFrame {
+            tag: self.ctx.tag.clone().unwrap_or_default(),
+            mode,
+            entries,
+            chunk: options.chunk,
+            size: options.size,
+            fluent_signal: options.fluent_signal,
+            metadata: options.metadata,
+            wire_len: self.frame.len(),
+        }))
+    }
+
+    fn parse_forward_entries(
+        &mut self,
+        r: &mut Reader<'_>,
+        entries: &mut Vec<Entry>,
+    ) -> Result<(), DecodeErrorKind> {
+        let Header::Array(n) = r.header().map_err(read_error)? else {
+            unreachable!("mode was chosen from this header");
+        };
+        let n = n as usize;
+        if n > self.limits.max_entries_per_frame {
+            return Err(DecodeErrorKind::TooManyEntries {
+                limit: self.limits.max_entries_per_frame,
+            });
+        }
+        // The smallest entry, `[0, {}]`, is 3 bytes.
+        entries.reserve(n.min(r.remaining() / 3));
+        for i in 0..n {
+            self.ctx.entry = Some(i);
+            if let Some(entry) = parse_entry(r, self.limits.depth())? {
+                entries.push(entry);
+            }
+        }
+        Ok(())
+    }
+
+    /// Decodes a PackedForward payload; returns the mode it turned out to be.
+    fn parse_packed_entries(
+        &mut self,
+        payload: &[u8],
+        compressed: Option<Algorithm>,
+        entries: &mut Vec<Entry>,
+    ) -> Result<Mode, DecodeErrorKind> {
+        let algorithm = Algorithm::sniff(payload).or(compressed);
+        match algorithm {
+            None => {
+                let mut r = Reader::new(payload);
+                let mut i = 0;
+                while r.remaining() > 0 {
+                    self.check_entry_count(i)?;
+                    if let Some(entry) = parse_entry(&mut r, self.limits.depth())? {
+                        entries.push(entry);
+                    }
+                    i += 1;
+                }
+                Ok(Mode::PackedForward)
+            }
+            Some(Algorithm::Gzip) => {
+                let inflater = flate2::bufread::MultiGzDecoder::new(payload);
+                self.inflate_entries(inflater, Algorithm::Gzip, entries)?;
+                Ok(Mode::CompressedPackedForward)
+            }
+            #[cfg(feature = "zstd")]
+            Some(Algorithm::Zstd) => {
+                let mut inflater = zstd::stream::read::Decoder::with_buffer(payload)
+                    .map_err(|source| decompress_error(Algorithm::Zstd, source))?;
+                // Cap the window the frame header may ask for (8 MiB covers every
+                // non-"ultra" compression level) so a header cannot make us allocate
+                // zstd's default maximum of 128 MiB.
+                inflater
+                    .window_log_max(ZSTD_WINDOW_LOG_MAX)
+                    .map_err(|source| decompress_error(Algorithm::Zstd, source))?;
+                self.inflate_entries(inflater, Algorithm::Zstd, entries)?;
+                Ok(Mode::CompressedPackedForward)
+            }
+            #[cfg(not(feature = "zstd"))]
+            Some(Algorithm::Zstd) => Err(DecodeErrorKind::UnsupportedCompression("zstd".into())),
+        }
+    }
+
+    fn check_entry_count(&mut self, i: usize) -> Result<(), DecodeErrorKind> {
+        self.ctx.entry = Some(i);
+        if i >= self.limits.max_entries_per_frame {
+            return Err(DecodeErrorKind::TooManyEntries {
+                limit: self.limits.max_entries_per_frame,
+            });
+        }
+        Ok(())
+    }
+
+    /// Inflates `src` in steps, decoding each entry once it is complete. Only the
+    /// unparsed tail is kept, so memory is one entry plus one step, whatever the
+    /// payload inflates to.
+    fn inflate_entries(
+        &mut self,
+        mut src: impl Read,
+        algorithm: Algorithm,
+        entries: &mut Vec<Entry>,
+    ) -> Result<(), DecodeErrorKind> {
+        let cap = self.limits.max_decompressed_bytes;
+        let depth = self.limits.depth();
+        let too_large = DecodeErrorKind::DecompressedTooLarge {
+            algorithm: algorithm.name(),
+            limit: cap,
+        };
+        let mut step = vec![0u8; INFLATE_STEP];
+        let mut pending: Vec<u8> = Vec::new();
+        let mut start = 0; // first unparsed byte of `pending`
+        let mut inflated = 0usize;
+        let mut scanner = Scanner::default();
+        let mut i = 0;
+        loop {
+            while start < pending.len() {
+                if !scanner.in_progress() && !is_array_marker(pending[start]) {
+                    self.ctx.entry = Some(i);
+                    return Err(DecodeErrorKind::InvalidEntry {
+                        reason: "entry is not an array",
+                    });
+                }
+                // Bytes inflated before this entry count against the cap too.
+                let budget = cap - (inflated - (pending.len() - start));
+                match scanner.scan(&pending[start..], budget, depth) {
+                    Ok(Scan::NeedMore) => break,
+                    Ok(Scan::Complete(n)) => {
+                        self.check_entry_count(i)?;
+                        let mut r = Reader::new(&pending[start..start + n]);
+                        if let Some(entry) = parse_entry(&mut r, depth)? {
+                            entries.push(entry);
+                        }
+                        start += n;
+                        i += 1;
+                    }
+                    Err(ScanError::TooLarge { .. }) => return Err(too_large),
+                    Err(ScanError::TooDeep) => {
+                        return Err(DecodeErrorKind::TooDeep { limit: depth });
+                    }
+                    Err(ScanError::InvalidMarker { byte, .. }) => {
+                        return Err(DecodeErrorKind::InvalidMarker { byte });
+                    }
+                }
+            }
+            // Compact once the parsed prefix is at least half: amortised O(1) per byte.
+            if start > 0 && start * 2 >= pending.len() {
+                pending.drain(..start);
+                start = 0;
+            }
+            let n = loop {
+                match src.read(&mut step) {
+                    Ok(n) => break n,
+                    Err(e) if e.kind() == std::io::ErrorKind::Interrupted => continue,
+                    Err(source) => return Err(decompress_error(algorithm, source)),
+                }
+            };
+            if n == 0 {
+                if start < pending.len() {
+                    self.ctx.entry = Some(i);
+                    return Err(DecodeErrorKind::TruncatedEntries);
+                }
+                return Ok(());
+            }
+            inflated += n;
+            if inflated > cap {
+                return Err(too_large);
+            }
+            pending.extend_from_slice(&step[..n]);
+        }
+    }
+}
+
+const INFLATE_STEP: usize = 64 << 10;
+#[cfg(feature = "zstd")]
+const ZSTD_WINDOW_LOG_MAX: u32 = 23;
+
+fn is_array_marker(b: u8) -> bool {
+    matches!(b, 0x90..=0x9f | 0xdc | 0xdd)
+}
+
+fn decompress_error(algorithm: Algorithm, source: std::io::Error) -> DecodeErrorKind {
+    DecodeErrorKind::Decompress {
+        algorithm: algorithm.name(),
+        source,
+    }
+}
+
+/// Maps a [`Reader`] failure. Inside a scanned request `Eof` cannot happen; inside a
+/// PackedForward payload it means the last entry is cut short.
+fn read_error(e: ReadError) -> DecodeErrorKind {
+    match e {
+        ReadError::Eof => DecodeErrorKind::TruncatedEntries,
+        ReadError::InvalidMarker(byte) => DecodeErrorKind::InvalidMarker { byte },
+        ReadError::TooDeep => DecodeErrorKind::TooDeep { limit: 0 },
+    }
+}
+
+fn parse_options(r: &mut Reader<'_>, depth: usize) -> Result<Options, DecodeErrorKind> {
+    let mut options = Options::default();
+    let pairs = match r.header().map_err(read_error)? {
+        Header::Nil => return Ok(options),
+        Header::Map(n) => n,
+        other => {
+            return Err(DecodeErrorKind::OptionNotMap {
+                found: other.type_name(),
+            });
+        }
+    };
+    for _ in 0..pairs {
+        let key_start = r.pos();
+        let key = match r.header().map_err(read_error)? {
+            Header::Str(n) | Header::Bin(n) => r.bytes(n).map_err(read_error)?,
+            _ => {
+                // Not a key we know: skip the key and its value whatever they are.
+                r.set_pos(key_start);
+                r.skip().map_err(read_error)?;
+                r.skip().map_err(read_error)?;
+                continue;
+            }
+        };
+        let value_start = r.pos();
+        let value = r.header().map_err(read_error)?;
+        let invalid = |key| DecodeErrorKind::InvalidOption {
+            key,
+            found: value.type_name(),
+        };
+        match key {
+            b"chunk" => match value {
+                Header::Str(n) | Header::Bin(n) => {
+                    options.chunk = Some(Bytes::copy_from_slice(r.bytes(n).map_err(read_error)?));
+                }
+                _ => return Err(invalid("chunk")),
+            },
+            b"compressed" => {
+                options.compressed = match value {
+                    Header::Nil => None,
+                    Header::Str(n) | Header::Bin(n) => match r.bytes(n).map_err(read_error)? {
+                        b"gzip" => Some(Algorithm::Gzip),
+                        b"zstd" => Some(Algorithm::Zstd),
+                        b"text" => None,
+                        other => {
+                            let shown = &other[..other.len().min(32)];
+                            let name = String::from_utf8_lossy(shown).escape_debug().to_string();
+                            return Err(DecodeErrorKind::UnsupportedCompression(name));
+                        }
+                    },
+                    _ => return Err(invalid("compressed")),
+                }
+            }
+            b"fluent_signal" => {
+                options.fluent_signal = match value {
+                    Header::Uint(n) => Some(n),
+                    Header::Int(n) if n >= 0 => Some(n as u64),
+                    _ => return Err(invalid("fluent_signal")),
+                }
+            }
+            b"metadata" => {
+                options.metadata = match value {
+                    Header::Nil => None,
+                    Header::Map(_) => Some(
+                        r.value_with(value, value_start, depth)
+                            .map_err(read_error)?,
+                    ),
+                    _ => return Err(invalid("metadata")),
+                }
+            }
+            _ => {
+                // `size` is advisory (fluent-logger-node sends a byte count), so a
+                // mistyped one is ignored like any unknown key.
+                if key == b"size" {
+                    options.size = match value {
+                        Header::Uint(n) => Some(n),
+                        _ => None,
+                    };
+                }
+                r.set_pos(value_start);
+                r.skip().map_err(read_error)?;
+            }
+        }
+    }
+    Ok(options)
+}
+
+/// Parses `[time, record]` or `[[time, metadata], record]`. `Ok(None)` for a Fluent
+/// Bit group marker, which is consumed but is not an event.
+fn parse_entry(r: &mut Reader<'_>, depth: usize) -> Result<Option<Entry>, DecodeErrorKind> {
+    match r.header().map_err(read_error)? {
+        Header::Array(2) => {}
+        Header::Array(_) => {
+            return Err(DecodeErrorKind::InvalidEntry {
+                reason: "entry is not a 2-element array",
+            });
+        }
+        _ => {
+            return Err(DecodeErrorKind::InvalidEntry {
+                reason: "entry is not an array",
+            });
+        }
+    }
+    let (time, metadata) = match r.header().map_err(read_error)? {
+        Header::Array(n @ 1..=2) => {
+            let header = r.header().map_err(read_error)?;
+            let time = parse_time(r, header)?;
+            let metadata = if n == 2 {
+                let start = r.pos();
+                match r.header().map_err(read_error)? {
+                    Header::Nil => None,
+                    h @ Header::Map(_) => Some(r.value_with(h, start, depth).map_err(read_error)?),
+                    _ => {
+                        return Err(DecodeErrorKind::InvalidEntry {
+                            reason: "event metadata is not a map",
+                        });
+                    }
+                }
+            } else {
+                None
+            };
+            (time, metadata)
+        }
+        Header::Array(_) => {
+            return Err(DecodeErrorKind::InvalidEntry {
+                reason: "time slot array is not [time, metadata]",
+            });
+        }
+        header => (parse_time(r, header)?, None),
+    };
+    let record = parse_record(r, depth)?;
+    Ok(time.map(|time| Entry {
+        time,
+        record,
+        metadata,
+    }))
+}
+
+fn parse_record(r: &mut Reader<'_>, depth: usize) -> Result<Value, DecodeErrorKind> {
+    let start = r.pos();
+    match r.header().map_err(read_error)? {
+        h @ Header::Map(_) => r.value_with(h, start, depth).map_err(read_error),
+        other => Err(DecodeErrorKind::RecordNotMap {
+            found: other.type_name(),
+        }),
+    }
+}
+
+/// EventTime seconds Fluent Bit uses for group start / end markers.
+const GROUP_MARKERS: [u32; 2] = [0xffff_ffff, 0xffff_fffe];
+
+/// Decodes a time whose header was just read. `Ok(None)` for a group marker.
+fn parse_time(r: &mut Reader<'_>, header: Header) -> Result<Option<EventTime>, DecodeErrorKind> {
+    let time = match header {
+        Header::Uint(secs) => EventTime {
+            secs: i64::try_from(secs).map_err(|_| time_error(TimeError::OutOfRange))?,
+            nanos: 0,
+        },
+        Header::Int(secs) => EventTime { secs, nanos: 0 },
+        Header::F64(t) => float_time(t)?,
+        Header::F32(t) => float_time(f64::from(t))?,
+        Header::Ext(0, 8) => {
+            let b = r.bytes(8).map_err(read_error)?;
+            let secs = u32::from_be_bytes([b[0], b[1], b[2], b[3]]);
+            let nanos = u32::from_be_bytes([b[4], b[5], b[6], b[7]]);
+            if GROUP_MARKERS.contains(&secs) {
+                return Ok(None);
+            }
+            if nanos >= 1_000_000_000 {
+                return Err(time_error(TimeError::Nanos(nanos)));
+            }
+            EventTime {
+                secs: i64::from(secs),
+                nanos,
+            }
+        }
+        Header::Ext(0, len) => return Err(time_error(TimeError::ExtLen(len))),
+        Header::Ext(ty, _) => return Err(time_error(TimeError::ExtType(ty))),
+        other => return Err(time_error(TimeError::WrongType(other.type_name()))),
+    };
+    Ok(Some(time))
+}
+
+fn time_error(e: TimeError) -> DecodeErrorKind {
+    DecodeErrorKind::InvalidTime(e)
+}
+
+/// Float seconds (fluent-logger-python without nanosecond precision): whole seconds
+/// plus the fraction rounded to the nearest nanosecond.
+fn float_time(t: f64) -> Result<EventTime, DecodeErrorKind> {
+    // 2^63 as f64; every finite f64 below it and >= -2^63 floors into an i64.
+    const LIMIT: f64 = 9_223_372_036_854_775_808.0;
+    if !t.is_finite() || !(-LIMIT..LIMIT).contains(&t) {
+        return Err(time_error(TimeError::OutOfRange));
+    }
+    let secs = t.floor();
+    let nanos = ((t - secs) * 1e9).round() as u32;
+    Ok(EventTime::new(secs as i64, nanos))
+}
+
+/// A message from a forward server, decoded by [`ResponseDecoder`].
+#[derive(Debug, Clone, PartialEq)]
+pub enum Response {
+    /// `["HELO", {...}]`: the server wants a handshake.
+    Helo(Helo),
+    /// `["PONG", ...]`: the handshake result; check it with [`handshake::verify_pong`].
+    Pong(Pong),
+    /// `{"ack": chunk}`: the request carrying `chunk` was accepted.
+    Ack(Bytes),
+}
+
+/// Decodes server messages (HELO, PONG, acks) on the client side of a connection.
+/// Same buffer contract as [`Decoder`]; messages are limited to 64 KiB.
+#[derive(Debug, Default)]
+pub struct ResponseDecoder {
+    scanner: Scanner,
+    offset: u64,
+}
+
+const MAX_RESPONSE_BYTES: usize = 64 << 10;
+const MAX_RESPONSE_DEPTH: usize = 8;
+
+impl ResponseDecoder {
+    /// A fresh decoder for one connection.
+    pub fn new() -> Self {
+        Self::default()
+    }
+
+    /// Decodes the next server message from the front of `buf`; see
+    /// [`Decoder::decode`] for the meaning of the results.
+    pub fn decode(&mut self, buf: &mut BytesMut) -> Result<Option<Response>, DecodeError> {
+        let ctx = ErrorContext {
+            offset: self.offset,
+            ..ErrorContext::default()
+        };
+        let len = match self
+            .scanner
+            .scan(buf, MAX_RESPONSE_BYTES, MAX_RESPONSE_DEPTH)
+        {
+            Ok(Scan::NeedMore) => return Ok(None),
+            Ok(Scan::Complete(len)) => len,
+            Err(e) => {
+                let kind = scan_error_kind(e, MAX_RESPONSE_BYTES, MAX_RESPONSE_DEPTH);
+                return Err(DecodeError::new(kind, ctx));
+            }
+        };
+        let result = parse_response(&buf[..len]);
+        buf.advance(len);
+        self.offset += len as u64;
+        result.map(Some).map_err(|kind| DecodeError::new(kind, ctx))
+    }
+}
+
+fn parse_response(msg: &[u8]) -> Result<Response, DecodeErrorKind> {
+    let malformed = |reason| DecodeErrorKind::MalformedResponse { reason };
+    let mut r = Reader::new(msg);
+    match r.header().map_err(read_error)? {
+        Header::Map(n) => {
+            for _ in 0..n {
+                let key_start = r.pos();
+                let is_ack = match r.header().map_err(read_error)? {
+                    Header::Str(len) | Header::Bin(len) => {
+                        r.bytes(len).map_err(read_error)? == b"ack"
+                    }
+                    _ => {
+                        r.set_pos(key_start);
+                        r.skip().map_err(read_error)?;
+                        false
+                    }
+                };
+                if is_ack {
+                    return match r.header().map_err(read_error)? {
+                        Header::Str(len) | Header::Bin(len) => Ok(Response::Ack(
+                            Bytes::copy_from_slice(r.bytes(len).map_err(read_error)?),
+                        )),
+                        _ => Err(malformed("ack value is not a string")),
+                    };
+                }
+                r.skip().map_err(read_error)?;
+            }
+            Err(malformed("map without an ack key"))
+        }
+        Header::Array(n) if n >= 1 => {
+            let kind = match r.header().map_err(read_error)? {
+                Header::Str(len) | Header::Bin(len) => r.bytes(len).map_err(read_error)?,
+                _ => return Err(malformed("message type is not a string")),
+            };
+            match kind {
+                handshake::HELO => handshake::parse_helo(&mut r, n).map(Response::Helo),
+                handshake::PONG => handshake::parse_pong(&mut r, n).map(Response::Pong),
+                _ => Err(malformed("array is neither HELO nor PONG")),
+            }
+        }
+        _ => Err(malformed("neither an ack map nor a HELO/PONG array")),
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn decode_all(bytes: &[u8], limits: Limits) -> Result<Request, DecodeError> {
+        let mut buf = BytesMut::from(bytes);
+        let mut decoder = Decoder::new(limits);
+        let request = decoder.decode_eof(&mut buf)?.expect("a request");
+        assert!(buf.is_empty(), "{} bytes left", buf.len());
+        Ok(request)
+    }
+
+    fn err(bytes: &[u8]) -> DecodeError {
+        decode_all(bytes, Limits::default()).unwrap_err()
+    }
+
+    /// `[tag, time, record, option]` with an extra fifth element.
+    #[test]
+    fn five_element_request_is_wrong_arity() {
+        let bytes = [0x95, 0xa1, b't', 0x01, 0x80, 0x80, 0xc0];
+        assert!(matches!(
+            err(&bytes).kind(),
+            DecodeErrorKind::WrongArity { len: 5 }
+        ));
+        let forward = [0x94, 0xa1, b't', 0x90, 0x80, 0xc0];
+        assert!(matches!(
+            err(&forward).kind(),
+            DecodeErrorKind::WrongArity { len: 4 }
+        ));
+    }
+
+    #[test]
+    fn float_times_round_to_the_nearest_nanosecond() {
+        assert_eq!(
+            float_time(1.25).unwrap(),
+            EventTime {
+                secs: 1,
+                nanos: 250_000_000
+            }
+        );
+        assert_eq!(
+            float_time(-0.5).unwrap(),
+            EventTime {
+                secs: -1,
+                nanos: 500_000_000
+            }
+        );
+        // Rounds up into the next second.
+        assert_eq!(
+            float_time(0.999_999_999_9).unwrap(),
+            EventTime { secs: 1, nanos: 0 }
+        );
+        assert!(float_time(f64::NAN).is_err());
+        assert!(float_time(1e19).is_err());
+    }
+
+    #[test]
+    fn nanoseconds_of_one_billion_are_rejected() {
+        let mut bytes = vec![0x93, 0xa1, b't', 0xd7, 0x00, 0, 0, 0, 1];
+        bytes.extend_from_slice(&1_000_000_000u32.to_be_bytes());
+        bytes.push(0x80);
+        assert!(matches!(
+            err(&bytes).kind(),
+            DecodeErrorKind::InvalidTime(TimeError::Nanos(1_000_000_000))
+        ));
+    }
+
+    #[test]
+    fn group_markers_are_dropped_from_forward_entries() {
+        // [t, [[[marker, {}], {}], [1, {"a": 1}]]]
+        let mut bytes = vec![0x92, 0xa1, b't', 0x92, 0x92, 0x92, 0xd7, 0x00];
+        bytes.extend_from_slice(&[0xff, 0xff, 0xff, 0xff, 0, 0, 0, 0, 0x80, 0x80]);
+        bytes.extend_from_slice(&[0x92, 0x01, 0x81, 0xa1, b'a', 0x01]);
+        let Request::Events(frame) = decode_all(&bytes, Limits::default()).unwrap() else {
+            panic!()
+        };
+        assert_eq!(frame.entries.len(), 1);
+        assert_eq!(frame.entries[0].time, EventTime { secs: 1, nanos: 0 });
+    }
+
+    #[test]
+    fn fluent_signal_other_than_logs_is_rejected_before_entries() {
+        // PackedForward whose payload is not entries, with fluent_signal 1 (metrics).
+        let mut bytes = vec![0x93, 0xa1, b't', 0xc4, 0x01, 0x05, 0x81];
+        bytes.extend_from_slice(b"\xadfluent_signal\x01");
+        assert!(matches!(
+            err(&bytes).kind(),
+            DecodeErrorKind::UnsupportedSignal(1)
+        ));
+    }
+
+    #[test]
+    fn oversized_requests_fail_at_the_header_not_after_buffering() {
+        let limits = Limits {
+            max_frame_bytes: 100,
+            ..Limits::default()
+        };
+        let mut buf = BytesMut::from(&[0x92, 0xa1, b't', 0xc5, 0x01, 0x00][..]);
+        let err = Decoder::new(limits).decode(&mut buf).unwrap_err();
+        assert!(matches!(
+            err.kind(),
+            DecodeErrorKind::FrameTooLarge { declared: 262, .. }
+        ));
+        assert!(!err.can_continue());
+    }
+
+    #[test]
+    fn too_many_entries_is_checked_against_the_header() {
+        let limits = Limits {
+            max_entries_per_frame: 2,
+            ..Limits::default()
+        };
+        let mut bytes = vec![0x92, 0xa1, b't', 0x93];
+        for _ in 0..3 {
+            bytes.extend_from_slice(&[0x92, 0x01, 0x80]);
+        }
+        let err = decode_all(&bytes, limits.clone()).unwrap_err();
+        assert!(matches!(
+            err.kind(),
+            DecodeErrorKind::TooManyEntries { limit: 2 }
+        ));
+        assert!(err.can_continue());
+        // The same entries packed.
+        let mut packed = vec![0x92, 0xa1, b't', 0xc4, 9];
+        packed.extend_from_slice(&bytes[4..]);
+        let err = decode_all(&packed, limits).unwrap_err();
+        assert!(matches!(
+            err.kind(),
+            DecodeErrorKind::TooManyEntries { limit: 2 }
+        ));
+    }
+
+    #[test]
+    fn error_display_names_offset_tag_mode_and_entry() {
+        let mut buf = BytesMut::from(&b"\xc0\x92\xa3a\xffb\xc4\x03\x01\xa1x"[..]);
+        let mut decoder = Decoder::default();
+        assert_eq!(decoder.decode(&mut buf).unwrap(), Some(Request::Heartbeat));
+        let err = decoder.decode(&mut buf).unwrap_err();
+        assert_eq!(
+            err.to_string(),
+            "invalid entry: entry is not an array (request at stream offset 1, \
+             tag \"a\\xffb\", PackedForward mode, entry 0)"
+        );
+        assert_eq!(err.entry_index(), Some(0));
+        assert_eq!(decoder.stream_offset(), 11);
+    }
+
+    #[test]
+    fn response_decoder_reads_acks_and_rejects_other_maps() {
+        let mut buf = BytesMut::from(&b"\x81\xa3ack\xa2id\x81\xa1x\x01"[..]);
+        let mut d = ResponseDecoder::new();
+        assert_eq!(
+            d.decode(&mut buf).unwrap(),
+            Some(Response::Ack(Bytes::from_static(b"id")))
+        );
+        let err = d.decode(&mut buf).unwrap_err();
+        assert!(matches!(
+            err.kind(),
+            DecodeErrorKind::MalformedResponse { .. }
+        ));
+        assert!(buf.is_empty());
+    }
+}

@@ -1,0 +1,723 @@
+//! Bounded msgpack primitives used by the forward codec.
+//!
+//! Three pieces, all working on byte slices and never trusting a length header:
+//!
+//! * [`parse_header`] decodes one msgpack header (the marker plus any fixed-size
+//!   scalar payload) and reports "need more bytes" as `Ok(None)`.
+//! * [`Scanner`] finds where one complete msgpack value ends in a growing buffer
+//!   without building it. It is resumable: it keeps its position and a stack of
+//!   "children still to see" counters between calls, so a frame delivered in k reads
+//!   costs O(frame bytes + k) header parses in total, never a re-scan. It checks every
+//!   declared length against the caller's size limit and every container against the
+//!   depth limit *before* waiting for the bytes, so an `array32` claiming 4 G elements
+//!   is rejected at once instead of being buffered.
+//! * [`Reader`] builds [`rmpv::Value`]s (and skips values) from a slice with a depth
+//!   bound; container capacity is capped by the bytes left (each element takes at least
+//!   one byte), so no header can make it pre-allocate more than the input justifies.
+//!
+//! The `put_*` functions are the matching infallible encoders, always writing the
+//! smallest header for a value.
+//!
+//! Non-goals: timestamps and other extension semantics (see `decode.rs`), streaming
+//! `Read` input (decompressed payloads are fed to the scanner in chunks instead).
+
+use bytes::BufMut;
+use rmpv::Value;
+
+/// One decoded msgpack header. Scalars carry their value; `Str`, `Bin`, `Ext` carry the
+/// payload length that follows; `Array`/`Map` carry their element/pair count.
+#[derive(Debug, Clone, Copy, PartialEq)]
+pub(crate) enum Header {
+    Nil,
+    Bool(bool),
+    /// Any non-negative integer written with an unsigned or fixint marker.
+    Uint(u64),
+    /// Any integer written with a signed marker (may still be non-negative).
+    Int(i64),
+    F32(f32),
+    F64(f64),
+    Str(u32),
+    Bin(u32),
+    Array(u32),
+    Map(u32),
+    Ext(i8, u32),
+}
+
+impl Header {
+    /// Short msgpack type name for error messages.
+    pub(crate) fn type_name(self) -> &'static str {
+        match self {
+            Header::Nil => "nil",
+            Header::Bool(_) => "bool",
+            Header::Uint(_) | Header::Int(_) => "integer",
+            Header::F32(_) | Header::F64(_) => "float",
+            Header::Str(_) => "str",
+            Header::Bin(_) => "bin",
+            Header::Array(_) => "array",
+            Header::Map(_) => "map",
+            Header::Ext(..) => "ext",
+        }
+    }
+
+    /// Bytes of opaque payload following the header.
+    fn payload_len(self) -> u32 {
+        match self {
+            Header::Str(n) | Header::Bin(n) | Header::Ext(_, n) => n,
+            _ => 0,
+        }
+    }
+
+    /// Number of nested values that follow (`None` for a scalar).
+    fn children(self) -> Option<u64> {
+        match self {
+            Header::Array(n) => Some(u64::from(n)),
+            Header::Map(n) => Some(2 * u64::from(n)),
+            _ => None,
+        }
+    }
+}
+
+/// Msgpack type name of a value starting with `marker`, for "not an array" errors.
+pub(crate) fn marker_type_name(marker: u8) -> &'static str {
+    match parse_header(&[marker]) {
+        Ok(Some((h, _))) => h.type_name(),
+        Err(_) => "reserved marker 0xc1",
+        // Multi-byte header: classify by marker range alone.
+        Ok(None) => match marker {
+            0xc4..=0xc6 => "bin",
+            0xc7..=0xc9 | 0xd4..=0xd8 => "ext",
+            0xca | 0xcb => "float",
+            0xcc..=0xd3 => "integer",
+            0xd9..=0xdb => "str",
+            0xdc | 0xdd => "array",
+            _ => "map",
+        },
+    }
+}
+
+/// The reserved marker `0xc1` (never valid msgpack).
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub(crate) struct InvalidMarker(pub(crate) u8);
+
+fn be<const N: usize>(b: &[u8]) -> Option<[u8; N]> {
+    b.get(1..1 + N)?.try_into().ok()
+}
+
+/// Decodes the header at the front of `b`: `Ok(None)` if `b` ends inside it, otherwise
+/// the header and its length in bytes (marker + length/scalar bytes, not the payload).
+pub(crate) fn parse_header(b: &[u8]) -> Result<Option<(Header, usize)>, InvalidMarker> {
+    let Some(&m) = b.first() else {
+        return Ok(None);
+    };
+    let u8_at = |b: &[u8]| be::<1>(b).map(|x| x[0]);
+    let u16_at = |b: &[u8]| be::<2>(b).map(u16::from_be_bytes);
+    let u32_at = |b: &[u8]| be::<4>(b).map(u32::from_be_bytes);
+    let ext = |len: u32, at: usize| b.get(at).map(|&t| Header::Ext(t as i8, len));
+    let parsed = match m {
+        0x00..=0x7f => Some((Header::Uint(u64::from(m)), 1)),
+        0x80..=0x8f => Some((Header::Map(u32::from(m & 0x0f)), 1)),
+        0x90..=0x9f => Some((Header::Array(u32::from(m & 0x0f)), 1)),
+        0xa0..=0xbf => Some((Header::Str(u32::from(m & 0x1f)), 1)),
+        0xc0 => Some((Header::Nil, 1)),
+        0xc1 => return Err(InvalidMarker(m)),
+        0xc2 => Some((Header::Bool(false), 1)),
+        0xc3 => Some((Header::Bool(true), 1)),
+        0xc4 => u8_at(b).map(|n| (Header::Bin(n.into()), 2)),
+        0xc5 => u16_at(b).map(|n| (Header::Bin(n.into()), 3)),
+        0xc6 => u32_at(b).map(|n| (Header::Bin(n), 5)),
+        0xc7 => u8_at(b).and_then(|n| ext(n.into(), 2)).map(|h| (h, 3)),
+        0xc8 => u16_at(b).and_then(|n| ext(n.into(), 3)).map(|h| (h, 4)),
+        0xc9 => u32_at(b).and_then(|n| ext(n, 5)).map(|h| (h, 6)),
+        0xca => be::<4>(b).map(|x| (Header::F32(f32::from_be_bytes(x)), 5)),
+        0xcb => be::<8>(b).map(|x| (Header::F64(f64::from_be_bytes(x)), 9)),
+        0xcc => u8_at(b).map(|n| (Header::Uint(n.into()), 2)),
+        0xcd => u16_at(b).map(|n| (Header::Uint(n.into()), 3)),
+        0xce => u32_at(b).map(|n| (Header::Uint(n.into()), 5)),
+        0xcf => be::<8>(b).map(|x| (Header::Uint(u64::from_be_bytes(x)), 9)),
+        0xd0 => be::<1>(b).map(|x| (Header::Int(i8::from_be_bytes(x).into()), 2)),
+        0xd1 => be::<2>(b).map(|x| (Header::Int(i16::from_be_bytes(x).into()), 3)),
+        0xd2 => be::<4>(b).map(|x| (Header::Int(i32::from_be_bytes(x).into()), 5)),
+        0xd3 => be::<8>(b).map(|x| (Header::Int(i64::from_be_bytes(x)), 9)),
+        0xd4..=0xd8 => ext(1 << (m - 0xd4), 1).map(|h| (h, 2)),
+        0xd9 => u8_at(b).map(|n| (Header::Str(n.into()), 2)),
+        0xda => u16_at(b).map(|n| (Header::Str(n.into()), 3)),
+        0xdb => u32_at(b).map(|n| (Header::Str(n), 5)),
+        0xdc => u16_at(b).map(|n| (Header::Array(n.into()), 3)),
+        0xdd => u32_at(b).map(|n| (Header::Array(n), 5)),
+        0xde => u16_at(b).map(|n| (Header::Map(n.into()), 3)),
+        0xdf => u32_at(b).map(|n| (Header::Map(n), 5)),
+        0xe0..=0xff => Some((Header::Int(i64::from(m as i8)), 1)),
+    };
+    Ok(parsed)
+}
+
+/// Why [`Scanner::scan`] gave up on a value.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub(crate) enum ScanError {
+    /// The value would end at `declared` bytes or later, past the size limit.
+    TooLarge { declared: u64 },
+    /// A container opened deeper than the depth limit.
+    TooDeep,
+    /// Reserved marker `byte` at `offset` from the start of the value.
+    InvalidMarker { byte: u8, offset: usize },
+}
+
+/// Progress of [`Scanner::scan`].
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub(crate) enum Scan {
+    /// The buffer ends inside the value; call again with the same buffer extended.
+    NeedMore,
+    /// The value occupies exactly this many bytes at the front of the buffer.
+    Complete(usize),
+}
+
+/// Resumable boundary finder for one msgpack value at the front of a buffer.
+///
+/// Invariant between calls: `pos` bytes of the buffer have been walked and `stack`
+/// holds, per open container, how many child values are still to come. The caller
+/// must pass the same buffer again, possibly extended at the end, until the scanner
+/// returns `Complete` or an error (after which it is reset for the next value).
+#[derive(Debug, Default)]
+pub(crate) struct Scanner {
+    pos: usize,
+    started: bool,
+    stack: Vec<u64>,
+}
+
+impl Scanner {
+    /// True while a value is partly scanned.
+    pub(crate) fn in_progress(&self) -> bool {
+        self.started
+    }
+
+    /// Forgets any partial progress.
+    pub(crate) fn reset(&mut self) {
+        self.pos = 0;
+        self.started = false;
+        self.stack.clear();
+    }
+
+    /// Continues scanning the value at the front of `buf`. `max_len` bounds the value's
+    /// size in bytes and `max_depth` its container nesting (the outermost container is
+    /// depth 1). Cost: O(headers newly available) per call.
+    pub(crate) fn scan(
+        &mut self,
+        buf: &[u8],
+        max_len: usize,
+        max_depth: usize,
+    ) -> Result<Scan, ScanError> {
+        if buf.len() < self.pos {
+            // The caller replaced the buffer; start over rather than index past it.
+            self.reset();
+        }
+        let result = self.scan_inner(buf, max_len as u64, max_depth);
+        match result {
+            Ok(Scan::NeedMore) => {}
+            Ok(Scan::Complete(_)) | Err(_) => self.reset(),
+        }
+        result
+    }
+
+    fn scan_inner(
+        &mut self,
+        buf: &[u8],
+        max_len: u64,
+        max_depth: usize,
+    ) -> Result<Scan, ScanError> {
+        loop {
+            while self.stack.last() == Some(&0) {
+                self.stack.pop();
+            }
+            if self.started && self.stack.is_empty() {
+                return Ok(Scan::Complete(self.pos));
+            }
+            let pos = self.pos;
+            let (header, header_len) = match parse_header(&buf[pos..]) {
+                Ok(Some(parsed)) => parsed,
+                Ok(None) => {
+                    // At most 9 header bytes are missing; still refuse a value that
+                    // cannot fit at all.
+                    if pos as u64 >= max_len {
+                        return Err(ScanError::TooLarge {
+                            declared: pos as u64 + 1,
+                        });
+                    }
+                    return Ok(Scan::NeedMore);
+                }
+                Err(InvalidMarker(byte)) => {
+                    return Err(ScanError::InvalidMarker { byte, offset: pos });
+                }
+            };
+            let end = pos as u64 + header_len as u64 + u64::from(header.payload_len());
+            if end > max_len {
+                return Err(ScanError::TooLarge { declared: end });
+            }
+            let children = header.children();
+            if let Some(children) = children {
+                if self.stack.len() >= max_depth {
+                    return Err(ScanError::TooDeep);
+                }
+                // Each child takes at least one byte.
+                if end + children > max_len {
+                    return Err(ScanError::TooLarge {
+                        declared: end + children,
+                    });
+                }
+            }
+            if end > buf.len() as u64 {
+                return Ok(Scan::NeedMore);
+            }
+            if let Some(top) = self.stack.last_mut() {
+                *top -= 1;
+            }
+            self.started = true;
+            self.pos = end as usize;
+            if let Some(children) = children {
+                self.stack.push(children);
+            }
+        }
+    }
+}
+
+/// Why [`Reader`] could not produce a value.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub(crate) enum ReadError {
+    /// The slice ends inside the value.
+    Eof,
+    /// Reserved marker.
+    InvalidMarker(u8),
+    /// Nesting deeper than the reader's depth budget.
+    TooDeep,
+}
+
+impl From<InvalidMarker> for ReadError {
+    fn from(e: InvalidMarker) -> Self {
+        ReadError::InvalidMarker(e.0)
+    }
+}
+
+/// Cursor over a complete msgpack slice.
+#[derive(Debug, Clone)]
+pub(crate) struct Reader<'a> {
+    buf: &'a [u8],
+    pos: usize,
+}
+
+impl<'a> Reader<'a> {
+    pub(crate) fn new(buf: &'a [u8]) -> Self {
+        Reader { buf, pos: 0 }
+    }
+
+    pub(crate) fn pos(&self) -> usize {
+        self.pos
+    }
+
+    pub(crate) fn set_pos(&mut self, pos: usize) {
+        self.pos = pos.min(self.buf.len());
+    }
+
+    pub(crate) fn remaining(&self) -> usize {
+        self.buf.len() - self.pos
+    }
+
+    pub(crate) fn header(&mut self) -> Result<Header, ReadError> {
+        let (h, n) = parse_header(&self.buf[self.pos..])?.ok_or(ReadError::Eof)?;
+        self.pos += n;
+        Ok(h)
+    }
+
+    /// Takes the next `len` bytes (a str/bin/ext payload).
+    pub(crate) fn bytes(&mut self, len: u32) -> Result<&'a [u8], ReadError> {
+        let len = len as usize;
+        if self.remaining() < len {
+            return Err(ReadError::Eof);
+        }
+        let out = &self.buf[self.pos..self.pos + len];
+        self.pos += len;
+        Ok(out)
+    }
+
+    /// Reads a whole value with at most `depth` levels of containers.
+    pub(crate) fn value(&mut self, depth: usize) -> Result<Value, ReadError> {
+        let start = self.pos;
+        let h = self.header()?;
+        self.value_with(h, start, depth)
+    }
+
+    /// Reads the rest of a value whose header `h` (which began at `start`) was just read.
+    pub(crate) fn value_with(
+        &mut self,
+        h: Header,
+        start: usize,
+        depth: usize,
+    ) -> Result<Value, ReadError> {
+        Ok(match h {
+            Header::Nil => Value::Nil,
+            Header::Bool(b) => Value::Boolean(b),
+            Header::Uint(n) => Value::from(n),
+            Header::Int(n) => Value::from(n),
+            Header::F32(f) => Value::F32(f),
+            Header::F64(f) => Value::F64(f),
+            Header::Str(n) => {
+                let bytes = self.bytes(n)?;
+                match std::str::from_utf8(bytes) {
+                    Ok(s) => Value::String(s.into()),
+                    // rmpv has no public constructor for a non-UTF-8 `Utf8String`; its
+                    // own reader builds one from the raw str (header + bytes, no nesting).
+                    Err(_) => rmpv::decode::read_value(&mut &self.buf[start..self.pos])
+                        .unwrap_or_else(|_| Value::Binary(bytes.to_vec())),
+                }
+            }
+            Header::Bin(n) => Value::Binary(self.bytes(n)?.to_vec()),
+            Header::Ext(ty, n) => Value::Ext(ty, self.bytes(n)?.to_vec()),
+            Header::Array(n) => {
+                let depth = depth.checked_sub(1).ok_or(ReadError::TooDeep)?;
+                let mut items = Vec::with_capacity((n as usize).min(self.remaining()));
+                for _ in 0..n {
+                    items.push(self.value(depth)?);
+                }
+                Value::Array(items)
+            }
+            Header::Map(n) => {
+                let depth = depth.checked_sub(1).ok_or(ReadError::TooDeep)?;
+                let mut pairs = Vec::with_capacity((n as usize).min(self.remaining() / 2));
+                for _ in 0..n {
+                    let k = self.value(depth)?;
+                    let v = self.value(depth)?;
+                    pairs.push((k, v));
+                }
+                Value::Map(pairs)
+            }
+        })
+    }
+
+    /// Skips one value without building it. Iterative, so no depth limit is needed.
+    pub(crate) fn skip(&mut self) -> Result<(), ReadError> {
+        let mut pending: u64 = 1;
+        while pending > 0 {
+            pending -= 1;
+            let h = self.header()?;
+            self.bytes(h.payload_len())?;
+            if let Some(children) = h.children() {
+                if children > self.remaining() as u64 {
+                    return Err(ReadError::Eof);
+                }
+                pending += children;
+            }
+        }
+        Ok(())
+    }
+}
+
+/// Writes an array header.
+pub(crate) fn put_array_len(w: &mut impl BufMut, n: u32) {
+    match n {
+        0..=15 => w.put_u8(0x90 | n as u8),
+        16..=0xffff => {
+            w.put_u8(0xdc);
+            w.put_u16(n as u16);
+        }
+        _ => {
+            w.put_u8(0xdd);
+            w.put_u32(n);
+        }
+    }
+}
+
+/// Writes a map header.
+pub(crate) fn put_map_len(w: &mut impl BufMut, n: u32) {
+    match n {
+        0..=15 => w.put_u8(0x80 | n as u8),
+        16..=0xffff => {
+            w.put_u8(0xde);
+            w.put_u16(n as u16);
+        }
+        _ => {
+            w.put_u8(0xdf);
+            w.put_u32(n);
+        }
+    }
+}
+
+/// Length of a str/bin/ext payload as a u32. Panics on > 4 GiB, which no caller can
+/// reach (they bound their inputs far below that).
+fn len32(len: usize) -> u32 {
+    u32::try_from(len).expect("msgpack payloads are limited to 4 GiB by the format")
+}
+
+/// Writes a str (bytes need not be UTF-8: the forward protocol treats str as bytes).
+pub(crate) fn put_str(w: &mut impl BufMut, s: &[u8]) {
+    let n = len32(s.len());
+    match n {
+        0..=31 => w.put_u8(0xa0 | n as u8),
+        32..=0xff => {
+            w.put_u8(0xd9);
+            w.put_u8(n as u8);
+        }
+        0x100..=0xffff => {
+            w.put_u8(0xda);
+            w.put_u16(n as u16);
+        }
+        _ => {
+            w.put_u8(0xdb);
+            w.put_u32(n);
+        }
+    }
+    w.put_slice(s);
+}
+
+/// Writes a bin.
+pub(crate) fn put_bin(w: &mut impl BufMut, b: &[u8]) {
+    let n = len32(b.len());
+    match n {
+        0..=0xff => {
+            w.put_u8(0xc4);
+            w.put_u8(n as u8);
+        }
+        0x100..=0xffff => {
+            w.put_u8(0xc5);
+            w.put_u16(n as u16);
+        }
+        _ => {
+            w.put_u8(0xc6);
+            w.put_u32(n);
+        }
+    }
+    w.put_slice(b);
+}
+
+/// Writes an ext value.
+pub(crate) fn put_ext(w: &mut impl BufMut, ty: i8, data: &[u8]) {
+    let n = len32(data.len());
+    match n {
+        1 => w.put_u8(0xd4),
+        2 => w.put_u8(0xd5),
+        4 => w.put_u8(0xd6),
+        8 => w.put_u8(0xd7),
+        16 => w.put_u8(0xd8),
+        0..=0xff => {
+            w.put_u8(0xc7);
+            w.put_u8(n as u8);
+        }
+        0x100..=0xffff => {
+            w.put_u8(0xc8);
+            w.put_u16(n as u16);
+        }
+        _ => {
+            w.put_u8(0xc9);
+            w.put_u32(n);
+        }
+    }
+    w.put_i8(ty);
+    w.put_slice(data);
+}
+
+/// Writes a non-negative integer with the smallest marker.
+pub(crate) fn put_uint(w: &mut impl BufMut, n: u64) {
+    match n {
+        0..=0x7f => w.put_u8(n as u8),
+        0x80..=0xff => {
+            w.put_u8(0xcc);
+            w.put_u8(n as u8);
+        }
+        0x100..=0xffff => {
+            w.put_u8(0xcd);
+            w.put_u16(n as u16);
+        }
+        0x1_0000..=0xffff_ffff => {
+            w.put_u8(0xce);
+            w.put_u32(n as u32);
+        }
+        _ => {
+            w.put_u8(0xcf);
+            w.put_u64(n);
+        }
+    }
+}
+
+/// Writes an integer with the smallest marker.
+pub(crate) fn put_int(w: &mut impl BufMut, n: i64) {
+    if let Ok(u) = u64::try_from(n) {
+        return put_uint(w, u);
+    }
+    if n >= -32 {
+        w.put_i8(n as i8);
+    } else if let Ok(v) = i8::try_from(n) {
+        w.put_u8(0xd0);
+        w.put_i8(v);
+    } else if let Ok(v) = i16::try_from(n) {
+        w.put_u8(0xd1);
+        w.put_i16(v);
+    } else if let Ok(v) = i32::try_from(n) {
+        w.put_u8(0xd2);
+        w.put_i32(v);
+    } else {
+        w.put_u8(0xd3);
+        w.put_i64(n);
+    }
+}
+
+/// Writes any value. Recursion follows the caller's own (trusted) value.
+pub(crate) fn put_value(w: &mut impl BufMut, v: &Value) {
+    match v {
+        Value::Nil => w.put_u8(0xc0),
+        Value::Boolean(b) => w.put_u8(if *b { 0xc3 } else { 0xc2 }),
+        Value::Integer(i) => match (i.as_u64(), i.as_i64()) {
+            (Some(u), _) => put_uint(w, u),
+            (None, Some(s)) => put_int(w, s),
+            (None, None) => unreachable!("an rmpv integer fits u64 or i64"),
+        },
+        Value::F32(f) => {
+            w.put_u8(0xca);
+            w.put_f32(*f);
+        }
+        Value::F64(f) => {
+            w.put_u8(0xcb);
+            w.put_f64(*f);
+        }
+        Value::String(s) => put_str(w, s.as_bytes()),
+        Value::Binary(b) => put_bin(w, b),
+        Value::Array(items) => {
+            put_array_len(w, len32(items.len()));
+            for item in items {
+                put_value(w, item);
+            }
+        }
+        Value::Map(pairs) => {
+            put_map_len(w, len32(pairs.len()));
+            for (k, v) in pairs {
+                put_value(w, k);
+                put_value(w, v);
+            }
+        }
+        Value::Ext(ty, data) => put_ext(w, *ty, data),
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn encode(v: &Value) -> Vec<u8> {
+        let mut out = Vec::new();
+        put_value(&mut out, v);
+        out
+    }
+
+    #[test]
+    fn every_marker_parses_or_needs_more_without_panicking() {
+        for m in 0..=255u8 {
+            let mut buf = vec![m];
+            // Truncated header: either parsed (1-byte header), need-more or 0xc1.
+            let _ = parse_header(&buf);
+            buf.extend_from_slice(&[0; 16]);
+            match parse_header(&buf) {
+                Ok(Some((_, n))) => assert!(n <= 9, "marker {m:#x}"),
+                Ok(None) => panic!("marker {m:#x} needs more than 17 bytes"),
+                Err(InvalidMarker(b)) => assert_eq!(b, 0xc1),
+            }
+        }
+    }
+
+    #[test]
+    fn encoder_round_trips_through_reader_with_minimal_headers() {
+        let v = Value::Map(vec![
+            (Value::from("a"), Value::from(-33)),
+            (Value::from("u"), Value::from(u64::MAX)),
+            (Value::from("i"), Value::from(i64::MIN)),
+            (
+                Value::Binary(vec![0; 300]),
+                Value::Array(vec![Value::Nil; 20]),
+            ),
+            (Value::from("e"), Value::Ext(0, vec![1; 8])),
+            (Value::from("x"), Value::Ext(5, vec![1; 3])),
+            (Value::from("f"), Value::F32(1.5)),
+            (Value::from("s"), Value::from("x".repeat(70_000))),
+        ]);
+        let bytes = encode(&v);
+        let mut r = Reader::new(&bytes);
+        assert_eq!(r.value(8).unwrap(), v);
+        assert_eq!(r.remaining(), 0);
+        assert_eq!(encode(&Value::from(5)), [0x05]);
+        assert_eq!(encode(&Value::from(-1)), [0xff]);
+        assert_eq!(encode(&Value::from(200)), [0xcc, 200]);
+        assert_eq!(encode(&Value::from(-100)), [0xd0, 0x9c]);
+    }
+
+    #[test]
+    fn reader_keeps_invalid_utf8_str_as_str_bytes() {
+        let bytes = [0xa3, 0xff, 0xfe, 0xfd];
+        let v = Reader::new(&bytes).value(1).unwrap();
+        let Value::String(s) = &v else {
+            panic!("{v:?}")
+        };
+        assert_eq!(s.as_bytes(), &[0xff, 0xfe, 0xfd]);
+        assert_eq!(encode(&v), bytes);
+    }
+
+    #[test]
+    fn reader_rejects_depth_and_truncation_without_large_allocation() {
+        let nested = [0x91u8; 10];
+        assert_eq!(Reader::new(&nested).value(4), Err(ReadError::TooDeep));
+        // array32 of 4 G elements followed by nothing: Eof, capacity capped at 0.
+        let huge = [0xdd, 0xff, 0xff, 0xff, 0xff];
+        assert_eq!(Reader::new(&huge).value(4), Err(ReadError::Eof));
+        assert_eq!(Reader::new(&huge).skip(), Err(ReadError::Eof));
+        assert_eq!(
+            Reader::new(&[0xc1]).skip(),
+            Err(ReadError::InvalidMarker(0xc1))
+        );
+    }
+
+    #[test]
+    fn scanner_resumes_and_finds_the_exact_boundary() {
+        let v = Value::Array(vec![Value::from("tag"), Value::Binary(vec![7; 100])]);
+        let mut bytes = encode(&v);
+        let len = bytes.len();
+        bytes.extend_from_slice(&[0xc0, 0xc0]);
+        let mut s = Scanner::default();
+        for end in 0..len {
+            assert_eq!(
+                s.scan(&bytes[..end], 1 << 20, 8),
+                Ok(Scan::NeedMore),
+                "{end}"
+            );
+        }
+        assert_eq!(s.scan(&bytes, 1 << 20, 8), Ok(Scan::Complete(len)));
+        assert!(!s.in_progress());
+    }
+
+    #[test]
+    fn scanner_rejects_oversized_claims_before_the_bytes_arrive() {
+        let mut s = Scanner::default();
+        let array32 = [0xdd, 0xff, 0xff, 0xff, 0xff, 0xc0];
+        assert!(matches!(
+            s.scan(&array32, 1 << 20, 8),
+            Err(ScanError::TooLarge { .. })
+        ));
+        let str32 = [0x92, 0xa1, b't', 0xdb, 0xff, 0xff, 0xff, 0xff];
+        assert!(matches!(
+            s.scan(&str32, 1 << 20, 8),
+            Err(ScanError::TooLarge { .. })
+        ));
+        let deep = [0x91u8; 100];
+        assert_eq!(s.scan(&deep, 1 << 20, 8), Err(ScanError::TooDeep));
+        assert_eq!(
+            s.scan(&[0x92, 0xc0, 0xc1], 1 << 20, 8),
+            Err(ScanError::InvalidMarker {
+                byte: 0xc1,
+                offset: 2
+            })
+        );
+        // Exactly at the limit is fine, one byte over is not.
+        assert_eq!(s.scan(&[0x92, 0xc0, 0xc0], 3, 8), Ok(Scan::Complete(3)));
+        assert!(s.scan(&[0x93, 0xc0, 0xc0, 0xc0], 3, 8).is_err());
+    }
+
+    #[test]
+    fn scanner_restarts_when_the_buffer_shrinks() {
+        let mut s = Scanner::default();
+        assert_eq!(s.scan(&[0x92, 0xc0], 100, 8), Ok(Scan::NeedMore));
+        assert_eq!(s.scan(&[0xc0], 100, 8), Ok(Scan::Complete(1)));
+    }
+}
