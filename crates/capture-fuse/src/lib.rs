@@ -1,1 +1,402 @@
-//! Placeholder: see README Architecture.
+//! Write capture for sluice: a FUSE passthrough filesystem mounted **over** a watched
+//! directory. Applications keep using the same paths; every `write` to an included file
+//! reaches the real file first and is then handed, with the writer's identity, to a
+//! bounded queue the daemon drains. This is the only crate that imports `fuser`; it
+//! knows nothing of the daemon's event type.
+//!
+//! # Design
+//! - [`Capture::mount`] opens the directory (`O_PATH`) *before* mounting on top of it;
+//!   afterwards that fd still names the covered directory, and all backing I/O is done
+//!   relative to it or to per-inode `O_PATH` fds (`openat`, `mkdirat`, `renameat2`, …,
+//!   xattrs and reopen through `/proc/self/fd/N`). No absolute path into the mountpoint
+//!   is ever used, so the filesystem never re-enters itself.
+//! - Low-level fuser API (0.18: `&self` methods, several session threads with cloned
+//!   `/dev/fuse` fds). Inodes keyed by backing `(st_dev, st_ino)` with lookup counts and
+//!   `forget`; `stat` through the mount shows the backing inode numbers.
+//! - Mounted with `allow_other`, `default_permissions` (the kernel checks modes, the
+//!   daemon is not a confused deputy), `nodev`, `nosuid`, fsname/subtype `sluice`
+//!   (`fuse.sluice` in mountinfo), and by default `auto_unmount` (fusermount3 detaches
+//!   the mount if the daemon dies). No writeback cache, 1 s entry/attr TTLs, never
+//!   `keep_cache`: writers that predate the mount change files underneath.
+//! - New files, directories, nodes and symlinks belong to the caller (`fchown` after
+//!   creation; the group is inherited under a set-group-id directory), with the mode
+//!   the caller asked for regardless of the daemon's umask.
+//!
+//! # Capture invariants
+//! - A [`CapturedWrite`] is queued only after the bytes reached the backing file, and
+//!   holds exactly the accepted bytes at the offset where they landed (for `O_APPEND`
+//!   handles the real end of file, read back from the backing fd).
+//! - It is queued before the write is answered: writes to one inode are serialised by
+//!   the kernel, so per-file queue order is file order.
+//! - The queue never blocks a writer. Full (by count or bytes) → the capture is dropped
+//!   and counted ([`CaptureStats::dropped_queue_full`]); the file is still complete.
+//! - Quota (token bucket per inode, [`CaptureConfig::quota_bytes_per_sec`]): over it the
+//!   write still reaches disk, only the capture is dropped and counted, with one
+//!   `tracing` line per file per 10 s.
+//! - Identity is read from `/proc` for the writing thread while it is blocked in our
+//!   write (so it cannot have exited): `pid` is its thread-group id, `command` its
+//!   cmdline. Cached per thread and revalidated on every write against
+//!   `(starttime, startstack, comm)` from `/proc/<tid>/stat`, so tid reuse and `exec`
+//!   are noticed. Names come from a cache filled by a separate NSS thread.
+//! - Writes from the daemon's own process are passed through uncaptured (no feedback
+//!   loop) unless [`CaptureConfig::capture_own_process`] is set.
+//!
+//! # Limits (what is not captured, or captured differently)
+//! - Processes whose fds were opened before the mount keep writing to the covered file
+//!   and are not seen; restart or reopen them after mounting (and after unmounting).
+//! - Shared writable `mmap`: the bytes arrive later from the page cache, attributed to
+//!   the handle's opener and flagged [`CapturedWrite::from_page_cache`]; they may cover
+//!   whole pages (bytes not changed by the app are re-sent).
+//! - `O_DIRECT` opens are served buffered (the flag is dropped on the backing fd); data
+//!   and offsets are still captured exactly.
+//! - `copy_file_range`, `FICLONE` and other ioctls are refused so that copies fall back
+//!   to read + write (and are captured); `fallocate` and truncation change files without
+//!   a capture. Renames, unlinks and truncations are not reported as events: a captured
+//!   path is the file's name at write time (a file unlinked while open keeps its last
+//!   name, a hard-linked file the name it was first looked up by).
+//! - A single write larger than the kernel's `max_write` (1 MiB by default) arrives as
+//!   several requests, hence several captures; lines may span captures.
+//! - POSIX/flock locks are handled by the kernel locally (not forwarded), which is
+//!   correct as long as every accessor goes through the mount.
+//! - Never put the daemon's own log file inside a watched directory.
+
+#![warn(missing_docs)]
+
+mod capture;
+mod error;
+mod fs;
+mod identity;
+mod mount;
+
+use std::io;
+use std::path::{Path, PathBuf};
+use std::sync::Arc;
+use std::thread::JoinHandle;
+use std::time::{Duration, Instant};
+
+pub use capture::{
+    CaptureCounters, CaptureReceiver, CaptureStats, CapturedWrite, RecvTimeoutError, TryRecvError,
+};
+pub use error::{MountError, UnmountError};
+
+use crate::capture::{PathFilter, Quota};
+use crate::fs::{CaptureFs, CapturePolicy};
+use crate::mount::OwnerLock;
+
+/// What to mount and how to capture. Build with [`CaptureConfig::new`], then adjust
+/// fields.
+#[derive(Clone, Debug)]
+#[non_exhaustive]
+pub struct CaptureConfig {
+    /// Directory to mount over (resolved to an absolute, symlink-free path).
+    pub directory: PathBuf,
+    /// Globs (globset syntax, `*` also crosses `/`) over the path relative to
+    /// `directory`; empty means every file.
+    pub include: Vec<String>,
+    /// Globs of files never captured; wins over `include`.
+    pub exclude: Vec<String>,
+    /// Capture at most this many bytes per second per file; `None` disables the quota.
+    pub quota_bytes_per_sec: Option<u64>,
+    /// Bucket size of the quota; `None` means one second's worth.
+    pub quota_burst_bytes: Option<u64>,
+    /// Queue bound in captured writes.
+    pub queue_capacity: usize,
+    /// Queue bound in payload bytes.
+    pub queue_max_bytes: usize,
+    /// FUSE session threads.
+    pub n_threads: usize,
+    /// Let fusermount3 lazily unmount if this process dies (needs fusermount3; when it
+    /// is missing and we are root, the mount is made without it and a warning logged).
+    pub auto_unmount: bool,
+    /// Where owner lock files live; `None` → `/run/sluice` as root, else
+    /// `$XDG_RUNTIME_DIR/sluice` or `$TMPDIR/sluice-<uid>`.
+    pub lock_dir: Option<PathBuf>,
+    /// Also capture writes made by this process (tests, benchmarks).
+    pub capture_own_process: bool,
+    /// How long [`CaptureHandle::unmount`] waits for open files to be closed before it
+    /// returns, leaving the detached filesystem to be served in the background.
+    pub unmount_grace: Duration,
+}
+
+impl CaptureConfig {
+    /// Defaults: capture everything, no quota, 65,536 writes / 256 MiB queue,
+    /// `available_parallelism` clamped to 2..=8 threads, `auto_unmount` on.
+    pub fn new(directory: impl Into<PathBuf>) -> Self {
+        let threads = std::thread::available_parallelism().map_or(2, |n| n.get().clamp(2, 8));
+        CaptureConfig {
+            directory: directory.into(),
+            include: Vec::new(),
+            exclude: Vec::new(),
+            quota_bytes_per_sec: None,
+            quota_burst_bytes: None,
+            queue_capacity: 65_536,
+            queue_max_bytes: 256 << 20,
+            n_threads: threads,
+            auto_unmount: true,
+            lock_dir: None,
+            capture_own_process: false,
+            unmount_grace: Duration::from_secs(2),
+        }
+    }
+}
+
+/// Entry point: `Capture::mount(config)`.
+#[derive(Debug)]
+pub struct Capture;
+
+/// How an unmount ended.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum UnmountOutcome {
+    /// Unmounted and the session has ended; the receiver disconnects once drained.
+    Complete,
+    /// Detached lazily: files were still open after the grace period. They keep being
+    /// served (and captured) in the background until closed; new opens see the real
+    /// directory.
+    Detached,
+}
+
+impl Capture {
+    /// Mounts the capture filesystem over `cfg.directory`.
+    ///
+    /// Clears a stale mount left there by a crashed sluice; refuses when a live one
+    /// owns the directory, when another FUSE filesystem covers it, or when `/dev/fuse`
+    /// (or, not being root, `fusermount3`) is missing.
+    pub fn mount(cfg: CaptureConfig) -> Result<(CaptureHandle, CaptureReceiver), MountError> {
+        let invalid = |reason| MountError::InvalidConfig {
+            path: cfg.directory.clone(),
+            reason,
+        };
+        if cfg.queue_capacity == 0 || cfg.queue_max_bytes == 0 {
+            return Err(invalid(
+                "queue_capacity and queue_max_bytes must be positive",
+            ));
+        }
+        if cfg.n_threads == 0 {
+            return Err(invalid("n_threads must be positive"));
+        }
+        let quota = match cfg.quota_bytes_per_sec {
+            Some(0) => return Err(invalid("quota_bytes_per_sec must be positive")),
+            Some(rate) => Some(Quota {
+                rate: rate as f64,
+                burst: cfg.quota_burst_bytes.unwrap_or(rate).max(1) as f64,
+            }),
+            None => None,
+        };
+        let filter = PathFilter::new(&cfg.include, &cfg.exclude)?;
+
+        let dev = Path::new("/dev/fuse");
+        if !dev.exists() {
+            return Err(MountError::NoFuseDevice { path: dev.into() });
+        }
+        let root = mount::is_root();
+        let fusermount = mount::find_fusermount();
+        if !root && fusermount.is_none() {
+            return Err(MountError::FusermountMissing);
+        }
+        let auto_unmount = cfg.auto_unmount && fusermount.is_some();
+
+        let dir = mount::resolve_dir(&cfg.directory).map_err(|source| MountError::Directory {
+            path: cfg.directory.clone(),
+            source,
+        })?;
+        if dir.parent().is_none() {
+            return Err(invalid("cannot mount over /"));
+        }
+        if cfg.auto_unmount && !auto_unmount {
+            tracing::warn!(path = %dir.display(),
+                "fusermount3 not found, mounting without auto_unmount.");
+        }
+        let lock_dir = cfg.lock_dir.clone().unwrap_or_else(mount::default_lock_dir);
+        let lock = OwnerLock::acquire(&lock_dir, &dir)?;
+        mount::clear_stale(&dir)?;
+
+        let dir_err = |source| MountError::Directory {
+            path: dir.clone(),
+            source,
+        };
+        let meta = std::fs::metadata(&dir).map_err(dir_err)?;
+        if !meta.is_dir() {
+            return Err(MountError::NotADirectory { path: dir });
+        }
+        let root_fd = rustix::fs::open(
+            &dir,
+            rustix::fs::OFlags::PATH | rustix::fs::OFlags::DIRECTORY | rustix::fs::OFlags::CLOEXEC,
+            rustix::fs::Mode::empty(),
+        )
+        .map_err(|e| dir_err(e.into()))?;
+
+        let thread_err = |source| MountError::Thread {
+            path: dir.clone(),
+            source,
+        };
+        let names = identity::NameCache::new().map_err(thread_err)?;
+        let counters = Arc::new(CaptureCounters::default());
+        let (tx, rx) = capture::queue(cfg.queue_capacity, cfg.queue_max_bytes);
+        let policy = CapturePolicy {
+            filter,
+            quota,
+            capture_own_process: cfg.capture_own_process,
+        };
+        let filesystem = CaptureFs::new(dir.clone(), root_fd, policy, tx, counters.clone(), names)
+            .map_err(dir_err)?;
+
+        let mut options = vec![
+            fuser::MountOption::FSName(mount::FS_NAME.into()),
+            // As a kernel option too (fuser passes `Subtype` only to fusermount).
+            fuser::MountOption::CUSTOM(format!("subtype={}", mount::FS_NAME)),
+            fuser::MountOption::DefaultPermissions,
+            fuser::MountOption::NoDev,
+            fuser::MountOption::NoSuid,
+            fuser::MountOption::RW,
+        ];
+        if auto_unmount {
+            options.push(fuser::MountOption::AutoUnmount);
+        }
+        let mut config = fuser::Config::default();
+        config.mount_options = options;
+        config.acl = fuser::SessionACL::All;
+        config.n_threads = Some(cfg.n_threads);
+        config.clone_fd = true;
+
+        let mount_err = |source| MountError::Mount {
+            path: dir.clone(),
+            source,
+        };
+        let mut session = fuser::Session::new(filesystem, &dir, &config).map_err(mount_err)?;
+        let unmounter = session.unmount_callable();
+        let (done_tx, done_rx) = crossbeam_channel::bounded::<()>(1);
+        let thread = std::thread::Builder::new()
+            .name("sluice-fuse".into())
+            .spawn(move || {
+                let result = session.run();
+                let _ = done_tx.send(());
+                result
+            })
+            .map_err(thread_err)?;
+        let mount_id = mount::mounts_at(&dir)
+            .ok()
+            .and_then(|m| m.iter().rev().find(|m| m.is_sluice()).map(|m| m.id));
+        tracing::info!(path = %dir.display(), threads = cfg.n_threads, auto_unmount,
+            lock = %lock.path().display(), "Capture filesystem mounted.");
+        Ok((
+            CaptureHandle {
+                mountpoint: dir,
+                mount_id,
+                counters,
+                unmounter: Some(unmounter),
+                thread: Some(thread),
+                done: done_rx,
+                lock: Some(lock),
+                unmount_grace: cfg.unmount_grace,
+            },
+            rx,
+        ))
+    }
+}
+
+/// A mounted capture filesystem. Dropping it unmounts (lazily, without waiting long).
+#[derive(Debug)]
+pub struct CaptureHandle {
+    mountpoint: PathBuf,
+    mount_id: Option<u64>,
+    counters: Arc<CaptureCounters>,
+    unmounter: Option<fuser::SessionUnmounter>,
+    thread: Option<JoinHandle<io::Result<()>>>,
+    done: crossbeam_channel::Receiver<()>,
+    lock: Option<OwnerLock>,
+    unmount_grace: Duration,
+}
+
+impl CaptureHandle {
+    /// The watched directory, which is also the mountpoint.
+    pub fn mountpoint(&self) -> &Path {
+        &self.mountpoint
+    }
+
+    /// Shared live counters (still valid after unmount).
+    pub fn counters(&self) -> Arc<CaptureCounters> {
+        self.counters.clone()
+    }
+
+    /// Current counter values.
+    pub fn stats(&self) -> CaptureStats {
+        self.counters.snapshot()
+    }
+
+    /// Unmounts: normally if nothing is open, else lazily (new opens see the real
+    /// directory at once, open files keep being served until closed). Waits up to
+    /// [`CaptureConfig::unmount_grace`] for the session to end.
+    pub fn unmount(mut self) -> Result<UnmountOutcome, UnmountError> {
+        let grace = self.unmount_grace;
+        self.shutdown(grace)
+    }
+
+    fn our_mount_present(&self) -> bool {
+        let Ok(mounts) = mount::mounts_at(&self.mountpoint) else {
+            return false;
+        };
+        match self.mount_id {
+            Some(id) => mounts.iter().any(|m| m.id == id),
+            None => mounts.last().is_some_and(|m| m.is_sluice()),
+        }
+    }
+
+    fn shutdown(&mut self, grace: Duration) -> Result<UnmountOutcome, UnmountError> {
+        let Some(mut unmounter) = self.unmounter.take() else {
+            return Ok(UnmountOutcome::Complete);
+        };
+        let unmount_err = |source| UnmountError::Unmount {
+            path: self.mountpoint.clone(),
+            source,
+        };
+        // Normal unmount (or, with auto_unmount, fusermount3's); EBUSY when files are
+        // open, which the lazy detach below handles.
+        let first = unmounter.unmount();
+        let deadline = Instant::now() + grace.min(Duration::from_secs(1));
+        while self.our_mount_present() && Instant::now() < deadline {
+            std::thread::sleep(Duration::from_millis(10));
+        }
+        if self.our_mount_present() {
+            mount::lazy_unmount(&self.mountpoint).map_err(|e| {
+                unmount_err(match first {
+                    Err(first) => io::Error::other(format!("{first}; lazy: {e}")),
+                    Ok(()) => e,
+                })
+            })?;
+        }
+        let outcome = match self.done.recv_timeout(grace) {
+            Ok(()) | Err(crossbeam_channel::RecvTimeoutError::Disconnected) => {
+                let result = match self.thread.take().map(JoinHandle::join) {
+                    Some(Ok(r)) => r,
+                    Some(Err(_)) => Err(io::Error::other("session thread panicked")),
+                    None => Ok(()),
+                };
+                result.map_err(|source| UnmountError::Session {
+                    path: self.mountpoint.clone(),
+                    source,
+                })?;
+                UnmountOutcome::Complete
+            }
+            Err(crossbeam_channel::RecvTimeoutError::Timeout) => {
+                // Open files keep the detached filesystem alive; the session thread
+                // serves them until the kernel drops the connection.
+                self.thread.take();
+                UnmountOutcome::Detached
+            }
+        };
+        self.lock.take();
+        tracing::info!(path = %self.mountpoint.display(), ?outcome,
+            "Capture filesystem unmounted.");
+        Ok(outcome)
+    }
+}
+
+impl Drop for CaptureHandle {
+    fn drop(&mut self) {
+        if self.unmounter.is_some() {
+            if let Err(e) = self.shutdown(Duration::from_millis(200)) {
+                tracing::error!(error = %e, "Capture filesystem left mounted.");
+            }
+        }
+    }
+}

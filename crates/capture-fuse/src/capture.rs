@@ -1,0 +1,445 @@
+//! What leaves the filesystem: the captured-write record, the bounded never-blocking
+//! queue that carries it, the drop counters, the per-inode quota and the path filter.
+
+use std::path::Path;
+use std::sync::Arc;
+use std::sync::atomic::{AtomicU64, AtomicUsize, Ordering};
+use std::time::{Duration, Instant, SystemTime};
+
+use bytes::Bytes;
+use globset::{Glob, GlobSet, GlobSetBuilder};
+
+use crate::error::MountError;
+
+/// One `write` request that reached the backing file of an included path.
+///
+/// Every field describes that one request: `data` holds exactly the bytes the backing
+/// file accepted, `offset` is where they landed (for `O_APPEND` handles, the real end of
+/// file at the time, not the kernel's guess).
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct CapturedWrite {
+    /// Path as the writing application sees it: mountpoint joined with the path inside.
+    /// A file unlinked while open keeps its last name.
+    pub path: Arc<Path>,
+    /// Byte offset in the file where `data` was written.
+    pub offset: u64,
+    /// The bytes written.
+    pub data: Bytes,
+    /// Wall-clock time at which the write reached the backing file.
+    pub time: SystemTime,
+    /// Process id (thread group id) of the writer; 0 when unknown.
+    pub pid: u32,
+    /// Thread id of the writer as sent by the kernel; 0 when unknown.
+    pub tid: u32,
+    /// File-system uid of the writer.
+    pub uid: u32,
+    /// File-system gid of the writer.
+    pub gid: u32,
+    /// User name of `uid`, empty when it cannot be resolved (yet).
+    pub user: Arc<str>,
+    /// Group name of `gid`, empty when it cannot be resolved (yet).
+    pub group: Arc<str>,
+    /// Writer's command line, arguments separated by single spaces; empty when unknown.
+    pub command: Arc<str>,
+    /// Inode number of the backing file (`st_ino`, the same one `stat` shows through the
+    /// mount).
+    pub inode: u64,
+    /// The write came from the page cache (a shared writable `mmap`), not from a
+    /// `write(2)` call: the identity fields are then those of the process that opened
+    /// the file handle, not necessarily of the one that stored the bytes.
+    pub from_page_cache: bool,
+}
+
+/// Live counters, shared between the filesystem threads and the daemon.
+///
+/// All counters only grow. Obtain one with [`crate::CaptureHandle::counters`]; it stays
+/// valid after unmount.
+#[derive(Debug, Default)]
+pub struct CaptureCounters {
+    captured_writes: AtomicU64,
+    captured_bytes: AtomicU64,
+    dropped_queue_full: AtomicU64,
+    dropped_queue_full_bytes: AtomicU64,
+    dropped_quota: AtomicU64,
+    dropped_quota_bytes: AtomicU64,
+    errors: AtomicU64,
+}
+
+/// A point-in-time copy of [`CaptureCounters`].
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
+pub struct CaptureStats {
+    /// Writes handed to the queue.
+    pub captured_writes: u64,
+    /// Bytes handed to the queue.
+    pub captured_bytes: u64,
+    /// Writes not captured because the queue was full (or its receiver was gone).
+    pub dropped_queue_full: u64,
+    /// Bytes of those writes.
+    pub dropped_queue_full_bytes: u64,
+    /// Writes not captured because their file was over its quota.
+    pub dropped_quota: u64,
+    /// Bytes of those writes.
+    pub dropped_quota_bytes: u64,
+    /// Backing-file errors returned to applications on captured files, and capture-side
+    /// failures (path or identity could not be determined).
+    pub errors: u64,
+}
+
+impl CaptureCounters {
+    /// Reads every counter (each individually atomic).
+    pub fn snapshot(&self) -> CaptureStats {
+        CaptureStats {
+            captured_writes: self.captured_writes.load(Ordering::Relaxed),
+            captured_bytes: self.captured_bytes.load(Ordering::Relaxed),
+            dropped_queue_full: self.dropped_queue_full.load(Ordering::Relaxed),
+            dropped_queue_full_bytes: self.dropped_queue_full_bytes.load(Ordering::Relaxed),
+            dropped_quota: self.dropped_quota.load(Ordering::Relaxed),
+            dropped_quota_bytes: self.dropped_quota_bytes.load(Ordering::Relaxed),
+            errors: self.errors.load(Ordering::Relaxed),
+        }
+    }
+
+    pub(crate) fn captured(&self, bytes: usize) {
+        self.captured_writes.fetch_add(1, Ordering::Relaxed);
+        self.captured_bytes
+            .fetch_add(bytes as u64, Ordering::Relaxed);
+    }
+
+    pub(crate) fn queue_full(&self, bytes: usize) {
+        self.dropped_queue_full.fetch_add(1, Ordering::Relaxed);
+        self.dropped_queue_full_bytes
+            .fetch_add(bytes as u64, Ordering::Relaxed);
+    }
+
+    pub(crate) fn over_quota(&self, bytes: usize) {
+        self.dropped_quota.fetch_add(1, Ordering::Relaxed);
+        self.dropped_quota_bytes
+            .fetch_add(bytes as u64, Ordering::Relaxed);
+    }
+
+    pub(crate) fn error(&self) {
+        self.errors.fetch_add(1, Ordering::Relaxed);
+    }
+}
+
+/// Creates the queue: at most `capacity` writes and about `max_bytes` of payload in
+/// flight (a single write larger than `max_bytes` still passes when the queue is empty).
+pub(crate) fn queue(capacity: usize, max_bytes: usize) -> (QueueSender, CaptureReceiver) {
+    let (tx, rx) = crossbeam_channel::bounded(capacity);
+    let inflight = Arc::new(AtomicUsize::new(0));
+    (
+        QueueSender {
+            tx,
+            inflight: inflight.clone(),
+            max_bytes,
+        },
+        CaptureReceiver { rx, inflight },
+    )
+}
+
+pub(crate) struct QueueSender {
+    tx: crossbeam_channel::Sender<CapturedWrite>,
+    inflight: Arc<AtomicUsize>,
+    max_bytes: usize,
+}
+
+impl QueueSender {
+    /// Never blocks. `false` when the write was not queued (full, or receiver gone).
+    pub(crate) fn try_send(&self, write: CapturedWrite) -> bool {
+        let len = write.data.len();
+        let before = self.inflight.fetch_add(len, Ordering::AcqRel);
+        if before != 0 && before + len > self.max_bytes {
+            self.inflight.fetch_sub(len, Ordering::AcqRel);
+            return false;
+        }
+        if self.tx.try_send(write).is_err() {
+            self.inflight.fetch_sub(len, Ordering::AcqRel);
+            return false;
+        }
+        true
+    }
+
+    /// Cheap pre-check so that a full queue costs no copy of the data.
+    pub(crate) fn is_full(&self) -> bool {
+        self.tx.is_full()
+    }
+}
+
+/// Receiving end of the capture queue.
+///
+/// Disconnects (all receive calls return `Disconnected` once drained) when the
+/// filesystem session has ended, i.e. after unmount and the last open file was closed.
+#[derive(Debug)]
+pub struct CaptureReceiver {
+    rx: crossbeam_channel::Receiver<CapturedWrite>,
+    inflight: Arc<AtomicUsize>,
+}
+
+/// Error of [`CaptureReceiver::try_recv`].
+#[derive(Clone, Copy, Debug, PartialEq, Eq, thiserror::Error)]
+pub enum TryRecvError {
+    /// Nothing queued right now.
+    #[error("capture queue is empty")]
+    Empty,
+    /// The filesystem is gone and the queue is drained.
+    #[error("capture ended")]
+    Disconnected,
+}
+
+/// Error of [`CaptureReceiver::recv_timeout`].
+#[derive(Clone, Copy, Debug, PartialEq, Eq, thiserror::Error)]
+pub enum RecvTimeoutError {
+    /// Nothing arrived in time.
+    #[error("timed out waiting for a captured write")]
+    Timeout,
+    /// The filesystem is gone and the queue is drained.
+    #[error("capture ended")]
+    Disconnected,
+}
+
+impl CaptureReceiver {
+    /// Takes the next captured write if one is queued.
+    pub fn try_recv(&self) -> Result<CapturedWrite, TryRecvError> {
+        match self.rx.try_recv() {
+            Ok(w) => Ok(self.took(w)),
+            Err(crossbeam_channel::TryRecvError::Empty) => Err(TryRecvError::Empty),
+            Err(crossbeam_channel::TryRecvError::Disconnected) => Err(TryRecvError::Disconnected),
+        }
+    }
+
+    /// Waits up to `timeout` for the next captured write.
+    pub fn recv_timeout(&self, timeout: Duration) -> Result<CapturedWrite, RecvTimeoutError> {
+        match self.rx.recv_timeout(timeout) {
+            Ok(w) => Ok(self.took(w)),
+            Err(crossbeam_channel::RecvTimeoutError::Timeout) => Err(RecvTimeoutError::Timeout),
+            Err(crossbeam_channel::RecvTimeoutError::Disconnected) => {
+                Err(RecvTimeoutError::Disconnected)
+            }
+        }
+    }
+
+    /// Number of writes waiting in the queue.
+    pub fn len(&self) -> usize {
+        self.rx.len()
+    }
+
+    /// Whether the queue is empty right now.
+    pub fn is_empty(&self) -> bool {
+        self.rx.is_empty()
+    }
+
+    fn took(&self, w: CapturedWrite) -> CapturedWrite {
+        self.inflight.fetch_sub(w.data.len(), Ordering::AcqRel);
+        w
+    }
+}
+
+/// Token-bucket parameters shared by all files.
+#[derive(Clone, Copy, Debug)]
+pub(crate) struct Quota {
+    pub(crate) rate: f64,
+    pub(crate) burst: f64,
+}
+
+/// Per-inode token bucket (rate `Quota::rate` bytes/s, capacity `Quota::burst`).
+#[derive(Debug)]
+pub(crate) struct Bucket {
+    tokens: f64,
+    last: Option<Instant>,
+    dropped_since_log: u64,
+    last_log: Option<Instant>,
+}
+
+/// How often a file over quota may log.
+pub(crate) const QUOTA_LOG_INTERVAL: Duration = Duration::from_secs(10);
+
+/// Outcome of [`Bucket::admit`].
+#[derive(Debug, PartialEq, Eq)]
+pub(crate) enum Admit {
+    Pass,
+    Drop,
+    /// Dropped, and this file may log now: carries the number of drops since its last line.
+    DropAndLog(u64),
+}
+
+impl Bucket {
+    pub(crate) const fn new() -> Self {
+        Bucket {
+            tokens: 0.0,
+            last: None,
+            dropped_since_log: 0,
+            last_log: None,
+        }
+    }
+
+    /// A write of `n` bytes passes when the bucket holds `n` tokens, or when it is full
+    /// (so writes larger than the burst still pass, then the file pays the debt).
+    pub(crate) fn admit(&mut self, q: Quota, n: usize, now: Instant) -> Admit {
+        self.tokens = match self.last {
+            None => q.burst,
+            Some(last) => {
+                let refill = now.saturating_duration_since(last).as_secs_f64() * q.rate;
+                (self.tokens + refill).min(q.burst)
+            }
+        };
+        self.last = Some(now);
+        let n = n as f64;
+        if self.tokens >= n || self.tokens >= q.burst {
+            self.tokens -= n;
+            return Admit::Pass;
+        }
+        self.dropped_since_log += 1;
+        let may_log = self
+            .last_log
+            .is_none_or(|t| now.saturating_duration_since(t) >= QUOTA_LOG_INTERVAL);
+        if may_log {
+            self.last_log = Some(now);
+            Admit::DropAndLog(std::mem::take(&mut self.dropped_since_log))
+        } else {
+            Admit::Drop
+        }
+    }
+}
+
+/// Include/exclude globs over the path relative to the watched directory.
+#[derive(Debug)]
+pub(crate) struct PathFilter {
+    include: Option<GlobSet>,
+    exclude: Option<GlobSet>,
+}
+
+impl PathFilter {
+    pub(crate) fn new(include: &[String], exclude: &[String]) -> Result<Self, MountError> {
+        Ok(PathFilter {
+            include: build_set(include)?,
+            exclude: build_set(exclude)?,
+        })
+    }
+
+    /// Empty include list means everything; exclusion wins over inclusion.
+    pub(crate) fn matches(&self, relative: &Path) -> bool {
+        if self.exclude.as_ref().is_some_and(|s| s.is_match(relative)) {
+            return false;
+        }
+        self.include.as_ref().is_none_or(|s| s.is_match(relative))
+    }
+}
+
+fn build_set(patterns: &[String]) -> Result<Option<GlobSet>, MountError> {
+    if patterns.is_empty() {
+        return Ok(None);
+    }
+    let mut b = GlobSetBuilder::new();
+    for p in patterns {
+        let glob = Glob::new(p).map_err(|source| MountError::InvalidGlob {
+            pattern: p.clone(),
+            source,
+        })?;
+        b.add(glob);
+    }
+    b.build()
+        .map(Some)
+        .map_err(|source| MountError::InvalidGlob {
+            pattern: patterns.join(", "),
+            source,
+        })
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn bucket_passes_burst_then_drops_until_refilled() {
+        let q = Quota {
+            rate: 1000.0,
+            burst: 1000.0,
+        };
+        let t0 = Instant::now();
+        let mut b = Bucket::new();
+        for _ in 0..10 {
+            assert_eq!(b.admit(q, 100, t0), Admit::Pass);
+        }
+        assert_eq!(b.admit(q, 100, t0), Admit::DropAndLog(1));
+        assert_eq!(b.admit(q, 100, t0), Admit::Drop);
+        // 100 ms refills 100 bytes.
+        assert_eq!(
+            b.admit(q, 100, t0 + Duration::from_millis(100)),
+            Admit::Pass
+        );
+        assert_eq!(
+            b.admit(q, 100, t0 + Duration::from_millis(100)),
+            Admit::Drop
+        );
+        // The next line may be logged only after the interval, with the count so far.
+        let later = t0 + QUOTA_LOG_INTERVAL + Duration::from_millis(1);
+        let mut b2 = Bucket::new();
+        b2.tokens = 0.0;
+        b2.last = Some(later);
+        b2.dropped_since_log = 4;
+        b2.last_log = Some(t0);
+        assert_eq!(b2.admit(q, 500, later), Admit::DropAndLog(5));
+    }
+
+    #[test]
+    fn bucket_lets_oversized_write_through_when_full() {
+        let q = Quota {
+            rate: 10.0,
+            burst: 10.0,
+        };
+        let t0 = Instant::now();
+        let mut b = Bucket::new();
+        assert_eq!(b.admit(q, 1000, t0), Admit::Pass);
+        // In debt now: 99 s at 10 B/s are needed before anything passes again.
+        assert!(matches!(
+            b.admit(q, 1, t0 + Duration::from_secs(50)),
+            Admit::DropAndLog(_)
+        ));
+        assert_eq!(b.admit(q, 1, t0 + Duration::from_secs(100)), Admit::Pass);
+    }
+
+    #[test]
+    fn filter_exclude_wins_and_empty_include_means_all() {
+        let f = PathFilter::new(&[], &["*.gz".into()]).unwrap();
+        assert!(f.matches(Path::new("a.log")));
+        assert!(f.matches(Path::new("sub/a.log")));
+        assert!(!f.matches(Path::new("sub/a.log.gz")));
+        let f = PathFilter::new(&["*.log".into()], &["secret/**".into()]).unwrap();
+        assert!(f.matches(Path::new("deep/er/x.log")));
+        assert!(!f.matches(Path::new("x.txt")));
+        assert!(!f.matches(Path::new("secret/x.log")));
+    }
+
+    #[test]
+    fn queue_bounds_count_and_bytes_without_blocking() {
+        let (tx, rx) = queue(2, 10);
+        let w = |n: usize| CapturedWrite {
+            path: Arc::from(Path::new("/x")),
+            offset: 0,
+            data: Bytes::from(vec![0; n]),
+            time: SystemTime::UNIX_EPOCH,
+            pid: 0,
+            tid: 0,
+            uid: 0,
+            gid: 0,
+            user: Arc::from(""),
+            group: Arc::from(""),
+            command: Arc::from(""),
+            inode: 0,
+            from_page_cache: false,
+        };
+        assert!(
+            tx.try_send(w(100)),
+            "oversized write passes into an empty queue"
+        );
+        assert!(!tx.try_send(w(1)), "but nothing else fits behind it");
+        assert_eq!(rx.try_recv().unwrap().data.len(), 100);
+        assert!(tx.try_send(w(4)));
+        assert!(tx.try_send(w(4)));
+        assert!(!tx.try_send(w(1)), "count bound");
+        drop(tx);
+        assert!(rx.try_recv().is_ok());
+        assert!(rx.recv_timeout(Duration::from_millis(1)).is_ok());
+        assert_eq!(rx.try_recv(), Err(TryRecvError::Disconnected));
+    }
+}

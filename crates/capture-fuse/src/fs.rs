@@ -1,0 +1,1419 @@
+//! The passthrough filesystem served over the watched directory.
+//!
+//! Every backing operation is relative to a file descriptor: the directory opened
+//! before mounting (the root inode) or an `O_PATH` descriptor per cached inode. No
+//! path into the mountpoint is ever used — it would re-enter this filesystem.
+//!
+//! Bookkeeping (the libfuse `passthrough_hp` model):
+//! - inodes are keyed by backing `(st_dev, st_ino)`, so hard links share one node; each
+//!   entry reply adds one lookup, `forget` subtracts, the `O_PATH` fd closes at zero.
+//!   Holding that fd pins the backing inode, so its number cannot be reused while cached.
+//! - node ids are the backing inode numbers (what `stat` shows through the mount, which
+//!   `tail -F` and shippers use to detect rotation); inodes of other devices mounted
+//!   inside, and the rare collision, get synthetic ids above 2^63.
+//! - a file handle owns its own backing fd, opened through `/proc/self/fd/N` with the
+//!   caller's flags (`O_APPEND` kept, `O_DIRECT` dropped); `flush` never closes it.
+//!
+//! Permissions are enforced by the kernel (`default_permissions`); backing operations
+//! run with the daemon's credentials, and new nodes are handed to the caller with
+//! `fchown` (the group is left alone under a set-group-id directory) and get the
+//! caller's mode even if the daemon's umask would cut it.
+
+use std::cell::RefCell;
+use std::collections::HashMap;
+use std::ffi::OsStr;
+use std::io;
+use std::mem::MaybeUninit;
+use std::os::fd::{AsFd, AsRawFd, OwnedFd};
+use std::os::unix::ffi::OsStrExt;
+use std::path::{Path, PathBuf};
+use std::sync::atomic::{AtomicU64, Ordering};
+use std::sync::{Arc, OnceLock};
+use std::time::{Duration, Instant, SystemTime, UNIX_EPOCH};
+
+use bytes::Bytes;
+use fuser::{
+    AccessFlags, CopyFileRangeFlags, Errno, FileAttr, FileHandle, FileType, FopenFlags, Generation,
+    INodeNo, InitFlags, IoctlFlags, KernelConfig, LockOwner, OpenFlags, PollEvents, PollFlags,
+    PollNotifier, RenameFlags, ReplyAttr, ReplyCreate, ReplyData, ReplyDirectory, ReplyEmpty,
+    ReplyEntry, ReplyIoctl, ReplyLseek, ReplyOpen, ReplyPoll, ReplyStatfs, ReplyWrite, ReplyXattr,
+    Request, TimeOrNow, WriteFlags,
+};
+use parking_lot::{Mutex, RwLock};
+use rustix::fs::{AtFlags, CWD, Mode, OFlags, SeekFrom, Stat, Timespec, Timestamps};
+
+use crate::capture::{
+    Admit, Bucket, CaptureCounters, CapturedWrite, PathFilter, QueueSender, Quota,
+};
+use crate::identity::{NameCache, ProcCache, ProcInfo};
+
+/// Entry and attribute validity: short, because writers that predate the mount change
+/// files underneath.
+const TTL: Duration = Duration::from_secs(1);
+/// First synthetic node id (for inodes whose own number cannot be used).
+const SYNTHETIC_BASE: u64 = 1 << 63;
+const ROOT_ID: u64 = 1;
+
+type R<T> = Result<T, Errno>;
+
+fn errno(e: rustix::io::Errno) -> Errno {
+    Errno::from_i32(e.raw_os_error())
+}
+
+/// `/proc/self/fd/N`: reopens (or names) what an `O_PATH` fd refers to.
+fn proc_path(fd: &impl AsRawFd) -> String {
+    format!("/proc/self/fd/{}", fd.as_raw_fd())
+}
+
+struct Inode {
+    nodeid: u64,
+    /// `O_PATH | O_NOFOLLOW` descriptor of the backing node.
+    fd: OwnedFd,
+    /// Backing `(st_dev, st_ino)`.
+    key: (u64, u64),
+    ino: u64,
+    kind: FileType,
+    quota: Mutex<Bucket>,
+}
+
+struct TableEntry {
+    inode: Arc<Inode>,
+    nlookup: u64,
+}
+
+struct InodeTable {
+    by_node: HashMap<u64, TableEntry>,
+    by_key: HashMap<(u64, u64), u64>,
+    next_synthetic: u64,
+}
+
+/// Who issued a request, as far as we could tell.
+#[derive(Clone)]
+struct Writer {
+    tid: u32,
+    uid: u32,
+    gid: u32,
+    info: Arc<ProcInfo>,
+}
+
+/// Where a writable handle's captures go; recomputed when paths may have changed.
+struct Target {
+    generation: u64,
+    /// `None`: not captured (excluded, or the path could not be determined).
+    path: Option<Arc<Path>>,
+}
+
+struct OpenFile {
+    inode: Arc<Inode>,
+    file: OwnedFd,
+    writable: bool,
+    append: bool,
+    /// Non-append twin of `file` for page-cache writes, which carry real offsets.
+    positional: OnceLock<Option<OwnedFd>>,
+    target: Mutex<Target>,
+    opener: Option<Writer>,
+}
+
+struct OpenDir {
+    fd: Mutex<OwnedFd>,
+}
+
+/// Capture policy, fixed at mount time.
+pub(crate) struct CapturePolicy {
+    pub(crate) filter: PathFilter,
+    pub(crate) quota: Option<Quota>,
+    pub(crate) capture_own_process: bool,
+}
+
+pub(crate) struct CaptureFs {
+    root_path: PathBuf,
+    root_dev: u64,
+    root: Arc<Inode>,
+    inodes: Mutex<InodeTable>,
+    files: RwLock<HashMap<u64, Arc<OpenFile>>>,
+    dirs: RwLock<HashMap<u64, Arc<OpenDir>>>,
+    next_fh: AtomicU64,
+    /// Bumped by every operation that can change the path of an existing file.
+    path_generation: AtomicU64,
+    policy: CapturePolicy,
+    queue: QueueSender,
+    counters: Arc<CaptureCounters>,
+    procs: ProcCache,
+    names: NameCache,
+    own_pid: u32,
+    give_to_caller: bool,
+}
+
+impl CaptureFs {
+    pub(crate) fn new(
+        root_path: PathBuf,
+        root_fd: OwnedFd,
+        policy: CapturePolicy,
+        queue: QueueSender,
+        counters: Arc<CaptureCounters>,
+        names: NameCache,
+    ) -> io::Result<Self> {
+        let st = rustix::fs::fstat(&root_fd)?;
+        let root = Arc::new(Inode {
+            nodeid: ROOT_ID,
+            fd: root_fd,
+            key: key_of(&st),
+            ino: key_of(&st).1,
+            kind: FileType::Directory,
+            quota: Mutex::new(Bucket::new()),
+        });
+        let mut table = InodeTable {
+            by_node: HashMap::new(),
+            by_key: HashMap::new(),
+            next_synthetic: SYNTHETIC_BASE,
+        };
+        table.by_key.insert(key_of(&st), ROOT_ID);
+        table.by_node.insert(
+            ROOT_ID,
+            TableEntry {
+                inode: root.clone(),
+                nlookup: u64::MAX / 2,
+            },
+        );
+        Ok(CaptureFs {
+            root_path,
+            root_dev: key_of(&st).0,
+            root,
+            inodes: Mutex::new(table),
+            files: RwLock::new(HashMap::new()),
+            dirs: RwLock::new(HashMap::new()),
+            next_fh: AtomicU64::new(1),
+            path_generation: AtomicU64::new(0),
+            policy,
+            queue,
+            counters,
+            procs: ProcCache::new(),
+            names,
+            own_pid: std::process::id(),
+            give_to_caller: crate::mount::is_root(),
+        })
+    }
+
+    fn inode(&self, nodeid: INodeNo) -> R<Arc<Inode>> {
+        if nodeid.0 == ROOT_ID {
+            return Ok(self.root.clone());
+        }
+        self.inodes
+            .lock()
+            .by_node
+            .get(&nodeid.0)
+            .map(|e| e.inode.clone())
+            .ok_or(Errno::ESTALE)
+    }
+
+    fn file(&self, fh: FileHandle) -> R<Arc<OpenFile>> {
+        self.files.read().get(&fh.0).cloned().ok_or(Errno::EBADF)
+    }
+
+    fn dir(&self, fh: FileHandle) -> R<Arc<OpenDir>> {
+        self.dirs.read().get(&fh.0).cloned().ok_or(Errno::EBADF)
+    }
+
+    /// Registers one more kernel reference to the node behind `fd`.
+    fn intern(&self, fd: OwnedFd, st: &Stat) -> Arc<Inode> {
+        let key = key_of(st);
+        let mut t = self.inodes.lock();
+        if let Some(&node) = t.by_key.get(&key) {
+            let e = t
+                .by_node
+                .get_mut(&node)
+                .expect("by_key and by_node are updated together");
+            e.nlookup += 1;
+            return e.inode.clone();
+        }
+        let nodeid = if key.0 == self.root_dev
+            && key.1 > ROOT_ID
+            && key.1 < SYNTHETIC_BASE
+            && !t.by_node.contains_key(&key.1)
+        {
+            key.1
+        } else {
+            t.next_synthetic += 1;
+            t.next_synthetic
+        };
+        let inode = Arc::new(Inode {
+            nodeid,
+            fd,
+            key,
+            ino: key.1,
+            kind: kind_of(st.st_mode),
+            quota: Mutex::new(Bucket::new()),
+        });
+        t.by_key.insert(key, nodeid);
+        t.by_node.insert(
+            nodeid,
+            TableEntry {
+                inode: inode.clone(),
+                nlookup: 1,
+            },
+        );
+        inode
+    }
+
+    fn forget_one(&self, nodeid: u64, n: u64) {
+        if nodeid == ROOT_ID {
+            return;
+        }
+        let mut t = self.inodes.lock();
+        let Some(e) = t.by_node.get_mut(&nodeid) else {
+            return;
+        };
+        e.nlookup = e.nlookup.saturating_sub(n);
+        if e.nlookup == 0 {
+            if let Some(e) = t.by_node.remove(&nodeid) {
+                if t.by_key.get(&e.inode.key) == Some(&nodeid) {
+                    t.by_key.remove(&e.inode.key);
+                }
+            }
+        }
+    }
+
+    fn lookup_at(&self, parent: &Inode, name: &OsStr) -> R<(Arc<Inode>, Stat)> {
+        let fd = rustix::fs::openat(
+            &parent.fd,
+            name,
+            OFlags::PATH | OFlags::NOFOLLOW | OFlags::CLOEXEC,
+            Mode::empty(),
+        )
+        .map_err(errno)?;
+        let st = rustix::fs::fstat(&fd).map_err(errno)?;
+        let inode = self.intern(fd, &st);
+        Ok((inode, st))
+    }
+
+    /// After creating `name` in `parent`: look it up, give it to the caller, fix its mode.
+    fn adopt(&self, req: &Request, parent: &Inode, name: &OsStr, mode: u32) -> R<FileAttr> {
+        let (inode, st) = self.lookup_at(parent, name)?;
+        let result = self.give(req, parent, &inode.fd, inode.kind, &st, mode);
+        if let Err(e) = result {
+            let flags = if inode.kind == FileType::Directory {
+                AtFlags::REMOVEDIR
+            } else {
+                AtFlags::empty()
+            };
+            let _ = rustix::fs::unlinkat(&parent.fd, name, flags);
+            self.forget_one(inode.nodeid, 1);
+            return Err(e);
+        }
+        let st = rustix::fs::fstat(&inode.fd).map_err(errno)?;
+        Ok(attr(inode.nodeid, &st))
+    }
+
+    /// Owner = caller (group kept under a set-group-id parent), permission bits = `mode`
+    /// (plus the set-group-id bit a directory inherits).
+    fn give(
+        &self,
+        req: &Request,
+        parent: &Inode,
+        fd: &OwnedFd,
+        kind: FileType,
+        st: &Stat,
+        mode: u32,
+    ) -> R<()> {
+        if self.give_to_caller {
+            let parent_st = rustix::fs::fstat(&parent.fd).map_err(errno)?;
+            let gid = (parent_st.st_mode & libc::S_ISGID == 0).then_some(req.gid());
+            if st.st_uid != req.uid() || gid.is_some_and(|g| g != st.st_gid) {
+                rustix::fs::chownat(
+                    fd,
+                    "",
+                    Some(rustix::fs::Uid::from_raw(req.uid())),
+                    gid.map(rustix::fs::Gid::from_raw),
+                    AtFlags::EMPTY_PATH | AtFlags::SYMLINK_NOFOLLOW,
+                )
+                .map_err(errno)?;
+            }
+        }
+        if kind == FileType::Symlink {
+            return Ok(());
+        }
+        let now = rustix::fs::fstat(fd).map_err(errno)?;
+        let mut want = mode & 0o7777;
+        if kind == FileType::Directory {
+            want |= now.st_mode & libc::S_ISGID;
+        }
+        if now.st_mode & 0o7777 != want {
+            rustix::fs::chmodat(
+                CWD,
+                proc_path(fd),
+                Mode::from_raw_mode(want),
+                AtFlags::empty(),
+            )
+            .map_err(errno)?;
+        }
+        Ok(())
+    }
+
+    fn writer(&self, req: &Request) -> Option<Writer> {
+        let info = self.procs.lookup(req.pid())?;
+        Some(Writer {
+            tid: req.pid(),
+            uid: req.uid(),
+            gid: req.gid(),
+            info,
+        })
+    }
+
+    fn register_file(
+        &self,
+        req: &Request,
+        inode: Arc<Inode>,
+        file: OwnedFd,
+        flags: i32,
+    ) -> FileHandle {
+        let writable = flags & libc::O_ACCMODE != libc::O_RDONLY;
+        let (target, opener) = if writable {
+            let generation = self.path_generation.load(Ordering::Acquire);
+            let path = self.capture_path(&file);
+            (Target { generation, path }, self.writer(req))
+        } else {
+            (
+                Target {
+                    generation: u64::MAX,
+                    path: None,
+                },
+                None,
+            )
+        };
+        let f = Arc::new(OpenFile {
+            inode,
+            file,
+            writable,
+            append: flags & libc::O_APPEND != 0,
+            positional: OnceLock::new(),
+            target: Mutex::new(target),
+            opener,
+        });
+        let fh = self.next_fh.fetch_add(1, Ordering::Relaxed);
+        self.files.write().insert(fh, f);
+        FileHandle(fh)
+    }
+
+    /// The app-visible path of an open file if it is to be captured.
+    fn capture_path(&self, fd: &OwnedFd) -> Option<Arc<Path>> {
+        let link = match rustix::fs::readlinkat(CWD, proc_path(fd), Vec::new()) {
+            Ok(l) => l.into_bytes(),
+            Err(_) => {
+                self.counters.error();
+                return None;
+            }
+        };
+        let link = link.strip_suffix(b" (deleted)").unwrap_or(&link);
+        let path = Path::new(OsStr::from_bytes(link));
+        let relative = path.strip_prefix(&self.root_path).ok()?;
+        self.policy
+            .filter
+            .matches(relative)
+            .then(|| Arc::from(path))
+    }
+
+    /// Current capture path of a writable handle, recomputed after renames/unlinks.
+    fn target(&self, f: &OpenFile) -> Option<Arc<Path>> {
+        let generation = self.path_generation.load(Ordering::Acquire);
+        let mut t = f.target.lock();
+        if t.generation != generation {
+            t.path = self.capture_path(&f.file);
+            t.generation = generation;
+        }
+        t.path.clone()
+    }
+
+    fn paths_changed(&self) {
+        self.path_generation.fetch_add(1, Ordering::AcqRel);
+    }
+
+    fn capture(&self, req: &Request, f: &OpenFile, offset: u64, data: &[u8], page_cache: bool) {
+        if data.is_empty() {
+            return;
+        }
+        let Some(path) = self.target(f) else {
+            return;
+        };
+        let found = if page_cache || req.pid() == 0 {
+            None
+        } else {
+            self.writer(req)
+        };
+        let writer = found
+            .or_else(|| f.opener.clone())
+            .unwrap_or_else(|| Writer {
+                tid: req.pid(),
+                uid: req.uid(),
+                gid: req.gid(),
+                info: ProcInfo::unknown(),
+            });
+        if writer.info.tgid == self.own_pid && !self.policy.capture_own_process {
+            return;
+        }
+        let len = data.len();
+        if let Some(q) = self.policy.quota {
+            let verdict = f.inode.quota.lock().admit(q, len, Instant::now());
+            match verdict {
+                Admit::Pass => {}
+                Admit::Drop => {
+                    self.counters.over_quota(len);
+                    return;
+                }
+                Admit::DropAndLog(dropped) => {
+                    self.counters.over_quota(len);
+                    tracing::warn!(path = %path.display(), dropped,
+                        quota_bytes_per_sec = q.rate,
+                        "File over capture quota, dropping its captured writes.");
+                    return;
+                }
+            }
+        }
+        if self.queue.is_full() {
+            self.counters.queue_full(len);
+            return;
+        }
+        let w = CapturedWrite {
+            path,
+            offset,
+            data: Bytes::copy_from_slice(data),
+            time: SystemTime::now(),
+            pid: writer.info.tgid,
+            tid: writer.tid,
+            uid: writer.uid,
+            gid: writer.gid,
+            user: self.names.user(writer.uid),
+            group: self.names.group(writer.gid),
+            command: writer.info.command.clone(),
+            inode: f.inode.ino,
+            from_page_cache: page_cache,
+        };
+        if self.queue.try_send(w) {
+            self.counters.captured(len);
+        } else {
+            self.counters.queue_full(len);
+        }
+    }
+
+    /// Writes to the backing file; returns (bytes written, offset they landed at).
+    fn write_backing(
+        &self,
+        f: &OpenFile,
+        offset: u64,
+        data: &[u8],
+        page_cache: bool,
+    ) -> R<(usize, u64)> {
+        if f.append && !page_cache {
+            // Linux appends on an O_APPEND fd whatever offset `pwrite` is given; use
+            // `write` and read back where this one landed. Writes to one inode are
+            // serialised by the kernel (inode lock), and the position is per handle.
+            let n = rustix::io::write(&f.file, data).map_err(errno)?;
+            let end = rustix::fs::tell(&f.file).map_err(errno)?;
+            return Ok((n, end - n as u64));
+        }
+        let fd = if f.append {
+            // Page-cache writeback carries real offsets: needs a non-append twin.
+            f.positional
+                .get_or_init(|| {
+                    rustix::fs::open(
+                        proc_path(&f.file),
+                        OFlags::WRONLY | OFlags::CLOEXEC,
+                        Mode::empty(),
+                    )
+                    .ok()
+                })
+                .as_ref()
+                .ok_or(Errno::EIO)?
+                .as_fd()
+        } else {
+            f.file.as_fd()
+        };
+        let n = rustix::io::pwrite(fd, data, offset).map_err(errno)?;
+        Ok((n, offset))
+    }
+
+    #[allow(clippy::too_many_arguments)]
+    fn do_setattr(
+        &self,
+        ino: INodeNo,
+        mode: Option<u32>,
+        uid: Option<u32>,
+        gid: Option<u32>,
+        size: Option<u64>,
+        atime: Option<TimeOrNow>,
+        mtime: Option<TimeOrNow>,
+        fh: Option<FileHandle>,
+    ) -> R<FileAttr> {
+        let inode = self.inode(ino)?;
+        let file = fh.and_then(|fh| self.file(fh).ok());
+        let symlink = inode.kind == FileType::Symlink;
+        if let Some(mode) = mode {
+            let mode = Mode::from_raw_mode(mode);
+            match &file {
+                Some(f) => rustix::fs::fchmod(&f.file, mode).map_err(errno)?,
+                None if symlink => return Err(Errno::EOPNOTSUPP),
+                None => rustix::fs::chmodat(CWD, proc_path(&inode.fd), mode, AtFlags::empty())
+                    .map_err(errno)?,
+            }
+        }
+        if uid.is_some() || gid.is_some() {
+            rustix::fs::chownat(
+                &inode.fd,
+                "",
+                uid.map(rustix::fs::Uid::from_raw),
+                gid.map(rustix::fs::Gid::from_raw),
+                AtFlags::EMPTY_PATH | AtFlags::SYMLINK_NOFOLLOW,
+            )
+            .map_err(errno)?;
+        }
+        if let Some(size) = size {
+            match &file {
+                Some(f) if f.writable => rustix::fs::ftruncate(&f.file, size).map_err(errno)?,
+                _ => {
+                    let fd = rustix::fs::open(
+                        proc_path(&inode.fd),
+                        OFlags::WRONLY | OFlags::CLOEXEC,
+                        Mode::empty(),
+                    )
+                    .map_err(errno)?;
+                    rustix::fs::ftruncate(&fd, size).map_err(errno)?;
+                }
+            }
+        }
+        if atime.is_some() || mtime.is_some() {
+            let times = Timestamps {
+                last_access: timespec(atime),
+                last_modification: timespec(mtime),
+            };
+            match &file {
+                Some(f) => rustix::fs::futimens(&f.file, &times).map_err(errno)?,
+                None if symlink => rustix::fs::utimensat(
+                    &inode.fd,
+                    "",
+                    &times,
+                    AtFlags::EMPTY_PATH | AtFlags::SYMLINK_NOFOLLOW,
+                )
+                .map_err(errno)?,
+                None => rustix::fs::utimensat(CWD, proc_path(&inode.fd), &times, AtFlags::empty())
+                    .map_err(errno)?,
+            }
+        }
+        let st = rustix::fs::fstat(&inode.fd).map_err(errno)?;
+        Ok(attr(inode.nodeid, &st))
+    }
+
+    fn do_create(
+        &self,
+        req: &Request,
+        parent: INodeNo,
+        name: &OsStr,
+        mode: u32,
+        flags: i32,
+    ) -> R<(FileAttr, FileHandle)> {
+        let parent = self.inode(parent)?;
+        let base = open_flags(flags);
+        let mode_bits = Mode::from_raw_mode(mode & 0o7777);
+        // O_EXCL first, so that ownership is only ever changed on a node we created.
+        let (file, created) = match rustix::fs::openat(
+            &parent.fd,
+            name,
+            base | OFlags::CREATE | OFlags::EXCL | OFlags::NOFOLLOW,
+            mode_bits,
+        ) {
+            Ok(fd) => (fd, true),
+            Err(rustix::io::Errno::EXIST) if flags & libc::O_EXCL == 0 => {
+                let fd =
+                    rustix::fs::openat(&parent.fd, name, base, Mode::empty()).map_err(errno)?;
+                (fd, false)
+            }
+            Err(e) => return Err(errno(e)),
+        };
+        let opath = rustix::fs::open(
+            proc_path(&file),
+            OFlags::PATH | OFlags::CLOEXEC,
+            Mode::empty(),
+        )
+        .map_err(errno)?;
+        let st = rustix::fs::fstat(&file).map_err(errno)?;
+        if created {
+            if let Err(e) = self.give(req, &parent, &file, FileType::RegularFile, &st, mode) {
+                let _ = rustix::fs::unlinkat(&parent.fd, name, AtFlags::empty());
+                return Err(e);
+            }
+        }
+        let inode = self.intern(opath, &st);
+        let st = rustix::fs::fstat(&file).map_err(errno)?;
+        let attr = attr(inode.nodeid, &st);
+        let fh = self.register_file(req, inode, file, flags);
+        Ok((attr, fh))
+    }
+
+    fn xattr_path(&self, ino: INodeNo) -> R<String> {
+        let inode = self.inode(ino)?;
+        if inode.kind == FileType::Symlink {
+            // Only reachable through the magic link, which would follow the symlink.
+            return Err(Errno::EOPNOTSUPP);
+        }
+        Ok(proc_path(&inode.fd))
+    }
+}
+
+/// Flags for a backing open of a FUSE open: never create here, never follow (we open
+/// through `/proc/self/fd`), no direct I/O on our unaligned buffers, close-on-exec.
+fn open_flags(flags: i32) -> OFlags {
+    let strip = OFlags::CREATE | OFlags::EXCL | OFlags::NOCTTY | OFlags::NOFOLLOW | OFlags::DIRECT;
+    (OFlags::from_bits_retain(flags as u32) - strip) | OFlags::CLOEXEC
+}
+
+fn timespec(t: Option<TimeOrNow>) -> Timespec {
+    match t {
+        None => Timespec {
+            tv_sec: 0,
+            tv_nsec: rustix::fs::UTIME_OMIT,
+        },
+        Some(TimeOrNow::Now) => Timespec {
+            tv_sec: 0,
+            tv_nsec: rustix::fs::UTIME_NOW,
+        },
+        Some(TimeOrNow::SpecificTime(t)) => match t.duration_since(UNIX_EPOCH) {
+            Ok(d) => Timespec {
+                tv_sec: d.as_secs() as i64,
+                tv_nsec: d.subsec_nanos().into(),
+            },
+            Err(before) => {
+                let d = before.duration();
+                let (mut sec, mut nsec) = (-(d.as_secs() as i64), -i64::from(d.subsec_nanos()));
+                if nsec < 0 {
+                    sec -= 1;
+                    nsec += 1_000_000_000;
+                }
+                Timespec {
+                    tv_sec: sec,
+                    tv_nsec: nsec as _,
+                }
+            }
+        },
+    }
+}
+
+fn kind_of(mode: u32) -> FileType {
+    match mode & libc::S_IFMT {
+        libc::S_IFDIR => FileType::Directory,
+        libc::S_IFLNK => FileType::Symlink,
+        libc::S_IFIFO => FileType::NamedPipe,
+        libc::S_IFSOCK => FileType::Socket,
+        libc::S_IFCHR => FileType::CharDevice,
+        libc::S_IFBLK => FileType::BlockDevice,
+        _ => FileType::RegularFile,
+    }
+}
+
+fn time(sec: i64, nsec: u64) -> SystemTime {
+    if sec >= 0 {
+        UNIX_EPOCH + Duration::new(sec as u64, nsec as u32)
+    } else {
+        UNIX_EPOCH - Duration::from_secs(sec.unsigned_abs()) + Duration::from_nanos(nsec)
+    }
+}
+
+/// Backing identity `(st_dev, st_ino)`.
+// The casts are identities on x86_64 but not for every target's `Stat` layout.
+#[allow(clippy::unnecessary_cast)]
+fn key_of(st: &Stat) -> (u64, u64) {
+    (st.st_dev as u64, st.st_ino as u64)
+}
+
+#[allow(clippy::unnecessary_cast)]
+fn attr(nodeid: u64, st: &Stat) -> FileAttr {
+    FileAttr {
+        ino: INodeNo(nodeid),
+        size: st.st_size as u64,
+        blocks: st.st_blocks as u64,
+        atime: time(st.st_atime as i64, st.st_atime_nsec as u64),
+        mtime: time(st.st_mtime as i64, st.st_mtime_nsec as u64),
+        ctime: time(st.st_ctime as i64, st.st_ctime_nsec as u64),
+        crtime: UNIX_EPOCH,
+        kind: kind_of(st.st_mode),
+        perm: (st.st_mode & 0o7777) as u16,
+        nlink: st.st_nlink as u32,
+        uid: st.st_uid,
+        gid: st.st_gid,
+        rdev: st.st_rdev as u32,
+        blksize: st.st_blksize as u32,
+        flags: 0,
+    }
+}
+
+fn dir_kind(t: rustix::fs::FileType) -> Option<FileType> {
+    use rustix::fs::FileType as T;
+    Some(match t {
+        T::RegularFile => FileType::RegularFile,
+        T::Directory => FileType::Directory,
+        T::Symlink => FileType::Symlink,
+        T::Fifo => FileType::NamedPipe,
+        T::Socket => FileType::Socket,
+        T::CharacterDevice => FileType::CharDevice,
+        T::BlockDevice => FileType::BlockDevice,
+        T::Unknown => return None,
+    })
+}
+
+thread_local! {
+    static READ_BUF: RefCell<Vec<u8>> = const { RefCell::new(Vec::new()) };
+}
+
+impl fuser::Filesystem for CaptureFs {
+    fn init(&mut self, _req: &Request, config: &mut KernelConfig) -> io::Result<()> {
+        // Concurrent lookups/readdirs in one directory; O_TRUNC inside open (one round
+        // trip less for `>` redirects); drop cached pages when the backing file changed
+        // underneath. Never FUSE_WRITEBACK_CACHE: it would hide who wrote.
+        for cap in [
+            InitFlags::FUSE_PARALLEL_DIROPS,
+            InitFlags::FUSE_ATOMIC_O_TRUNC,
+            InitFlags::FUSE_AUTO_INVAL_DATA,
+        ] {
+            let _ = config.add_capabilities(cap);
+        }
+        Ok(())
+    }
+
+    fn lookup(&self, _req: &Request, parent: INodeNo, name: &OsStr, reply: ReplyEntry) {
+        let r = self
+            .inode(parent)
+            .and_then(|p| self.lookup_at(&p, name))
+            .map(|(inode, st)| attr(inode.nodeid, &st));
+        match r {
+            Ok(a) => reply.entry(&TTL, &a, Generation(0)),
+            Err(e) => reply.error(e),
+        }
+    }
+
+    fn forget(&self, _req: &Request, ino: INodeNo, nlookup: u64) {
+        self.forget_one(ino.0, nlookup);
+    }
+
+    fn getattr(&self, _req: &Request, ino: INodeNo, fh: Option<FileHandle>, reply: ReplyAttr) {
+        let r = match fh.and_then(|fh| self.file(fh).ok()) {
+            Some(f) => rustix::fs::fstat(&f.file)
+                .map(|st| attr(f.inode.nodeid, &st))
+                .map_err(errno),
+            None => self.inode(ino).and_then(|i| {
+                rustix::fs::fstat(&i.fd)
+                    .map(|st| attr(i.nodeid, &st))
+                    .map_err(errno)
+            }),
+        };
+        match r {
+            Ok(a) => reply.attr(&TTL, &a),
+            Err(e) => reply.error(e),
+        }
+    }
+
+    fn setattr(
+        &self,
+        _req: &Request,
+        ino: INodeNo,
+        mode: Option<u32>,
+        uid: Option<u32>,
+        gid: Option<u32>,
+        size: Option<u64>,
+        atime: Option<TimeOrNow>,
+        mtime: Option<TimeOrNow>,
+        _ctime: Option<SystemTime>,
+        fh: Option<FileHandle>,
+        _crtime: Option<SystemTime>,
+        _chgtime: Option<SystemTime>,
+        _bkuptime: Option<SystemTime>,
+        _flags: Option<fuser::BsdFileFlags>,
+        reply: ReplyAttr,
+    ) {
+        match self.do_setattr(ino, mode, uid, gid, size, atime, mtime, fh) {
+            Ok(a) => reply.attr(&TTL, &a),
+            Err(e) => reply.error(e),
+        }
+    }
+
+    fn readlink(&self, _req: &Request, ino: INodeNo, reply: ReplyData) {
+        let r = self
+            .inode(ino)
+            .and_then(|i| rustix::fs::readlinkat(&i.fd, "", Vec::new()).map_err(errno));
+        match r {
+            Ok(target) => reply.data(target.as_bytes()),
+            Err(e) => reply.error(e),
+        }
+    }
+
+    fn mknod(
+        &self,
+        req: &Request,
+        parent: INodeNo,
+        name: &OsStr,
+        mode: u32,
+        _umask: u32,
+        rdev: u32,
+        reply: ReplyEntry,
+    ) {
+        let r = self.inode(parent).and_then(|p| {
+            rustix::fs::mknodat(
+                &p.fd,
+                name,
+                rustix::fs::FileType::from_raw_mode(mode),
+                Mode::from_raw_mode(mode & 0o7777),
+                u64::from(rdev),
+            )
+            .map_err(errno)?;
+            self.adopt(req, &p, name, mode)
+        });
+        match r {
+            Ok(a) => reply.entry(&TTL, &a, Generation(0)),
+            Err(e) => reply.error(e),
+        }
+    }
+
+    fn mkdir(
+        &self,
+        req: &Request,
+        parent: INodeNo,
+        name: &OsStr,
+        mode: u32,
+        _umask: u32,
+        reply: ReplyEntry,
+    ) {
+        let r = self.inode(parent).and_then(|p| {
+            rustix::fs::mkdirat(&p.fd, name, Mode::from_raw_mode(mode & 0o7777)).map_err(errno)?;
+            self.adopt(req, &p, name, mode)
+        });
+        match r {
+            Ok(a) => reply.entry(&TTL, &a, Generation(0)),
+            Err(e) => reply.error(e),
+        }
+    }
+
+    fn unlink(&self, _req: &Request, parent: INodeNo, name: &OsStr, reply: ReplyEmpty) {
+        let r = self
+            .inode(parent)
+            .and_then(|p| rustix::fs::unlinkat(&p.fd, name, AtFlags::empty()).map_err(errno));
+        self.paths_changed();
+        match r {
+            Ok(()) => reply.ok(),
+            Err(e) => reply.error(e),
+        }
+    }
+
+    fn rmdir(&self, _req: &Request, parent: INodeNo, name: &OsStr, reply: ReplyEmpty) {
+        let r = self
+            .inode(parent)
+            .and_then(|p| rustix::fs::unlinkat(&p.fd, name, AtFlags::REMOVEDIR).map_err(errno));
+        self.paths_changed();
+        match r {
+            Ok(()) => reply.ok(),
+            Err(e) => reply.error(e),
+        }
+    }
+
+    fn symlink(
+        &self,
+        req: &Request,
+        parent: INodeNo,
+        link_name: &OsStr,
+        target: &Path,
+        reply: ReplyEntry,
+    ) {
+        let r = self.inode(parent).and_then(|p| {
+            rustix::fs::symlinkat(target, &p.fd, link_name).map_err(errno)?;
+            self.adopt(req, &p, link_name, 0o777)
+        });
+        match r {
+            Ok(a) => reply.entry(&TTL, &a, Generation(0)),
+            Err(e) => reply.error(e),
+        }
+    }
+
+    fn rename(
+        &self,
+        _req: &Request,
+        parent: INodeNo,
+        name: &OsStr,
+        newparent: INodeNo,
+        newname: &OsStr,
+        flags: RenameFlags,
+        reply: ReplyEmpty,
+    ) {
+        let r = self.inode(parent).and_then(|p| {
+            let np = self.inode(newparent)?;
+            rustix::fs::renameat_with(
+                &p.fd,
+                name,
+                &np.fd,
+                newname,
+                rustix::fs::RenameFlags::from_bits_retain(flags.bits()),
+            )
+            .map_err(errno)
+        });
+        self.paths_changed();
+        match r {
+            Ok(()) => reply.ok(),
+            Err(e) => reply.error(e),
+        }
+    }
+
+    fn link(
+        &self,
+        _req: &Request,
+        ino: INodeNo,
+        newparent: INodeNo,
+        newname: &OsStr,
+        reply: ReplyEntry,
+    ) {
+        let r = self.inode(ino).and_then(|i| {
+            let np = self.inode(newparent)?;
+            if i.kind == FileType::Symlink {
+                rustix::fs::linkat(&i.fd, "", &np.fd, newname, AtFlags::EMPTY_PATH)
+            } else {
+                rustix::fs::linkat(
+                    CWD,
+                    proc_path(&i.fd),
+                    &np.fd,
+                    newname,
+                    AtFlags::SYMLINK_FOLLOW,
+                )
+            }
+            .map_err(errno)?;
+            let (inode, st) = self.lookup_at(&np, newname)?;
+            Ok(attr(inode.nodeid, &st))
+        });
+        match r {
+            Ok(a) => reply.entry(&TTL, &a, Generation(0)),
+            Err(e) => reply.error(e),
+        }
+    }
+
+    fn open(&self, req: &Request, ino: INodeNo, flags: OpenFlags, reply: ReplyOpen) {
+        let r = self.inode(ino).and_then(|inode| {
+            let file = rustix::fs::open(proc_path(&inode.fd), open_flags(flags.0), Mode::empty())
+                .map_err(errno)?;
+            Ok(self.register_file(req, inode, file, flags.0))
+        });
+        match r {
+            // No FOPEN_KEEP_CACHE: pages are dropped on open, since writers that
+            // predate the mount may change the file underneath.
+            Ok(fh) => reply.opened(fh, FopenFlags::empty()),
+            Err(e) => reply.error(e),
+        }
+    }
+
+    fn read(
+        &self,
+        _req: &Request,
+        _ino: INodeNo,
+        fh: FileHandle,
+        offset: u64,
+        size: u32,
+        _flags: OpenFlags,
+        _lock_owner: Option<LockOwner>,
+        reply: ReplyData,
+    ) {
+        let f = match self.file(fh) {
+            Ok(f) => f,
+            Err(e) => return reply.error(e),
+        };
+        let size = size as usize;
+        READ_BUF.with_borrow_mut(|buf| {
+            if buf.len() < size {
+                buf.resize(size, 0);
+            }
+            let mut done = 0;
+            while done < size {
+                match rustix::io::pread(&f.file, &mut buf[done..size], offset + done as u64) {
+                    Ok(0) => break,
+                    Ok(n) => done += n,
+                    Err(rustix::io::Errno::INTR) => {}
+                    Err(e) if done == 0 => return reply.error(errno(e)),
+                    Err(_) => break,
+                }
+            }
+            reply.data(&buf[..done]);
+        });
+    }
+
+    fn write(
+        &self,
+        req: &Request,
+        _ino: INodeNo,
+        fh: FileHandle,
+        offset: u64,
+        data: &[u8],
+        write_flags: WriteFlags,
+        _flags: OpenFlags,
+        _lock_owner: Option<LockOwner>,
+        reply: ReplyWrite,
+    ) {
+        let f = match self.file(fh) {
+            Ok(f) => f,
+            Err(e) => return reply.error(e),
+        };
+        let page_cache = write_flags.contains(WriteFlags::FUSE_WRITE_CACHE);
+        match self.write_backing(&f, offset, data, page_cache) {
+            Ok((n, at)) => {
+                // Enqueue before replying: the writer (and the next write to this inode)
+                // waits for the reply, so per-file order is the queue order.
+                self.capture(req, &f, at, &data[..n], page_cache);
+                reply.written(n as u32);
+            }
+            Err(e) => {
+                if self.target(&f).is_some() {
+                    self.counters.error();
+                }
+                reply.error(e);
+            }
+        }
+    }
+
+    fn flush(
+        &self,
+        _req: &Request,
+        _ino: INodeNo,
+        fh: FileHandle,
+        _lock_owner: LockOwner,
+        reply: ReplyEmpty,
+    ) {
+        // Called on every close of every dup: close a duplicate so that backing
+        // filesystems that report errors at close do so, but keep our fd.
+        match self.file(fh) {
+            Ok(f) => match rustix::io::fcntl_dupfd_cloexec(&f.file, 0) {
+                Ok(dup) => {
+                    drop(dup);
+                    reply.ok()
+                }
+                Err(e) => reply.error(errno(e)),
+            },
+            Err(e) => reply.error(e),
+        }
+    }
+
+    fn release(
+        &self,
+        _req: &Request,
+        _ino: INodeNo,
+        fh: FileHandle,
+        _flags: OpenFlags,
+        _lock_owner: Option<LockOwner>,
+        _flush: bool,
+        reply: ReplyEmpty,
+    ) {
+        self.files.write().remove(&fh.0);
+        reply.ok();
+    }
+
+    fn fsync(
+        &self,
+        _req: &Request,
+        _ino: INodeNo,
+        fh: FileHandle,
+        datasync: bool,
+        reply: ReplyEmpty,
+    ) {
+        let r = self.file(fh).and_then(|f| {
+            if datasync {
+                rustix::fs::fdatasync(&f.file)
+            } else {
+                rustix::fs::fsync(&f.file)
+            }
+            .map_err(errno)
+        });
+        match r {
+            Ok(()) => reply.ok(),
+            Err(e) => reply.error(e),
+        }
+    }
+
+    fn opendir(&self, _req: &Request, ino: INodeNo, _flags: OpenFlags, reply: ReplyOpen) {
+        let r = self.inode(ino).and_then(|i| {
+            rustix::fs::openat(
+                &i.fd,
+                ".",
+                OFlags::RDONLY | OFlags::DIRECTORY | OFlags::CLOEXEC,
+                Mode::empty(),
+            )
+            .map_err(errno)
+        });
+        match r {
+            Ok(fd) => {
+                let fh = self.next_fh.fetch_add(1, Ordering::Relaxed);
+                self.dirs
+                    .write()
+                    .insert(fh, Arc::new(OpenDir { fd: Mutex::new(fd) }));
+                reply.opened(FileHandle(fh), FopenFlags::empty());
+            }
+            Err(e) => reply.error(e),
+        }
+    }
+
+    fn readdir(
+        &self,
+        _req: &Request,
+        _ino: INodeNo,
+        fh: FileHandle,
+        offset: u64,
+        mut reply: ReplyDirectory,
+    ) {
+        let d = match self.dir(fh) {
+            Ok(d) => d,
+            Err(e) => return reply.error(e),
+        };
+        let fd = d.fd.lock();
+        // Offsets are the backing filesystem's own cookies (d_off), so seeking to the
+        // one the kernel hands back resumes exactly after the last entry it accepted.
+        if let Err(e) = rustix::fs::seek(&*fd, SeekFrom::Start(offset)) {
+            return reply.error(errno(e));
+        }
+        let mut buf = vec![MaybeUninit::<u8>::uninit(); 32 * 1024];
+        let mut entries = rustix::fs::RawDir::new(&*fd, &mut buf);
+        while let Some(entry) = entries.next() {
+            let entry = match entry {
+                Ok(e) => e,
+                Err(e) => return reply.error(errno(e)),
+            };
+            let name = OsStr::from_bytes(entry.file_name().to_bytes());
+            let kind = dir_kind(entry.file_type()).unwrap_or_else(|| {
+                rustix::fs::statat(&*fd, name, AtFlags::SYMLINK_NOFOLLOW)
+                    .map(|st| kind_of(st.st_mode))
+                    .unwrap_or(FileType::RegularFile)
+            });
+            if reply.add(INodeNo(entry.ino()), entry.next_entry_cookie(), kind, name) {
+                break;
+            }
+        }
+        reply.ok();
+    }
+
+    fn releasedir(
+        &self,
+        _req: &Request,
+        _ino: INodeNo,
+        fh: FileHandle,
+        _flags: OpenFlags,
+        reply: ReplyEmpty,
+    ) {
+        self.dirs.write().remove(&fh.0);
+        reply.ok();
+    }
+
+    fn fsyncdir(
+        &self,
+        _req: &Request,
+        _ino: INodeNo,
+        fh: FileHandle,
+        datasync: bool,
+        reply: ReplyEmpty,
+    ) {
+        let r = self.dir(fh).and_then(|d| {
+            let fd = d.fd.lock();
+            if datasync {
+                rustix::fs::fdatasync(&*fd)
+            } else {
+                rustix::fs::fsync(&*fd)
+            }
+            .map_err(errno)
+        });
+        match r {
+            Ok(()) => reply.ok(),
+            Err(e) => reply.error(e),
+        }
+    }
+
+    fn statfs(&self, _req: &Request, _ino: INodeNo, reply: ReplyStatfs) {
+        match rustix::fs::fstatvfs(&self.root.fd) {
+            Ok(s) => reply.statfs(
+                s.f_blocks,
+                s.f_bfree,
+                s.f_bavail,
+                s.f_files,
+                s.f_ffree,
+                s.f_bsize as u32,
+                s.f_namemax as u32,
+                s.f_frsize as u32,
+            ),
+            Err(e) => reply.error(errno(e)),
+        }
+    }
+
+    fn setxattr(
+        &self,
+        _req: &Request,
+        ino: INodeNo,
+        name: &OsStr,
+        value: &[u8],
+        flags: i32,
+        _position: u32,
+        reply: ReplyEmpty,
+    ) {
+        let r = self.xattr_path(ino).and_then(|p| {
+            rustix::fs::setxattr(
+                p.as_str(),
+                name,
+                value,
+                rustix::fs::XattrFlags::from_bits_retain(flags as u32),
+            )
+            .map_err(errno)
+        });
+        match r {
+            Ok(()) => reply.ok(),
+            Err(e) => reply.error(e),
+        }
+    }
+
+    fn getxattr(&self, _req: &Request, ino: INodeNo, name: &OsStr, size: u32, reply: ReplyXattr) {
+        let p = match self.xattr_path(ino) {
+            Ok(p) => p,
+            Err(e) => return reply.error(e),
+        };
+        let mut buf = vec![0u8; size as usize];
+        match rustix::fs::getxattr(p.as_str(), name, &mut buf[..]) {
+            Ok(n) if size == 0 => reply.size(n as u32),
+            Ok(n) => reply.data(&buf[..n]),
+            Err(e) => reply.error(errno(e)),
+        }
+    }
+
+    fn listxattr(&self, _req: &Request, ino: INodeNo, size: u32, reply: ReplyXattr) {
+        let p = match self.xattr_path(ino) {
+            Ok(p) => p,
+            Err(e) => return reply.error(e),
+        };
+        let mut buf = vec![0u8; size as usize];
+        match rustix::fs::listxattr(p.as_str(), &mut buf[..]) {
+            Ok(n) if size == 0 => reply.size(n as u32),
+            Ok(n) => reply.data(&buf[..n]),
+            Err(e) => reply.error(errno(e)),
+        }
+    }
+
+    fn removexattr(&self, _req: &Request, ino: INodeNo, name: &OsStr, reply: ReplyEmpty) {
+        let r = self
+            .xattr_path(ino)
+            .and_then(|p| rustix::fs::removexattr(p.as_str(), name).map_err(errno));
+        match r {
+            Ok(()) => reply.ok(),
+            Err(e) => reply.error(e),
+        }
+    }
+
+    fn access(&self, _req: &Request, _ino: INodeNo, _mask: AccessFlags, reply: ReplyEmpty) {
+        // Not called under default_permissions; ENOSYS makes the kernel stop asking.
+        reply.error(Errno::ENOSYS);
+    }
+
+    fn create(
+        &self,
+        req: &Request,
+        parent: INodeNo,
+        name: &OsStr,
+        mode: u32,
+        _umask: u32,
+        flags: i32,
+        reply: ReplyCreate,
+    ) {
+        match self.do_create(req, parent, name, mode, flags) {
+            Ok((a, fh)) => reply.created(&TTL, &a, Generation(0), fh, FopenFlags::empty()),
+            Err(e) => reply.error(e),
+        }
+    }
+
+    fn ioctl(
+        &self,
+        _req: &Request,
+        _ino: INodeNo,
+        _fh: FileHandle,
+        _flags: IoctlFlags,
+        _cmd: u32,
+        _in_data: &[u8],
+        _out_size: u32,
+        reply: ReplyIoctl,
+    ) {
+        // Not forwarded: FICLONE & co. would move data without a write we could see.
+        reply.error(Errno::ENOTTY);
+    }
+
+    fn poll(
+        &self,
+        _req: &Request,
+        _ino: INodeNo,
+        _fh: FileHandle,
+        _ph: PollNotifier,
+        _events: PollEvents,
+        _flags: PollFlags,
+        reply: ReplyPoll,
+    ) {
+        // Regular files are always ready; ENOSYS makes the kernel say so itself.
+        reply.error(Errno::ENOSYS);
+    }
+
+    fn fallocate(
+        &self,
+        _req: &Request,
+        _ino: INodeNo,
+        fh: FileHandle,
+        offset: u64,
+        length: u64,
+        mode: i32,
+        reply: ReplyEmpty,
+    ) {
+        let r = self.file(fh).and_then(|f| {
+            rustix::fs::fallocate(
+                &f.file,
+                rustix::fs::FallocateFlags::from_bits_retain(mode as u32),
+                offset,
+                length,
+            )
+            .map_err(errno)
+        });
+        match r {
+            Ok(()) => reply.ok(),
+            Err(e) => reply.error(e),
+        }
+    }
+
+    fn lseek(
+        &self,
+        _req: &Request,
+        _ino: INodeNo,
+        fh: FileHandle,
+        offset: i64,
+        whence: i32,
+        reply: ReplyLseek,
+    ) {
+        let r = self.file(fh).and_then(|f| {
+            let pos = match whence {
+                libc::SEEK_DATA => SeekFrom::Data(offset as u64),
+                libc::SEEK_HOLE => SeekFrom::Hole(offset as u64),
+                libc::SEEK_SET => SeekFrom::Start(offset as u64),
+                libc::SEEK_CUR => SeekFrom::Current(offset),
+                libc::SEEK_END => SeekFrom::End(offset),
+                _ => return Err(Errno::EINVAL),
+            };
+            rustix::fs::seek(&f.file, pos).map_err(errno)
+        });
+        match r {
+            Ok(pos) => reply.offset(pos as i64),
+            Err(e) => reply.error(e),
+        }
+    }
+
+    fn copy_file_range(
+        &self,
+        _req: &Request,
+        _ino_in: INodeNo,
+        _fh_in: FileHandle,
+        _offset_in: u64,
+        _ino_out: INodeNo,
+        _fh_out: FileHandle,
+        _offset_out: u64,
+        _len: u64,
+        _flags: CopyFileRangeFlags,
+        reply: ReplyWrite,
+    ) {
+        // Deliberately unsupported: the kernel then falls back to read + write, and
+        // every copied byte is captured like any other write.
+        reply.error(Errno::ENOSYS);
+    }
+}
