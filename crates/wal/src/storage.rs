@@ -250,6 +250,14 @@ mod mem {
             lock(&self.state).capacity = capacity;
         }
 
+        /// Changes a file's bytes, both cached and durable (damage on disk).
+        pub(crate) fn edit(&self, name: &str, f: impl FnOnce(&mut Vec<u8>)) {
+            let node = self.node(name).expect("file to edit exists");
+            let mut node = lock(&node);
+            f(&mut node.data);
+            node.synced = node.data.clone();
+        }
+
         pub(crate) fn names(&self) -> Vec<String> {
             lock(&self.state).live.keys().cloned().collect()
         }

@@ -81,10 +81,8 @@ impl Options {
         if self.segment_bytes <= SEGMENT_HEADER_LEN {
             return invalid(format!("segment_bytes must exceed {SEGMENT_HEADER_LEN}"));
         }
-        if let Fsync::Interval(d) = self.fsync {
-            if d.is_zero() {
-                return invalid("fsync interval must not be zero (use Always)".to_string());
-            }
+        if self.fsync == Fsync::Interval(Duration::ZERO) {
+            return invalid("fsync interval must not be zero (use Always)".to_string());
         }
         Ok(())
     }
@@ -327,17 +325,15 @@ impl Wal {
                     writer = Some(w);
                 }
             }
-            if let Some(bound) = bound {
-                if scan.corruption.is_none() && seg.end < bound && bound > ckpt.max(seg.end) {
-                    // Records are missing without damage (the file was cut):
-                    // still worth a line in the log.
-                    report.skipped.push(Damage {
-                        path: st.path(&name),
-                        offset: seg.valid_len,
-                        bytes: 0,
-                        corruption: Corruption::Truncated,
-                    });
-                }
+            if scan.corruption.is_none() && bound.is_some_and(|b| b > ckpt.max(seg.end)) {
+                // Unacknowledged records are missing without damage (the file
+                // was cut short): still worth a line in the log.
+                report.skipped.push(Damage {
+                    path: st.path(&name),
+                    offset: seg.valid_len,
+                    bytes: 0,
+                    corruption: Corruption::Truncated,
+                });
             }
             segments.push_back(seg);
         }
@@ -521,6 +517,9 @@ impl Wal {
         self.writer = writer;
         self.segments.push_back(Segment::empty(self.next_seq));
         self.disk_bytes += SEGMENT_HEADER_LEN;
+        // The closed segment may already be fully acknowledged. The rotation
+        // itself succeeded; a failed deletion is retried by the next ack.
+        let _ = self.remove_acked_segments();
         Ok(())
     }
 
@@ -539,16 +538,15 @@ impl Wal {
         self.dir_dirty = true;
         self.data_dirty = true;
         self.tail_dirty = true;
-        let always = self.opts.fsync == Fsync::Always;
-        if always {
-            st.sync_dir().map_err(io_err(st, "sync", ""))?;
-            self.dir_dirty = false;
-        }
+        // Durable at once in every fsync mode: a crash undoing the rename would
+        // bring back the old name, and with it old sequence numbers.
+        st.sync_dir().map_err(io_err(st, "sync", ""))?;
+        self.dir_dirty = false;
         self.writer
             .set_len(SEGMENT_HEADER_LEN)
             .map_err(io_err(st, "truncate", &new))?;
         self.tail_dirty = false;
-        if always {
+        if self.opts.fsync == Fsync::Always {
             self.writer.sync_data().map_err(io_err(st, "sync", &new))?;
             self.data_dirty = false;
         }
@@ -655,7 +653,9 @@ impl Wal {
 
     /// Discards the oldest segment's unacknowledged records (the `drop_oldest`
     /// full-buffer policy) and deletes it, or empties the active segment when
-    /// it is the only one. `Ok(None)` when nothing is unacknowledged.
+    /// it is the only one. The deletion is made durable before returning, so
+    /// dropped records stay dropped after a crash. `Ok(None)` when nothing is
+    /// unacknowledged.
     pub fn drop_oldest(&mut self) -> Result<Option<Dropped>, IoError> {
         self.remove_acked_segments()?;
         if self.watermark >= self.next_seq {
@@ -673,6 +673,10 @@ impl Wal {
             self.watermark = self.segments[1].first;
             self.advance();
             self.remove_acked_segments()?;
+            self.storage
+                .sync_dir()
+                .map_err(io_err(self.storage.as_ref(), "sync", ""))?;
+            self.dir_dirty = false;
         }
         Ok(Some(Dropped {
             seqs: start..seg.end,
