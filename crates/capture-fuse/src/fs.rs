@@ -365,7 +365,7 @@ impl CaptureFs {
         inode: Arc<Inode>,
         file: OwnedFd,
         flags: i32,
-    ) -> FileHandle {
+    ) -> (FileHandle, FopenFlags) {
         let writable = flags & libc::O_ACCMODE != libc::O_RDONLY;
         let (target, opener) = if writable {
             let generation = self.path_generation.load(Ordering::Acquire);
@@ -380,6 +380,18 @@ impl CaptureFs {
                 None,
             )
         };
+        // Captured handles bypass the page cache: the cached write path splits a
+        // write(2) at every page it only partly fills (the page is not up to date), so
+        // a log line crossing a 4 KiB boundary would become two captures. Direct I/O
+        // sends each write(2) as one request (up to max_write), still serialised per
+        // inode; shared mmap keeps working through FUSE_DIRECT_IO_ALLOW_MMAP.
+        // No FOPEN_KEEP_CACHE anywhere: pages are dropped on open, since writers that
+        // predate the mount may change the file underneath.
+        let open_flags = if target.path.is_some() {
+            FopenFlags::FOPEN_DIRECT_IO
+        } else {
+            FopenFlags::empty()
+        };
         let f = Arc::new(OpenFile {
             inode,
             file,
@@ -391,7 +403,7 @@ impl CaptureFs {
         });
         let fh = self.next_fh.fetch_add(1, Ordering::Relaxed);
         self.files.write().insert(fh, f);
-        FileHandle(fh)
+        (FileHandle(fh), open_flags)
     }
 
     /// The app-visible path of an open file if it is to be captured.
@@ -608,7 +620,7 @@ impl CaptureFs {
         name: &OsStr,
         mode: u32,
         flags: i32,
-    ) -> R<(FileAttr, FileHandle)> {
+    ) -> R<(FileAttr, (FileHandle, FopenFlags))> {
         let parent = self.inode(parent)?;
         let base = open_flags(flags);
         let mode_bits = Mode::from_raw_mode(mode & 0o7777);
@@ -765,11 +777,13 @@ impl fuser::Filesystem for CaptureFs {
     fn init(&mut self, _req: &Request, config: &mut KernelConfig) -> io::Result<()> {
         // Concurrent lookups/readdirs in one directory; O_TRUNC inside open (one round
         // trip less for `>` redirects); drop cached pages when the backing file changed
-        // underneath. Never FUSE_WRITEBACK_CACHE: it would hide who wrote.
+        // underneath; shared mmap of direct-I/O (captured) handles. Never
+        // FUSE_WRITEBACK_CACHE: it would hide who wrote.
         for cap in [
             InitFlags::FUSE_PARALLEL_DIROPS,
             InitFlags::FUSE_ATOMIC_O_TRUNC,
             InitFlags::FUSE_AUTO_INVAL_DATA,
+            InitFlags::FUSE_DIRECT_IO_ALLOW_MMAP,
         ] {
             let _ = config.add_capabilities(cap);
         }
@@ -994,9 +1008,7 @@ impl fuser::Filesystem for CaptureFs {
             Ok(self.register_file(req, inode, file, flags.0))
         });
         match r {
-            // No FOPEN_KEEP_CACHE: pages are dropped on open, since writers that
-            // predate the mount may change the file underneath.
-            Ok(fh) => reply.opened(fh, FopenFlags::empty()),
+            Ok((fh, open_flags)) => reply.opened(fh, open_flags),
             Err(e) => reply.error(e),
         }
     }
@@ -1314,7 +1326,7 @@ impl fuser::Filesystem for CaptureFs {
         reply: ReplyCreate,
     ) {
         match self.do_create(req, parent, name, mode, flags) {
-            Ok((a, fh)) => reply.created(&TTL, &a, Generation(0), fh, FopenFlags::empty()),
+            Ok((a, (fh, open_flags))) => reply.created(&TTL, &a, Generation(0), fh, open_flags),
             Err(e) => reply.error(e),
         }
     }
