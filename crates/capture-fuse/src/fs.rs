@@ -1279,9 +1279,14 @@ impl fuser::Filesystem for CaptureFs {
             Ok(p) => p,
             Err(e) => return reply.error(e),
         };
+        if size == 0 {
+            return match rustix::fs::getxattr_query(p.as_str(), name) {
+                Ok(n) => reply.size(n as u32),
+                Err(e) => reply.error(errno(e)),
+            };
+        }
         let mut buf = vec![0u8; size as usize];
         match rustix::fs::getxattr(p.as_str(), name, &mut buf[..]) {
-            Ok(n) if size == 0 => reply.size(n as u32),
             Ok(n) => reply.data(&buf[..n]),
             Err(e) => reply.error(errno(e)),
         }
@@ -1292,9 +1297,14 @@ impl fuser::Filesystem for CaptureFs {
             Ok(p) => p,
             Err(e) => return reply.error(e),
         };
+        if size == 0 {
+            return match rustix::fs::listxattr_query(p.as_str()) {
+                Ok(n) => reply.size(n as u32),
+                Err(e) => reply.error(errno(e)),
+            };
+        }
         let mut buf = vec![0u8; size as usize];
         match rustix::fs::listxattr(p.as_str(), &mut buf[..]) {
-            Ok(n) if size == 0 => reply.size(n as u32),
             Ok(n) => reply.data(&buf[..n]),
             Err(e) => reply.error(errno(e)),
         }

@@ -257,25 +257,27 @@ pub fn reconstruct(writes: &[CapturedWrite]) -> HashMap<u64, Vec<u8>> {
 /// Every regular file under `root` with content equals what its captures rebuild,
 /// and nothing was captured for inodes that are not there.
 pub fn assert_captures_rebuild_tree(root: &Path, writes: &[CapturedWrite]) {
-    let mut rebuilt = reconstruct(writes);
+    let rebuilt = reconstruct(writes);
+    let mut seen = std::collections::HashSet::new();
     for (rel, node) in snapshot(root) {
         if let Node::File { content, .. } = node {
             let ino = std::fs::metadata(root.join(&rel)).expect("stat").ino();
-            let got = rebuilt.remove(&ino).unwrap_or_default();
+            seen.insert(ino);
+            let got = rebuilt.get(&ino).map(Vec::as_slice).unwrap_or_default();
             assert!(
                 got == content,
                 "{}: captures rebuild {} bytes, file has {} bytes{}",
                 rel.display(),
                 got.len(),
                 content.len(),
-                first_diff(&got, &content)
+                first_diff(got, &content)
             );
         }
     }
+    let strays: Vec<_> = rebuilt.keys().filter(|i| !seen.contains(*i)).collect();
     assert!(
-        rebuilt.is_empty(),
-        "captures for inodes not in the tree: {:?}",
-        rebuilt.keys().collect::<Vec<_>>()
+        strays.is_empty(),
+        "captures for inodes not in the tree: {strays:?}"
     );
 }
 

@@ -2,4 +2,6 @@
 //! compares with the same workload on a plain directory, and unmounts in teardown.
 
 mod common;
+mod lifecycle;
+mod semantics;
 mod workloads;
