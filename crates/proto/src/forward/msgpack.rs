@@ -234,16 +234,9 @@ impl Scanner {
             let pos = self.pos;
             let (header, header_len) = match parse_header(&buf[pos..]) {
                 Ok(Some(parsed)) => parsed,
-                Ok(None) => {
-                    // At most 9 header bytes are missing; still refuse a value that
-                    // cannot fit at all.
-                    if pos as u64 >= max_len {
-                        return Err(ScanError::TooLarge {
-                            declared: pos as u64 + 1,
-                        });
-                    }
-                    return Ok(Scan::NeedMore);
-                }
+                // At most 8 header bytes are missing. `pos < max_len` holds here: every
+                // container checked that its children (one byte each at least) fit.
+                Ok(None) => return Ok(Scan::NeedMore),
                 Err(InvalidMarker(byte)) => {
                     return Err(ScanError::InvalidMarker { byte, offset: pos });
                 }

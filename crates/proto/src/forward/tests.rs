@@ -499,6 +499,15 @@ fn zstd_payloads_decode_including_concatenated_frames() {
     );
 }
 
+#[cfg(not(feature = "zstd"))]
+#[test]
+fn zstd_is_unsupported_without_the_feature() {
+    let frame = packed_frame(b"t", &[0x28, 0xb5, 0x2f, 0xfd, 0], None);
+    let (_, err) = decode_stream(&frame, &Limits::default());
+    let err = err.unwrap();
+    assert!(matches!(err.kind(), DecodeErrorKind::UnsupportedCompression(a) if a == "zstd"));
+}
+
 #[test]
 fn v15_metadata_and_option_metadata_are_kept() {
     let mut b = PackedForwardBuilder::new("t");
@@ -716,9 +725,7 @@ fn malformed_pings_are_reported_as_such() {
     let mut six_int = Vec::new();
     put_array_len(&mut six_int, 6);
     put_str(&mut six_int, b"PING");
-    for _ in 0..5 {
-        six_int.push(0x01);
-    }
+    six_int.extend_from_slice(&[0x01; 5]);
     for bytes in [five, six_int] {
         let (_, err) = decode_stream(&bytes, &Limits::default());
         let err = err.unwrap();
@@ -799,6 +806,7 @@ fn forward_frame(tag: &[u8], events: &[(EventTime, Value)], chunk: Option<&[u8]>
     frame
 }
 
+#[cfg(feature = "zstd")]
 impl PackedForwardBuilder {
     fn entries_for_test(&self) -> Vec<u8> {
         let bytes = self.clone().finish(None, Compression::None);
@@ -812,6 +820,7 @@ impl PackedForwardBuilder {
     }
 }
 
+#[cfg(feature = "zstd")]
 fn sample_builder(n: u32) -> PackedForwardBuilder {
     let mut b = PackedForwardBuilder::new("t");
     for i in 0..n {
