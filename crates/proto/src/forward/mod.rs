@@ -48,17 +48,20 @@
 
 mod decode;
 mod encode;
+mod entry;
 mod error;
 pub mod handshake;
 mod msgpack;
+mod response;
 
 #[cfg(test)]
 mod tests;
 
-pub use decode::{Decoder, Response, ResponseDecoder};
+pub use decode::Decoder;
 pub use encode::{Compression, PackedForwardBuilder, encode_ack, new_chunk_id};
 pub use error::{DecodeError, DecodeErrorKind, TimeError};
 pub use handshake::Ping;
+pub use response::{Response, ResponseDecoder};
 
 use bytes::Bytes;
 use rmpv::Value;
