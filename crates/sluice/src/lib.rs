@@ -8,6 +8,7 @@ pub mod config;
 pub mod encoding;
 pub mod event;
 pub mod framing;
+pub mod kafka;
 pub mod metrics;
 pub mod sinks;
 pub mod sources;

@@ -22,6 +22,7 @@ use load::{Diagnostics, check_keys, deserialize, did_you_mean, struct_fields};
 use crate::buffer::{DEFAULT_MAX_EVENTS, WhenFull};
 use crate::encoding::Encoding;
 use crate::sinks::file::FileSinkConfig;
+use crate::sinks::kafka::KafkaSinkConfig;
 use crate::sources::exec::ExecSourceConfig;
 use crate::sources::pipe::PipeSourceConfig;
 use crate::sources::stdin::StdinSourceConfig;
@@ -203,18 +204,21 @@ pub enum SinkKind {
     Null(NoOptions),
     /// Files from a path template, with rotation and compression.
     File(FileSinkConfig),
+    /// Records produced to Kafka topics.
+    Kafka(KafkaSinkConfig),
 }
 
 /// A kind without options of its own.
 #[derive(Debug, Clone, PartialEq, Eq, Deserialize, Default)]
 pub struct NoOptions {}
 
-const SINK_TYPES: &[&str] = &["stdout", "null", "file"];
+const SINK_TYPES: &[&str] = &["stdout", "null", "file", "kafka"];
 
 impl SinkKind {
     fn fields(ty: &str) -> &'static [&'static str] {
         match ty {
             "file" => struct_fields::<FileSinkConfig>(),
+            "kafka" => struct_fields::<KafkaSinkConfig>(),
             _ => &[],
         }
     }
@@ -224,13 +228,16 @@ impl SinkKind {
             "stdout" => SinkKind::Stdout(NoOptions {}),
             "null" => SinkKind::Null(NoOptions {}),
             "file" => SinkKind::File(deserialize(item, path, Some(t), d)?),
+            "kafka" => SinkKind::Kafka(deserialize(item, path, Some(t), d)?),
             _ => return None,
         })
     }
 
     fn validate(&self, v: &mut Check<'_, '_>) {
-        if let SinkKind::File(c) = self {
-            c.validate(v);
+        match self {
+            SinkKind::File(c) => c.validate(v),
+            SinkKind::Kafka(c) => c.validate(v),
+            SinkKind::Stdout(_) | SinkKind::Null(_) => {}
         }
     }
 
@@ -240,6 +247,7 @@ impl SinkKind {
             SinkKind::Stdout(_) => "stdout",
             SinkKind::Null(_) => "null",
             SinkKind::File(_) => "file",
+            SinkKind::Kafka(_) => "kafka",
         }
     }
 }

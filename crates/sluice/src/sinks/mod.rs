@@ -5,6 +5,7 @@
 //! where the guarantee says (written and, for tracked batches, fsynced for files).
 
 pub mod file;
+pub mod kafka;
 
 use std::io::Write;
 
@@ -21,6 +22,7 @@ pub async fn build(config: &SinkConfig, cx: SinkContext) -> Result<Task, Compone
         SinkKind::Stdout(_) => Ok(Box::pin(stdout(encoding, cx))),
         SinkKind::Null(_) => Ok(Box::pin(null(cx))),
         SinkKind::File(c) => file::build(c.clone(), encoding, cx),
+        SinkKind::Kafka(c) => kafka::build(c.clone(), encoding, cx),
     }
 }
 

@@ -1,1 +1,2 @@
-mod x {}
+mod kafka;
+mod kafka_support;

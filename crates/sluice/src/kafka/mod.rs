@@ -1,0 +1,668 @@
+//! Kafka client plumbing: the only module that imports `rdkafka`.
+//!
+//! It hides the library behind a few plain types so that components (the Kafka
+//! sink now, the Kafka source later) deal with records, delivery outcomes and
+//! error classes, never with rdkafka generics or FFI:
+//!
+//! - [`Properties`]: librdkafka settings, our defaults first, the user's
+//!   `[..librdkafka]` table last so it always wins, aliases included
+//!   (`request.required.acks` replaces our `acks`).
+//! - [`Producer`]: a threaded producer (its own thread polls delivery reports) whose
+//!   reports are handed to a [`Tracker`] per record, the `Arc` given at send time.
+//! - [`Failure`] and [`FailureClass`]: what a delivery or enqueue error means for
+//!   the caller (retry later, fail for good, or purged at shutdown).
+//! - [`Admin`]: topic creation. ACL calls are deliberately absent: some brokers
+//!   answer CreateAcls in a way that aborts librdkafka, taking the process down.
+//!
+//! Blocking calls (`flush`, metadata) are plain functions named `*_blocking`: the
+//! caller runs them on `spawn_blocking`, never on the async worker threads.
+//! librdkafka's own log lines and global errors are routed to `tracing` with the
+//! component id, errors rate-limited.
+
+use std::collections::HashMap;
+use std::fmt;
+use std::marker::PhantomData;
+use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
+use std::sync::{Arc, Mutex};
+use std::time::{Duration, Instant};
+
+use rdkafka::admin::{AdminClient, AdminOptions, NewTopic, TopicReplication};
+use rdkafka::client::ClientContext;
+use rdkafka::config::{ClientConfig, FromClientConfigAndContext, RDKafkaLogLevel};
+use rdkafka::error::{KafkaError, RDKafkaErrorCode};
+use rdkafka::message::Message;
+use rdkafka::producer::{
+    BaseRecord, DeliveryResult, Producer as _, ProducerContext, PurgeConfig, ThreadedProducer,
+};
+use tracing::{debug, error, info, warn};
+
+/// How often a repeated problem is logged at most.
+pub const LOG_INTERVAL: Duration = Duration::from_secs(10);
+
+/// librdkafka settings in application order: later entries win.
+#[derive(Debug, Clone, Default, PartialEq, Eq)]
+pub struct Properties {
+    entries: Vec<(String, String)>,
+}
+
+/// Names librdkafka treats as the same setting; setting one must replace the others.
+const ALIASES: &[&[&str]] = &[
+    &["bootstrap.servers", "metadata.broker.list"],
+    &["acks", "request.required.acks"],
+    &["compression.codec", "compression.type"],
+    &["linger.ms", "queue.buffering.max.ms"],
+    &["message.timeout.ms", "delivery.timeout.ms"],
+    &["retries", "message.send.max.retries"],
+    &["retry.backoff.ms"],
+];
+
+fn same_setting(a: &str, b: &str) -> bool {
+    a == b
+        || ALIASES
+            .iter()
+            .any(|group| group.contains(&a) && group.contains(&b))
+}
+
+impl Properties {
+    /// Empty set.
+    pub fn new() -> Self {
+        Properties::default()
+    }
+
+    /// Set `key`, replacing it and its aliases.
+    pub fn set(&mut self, key: &str, value: impl Into<String>) {
+        self.entries.retain(|(k, _)| !same_setting(k, key));
+        self.entries.push((key.to_owned(), value.into()));
+    }
+
+    /// The value of `key` or of one of its aliases.
+    pub fn get(&self, key: &str) -> Option<&str> {
+        self.entries
+            .iter()
+            .rev()
+            .find(|(k, _)| same_setting(k, key))
+            .map(|(_, v)| v.as_str())
+    }
+
+    /// All entries, in order.
+    pub fn iter(&self) -> impl Iterator<Item = (&str, &str)> {
+        self.entries.iter().map(|(k, v)| (k.as_str(), v.as_str()))
+    }
+
+    fn client_config(&self) -> ClientConfig {
+        let mut c = ClientConfig::new();
+        for (k, v) in &self.entries {
+            c.set(k, v);
+        }
+        c
+    }
+}
+
+/// Whether librdkafka accepts `key = value` (pure: no client is created, no I/O).
+pub fn check_property(key: &str, value: &str) -> Result<(), String> {
+    let mut c = ClientConfig::new();
+    c.set(key, value);
+    match c.create_native_config() {
+        Ok(_) => Ok(()),
+        Err(KafkaError::ClientConfig(_, desc, _, _)) => {
+            Err(lower_first(desc.trim_end_matches('.')))
+        }
+        Err(e) => Err(e.to_string()),
+    }
+}
+
+fn lower_first(s: &str) -> String {
+    let mut c = s.chars();
+    match c.next() {
+        Some(f) => f.to_lowercase().chain(c).collect(),
+        None => String::new(),
+    }
+}
+
+/// What an error means for the records it hit.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum FailureClass {
+    /// The broker or network may recover: send the record again after a backoff.
+    Retriable,
+    /// The record can never be accepted as it is (too large, not authorized,
+    /// unknown topic, invalid): fail it.
+    Permanent,
+    /// Removed from the producer's queue at shutdown: not delivered, not retried.
+    Purged,
+}
+
+/// One delivery or enqueue error.
+#[derive(Clone, Copy, PartialEq, Eq)]
+pub struct Failure {
+    code: RDKafkaErrorCode,
+}
+
+impl Failure {
+    /// What to do about it.
+    pub fn class(&self) -> FailureClass {
+        use RDKafkaErrorCode as C;
+        match self.code {
+            C::PurgeQueue | C::PurgeInflight => FailureClass::Purged,
+            C::MessageSizeTooLarge
+            | C::InvalidMessageSize
+            | C::MessageBatchTooLarge
+            | C::InvalidMessage
+            | C::BadMessage
+            | C::InvalidRecord
+            | C::InvalidTopic
+            | C::UnknownTopic
+            | C::UnknownTopicOrPartition
+            | C::UnknownPartition
+            | C::TopicAuthorizationFailed
+            | C::ClusterAuthorizationFailed
+            | C::TransactionalIdAuthorizationFailed
+            | C::InvalidRequiredAcks
+            | C::UnsupportedForMessageFormat
+            | C::UnsupportedCompressionType
+            | C::PolicyViolation
+            | C::InvalidArgument
+            | C::InvalidTimestamp
+            | C::Fatal => FailureClass::Permanent,
+            _ => FailureClass::Retriable,
+        }
+    }
+
+    /// Whether the producer's local queue was full (hold the record, try later).
+    pub fn is_queue_full(&self) -> bool {
+        self.code == RDKafkaErrorCode::QueueFull
+    }
+
+    fn from_error(e: &KafkaError) -> Failure {
+        Failure {
+            code: e.rdkafka_error_code().unwrap_or(RDKafkaErrorCode::Fail),
+        }
+    }
+}
+
+impl fmt::Display for Failure {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        write!(f, "{}", self.code)
+    }
+}
+
+impl fmt::Debug for Failure {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        write!(f, "Failure({:?})", self.code)
+    }
+}
+
+/// A record to produce. The payload and key are copied by librdkafka at send.
+#[derive(Debug, Clone, Copy)]
+pub struct Record<'a> {
+    /// Topic name.
+    pub topic: &'a str,
+    /// Key; `None` lets the partitioner spread records.
+    pub key: Option<&'a [u8]>,
+    /// Payload.
+    pub payload: &'a [u8],
+    /// Record timestamp in milliseconds since the epoch.
+    pub timestamp_ms: Option<i64>,
+}
+
+/// Receives the delivery report of each record sent with it. Called on the
+/// producer's polling thread: keep it short and never block.
+pub trait Tracker: Send + Sync + 'static {
+    /// The broker acknowledged the record under the configured `acks`.
+    fn delivered(self: Arc<Self>);
+    /// The record failed; `record` is what was sent, for a later resend.
+    fn failed(self: Arc<Self>, failure: Failure, record: Record<'_>);
+}
+
+/// State shared by a client's callbacks and its owner.
+#[derive(Debug)]
+pub struct ClientEvents {
+    component: Arc<str>,
+    brokers_down: AtomicBool,
+    fatal: AtomicBool,
+    errors: RateLimit,
+}
+
+impl ClientEvents {
+    /// Events of the client of component `component`.
+    pub fn new(component: Arc<str>) -> Arc<Self> {
+        Arc::new(ClientEvents {
+            component,
+            brokers_down: AtomicBool::new(false),
+            fatal: AtomicBool::new(false),
+            errors: RateLimit::new(LOG_INTERVAL),
+        })
+    }
+
+    /// Whether librdkafka last reported every broker down (cleared by the owner
+    /// when a delivery succeeds again).
+    pub fn brokers_down(&self) -> bool {
+        self.brokers_down.load(Ordering::Relaxed)
+    }
+
+    /// Clear the all-brokers-down state; returns whether it was set.
+    pub fn clear_brokers_down(&self) -> bool {
+        self.brokers_down.swap(false, Ordering::Relaxed)
+    }
+
+    /// Whether the client hit a fatal error (idempotence broken): it sends no more.
+    pub fn fatal(&self) -> bool {
+        self.fatal.load(Ordering::Relaxed)
+    }
+}
+
+struct Context<T> {
+    events: Arc<ClientEvents>,
+    _tracker: PhantomData<fn(T)>,
+}
+
+impl<T> ClientContext for Context<T> {
+    fn log(&self, level: RDKafkaLogLevel, fac: &str, message: &str) {
+        let id = &*self.events.component;
+        // librdkafka calls connection refusals "errors"; for us ERROR means data loss,
+        // which this layer cannot judge, so its lines are warnings at most.
+        match level {
+            RDKafkaLogLevel::Emerg
+            | RDKafkaLogLevel::Alert
+            | RDKafkaLogLevel::Critical
+            | RDKafkaLogLevel::Error
+            | RDKafkaLogLevel::Warning => {
+                warn!(target: "librdkafka", component_id = id, facility = fac, "{message}")
+            }
+            RDKafkaLogLevel::Notice => {
+                info!(target: "librdkafka", component_id = id, facility = fac, "{message}")
+            }
+            RDKafkaLogLevel::Info | RDKafkaLogLevel::Debug => {
+                debug!(target: "librdkafka", component_id = id, facility = fac, "{message}")
+            }
+        }
+    }
+
+    fn error(&self, error: KafkaError, reason: &str) {
+        let ev = &self.events;
+        let id = &*ev.component;
+        match error.rdkafka_error_code() {
+            Some(RDKafkaErrorCode::AllBrokersDown) => {
+                if !ev.brokers_down.swap(true, Ordering::Relaxed) {
+                    warn!(
+                        component_id = id,
+                        reason, "Kafka brokers unreachable; events stay queued until they answer."
+                    );
+                }
+            }
+            Some(RDKafkaErrorCode::Fatal) => {
+                ev.fatal.store(true, Ordering::Relaxed);
+                error!(
+                    component_id = id,
+                    reason, "Kafka producer hit a fatal error; it sends no more."
+                );
+            }
+            // librdkafka logs these itself (facility FAIL), rate-limited.
+            Some(RDKafkaErrorCode::BrokerTransportFailure | RDKafkaErrorCode::Resolve) => {
+                debug!(component_id = id, reason, "Kafka connection failed.");
+            }
+            Some(RDKafkaErrorCode::Authentication | RDKafkaErrorCode::SaslAuthenticationFailed) => {
+                if let Some(suppressed) = ev.errors.allow() {
+                    error!(
+                        component_id = id,
+                        reason,
+                        suppressed,
+                        "Kafka authentication failed; check the SASL/TLS settings."
+                    );
+                }
+            }
+            _ => {
+                if let Some(suppressed) = ev.errors.allow() {
+                    warn!(component_id = id, error = %error, reason, suppressed, "Kafka client error.");
+                }
+            }
+        }
+    }
+}
+
+impl<T: Tracker> ProducerContext for Context<T> {
+    type DeliveryOpaque = Arc<T>;
+
+    fn delivery(&self, result: &DeliveryResult<'_>, tracker: Arc<T>) {
+        match result {
+            Ok(_) => tracker.delivered(),
+            Err((e, msg)) => {
+                let record = Record {
+                    topic: msg.topic(),
+                    key: msg.key(),
+                    payload: msg.payload().unwrap_or_default(),
+                    timestamp_ms: msg.timestamp().to_millis(),
+                };
+                tracker.failed(Failure::from_error(e), record);
+            }
+        }
+    }
+}
+
+/// Whether a topic exists, as the broker answered.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum TopicState {
+    /// It exists with at least one partition.
+    Exists,
+    /// The broker does not know it.
+    Missing,
+}
+
+/// A producer whose delivery reports go to a [`Tracker`] of type `T`.
+pub struct Producer<T: Tracker> {
+    inner: ThreadedProducer<Context<T>>,
+}
+
+impl<T: Tracker> Clone for Producer<T> {
+    fn clone(&self) -> Self {
+        Producer {
+            inner: self.inner.clone(),
+        }
+    }
+}
+
+impl<T: Tracker> Producer<T> {
+    /// Create the client (starts its threads; connects in the background, so a
+    /// broker that is down is not an error here).
+    pub fn create(props: &Properties, events: Arc<ClientEvents>) -> Result<Self, String> {
+        let cx = Context {
+            events,
+            _tracker: PhantomData,
+        };
+        let inner = ThreadedProducer::from_config_and_context(&props.client_config(), cx)
+            .map_err(|e| creation_error(&e))?;
+        Ok(Producer { inner })
+    }
+
+    /// Enqueue a record (never blocks). On error the tracker is not called.
+    pub fn send(&self, record: Record<'_>, tracker: Arc<T>) -> Result<(), Failure> {
+        let mut r = BaseRecord::with_opaque_to(record.topic, tracker).payload(record.payload);
+        if let Some(k) = record.key {
+            r = r.key(k);
+        }
+        if let Some(ts) = record.timestamp_ms {
+            r = r.timestamp(ts);
+        }
+        self.inner.send(r).map_err(|(e, _)| Failure::from_error(&e))
+    }
+
+    /// Drop every queued and in-flight record; their reports arrive as
+    /// [`FailureClass::Purged`]. Never blocks.
+    pub fn purge(&self) {
+        self.inner.purge(PurgeConfig::default().queue().inflight());
+    }
+
+    /// Records enqueued or in flight, not yet reported.
+    pub fn queued(&self) -> i32 {
+        self.inner.in_flight_count()
+    }
+
+    /// Send everything queued now, ignoring linger, and wait up to `timeout` for
+    /// it to be reported. Blocking. Returns whether the queue emptied.
+    pub fn flush_blocking(&self, timeout: Duration) -> bool {
+        let ms = i32::try_from(timeout.as_millis()).unwrap_or(i32::MAX);
+        // rdkafka's own flush loops on `rd_kafka_flush(0)`, which lets linger apply
+        // between its calls; one call with the real timeout keeps flushing on.
+        // SAFETY: the pointer is the live client owned by `self.inner`; with the event
+        // API in use, rd_kafka_flush only waits (the polling thread serves reports).
+        let rc = unsafe { rdkafka::bindings::rd_kafka_flush(self.inner.client().native_ptr(), ms) };
+        rc == rdkafka::types::RDKafkaRespErr::RD_KAFKA_RESP_ERR_NO_ERROR
+    }
+
+    /// Ask the cluster for metadata: the number of brokers it lists. Blocking.
+    pub fn probe_blocking(&self, timeout: Duration) -> Result<usize, String> {
+        let md = self
+            .inner
+            .client()
+            .fetch_metadata(None, timeout)
+            .map_err(|e| e.to_string())?;
+        Ok(md.brokers().len())
+    }
+
+    /// Whether `topic` exists. Blocking; `Err` when the cluster did not answer.
+    pub fn topic_state_blocking(
+        &self,
+        topic: &str,
+        timeout: Duration,
+    ) -> Result<TopicState, String> {
+        let md = self
+            .inner
+            .client()
+            .fetch_metadata(Some(topic), timeout)
+            .map_err(|e| e.to_string())?;
+        let Some(t) = md.topics().iter().find(|t| t.name() == topic) else {
+            return Ok(TopicState::Missing);
+        };
+        match t.error().map(RDKafkaErrorCode::from) {
+            None if !t.partitions().is_empty() => Ok(TopicState::Exists),
+            None
+            | Some(RDKafkaErrorCode::UnknownTopicOrPartition)
+            | Some(RDKafkaErrorCode::UnknownTopic)
+            | Some(RDKafkaErrorCode::InvalidTopic) => Ok(TopicState::Missing),
+            Some(other) => Err(other.to_string()),
+        }
+    }
+}
+
+fn creation_error(e: &KafkaError) -> String {
+    match e {
+        KafkaError::ClientConfig(_, desc, key, value) => {
+            format!(
+                "librdkafka rejects `{key}` = `{value}`: {}",
+                lower_first(desc.trim_end_matches('.'))
+            )
+        }
+        KafkaError::ClientCreation(msg) => lower_first(msg.trim_end_matches('.')),
+        other => other.to_string(),
+    }
+}
+
+/// Why a topic could not be created.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct CreateError {
+    /// Whether trying again cannot help (invalid name, not authorized, policy).
+    pub permanent: bool,
+    /// What the broker or client said.
+    pub reason: String,
+}
+
+/// Admin operations: topic creation only.
+pub struct Admin {
+    inner: AdminClient<Context<()>>,
+}
+
+impl Admin {
+    /// Create the admin client (starts its thread; no network I/O yet).
+    pub fn create(props: &Properties, events: Arc<ClientEvents>) -> Result<Self, String> {
+        let cx = Context {
+            events,
+            _tracker: PhantomData,
+        };
+        let inner = AdminClient::from_config_and_context(&props.client_config(), cx)
+            .map_err(|e| creation_error(&e))?;
+        Ok(Admin { inner })
+    }
+
+    /// Create `topic`; an already existing topic is success.
+    pub async fn create_topic(
+        &self,
+        topic: &str,
+        partitions: i32,
+        replication_factor: i32,
+        timeout: Duration,
+    ) -> Result<(), CreateError> {
+        use RDKafkaErrorCode as C;
+        let new = NewTopic::new(
+            topic,
+            partitions,
+            TopicReplication::Fixed(replication_factor),
+        );
+        let opts = AdminOptions::new()
+            .operation_timeout(Some(timeout))
+            .request_timeout(Some(timeout));
+        let results = self
+            .inner
+            .create_topics([&new], &opts)
+            .await
+            .map_err(|e| CreateError {
+                permanent: false,
+                reason: e.to_string(),
+            })?;
+        for r in results {
+            if let Err((_, code)) = r {
+                let permanent = matches!(
+                    code,
+                    C::InvalidTopic
+                        | C::InvalidPartitions
+                        | C::InvalidReplicationFactor
+                        | C::InvalidReplicaAssignment
+                        | C::InvalidConfig
+                        | C::InvalidRequest
+                        | C::PolicyViolation
+                        | C::TopicAuthorizationFailed
+                        | C::ClusterAuthorizationFailed
+                        | C::UnsupportedVersion
+                );
+                if code != C::TopicAlreadyExists {
+                    return Err(CreateError {
+                        permanent,
+                        reason: code.to_string(),
+                    });
+                }
+            }
+        }
+        Ok(())
+    }
+}
+
+/// Lets one log line through per interval and counts the ones it held back.
+#[derive(Debug)]
+pub struct RateLimit {
+    interval: Duration,
+    last: Mutex<Option<Instant>>,
+    suppressed: AtomicU64,
+}
+
+impl RateLimit {
+    /// A limiter letting one line through per `interval`.
+    pub fn new(interval: Duration) -> Self {
+        RateLimit {
+            interval,
+            last: Mutex::new(None),
+            suppressed: AtomicU64::new(0),
+        }
+    }
+
+    /// `Some(lines held back since the last one)` when a line may be logged now.
+    pub fn allow(&self) -> Option<u64> {
+        let mut last = self.last.lock().unwrap_or_else(|e| e.into_inner());
+        if last.is_some_and(|t| t.elapsed() < self.interval) {
+            self.suppressed.fetch_add(1, Ordering::Relaxed);
+            return None;
+        }
+        *last = Some(Instant::now());
+        Some(self.suppressed.swap(0, Ordering::Relaxed))
+    }
+}
+
+/// Per-key rate limits (one per topic, say), bounded in size.
+#[derive(Debug)]
+pub struct KeyedRateLimit {
+    interval: Duration,
+    keys: Mutex<HashMap<String, Instant>>,
+}
+
+impl KeyedRateLimit {
+    /// One line per key per `interval`.
+    pub fn new(interval: Duration) -> Self {
+        KeyedRateLimit {
+            interval,
+            keys: Mutex::new(HashMap::new()),
+        }
+    }
+
+    /// Whether a line about `key` may be logged now.
+    pub fn allow(&self, key: &str) -> bool {
+        let mut keys = self.keys.lock().unwrap_or_else(|e| e.into_inner());
+        let now = Instant::now();
+        if keys.len() > 1024 {
+            keys.retain(|_, t| now.duration_since(*t) < self.interval);
+        }
+        match keys.get_mut(key) {
+            Some(t) if now.duration_since(*t) < self.interval => false,
+            Some(t) => {
+                *t = now;
+                true
+            }
+            None => {
+                keys.insert(key.to_owned(), now);
+                true
+            }
+        }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn user_setting_replaces_default_and_its_alias() {
+        let mut p = Properties::new();
+        p.set("acks", "all");
+        p.set("linger.ms", "5");
+        p.set("request.required.acks", "1");
+        p.set("queue.buffering.max.ms", "1000");
+        assert_eq!(p.get("acks"), Some("1"));
+        assert_eq!(p.get("linger.ms"), Some("1000"));
+        assert_eq!(p.iter().count(), 2);
+    }
+
+    #[test]
+    fn unknown_property_is_reported() {
+        assert!(check_property("queue.buffering.max.ms", "1000").is_ok());
+        let e = check_property("queue.bufering.max.ms", "1").unwrap_err();
+        assert!(e.contains("no such configuration property"), "{e}");
+        assert!(check_property("linger.ms", "banana").is_err());
+    }
+
+    #[test]
+    fn failures_are_classified() {
+        let f = |code| Failure { code }.class();
+        assert_eq!(
+            f(RDKafkaErrorCode::MessageSizeTooLarge),
+            FailureClass::Permanent
+        );
+        assert_eq!(
+            f(RDKafkaErrorCode::TopicAuthorizationFailed),
+            FailureClass::Permanent
+        );
+        assert_eq!(f(RDKafkaErrorCode::UnknownTopic), FailureClass::Permanent);
+        assert_eq!(
+            f(RDKafkaErrorCode::MessageTimedOut),
+            FailureClass::Retriable
+        );
+        assert_eq!(
+            f(RDKafkaErrorCode::BrokerTransportFailure),
+            FailureClass::Retriable
+        );
+        assert_eq!(f(RDKafkaErrorCode::PurgeQueue), FailureClass::Purged);
+        assert!(
+            Failure {
+                code: RDKafkaErrorCode::QueueFull
+            }
+            .is_queue_full()
+        );
+    }
+
+    #[test]
+    fn rate_limit_counts_what_it_holds_back() {
+        let r = RateLimit::new(Duration::from_secs(3600));
+        assert_eq!(r.allow(), Some(0));
+        assert_eq!(r.allow(), None);
+        assert_eq!(r.allow(), None);
+        let k = KeyedRateLimit::new(Duration::from_secs(3600));
+        assert!(k.allow("a"));
+        assert!(!k.allow("a"));
+        assert!(k.allow("b"));
+    }
+}

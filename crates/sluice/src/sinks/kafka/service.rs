@@ -1,0 +1,868 @@
+//! The Kafka sink's loop and its delivery tracking.
+//!
+//! One [`InFlight`] per batch is the delivery opaque of each of its records (an
+//! `Arc` clone per record, no allocation). It counts records not yet reported,
+//! starting at `events + 1`: the extra one is held by the loop while it enqueues,
+//! so a batch cannot settle before all its records were offered. Records the loop
+//! does not send (dropped, invalid topic, refused at enqueue) are released at once.
+//! When the count reaches zero on the producer's polling thread the batch settles:
+//! if records failed transiently it goes back to the loop (`Shared::returned`) to be
+//! resent after a backoff; otherwise its acknowledgement resolves and its counters
+//! move. The loop never waits on a delivery report itself, except to stop.
+
+use std::collections::{HashMap, HashSet};
+use std::sync::atomic::{AtomicBool, AtomicU32, AtomicUsize, Ordering};
+use std::sync::{Arc, Mutex, OnceLock};
+use std::time::{Duration, Instant};
+
+use tokio::sync::Notify;
+use tokio::task::JoinHandle;
+use tokio_util::sync::CancellationToken;
+use tracing::{Instrument, error, info, warn};
+
+use super::{KafkaSinkConfig, WhenOversize, topic_name_error};
+use crate::ack::{AckStatus, AckToken};
+use crate::encoding::Encoding;
+use crate::event::{Event, EventBatch};
+use crate::kafka::{
+    Admin, ClientEvents, Failure, FailureClass, KeyedRateLimit, LOG_INTERVAL, Producer, RateLimit,
+    Record, TopicState, Tracker,
+};
+use crate::metrics::Counters;
+use crate::template::Template;
+use crate::topology::{ComponentError, SinkContext};
+
+/// How long the loop waits before offering records again to a full producer queue
+/// (it also wakes as soon as a batch settles).
+const QUEUE_FULL_WAIT: Duration = Duration::from_millis(5);
+/// First backoff before resending records that timed out; doubles per attempt.
+const RESEND_BACKOFF: Duration = Duration::from_secs(1);
+/// Longest backoff, for resends and topic creation.
+const MAX_BACKOFF: Duration = Duration::from_secs(30);
+/// Timeout of metadata lookups and topic creation requests.
+const ADMIN_TIMEOUT: Duration = Duration::from_secs(10);
+/// Timeout of the start-up probe.
+const PROBE_TIMEOUT: Duration = Duration::from_secs(5);
+/// A topic whose creation failed for good is tried again after this long.
+const CREATE_FAILED_RETRY: Duration = Duration::from_secs(60);
+/// One flush call while stopping: short so the loop keeps checking its state.
+const FLUSH_STEP: Duration = Duration::from_millis(500);
+
+/// Sink-wide state shared with the delivery callbacks.
+struct Shared {
+    counters: Arc<Counters>,
+    client: Arc<ClientEvents>,
+    /// Woken when a batch settles or comes back for a resend.
+    wake: Notify,
+    /// Batches with records to resend, handed back by the callbacks.
+    returned: Mutex<Vec<Arc<InFlight>>>,
+    /// Events of batches taken but not settled.
+    inflight_events: AtomicUsize,
+    /// Set at the shutdown deadline: failures are final, nothing is resent.
+    closing: AtomicBool,
+    permanent_log: KeyedRateLimit,
+    resend_log: RateLimit,
+    oversize_log: RateLimit,
+    /// The sink's span, entered by callbacks that log from librdkafka's threads.
+    span: OnceLock<tracing::Span>,
+}
+
+impl Shared {
+    fn log_permanent(&self, topic: &str, reason: &dyn std::fmt::Display, events: usize) {
+        if self.permanent_log.allow(topic) {
+            let _entered = self.span.get().map(tracing::Span::enter);
+            error!(
+                topic,
+                reason = %reason,
+                events,
+                "Kafka refused events permanently; they are counted as errors (logged once per topic per 10 s)."
+            );
+        }
+    }
+}
+
+/// A record kept for resending (a copy of what librdkafka reported failed).
+struct OwnedRecord {
+    topic: String,
+    key: Option<Vec<u8>>,
+    payload: Vec<u8>,
+    timestamp_ms: Option<i64>,
+}
+
+/// Delivery state of one batch: the opaque of each of its records.
+pub(super) struct InFlight {
+    shared: Arc<Shared>,
+    ack: Mutex<Option<AckToken>>,
+    events: usize,
+    remaining: AtomicUsize,
+    failed: AtomicUsize,
+    dropped: AtomicUsize,
+    resend: Mutex<Vec<OwnedRecord>>,
+    attempts: AtomicU32,
+}
+
+impl InFlight {
+    fn new(shared: Arc<Shared>, ack: AckToken, events: usize) -> Arc<InFlight> {
+        shared.inflight_events.fetch_add(events, Ordering::AcqRel);
+        Arc::new(InFlight {
+            shared,
+            ack: Mutex::new(Some(ack)),
+            events,
+            remaining: AtomicUsize::new(events + 1),
+            failed: AtomicUsize::new(0),
+            dropped: AtomicUsize::new(0),
+            resend: Mutex::new(Vec::new()),
+            attempts: AtomicU32::new(0),
+        })
+    }
+
+    /// `n` records are accounted for.
+    fn release(self: Arc<Self>, n: usize) {
+        if n > 0 && self.remaining.fetch_sub(n, Ordering::AcqRel) == n {
+            self.settle();
+        }
+    }
+
+    /// Fail `n` records for good (counted at settlement).
+    fn fail(self: &Arc<Self>, n: usize) {
+        self.failed.fetch_add(n, Ordering::Relaxed);
+        self.clone().release(n);
+    }
+
+    fn lock_resend(&self) -> std::sync::MutexGuard<'_, Vec<OwnedRecord>> {
+        self.resend.lock().unwrap_or_else(|e| e.into_inner())
+    }
+
+    /// Every record is accounted for: resend what failed transiently, or resolve.
+    fn settle(self: Arc<Self>) {
+        let shared = self.shared.clone();
+        let pending = self.lock_resend().len();
+        if pending > 0 {
+            if !shared.closing.load(Ordering::Acquire) {
+                shared
+                    .returned
+                    .lock()
+                    .unwrap_or_else(|e| e.into_inner())
+                    .push(self);
+                shared.wake.notify_one();
+                return;
+            }
+            self.lock_resend().clear();
+            self.failed.fetch_add(pending, Ordering::Relaxed);
+        }
+        let failed = self.failed.load(Ordering::Relaxed);
+        let dropped = self.dropped.load(Ordering::Relaxed);
+        let delivered = self.events.saturating_sub(failed + dropped);
+        Counters::add(&shared.counters.events_out, delivered);
+        Counters::add(&shared.counters.errors, failed);
+        let status = if failed > 0 {
+            AckStatus::Errored
+        } else if dropped > 0 {
+            AckStatus::Dropped
+        } else {
+            AckStatus::Delivered
+        };
+        if let Some(ack) = self.ack.lock().unwrap_or_else(|e| e.into_inner()).take() {
+            ack.resolve(status);
+        }
+        shared
+            .inflight_events
+            .fetch_sub(self.events, Ordering::AcqRel);
+        shared.wake.notify_one();
+    }
+}
+
+impl Tracker for InFlight {
+    fn delivered(self: Arc<Self>) {
+        let client = &self.shared.client;
+        if client.brokers_down() && client.clear_brokers_down() {
+            let _entered = self.shared.span.get().map(tracing::Span::enter);
+            info!("Kafka brokers reachable again; queued events are flowing.");
+        }
+        self.release(1);
+    }
+
+    fn failed(self: Arc<Self>, failure: Failure, record: Record<'_>) {
+        let shared = &self.shared;
+        let closing = shared.closing.load(Ordering::Acquire);
+        match failure.class() {
+            FailureClass::Retriable if !closing => {
+                if let Some(suppressed) = shared.resend_log.allow() {
+                    let _entered = shared.span.get().map(tracing::Span::enter);
+                    warn!(
+                        topic = record.topic,
+                        reason = %failure,
+                        suppressed,
+                        "Kafka delivery failed after librdkafka's retries; resending after a backoff."
+                    );
+                }
+                self.lock_resend().push(OwnedRecord {
+                    topic: record.topic.to_owned(),
+                    key: record.key.map(<[u8]>::to_vec),
+                    payload: record.payload.to_vec(),
+                    timestamp_ms: record.timestamp_ms,
+                });
+                self.release(1);
+            }
+            FailureClass::Permanent => {
+                shared.log_permanent(record.topic, &failure, 1);
+                self.fail(1);
+            }
+            FailureClass::Retriable | FailureClass::Purged => self.fail(1),
+        }
+    }
+}
+
+/// Work the loop has in hand: records being offered to the producer.
+enum Job {
+    Batch {
+        events: Arc<Vec<Event>>,
+        state: Arc<InFlight>,
+        next: usize,
+    },
+    Resend {
+        records: Vec<OwnedRecord>,
+        state: Arc<InFlight>,
+        next: usize,
+    },
+}
+
+impl Job {
+    /// Fail what was not offered yet and release the loop's hold.
+    fn abandon(self) -> usize {
+        let (state, unsent) = match self {
+            Job::Batch {
+                events,
+                state,
+                next,
+            } => (state, events.len() - next),
+            Job::Resend {
+                records,
+                state,
+                next,
+            } => (state, records.len() - next),
+        };
+        state.failed.fetch_add(unsent, Ordering::Relaxed);
+        state.release(unsent + 1);
+        unsent
+    }
+}
+
+enum Advance {
+    Done,
+    /// Not finished; try again after the wait (or sooner when woken).
+    Blocked(Job, Duration),
+}
+
+enum TopicStatus {
+    Ready,
+    /// Creation failed for good at that time, with this reason.
+    Failed(Instant, String),
+}
+
+enum Ensure {
+    Ready,
+    Failed(String),
+    Later(Duration),
+}
+
+enum Next {
+    Batch(EventBatch),
+    InputEnd,
+    Wake,
+    Flushed,
+    Abort,
+}
+
+pub(super) struct KafkaSink {
+    config: KafkaSinkConfig,
+    encoding: Encoding,
+    /// Pre-validated topic when the template is constant.
+    static_topic: Option<String>,
+    topic_template: Template,
+    key_template: Option<Template>,
+    producer: Producer<InFlight>,
+    admin: Option<Admin>,
+    shared: Arc<Shared>,
+    topics: HashMap<String, TopicStatus>,
+    create_backoff: Duration,
+    /// Last topic that was valid and ready: most events repeat it.
+    last_topic: String,
+    topic_buf: String,
+    key_buf: String,
+    payload_buf: Vec<u8>,
+    abort: CancellationToken,
+}
+
+impl KafkaSink {
+    pub(super) fn new(
+        config: KafkaSinkConfig,
+        encoding: Encoding,
+        cx: &SinkContext,
+    ) -> Result<Self, String> {
+        let topic_template = Template::parse(&config.topic, false, false)?;
+        let key_template = config
+            .key
+            .as_deref()
+            .map(|k| Template::parse(k, false, false))
+            .transpose()?;
+        let static_topic = topic_template.is_static().then(|| config.topic.clone());
+        let client = ClientEvents::new(cx.name.clone());
+        let props = config.properties(&cx.name);
+        let producer = Producer::create(&props, client.clone())
+            .map_err(|e| format!("creating the Kafka producer: {e}"))?;
+        let admin = match config.create_topics {
+            Some(_) => Some(
+                Admin::create(&props, client.clone())
+                    .map_err(|e| format!("creating the Kafka admin client: {e}"))?,
+            ),
+            None => None,
+        };
+        let shared = Arc::new(Shared {
+            counters: cx.counters.clone(),
+            client,
+            wake: Notify::new(),
+            returned: Mutex::new(Vec::new()),
+            inflight_events: AtomicUsize::new(0),
+            closing: AtomicBool::new(false),
+            permanent_log: KeyedRateLimit::new(LOG_INTERVAL),
+            resend_log: RateLimit::new(LOG_INTERVAL),
+            oversize_log: RateLimit::new(LOG_INTERVAL),
+            span: OnceLock::new(),
+        });
+        Ok(KafkaSink {
+            config,
+            encoding,
+            static_topic,
+            topic_template,
+            key_template,
+            producer,
+            admin,
+            shared,
+            topics: HashMap::new(),
+            create_backoff: RESEND_BACKOFF,
+            last_topic: String::new(),
+            topic_buf: String::new(),
+            key_buf: String::new(),
+            payload_buf: Vec::new(),
+            abort: cx.abort.clone(),
+        })
+    }
+
+    pub(super) async fn run(mut self, mut cx: SinkContext) -> Result<(), ComponentError> {
+        let _ = self.shared.span.set(tracing::Span::current());
+        self.spawn_probe();
+        let mut job: Option<Job> = None;
+        let mut waiting: Vec<(Instant, Arc<InFlight>)> = Vec::new();
+        let mut input_open = true;
+        let mut flush: Option<JoinHandle<bool>> = None;
+        loop {
+            let returned = std::mem::take(
+                &mut *self
+                    .shared
+                    .returned
+                    .lock()
+                    .unwrap_or_else(|e| e.into_inner()),
+            );
+            for state in returned {
+                let attempt = state.attempts.fetch_add(1, Ordering::Relaxed);
+                let wait = RESEND_BACKOFF
+                    .saturating_mul(1 << attempt.min(5))
+                    .min(MAX_BACKOFF);
+                waiting.push((Instant::now() + wait, state));
+            }
+            if job.is_none() {
+                let now = Instant::now();
+                if let Some(i) = waiting.iter().position(|(due, _)| *due <= now) {
+                    let (_, state) = waiting.swap_remove(i);
+                    job = self.prepare_resend(state).await;
+                }
+            }
+            let mut wait = None;
+            if let Some(j) = job.take() {
+                match self.advance(j).await {
+                    Advance::Done => continue,
+                    Advance::Blocked(j, w) => {
+                        job = Some(j);
+                        wait = Some(w);
+                    }
+                }
+            }
+            let idle = job.is_none();
+            if idle
+                && !input_open
+                && waiting.is_empty()
+                && self.shared.inflight_events.load(Ordering::Acquire) == 0
+            {
+                return self.finish().await;
+            }
+            if !input_open && flush.is_none() && self.producer.queued() > 0 {
+                let producer = self.producer.clone();
+                flush = Some(tokio::task::spawn_blocking(move || {
+                    producer.flush_blocking(FLUSH_STEP)
+                }));
+            }
+            let due = waiting.iter().map(|(d, _)| *d).min();
+            let sleep_until = match (wait, due) {
+                (Some(w), Some(d)) => Some((Instant::now() + w).min(d)),
+                (Some(w), None) => Some(Instant::now() + w),
+                (None, d) => d,
+            };
+            let next = tokio::select! {
+                biased;
+                _ = cx.abort.cancelled() => Next::Abort,
+                _ = self.shared.wake.notified() => Next::Wake,
+                b = cx.input.recv(), if idle && input_open => b.map_or(Next::InputEnd, Next::Batch),
+                _ = sleep_opt(sleep_until) => Next::Wake,
+                _ = join_opt(&mut flush) => Next::Flushed,
+            };
+            match next {
+                Next::Batch(EventBatch { events, ack }) => {
+                    if events.is_empty() {
+                        ack.resolve(AckStatus::Delivered);
+                        continue;
+                    }
+                    let state = InFlight::new(self.shared.clone(), ack, events.len());
+                    job = Some(Job::Batch {
+                        events,
+                        state,
+                        next: 0,
+                    });
+                }
+                Next::InputEnd => {
+                    input_open = false;
+                    info!(
+                        in_flight_events = self.shared.inflight_events.load(Ordering::Acquire),
+                        "Input ended; flushing the Kafka producer."
+                    );
+                }
+                Next::Wake => {}
+                Next::Flushed => flush = None,
+                Next::Abort => return self.stop_at_deadline(&mut cx, job, waiting).await,
+            }
+        }
+    }
+
+    /// Offer the job's records to the producer until done or blocked.
+    async fn advance(&mut self, job: Job) -> Advance {
+        match job {
+            Job::Batch {
+                events,
+                state,
+                next,
+            } => self.advance_batch(events, state, next).await,
+            Job::Resend {
+                records,
+                state,
+                next,
+            } => self.advance_resend(records, state, next),
+        }
+    }
+
+    async fn advance_batch(
+        &mut self,
+        events: Arc<Vec<Event>>,
+        state: Arc<InFlight>,
+        mut next: usize,
+    ) -> Advance {
+        let all = events.clone();
+        while next < all.len() {
+            let e = &all[next];
+            match self.topic_for(e) {
+                Ok(()) => {}
+                Err(reason) => {
+                    self.shared.log_permanent(&self.topic_buf, &reason, 1);
+                    state.fail(1);
+                    next += 1;
+                    continue;
+                }
+            }
+            if self.admin.is_some() && self.last_topic != self.current_topic() {
+                let topic = self.current_topic().to_owned();
+                match self.ensure_topic(&topic).await {
+                    Ensure::Ready => self.last_topic = topic,
+                    Ensure::Failed(reason) => {
+                        self.shared.log_permanent(&topic, &reason, 1);
+                        state.fail(1);
+                        next += 1;
+                        continue;
+                    }
+                    Ensure::Later(wait) => {
+                        return Advance::Blocked(
+                            Job::Batch {
+                                events,
+                                state,
+                                next,
+                            },
+                            wait,
+                        );
+                    }
+                }
+            }
+            match self.send_event(e, &state) {
+                Sent::Ok => next += 1,
+                Sent::QueueFull => {
+                    return Advance::Blocked(
+                        Job::Batch {
+                            events,
+                            state,
+                            next,
+                        },
+                        QUEUE_FULL_WAIT,
+                    );
+                }
+                Sent::Later => {
+                    return Advance::Blocked(
+                        Job::Batch {
+                            events,
+                            state,
+                            next,
+                        },
+                        RESEND_BACKOFF,
+                    );
+                }
+            }
+        }
+        state.release(1);
+        Advance::Done
+    }
+
+    fn current_topic(&self) -> &str {
+        self.static_topic.as_deref().unwrap_or(&self.topic_buf)
+    }
+
+    /// Render the event's topic into `topic_buf` (unless static) and check it.
+    fn topic_for(&mut self, e: &Event) -> Result<(), String> {
+        if self.static_topic.is_some() {
+            return Ok(());
+        }
+        self.topic_buf.clear();
+        self.topic_template.render(e, &mut self.topic_buf);
+        if self.topic_buf == self.last_topic {
+            return Ok(());
+        }
+        match topic_name_error(&self.topic_buf) {
+            Some(reason) => Err(reason),
+            None => {
+                if self.admin.is_none() {
+                    self.last_topic.clone_from(&self.topic_buf);
+                }
+                Ok(())
+            }
+        }
+    }
+
+    /// Create `topic` once (with `create_topics`), remembering the outcome.
+    async fn ensure_topic(&mut self, topic: &str) -> Ensure {
+        match self.topics.get(topic) {
+            Some(TopicStatus::Ready) => return Ensure::Ready,
+            Some(TopicStatus::Failed(at, reason)) if at.elapsed() < CREATE_FAILED_RETRY => {
+                return Ensure::Failed(reason.clone());
+            }
+            _ => {}
+        }
+        let (Some(admin), Some(ct)) = (&self.admin, self.config.create_topics) else {
+            return Ensure::Ready;
+        };
+        let created = tokio::select! {
+            r = admin.create_topic(topic, ct.partitions, ct.replication_factor, ADMIN_TIMEOUT) => r,
+            _ = self.abort.cancelled() => return Ensure::Later(Duration::ZERO),
+        };
+        match created {
+            Ok(()) => {
+                info!(
+                    topic,
+                    partitions = ct.partitions,
+                    replication_factor = ct.replication_factor,
+                    "Kafka topic ready."
+                );
+                self.topics.insert(topic.to_owned(), TopicStatus::Ready);
+                self.create_backoff = RESEND_BACKOFF;
+                Ensure::Ready
+            }
+            Err(e) if e.permanent => {
+                self.topics.insert(
+                    topic.to_owned(),
+                    TopicStatus::Failed(Instant::now(), e.reason.clone()),
+                );
+                Ensure::Failed(format!("cannot create topic: {}", e.reason))
+            }
+            Err(e) => {
+                let wait = self.create_backoff;
+                self.create_backoff = (wait * 2).min(MAX_BACKOFF);
+                warn!(topic, reason = %e.reason, retry_in_secs = wait.as_secs(), "Cannot create Kafka topic yet; holding its events.");
+                Ensure::Later(wait)
+            }
+        }
+    }
+
+    /// Encode, apply the size policy, and enqueue one event.
+    fn send_event(&mut self, e: &Event, state: &Arc<InFlight>) -> Sent {
+        let key: Option<&[u8]> = match &self.key_template {
+            Some(t) => {
+                self.key_buf.clear();
+                t.render(e, &mut self.key_buf);
+                (!self.key_buf.is_empty()).then_some(self.key_buf.as_bytes())
+            }
+            None => None,
+        };
+        let mut payload: &[u8] = if self.encoding == Encoding::Raw {
+            &e.body
+        } else {
+            self.payload_buf.clear();
+            self.encoding.encode(e, &mut self.payload_buf, false);
+            &self.payload_buf
+        };
+        let max = self.config.max_message_bytes;
+        let key_len = key.map_or(0, <[u8]>::len);
+        if key_len + payload.len() > max {
+            let size = key_len + payload.len();
+            let truncate = self.config.when_oversize == WhenOversize::Truncate && key_len < max;
+            if let Some(suppressed) = self.shared.oversize_log.allow() {
+                warn!(
+                    bytes = size,
+                    max_message_bytes = max,
+                    action = if truncate { "truncated" } else { "dropped" },
+                    suppressed,
+                    "Event larger than max_message_bytes."
+                );
+            }
+            if truncate {
+                payload = &payload[..max - key_len];
+                Counters::add(&self.shared.counters.truncated, 1);
+            } else {
+                Counters::add(&self.shared.counters.dropped, 1);
+                state.dropped.fetch_add(1, Ordering::Relaxed);
+                state.clone().release(1);
+                return Sent::Ok;
+            }
+        }
+        let topic = self.static_topic.as_deref().unwrap_or(&self.topic_buf);
+        let record = Record {
+            topic,
+            key,
+            payload,
+            timestamp_ms: Some(e.time_ns.div_euclid(1_000_000)),
+        };
+        match self.producer.send(record, state.clone()) {
+            Ok(()) => Sent::Ok,
+            Err(f) if f.is_queue_full() => Sent::QueueFull,
+            Err(f) => match f.class() {
+                FailureClass::Retriable => Sent::Later,
+                FailureClass::Permanent | FailureClass::Purged => {
+                    self.shared.log_permanent(topic, &f, 1);
+                    state.fail(1);
+                    Sent::Ok
+                }
+            },
+        }
+    }
+
+    fn advance_resend(
+        &mut self,
+        records: Vec<OwnedRecord>,
+        state: Arc<InFlight>,
+        mut next: usize,
+    ) -> Advance {
+        while next < records.len() {
+            let r = &records[next];
+            let record = Record {
+                topic: &r.topic,
+                key: r.key.as_deref(),
+                payload: &r.payload,
+                timestamp_ms: r.timestamp_ms,
+            };
+            match self.producer.send(record, state.clone()) {
+                Ok(()) => next += 1,
+                Err(f) if f.is_queue_full() => {
+                    return Advance::Blocked(
+                        Job::Resend {
+                            records,
+                            state,
+                            next,
+                        },
+                        QUEUE_FULL_WAIT,
+                    );
+                }
+                Err(f) if f.class() == FailureClass::Retriable => {
+                    return Advance::Blocked(
+                        Job::Resend {
+                            records,
+                            state,
+                            next,
+                        },
+                        RESEND_BACKOFF,
+                    );
+                }
+                Err(f) => {
+                    self.shared.log_permanent(&r.topic, &f, 1);
+                    state.fail(1);
+                    next += 1;
+                }
+            }
+        }
+        state.release(1);
+        Advance::Done
+    }
+
+    /// Take a returned batch's failed records for resending. Topics are looked up
+    /// first: one the cluster says does not exist fails for good (or is created,
+    /// with `create_topics`) instead of timing out again and again.
+    async fn prepare_resend(&mut self, state: Arc<InFlight>) -> Option<Job> {
+        let mut records = std::mem::take(&mut *state.lock_resend());
+        let topics: HashSet<String> = records.iter().map(|r| r.topic.clone()).collect();
+        for topic in topics {
+            let producer = self.producer.clone();
+            let t = topic.clone();
+            let lookup = tokio::task::spawn_blocking(move || {
+                producer.topic_state_blocking(&t, ADMIN_TIMEOUT)
+            });
+            let answer = tokio::select! {
+                r = lookup => r.unwrap_or_else(|e| Err(e.to_string())),
+                _ = self.abort.cancelled() => Err("stopping".into()),
+            };
+            if answer != Ok(TopicState::Missing) {
+                // Exists, or no answer (broker down): librdkafka queues them again.
+                continue;
+            }
+            self.topics.remove(&topic);
+            if self.last_topic == topic {
+                self.last_topic.clear();
+            }
+            let refused = match self.ensure_topic(&topic).await {
+                Ensure::Ready if self.admin.is_some() => None,
+                Ensure::Ready => {
+                    Some("topic does not exist and create_topics is not set".to_owned())
+                }
+                Ensure::Failed(reason) => Some(reason),
+                // Creation failed for now: resend; a missing topic times out again.
+                Ensure::Later(_) => None,
+            };
+            if let Some(reason) = refused {
+                let before = records.len();
+                records.retain(|r| r.topic != topic);
+                let n = before - records.len();
+                self.shared.log_permanent(&topic, &reason, n);
+                state.failed.fetch_add(n, Ordering::Relaxed);
+            }
+        }
+        if records.is_empty() {
+            state.remaining.fetch_add(1, Ordering::AcqRel);
+            state.release(1);
+            return None;
+        }
+        state
+            .remaining
+            .fetch_add(records.len() + 1, Ordering::AcqRel);
+        Some(Job::Resend {
+            records,
+            state,
+            next: 0,
+        })
+    }
+
+    /// Log whether the cluster answers, without holding up the sink.
+    fn spawn_probe(&self) {
+        let producer = self.producer.clone();
+        let brokers = self.config.brokers.clone();
+        let client = self.shared.client.clone();
+        let task = async move {
+            let answer =
+                tokio::task::spawn_blocking(move || producer.probe_blocking(PROBE_TIMEOUT)).await;
+            match answer {
+                Ok(Ok(n)) => {
+                    info!(brokers = %brokers, cluster_brokers = n, "Kafka cluster reachable.")
+                }
+                Ok(Err(e)) => {
+                    if !client.brokers_down() {
+                        warn!(brokers = %brokers, error = %e, "Kafka brokers unreachable at start; events queue until they answer.");
+                    }
+                }
+                Err(_) => {}
+            }
+        };
+        tokio::spawn(task.instrument(tracing::Span::current()));
+    }
+
+    /// Everything was delivered or failed: release the client off the runtime.
+    async fn finish(self) -> Result<(), ComponentError> {
+        let c = &self.shared.counters;
+        info!(
+            delivered = c.events_out.load(Ordering::Relaxed),
+            errors = c.errors.load(Ordering::Relaxed),
+            dropped = c.dropped.load(Ordering::Relaxed),
+            "Kafka sink flushed and stopped."
+        );
+        let (producer, admin) = (self.producer, self.admin);
+        let _ = tokio::task::spawn_blocking(move || {
+            drop(admin);
+            drop(producer);
+        })
+        .await;
+        Ok(())
+    }
+
+    /// The shutdown deadline passed: fail what is left, purge the producer, report.
+    async fn stop_at_deadline(
+        self,
+        cx: &mut SinkContext,
+        job: Option<Job>,
+        waiting: Vec<(Instant, Arc<InFlight>)>,
+    ) -> Result<(), ComponentError> {
+        self.shared.closing.store(true, Ordering::Release);
+        let counters = self.shared.counters.clone();
+        let errors_before = counters.errors.load(Ordering::Relaxed);
+        let queued = cx.input.queued_events();
+        if let Some(job) = job {
+            job.abandon();
+        }
+        for (_, state) in waiting {
+            state.settle();
+        }
+        // Purged records' reports fail their batches (on the polling thread, which
+        // runs while any clone of the producer lives). librdkafka's teardown may
+        // block, so not on this thread.
+        self.producer.purge();
+        let (producer, admin) = (self.producer, self.admin);
+        let teardown = tokio::task::spawn_blocking(move || {
+            drop(admin);
+            drop(producer);
+        });
+        let _ = tokio::time::timeout(Duration::from_millis(1500), teardown).await;
+        let failed = counters
+            .errors
+            .load(Ordering::Relaxed)
+            .saturating_sub(errors_before);
+        let unsettled = self.shared.inflight_events.load(Ordering::Acquire);
+        error!(
+            undelivered_events = failed + (unsettled + queued) as u64,
+            failed_in_producer = failed,
+            unsettled_events = unsettled,
+            buffered_events = queued,
+            "Shutdown deadline reached before Kafka confirmed every event; they are counted as errors."
+        );
+        Ok(())
+    }
+}
+
+enum Sent {
+    Ok,
+    QueueFull,
+    Later,
+}
+
+async fn sleep_opt(until: Option<Instant>) {
+    match until {
+        Some(t) => tokio::time::sleep_until(t.into()).await,
+        None => std::future::pending().await,
+    }
+}
+
+async fn join_opt(handle: &mut Option<JoinHandle<bool>>) {
+    match handle {
+        Some(h) => {
+            let _ = h.await;
+        }
+        None => std::future::pending().await,
+    }
+}
