@@ -52,8 +52,11 @@
 //!   the directory are synced before they hold records.
 //! - [`Fsync::Interval`]: an append returns after `write(2)`; [`Wal::sync`]
 //!   (called by the owner on a timer, and by an append when the period has
-//!   passed) syncs the active segment and the directory. A segment is synced
-//!   when it is closed.
+//!   passed) syncs closed segments not yet synced (oldest first), the active
+//!   segment and the directory. A closed segment deleted (fully acknowledged)
+//!   before the next sync is never synced: a fast sink keeps data off the disk
+//!   path. After a power loss, anything after the last sync may be lost; an
+//!   older segment cut short that way is reported in `skipped`.
 //! - Acknowledgements live in memory; `sync` (and `close`/drop) writes the
 //!   watermark to `checkpoint.tmp`, fsyncs, renames it over `checkpoint` and
 //!   fsyncs the directory. A stale checkpoint only means replaying acked records.

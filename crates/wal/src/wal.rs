@@ -209,6 +209,10 @@ pub struct Wal {
     disk_bytes: u64,
     /// The active segment has writes not yet `fdatasync`ed.
     data_dirty: bool,
+    /// Closed segments with writes not yet `fdatasync`ed (`Fsync::Interval`):
+    /// synced by the next `sync`, unless fully acknowledged and deleted first,
+    /// so with a fast sink most data never waits for the disk.
+    unsynced: Vec<(u64, Box<dyn WriteFile>)>,
     /// Creations/removals/renames not yet made durable.
     dir_dirty: bool,
     /// A failed write may have left bytes past the active segment's length.
@@ -372,6 +376,7 @@ impl Wal {
             checkpointed,
             disk_bytes,
             data_dirty: false,
+            unsynced: Vec::new(),
             dir_dirty: false,
             tail_dirty: false,
             last_sync: Instant::now(),
@@ -499,11 +504,7 @@ impl Wal {
 
     /// Closes the active segment and starts a new one at `next_seq`.
     fn rotate(&mut self) -> Result<(), IoError> {
-        // The closed segment is synced now so `sync` only has the active one to do.
-        if self.data_dirty {
-            self.writer.sync_data().map_err(self.active_err("sync"))?;
-            self.data_dirty = false;
-        }
+        let closed = self.active().first;
         let always = self.opts.fsync == Fsync::Always;
         let writer = create_segment(self.storage.as_ref(), self.next_seq, always)?;
         if always {
@@ -512,9 +513,14 @@ impl Wal {
                 .map_err(io_err(self.storage.as_ref(), "sync", ""))?;
         } else {
             self.dir_dirty = true;
-            self.data_dirty = true;
         }
-        self.writer = writer;
+        let closed_writer = std::mem::replace(&mut self.writer, writer);
+        if self.data_dirty {
+            self.unsynced.push((closed, closed_writer));
+        }
+        if !always {
+            self.data_dirty = true; // the new segment's header
+        }
         self.segments.push_back(Segment::empty(self.next_seq));
         self.disk_bytes += SEGMENT_HEADER_LEN;
         // The closed segment may already be fully acknowledged. The rotation
@@ -673,6 +679,9 @@ impl Wal {
             self.watermark = self.segments[1].first;
             self.advance();
             self.remove_acked_segments()?;
+            // Data first: a durable directory entry must not point at bytes
+            // that are not (it would read as damage after a power loss).
+            self.sync_data_files()?;
             self.storage
                 .sync_dir()
                 .map_err(io_err(self.storage.as_ref(), "sync", ""))?;
@@ -688,10 +697,7 @@ impl Wal {
     /// segment, directory fsync if files were created or removed), then writes
     /// the checkpoint if the watermark moved. No-op when nothing changed.
     pub fn sync(&mut self) -> Result<(), IoError> {
-        if self.data_dirty {
-            self.writer.sync_data().map_err(self.active_err("sync"))?;
-            self.data_dirty = false;
-        }
+        self.sync_data_files()?;
         if self.dir_dirty {
             self.storage
                 .sync_dir()
@@ -754,6 +760,22 @@ impl Wal {
         Ok(())
     }
 
+    /// `fdatasync`s segments with unsynced writes, oldest first (a crash then
+    /// never keeps a newer segment's records while losing an older one's).
+    fn sync_data_files(&mut self) -> Result<(), IoError> {
+        while let Some((first, file)) = self.unsynced.first_mut() {
+            let name = segment_name(*first);
+            file.sync_data()
+                .map_err(io_err(self.storage.as_ref(), "sync", &name))?;
+            self.unsynced.remove(0);
+        }
+        if self.data_dirty {
+            self.writer.sync_data().map_err(self.active_err("sync"))?;
+            self.data_dirty = false;
+        }
+        Ok(())
+    }
+
     /// Moves the watermark over acknowledged seqs and seqs that name no record.
     fn advance(&mut self) {
         loop {
@@ -786,6 +808,7 @@ impl Wal {
             let seg = self.segments[0];
             remove_if_present(self.storage.as_ref(), &segment_name(seg.first))?;
             self.segments.pop_front();
+            self.unsynced.retain(|(first, _)| *first != seg.first);
             self.disk_bytes -= seg.file_len;
             self.dir_dirty = true;
         }
