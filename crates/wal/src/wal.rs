@@ -235,13 +235,23 @@ impl std::fmt::Debug for Wal {
     }
 }
 
-fn io_err(
-    storage: &dyn Storage,
+/// Error mapper for a file; builds the path only on error (appends and reads
+/// are hot paths).
+fn io_err<'a>(
+    storage: &'a dyn Storage,
     op: &'static str,
-    name: &str,
-) -> impl FnOnce(io::Error) -> IoError + use<> {
-    let path = storage.path(name);
-    move |source| IoError::new(op, path, source)
+    name: &'a str,
+) -> impl FnOnce(io::Error) -> IoError + 'a {
+    move |source| IoError::new(op, storage.path(name), source)
+}
+
+/// Error mapper for the segment starting at `first`.
+fn seg_err<'a>(
+    storage: &'a dyn Storage,
+    op: &'static str,
+    first: u64,
+) -> impl FnOnce(io::Error) -> IoError + 'a {
+    move |source| IoError::new(op, storage.path(&segment_name(first)), source)
 }
 
 impl Wal {
@@ -582,13 +592,13 @@ impl Wal {
                     None => return Ok(None),
                 }
             }
-            let name = segment_name(seg.first);
+            let st = self.storage.as_ref();
             let file = match &mut cur.file {
                 Some(file) => file,
                 None => {
-                    let file = self.storage.open_read(&name);
+                    let file = st.open_read(&segment_name(seg.first));
                     cur.file
-                        .insert(file.map_err(io_err(self.storage.as_ref(), "open", &name))?)
+                        .insert(file.map_err(seg_err(st, "open", seg.first))?)
                 }
             };
             let offset = cur.offset;
@@ -599,14 +609,14 @@ impl Wal {
                 seg.valid_len,
                 cur.expected,
             )
-            .map_err(io_err(self.storage.as_ref(), "read", &name))?;
+            .map_err(seg_err(st, "read", seg.first))?;
             let (header, payload) = match parsed {
                 Parsed::Record(header, payload) => (header, payload),
                 Parsed::End => return Ok(None),
                 Parsed::Corrupt(corruption) => {
                     // Damaged after open (recovery checked it): skip the segment.
                     cur.offset = seg.valid_len;
-                    let path = self.storage.path(&name);
+                    let path = st.path(&segment_name(seg.first));
                     return Err(ReadError::Corrupt {
                         path,
                         offset,
@@ -651,7 +661,11 @@ impl Wal {
         if seq < self.watermark {
             return Ok(());
         }
-        self.acked_ahead.insert(seq);
+        if seq == self.watermark {
+            self.watermark += 1; // in-order ack: no set traffic
+        } else {
+            self.acked_ahead.insert(seq);
+        }
         self.advance();
         self.remove_acked_segments()?;
         Ok(())
@@ -819,12 +833,8 @@ impl Wal {
         self.segments.back().expect("never empty")
     }
 
-    fn active_err(&self, op: &'static str) -> impl FnOnce(io::Error) -> IoError + use<> {
-        io_err(
-            self.storage.as_ref(),
-            op,
-            &segment_name(self.active().first),
-        )
+    fn active_err(&self, op: &'static str) -> impl FnOnce(io::Error) -> IoError + '_ {
+        seg_err(self.storage.as_ref(), op, self.active().first)
     }
 }
 
