@@ -1,13 +1,15 @@
 //! What leaves the filesystem: the captured-write record, the bounded never-blocking
 //! queue that carries it, the drop counters, the per-inode quota and the path filter.
 
+use std::collections::VecDeque;
 use std::path::Path;
 use std::sync::Arc;
-use std::sync::atomic::{AtomicU64, AtomicUsize, Ordering};
+use std::sync::atomic::{AtomicBool, AtomicU64, AtomicUsize, Ordering};
 use std::time::{Duration, Instant, SystemTime};
 
 use bytes::Bytes;
 use globset::{Glob, GlobSet, GlobSetBuilder};
+use parking_lot::{Condvar, Mutex};
 
 use crate::error::MountError;
 
@@ -122,57 +124,105 @@ impl CaptureCounters {
     }
 }
 
-/// Creates the queue: at most `capacity` writes and about `max_bytes` of payload in
-/// flight (a single write larger than `max_bytes` still passes when the queue is empty).
-pub(crate) fn queue(capacity: usize, max_bytes: usize) -> (QueueSender, CaptureReceiver) {
-    let (tx, rx) = crossbeam_channel::bounded(capacity);
-    let inflight = Arc::new(AtomicUsize::new(0));
-    (
-        QueueSender {
-            tx,
-            inflight: inflight.clone(),
-            max_bytes,
-        },
-        CaptureReceiver { rx, inflight },
-    )
-}
+/// How long an idle receiver naps before asking writers to wake it. Under load it
+/// therefore drains in batches and writers never make a wake-up syscall; a lone write
+/// after a quiet period costs one wake-up and at most this much extra latency.
+const RECEIVER_LINGER: Duration = Duration::from_micros(500);
 
-pub(crate) struct QueueSender {
-    tx: crossbeam_channel::Sender<CapturedWrite>,
-    inflight: Arc<AtomicUsize>,
+struct Shared {
+    queue: Mutex<Queue>,
+    /// Receivers blocked in `wake.wait`; writers only notify when non-zero.
+    sleepers: AtomicUsize,
+    wake: Condvar,
+    closed: AtomicBool,
+    capacity: usize,
     max_bytes: usize,
 }
 
+struct Queue {
+    items: VecDeque<CapturedWrite>,
+    bytes: usize,
+}
+
+/// Creates the queue: at most `capacity` writes and about `max_bytes` of payload in
+/// flight (a single write larger than `max_bytes` still passes when the queue is empty).
+pub(crate) fn queue(capacity: usize, max_bytes: usize) -> (QueueSender, CaptureReceiver) {
+    let shared = Arc::new(Shared {
+        queue: Mutex::new(Queue {
+            items: VecDeque::with_capacity(capacity.min(4096)),
+            bytes: 0,
+        }),
+        sleepers: AtomicUsize::new(0),
+        wake: Condvar::new(),
+        closed: AtomicBool::new(false),
+        capacity,
+        max_bytes,
+    });
+    (
+        QueueSender {
+            shared: shared.clone(),
+        },
+        CaptureReceiver { shared },
+    )
+}
+
+/// The filesystem's end. Dropping it disconnects the receiver once drained.
+pub(crate) struct QueueSender {
+    shared: Arc<Shared>,
+}
+
 impl QueueSender {
-    /// Never blocks. `false` when the write was not queued (full, or receiver gone).
+    /// Never blocks (beyond a short uncontended lock). `false` when full.
     pub(crate) fn try_send(&self, write: CapturedWrite) -> bool {
-        let len = write.data.len();
-        let before = self.inflight.fetch_add(len, Ordering::AcqRel);
-        if before != 0 && before + len > self.max_bytes {
-            self.inflight.fetch_sub(len, Ordering::AcqRel);
-            return false;
+        let sh = &*self.shared;
+        {
+            let mut q = sh.queue.lock();
+            let len = write.data.len();
+            let over_bytes = q.bytes != 0 && q.bytes + len > sh.max_bytes;
+            if q.items.len() >= sh.capacity || over_bytes {
+                return false;
+            }
+            q.bytes += len;
+            q.items.push_back(write);
         }
-        if self.tx.try_send(write).is_err() {
-            self.inflight.fetch_sub(len, Ordering::AcqRel);
-            return false;
+        // A receiver registers as sleeper under the lock after seeing the queue empty,
+        // so either it saw our item or we see it registered here.
+        if sh.sleepers.load(Ordering::SeqCst) != 0 {
+            sh.wake.notify_all();
         }
         true
     }
 
     /// Cheap pre-check so that a full queue costs no copy of the data.
     pub(crate) fn is_full(&self) -> bool {
-        self.tx.is_full()
+        self.shared.queue.lock().items.len() >= self.shared.capacity
+    }
+}
+
+impl Drop for QueueSender {
+    fn drop(&mut self) {
+        let _q = self.shared.queue.lock();
+        self.shared.closed.store(true, Ordering::SeqCst);
+        self.shared.wake.notify_all();
     }
 }
 
 /// Receiving end of the capture queue.
 ///
-/// Disconnects (all receive calls return `Disconnected` once drained) when the
-/// filesystem session has ended, i.e. after unmount and the last open file was closed.
-#[derive(Debug)]
+/// Disconnects (receive calls return `Disconnected` once drained) when the filesystem
+/// session has ended, i.e. after unmount and the last open file was closed. Writers
+/// never wait for it: it naps briefly when empty and is woken only after a quiet
+/// period, so draining happens in batches under load.
 pub struct CaptureReceiver {
-    rx: crossbeam_channel::Receiver<CapturedWrite>,
-    inflight: Arc<AtomicUsize>,
+    shared: Arc<Shared>,
+}
+
+impl std::fmt::Debug for CaptureReceiver {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("CaptureReceiver")
+            .field("len", &self.len())
+            .finish_non_exhaustive()
+    }
 }
 
 /// Error of [`CaptureReceiver::try_recv`].
@@ -200,37 +250,55 @@ pub enum RecvTimeoutError {
 impl CaptureReceiver {
     /// Takes the next captured write if one is queued.
     pub fn try_recv(&self) -> Result<CapturedWrite, TryRecvError> {
-        match self.rx.try_recv() {
-            Ok(w) => Ok(self.took(w)),
-            Err(crossbeam_channel::TryRecvError::Empty) => Err(TryRecvError::Empty),
-            Err(crossbeam_channel::TryRecvError::Disconnected) => Err(TryRecvError::Disconnected),
+        let mut q = self.shared.queue.lock();
+        match q.items.pop_front() {
+            Some(w) => {
+                q.bytes -= w.data.len();
+                Ok(w)
+            }
+            None if self.shared.closed.load(Ordering::SeqCst) => Err(TryRecvError::Disconnected),
+            None => Err(TryRecvError::Empty),
         }
     }
 
     /// Waits up to `timeout` for the next captured write.
     pub fn recv_timeout(&self, timeout: Duration) -> Result<CapturedWrite, RecvTimeoutError> {
-        match self.rx.recv_timeout(timeout) {
-            Ok(w) => Ok(self.took(w)),
-            Err(crossbeam_channel::RecvTimeoutError::Timeout) => Err(RecvTimeoutError::Timeout),
-            Err(crossbeam_channel::RecvTimeoutError::Disconnected) => {
-                Err(RecvTimeoutError::Disconnected)
+        let deadline = Instant::now() + timeout;
+        let mut lingered = false;
+        loop {
+            match self.try_recv() {
+                Ok(w) => return Ok(w),
+                Err(TryRecvError::Disconnected) => return Err(RecvTimeoutError::Disconnected),
+                Err(TryRecvError::Empty) => {}
             }
+            let now = Instant::now();
+            if now >= deadline {
+                return Err(RecvTimeoutError::Timeout);
+            }
+            if !lingered {
+                lingered = true;
+                std::thread::sleep(RECEIVER_LINGER.min(deadline - now));
+                continue;
+            }
+            let sh = &*self.shared;
+            let mut q = sh.queue.lock();
+            if q.items.is_empty() && !sh.closed.load(Ordering::SeqCst) {
+                sh.sleepers.fetch_add(1, Ordering::SeqCst);
+                sh.wake.wait_until(&mut q, deadline);
+                sh.sleepers.fetch_sub(1, Ordering::SeqCst);
+            }
+            lingered = false;
         }
     }
 
     /// Number of writes waiting in the queue.
     pub fn len(&self) -> usize {
-        self.rx.len()
+        self.shared.queue.lock().items.len()
     }
 
     /// Whether the queue is empty right now.
     pub fn is_empty(&self) -> bool {
-        self.rx.is_empty()
-    }
-
-    fn took(&self, w: CapturedWrite) -> CapturedWrite {
-        self.inflight.fetch_sub(w.data.len(), Ordering::AcqRel);
-        w
+        self.len() == 0
     }
 }
 

@@ -380,14 +380,16 @@ impl CaptureFs {
                 None,
             )
         };
-        // Captured handles bypass the page cache: the cached write path splits a
+        // Writable handles bypass the page cache. The cached write path splits a
         // write(2) at every page it only partly fills (the page is not up to date), so
-        // a log line crossing a 4 KiB boundary would become two captures. Direct I/O
-        // sends each write(2) as one request (up to max_write), still serialised per
-        // inode; shared mmap keeps working through FUSE_DIRECT_IO_ALLOW_MMAP.
-        // No FOPEN_KEEP_CACHE anywhere: pages are dropped on open, since writers that
-        // predate the mount may change the file underneath.
-        let open_flags = if target.path.is_some() {
+        // a log line crossing a 4 KiB boundary would become two captures, and it asks
+        // for `security.capability` (one more round trip) before every write. Direct
+        // I/O sends each write(2) as one request (up to max_write), still serialised
+        // per inode; shared mmap keeps working through FUSE_DIRECT_IO_ALLOW_MMAP.
+        // Read-only handles keep the page cache, but never FOPEN_KEEP_CACHE: pages are
+        // dropped on open, since writers that predate the mount change files
+        // underneath.
+        let open_flags = if writable {
             FopenFlags::FOPEN_DIRECT_IO
         } else {
             FopenFlags::empty()
