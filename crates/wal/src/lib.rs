@@ -13,6 +13,19 @@
 //! time (an exclusive `flock` on `lock`; a second open fails with
 //! [`OpenError::Locked`]).
 //!
+//! ```
+//! use sluice_wal::{Options, Wal};
+//!
+//! let dir = tempfile::tempdir()?;
+//! let mut wal = Wal::open(dir.path(), Options::default())?;
+//! let seq = wal.append(b"one serialized batch")?;
+//! let record = wal.read_next()?.expect("appended above");
+//! assert_eq!((record.seq, &record.payload[..]), (seq, &b"one serialized batch"[..]));
+//! wal.ack(seq)?; // once the sink has delivered it
+//! wal.sync()?; // also persists the acknowledgement watermark
+//! # Ok::<(), Box<dyn std::error::Error>>(())
+//! ```
+//!
 //! # Directory
 //!
 //! ```text

@@ -112,7 +112,7 @@ pub(crate) fn parse_record<'a>(
         return Ok(Parsed::Corrupt(Corruption::Truncated));
     };
     let payload = &bytes[RECORD_HEADER_LEN..];
-    if record_crc(&bytes[4..RECORD_HEADER_LEN], payload) != header.crc {
+    if record_crc(&bytes[4..]) != header.crc {
         return Ok(Parsed::Corrupt(Corruption::BadChecksum));
     }
     if header.seq != expected {

@@ -32,8 +32,9 @@ pub enum Fsync {
     Always,
     /// Appends return once written to the OS (they survive a process crash,
     /// not a power loss); an append made at least this long after the last
-    /// sync syncs, and the owner should call [`Wal::sync`] on the same period
-    /// to cover idle times.
+    /// sync syncs (a failure there stays pending and is returned by the next
+    /// [`Wal::sync`]), and the owner should call `sync` on the same period to
+    /// cover idle times and persist acknowledgements.
     Interval(Duration),
 }
 

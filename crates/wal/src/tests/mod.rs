@@ -11,6 +11,12 @@ use crate::format::segment_name;
 use crate::storage::MemStorage;
 use crate::{Fsync, Options, Wal};
 
+#[test]
+fn wal_can_move_to_a_blocking_thread() {
+    fn send<T: Send>() {}
+    send::<Wal>();
+}
+
 /// Small segments so a few records span several files.
 fn small_opts(fsync: Fsync) -> Options {
     Options {
