@@ -26,6 +26,7 @@
 //! `[sinks.NAME.librdkafka]` table, passed verbatim, overrides them (aliases such
 //! as `request.required.acks` for `acks` included).
 
+mod delivery;
 mod service;
 
 use std::collections::BTreeMap;

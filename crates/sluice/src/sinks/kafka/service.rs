@@ -1,17 +1,12 @@
-//! The Kafka sink's loop and its delivery tracking.
+//! The Kafka sink's loop: take batches, render and enqueue their records, hold
+//! them while librdkafka's queue is full, resend what came back after a backoff,
+//! create topics on first use, flush at the end, fail what is left at the deadline.
 //!
-//! One [`InFlight`] per batch is the delivery opaque of each of its records (an
-//! `Arc` clone per record, no allocation). It counts records not yet reported,
-//! starting at `events + 1`: the extra one is held by the loop while it enqueues,
-//! so a batch cannot settle before all its records were offered. Records the loop
-//! does not send (dropped, invalid topic, refused at enqueue) are released at once.
-//! When the count reaches zero on the producer's polling thread the batch settles:
-//! if records failed transiently it goes back to the loop (`Shared::returned`) to be
-//! resent after a backoff; otherwise its acknowledgement resolves and its counters
-//! move. The loop never waits on a delivery report itself, except to stop.
+//! The loop never waits on a delivery report itself (see [`super::delivery`]),
+//! except to stop; blocking librdkafka calls run on `spawn_blocking`.
 
 use std::collections::{HashMap, HashSet};
-use std::sync::atomic::{AtomicBool, AtomicU32, AtomicUsize, Ordering};
+use std::sync::atomic::{AtomicBool, AtomicUsize, Ordering};
 use std::sync::{Arc, Mutex, OnceLock};
 use std::time::{Duration, Instant};
 
@@ -20,13 +15,14 @@ use tokio::task::JoinHandle;
 use tokio_util::sync::CancellationToken;
 use tracing::{Instrument, error, info, warn};
 
+use super::delivery::{InFlight, OwnedRecord, Shared};
 use super::{KafkaSinkConfig, WhenOversize, topic_name_error};
-use crate::ack::{AckStatus, AckToken};
+use crate::ack::AckStatus;
 use crate::encoding::Encoding;
 use crate::event::{Event, EventBatch};
 use crate::kafka::{
-    Admin, ClientEvents, Failure, FailureClass, KeyedRateLimit, LOG_INTERVAL, Producer, RateLimit,
-    Record, TopicState, Tracker,
+    Admin, ClientEvents, FailureClass, KeyedRateLimit, LOG_INTERVAL, Producer, RateLimit, Record,
+    TopicState,
 };
 use crate::metrics::Counters;
 use crate::template::Template;
@@ -47,171 +43,6 @@ const PROBE_TIMEOUT: Duration = Duration::from_secs(5);
 const CREATE_FAILED_RETRY: Duration = Duration::from_secs(60);
 /// One flush call while stopping: short so the loop keeps checking its state.
 const FLUSH_STEP: Duration = Duration::from_millis(500);
-
-/// Sink-wide state shared with the delivery callbacks.
-struct Shared {
-    counters: Arc<Counters>,
-    client: Arc<ClientEvents>,
-    /// Woken when a batch settles or comes back for a resend.
-    wake: Notify,
-    /// Batches with records to resend, handed back by the callbacks.
-    returned: Mutex<Vec<Arc<InFlight>>>,
-    /// Events of batches taken but not settled.
-    inflight_events: AtomicUsize,
-    /// Set at the shutdown deadline: failures are final, nothing is resent.
-    closing: AtomicBool,
-    permanent_log: KeyedRateLimit,
-    resend_log: RateLimit,
-    oversize_log: RateLimit,
-    /// The sink's span, entered by callbacks that log from librdkafka's threads.
-    span: OnceLock<tracing::Span>,
-}
-
-impl Shared {
-    fn log_permanent(&self, topic: &str, reason: &dyn std::fmt::Display, events: usize) {
-        if self.permanent_log.allow(topic) {
-            let _entered = self.span.get().map(tracing::Span::enter);
-            error!(
-                topic,
-                reason = %reason,
-                events,
-                "Kafka refused events permanently; they are counted as errors (logged once per topic per 10 s)."
-            );
-        }
-    }
-}
-
-/// A record kept for resending (a copy of what librdkafka reported failed).
-struct OwnedRecord {
-    topic: String,
-    key: Option<Vec<u8>>,
-    payload: Vec<u8>,
-    timestamp_ms: Option<i64>,
-}
-
-/// Delivery state of one batch: the opaque of each of its records.
-pub(super) struct InFlight {
-    shared: Arc<Shared>,
-    ack: Mutex<Option<AckToken>>,
-    events: usize,
-    remaining: AtomicUsize,
-    failed: AtomicUsize,
-    dropped: AtomicUsize,
-    resend: Mutex<Vec<OwnedRecord>>,
-    attempts: AtomicU32,
-}
-
-impl InFlight {
-    fn new(shared: Arc<Shared>, ack: AckToken, events: usize) -> Arc<InFlight> {
-        shared.inflight_events.fetch_add(events, Ordering::AcqRel);
-        Arc::new(InFlight {
-            shared,
-            ack: Mutex::new(Some(ack)),
-            events,
-            remaining: AtomicUsize::new(events + 1),
-            failed: AtomicUsize::new(0),
-            dropped: AtomicUsize::new(0),
-            resend: Mutex::new(Vec::new()),
-            attempts: AtomicU32::new(0),
-        })
-    }
-
-    /// `n` records are accounted for.
-    fn release(self: Arc<Self>, n: usize) {
-        if n > 0 && self.remaining.fetch_sub(n, Ordering::AcqRel) == n {
-            self.settle();
-        }
-    }
-
-    /// Fail `n` records for good (counted at settlement).
-    fn fail(self: &Arc<Self>, n: usize) {
-        self.failed.fetch_add(n, Ordering::Relaxed);
-        self.clone().release(n);
-    }
-
-    fn lock_resend(&self) -> std::sync::MutexGuard<'_, Vec<OwnedRecord>> {
-        self.resend.lock().unwrap_or_else(|e| e.into_inner())
-    }
-
-    /// Every record is accounted for: resend what failed transiently, or resolve.
-    fn settle(self: Arc<Self>) {
-        let shared = self.shared.clone();
-        let pending = self.lock_resend().len();
-        if pending > 0 {
-            if !shared.closing.load(Ordering::Acquire) {
-                shared
-                    .returned
-                    .lock()
-                    .unwrap_or_else(|e| e.into_inner())
-                    .push(self);
-                shared.wake.notify_one();
-                return;
-            }
-            self.lock_resend().clear();
-            self.failed.fetch_add(pending, Ordering::Relaxed);
-        }
-        let failed = self.failed.load(Ordering::Relaxed);
-        let dropped = self.dropped.load(Ordering::Relaxed);
-        let delivered = self.events.saturating_sub(failed + dropped);
-        Counters::add(&shared.counters.events_out, delivered);
-        Counters::add(&shared.counters.errors, failed);
-        let status = if failed > 0 {
-            AckStatus::Errored
-        } else if dropped > 0 {
-            AckStatus::Dropped
-        } else {
-            AckStatus::Delivered
-        };
-        if let Some(ack) = self.ack.lock().unwrap_or_else(|e| e.into_inner()).take() {
-            ack.resolve(status);
-        }
-        shared
-            .inflight_events
-            .fetch_sub(self.events, Ordering::AcqRel);
-        shared.wake.notify_one();
-    }
-}
-
-impl Tracker for InFlight {
-    fn delivered(self: Arc<Self>) {
-        let client = &self.shared.client;
-        if client.brokers_down() && client.clear_brokers_down() {
-            let _entered = self.shared.span.get().map(tracing::Span::enter);
-            info!("Kafka brokers reachable again; queued events are flowing.");
-        }
-        self.release(1);
-    }
-
-    fn failed(self: Arc<Self>, failure: Failure, record: Record<'_>) {
-        let shared = &self.shared;
-        let closing = shared.closing.load(Ordering::Acquire);
-        match failure.class() {
-            FailureClass::Retriable if !closing => {
-                if let Some(suppressed) = shared.resend_log.allow() {
-                    let _entered = shared.span.get().map(tracing::Span::enter);
-                    warn!(
-                        topic = record.topic,
-                        reason = %failure,
-                        suppressed,
-                        "Kafka delivery failed after librdkafka's retries; resending after a backoff."
-                    );
-                }
-                self.lock_resend().push(OwnedRecord {
-                    topic: record.topic.to_owned(),
-                    key: record.key.map(<[u8]>::to_vec),
-                    payload: record.payload.to_vec(),
-                    timestamp_ms: record.timestamp_ms,
-                });
-                self.release(1);
-            }
-            FailureClass::Permanent => {
-                shared.log_permanent(record.topic, &failure, 1);
-                self.fail(1);
-            }
-            FailureClass::Retriable | FailureClass::Purged => self.fail(1),
-        }
-    }
-}
 
 /// Work the loop has in hand: records being offered to the producer.
 enum Job {

@@ -1,0 +1,192 @@
+//! Delivery tracking: how librdkafka's reports become acknowledgements.
+//!
+//! One [`InFlight`] per batch is the delivery opaque of each of its records (an
+//! `Arc` clone per record, no allocation). It counts records not yet reported,
+//! starting at `events + 1`: the extra one is held by the loop while it enqueues,
+//! so a batch cannot settle before all its records were offered. Records the loop
+//! does not send (dropped, invalid topic, refused at enqueue) are released at once.
+//! When the count reaches zero on the producer's polling thread the batch settles:
+//! if records failed transiently it goes back to the loop ([`Shared::returned`]) to
+//! be resent after a backoff; otherwise its acknowledgement resolves and its
+//! counters move: `events_out` for delivered records, `errors` for failed ones
+//! (oversize drops were counted in `dropped` when dropped).
+//!
+//! At the shutdown deadline `closing` is set: failures are then final and nothing
+//! goes back for a resend.
+
+use std::sync::atomic::{AtomicBool, AtomicU32, AtomicUsize, Ordering};
+use std::sync::{Arc, Mutex, OnceLock};
+
+use tokio::sync::Notify;
+use tracing::{error, info, warn};
+
+use crate::ack::{AckStatus, AckToken};
+use crate::kafka::{
+    ClientEvents, Failure, FailureClass, KeyedRateLimit, RateLimit, Record, Tracker,
+};
+use crate::metrics::Counters;
+
+/// Sink-wide state shared with the delivery callbacks.
+pub(super) struct Shared {
+    pub(super) counters: Arc<Counters>,
+    pub(super) client: Arc<ClientEvents>,
+    /// Woken when a batch settles or comes back for a resend.
+    pub(super) wake: Notify,
+    /// Batches with records to resend, handed back by the callbacks.
+    pub(super) returned: Mutex<Vec<Arc<InFlight>>>,
+    /// Events of batches taken but not settled.
+    pub(super) inflight_events: AtomicUsize,
+    /// Set at the shutdown deadline: failures are final, nothing is resent.
+    pub(super) closing: AtomicBool,
+    pub(super) permanent_log: KeyedRateLimit,
+    pub(super) resend_log: RateLimit,
+    pub(super) oversize_log: RateLimit,
+    /// The sink's span, entered by callbacks that log from librdkafka's threads.
+    pub(super) span: OnceLock<tracing::Span>,
+}
+
+impl Shared {
+    pub(super) fn log_permanent(&self, topic: &str, reason: &dyn std::fmt::Display, events: usize) {
+        if self.permanent_log.allow(topic) {
+            let _entered = self.span.get().map(tracing::Span::enter);
+            error!(
+                topic,
+                reason = %reason,
+                events,
+                "Kafka refused events permanently; they are counted as errors (logged once per topic per 10 s)."
+            );
+        }
+    }
+}
+
+/// A record kept for resending (a copy of what librdkafka reported failed).
+pub(super) struct OwnedRecord {
+    pub(super) topic: String,
+    pub(super) key: Option<Vec<u8>>,
+    pub(super) payload: Vec<u8>,
+    pub(super) timestamp_ms: Option<i64>,
+}
+
+/// Delivery state of one batch: the opaque of each of its records.
+pub(super) struct InFlight {
+    pub(super) shared: Arc<Shared>,
+    pub(super) ack: Mutex<Option<AckToken>>,
+    pub(super) events: usize,
+    pub(super) remaining: AtomicUsize,
+    pub(super) failed: AtomicUsize,
+    pub(super) dropped: AtomicUsize,
+    pub(super) resend: Mutex<Vec<OwnedRecord>>,
+    pub(super) attempts: AtomicU32,
+}
+
+impl InFlight {
+    pub(super) fn new(shared: Arc<Shared>, ack: AckToken, events: usize) -> Arc<InFlight> {
+        shared.inflight_events.fetch_add(events, Ordering::AcqRel);
+        Arc::new(InFlight {
+            shared,
+            ack: Mutex::new(Some(ack)),
+            events,
+            remaining: AtomicUsize::new(events + 1),
+            failed: AtomicUsize::new(0),
+            dropped: AtomicUsize::new(0),
+            resend: Mutex::new(Vec::new()),
+            attempts: AtomicU32::new(0),
+        })
+    }
+
+    /// `n` records are accounted for.
+    pub(super) fn release(self: Arc<Self>, n: usize) {
+        if n > 0 && self.remaining.fetch_sub(n, Ordering::AcqRel) == n {
+            self.settle();
+        }
+    }
+
+    /// Fail `n` records for good (counted at settlement).
+    pub(super) fn fail(self: &Arc<Self>, n: usize) {
+        self.failed.fetch_add(n, Ordering::Relaxed);
+        self.clone().release(n);
+    }
+
+    pub(super) fn lock_resend(&self) -> std::sync::MutexGuard<'_, Vec<OwnedRecord>> {
+        self.resend.lock().unwrap_or_else(|e| e.into_inner())
+    }
+
+    /// Every record is accounted for: resend what failed transiently, or resolve.
+    pub(super) fn settle(self: Arc<Self>) {
+        let shared = self.shared.clone();
+        let pending = self.lock_resend().len();
+        if pending > 0 {
+            if !shared.closing.load(Ordering::Acquire) {
+                shared
+                    .returned
+                    .lock()
+                    .unwrap_or_else(|e| e.into_inner())
+                    .push(self);
+                shared.wake.notify_one();
+                return;
+            }
+            self.lock_resend().clear();
+            self.failed.fetch_add(pending, Ordering::Relaxed);
+        }
+        let failed = self.failed.load(Ordering::Relaxed);
+        let dropped = self.dropped.load(Ordering::Relaxed);
+        let delivered = self.events.saturating_sub(failed + dropped);
+        Counters::add(&shared.counters.events_out, delivered);
+        Counters::add(&shared.counters.errors, failed);
+        let status = if failed > 0 {
+            AckStatus::Errored
+        } else if dropped > 0 {
+            AckStatus::Dropped
+        } else {
+            AckStatus::Delivered
+        };
+        if let Some(ack) = self.ack.lock().unwrap_or_else(|e| e.into_inner()).take() {
+            ack.resolve(status);
+        }
+        shared
+            .inflight_events
+            .fetch_sub(self.events, Ordering::AcqRel);
+        shared.wake.notify_one();
+    }
+}
+
+impl Tracker for InFlight {
+    fn delivered(self: Arc<Self>) {
+        let client = &self.shared.client;
+        if client.brokers_down() && client.clear_brokers_down() {
+            let _entered = self.shared.span.get().map(tracing::Span::enter);
+            info!("Kafka brokers reachable again; queued events are flowing.");
+        }
+        self.release(1);
+    }
+
+    fn failed(self: Arc<Self>, failure: Failure, record: Record<'_>) {
+        let shared = &self.shared;
+        let closing = shared.closing.load(Ordering::Acquire);
+        match failure.class() {
+            FailureClass::Retriable if !closing => {
+                if let Some(suppressed) = shared.resend_log.allow() {
+                    let _entered = shared.span.get().map(tracing::Span::enter);
+                    warn!(
+                        topic = record.topic,
+                        reason = %failure,
+                        suppressed,
+                        "Kafka delivery failed after librdkafka's retries; resending after a backoff."
+                    );
+                }
+                self.lock_resend().push(OwnedRecord {
+                    topic: record.topic.to_owned(),
+                    key: record.key.map(<[u8]>::to_vec),
+                    payload: record.payload.to_vec(),
+                    timestamp_ms: record.timestamp_ms,
+                });
+                self.release(1);
+            }
+            FailureClass::Permanent => {
+                shared.log_permanent(record.topic, &failure, 1);
+                self.fail(1);
+            }
+            FailureClass::Retriable | FailureClass::Purged => self.fail(1),
+        }
+    }
+}
