@@ -396,9 +396,9 @@ impl Wal {
             report,
         };
         wal.advance();
-        let deleted = wal.segments.len();
+        let before = wal.segments.len();
         wal.remove_acked_segments()?;
-        wal.report.deleted_segments += deleted - wal.segments.len();
+        wal.report.deleted_segments += before - wal.segments.len();
         wal.report.segments = wal.segments.len();
         wal.report.unacked_records = wal.unacked_records();
         wal.cursor.enter(wal.segments[0].first);
