@@ -35,6 +35,12 @@ pub enum Command {
         #[arg(short, long)]
         config: PathBuf,
     },
+    /// Onboard tenants of a tenant route: topics, ACLs, active list, bundles.
+    Tenant {
+        /// What to do.
+        #[command(subcommand)]
+        command: crate::route::tenant_admin::TenantCommand,
+    },
 }
 
 /// Exit code for a bad config.
@@ -43,6 +49,7 @@ pub const EXIT_CONFIG: u8 = 2;
 /// Run the parsed command line.
 pub fn main(cli: Cli) -> ExitCode {
     match cli.command {
+        Command::Tenant { command } => crate::route::tenant_admin::main(command),
         Command::Validate { config } => match crate::config::load(&config) {
             Ok(c) => {
                 println!(
@@ -77,7 +84,11 @@ pub fn main(cli: Cli) -> ExitCode {
                     return ExitCode::FAILURE;
                 }
             };
-            runtime.block_on(run(cfg))
+            let code = runtime.block_on(run(cfg));
+            // A sink thread stuck in a blocking call (a FIFO nobody reads, a hung
+            // NFS file) must not keep the process alive past the shutdown report.
+            runtime.shutdown_timeout(std::time::Duration::from_secs(1));
+            code
         }
     }
 }

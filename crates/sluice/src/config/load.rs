@@ -227,13 +227,18 @@ pub fn check_keys(table: &Table, known: &[&str], path: &str, diag: &mut Diagnost
     }
 }
 
-/// The closest candidate, if close enough to be a likely typo.
+/// The closest candidate, if close enough to be a likely typo: few edits
+/// (transpositions count as one) or a high Jaro-Winkler similarity.
 pub fn did_you_mean<'c>(word: &str, candidates: impl IntoIterator<Item = &'c str>) -> Option<&'c str> {
+    let max_edits = (word.chars().count() / 3).max(1);
     candidates
         .into_iter()
-        .map(|c| (strsim::jaro_winkler(word, c), c))
-        .filter(|(score, _)| *score > 0.8)
-        .max_by(|a, b| a.0.total_cmp(&b.0))
+        .filter_map(|c| {
+            let edits = strsim::damerau_levenshtein(word, c);
+            let similar = strsim::jaro_winkler(word, c);
+            (edits <= max_edits || similar > 0.85).then_some((edits, c))
+        })
+        .min_by_key(|(edits, _)| *edits)
         .map(|(_, c)| c)
 }
 
@@ -301,6 +306,7 @@ mod tests {
     fn did_you_mean_finds_typos() {
         assert_eq!(did_you_mean("pth", ["path", "inputs"]), Some("path"));
         assert_eq!(did_you_mean("zzzz", ["path", "inputs"]), None);
+        assert_eq!(did_you_mean("gne", ["gen", "other"]), Some("gen"));
     }
 
     #[derive(serde::Deserialize)]
