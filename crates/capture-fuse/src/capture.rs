@@ -133,6 +133,8 @@ struct Shared {
     queue: Mutex<Queue>,
     /// Receivers blocked in `wake.wait`; writers only notify when non-zero.
     sleepers: AtomicUsize,
+    /// Mirror of `queue.items.len()` for the lock-free full check.
+    len: AtomicUsize,
     wake: Condvar,
     closed: AtomicBool,
     capacity: usize,
@@ -153,6 +155,7 @@ pub(crate) fn queue(capacity: usize, max_bytes: usize) -> (QueueSender, CaptureR
             bytes: 0,
         }),
         sleepers: AtomicUsize::new(0),
+        len: AtomicUsize::new(0),
         wake: Condvar::new(),
         closed: AtomicBool::new(false),
         capacity,
@@ -184,6 +187,7 @@ impl QueueSender {
             }
             q.bytes += len;
             q.items.push_back(write);
+            sh.len.store(q.items.len(), Ordering::Relaxed);
         }
         // A receiver registers as sleeper under the lock after seeing the queue empty,
         // so either it saw our item or we see it registered here.
@@ -195,7 +199,7 @@ impl QueueSender {
 
     /// Cheap pre-check so that a full queue costs no copy of the data.
     pub(crate) fn is_full(&self) -> bool {
-        self.shared.queue.lock().items.len() >= self.shared.capacity
+        self.shared.len.load(Ordering::Relaxed) >= self.shared.capacity
     }
 }
 
@@ -254,6 +258,7 @@ impl CaptureReceiver {
         match q.items.pop_front() {
             Some(w) => {
                 q.bytes -= w.data.len();
+                self.shared.len.store(q.items.len(), Ordering::Relaxed);
                 Ok(w)
             }
             None if self.shared.closed.load(Ordering::SeqCst) => Err(TryRecvError::Disconnected),
@@ -293,7 +298,7 @@ impl CaptureReceiver {
 
     /// Number of writes waiting in the queue.
     pub fn len(&self) -> usize {
-        self.shared.queue.lock().items.len()
+        self.shared.len.load(Ordering::Relaxed)
     }
 
     /// Whether the queue is empty right now.

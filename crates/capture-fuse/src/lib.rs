@@ -78,6 +78,7 @@ pub use capture::{
     CaptureCounters, CaptureReceiver, CaptureStats, CapturedWrite, RecvTimeoutError, TryRecvError,
 };
 pub use error::{MountError, UnmountError};
+pub use mount::PreMountWriter;
 
 use crate::capture::{PathFilter, Quota};
 use crate::fs::{CaptureFs, CapturePolicy};
@@ -210,6 +211,18 @@ impl Capture {
         let lock = OwnerLock::acquire(&lock_dir, &dir)?;
         mount::clear_stale(&dir)?;
 
+        let pre_mount_writers = mount::writers_under(&dir);
+        if !pre_mount_writers.is_empty() {
+            let sample: Vec<String> = pre_mount_writers
+                .iter()
+                .take(5)
+                .map(|w| format!("{} ({}) {}", w.pid, w.command, w.path.display()))
+                .collect();
+            tracing::warn!(path = %dir.display(), count = pre_mount_writers.len(),
+                writers = ?sample,
+                "Processes hold files open for writing under the watched directory; their \
+                 writes bypass capture until they reopen them.");
+        }
         let dir_err = |source| MountError::Directory {
             path: dir.clone(),
             source,
@@ -288,6 +301,7 @@ impl Capture {
                 done: done_rx,
                 lock: Some(lock),
                 unmount_grace: cfg.unmount_grace,
+                pre_mount_writers,
             },
             rx,
         ))
@@ -305,6 +319,7 @@ pub struct CaptureHandle {
     done: crossbeam_channel::Receiver<()>,
     lock: Option<OwnerLock>,
     unmount_grace: Duration,
+    pre_mount_writers: Vec<PreMountWriter>,
 }
 
 impl CaptureHandle {
@@ -316,6 +331,13 @@ impl CaptureHandle {
     /// Shared live counters (still valid after unmount).
     pub fn counters(&self) -> Arc<CaptureCounters> {
         self.counters.clone()
+    }
+
+    /// Processes that held files under the directory open for writing when it was
+    /// mounted (found by scanning `/proc/*/fd`): their writes are not captured until
+    /// they reopen the files. Also logged at mount.
+    pub fn pre_mount_writers(&self) -> &[PreMountWriter] {
+        &self.pre_mount_writers
     }
 
     /// Current counter values.

@@ -312,6 +312,77 @@ pub(crate) fn resolve_dir(dir: &Path) -> io::Result<PathBuf> {
     }
 }
 
+/// A process that had a file under the watched directory open for writing when the
+/// mount was made. Its fd still points at the covered file: its writes reach the disk
+/// but bypass capture until it reopens the file (restart it, or signal it to reopen).
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct PreMountWriter {
+    /// Process id.
+    pub pid: u32,
+    /// Its command line (NULs as spaces).
+    pub command: String,
+    /// The file it holds open for writing.
+    pub path: PathBuf,
+}
+
+/// Scans `/proc/*/fd` for files under `dir` open for writing by other processes.
+/// Only names are read (`readlink` of the fd links), never the files themselves.
+pub(crate) fn writers_under(dir: &Path) -> Vec<PreMountWriter> {
+    let own = std::process::id();
+    let Ok(procs) = std::fs::read_dir("/proc") else {
+        return Vec::new();
+    };
+    let mut found = Vec::new();
+    for p in procs.flatten() {
+        let Some(pid) = p.file_name().to_str().and_then(|n| n.parse::<u32>().ok()) else {
+            continue;
+        };
+        if pid == own {
+            continue;
+        }
+        let Ok(fds) = std::fs::read_dir(p.path().join("fd")) else {
+            continue;
+        };
+        for fd in fds.flatten() {
+            let Ok(target) = std::fs::read_link(fd.path()) else {
+                continue;
+            };
+            if !target.starts_with(dir) || target == dir {
+                continue;
+            }
+            let info = p.path().join("fdinfo").join(fd.file_name());
+            if !open_for_writing(&info) {
+                continue;
+            }
+            if found
+                .iter()
+                .any(|w: &PreMountWriter| w.pid == pid && w.path == target)
+            {
+                continue;
+            }
+            let command = std::fs::read(p.path().join("cmdline"))
+                .map(|raw| crate::identity::cmdline_to_string(&raw))
+                .unwrap_or_default();
+            found.push(PreMountWriter {
+                pid,
+                command,
+                path: target,
+            });
+        }
+    }
+    found
+}
+
+fn open_for_writing(fdinfo: &Path) -> bool {
+    let Ok(text) = std::fs::read_to_string(fdinfo) else {
+        return false;
+    };
+    text.lines()
+        .find_map(|l| l.strip_prefix("flags:"))
+        .and_then(|v| i32::from_str_radix(v.trim(), 8).ok())
+        .is_some_and(|flags| flags & libc::O_ACCMODE != libc::O_RDONLY)
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -334,6 +405,36 @@ mod tests {
             source: "sluice".into(),
         };
         assert!(plain.is_sluice());
+    }
+
+    #[test]
+    fn writers_holding_files_under_a_dir_are_found() {
+        let dir = tempfile::tempdir().unwrap();
+        let dir = dir.path().canonicalize().unwrap();
+        std::fs::write(dir.join("ro.txt"), b"").unwrap();
+        let mut child = Command::new("sh")
+            .arg("-c")
+            .arg("exec 3>>held.log 4<ro.txt; exec sleep 30")
+            .current_dir(&dir)
+            .spawn()
+            .unwrap();
+        let pid = child.id();
+        let mut found = Vec::new();
+        for _ in 0..200 {
+            found = writers_under(&dir);
+            if found
+                .iter()
+                .any(|w| w.pid == pid && w.command.starts_with("sleep"))
+            {
+                break;
+            }
+            std::thread::sleep(Duration::from_millis(10));
+        }
+        child.kill().unwrap();
+        child.wait().unwrap();
+        let mine: Vec<_> = found.iter().filter(|w| w.pid == pid).collect();
+        assert_eq!(mine.len(), 1, "{found:?}");
+        assert_eq!(mine[0].path, dir.join("held.log"));
     }
 
     #[test]

@@ -247,3 +247,39 @@ fn globs_select_files_and_own_writes_pass_uncaptured() {
         b"c\n"
     );
 }
+
+#[test]
+fn writers_that_predate_the_mount_are_reported_and_bypass_capture() {
+    if !fuse_available() {
+        return;
+    }
+    let tmp = tempfile::tempdir().unwrap();
+    let dir = tmp.path().canonicalize().unwrap();
+    let mut holder = Command::new("sh")
+        .arg("-c")
+        .arg("exec 3>>held.log; echo ready; read go; echo late >&3")
+        .current_dir(&dir)
+        .stdin(Stdio::piped())
+        .stdout(Stdio::piped())
+        .spawn()
+        .unwrap();
+    let mut ready = String::new();
+    BufReader::new(holder.stdout.take().unwrap())
+        .read_line(&mut ready)
+        .unwrap();
+    assert_eq!(ready, "ready\n");
+    let (handle, rx) = Capture::mount(CaptureConfig::new(&dir)).unwrap();
+    let found = handle.pre_mount_writers();
+    assert_eq!(found.len(), 1, "{found:?}");
+    assert_eq!(found[0].pid, holder.id());
+    assert_eq!(found[0].path, dir.join("held.log"));
+    holder.stdin.take().unwrap().write_all(b"go\n").unwrap();
+    assert!(holder.wait().unwrap().success());
+    // The bytes are there (same backing file) but went around the mount.
+    assert_eq!(std::fs::read(dir.join("held.log")).unwrap(), b"late\n");
+    assert_eq!(handle.unmount().unwrap(), UnmountOutcome::Complete);
+    assert_eq!(
+        rx.try_recv().unwrap_err(),
+        sluice_capture_fuse::TryRecvError::Disconnected
+    );
+}

@@ -1,0 +1,661 @@
+//! The passthrough filesystem served over the watched directory.
+//!
+//! Every backing operation is relative to a file descriptor: the directory opened
+//! before mounting (the root inode) or an `O_PATH` descriptor per cached inode. No
+//! path into the mountpoint is ever used — it would re-enter this filesystem.
+//!
+//! Bookkeeping (the libfuse `passthrough_hp` model):
+//! - inodes are keyed by backing `(st_dev, st_ino)`, so hard links share one node; each
+//!   entry reply adds one lookup, `forget` subtracts, the `O_PATH` fd closes at zero.
+//!   Holding that fd pins the backing inode, so its number cannot be reused while cached.
+//! - node ids are the backing inode numbers (what `stat` shows through the mount, which
+//!   `tail -F` and shippers use to detect rotation); inodes of other devices mounted
+//!   inside, and the rare collision, get synthetic ids above 2^63.
+//! - a file handle owns its own backing fd, opened through `/proc/self/fd/N` with the
+//!   caller's flags (`O_APPEND` kept, `O_DIRECT` dropped); `flush` never closes it.
+//!
+//! Permissions are enforced by the kernel (`default_permissions`); backing operations
+//! run with the daemon's credentials, and new nodes are handed to the caller with
+//! `fchown` (the group is left alone under a set-group-id directory) and get the
+//! caller's mode even if the daemon's umask would cut it.
+
+mod convert;
+mod ops;
+
+use std::collections::HashMap;
+use std::ffi::OsStr;
+use std::io;
+use std::os::fd::{AsFd, OwnedFd};
+use std::os::unix::ffi::OsStrExt;
+use std::path::{Path, PathBuf};
+use std::sync::atomic::{AtomicU64, Ordering};
+use std::sync::{Arc, OnceLock};
+use std::time::{Duration, Instant, SystemTime};
+
+use bytes::Bytes;
+use fuser::{Errno, FileAttr, FileHandle, FileType, FopenFlags, INodeNo, Request, TimeOrNow};
+use parking_lot::{Mutex, RwLock};
+use rustix::fs::{AtFlags, CWD, Mode, OFlags, Stat, Timestamps};
+
+use self::convert::{attr, errno, key_of, kind_of, open_flags, proc_path, timespec};
+use crate::capture::{
+    Admit, Bucket, CaptureCounters, CapturedWrite, PathFilter, QueueSender, Quota,
+};
+use crate::identity::{NameCache, ProcCache, ProcInfo};
+
+/// Entry and attribute validity: short, because writers that predate the mount change
+/// files underneath.
+const TTL: Duration = Duration::from_secs(1);
+/// First synthetic node id (for inodes whose own number cannot be used).
+const SYNTHETIC_BASE: u64 = 1 << 63;
+const ROOT_ID: u64 = 1;
+
+type R<T> = Result<T, Errno>;
+struct Inode {
+    nodeid: u64,
+    /// `O_PATH | O_NOFOLLOW` descriptor of the backing node.
+    fd: OwnedFd,
+    /// Backing `(st_dev, st_ino)`.
+    key: (u64, u64),
+    ino: u64,
+    kind: FileType,
+    quota: Mutex<Bucket>,
+}
+
+struct TableEntry {
+    inode: Arc<Inode>,
+    nlookup: u64,
+}
+
+struct InodeTable {
+    by_node: HashMap<u64, TableEntry>,
+    by_key: HashMap<(u64, u64), u64>,
+    next_synthetic: u64,
+}
+
+/// Who issued a request, as far as we could tell.
+#[derive(Clone)]
+struct Writer {
+    tid: u32,
+    uid: u32,
+    gid: u32,
+    info: Arc<ProcInfo>,
+}
+
+/// Where a writable handle's captures go; recomputed when paths may have changed.
+struct Target {
+    generation: u64,
+    /// `None`: not captured (excluded, or the path could not be determined).
+    path: Option<Arc<Path>>,
+}
+
+struct OpenFile {
+    inode: Arc<Inode>,
+    file: OwnedFd,
+    writable: bool,
+    append: bool,
+    /// Non-append twin of `file` for page-cache writes, which carry real offsets.
+    positional: OnceLock<Option<OwnedFd>>,
+    target: Mutex<Target>,
+    opener: Option<Writer>,
+}
+
+struct OpenDir {
+    fd: Mutex<OwnedFd>,
+}
+
+/// Capture policy, fixed at mount time.
+pub(crate) struct CapturePolicy {
+    pub(crate) filter: PathFilter,
+    pub(crate) quota: Option<Quota>,
+    pub(crate) capture_own_process: bool,
+}
+
+pub(crate) struct CaptureFs {
+    root_path: PathBuf,
+    root_dev: u64,
+    root: Arc<Inode>,
+    inodes: Mutex<InodeTable>,
+    files: RwLock<HashMap<u64, Arc<OpenFile>>>,
+    dirs: RwLock<HashMap<u64, Arc<OpenDir>>>,
+    next_fh: AtomicU64,
+    /// Bumped by every operation that can change the path of an existing file.
+    path_generation: AtomicU64,
+    policy: CapturePolicy,
+    queue: QueueSender,
+    counters: Arc<CaptureCounters>,
+    procs: ProcCache,
+    names: NameCache,
+    own_pid: u32,
+    give_to_caller: bool,
+    /// Open writable handles with FOPEN_DIRECT_IO (decided at FUSE init).
+    direct_io_writes: bool,
+}
+
+impl CaptureFs {
+    pub(crate) fn new(
+        root_path: PathBuf,
+        root_fd: OwnedFd,
+        policy: CapturePolicy,
+        queue: QueueSender,
+        counters: Arc<CaptureCounters>,
+        names: NameCache,
+    ) -> io::Result<Self> {
+        let st = rustix::fs::fstat(&root_fd)?;
+        let root = Arc::new(Inode {
+            nodeid: ROOT_ID,
+            fd: root_fd,
+            key: key_of(&st),
+            ino: key_of(&st).1,
+            kind: FileType::Directory,
+            quota: Mutex::new(Bucket::new()),
+        });
+        let mut table = InodeTable {
+            by_node: HashMap::new(),
+            by_key: HashMap::new(),
+            next_synthetic: SYNTHETIC_BASE,
+        };
+        table.by_key.insert(key_of(&st), ROOT_ID);
+        table.by_node.insert(
+            ROOT_ID,
+            TableEntry {
+                inode: root.clone(),
+                nlookup: u64::MAX / 2,
+            },
+        );
+        Ok(CaptureFs {
+            root_path,
+            root_dev: key_of(&st).0,
+            root,
+            inodes: Mutex::new(table),
+            files: RwLock::new(HashMap::new()),
+            dirs: RwLock::new(HashMap::new()),
+            next_fh: AtomicU64::new(1),
+            path_generation: AtomicU64::new(0),
+            policy,
+            queue,
+            counters,
+            procs: ProcCache::new(),
+            names,
+            own_pid: std::process::id(),
+            give_to_caller: crate::mount::is_root(),
+            direct_io_writes: false,
+        })
+    }
+
+    fn inode(&self, nodeid: INodeNo) -> R<Arc<Inode>> {
+        if nodeid.0 == ROOT_ID {
+            return Ok(self.root.clone());
+        }
+        self.inodes
+            .lock()
+            .by_node
+            .get(&nodeid.0)
+            .map(|e| e.inode.clone())
+            .ok_or(Errno::ESTALE)
+    }
+
+    fn file(&self, fh: FileHandle) -> R<Arc<OpenFile>> {
+        self.files.read().get(&fh.0).cloned().ok_or(Errno::EBADF)
+    }
+
+    fn dir(&self, fh: FileHandle) -> R<Arc<OpenDir>> {
+        self.dirs.read().get(&fh.0).cloned().ok_or(Errno::EBADF)
+    }
+
+    /// Registers one more kernel reference to the node behind `fd`.
+    fn intern(&self, fd: OwnedFd, st: &Stat) -> Arc<Inode> {
+        let key = key_of(st);
+        let mut t = self.inodes.lock();
+        if let Some(&node) = t.by_key.get(&key) {
+            let e = t
+                .by_node
+                .get_mut(&node)
+                .expect("by_key and by_node are updated together");
+            e.nlookup += 1;
+            return e.inode.clone();
+        }
+        let nodeid = if key.0 == self.root_dev
+            && key.1 > ROOT_ID
+            && key.1 < SYNTHETIC_BASE
+            && !t.by_node.contains_key(&key.1)
+        {
+            key.1
+        } else {
+            t.next_synthetic += 1;
+            t.next_synthetic
+        };
+        let inode = Arc::new(Inode {
+            nodeid,
+            fd,
+            key,
+            ino: key.1,
+            kind: kind_of(st.st_mode),
+            quota: Mutex::new(Bucket::new()),
+        });
+        t.by_key.insert(key, nodeid);
+        t.by_node.insert(
+            nodeid,
+            TableEntry {
+                inode: inode.clone(),
+                nlookup: 1,
+            },
+        );
+        inode
+    }
+
+    fn forget_one(&self, nodeid: u64, n: u64) {
+        if nodeid == ROOT_ID {
+            return;
+        }
+        let mut t = self.inodes.lock();
+        let Some(e) = t.by_node.get_mut(&nodeid) else {
+            return;
+        };
+        e.nlookup = e.nlookup.saturating_sub(n);
+        if e.nlookup == 0 {
+            if let Some(e) = t.by_node.remove(&nodeid) {
+                if t.by_key.get(&e.inode.key) == Some(&nodeid) {
+                    t.by_key.remove(&e.inode.key);
+                }
+            }
+        }
+    }
+
+    fn lookup_at(&self, parent: &Inode, name: &OsStr) -> R<(Arc<Inode>, Stat)> {
+        let fd = rustix::fs::openat(
+            &parent.fd,
+            name,
+            OFlags::PATH | OFlags::NOFOLLOW | OFlags::CLOEXEC,
+            Mode::empty(),
+        )
+        .map_err(errno)?;
+        let st = rustix::fs::fstat(&fd).map_err(errno)?;
+        let inode = self.intern(fd, &st);
+        Ok((inode, st))
+    }
+
+    /// After creating `name` in `parent`: look it up, give it to the caller, fix its mode.
+    fn adopt(&self, req: &Request, parent: &Inode, name: &OsStr, mode: u32) -> R<FileAttr> {
+        let (inode, st) = self.lookup_at(parent, name)?;
+        let result = self.give(req, parent, &inode.fd, inode.kind, &st, mode);
+        if let Err(e) = result {
+            let flags = if inode.kind == FileType::Directory {
+                AtFlags::REMOVEDIR
+            } else {
+                AtFlags::empty()
+            };
+            let _ = rustix::fs::unlinkat(&parent.fd, name, flags);
+            self.forget_one(inode.nodeid, 1);
+            return Err(e);
+        }
+        let st = rustix::fs::fstat(&inode.fd).map_err(errno)?;
+        Ok(attr(inode.nodeid, &st))
+    }
+
+    /// Owner = caller (group kept under a set-group-id parent), permission bits = `mode`
+    /// (plus the set-group-id bit a directory inherits).
+    fn give(
+        &self,
+        req: &Request,
+        parent: &Inode,
+        fd: &OwnedFd,
+        kind: FileType,
+        st: &Stat,
+        mode: u32,
+    ) -> R<()> {
+        if self.give_to_caller {
+            let parent_st = rustix::fs::fstat(&parent.fd).map_err(errno)?;
+            let gid = (parent_st.st_mode & libc::S_ISGID == 0).then_some(req.gid());
+            if st.st_uid != req.uid() || gid.is_some_and(|g| g != st.st_gid) {
+                rustix::fs::chownat(
+                    fd,
+                    "",
+                    Some(rustix::fs::Uid::from_raw(req.uid())),
+                    gid.map(rustix::fs::Gid::from_raw),
+                    AtFlags::EMPTY_PATH | AtFlags::SYMLINK_NOFOLLOW,
+                )
+                .map_err(errno)?;
+            }
+        }
+        if kind == FileType::Symlink {
+            return Ok(());
+        }
+        let now = rustix::fs::fstat(fd).map_err(errno)?;
+        let mut want = mode & 0o7777;
+        if kind == FileType::Directory {
+            want |= now.st_mode & libc::S_ISGID;
+        }
+        if now.st_mode & 0o7777 != want {
+            rustix::fs::chmodat(
+                CWD,
+                proc_path(fd),
+                Mode::from_raw_mode(want),
+                AtFlags::empty(),
+            )
+            .map_err(errno)?;
+        }
+        Ok(())
+    }
+
+    fn writer(&self, req: &Request) -> Option<Writer> {
+        let info = self.procs.lookup(req.pid())?;
+        Some(Writer {
+            tid: req.pid(),
+            uid: req.uid(),
+            gid: req.gid(),
+            info,
+        })
+    }
+
+    fn register_file(
+        &self,
+        req: &Request,
+        inode: Arc<Inode>,
+        file: OwnedFd,
+        flags: i32,
+    ) -> (FileHandle, FopenFlags) {
+        let writable = flags & libc::O_ACCMODE != libc::O_RDONLY;
+        let (target, opener) = if writable {
+            let generation = self.path_generation.load(Ordering::Acquire);
+            let path = self.capture_path(&file);
+            (Target { generation, path }, self.writer(req))
+        } else {
+            (
+                Target {
+                    generation: u64::MAX,
+                    path: None,
+                },
+                None,
+            )
+        };
+        // Writable handles bypass the page cache. The cached write path splits a
+        // write(2) at every page it only partly fills (the page is not up to date), so
+        // a log line crossing a 4 KiB boundary would become two captures, and it asks
+        // for `security.capability` (one more round trip) before every write. Direct
+        // I/O sends each write(2) as one request (up to max_write), still serialised
+        // per inode; shared mmap keeps working through FUSE_DIRECT_IO_ALLOW_MMAP.
+        // Read-only handles keep the page cache, but never FOPEN_KEEP_CACHE: pages are
+        // dropped on open, since writers that predate the mount change files
+        // underneath.
+        let open_flags = if writable && self.direct_io_writes {
+            FopenFlags::FOPEN_DIRECT_IO
+        } else {
+            FopenFlags::empty()
+        };
+        let f = Arc::new(OpenFile {
+            inode,
+            file,
+            writable,
+            append: flags & libc::O_APPEND != 0,
+            positional: OnceLock::new(),
+            target: Mutex::new(target),
+            opener,
+        });
+        let fh = self.next_fh.fetch_add(1, Ordering::Relaxed);
+        self.files.write().insert(fh, f);
+        (FileHandle(fh), open_flags)
+    }
+
+    /// The app-visible path of an open file if it is to be captured.
+    fn capture_path(&self, fd: &OwnedFd) -> Option<Arc<Path>> {
+        let link = match rustix::fs::readlinkat(CWD, proc_path(fd), Vec::new()) {
+            Ok(l) => l.into_bytes(),
+            Err(_) => {
+                self.counters.error();
+                return None;
+            }
+        };
+        let link = link.strip_suffix(b" (deleted)").unwrap_or(&link);
+        let path = Path::new(OsStr::from_bytes(link));
+        let relative = path.strip_prefix(&self.root_path).ok()?;
+        self.policy
+            .filter
+            .matches(relative)
+            .then(|| Arc::from(path))
+    }
+
+    /// Current capture path of a writable handle, recomputed after renames/unlinks.
+    fn target(&self, f: &OpenFile) -> Option<Arc<Path>> {
+        let generation = self.path_generation.load(Ordering::Acquire);
+        let mut t = f.target.lock();
+        if t.generation != generation {
+            t.path = self.capture_path(&f.file);
+            t.generation = generation;
+        }
+        t.path.clone()
+    }
+
+    fn paths_changed(&self) {
+        self.path_generation.fetch_add(1, Ordering::AcqRel);
+    }
+
+    fn capture(&self, req: &Request, f: &OpenFile, offset: u64, data: &[u8], page_cache: bool) {
+        if data.is_empty() {
+            return;
+        }
+        let Some(path) = self.target(f) else {
+            return;
+        };
+        let found = if page_cache || req.pid() == 0 {
+            None
+        } else {
+            self.writer(req)
+        };
+        let writer = found
+            .or_else(|| f.opener.clone())
+            .unwrap_or_else(|| Writer {
+                tid: req.pid(),
+                uid: req.uid(),
+                gid: req.gid(),
+                info: ProcInfo::unknown(),
+            });
+        if writer.info.tgid == self.own_pid && !self.policy.capture_own_process {
+            return;
+        }
+        let len = data.len();
+        if let Some(q) = self.policy.quota {
+            let verdict = f.inode.quota.lock().admit(q, len, Instant::now());
+            match verdict {
+                Admit::Pass => {}
+                Admit::Drop => {
+                    self.counters.over_quota(len);
+                    return;
+                }
+                Admit::DropAndLog(dropped) => {
+                    self.counters.over_quota(len);
+                    tracing::warn!(path = %path.display(), dropped,
+                        quota_bytes_per_sec = q.rate,
+                        "File over capture quota, dropping its captured writes.");
+                    return;
+                }
+            }
+        }
+        if self.queue.is_full() {
+            self.counters.queue_full(len);
+            return;
+        }
+        let w = CapturedWrite {
+            path,
+            offset,
+            data: Bytes::copy_from_slice(data),
+            time: SystemTime::now(),
+            pid: writer.info.tgid,
+            tid: writer.tid,
+            uid: writer.uid,
+            gid: writer.gid,
+            user: self.names.user(writer.uid),
+            group: self.names.group(writer.gid),
+            command: writer.info.command.clone(),
+            inode: f.inode.ino,
+            from_page_cache: page_cache,
+        };
+        if self.queue.try_send(w) {
+            self.counters.captured(len);
+        } else {
+            self.counters.queue_full(len);
+        }
+    }
+
+    /// Writes to the backing file; returns (bytes written, offset they landed at).
+    fn write_backing(
+        &self,
+        f: &OpenFile,
+        offset: u64,
+        data: &[u8],
+        page_cache: bool,
+    ) -> R<(usize, u64)> {
+        if f.append && !page_cache {
+            // Linux appends on an O_APPEND fd whatever offset `pwrite` is given; use
+            // `write` and read back where this one landed. Writes to one inode are
+            // serialised by the kernel (inode lock), and the position is per handle.
+            let n = rustix::io::write(&f.file, data).map_err(errno)?;
+            let end = rustix::fs::tell(&f.file).map_err(errno)?;
+            return Ok((n, end - n as u64));
+        }
+        let fd = if f.append {
+            // Page-cache writeback carries real offsets: needs a non-append twin.
+            f.positional
+                .get_or_init(|| {
+                    rustix::fs::open(
+                        proc_path(&f.file),
+                        OFlags::WRONLY | OFlags::CLOEXEC,
+                        Mode::empty(),
+                    )
+                    .ok()
+                })
+                .as_ref()
+                .ok_or(Errno::EIO)?
+                .as_fd()
+        } else {
+            f.file.as_fd()
+        };
+        let n = rustix::io::pwrite(fd, data, offset).map_err(errno)?;
+        Ok((n, offset))
+    }
+
+    #[allow(clippy::too_many_arguments)]
+    fn do_setattr(
+        &self,
+        ino: INodeNo,
+        mode: Option<u32>,
+        uid: Option<u32>,
+        gid: Option<u32>,
+        size: Option<u64>,
+        atime: Option<TimeOrNow>,
+        mtime: Option<TimeOrNow>,
+        fh: Option<FileHandle>,
+    ) -> R<FileAttr> {
+        let inode = self.inode(ino)?;
+        let file = fh.and_then(|fh| self.file(fh).ok());
+        let symlink = inode.kind == FileType::Symlink;
+        if let Some(mode) = mode {
+            let mode = Mode::from_raw_mode(mode);
+            match &file {
+                Some(f) => rustix::fs::fchmod(&f.file, mode).map_err(errno)?,
+                None if symlink => return Err(Errno::EOPNOTSUPP),
+                None => rustix::fs::chmodat(CWD, proc_path(&inode.fd), mode, AtFlags::empty())
+                    .map_err(errno)?,
+            }
+        }
+        if uid.is_some() || gid.is_some() {
+            rustix::fs::chownat(
+                &inode.fd,
+                "",
+                uid.map(rustix::fs::Uid::from_raw),
+                gid.map(rustix::fs::Gid::from_raw),
+                AtFlags::EMPTY_PATH | AtFlags::SYMLINK_NOFOLLOW,
+            )
+            .map_err(errno)?;
+        }
+        if let Some(size) = size {
+            match &file {
+                Some(f) if f.writable => rustix::fs::ftruncate(&f.file, size).map_err(errno)?,
+                _ => {
+                    let fd = rustix::fs::open(
+                        proc_path(&inode.fd),
+                        OFlags::WRONLY | OFlags::CLOEXEC,
+                        Mode::empty(),
+                    )
+                    .map_err(errno)?;
+                    rustix::fs::ftruncate(&fd, size).map_err(errno)?;
+                }
+            }
+        }
+        if atime.is_some() || mtime.is_some() {
+            let times = Timestamps {
+                last_access: timespec(atime),
+                last_modification: timespec(mtime),
+            };
+            match &file {
+                Some(f) => rustix::fs::futimens(&f.file, &times).map_err(errno)?,
+                None if symlink => rustix::fs::utimensat(
+                    &inode.fd,
+                    "",
+                    &times,
+                    AtFlags::EMPTY_PATH | AtFlags::SYMLINK_NOFOLLOW,
+                )
+                .map_err(errno)?,
+                None => rustix::fs::utimensat(CWD, proc_path(&inode.fd), &times, AtFlags::empty())
+                    .map_err(errno)?,
+            }
+        }
+        let st = rustix::fs::fstat(&inode.fd).map_err(errno)?;
+        Ok(attr(inode.nodeid, &st))
+    }
+
+    fn do_create(
+        &self,
+        req: &Request,
+        parent: INodeNo,
+        name: &OsStr,
+        mode: u32,
+        flags: i32,
+    ) -> R<(FileAttr, (FileHandle, FopenFlags))> {
+        let parent = self.inode(parent)?;
+        let base = open_flags(flags);
+        let mode_bits = Mode::from_raw_mode(mode & 0o7777);
+        // O_EXCL first, so that ownership is only ever changed on a node we created.
+        let (file, created) = match rustix::fs::openat(
+            &parent.fd,
+            name,
+            base | OFlags::CREATE | OFlags::EXCL | OFlags::NOFOLLOW,
+            mode_bits,
+        ) {
+            Ok(fd) => (fd, true),
+            Err(rustix::io::Errno::EXIST) if flags & libc::O_EXCL == 0 => {
+                let fd =
+                    rustix::fs::openat(&parent.fd, name, base, Mode::empty()).map_err(errno)?;
+                (fd, false)
+            }
+            Err(e) => return Err(errno(e)),
+        };
+        let opath = rustix::fs::open(
+            proc_path(&file),
+            OFlags::PATH | OFlags::CLOEXEC,
+            Mode::empty(),
+        )
+        .map_err(errno)?;
+        let st = rustix::fs::fstat(&file).map_err(errno)?;
+        if created {
+            if let Err(e) = self.give(req, &parent, &file, FileType::RegularFile, &st, mode) {
+                let _ = rustix::fs::unlinkat(&parent.fd, name, AtFlags::empty());
+                return Err(e);
+            }
+        }
+        let inode = self.intern(opath, &st);
+        let st = rustix::fs::fstat(&file).map_err(errno)?;
+        let attr = attr(inode.nodeid, &st);
+        let fh = self.register_file(req, inode, file, flags);
+        Ok((attr, fh))
+    }
+
+    fn xattr_path(&self, ino: INodeNo) -> R<String> {
+        let inode = self.inode(ino)?;
+        if inode.kind == FileType::Symlink {
+            // Only reachable through the magic link, which would follow the symlink.
+            return Err(Errno::EOPNOTSUPP);
+        }
+        Ok(proc_path(&inode.fd))
+    }
+}
