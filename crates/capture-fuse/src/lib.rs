@@ -72,7 +72,7 @@ use std::io;
 use std::path::{Path, PathBuf};
 use std::sync::Arc;
 use std::thread::JoinHandle;
-use std::time::{Duration, Instant};
+use std::time::Duration;
 
 pub use capture::{
     CaptureCounters, CaptureReceiver, CaptureStats, CapturedWrite, RecvTimeoutError, TryRecvError,
@@ -371,20 +371,17 @@ impl CaptureHandle {
             path: self.mountpoint.clone(),
             source,
         };
-        // Normal unmount (or, with auto_unmount, fusermount3's); EBUSY when files are
-        // open, which the lazy detach below handles.
+        // fuser's unmount: umount(2) for a direct mount (EBUSY while files are open);
+        // with auto_unmount it only closes fusermount3's socket, and fusermount3
+        // unmounts only filesystems that are already dead. So: ours, then lazy.
         let first = unmounter.unmount();
-        let deadline = Instant::now() + grace.min(Duration::from_secs(1));
-        while self.our_mount_present() && Instant::now() < deadline {
-            std::thread::sleep(Duration::from_millis(10));
-        }
         if self.our_mount_present() {
-            mount::lazy_unmount(&self.mountpoint).map_err(|e| {
-                unmount_err(match first {
-                    Err(first) => io::Error::other(format!("{first}; lazy: {e}")),
-                    Ok(()) => e,
-                })
-            })?;
+            if let Err(plain) = mount::unmount(&self.mountpoint) {
+                mount::lazy_unmount(&self.mountpoint).map_err(|lazy| {
+                    let first = first.err().map(|e| format!("{e}; ")).unwrap_or_default();
+                    unmount_err(io::Error::other(format!("{first}{plain}; lazy: {lazy}")))
+                })?;
+            }
         }
         let outcome = match self.done.recv_timeout(grace) {
             Ok(()) | Err(crossbeam_channel::RecvTimeoutError::Disconnected) => {

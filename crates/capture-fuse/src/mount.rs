@@ -275,20 +275,33 @@ pub(crate) fn clear_stale(dir: &Path) -> Result<(), MountError> {
     Err(stale_err(io::Error::other("too many stacked mounts")))
 }
 
+/// Unmounts the top mount at `path`; fails with `EBUSY` while it is in use.
+pub(crate) fn unmount(path: &Path) -> io::Result<()> {
+    unmount_with(path, false)
+}
+
 /// Detaches the top mount at `path` now; it goes away once its last user is done.
 pub(crate) fn lazy_unmount(path: &Path) -> io::Result<()> {
+    unmount_with(path, true)
+}
+
+fn unmount_with(path: &Path, lazy: bool) -> io::Result<()> {
     if is_root() {
-        return rustix::mount::unmount(path, rustix::mount::UnmountFlags::DETACH)
-            .map_err(io::Error::from);
+        let flags = if lazy {
+            rustix::mount::UnmountFlags::DETACH
+        } else {
+            rustix::mount::UnmountFlags::empty()
+        };
+        return rustix::mount::unmount(path, flags).map_err(io::Error::from);
     }
     let bin = find_fusermount()
         .ok_or_else(|| io::Error::new(io::ErrorKind::NotFound, "fusermount3 not found"))?;
-    let out = Command::new(bin)
-        .arg("-u")
-        .arg("-z")
-        .arg("--")
-        .arg(path)
-        .output()?;
+    let mut cmd = Command::new(bin);
+    cmd.arg("-u");
+    if lazy {
+        cmd.arg("-z");
+    }
+    let out = cmd.arg("--").arg(path).output()?;
     if out.status.success() {
         Ok(())
     } else {
