@@ -18,6 +18,12 @@
 //!   (`fuse.sluice` in mountinfo), and by default `auto_unmount` (fusermount3 detaches
 //!   the mount if the daemon dies). No writeback cache, 1 s entry/attr TTLs, never
 //!   `keep_cache`: writers that predate the mount change files underneath.
+//! - Handles opened for writing use `FOPEN_DIRECT_IO` (with `FUSE_DIRECT_IO_ALLOW_MMAP`,
+//!   Linux 6.6+, so shared `mmap` still works; older kernels keep the page cache and
+//!   log a warning). The cached write path would split a `write(2)` at every page it
+//!   partly fills and ask for `security.capability` before each write; direct I/O
+//!   turns one `write(2)` into one request and one capture. Read-only handles keep the
+//!   page cache (readers such as `tail` stay fast).
 //! - New files, directories, nodes and symlinks belong to the caller (`fchown` after
 //!   creation; the group is inherited under a set-group-id directory), with the mode
 //!   the caller asked for regardless of the daemon's umask.
@@ -30,6 +36,9 @@
 //!   the kernel, so per-file queue order is file order.
 //! - The queue never blocks a writer. Full (by count or bytes) → the capture is dropped
 //!   and counted ([`CaptureStats::dropped_queue_full`]); the file is still complete.
+//!   Writers do not wake the consumer either while it is busy: an empty
+//!   [`CaptureReceiver`] naps 0.5 ms before asking to be woken, so under load it drains
+//!   in batches and a write costs no wake-up syscall.
 //! - Quota (token bucket per inode, [`CaptureConfig::quota_bytes_per_sec`]): over it the
 //!   write still reaches disk, only the capture is dropped and counted, with one
 //!   `tracing` line per file per 10 s.
@@ -43,10 +52,13 @@
 //!
 //! # Limits (what is not captured, or captured differently)
 //! - Processes whose fds were opened before the mount keep writing to the covered file
-//!   and are not seen; restart or reopen them after mounting (and after unmounting).
+//!   and are not seen; they are listed at mount ([`CaptureHandle::pre_mount_writers`],
+//!   and a warning) and must reopen their files (restart, or their reopen signal).
 //! - Shared writable `mmap`: the bytes arrive later from the page cache, attributed to
-//!   the handle's opener and flagged [`CapturedWrite::from_page_cache`]; they may cover
-//!   whole pages (bytes not changed by the app are re-sent).
+//!   the handle's opener and flagged [`CapturedWrite::from_page_cache`]; they cover
+//!   whole pages (bytes the app did not change are sent again).
+//! - `O_RDWR` handles read without the page cache (no readahead): fine for logs, slow
+//!   for databases kept in a watched directory (exclude does not change this).
 //! - `O_DIRECT` opens are served buffered (the flag is dropped on the backing fd); data
 //!   and offsets are still captured exactly.
 //! - `copy_file_range`, `FICLONE` and other ioctls are refused so that copies fall back
@@ -238,6 +250,7 @@ impl Capture {
         )
         .map_err(|e| dir_err(e.into()))?;
 
+        mount::raise_fd_limit();
         let thread_err = |source| MountError::Thread {
             path: dir.clone(),
             source,

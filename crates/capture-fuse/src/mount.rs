@@ -40,6 +40,23 @@ pub(crate) fn find_fusermount() -> Option<PathBuf> {
         .find(|p| p.is_file())
 }
 
+/// Every cached inode holds an `O_PATH` fd, so lift the soft fd limit to the hard one
+/// (as libfuse's passthrough_hp does); the kernel may keep many inodes cached.
+pub(crate) fn raise_fd_limit() {
+    use rustix::process::{Resource, Rlimit, getrlimit, setrlimit};
+    let limit = getrlimit(Resource::Nofile);
+    if limit.current != limit.maximum {
+        let raised = Rlimit {
+            current: limit.maximum,
+            maximum: limit.maximum,
+        };
+        if let Err(e) = setrlimit(Resource::Nofile, raised) {
+            tracing::warn!(error = %e, soft = ?limit.current,
+                "Cannot raise the open-file limit; large trees may fail with EMFILE.");
+        }
+    }
+}
+
 /// Default directory for lock files.
 pub(crate) fn default_lock_dir() -> PathBuf {
     if is_root() {
