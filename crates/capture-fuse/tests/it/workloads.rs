@@ -366,3 +366,55 @@ fn full_queue_drops_and_counts_without_blocking_the_writer() {
     assert_eq!(first.len(), 8);
     assert_eq!(first[0].offset, 0, "the queue kept the oldest writes");
 }
+
+#[test]
+fn exec_and_threads_are_attributed_to_the_right_program_and_process() {
+    if !fuse_available() {
+        return;
+    }
+    let m = Mounted::new(|_| {});
+    let py = "import os, threading\n\
+              def w(i):\n    os.write(3, b'thread %d\\n' % i)\n\
+              ts = [threading.Thread(target=w, args=(i,)) for i in range(4)]\n\
+              [t.start() for t in ts]; [t.join() for t in ts]\n\
+              os.write(3, b'main\\n')\n";
+    std::fs::write(m.path("prog.py"), py).unwrap();
+    let out = sh(
+        &m.dir,
+        "exec 3>>f; echo from-shell >&3; echo $$; exec python3 prog.py",
+    );
+    let pid: u32 = String::from_utf8(out.stdout)
+        .unwrap()
+        .trim()
+        .parse()
+        .unwrap();
+    let done = m.finish();
+    let writes = done.writes_to("f");
+    assert_eq!(writes.len(), 6);
+    assert!(
+        writes.iter().all(|w| w.pid == pid),
+        "same process across exec"
+    );
+    assert_eq!(&writes[0].data[..], b"from-shell\n");
+    assert!(
+        writes[0].command.starts_with("sh -c exec 3>>f"),
+        "{:?}",
+        writes[0].command
+    );
+    for w in &writes[1..] {
+        // (python3 may be a shim that execs the real interpreter by full path)
+        assert!(
+            w.command.ends_with("python3 prog.py"),
+            "exec noticed: {:?}",
+            w.command
+        );
+    }
+    let thread_tids: std::collections::HashSet<u32> = writes[1..5]
+        .iter()
+        .inspect(|w| assert!(w.data.starts_with(b"thread ")))
+        .map(|w| w.tid)
+        .collect();
+    assert_eq!(thread_tids.len(), 4, "each thread has its own tid");
+    assert!(!thread_tids.contains(&pid));
+    assert_eq!(writes[5].tid, pid, "main thread tid is the pid");
+}
