@@ -71,6 +71,15 @@ pub enum MountError {
         /// Mount source from mountinfo.
         source_name: String,
     },
+    /// Another capture mount sits above or below this directory: every write there
+    /// would be captured twice (and served through two FUSE daemons).
+    #[error("{path} overlaps the capture mount on {other}; watched directories must not nest")]
+    Nested {
+        /// Watched directory.
+        path: PathBuf,
+        /// The other capture mount.
+        other: PathBuf,
+    },
     /// The lock file could not be created or locked.
     #[error("cannot use lock file {path}")]
     Lock {

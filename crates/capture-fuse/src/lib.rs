@@ -172,8 +172,9 @@ impl Capture {
     /// Mounts the capture filesystem over `cfg.directory`.
     ///
     /// Clears a stale mount left there by a crashed sluice; refuses when a live one
-    /// owns the directory, when another FUSE filesystem covers it, or when `/dev/fuse`
-    /// (or, not being root, `fusermount3`) is missing.
+    /// owns the directory, when another FUSE filesystem covers it, when a capture mount
+    /// sits above or below it, or when `/dev/fuse` (or, not being root, `fusermount3`)
+    /// is missing.
     pub fn mount(cfg: CaptureConfig) -> Result<(CaptureHandle, CaptureReceiver), MountError> {
         let invalid = |reason| MountError::InvalidConfig {
             path: cfg.directory.clone(),
@@ -220,6 +221,7 @@ impl Capture {
                 "fusermount3 not found, mounting without auto_unmount.");
         }
         let lock_dir = cfg.lock_dir.clone().unwrap_or_else(mount::default_lock_dir);
+        mount::check_not_nested(&dir)?;
         let lock = OwnerLock::acquire(&lock_dir, &dir)?;
         mount::clear_stale(&dir)?;
 

@@ -247,6 +247,26 @@ fn probe(path: &Path) -> Probe {
     }
 }
 
+/// Refuses a directory inside, or containing, another capture mount.
+pub(crate) fn check_not_nested(dir: &Path) -> Result<(), MountError> {
+    let mounts = mountinfo().map_err(|source| MountError::StaleMount {
+        path: dir.to_path_buf(),
+        source,
+    })?;
+    let other = mounts.iter().find(|m| {
+        m.is_sluice()
+            && m.mount_point != dir
+            && (dir.starts_with(&m.mount_point) || m.mount_point.starts_with(dir))
+    });
+    match other {
+        Some(m) => Err(MountError::Nested {
+            path: dir.to_path_buf(),
+            other: m.mount_point.clone(),
+        }),
+        None => Ok(()),
+    }
+}
+
 /// Makes sure nothing but a dead sluice mount covers `dir`, and removes those.
 /// Must be called with the owner lock held (so any sluice mount there is ownerless).
 pub(crate) fn clear_stale(dir: &Path) -> Result<(), MountError> {

@@ -283,3 +283,23 @@ fn writers_that_predate_the_mount_are_reported_and_bypass_capture() {
         sluice_capture_fuse::TryRecvError::Disconnected
     );
 }
+
+#[test]
+fn nested_watched_directories_are_refused() {
+    if !fuse_available() {
+        return;
+    }
+    let m = Mounted::new(|_| {});
+    std::fs::create_dir(m.path("inner")).unwrap();
+    match Capture::mount(CaptureConfig::new(m.path("inner"))) {
+        Err(MountError::Nested { other, .. }) => assert_eq!(other, m.dir),
+        other => panic!("expected Nested, got {other:?}"),
+    }
+    // (Other tests' mounts may be found first: all live under the same parent.)
+    let parent = m.dir.parent().unwrap();
+    match Capture::mount(CaptureConfig::new(parent)) {
+        Err(MountError::Nested { other, .. }) => assert!(other.starts_with(parent)),
+        other => panic!("expected Nested, got {other:?}"),
+    }
+    m.finish();
+}
