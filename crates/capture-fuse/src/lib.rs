@@ -71,6 +71,32 @@
 //! - POSIX/flock locks are handled by the kernel locally (not forwarded), which is
 //!   correct as long as every accessor goes through the mount.
 //! - Never put the daemon's own log file inside a watched directory.
+//!
+//! # Example
+//! ```no_run
+//! use std::time::Duration;
+//! use sluice_capture_fuse::{Capture, CaptureConfig, RecvTimeoutError};
+//!
+//! let mut cfg = CaptureConfig::new("/var/log/app");
+//! cfg.include = vec!["*.log".into()];
+//! cfg.quota_bytes_per_sec = Some(1 << 20);
+//! let (handle, rx) = Capture::mount(cfg)?;
+//! let stop = std::sync::atomic::AtomicBool::new(false);
+//! while !stop.load(std::sync::atomic::Ordering::Relaxed) {
+//!     match rx.recv_timeout(Duration::from_millis(100)) {
+//!         Ok(w) => println!("{} pid {} {:?}: {} bytes", w.path.display(), w.pid, w.command, w.data.len()),
+//!         Err(RecvTimeoutError::Timeout) => {}
+//!         Err(RecvTimeoutError::Disconnected) => break,
+//!     }
+//! }
+//! println!("{:?}", handle.stats());
+//! handle.unmount()?;
+//! // Writes to files still open at unmount keep arriving until they are closed.
+//! while let Ok(w) = rx.recv_timeout(Duration::from_secs(1)) {
+//!     println!("late: {} bytes", w.data.len());
+//! }
+//! # Ok::<(), Box<dyn std::error::Error>>(())
+//! ```
 
 #![warn(missing_docs)]
 
@@ -432,5 +458,21 @@ impl Drop for CaptureHandle {
                 tracing::error!(error = %e, "Capture filesystem left mounted.");
             }
         }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn handles_can_move_to_other_threads() {
+        fn send<T: Send>() {}
+        fn shared<T: Send + Sync>() {}
+        send::<CaptureHandle>();
+        shared::<CaptureReceiver>();
+        shared::<CaptureCounters>();
+        send::<CapturedWrite>();
+        shared::<MountError>();
     }
 }

@@ -90,6 +90,13 @@ fn auto_unmount_uncovers_the_directory_when_the_daemon_dies() {
     if !fuse_available() {
         return;
     }
+    if !["/usr/bin/fusermount3", "/bin/fusermount3"]
+        .iter()
+        .any(|p| Path::new(p).exists())
+    {
+        eprintln!("note: fusermount3 is absent, skipping auto_unmount test");
+        return;
+    }
     let tmp = tempfile::tempdir().unwrap();
     let dir = tmp.path().canonicalize().unwrap();
     std::fs::write(dir.join("pre"), b"x").unwrap();
