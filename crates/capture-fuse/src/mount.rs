@@ -85,6 +85,7 @@ impl OwnerLock {
             source,
         };
         std::fs::create_dir_all(lock_dir).map_err(lock_err)?;
+        sweep_stale_locks(lock_dir);
         // Lock files are removed on release, so after locking check that the file is
         // still the one at `path` (a releasing owner may have unlinked it meanwhile).
         let mut file = loop {
@@ -135,6 +136,28 @@ impl Drop for OwnerLock {
         // Unlink before the lock is released (when `_file` closes right after), so a
         // waiting process never locks a file that is about to disappear.
         let _ = std::fs::remove_file(&self.path);
+    }
+}
+
+/// Removes lock files whose owner died without releasing them (killed daemons).
+fn sweep_stale_locks(lock_dir: &Path) {
+    let Ok(entries) = std::fs::read_dir(lock_dir) else {
+        return;
+    };
+    for e in entries.flatten() {
+        let name = e.file_name();
+        let name = name.to_string_lossy();
+        if !(name.starts_with("capture") && name.ends_with(".lock")) {
+            continue;
+        }
+        let Ok(file) = File::open(e.path()) else {
+            continue;
+        };
+        // Locked means a live owner; an unlocked file is stale: unlink it while we hold
+        // its lock, so nobody can be holding it as theirs.
+        if rustix::fs::flock(&file, rustix::fs::FlockOperation::NonBlockingLockExclusive).is_ok() {
+            let _ = std::fs::remove_file(e.path());
+        }
     }
 }
 

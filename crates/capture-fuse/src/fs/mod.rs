@@ -624,8 +624,12 @@ impl CaptureFs {
         ) {
             Ok(fd) => (fd, true),
             Err(rustix::io::Errno::EXIST) if flags & libc::O_EXCL == 0 => {
+                // Appeared meanwhile (we only get `create` for names the kernel saw
+                // missing). Never follow a symlink here: its target would be resolved
+                // in our namespace, possibly through this very mount.
                 let fd =
-                    rustix::fs::openat(&parent.fd, name, base, Mode::empty()).map_err(errno)?;
+                    rustix::fs::openat(&parent.fd, name, base | OFlags::NOFOLLOW, Mode::empty())
+                        .map_err(errno)?;
                 (fd, false)
             }
             Err(e) => return Err(errno(e)),
