@@ -306,44 +306,67 @@ impl Writer {
 
     fn write_batch(&mut self, batch: &EventBatch) -> std::io::Result<()> {
         let encoding = self.encoding;
-        let rotate_bytes = self.config.rotate_bytes;
-        for event in batch.events.iter() {
-            let path = self.path_for(event);
+        let rotate_bytes = self.config.rotate_bytes.unwrap_or(u64::MAX);
+        let events = &batch.events[..];
+        let mut i = 0;
+        // Runs of events going to the same file share one lookup: hashing a path
+        // per event would cost more than encoding it.
+        while i < events.len() {
+            let path = self.path_for(&events[i]);
+            let mut end = i + 1;
+            while end < events.len() && self.same_path(&events[end]) {
+                end += 1;
+            }
             let file = match self.files.get_mut(&path) {
                 Some(f) => f,
                 None => self.open(path.clone())?,
             };
-            encoding.encode(event, &mut file.buf, true);
-            if file.buf.len() >= WRITE_CHUNK {
-                file.written += file.buf.len() as u64;
-                file.stream.write_all(&file.buf)?;
-                file.buf.clear();
-            }
-            file.unflushed = true;
-            file.dirty = true;
-            if let Some(limit) = rotate_bytes {
-                if file.written + file.buf.len() as u64 >= limit {
-                    self.rotate(&path)?;
+            let mut next = end;
+            for (k, event) in events[i..end].iter().enumerate() {
+                encoding.encode(event, &mut file.buf, true);
+                if file.buf.len() >= WRITE_CHUNK {
+                    file.written += file.buf.len() as u64;
+                    file.stream.write_all(&file.buf)?;
+                    file.buf.clear();
+                }
+                file.unflushed = true;
+                file.dirty = true;
+                if file.written + file.buf.len() as u64 >= rotate_bytes {
+                    next = i + k + 1;
+                    break;
                 }
             }
+            if next < end || file.written + file.buf.len() as u64 >= rotate_bytes {
+                self.rotate(&path)?;
+            }
+            i = next;
         }
         Ok(())
     }
 
+    /// Whether `e` renders to the same path as the last rendered event, decided
+    /// without rendering.
+    fn same_path(&self, e: &Event) -> bool {
+        if self.template.uses_fields() {
+            return false;
+        }
+        let Some((tag, src, tenant, sec, _)) = &self.cache else { return false };
+        **tag == *e.tag
+            && **src == *e.source
+            && tenant.as_deref() == e.tenant.as_deref()
+            && (!self.template.uses_time() || *sec == e.time_ns.div_euclid(1_000_000_000))
+    }
+
     fn path_for(&mut self, e: &Event) -> PathBuf {
-        let second = e.time_ns.div_euclid(1_000_000_000);
-        if !self.template.uses_fields() {
-            if let Some((tag, src, tenant, sec, path)) = &self.cache {
-                if **tag == *e.tag && **src == *e.source && tenant.as_deref() == e.tenant.as_deref()
-                    && (*sec == second || !self.template.uses_time())
-                {
-                    return path.clone();
-                }
+        if self.same_path(e) {
+            if let Some((.., path)) = &self.cache {
+                return path.clone();
             }
         }
         self.scratch.clear();
         self.template.render(e, &mut self.scratch);
         let path = PathBuf::from(&self.scratch);
+        let second = e.time_ns.div_euclid(1_000_000_000);
         self.cache = Some((e.tag.clone(), e.source.clone(), e.tenant.clone(), second, path.clone()));
         path
     }

@@ -116,6 +116,9 @@ async fn supervise(
     let origin = Arc::new(Origin { pid, command: Some(cmdline.to_owned()), ..Origin::default() });
     let stdout = child.stdout.take();
     let stderr = child.stderr.take();
+    if let Some(out) = &stdout {
+        super::enlarge_pipe(out);
+    }
     let terminate = async {
         cx.shutdown.cancelled().await;
         if let Some(pid) = pid {

@@ -92,6 +92,13 @@ pub async fn read_lines<R: AsyncRead + Unpin>(
     }
 }
 
+/// Ask for a 1 MiB pipe buffer (Linux default 64 KiB): fewer reads, bigger
+/// batches, and writers block less often. Best effort: the limit may be lower.
+pub fn enlarge_pipe(fd: &impl std::os::fd::AsRawFd) {
+    // SAFETY: fcntl on a valid descriptor we own; failure is harmless.
+    unsafe { libc::fcntl(fd.as_raw_fd(), libc::F_SETPIPE_SZ, 1 << 20) };
+}
+
 fn default_max_line_bytes() -> usize {
     crate::framing::DEFAULT_MAX_LINE_BYTES
 }

@@ -64,6 +64,7 @@ pub(super) async fn build(config: PipeSourceConfig, cx: SourceContext) -> Result
         .read_write(true)
         .open_receiver(&config.path)
         .map_err(|e| ComponentError::io(format!("opening FIFO {}", config.path.display()), e))?;
+    super::enlarge_pipe(&rx);
     tracing::info!(path = %config.path.display(), "Reading FIFO.");
     Ok(Box::pin(async move {
         let mut framer = LineFramer::new(config.max_line_bytes);
