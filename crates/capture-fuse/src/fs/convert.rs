@@ -114,3 +114,57 @@ pub(super) fn dir_kind(t: rustix::fs::FileType) -> Option<FileType> {
         T::Unknown => return None,
     })
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn backing_open_keeps_append_and_trunc_but_never_creates_or_follows() {
+        let f = open_flags(
+            libc::O_WRONLY
+                | libc::O_APPEND
+                | libc::O_TRUNC
+                | libc::O_CREAT
+                | libc::O_EXCL
+                | libc::O_NOCTTY
+                | libc::O_NOFOLLOW
+                | libc::O_DIRECT,
+        );
+        assert!(f.contains(OFlags::WRONLY | OFlags::APPEND | OFlags::TRUNC | OFlags::CLOEXEC));
+        for gone in [
+            OFlags::CREATE,
+            OFlags::EXCL,
+            OFlags::NOCTTY,
+            OFlags::NOFOLLOW,
+            OFlags::DIRECT,
+        ] {
+            assert!(!f.contains(gone), "{gone:?} kept");
+        }
+    }
+
+    #[test]
+    fn times_convert_both_ways_including_before_the_epoch() {
+        assert_eq!(timespec(None).tv_nsec, rustix::fs::UTIME_OMIT);
+        assert_eq!(
+            timespec(Some(TimeOrNow::Now)).tv_nsec,
+            rustix::fs::UTIME_NOW
+        );
+        let t = UNIX_EPOCH + Duration::new(5, 7);
+        let ts = timespec(Some(TimeOrNow::SpecificTime(t)));
+        assert_eq!((ts.tv_sec, ts.tv_nsec), (5, 7));
+        let before = UNIX_EPOCH - Duration::new(1, 250_000_000);
+        let ts = timespec(Some(TimeOrNow::SpecificTime(before)));
+        assert_eq!((ts.tv_sec, ts.tv_nsec), (-2, 750_000_000));
+        assert_eq!(time(-2, 750_000_000), before);
+        assert_eq!(time(5, 7), t);
+    }
+
+    #[test]
+    fn file_types_follow_the_mode() {
+        assert_eq!(kind_of(libc::S_IFDIR | 0o755), FileType::Directory);
+        assert_eq!(kind_of(libc::S_IFLNK | 0o777), FileType::Symlink);
+        assert_eq!(kind_of(libc::S_IFIFO), FileType::NamedPipe);
+        assert_eq!(kind_of(libc::S_IFREG | 0o644), FileType::RegularFile);
+    }
+}
