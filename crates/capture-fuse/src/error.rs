@@ -50,14 +50,14 @@ pub enum MountError {
     #[error("not root and fusermount3 is not installed (install the fuse3 package)")]
     FusermountMissing,
     /// Another live sluice already mounts (or is mounting) this directory.
-    #[error("{path} is already captured by a live sluice (pid {pid:?}, lock {lock})")]
+    #[error("{path} is already captured by a live sluice ({owner})")]
     AlreadyMounted {
         /// Watched directory.
         path: PathBuf,
-        /// Owner's pid from the lock file, when readable.
+        /// Owner's pid from its lock file, when known.
         pid: Option<u32>,
-        /// Lock file.
-        lock: PathBuf,
+        /// Who owns it, in words (pid and lock file, or why it is unknown).
+        owner: String,
     },
     /// The directory is covered by a FUSE mount that is not a dead sluice mount.
     #[error(

@@ -102,10 +102,12 @@ impl OwnerLock {
                 Err(rustix::io::Errno::WOULDBLOCK) => {
                     let mut text = String::new();
                     let _ = file.read_to_string(&mut text);
+                    let pid = text.lines().next().and_then(|l| l.trim().parse().ok());
+                    let who = pid.map_or_else(|| "unknown pid".to_string(), |p| format!("pid {p}"));
                     return Err(MountError::AlreadyMounted {
                         path: dir.to_path_buf(),
-                        pid: text.lines().next().and_then(|l| l.trim().parse().ok()),
-                        lock: path,
+                        pid,
+                        owner: format!("{who}, lock {}", path.display()),
                     });
                 }
                 Err(e) => return Err(lock_err(e.into())),
@@ -326,7 +328,9 @@ pub(crate) fn clear_stale(dir: &Path) -> Result<(), MountError> {
                 return Err(MountError::AlreadyMounted {
                     path: dir.to_path_buf(),
                     pid: None,
-                    lock: PathBuf::new(),
+                    owner: "served by a process not holding our lock: another lock dir, or a \
+                            passed /dev/fuse fd"
+                        .into(),
                 });
             }
             Probe::Failed(e) => return Err(stale_err(e)),
