@@ -66,12 +66,14 @@ pub struct Event {
     pub fields: Option<Arc<Fields>>,
     /// Origin metadata (fuse writes, network peers).
     pub origin: Option<Arc<Origin>>,
+    /// Bucket number once a bucket route has assigned one (`{bucket}`).
+    pub bucket: Option<u32>,
 }
 
 impl Event {
     /// A plain event with a body, time, tag and source, and nothing else.
     pub fn new(body: Bytes, time_ns: i64, tag: Arc<str>, source: Arc<str>) -> Self {
-        Event { time_ns, body, tag, source, tenant: None, fields: None, origin: None }
+        Event { time_ns, body, tag, source, tenant: None, fields: None, origin: None, bucket: None }
     }
 
     /// Look up a structured field by its (string) key.

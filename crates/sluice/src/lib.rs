@@ -10,6 +10,7 @@ pub mod event;
 pub mod framing;
 pub mod kafka;
 pub mod metrics;
+pub mod route;
 pub mod sinks;
 pub mod sources;
 pub mod template;

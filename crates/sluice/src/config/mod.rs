@@ -21,6 +21,7 @@ use load::{Diagnostics, check_keys, deserialize, did_you_mean, struct_fields};
 
 use crate::buffer::{DEFAULT_MAX_EVENTS, WhenFull};
 use crate::encoding::Encoding;
+use crate::route::{RouteConfig, RouteKind};
 use crate::sinks::file::FileSinkConfig;
 use crate::sinks::kafka::KafkaSinkConfig;
 use crate::sources::exec::ExecSourceConfig;
@@ -36,6 +37,8 @@ pub struct Config {
     pub global: GlobalConfig,
     /// Sources in file order.
     pub sources: Vec<SourceConfig>,
+    /// Routes in file order.
+    pub routes: Vec<RouteConfig>,
     /// Sinks in file order.
     pub sinks: Vec<SinkConfig>,
 }
@@ -320,9 +323,29 @@ pub fn load_str(path: &Path, text: &str) -> Result<Config, ConfigErrors> {
         kind.validate(&mut Check { diag: d, table: t, path: path.clone() });
         Some(SourceConfig { name: name.to_owned(), tag: common.tag.unwrap_or_else(|| name.to_owned()), kind })
     });
-    if let Some(routes) = root.get("routes") {
-        diag.error(routes.span(), "routes", "routes are not supported yet");
-    }
+    let routes = read_family(root, "routes", &mut diag, |name, item, t, d| {
+        let path = format!("routes.{name}");
+        let ty = component_type(t, &path, crate::route::ROUTE_TYPES, d)?;
+        let mut known = vec!["type", "inputs"];
+        known.extend_from_slice(RouteKind::fields(ty));
+        check_keys(t, &known, &path, d);
+        let kind = RouteKind::parse(ty, item, &path, t, d);
+        let mut check = Check { diag: d, table: t, path: path.clone() };
+        let inputs: Vec<String> = match t.get("inputs").map(|i| i.as_array()) {
+            Some(Some(a)) if !a.is_empty() => a.iter().filter_map(|v| v.as_str().map(str::to_owned)).collect(),
+            Some(Some(_)) | None => {
+                check.error("inputs", "a route needs at least one input");
+                Vec::new()
+            }
+            Some(None) => {
+                check.error("inputs", "expected an array of component names");
+                Vec::new()
+            }
+        };
+        let kind = kind?;
+        kind.validate(&mut check);
+        Some(RouteConfig { name: name.to_owned(), inputs, kind })
+    });
     let sinks = read_family(root, "sinks", &mut diag, |name, item, t, d| {
         let path = format!("sinks.{name}");
         let ty = component_type(t, &path, SINK_TYPES, d)?;
@@ -365,7 +388,7 @@ pub fn load_str(path: &Path, text: &str) -> Result<Config, ConfigErrors> {
     let errors = diag.finish();
     match global {
         Some(global) if errors.is_empty() => {
-            Ok(Config { path: path.to_owned(), global, sources, sinks })
+            Ok(Config { path: path.to_owned(), global, sources, routes, sinks })
         }
         _ => Err(ConfigErrors(errors)),
     }
@@ -373,34 +396,38 @@ pub fn load_str(path: &Path, text: &str) -> Result<Config, ConfigErrors> {
 
 /// Graph checks, read from the tables themselves so that they run even for
 /// components whose own settings failed: names unique across families, every
-/// input names an existing source.
+/// input names a source, a route or a route's output port (`by_category.apps`,
+/// see [`crate::route::graph`]), and routes form no cycle.
 fn check_graph(root: &Table, diag: &mut Diagnostics<'_>) {
     let family = |f: &str| root.get(f).and_then(Item::as_table_like);
-    let mut producers: HashMap<String, &'static str> = HashMap::new();
-    if let Some(t) = family("sources") {
-        for (name, _) in t.iter() {
-            producers.insert(name.to_owned(), "source");
-        }
-    }
-    let Some(sinks) = family("sinks") else { return };
-    for (name, item) in sinks.iter() {
-        let path = format!("sinks.{name}");
-        if let Some(kind) = producers.get(name) {
-            diag.error(item.span(), &path, format!("name already used by a {kind}; component names must be unique"));
-        }
-        let Some(inputs) = item.get("inputs") else { continue };
-        let Some(array) = inputs.as_array() else { continue };
-        for input in array.iter() {
-            let Some(input) = input.as_str() else { continue };
-            if producers.contains_key(input) {
+    let mut names: HashMap<String, &'static str> = HashMap::new();
+    let producers = crate::route::graph::Producers::from_root(root);
+    for (fam, kind) in [("sources", "source"), ("routes", "route"), ("sinks", "sink")] {
+        let Some(t) = family(fam) else { continue };
+        for (name, item) in t.iter() {
+            let path = format!("{fam}.{name}");
+            if let Some(other) = names.get(name) {
+                diag.error(item.span(), &path, format!("name already used by a {other}; component names must be unique"));
+            } else {
+                names.insert(name.to_owned(), kind);
+            }
+            if fam == "sources" {
                 continue;
             }
-            let mut msg = format!("input `{input}` is not a source");
-            if let Some(m) = did_you_mean(input, producers.keys().map(String::as_str)) {
-                msg.push_str(&format!(", did you mean `{m}`?"));
+            let Some(inputs) = item.get("inputs") else { continue };
+            let Some(array) = inputs.as_array() else { continue };
+            for input in array.iter() {
+                let Some(input) = input.as_str() else { continue };
+                if let Some(msg) = producers.input_error(input) {
+                    diag.error(inputs.span(), format!("{path}.inputs"), msg);
+                }
             }
-            diag.error(inputs.span(), format!("{path}.inputs"), msg);
         }
+    }
+    for cycle in crate::route::graph::cycles(root) {
+        let first = &cycle[0];
+        let span = family("routes").and_then(|t| t.get(first)).and_then(|r| r.get("inputs")).and_then(Item::span);
+        diag.error(span, format!("routes.{first}.inputs"), format!("routes form a cycle: {}", cycle.join(" -> ")));
     }
 }
 

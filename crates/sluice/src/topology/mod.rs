@@ -121,10 +121,20 @@ pub async fn run(
     let mut errors = Vec::new();
     let mut sink_tasks: Vec<(String, Task)> = Vec::new();
     let mut senders: Vec<(String, buffer::BufferSender)> = Vec::new();
+    let mut disk_buffers = Vec::new();
+    let shutdown_timeout = Duration::from_secs(config.global.shutdown_timeout_secs);
     for sink in &config.sinks {
         let id = format!("sinks.{}", sink.name);
         let counters = registry.component(&id);
-        let (tx, rx) = buffer::memory(sink.buffer.max_events, sink.buffer.when_full, counters.clone());
+        let buf = match buffer::for_sink(sink, &config.global.data_dir, shutdown_timeout, counters.clone()) {
+            Ok(b) => b,
+            Err(e) => {
+                errors.push(format!("{id}: {e}"));
+                continue;
+            }
+        };
+        disk_buffers.extend(buf.handle);
+        let (tx, rx) = (buf.tx, buf.rx);
         let cx = SinkContext {
             name: sink.name.as_str().into(),
             input: rx,
@@ -141,22 +151,19 @@ pub async fn run(
         }
     }
 
+    // Routes are built as the sources' outputs need them (see route::Wiring).
+    let mut wiring = crate::route::Wiring::new(&config, &senders, &registry, reload_rx.clone());
     let mut source_tasks: Vec<(String, Task)> = Vec::new();
     for source in &config.sources {
         let id = format!("sources.{}", source.name);
-        let edges: Vec<buffer::BufferSender> = config
-            .sinks
-            .iter()
-            .filter(|s| s.inputs.iter().any(|i| i == &source.name))
-            .filter_map(|s| senders.iter().find(|(n, _)| n == &s.name).map(|(_, tx)| tx.clone()))
-            .collect();
-        if edges.is_empty() {
+        let out = wiring.output(&source.name);
+        if !out.is_connected() {
             warn!(component_id = %id, "Source feeds no sink; its events are discarded.");
         }
         let cx = SourceContext {
             name: source.name.as_str().into(),
             tag: source.tag.as_str().into(),
-            out: Output::new(edges),
+            out,
             shutdown: stop_sources.clone(),
             counters: registry.component(&id),
             data_dir: config.global.data_dir.clone(),
@@ -167,7 +174,11 @@ pub async fn run(
             Err(e) => errors.push(format!("{id}: {e:#}")),
         }
     }
-    // Only the sources hold senders from here on, so sink buffers end when they do.
+    let route_tasks = std::mem::take(&mut wiring.tasks);
+    errors.append(&mut wiring.errors);
+    // Only the sources hold senders (and routes) from here on, so sink buffers end
+    // when they do.
+    drop(wiring);
     drop(senders);
     if !errors.is_empty() {
         return Err(BuildErrors(errors));
@@ -179,6 +190,10 @@ pub async fn run(
     for (name, task) in sink_tasks {
         spawn(&sinks_tracker, "sink", name, task, failed.clone());
     }
+    // Route helpers (list watchers) stop when their route's last sender is gone.
+    for (name, task) in route_tasks {
+        spawn(&sinks_tracker, "route", name, task, failed.clone());
+    }
     for (name, task) in source_tasks {
         spawn(&sources_tracker, "source", name, task, failed.clone());
     }
@@ -186,6 +201,7 @@ pub async fn run(
     sources_tracker.close();
     info!(
         sources = config.sources.len(),
+        routes = config.routes.len(),
         sinks = config.sinks.len(),
         "Sluice started."
     );
@@ -218,7 +234,8 @@ pub async fn run(
     let mut report = RunReport::default();
     if !graceful {
         let queued_in = registry.total("sources.", |c| &c.events_out);
-        let handled = registry.total("sinks.", |c| &c.events_out)
+        let handled = registry.total("routes.", |c| &c.dropped)
+            + registry.total("sinks.", |c| &c.events_out)
             + registry.total("sinks.", |c| &c.dropped)
             + registry.total("sinks.", |c| &c.errors);
         report.undelivered = queued_in.saturating_sub(handled);
@@ -229,6 +246,10 @@ pub async fn run(
         );
         abort.cancel();
         let _ = tokio::time::timeout(Duration::from_secs(2), sinks_tracker.wait()).await;
+    }
+    // Disk buffers: sync, checkpoint and report once their sinks are done.
+    for handle in disk_buffers {
+        handle.close(Duration::from_secs(5)).await;
     }
     for line in registry.report() {
         info!("Counters {line}.");
@@ -277,7 +298,8 @@ fn reload(current: &Config, tx: &watch::Sender<Arc<Config>>) {
 fn names(c: &Config) -> Vec<String> {
     let src = c.sources.iter().map(|s| format!("source {} {}", s.name, s.kind.type_name()));
     let snk = c.sinks.iter().map(|s| format!("sink {} {}", s.name, s.kind.type_name()));
-    src.chain(snk).collect()
+    let rte = c.routes.iter().map(|r| format!("route {} {}", r.name, r.kind.type_name()));
+    src.chain(rte).chain(snk).collect()
 }
 
 /// Every component that failed to build.

@@ -1,4 +1,5 @@
-//! A source's (or route's) output: the fan-out to every buffer that consumes it.
+//! A source's (or route's) output: the fan-out to every buffer or route that
+//! consumes it.
 //!
 //! One edge: the batch moves. Several edges: each gets an O(1) copy sharing the
 //! events and a clone of the ack token. A fan-out never waits on one full sink
@@ -9,17 +10,41 @@ use std::sync::Arc;
 use crate::ack::AckStatus;
 use crate::buffer::{BufferSender, SendOutcome};
 use crate::event::EventBatch;
+use crate::route::RouteNode;
+
+/// One consumer of an output: a sink's buffer, or a route run inline.
+#[derive(Clone)]
+pub enum Edge {
+    /// A sink's buffer.
+    Buffer(BufferSender),
+    /// A route; it edits the batch and sends it on through its own outputs.
+    Route(Arc<RouteNode>),
+}
+
+impl Edge {
+    async fn send(&self, batch: EventBatch, may_block: bool) -> bool {
+        match self {
+            Edge::Buffer(tx) => tx.send(batch, may_block).await == SendOutcome::Queued,
+            Edge::Route(route) => route.send(batch, may_block).await,
+        }
+    }
+}
 
 /// Where a component's batches go.
 #[derive(Clone)]
 pub struct Output {
-    edges: Arc<[BufferSender]>,
+    edges: Arc<[Edge]>,
     may_block: bool,
 }
 
 impl Output {
     /// An output feeding `edges`.
     pub fn new(edges: Vec<BufferSender>) -> Self {
+        Self::from_edges(edges.into_iter().map(Edge::Buffer).collect())
+    }
+
+    /// An output feeding buffers and routes.
+    pub fn from_edges(edges: Vec<Edge>) -> Self {
         let may_block = edges.len() <= 1;
         Output { edges: edges.into(), may_block }
     }
@@ -31,18 +56,25 @@ impl Output {
 
     /// Send a batch to every consumer. Returns whether every copy was queued.
     pub async fn send(&self, batch: EventBatch) -> bool {
+        self.send_with(batch, true).await
+    }
+
+    /// [`Output::send`] for a route's output: `may_block` is false when the route
+    /// itself was reached through a fan-out, which then holds downstream too.
+    pub async fn send_with(&self, batch: EventBatch, may_block: bool) -> bool {
+        let may_block = may_block && self.may_block;
         match &*self.edges {
             [] => {
                 batch.ack.resolve(AckStatus::Delivered);
                 true
             }
-            [only] => only.send(batch, self.may_block).await == SendOutcome::Queued,
+            [only] => only.send(batch, may_block).await,
             [rest @ .., last] => {
                 let mut all = true;
                 for edge in rest {
-                    all &= edge.send(batch.share(), self.may_block).await == SendOutcome::Queued;
+                    all &= edge.send(batch.share(), may_block).await;
                 }
-                all &= last.send(batch, self.may_block).await == SendOutcome::Queued;
+                all &= last.send(batch, may_block).await;
                 all
             }
         }

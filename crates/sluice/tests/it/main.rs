@@ -1,2 +1,9 @@
+//! One integration binary (see conventions): every module drives the real `sluice`
+//! binary or library against real files, pipes, processes and peers.
+
+mod common;
+mod config_errors;
+mod lines;
 mod kafka;
 mod kafka_support;
+mod routes;

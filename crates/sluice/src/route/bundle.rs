@@ -1,0 +1,320 @@
+//! `sluice tenant bundle`: a zip a tenant downloads to start consuming its logs.
+//!
+//! Layout (all under `ID/`): `README.md`, `kcat.sh`, `logstash.conf`,
+//! `filebeat.yml`, `consumer.py` (confluent-kafka), and under `certs/` the CA and
+//! the tenant's client certificate and key when `admin.ca_file` / `admin.certs_dir`
+//! provide them. Consumer groups are named `ID-<tool>`, inside the `ID-` prefix
+//! the tenant's ACLs allow.
+//!
+//! The zip is written by hand (deflate via flate2, CRC-32, no zip64): a bundle is a
+//! handful of small files, and a zip crate would be one more dependency for that.
+
+use std::io::Write;
+use std::path::Path;
+
+use anyhow::Context;
+use flate2::Compression;
+use flate2::write::DeflateEncoder;
+
+use super::tenant_admin::TenantAdminConfig;
+
+/// One file of a bundle.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct BundleFile {
+    /// Path inside the tenant's folder.
+    pub name: String,
+    /// Contents.
+    pub data: Vec<u8>,
+    /// Unix mode.
+    pub mode: u32,
+}
+
+fn text(name: &str, data: String, mode: u32) -> BundleFile {
+    BundleFile { name: name.to_owned(), data: data.into_bytes(), mode }
+}
+
+/// Security settings carried into the configs.
+struct Tls {
+    ca: Option<String>,
+    cert: Option<String>,
+    key: Option<String>,
+}
+
+/// Every file of a tenant's bundle.
+pub fn files(id: &str, topic: &str, brokers: &str, admin: &TenantAdminConfig) -> anyhow::Result<Vec<BundleFile>> {
+    let mut out = Vec::new();
+    let mut tls = Tls { ca: None, cert: None, key: None };
+    if let Some(ca) = &admin.ca_file {
+        let data = std::fs::read(ca).with_context(|| format!("reading admin.ca_file {}", ca.display()))?;
+        out.push(BundleFile { name: "certs/ca.pem".into(), data, mode: 0o644 });
+        tls.ca = Some("certs/ca.pem".into());
+    }
+    if let Some(dir) = &admin.certs_dir {
+        for (ext, slot, mode) in [("crt", &mut tls.cert, 0o644), ("key", &mut tls.key, 0o600)] {
+            let p = dir.join(format!("{id}.{ext}"));
+            match std::fs::read(&p) {
+                Ok(data) => {
+                    let name = format!("certs/{id}.{ext}");
+                    out.push(BundleFile { name: name.clone(), data, mode });
+                    *slot = Some(name);
+                }
+                Err(e) if e.kind() == std::io::ErrorKind::NotFound => {}
+                Err(e) => return Err(e).with_context(|| format!("reading {}", p.display())),
+            }
+        }
+    }
+    let secure = tls.ca.is_some() || tls.cert.is_some();
+    out.push(text("README.md", readme(id, topic, brokers, &tls), 0o644));
+    out.push(text("kcat.sh", kcat(id, topic, brokers, &tls), 0o755));
+    out.push(text("logstash.conf", logstash(id, topic, brokers, &tls), 0o644));
+    out.push(text("filebeat.yml", filebeat(id, topic, brokers, &tls), 0o644));
+    out.push(text("consumer.py", python(id, topic, brokers, secure, &tls), 0o755));
+    out.sort_by(|a, b| a.name.cmp(&b.name));
+    Ok(out)
+}
+
+fn readme(id: &str, topic: &str, brokers: &str, tls: &Tls) -> String {
+    let certs = match (&tls.ca, &tls.cert) {
+        (None, None) => "No certificates are configured for this bundle: the configs connect in plaintext. \
+                         If your provider uses TLS, ask for the CA certificate and your client certificate \
+                         and key, put them in `certs/` (`ca.pem`, `ID.crt`, `ID.key`) and add the TLS \
+                         settings shown in each file's comments."
+            .to_owned(),
+        _ => "`certs/` holds the CA certificate and your client certificate and key; keep the key private \
+              (mode 0600). The configs refer to them by relative path: run them from this folder."
+            .to_owned(),
+    };
+    format!(
+        "# Logs for {id}\n\n\
+         Your logs are published to Kafka topic `{topic}` on `{brokers}`.\n\
+         You may read it with the principal `User:{id}`, in consumer groups whose names start with `{id}-`.\n\n\
+         ## Ready-to-run consumers\n\n\
+         - `kcat.sh` — prints the logs with kcat: `sh kcat.sh`\n\
+         - `consumer.py` — Python (`pip install confluent-kafka`): `python3 consumer.py` \
+         (`--max-messages N`, `--timeout SECS`, `--from-beginning`)\n\
+         - `logstash.conf` — a Logstash kafka input: `logstash -f logstash.conf`\n\
+         - `filebeat.yml` — a Filebeat kafka input: `filebeat -c filebeat.yml -e`\n\n\
+         Each line is one log line as your servers wrote it, without your client id.\n\n\
+         ## Certificates\n\n{certs}\n"
+    )
+}
+
+fn kcat(id: &str, topic: &str, brokers: &str, tls: &Tls) -> String {
+    let mut opts = String::new();
+    if tls.ca.is_some() || tls.cert.is_some() {
+        opts.push_str(" -X security.protocol=ssl");
+    }
+    if let Some(ca) = &tls.ca {
+        opts.push_str(&format!(" -X ssl.ca.location={ca}"));
+    }
+    if let (Some(c), Some(k)) = (&tls.cert, &tls.key) {
+        opts.push_str(&format!(" -X ssl.certificate.location={c} -X ssl.key.location={k}"));
+    }
+    format!(
+        "#!/bin/sh\n# Consume {topic} as {id} (kcat built on librdkafka >= 2.x).\ncd \"$(dirname \"$0\")\"\n\
+         exec kcat -b '{brokers}' -G '{id}-kcat' -o beginning -q -f '%s\\n'{opts} '{topic}'\n"
+    )
+}
+
+fn logstash(id: &str, topic: &str, brokers: &str, tls: &Tls) -> String {
+    let mut sec = String::new();
+    if tls.ca.is_some() || tls.cert.is_some() {
+        sec.push_str("    security_protocol => \"SSL\"\n");
+        if let Some(ca) = &tls.ca {
+            sec.push_str(&format!("    ssl_truststore_type => \"PEM\"\n    ssl_truststore_location => \"{ca}\"\n"));
+        }
+        if let (Some(c), Some(k)) = (&tls.cert, &tls.key) {
+            sec.push_str(&format!(
+                "    ssl_keystore_type => \"PEM\"\n    ssl_keystore_location => \"{c}\"\n    ssl_key_password => \"\"  # key: {k}\n"
+            ));
+        }
+    } else {
+        sec.push_str("    # TLS: security_protocol => \"SSL\", ssl_truststore_location => \"certs/ca.pem\"\n");
+    }
+    format!(
+        "# Logstash pipeline reading {id}'s logs.\ninput {{\n  kafka {{\n    bootstrap_servers => \"{brokers}\"\n    \
+         topics => [\"{topic}\"]\n    group_id => \"{id}-logstash\"\n    client_id => \"{id}-logstash\"\n    \
+         auto_offset_reset => \"earliest\"\n    codec => \"plain\"\n{sec}  }}\n}}\noutput {{\n  stdout {{ codec => line {{ format => \"%{{message}}\" }} }}\n}}\n"
+    )
+}
+
+fn filebeat(id: &str, topic: &str, brokers: &str, tls: &Tls) -> String {
+    let hosts: Vec<String> = brokers.split(',').map(|b| format!("\"{}\"", b.trim())).collect();
+    let mut sec = String::new();
+    if let Some(ca) = &tls.ca {
+        sec.push_str(&format!("    ssl.certificate_authorities: [\"{ca}\"]\n"));
+    }
+    if let (Some(c), Some(k)) = (&tls.cert, &tls.key) {
+        sec.push_str(&format!("    ssl.certificate: \"{c}\"\n    ssl.key: \"{k}\"\n"));
+    }
+    if sec.is_empty() {
+        sec.push_str("    # TLS: ssl.certificate_authorities: [\"certs/ca.pem\"]\n");
+    }
+    format!(
+        "# Filebeat reading {id}'s logs from Kafka.\nfilebeat.inputs:\n  - type: kafka\n    hosts: [{}]\n    \
+         topics: [\"{topic}\"]\n    group_id: \"{id}-filebeat\"\n    client_id: \"{id}-filebeat\"\n    initial_offset: oldest\n{sec}\
+         output.console:\n  codec.format:\n    string: '%{{[message]}}'\n",
+        hosts.join(", ")
+    )
+}
+
+fn python(id: &str, topic: &str, brokers: &str, secure: bool, tls: &Tls) -> String {
+    let mut conf = format!(
+        "    \"bootstrap.servers\": os.environ.get(\"KAFKA_BROKERS\", \"{brokers}\"),\n    \"group.id\": \"{id}-python\",\n    \
+         \"client.id\": \"{id}-python\",\n    \"enable.auto.commit\": True,\n"
+    );
+    if secure {
+        conf.push_str("    \"security.protocol\": \"ssl\",\n");
+    }
+    if let Some(ca) = &tls.ca {
+        conf.push_str(&format!("    \"ssl.ca.location\": os.path.join(HERE, \"{ca}\"),\n"));
+    }
+    if let (Some(c), Some(k)) = (&tls.cert, &tls.key) {
+        conf.push_str(&format!(
+            "    \"ssl.certificate.location\": os.path.join(HERE, \"{c}\"),\n    \"ssl.key.location\": os.path.join(HERE, \"{k}\"),\n"
+        ));
+    }
+    format!(
+        r#"#!/usr/bin/env python3
+"""Print {id}'s logs from Kafka topic {topic}, one line each (pip install confluent-kafka)."""
+import argparse
+import os
+import sys
+import time
+
+from confluent_kafka import Consumer, KafkaError
+
+HERE = os.path.dirname(os.path.abspath(__file__))
+TOPIC = "{topic}"
+
+
+def main():
+    ap = argparse.ArgumentParser(description=__doc__)
+    ap.add_argument("--max-messages", type=int, default=0, help="stop after N messages (0: never)")
+    ap.add_argument("--timeout", type=float, default=0, help="stop after SECS without a message (0: never)")
+    ap.add_argument("--from-beginning", action="store_true", help="start at the oldest retained message")
+    args = ap.parse_args()
+    conf = {{
+{conf}        "auto.offset.reset": "earliest" if args.from_beginning else "latest",
+    }}
+    c = Consumer(conf)
+    c.subscribe([TOPIC])
+    seen, idle_since = 0, time.monotonic()
+    try:
+        while not args.max_messages or seen < args.max_messages:
+            msg = c.poll(0.5)
+            if msg is None:
+                if args.timeout and time.monotonic() - idle_since > args.timeout:
+                    break
+                continue
+            if msg.error():
+                if msg.error().code() != KafkaError._PARTITION_EOF:
+                    print(f"error: {{msg.error()}}", file=sys.stderr)
+                continue
+            idle_since = time.monotonic()
+            sys.stdout.buffer.write(msg.value() + b"\n")
+            sys.stdout.flush()
+            seen += 1
+    finally:
+        c.close()
+
+
+if __name__ == "__main__":
+    main()
+"#
+    )
+}
+
+/// Write `files` into a zip under the folder `root/`, atomically (tmp + rename).
+pub fn write_zip(path: &Path, root: &str, files: &[BundleFile]) -> std::io::Result<()> {
+    let mut zip = Vec::new();
+    let mut central = Vec::new();
+    for f in files {
+        let name = format!("{root}/{}", f.name);
+        let mut crc = flate2::Crc::new();
+        crc.update(&f.data);
+        let mut enc = DeflateEncoder::new(Vec::new(), Compression::default());
+        enc.write_all(&f.data)?;
+        let packed = enc.finish()?;
+        let offset = u32::try_from(zip.len()).map_err(|_| std::io::Error::other("bundle over 4 GiB"))?;
+        let header = |sig: u32, central: bool| {
+            let mut h = Vec::new();
+            h.extend_from_slice(&sig.to_le_bytes());
+            if central {
+                h.extend_from_slice(&(0x0300u16 | 20).to_le_bytes()); // made by: Unix, 2.0
+            }
+            h.extend_from_slice(&20u16.to_le_bytes()); // version needed
+            h.extend_from_slice(&0x0800u16.to_le_bytes()); // UTF-8 names
+            h.extend_from_slice(&8u16.to_le_bytes()); // deflate
+            h.extend_from_slice(&0u16.to_le_bytes()); // time 00:00
+            h.extend_from_slice(&0x0021u16.to_le_bytes()); // date 1980-01-01
+            h.extend_from_slice(&crc.sum().to_le_bytes());
+            h.extend_from_slice(&(packed.len() as u32).to_le_bytes());
+            h.extend_from_slice(&(f.data.len() as u32).to_le_bytes());
+            h.extend_from_slice(&(name.len() as u16).to_le_bytes());
+            h.extend_from_slice(&0u16.to_le_bytes()); // extra
+            if central {
+                h.extend_from_slice(&0u16.to_le_bytes()); // comment
+                h.extend_from_slice(&0u16.to_le_bytes()); // disk
+                h.extend_from_slice(&0u16.to_le_bytes()); // internal attributes
+                h.extend_from_slice(&((0o100000 | f.mode) << 16).to_le_bytes());
+                h.extend_from_slice(&offset.to_le_bytes());
+            }
+            h.extend_from_slice(name.as_bytes());
+            h
+        };
+        zip.extend_from_slice(&header(0x0403_4b50, false));
+        zip.extend_from_slice(&packed);
+        central.extend_from_slice(&header(0x0201_4b50, true));
+    }
+    let cd_offset = zip.len() as u32;
+    zip.extend_from_slice(&central);
+    zip.extend_from_slice(&0x0605_4b50u32.to_le_bytes());
+    zip.extend_from_slice(&[0, 0, 0, 0]); // disk numbers
+    zip.extend_from_slice(&(files.len() as u16).to_le_bytes());
+    zip.extend_from_slice(&(files.len() as u16).to_le_bytes());
+    zip.extend_from_slice(&(central.len() as u32).to_le_bytes());
+    zip.extend_from_slice(&cd_offset.to_le_bytes());
+    zip.extend_from_slice(&0u16.to_le_bytes());
+    let tmp = path.with_extension("zip.tmp");
+    std::fs::write(&tmp, &zip)?;
+    std::fs::rename(&tmp, path)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn bundle_zip_opens_with_python_zipfile() {
+        let dir = tempfile::tempdir().unwrap();
+        let certs = dir.path().join("certs");
+        std::fs::create_dir(&certs).unwrap();
+        std::fs::write(certs.join("acme.crt"), "CERT").unwrap();
+        std::fs::write(certs.join("acme.key"), "KEY").unwrap();
+        std::fs::write(dir.path().join("ca.pem"), "CA").unwrap();
+        let admin = TenantAdminConfig {
+            ca_file: Some(dir.path().join("ca.pem")),
+            certs_dir: Some(certs),
+            ..Default::default()
+        };
+        let files = files("acme", "logs-acme", "k1:9093,k2:9093", &admin).unwrap();
+        let names: Vec<&str> = files.iter().map(|f| f.name.as_str()).collect();
+        assert_eq!(
+            names,
+            ["README.md", "certs/acme.crt", "certs/acme.key", "certs/ca.pem", "consumer.py", "filebeat.yml", "kcat.sh", "logstash.conf"]
+        );
+        let py = String::from_utf8(files.iter().find(|f| f.name == "consumer.py").unwrap().data.clone()).unwrap();
+        assert!(py.contains("\"group.id\": \"acme-python\"") && py.contains("ssl.key.location"));
+        let zip = dir.path().join("acme.zip");
+        write_zip(&zip, "acme", &files).unwrap();
+        let check = std::process::Command::new("python3")
+            .args(["-c", "import sys, zipfile; z = zipfile.ZipFile(sys.argv[1]); assert z.testzip() is None; \
+                          print(z.read('acme/certs/acme.key').decode(), oct(z.getinfo('acme/kcat.sh').external_attr >> 16))"])
+            .arg(&zip)
+            .output()
+            .unwrap();
+        assert!(check.status.success(), "{}", String::from_utf8_lossy(&check.stderr));
+        assert_eq!(String::from_utf8_lossy(&check.stdout).trim(), "KEY 0o100755");
+    }
+}

@@ -1,0 +1,827 @@
+//! `sluice tenant`: onboarding tenants of a `tenant` route on the brokers.
+//!
+//! - `add ID`: create the topic (`admin.topic`, default `logs-{tenant}`), grant
+//!   `User:ID` READ and DESCRIBE on it and on consumer groups `ID-*` where the
+//!   brokers support ACLs, then append ID to the active list (tmp + rename under
+//!   a lock file), which running agents pick up within a second.
+//! - `remove ID`: take ID off the active list; the topic and its data stay.
+//! - `list`: ids from the list and topics on the brokers, partitions, active.
+//! - `bundle ID --out ID.zip`: ready consumer configs (see [`super::bundle`]).
+//!
+//! ACLs are never claimed without the broker's word. A broker that does not
+//! advertise DescribeAcls/CreateAcls in its ApiVersions is reported as lacking
+//! them. Otherwise the ACL calls run in a child process (`sluice tenant
+//! acl-apply`): some brokers answer CreateAcls in a way that makes librdkafka
+//! abort the process, and that must not take this command down with it. When ACLs
+//! are not applied, `add` says so, leaves the tenant inactive and exits 1, unless
+//! `--no-acls` was given.
+
+use std::collections::BTreeMap;
+use std::io::{Read, Write};
+use std::net::{TcpStream, ToSocketAddrs};
+use std::path::{Path, PathBuf};
+use std::process::ExitCode;
+use std::time::Duration;
+
+use anyhow::{Context, bail};
+use clap::Subcommand;
+use rdkafka::ClientConfig;
+use rdkafka::admin::{AdminClient, AdminOptions, NewTopic, TopicReplication};
+use rdkafka::client::DefaultClientContext;
+use rdkafka::types::RDKafkaErrorCode;
+use serde::Deserialize;
+
+use super::tenant::{TenantRouteConfig, parse_list, valid_id};
+use super::{RouteKind, bundle};
+use crate::config::Check;
+
+/// `[routes.NAME.admin]`: what `sluice tenant` needs to know.
+#[derive(Debug, Clone, PartialEq, Eq, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct TenantAdminConfig {
+    /// Bootstrap brokers, `host:port,...`.
+    #[serde(default)]
+    pub brokers: Option<String>,
+    /// Topic name template; must contain `{tenant}`.
+    #[serde(default = "default_topic")]
+    pub topic: String,
+    /// Partitions of a new topic.
+    #[serde(default = "default_one")]
+    pub partitions: i32,
+    /// Replication factor of a new topic.
+    #[serde(default = "default_one")]
+    pub replication: i32,
+    /// `retention.ms` of a new topic, in hours (broker default when absent).
+    #[serde(default)]
+    pub retention_hours: Option<u64>,
+    /// librdkafka properties for the admin connection (`security.protocol`,
+    /// `ssl.ca.location`, `sasl.*`...).
+    #[serde(default)]
+    pub options: BTreeMap<String, String>,
+    /// Brokers as tenants reach them (default: `brokers`), written into bundles.
+    #[serde(default)]
+    pub bundle_brokers: Option<String>,
+    /// CA certificate copied into bundles.
+    #[serde(default)]
+    pub ca_file: Option<PathBuf>,
+    /// Directory of `ID.crt` / `ID.key` client certificates copied into bundles.
+    #[serde(default)]
+    pub certs_dir: Option<PathBuf>,
+}
+
+fn default_topic() -> String {
+    "logs-{tenant}".to_owned()
+}
+
+fn default_one() -> i32 {
+    1
+}
+
+impl Default for TenantAdminConfig {
+    fn default() -> Self {
+        TenantAdminConfig {
+            brokers: None,
+            topic: default_topic(),
+            partitions: 1,
+            replication: 1,
+            retention_hours: None,
+            options: BTreeMap::new(),
+            bundle_brokers: None,
+            ca_file: None,
+            certs_dir: None,
+        }
+    }
+}
+
+impl TenantAdminConfig {
+    /// Pure validation (called by the tenant route's).
+    pub fn validate(&self, v: &mut Check<'_, '_>) {
+        if !self.topic.contains("{tenant}") {
+            v.error("admin", "admin.topic must contain {tenant}");
+        }
+        if self.partitions < 1 || self.replication < 1 {
+            v.error("admin", "admin.partitions and admin.replication must be at least 1");
+        }
+    }
+
+    /// The topic of a tenant.
+    pub fn topic_of(&self, id: &str) -> String {
+        self.topic.replace("{tenant}", id)
+    }
+
+    /// The tenant of a topic, when the topic follows the template.
+    pub fn tenant_of<'t>(&self, topic: &'t str) -> Option<&'t str> {
+        let (pre, post) = self.topic.split_once("{tenant}")?;
+        let id = topic.strip_prefix(pre)?.strip_suffix(post)?;
+        valid_id(id).then_some(id)
+    }
+}
+
+/// `sluice tenant ...`.
+#[derive(Debug, Subcommand)]
+pub enum TenantCommand {
+    /// Create the tenant's topic, grant ACLs, activate it.
+    Add {
+        /// Tenant id.
+        id: String,
+        #[command(flatten)]
+        target: Target,
+        /// Partitions (default: admin.partitions).
+        #[arg(long)]
+        partitions: Option<i32>,
+        /// Replication factor (default: admin.replication).
+        #[arg(long)]
+        replication: Option<i32>,
+        /// Retention in hours (default: admin.retention_hours, else the broker's).
+        #[arg(long)]
+        retention_hours: Option<u64>,
+        /// Activate without ACLs (brokers without ACL support).
+        #[arg(long)]
+        no_acls: bool,
+    },
+    /// Deactivate a tenant (its topic and data stay).
+    Remove {
+        /// Tenant id.
+        id: String,
+        #[command(flatten)]
+        target: Target,
+    },
+    /// List tenants: ids, topic, partitions, whether active.
+    List {
+        #[command(flatten)]
+        target: Target,
+    },
+    /// Write a zip of ready consumer configs for a tenant.
+    Bundle {
+        /// Tenant id.
+        id: String,
+        #[command(flatten)]
+        target: Target,
+        /// Zip file to write.
+        #[arg(long)]
+        out: PathBuf,
+    },
+    /// Internal: apply ACLs in a child process (see the module doc).
+    #[command(hide = true)]
+    AclApply {
+        /// Tenant id.
+        id: String,
+        /// Bootstrap brokers.
+        #[arg(long)]
+        brokers: String,
+        /// The tenant's topic.
+        #[arg(long)]
+        topic: String,
+        /// librdkafka properties, `key=value`.
+        #[arg(long = "option")]
+        options: Vec<String>,
+    },
+}
+
+/// Which config and route a command works on.
+#[derive(Debug, clap::Args)]
+pub struct Target {
+    /// TOML config file.
+    #[arg(short, long)]
+    config: PathBuf,
+    /// The tenant route (needed when the config has several).
+    #[arg(long)]
+    route: Option<String>,
+    /// Bootstrap brokers (default: the route's admin.brokers).
+    #[arg(long)]
+    brokers: Option<String>,
+}
+
+const EXIT_USAGE: u8 = 2;
+const ACL_CHILD_REFUSED: i32 = 3;
+const TIMEOUT: Duration = Duration::from_secs(15);
+
+/// Run a `sluice tenant` command.
+pub fn main(cmd: TenantCommand) -> ExitCode {
+    let runtime = match tokio::runtime::Builder::new_current_thread().enable_all().build() {
+        Ok(r) => r,
+        Err(e) => {
+            eprintln!("sluice: cannot start the runtime: {e}");
+            return ExitCode::FAILURE;
+        }
+    };
+    match runtime.block_on(run(cmd)) {
+        Ok(code) => code,
+        Err(Failure::Usage(e)) => {
+            eprintln!("sluice tenant: {e:#}");
+            ExitCode::from(EXIT_USAGE)
+        }
+        Err(Failure::Runtime(e)) => {
+            eprintln!("sluice tenant: {e:#}");
+            ExitCode::FAILURE
+        }
+    }
+}
+
+enum Failure {
+    Usage(anyhow::Error),
+    Runtime(anyhow::Error),
+}
+
+impl From<anyhow::Error> for Failure {
+    fn from(e: anyhow::Error) -> Self {
+        Failure::Runtime(e)
+    }
+}
+
+struct Resolved {
+    route: TenantRouteConfig,
+    brokers: Option<String>,
+}
+
+fn resolve(target: &Target) -> Result<Resolved, Failure> {
+    let config = crate::config::load(&target.config).map_err(|e| Failure::Usage(anyhow::anyhow!("{e}")))?;
+    let tenants: Vec<(&str, &TenantRouteConfig)> = config
+        .routes
+        .iter()
+        .filter_map(|r| match &r.kind {
+            RouteKind::Tenant(t) => Some((r.name.as_str(), t)),
+            _ => None,
+        })
+        .collect();
+    let chosen = match (&target.route, tenants.as_slice()) {
+        (Some(name), _) => tenants.iter().find(|(n, _)| n == name).ok_or_else(|| {
+            Failure::Usage(anyhow::anyhow!("no tenant route named `{name}` in {}", target.config.display()))
+        })?,
+        (None, [only]) => only,
+        (None, []) => {
+            return Err(Failure::Usage(anyhow::anyhow!("{} has no tenant route", target.config.display())));
+        }
+        (None, _) => {
+            let names: Vec<&str> = tenants.iter().map(|(n, _)| *n).collect();
+            return Err(Failure::Usage(anyhow::anyhow!("several tenant routes; pick one with --route ({})", names.join(", "))));
+        }
+    };
+    let route = chosen.1.clone();
+    let brokers = target.brokers.clone().or_else(|| route.admin.brokers.clone());
+    Ok(Resolved { route, brokers })
+}
+
+fn check_id(id: &str) -> Result<(), Failure> {
+    if valid_id(id) {
+        Ok(())
+    } else {
+        Err(Failure::Usage(anyhow::anyhow!("`{id}` is not a valid tenant id (1-200 of A-Z a-z 0-9 . _ -)")))
+    }
+}
+
+fn need_brokers(r: &Resolved) -> Result<&str, Failure> {
+    r.brokers.as_deref().ok_or_else(|| Failure::Usage(anyhow::anyhow!("no brokers: set admin.brokers on the tenant route or pass --brokers")))
+}
+
+fn admin_client(brokers: &str, options: &BTreeMap<String, String>) -> anyhow::Result<AdminClient<DefaultClientContext>> {
+    let mut c = ClientConfig::new();
+    c.set("bootstrap.servers", brokers);
+    for (k, v) in options {
+        c.set(k, v);
+    }
+    c.create().context("creating the Kafka admin client")
+}
+
+async fn run(cmd: TenantCommand) -> Result<ExitCode, Failure> {
+    match cmd {
+        TenantCommand::Add { id, target, partitions, replication, retention_hours, no_acls } => {
+            check_id(&id)?;
+            let r = resolve(&target)?;
+            let brokers = need_brokers(&r)?.to_owned();
+            let admin = &r.route.admin;
+            let topic = admin.topic_of(&id);
+            let partitions = partitions.unwrap_or(admin.partitions);
+            let replication = replication.unwrap_or(admin.replication);
+            let retention = retention_hours.or(admin.retention_hours);
+            create_topic(&brokers, &admin.options, &topic, partitions, replication, retention).await?;
+            if no_acls {
+                println!("acls: skipped (--no-acls); any client allowed by the brokers can read {topic}");
+            } else {
+                match apply_acls(&brokers, &admin.options, &id, &topic) {
+                    AclOutcome::Applied(lines) => {
+                        for l in lines {
+                            println!("acl: {l}");
+                        }
+                    }
+                    AclOutcome::NotApplied(why) => {
+                        eprintln!("sluice tenant: ACLs were NOT applied: {why}");
+                        eprintln!(
+                            "sluice tenant: {id} was not activated; fix the brokers' ACL support, or re-run with --no-acls to activate it without ACLs"
+                        );
+                        return Ok(ExitCode::FAILURE);
+                    }
+                }
+            }
+            let list = &r.route.active_list;
+            let added = edit_list(list, |ids| {
+                if ids.iter().any(|i| i == &id) {
+                    false
+                } else {
+                    ids.push(id.clone());
+                    true
+                }
+            })
+            .with_context(|| format!("updating the active list {}", list.display()))?;
+            if added {
+                println!("activated: {id} appended to {}; running agents pick it up within a second", list.display());
+            } else {
+                println!("active: {id} was already in {}", list.display());
+            }
+            Ok(ExitCode::SUCCESS)
+        }
+        TenantCommand::Remove { id, target } => {
+            check_id(&id)?;
+            let r = resolve(&target)?;
+            let list = &r.route.active_list;
+            let removed = edit_list(list, |ids| {
+                let before = ids.len();
+                ids.retain(|i| i != &id);
+                ids.len() != before
+            })
+            .with_context(|| format!("updating the active list {}", list.display()))?;
+            if removed {
+                println!("deactivated: {id} removed from {}; topic {} and its data are kept", list.display(), r.route.admin.topic_of(&id));
+            } else {
+                println!("inactive: {id} was not in {}", list.display());
+            }
+            Ok(ExitCode::SUCCESS)
+        }
+        TenantCommand::List { target } => {
+            let r = resolve(&target)?;
+            let active = match std::fs::read_to_string(&r.route.active_list) {
+                Ok(t) => parse_list(&t).ids,
+                Err(e) if e.kind() == std::io::ErrorKind::NotFound => Vec::new(),
+                Err(e) => return Err(anyhow::Error::new(e).context(format!("reading {}", r.route.active_list.display())).into()),
+            };
+            let mut rows: BTreeMap<String, (String, Option<usize>, bool)> = active
+                .iter()
+                .map(|id| (id.clone(), (r.route.admin.topic_of(id), None, true)))
+                .collect();
+            let mut note = None;
+            match &r.brokers {
+                Some(brokers) => {
+                    for (topic, parts) in topics(brokers, &r.route.admin.options).await? {
+                        if let Some(id) = r.route.admin.tenant_of(&topic) {
+                            let row = rows.entry(id.to_owned()).or_insert_with(|| (topic.clone(), None, false));
+                            row.1 = Some(parts);
+                        }
+                    }
+                }
+                None => note = Some("no brokers configured: partitions unknown"),
+            }
+            println!("{:<24} {:<32} {:>10} {:>6}", "ID", "TOPIC", "PARTITIONS", "ACTIVE");
+            for (id, (topic, parts, active)) in rows {
+                let parts = parts.map_or_else(|| "-".to_owned(), |p| p.to_string());
+                println!("{id:<24} {topic:<32} {parts:>10} {:>6}", if active { "yes" } else { "no" });
+            }
+            if let Some(n) = note {
+                println!("({n})");
+            }
+            Ok(ExitCode::SUCCESS)
+        }
+        TenantCommand::Bundle { id, target, out } => {
+            check_id(&id)?;
+            let r = resolve(&target)?;
+            let brokers = r.route.admin.bundle_brokers.clone().or(r.brokers.clone()).ok_or_else(|| {
+                Failure::Usage(anyhow::anyhow!("no brokers: set admin.bundle_brokers or admin.brokers, or pass --brokers"))
+            })?;
+            let files = bundle::files(&id, &r.route.admin.topic_of(&id), &brokers, &r.route.admin)?;
+            bundle::write_zip(&out, &id, &files).with_context(|| format!("writing {}", out.display()))?;
+            println!("bundle: {} ({} files)", out.display(), files.len());
+            Ok(ExitCode::SUCCESS)
+        }
+        TenantCommand::AclApply { id, brokers, topic, options } => {
+            let mut opts = BTreeMap::new();
+            for o in options {
+                let (k, v) = o.split_once('=').ok_or_else(|| Failure::Usage(anyhow::anyhow!("--option wants key=value")))?;
+                opts.insert(k.to_owned(), v.to_owned());
+            }
+            let admin = admin_client(&brokers, &opts)?;
+            match acl_ffi::apply(&admin, &id, &topic) {
+                Ok(lines) => {
+                    for l in lines {
+                        println!("{l}");
+                    }
+                    Ok(ExitCode::SUCCESS)
+                }
+                Err(e) => {
+                    println!("{e}");
+                    Ok(ExitCode::from(ACL_CHILD_REFUSED as u8))
+                }
+            }
+        }
+    }
+}
+
+async fn create_topic(
+    brokers: &str,
+    options: &BTreeMap<String, String>,
+    topic: &str,
+    partitions: i32,
+    replication: i32,
+    retention_hours: Option<u64>,
+) -> anyhow::Result<()> {
+    let admin = admin_client(brokers, options)?;
+    let retention_ms = retention_hours.map(|h| (h * 3_600_000).to_string());
+    let mut new = NewTopic::new(topic, partitions, TopicReplication::Fixed(replication));
+    if let Some(ms) = &retention_ms {
+        new = new.set("retention.ms", ms);
+    }
+    let opts = AdminOptions::new().operation_timeout(Some(TIMEOUT)).request_timeout(Some(TIMEOUT));
+    let results = admin.create_topics([&new], &opts).await.context("creating the topic")?;
+    for r in results {
+        match r {
+            Ok(t) => println!("topic: created {t} ({partitions} partitions, replication {replication})"),
+            Err((t, RDKafkaErrorCode::TopicAlreadyExists)) => println!("topic: {t} already exists"),
+            Err((t, code)) => bail!("the brokers refused to create topic {t}: {code}"),
+        }
+    }
+    Ok(())
+}
+
+/// (topic, partitions) of every topic on the brokers.
+async fn topics(brokers: &str, options: &BTreeMap<String, String>) -> anyhow::Result<Vec<(String, usize)>> {
+    let admin = admin_client(brokers, options)?;
+    tokio::task::spawn_blocking(move || {
+        let md = admin.inner().fetch_metadata(None, TIMEOUT).context("reading the brokers' metadata")?;
+        Ok(md.topics().iter().map(|t| (t.name().to_owned(), t.partitions().len())).collect())
+    })
+    .await
+    .context("metadata reader failed")?
+}
+
+/// Rewrite the list under an exclusive lock: `edit` changes the ids and says
+/// whether anything changed; comments and blank lines of the file are kept.
+pub fn edit_list(path: &Path, edit: impl FnOnce(&mut Vec<String>) -> bool) -> std::io::Result<bool> {
+    let lock_path = path.with_extension("lock");
+    let lock = std::fs::OpenOptions::new().create(true).truncate(false).write(true).open(&lock_path)?;
+    // SAFETY: flock on a descriptor we own; released when `lock` is closed.
+    if unsafe { libc::flock(std::os::fd::AsRawFd::as_raw_fd(&lock), libc::LOCK_EX) } != 0 {
+        return Err(std::io::Error::last_os_error());
+    }
+    let text = match std::fs::read_to_string(path) {
+        Ok(t) => t,
+        Err(e) if e.kind() == std::io::ErrorKind::NotFound => String::new(),
+        Err(e) => return Err(e),
+    };
+    let before = parse_list(&text).ids;
+    let mut ids = before.clone();
+    if !edit(&mut ids) {
+        return Ok(false);
+    }
+    // Keep every line that is not a removed id; append the new ids.
+    let mut out = String::with_capacity(text.len() + 64);
+    for line in text.lines() {
+        let id = line.split('#').next().unwrap_or("").trim();
+        if !id.is_empty() && valid_id(id) && !ids.iter().any(|i| i == id) {
+            continue;
+        }
+        out.push_str(line);
+        out.push('\n');
+    }
+    for id in ids.iter().filter(|i| !before.contains(i)) {
+        out.push_str(id);
+        out.push('\n');
+    }
+    let tmp = path.with_extension("tmp");
+    {
+        let mut f = std::fs::File::create(&tmp)?;
+        f.write_all(out.as_bytes())?;
+        f.sync_all()?;
+    }
+    std::fs::rename(&tmp, path)?;
+    if let Some(dir) = path.parent().filter(|d| !d.as_os_str().is_empty()) {
+        std::fs::File::open(dir)?.sync_all()?;
+    }
+    Ok(true)
+}
+
+/// What became of the ACLs.
+#[derive(Debug, PartialEq, Eq)]
+pub enum AclOutcome {
+    /// The brokers confirmed each binding.
+    Applied(Vec<String>),
+    /// Not applied, and why.
+    NotApplied(String),
+}
+
+/// The ACL bindings a tenant gets, as text.
+pub fn acl_bindings(id: &str, topic: &str) -> Vec<String> {
+    let p = format!("User:{id}");
+    vec![
+        format!("ALLOW {p} READ on topic {topic} (literal)"),
+        format!("ALLOW {p} DESCRIBE on topic {topic} (literal)"),
+        format!("ALLOW {p} READ on group {id}- (prefixed)"),
+        format!("ALLOW {p} DESCRIBE on group {id}- (prefixed)"),
+    ]
+}
+
+fn apply_acls(brokers: &str, options: &BTreeMap<String, String>, id: &str, topic: &str) -> AclOutcome {
+    let plaintext = options.get("security.protocol").is_none_or(|p| p.eq_ignore_ascii_case("plaintext"));
+    if plaintext {
+        match acl_apis_advertised(brokers) {
+            Ok(false) => {
+                return AclOutcome::NotApplied(
+                    "the brokers do not support Kafka ACLs (no DescribeAcls/CreateAcls in ApiVersions)".into(),
+                );
+            }
+            Ok(true) => {}
+            Err(e) => return AclOutcome::NotApplied(format!("cannot ask the brokers which APIs they support: {e}")),
+        }
+    }
+    let exe = match std::env::current_exe() {
+        Ok(p) => p,
+        Err(e) => return AclOutcome::NotApplied(format!("cannot find the sluice binary to run the ACL step: {e}")),
+    };
+    let mut cmd = std::process::Command::new(exe);
+    cmd.args(["tenant", "acl-apply", id, "--brokers", brokers, "--topic", topic]);
+    for (k, v) in options {
+        cmd.arg("--option").arg(format!("{k}={v}"));
+    }
+    let out = match cmd.stdin(std::process::Stdio::null()).output() {
+        Ok(o) => o,
+        Err(e) => return AclOutcome::NotApplied(format!("cannot run the ACL step: {e}")),
+    };
+    let stdout = String::from_utf8_lossy(&out.stdout).trim().to_owned();
+    use std::os::unix::process::ExitStatusExt;
+    match (out.status.code(), out.status.signal()) {
+        (Some(0), _) => AclOutcome::Applied(stdout.lines().map(str::to_owned).collect()),
+        (Some(ACL_CHILD_REFUSED), _) => AclOutcome::NotApplied(stdout),
+        (_, Some(sig)) => AclOutcome::NotApplied(format!(
+            "the Kafka client aborted on the brokers' ACL reply (signal {sig}); the brokers do not implement ACLs properly"
+        )),
+        (code, _) => AclOutcome::NotApplied(format!(
+            "the ACL step failed (exit {code:?}): {stdout} {}",
+            String::from_utf8_lossy(&out.stderr).trim()
+        )),
+    }
+}
+
+/// Ask the first reachable broker for its API versions (ApiVersions v0, plaintext)
+/// and say whether DescribeAcls (29) and CreateAcls (30) are among them.
+pub fn acl_apis_advertised(brokers: &str) -> std::io::Result<bool> {
+    let mut last = std::io::Error::other("no broker address given");
+    for b in brokers.split(',').map(str::trim).filter(|b| !b.is_empty()) {
+        match api_keys(b) {
+            Ok(keys) => return Ok(keys.contains(&29) && keys.contains(&30)),
+            Err(e) => last = std::io::Error::new(e.kind(), format!("{b}: {e}")),
+        }
+    }
+    Err(last)
+}
+
+fn api_keys(broker: &str) -> std::io::Result<Vec<i16>> {
+    let addr = broker
+        .to_socket_addrs()?
+        .next()
+        .ok_or_else(|| std::io::Error::other("address does not resolve"))?;
+    let mut s = TcpStream::connect_timeout(&addr, Duration::from_secs(5))?;
+    s.set_read_timeout(Some(Duration::from_secs(5)))?;
+    let client = b"sluice";
+    let mut req = Vec::with_capacity(32);
+    req.extend_from_slice(&(10 + client.len() as i32).to_be_bytes());
+    req.extend_from_slice(&18i16.to_be_bytes()); // ApiVersions
+    req.extend_from_slice(&0i16.to_be_bytes()); // v0
+    req.extend_from_slice(&1i32.to_be_bytes()); // correlation id
+    req.extend_from_slice(&(client.len() as i16).to_be_bytes());
+    req.extend_from_slice(client);
+    s.write_all(&req)?;
+    let mut len = [0u8; 4];
+    s.read_exact(&mut len)?;
+    let len = i32::from_be_bytes(len);
+    if !(10..=1 << 20).contains(&len) {
+        return Err(std::io::Error::other(format!("bad ApiVersions reply size {len}")));
+    }
+    let mut body = vec![0u8; len as usize];
+    s.read_exact(&mut body)?;
+    let error = i16::from_be_bytes([body[4], body[5]]);
+    if error != 0 {
+        return Err(std::io::Error::other(format!("ApiVersions error code {error}")));
+    }
+    let n = i32::from_be_bytes([body[6], body[7], body[8], body[9]]).max(0) as usize;
+    let entries = body.get(10..10 + n * 6).ok_or_else(|| std::io::Error::other("truncated ApiVersions reply"))?;
+    Ok(entries.chunks_exact(6).map(|e| i16::from_be_bytes([e[0], e[1]])).collect())
+}
+
+/// DescribeAcls then CreateAcls through librdkafka's C API (rust-rdkafka has no
+/// ACL calls). Runs only in the `acl-apply` child.
+mod acl_ffi {
+    use std::ffi::{CStr, CString};
+    use std::ptr;
+
+    use rdkafka::admin::AdminClient;
+    use rdkafka::bindings as rd;
+    use rdkafka::client::DefaultClientContext;
+
+    const TIMEOUT_MS: i32 = 15_000;
+
+    fn cstr(p: *const std::os::raw::c_char) -> String {
+        if p.is_null() {
+            return String::new();
+        }
+        // SAFETY: librdkafka returns NUL-terminated strings valid while the event lives.
+        unsafe { CStr::from_ptr(p) }.to_string_lossy().into_owned()
+    }
+
+    struct Queue(*mut rd::rd_kafka_queue_t);
+    impl Drop for Queue {
+        fn drop(&mut self) {
+            // SAFETY: created by rd_kafka_queue_new, destroyed once.
+            unsafe { rd::rd_kafka_queue_destroy(self.0) }
+        }
+    }
+
+    struct Event(*mut rd::rd_kafka_event_t);
+    impl Drop for Event {
+        fn drop(&mut self) {
+            // SAFETY: polled from our queue, destroyed once.
+            unsafe { rd::rd_kafka_event_destroy(self.0) }
+        }
+    }
+
+    fn poll(q: &Queue, what: &str) -> Result<Event, String> {
+        // SAFETY: valid queue.
+        let ev = unsafe { rd::rd_kafka_queue_poll(q.0, TIMEOUT_MS) };
+        if ev.is_null() {
+            return Err(format!("{what}: no reply from the brokers within {} s", TIMEOUT_MS / 1000));
+        }
+        let ev = Event(ev);
+        // SAFETY: valid event.
+        let err = unsafe { rd::rd_kafka_event_error(ev.0) };
+        if err != rd::rd_kafka_resp_err_t::RD_KAFKA_RESP_ERR_NO_ERROR {
+            // SAFETY: valid event.
+            let msg = cstr(unsafe { rd::rd_kafka_event_error_string(ev.0) });
+            return Err(format!("{what}: the brokers refused: {msg}"));
+        }
+        Ok(ev)
+    }
+
+    type Binding = (rd::rd_kafka_ResourceType_t, String, rd::rd_kafka_ResourcePatternType_t, rd::rd_kafka_AclOperation_t);
+
+    pub fn apply(admin: &AdminClient<DefaultClientContext>, id: &str, topic: &str) -> Result<Vec<String>, String> {
+        use rd::rd_kafka_AclOperation_t::*;
+        use rd::rd_kafka_ResourcePatternType_t::*;
+        use rd::rd_kafka_ResourceType_t::*;
+        let rk = admin.inner().native_ptr();
+        let principal = CString::new(format!("User:{id}")).map_err(|e| e.to_string())?;
+        let any_host = CString::new("*").expect("no NUL");
+        let mut errstr = [0 as std::os::raw::c_char; 512];
+        // SAFETY: rk is a live client handle for the duration of this function.
+        let q = Queue(unsafe { rd::rd_kafka_queue_new(rk) });
+
+        // Probe: DescribeAcls on the topic. A broker without ACL support fails here.
+        let name = CString::new(topic).map_err(|e| e.to_string())?;
+        // SAFETY: all pointers are valid C strings or null where allowed.
+        let filter = unsafe {
+            rd::rd_kafka_AclBindingFilter_new(
+                RD_KAFKA_RESOURCE_TOPIC,
+                name.as_ptr(),
+                RD_KAFKA_RESOURCE_PATTERN_ANY,
+                ptr::null(),
+                ptr::null(),
+                RD_KAFKA_ACL_OPERATION_ANY,
+                rd::rd_kafka_AclPermissionType_t::RD_KAFKA_ACL_PERMISSION_TYPE_ANY,
+                errstr.as_mut_ptr(),
+                errstr.len(),
+            )
+        };
+        if filter.is_null() {
+            return Err(format!("DescribeAcls: {}", cstr(errstr.as_ptr())));
+        }
+        // SAFETY: filter and queue are valid; options null = defaults.
+        unsafe { rd::rd_kafka_DescribeAcls(rk, filter, ptr::null(), q.0) };
+        let described = poll(&q, "DescribeAcls");
+        // SAFETY: filter was created above and is no longer used by librdkafka.
+        unsafe { rd::rd_kafka_AclBinding_destroy(filter) };
+        described?;
+
+        let group = format!("{id}-");
+        let wanted: Vec<Binding> = vec![
+            (RD_KAFKA_RESOURCE_TOPIC, topic.to_owned(), RD_KAFKA_RESOURCE_PATTERN_LITERAL, RD_KAFKA_ACL_OPERATION_READ),
+            (RD_KAFKA_RESOURCE_TOPIC, topic.to_owned(), RD_KAFKA_RESOURCE_PATTERN_LITERAL, RD_KAFKA_ACL_OPERATION_DESCRIBE),
+            (RD_KAFKA_RESOURCE_GROUP, group.clone(), RD_KAFKA_RESOURCE_PATTERN_PREFIXED, RD_KAFKA_ACL_OPERATION_READ),
+            (RD_KAFKA_RESOURCE_GROUP, group, RD_KAFKA_RESOURCE_PATTERN_PREFIXED, RD_KAFKA_ACL_OPERATION_DESCRIBE),
+        ];
+        let mut bindings = Vec::new();
+        for (rt, name, pt, op) in &wanted {
+            let name = CString::new(name.as_str()).map_err(|e| e.to_string())?;
+            // SAFETY: as above.
+            let b = unsafe {
+                rd::rd_kafka_AclBinding_new(
+                    *rt,
+                    name.as_ptr(),
+                    *pt,
+                    principal.as_ptr(),
+                    any_host.as_ptr(),
+                    *op,
+                    rd::rd_kafka_AclPermissionType_t::RD_KAFKA_ACL_PERMISSION_TYPE_ALLOW,
+                    errstr.as_mut_ptr(),
+                    errstr.len(),
+                )
+            };
+            if b.is_null() {
+                // SAFETY: the bindings made so far are ours.
+                unsafe { rd::rd_kafka_AclBinding_destroy_array(bindings.as_mut_ptr(), bindings.len()) };
+                return Err(format!("CreateAcls: {}", cstr(errstr.as_ptr())));
+            }
+            bindings.push(b);
+        }
+        // SAFETY: bindings are valid; librdkafka copies them.
+        unsafe { rd::rd_kafka_CreateAcls(rk, bindings.as_mut_ptr(), bindings.len(), ptr::null(), q.0) };
+        let created = poll(&q, "CreateAcls");
+        // SAFETY: ours, no longer used.
+        unsafe { rd::rd_kafka_AclBinding_destroy_array(bindings.as_mut_ptr(), bindings.len()) };
+        let ev = created?;
+        // SAFETY: a CreateAcls result event.
+        let res = unsafe { rd::rd_kafka_event_CreateAcls_result(ev.0) };
+        if res.is_null() {
+            return Err("CreateAcls: unexpected reply".into());
+        }
+        let mut n = 0usize;
+        // SAFETY: valid result; array lives as long as the event.
+        let acls = unsafe { rd::rd_kafka_CreateAcls_result_acls(res, &mut n) };
+        if n != wanted.len() {
+            return Err(format!("CreateAcls: the brokers answered {n} results for {} bindings", wanted.len()));
+        }
+        let texts = super::acl_bindings(id, topic);
+        let mut lines = Vec::new();
+        for (i, text) in texts.iter().enumerate() {
+            // SAFETY: i < n.
+            let err = unsafe { rd::rd_kafka_acl_result_error(*acls.add(i)) };
+            if !err.is_null() {
+                // SAFETY: valid error object owned by the result.
+                let msg = cstr(unsafe { rd::rd_kafka_error_string(err) });
+                return Err(format!("CreateAcls: the brokers refused `{text}`: {msg}"));
+            }
+            lines.push(format!("granted {text}"));
+        }
+        Ok(lines)
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn topic_template_round_trips() {
+        let a = TenantAdminConfig { topic: "cdn.{tenant}.logs".into(), ..Default::default() };
+        assert_eq!(a.topic_of("acme"), "cdn.acme.logs");
+        assert_eq!(a.tenant_of("cdn.acme.logs"), Some("acme"));
+        assert_eq!(a.tenant_of("cdn..logs"), None);
+        assert_eq!(a.tenant_of("other"), None);
+    }
+
+    #[test]
+    fn edit_list_keeps_comments_and_is_atomic() {
+        let dir = tempfile::tempdir().unwrap();
+        let p = dir.path().join("tenants.txt");
+        std::fs::write(&p, "# customers\nacme # since 2024\nglobex\n").unwrap();
+        assert!(edit_list(&p, |ids| {
+            ids.push("initech".into());
+            true
+        })
+        .unwrap());
+        assert!(edit_list(&p, |ids| {
+            ids.retain(|i| i != "globex");
+            true
+        })
+        .unwrap());
+        assert_eq!(std::fs::read_to_string(&p).unwrap(), "# customers\nacme # since 2024\ninitech\n");
+        assert!(!p.with_extension("tmp").exists());
+        let missing = dir.path().join("new.txt");
+        assert!(edit_list(&missing, |ids| {
+            ids.push("a".into());
+            true
+        })
+        .unwrap());
+        assert_eq!(std::fs::read_to_string(&missing).unwrap(), "a\n");
+    }
+
+    #[test]
+    fn api_versions_probe_reads_the_key_list() {
+        // A fake broker answering ApiVersions v0 with keys 18 and 29 only.
+        let l = std::net::TcpListener::bind("127.0.0.1:0").unwrap();
+        let addr = l.local_addr().unwrap().to_string();
+        let t = std::thread::spawn(move || {
+            let (mut s, _) = l.accept().unwrap();
+            let mut req = [0u8; 20];
+            s.read_exact(&mut req[..20]).unwrap();
+            let mut body = Vec::new();
+            body.extend_from_slice(&1i32.to_be_bytes());
+            body.extend_from_slice(&0i16.to_be_bytes());
+            body.extend_from_slice(&2i32.to_be_bytes());
+            for k in [18i16, 29] {
+                body.extend_from_slice(&k.to_be_bytes());
+                body.extend_from_slice(&[0, 0, 0, 3]);
+            }
+            let mut msg = (body.len() as i32).to_be_bytes().to_vec();
+            msg.extend_from_slice(&body);
+            s.write_all(&msg).unwrap();
+        });
+        assert_eq!(api_keys(&addr).unwrap(), vec![18, 29]);
+        t.join().unwrap();
+        assert!(acl_apis_advertised("127.0.0.1:1").is_err());
+    }
+}
