@@ -137,6 +137,8 @@ struct Shared {
     len: AtomicUsize,
     wake: Condvar,
     closed: AtomicBool,
+    /// The receiver was dropped: nothing will ever be consumed.
+    abandoned: AtomicBool,
     capacity: usize,
     max_bytes: usize,
 }
@@ -158,6 +160,7 @@ pub(crate) fn queue(capacity: usize, max_bytes: usize) -> (QueueSender, CaptureR
         len: AtomicUsize::new(0),
         wake: Condvar::new(),
         closed: AtomicBool::new(false),
+        abandoned: AtomicBool::new(false),
         capacity,
         max_bytes,
     });
@@ -182,7 +185,7 @@ impl QueueSender {
             let mut q = sh.queue.lock();
             let len = write.data.len();
             let over_bytes = q.bytes != 0 && q.bytes + len > sh.max_bytes;
-            if q.items.len() >= sh.capacity || over_bytes {
+            if q.items.len() >= sh.capacity || over_bytes || sh.abandoned.load(Ordering::Relaxed) {
                 return false;
             }
             q.bytes += len;
@@ -200,6 +203,7 @@ impl QueueSender {
     /// Cheap pre-check so that a full queue costs no copy of the data.
     pub(crate) fn is_full(&self) -> bool {
         self.shared.len.load(Ordering::Relaxed) >= self.shared.capacity
+            || self.shared.abandoned.load(Ordering::Relaxed)
     }
 }
 
@@ -219,6 +223,16 @@ impl Drop for QueueSender {
 /// period, so draining happens in batches under load.
 pub struct CaptureReceiver {
     shared: Arc<Shared>,
+}
+
+impl Drop for CaptureReceiver {
+    fn drop(&mut self) {
+        self.shared.abandoned.store(true, Ordering::Relaxed);
+        let mut q = self.shared.queue.lock();
+        q.items.clear();
+        q.bytes = 0;
+        self.shared.len.store(0, Ordering::Relaxed);
+    }
 }
 
 impl std::fmt::Debug for CaptureReceiver {
@@ -514,5 +528,11 @@ mod tests {
         assert!(rx.try_recv().is_ok());
         assert!(rx.recv_timeout(Duration::from_millis(1)).is_ok());
         assert_eq!(rx.try_recv(), Err(TryRecvError::Disconnected));
+        let (tx, rx) = queue(2, 10);
+        drop(rx);
+        assert!(
+            tx.is_full() && !tx.try_send(w(1)),
+            "nobody listens: drop at once"
+        );
     }
 }
