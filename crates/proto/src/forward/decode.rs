@@ -18,8 +18,8 @@
 //!    Garbage (e.g. a bomb of zeros) fails on the first inflated chunk.
 //!
 //! Total cost per request: O(wire bytes + decompressed bytes); memory: the request
-//! plus the decoded values (an [`rmpv::Value`] is 32 bytes or more per msgpack value,
-//! so a pathological request of N one-byte values costs ~32 N bytes; the limits bound N).
+//! plus the decoded values (an [`rmpv::Value`] is 40 bytes per msgpack value,
+//! so a pathological request of N one-byte values costs ~40 N bytes; the limits bound N).
 
 use std::io::Read;
 

@@ -32,7 +32,11 @@
 //! * A request is accepted whole or not at all: a request whose last packed entry is
 //!   truncated yields an error, never a partial [`EventFrame`] (so it is never acked).
 //! * Fluent Bit group markers (EventTime seconds `0xFFFFFFFF` / `0xFFFFFFFE`) are
-//!   dropped; they are not events.
+//!   dropped; they are not events. Time 0 is passed through (Fluentd replaces it
+//!   with "now"; that is the caller's policy).
+//! * A packed payload starting with the gzip (`1f 8b`) or zstd (`28 b5 2f fd`) magic is
+//!   inflated whatever `compressed` says, as Fluent Bit does: a plain entry stream
+//!   starts with an array marker, so this cannot misread valid input.
 //!
 //! # Errors and recovery
 //! [`DecodeError::can_continue`] is true when the offending request was consumed
@@ -68,6 +72,11 @@ use rmpv::Value;
 
 /// Size and shape limits applied by [`Decoder`]. All are hard caps: exceeding one is
 /// an error, never a truncation.
+///
+/// Memory per request is bounded by the wire (or decompressed) bytes times the cost of
+/// a decoded value: an [`rmpv::Value`] takes 40 bytes, so the worst case, a request of
+/// one-byte values, costs about 40 × `max_decompressed_bytes`. Lower the limits for
+/// untrusted peers with many connections.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct Limits {
     /// Largest request accepted, in wire bytes (default 32 MiB). While
@@ -202,6 +211,8 @@ pub enum Request {
     Heartbeat,
     /// Events in any of the four modes.
     Events(EventFrame),
-    /// Handshake `["PING", ...]`: verify with [`handshake::verify_ping`].
+    /// Handshake `["PING", ...]`: verify with [`handshake::verify_ping`]. The decoder
+    /// has no handshake state: a PING after authentication, or events before it, are
+    /// for the caller to refuse ([`handshake::PingRejection::InvalidPing`]).
     Ping(Ping),
 }
