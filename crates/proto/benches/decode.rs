@@ -1,6 +1,7 @@
 //! Forward decode throughput per mode (wire bytes per second), plus PackedForward
 //! encoding. Each input carries the same 1 000 typical log events, so the modes'
-//! figures compare directly (events/s = 1 000 / time per iteration).
+//! figures compare directly (events/s = 1 000 / time per iteration). A plain
+//! `rmpv::decode::read_value` of the Forward request runs alongside as a baseline.
 //!
 //! Run: `cargo bench -p sluice-proto --bench decode`
 //! (quick look: append `-- --warm-up-time 1 --measurement-time 3`).
@@ -126,6 +127,13 @@ fn decode(c: &mut Criterion) {
             )
         });
     }
+    // Baseline in the same run (the machine is noisy): plain rmpv decoding of the
+    // Forward request into one Value tree, no protocol checks.
+    let forward = &inputs[1].1;
+    group.throughput(Throughput::Bytes(forward.len() as u64));
+    group.bench_function("baseline_rmpv_read_value_Forward", |b| {
+        b.iter(|| rmpv::decode::read_value(&mut &forward[..]).expect("valid msgpack"))
+    });
     group.finish();
 }
 

@@ -29,7 +29,9 @@ use rmpv::Value;
 use super::entry::{parse_entry, parse_record, parse_time};
 use super::error::{DecodeError, DecodeErrorKind, ErrorContext};
 use super::handshake;
-use super::msgpack::{Header, ReadError, Reader, Scan, ScanError, Scanner, marker_type_name};
+use super::msgpack::{
+    Header, ReadError, Reader, Scan, ScanError, Scanner, TopOffsets, marker_type_name,
+};
 use super::{Entry, EventFrame, Limits, Mode, Request};
 
 /// Decodes client requests from a connection's byte stream.
@@ -101,7 +103,8 @@ impl Decoder {
             }
         };
         let start = self.offset;
-        let result = parse_request(&buf[..len], &self.limits, start);
+        let top = self.scanner.last_top_offsets();
+        let result = parse_request(&buf[..len], top, &self.limits, start);
         buf.advance(len);
         self.offset += len as u64;
         result.map(Some)
@@ -142,13 +145,21 @@ pub(crate) fn scan_error_kind(e: ScanError, limit: usize, depth: usize) -> Decod
 /// learns the tag, the mode and the entry index.
 struct RequestParser<'a> {
     frame: &'a [u8],
+    /// Where the request array's elements start (from the scanner).
+    top: TopOffsets,
     limits: &'a Limits,
     ctx: ErrorContext,
 }
 
-fn parse_request(frame: &[u8], limits: &Limits, offset: u64) -> Result<Request, DecodeError> {
+fn parse_request(
+    frame: &[u8],
+    top: TopOffsets,
+    limits: &Limits,
+    offset: u64,
+) -> Result<Request, DecodeError> {
     let mut p = RequestParser {
         frame,
+        top,
         limits,
         ctx: ErrorContext {
             offset,
@@ -254,11 +265,17 @@ impl RequestParser<'_> {
         }
 
         // Option first: it decides compression and signal, and rejecting there is cheap.
-        r.set_pos(body);
-        for _ in 1..option_index {
-            r.skip().map_err(read_error)?;
-        }
+        // The scanner noted where it starts, so the entries are not walked twice.
         let options = if len > option_index {
+            match self.top.get(option_index as usize) {
+                Some(pos) => r.set_pos(pos),
+                None => {
+                    r.set_pos(body);
+                    for _ in 1..option_index {
+                        r.skip().map_err(read_error)?;
+                    }
+                }
+            }
             parse_options(&mut r, self.limits.depth())?
         } else {
             Options::default()

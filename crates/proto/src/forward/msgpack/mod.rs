@@ -179,11 +179,45 @@ pub(crate) enum Scan {
 /// holds, per open container, how many child values are still to come. The caller
 /// must pass the same buffer again, possibly extended at the end, until the scanner
 /// returns `Complete` or an error (after which it is reset for the next value).
+///
+/// As a by-product it records where the first [`TopOffsets::CAPACITY`] children of
+/// the outermost container start, so a request's option can be found without walking
+/// its entries a second time.
 #[derive(Debug, Default)]
 pub(crate) struct Scanner {
     pos: usize,
     started: bool,
     stack: Vec<u64>,
+    top: TopOffsets,
+    last_top: TopOffsets,
+}
+
+/// Start offsets of the first children of the last completed top-level container.
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]
+pub(crate) struct TopOffsets {
+    offsets: [usize; TopOffsets::CAPACITY],
+    seen: usize,
+}
+
+impl TopOffsets {
+    /// Children recorded; enough for every request shape (PING has 6 elements).
+    pub(crate) const CAPACITY: usize = 6;
+
+    /// Offset of child `i`, if it was recorded.
+    pub(crate) fn get(&self, i: usize) -> Option<usize> {
+        if i < self.seen.min(Self::CAPACITY) {
+            Some(self.offsets[i])
+        } else {
+            None
+        }
+    }
+
+    fn record(&mut self, offset: usize) {
+        if let Some(slot) = self.offsets.get_mut(self.seen) {
+            *slot = offset;
+        }
+        self.seen += 1;
+    }
 }
 
 impl Scanner {
@@ -197,6 +231,12 @@ impl Scanner {
         self.pos = 0;
         self.started = false;
         self.stack.clear();
+        self.top = TopOffsets::default();
+    }
+
+    /// Child offsets of the value the last `Complete` was for.
+    pub(crate) fn last_top_offsets(&self) -> TopOffsets {
+        self.last_top
     }
 
     /// Continues scanning the value at the front of `buf`. `max_len` bounds the value's
@@ -215,7 +255,11 @@ impl Scanner {
         let result = self.scan_inner(buf, max_len as u64, max_depth);
         match result {
             Ok(Scan::NeedMore) => {}
-            Ok(Scan::Complete(_)) | Err(_) => self.reset(),
+            Ok(Scan::Complete(_)) => {
+                self.last_top = self.top;
+                self.reset();
+            }
+            Err(_) => self.reset(),
         }
         result
     }
@@ -264,6 +308,9 @@ impl Scanner {
             }
             if let Some(top) = self.stack.last_mut() {
                 *top -= 1;
+            }
+            if self.stack.len() == 1 {
+                self.top.record(pos);
             }
             self.started = true;
             self.pos = end as usize;
@@ -495,6 +542,11 @@ mod tests {
         }
         assert_eq!(s.scan(&bytes, 1 << 20, 8), Ok(Scan::Complete(len)));
         assert!(!s.in_progress());
+        let top = s.last_top_offsets();
+        assert_eq!(
+            (top.get(0), top.get(1), top.get(2)),
+            (Some(1), Some(5), None)
+        );
     }
 
     #[test]
