@@ -51,6 +51,9 @@ impl PackedForwardBuilder {
     }
 
     /// Appends `[time, record]`. `record` should be a map: servers reject anything else.
+    ///
+    /// # Panics
+    /// If one string, bin or container in `record` exceeds 4 GiB / 2^32 elements.
     pub fn push(&mut self, time: EventTime, record: &Value) {
         put_array_len(&mut self.entries, 2);
         put_time(&mut self.entries, time);
@@ -85,6 +88,10 @@ impl PackedForwardBuilder {
 
     /// Encodes the request. With a `chunk` the server will answer `{"ack": chunk}`
     /// (see [`new_chunk_id`]).
+    ///
+    /// # Panics
+    /// If the payload exceeds 4 GiB, msgpack's limit for one bin (batch far below it:
+    /// servers accept a few MiB to 32 MiB per request).
     pub fn finish(self, chunk: Option<&[u8]>, compression: Compression) -> Bytes {
         let payload = match compression {
             Compression::None => self.entries,
