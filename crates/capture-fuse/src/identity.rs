@@ -4,10 +4,14 @@
 //! the kernel until we reply, so `/proc/<tid>` names that very thread while we look at
 //! it — short-lived writers cannot vanish and their tid cannot be reused under us.
 //! What can change between two writes of one tid is the process behind it (the tid died
-//! and was reused) or its program (`exec`). Each cache entry keeps `/proc/<tid>/stat`
-//! open: reading a procfs file of a dead task fails with `ESRCH`, which catches reuse for
-//! free, and the `(starttime, startstack, comm)` triple read from it changes on `exec`
-//! (the stack is re-randomised by every `exec` under ASLR). One `pread` per write.
+//! and was reused) or its program (`exec`). Each cache entry keeps `/proc/<tid>/comm`
+//! and `/proc/<tid>/stat` open. Reading a procfs file of a dead task fails with `ESRCH`,
+//! which catches reuse exactly. Every write re-reads `comm` (cheap), which changes on an
+//! `exec` of a differently named program; an `exec` of a same-named one (`sh` → `sh`)
+//! shows only in `stat`'s `startstack` (re-randomised by every `exec` under ASLR), and
+//! `stat` — about 2 µs to format here, a third of a small write's cost — is re-read at
+//! most every [`FULL_CHECK_INTERVAL`] per thread. So a same-named re-`exec` may keep the
+//! previous command line for that long; pid and tid are always exact.
 //!
 //! Names: NSS may call out to LDAP/sssd, whose own logs could sit in a watched
 //! directory, so a filesystem thread never calls NSS itself. Misses are resolved by a
@@ -19,6 +23,7 @@ use std::fs::File;
 use std::io::Read;
 use std::os::unix::fs::FileExt;
 use std::sync::Arc;
+use std::sync::atomic::{AtomicU64, Ordering};
 use std::time::{Duration, Instant};
 
 use parking_lot::RwLock;
@@ -46,10 +51,40 @@ struct StatSig {
     comm_hash: u64,
 }
 
+/// How long a thread's `stat` signature is trusted between full checks.
+pub(crate) const FULL_CHECK_INTERVAL: Duration = Duration::from_millis(50);
+
 struct ProcEntry {
+    comm: File,
+    comm_hash: u64,
     stat: File,
     sig: StatSig,
+    /// When `stat` last matched, in ns since the cache's epoch.
+    checked_ns: AtomicU64,
     info: Arc<ProcInfo>,
+}
+
+impl ProcEntry {
+    /// Still the same task running the same program?
+    fn still_valid(&self, now_ns: u64) -> bool {
+        let mut buf = [0u8; 64];
+        match self.comm.read_at(&mut buf, 0) {
+            Ok(n) if n > 0 && fnv1a(&buf[..n]) == self.comm_hash => {}
+            _ => return false,
+        }
+        let checked = self.checked_ns.load(Ordering::Relaxed);
+        if now_ns.saturating_sub(checked) < FULL_CHECK_INTERVAL.as_nanos() as u64 {
+            return true;
+        }
+        let mut buf = [0u8; 1024];
+        match self.stat.read_at(&mut buf, 0) {
+            Ok(n) if parse_stat(&buf[..n]) == Some(self.sig) => {
+                self.checked_ns.store(now_ns, Ordering::Relaxed);
+                true
+            }
+            _ => false,
+        }
+    }
 }
 
 /// Upper bound on cached tids before dead ones are swept.
@@ -57,12 +92,14 @@ const PROC_CACHE_SWEEP_AT: usize = 2048;
 
 pub(crate) struct ProcCache {
     map: RwLock<HashMap<u32, Arc<ProcEntry>>>,
+    epoch: Instant,
 }
 
 impl ProcCache {
     pub(crate) fn new() -> Self {
         ProcCache {
             map: RwLock::new(HashMap::new()),
+            epoch: Instant::now(),
         }
     }
 
@@ -73,20 +110,18 @@ impl ProcCache {
             return None;
         }
         let cached = self.map.read().get(&tid).cloned();
-        let mut buf = [0u8; 1024];
+        let now_ns = self.epoch.elapsed().as_nanos() as u64;
         if let Some(entry) = cached {
-            if let Ok(n) = entry.stat.read_at(&mut buf, 0) {
-                if parse_stat(&buf[..n]) == Some(entry.sig) {
-                    return Some(entry.info.clone());
-                }
+            if entry.still_valid(now_ns) {
+                return Some(entry.info.clone());
             }
         }
-        let entry = Arc::new(resolve(tid)?);
+        let entry = Arc::new(resolve(tid, now_ns)?);
         let info = entry.info.clone();
         let mut map = self.map.write();
         if map.len() >= PROC_CACHE_SWEEP_AT {
-            let mut probe = [0u8; 1024];
-            map.retain(|_, e| e.stat.read_at(&mut probe, 0).is_ok());
+            let mut probe = [0u8; 64];
+            map.retain(|_, e| e.comm.read_at(&mut probe, 0).is_ok());
             if map.len() >= PROC_CACHE_SWEEP_AT {
                 map.clear();
             }
@@ -96,17 +131,23 @@ impl ProcCache {
     }
 }
 
-fn resolve(tid: u32) -> Option<ProcEntry> {
+fn resolve(tid: u32, now_ns: u64) -> Option<ProcEntry> {
+    let comm = File::open(format!("/proc/{tid}/comm")).ok()?;
     let stat = File::open(format!("/proc/{tid}/stat")).ok()?;
     let mut buf = [0u8; 1024];
     let n = stat.read_at(&mut buf, 0).ok()?;
     let sig = parse_stat(&buf[..n])?;
+    let n = comm.read_at(&mut buf[..64], 0).ok()?;
+    let comm_hash = fnv1a(&buf[..n]);
     let status = std::fs::read(format!("/proc/{tid}/status")).ok()?;
     let tgid = parse_tgid(&status).unwrap_or(tid);
     let command = read_cmdline(tgid).unwrap_or_default();
     Some(ProcEntry {
+        comm,
+        comm_hash,
         stat,
         sig,
+        checked_ns: AtomicU64::new(now_ns),
         info: Arc::new(ProcInfo {
             tgid,
             command: Arc::from(command),

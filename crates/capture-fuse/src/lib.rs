@@ -44,9 +44,11 @@
 //!   `tracing` line per file per 10 s.
 //! - Identity is read from `/proc` for the writing thread while it is blocked in our
 //!   write (so it cannot have exited): `pid` is its thread-group id, `command` its
-//!   cmdline. Cached per thread and revalidated on every write against
-//!   `(starttime, startstack, comm)` from `/proc/<tid>/stat`, so tid reuse and `exec`
-//!   are noticed. Names come from a cache filled by a separate NSS thread.
+//!   cmdline. Cached per thread: tid reuse is caught exactly (held procfs fds fail with
+//!   `ESRCH`), an `exec` by the next write through `comm`, or within 50 ms through
+//!   `stat`'s `startstack` when the new program has the same name. Page-cache writes use
+//!   the identity taken when the handle was opened. Names come from a cache filled by a
+//!   separate NSS thread.
 //! - Writes from the daemon's own process are passed through uncaptured (no feedback
 //!   loop) unless [`CaptureConfig::capture_own_process`] is set.
 //!

@@ -418,3 +418,25 @@ fn exec_and_threads_are_attributed_to_the_right_program_and_process() {
     assert!(!thread_tids.contains(&pid));
     assert_eq!(writes[5].tid, pid, "main thread tid is the pid");
 }
+
+#[test]
+fn same_named_reexec_is_noticed_after_the_full_check_interval() {
+    if !fuse_available() {
+        return;
+    }
+    let m = Mounted::new(|_| {});
+    sh(
+        &m.dir,
+        "exec 3>>f; echo first >&3; sleep 0.2; exec sh -c 'echo second >&3' second-sh",
+    );
+    let done = m.finish();
+    let writes = done.writes_to("f");
+    assert_eq!(writes.len(), 2);
+    assert_eq!(writes[0].pid, writes[1].pid);
+    assert!(
+        writes[0].command.starts_with("sh -c exec 3>>f"),
+        "{:?}",
+        writes[0].command
+    );
+    assert_eq!(&*writes[1].command, "sh -c echo second >&3 second-sh");
+}
