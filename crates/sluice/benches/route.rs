@@ -36,19 +36,31 @@ fn cdn_batch(seed: u64) -> Vec<Event> {
     for _ in 0..BATCH {
         let id = xorshift(&mut s) % (TENANTS as u64 * 11 / 10);
         let start = buf.len();
-        buf.extend_from_slice(format!("client{id} 203.0.113.9 - - \"GET /v1/objects/{s:x} HTTP/1.1\" 200 5120").as_bytes());
+        buf.extend_from_slice(
+            format!("client{id} 203.0.113.9 - - \"GET /v1/objects/{s:x} HTTP/1.1\" 200 5120")
+                .as_bytes(),
+        );
         ranges.push(start..buf.len());
     }
     let all = Bytes::from(buf);
     let (tag, src): (Arc<str>, Arc<str>) = ("edge".into(), "edge_pipe".into());
-    ranges.into_iter().map(|r| Event::new(all.slice(r), 0, tag.clone(), src.clone())).collect()
+    ranges
+        .into_iter()
+        .map(|r| Event::new(all.slice(r), 0, tag.clone(), src.clone()))
+        .collect()
 }
 
 fn tagged_batch() -> Vec<Event> {
-    let tags: Vec<Arc<str>> = ["app.web", "app.db", "ignore_x", "misc", "bucket_me"].iter().map(|t| Arc::from(*t)).collect();
+    let tags: Vec<Arc<str>> = ["app.web", "app.db", "ignore_x", "misc", "bucket_me"]
+        .iter()
+        .map(|t| Arc::from(*t))
+        .collect();
     (0..BATCH)
         .map(|i| {
-            let body = Bytes::from(format!("user{}:2024-01-01 12:00:00 WARN something happened", i % 97));
+            let body = Bytes::from(format!(
+                "user{}:2024-01-01 12:00:00 WARN something happened",
+                i % 97
+            ));
             // Runs of 100 events per tag: sources emit one tag per batch.
             Event::new(body, 0, tags[(i / 100) % tags.len()].clone(), "s".into())
         })
@@ -78,27 +90,61 @@ fn bench(c: &mut Criterion) {
     });
     // The baseline the split is compared with: the same batches, untouched.
     g.bench_function("baseline_batch_handoff", |b| {
-        b.iter_batched(|| cdn_batch(7), |events| black_box(events), BatchSize::LargeInput)
+        b.iter_batched(
+            || cdn_batch(7),
+            black_box,
+            BatchSize::LargeInput,
+        )
     });
 
-    let rule = |m: &str, t: &str| Rule { pattern: m.into(), to: t.into() };
+    let rule = |m: &str, t: &str| Rule {
+        pattern: m.into(),
+        to: t.into(),
+    };
     let rules = Rules::new(&RulesRouteConfig {
-        rules: vec![rule("ignore*", "drop"), rule("bucket_me", "bucketed"), rule("app.**", "apps"), rule("{web,api}.*", "front")],
+        rules: vec![
+            rule("ignore*", "drop"),
+            rule("bucket_me", "bucketed"),
+            rule("app.**", "apps"),
+            rule("{web,api}.*", "front"),
+        ],
         default: Some("rest".into()),
     })
     .unwrap();
     let tagged = tagged_batch();
-    g.bench_function("rules_4_globs", |b| b.iter(|| rules.targets(black_box(&tagged)).fold(0usize, |n, t| n + (t == sluice::route::rules::Target::Drop) as usize)));
-
-    let bucketer =
-        Bucketer::new(&BucketRouteConfig { buckets: 5, key: "prefix".into(), delimiter: ":".into() }).unwrap();
-    g.bench_function("bucket_prefix_murmur2", |b| {
-        let mut scratch = String::new();
-        b.iter(|| tagged.iter().map(|e| bucketer.bucket_of(e, &mut scratch)).sum::<u32>())
+    g.bench_function("rules_4_globs", |b| {
+        b.iter(|| {
+            rules.targets(black_box(&tagged)).fold(0usize, |n, t| {
+                n + (t == sluice::route::rules::Target::Drop) as usize
+            })
+        })
     });
 
-    let filter = FilterRouteConfig { min_level: Level::Warn, field: "level".into(), parse_body: true, missing: Missing::Pass };
-    g.bench_function("filter_level_from_body", |b| b.iter(|| tagged.iter().filter(|e| filter.keep(e)).count()));
+    let bucketer = Bucketer::new(&BucketRouteConfig {
+        buckets: 5,
+        key: "prefix".into(),
+        delimiter: ":".into(),
+    })
+    .unwrap();
+    g.bench_function("bucket_prefix_murmur2", |b| {
+        let mut scratch = String::new();
+        b.iter(|| {
+            tagged
+                .iter()
+                .map(|e| bucketer.bucket_of(e, &mut scratch))
+                .sum::<u32>()
+        })
+    });
+
+    let filter = FilterRouteConfig {
+        min_level: Level::Warn,
+        field: "level".into(),
+        parse_body: true,
+        missing: Missing::Pass,
+    };
+    g.bench_function("filter_level_from_body", |b| {
+        b.iter(|| tagged.iter().filter(|e| filter.keep(e)).count())
+    });
 
     let mut limiter = Limiter::new(&RateLimitRouteConfig {
         per: "{tenant}".into(),

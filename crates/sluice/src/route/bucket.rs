@@ -49,10 +49,10 @@ impl Validate for BucketRouteConfig {
         if !(1..=MAX_BUCKETS).contains(&self.buckets) {
             v.error("buckets", format!("must be between 1 and {MAX_BUCKETS}"));
         }
-        if self.key != PREFIX {
-            if let Err(e) = Template::parse(&self.key, false, false) {
-                v.error("key", format!("`prefix` or a template: {e}"));
-            }
+        if self.key != PREFIX
+            && let Err(e) = Template::parse(&self.key, false, false)
+        {
+            v.error("key", format!("`prefix` or a template: {e}"));
         }
         if self.delimiter.is_empty() {
             v.error("delimiter", "must not be empty");
@@ -63,7 +63,7 @@ impl Validate for BucketRouteConfig {
 /// How the key is read.
 #[derive(Debug, Clone)]
 enum Key {
-    Prefix(memchr::memmem::Finder<'static>),
+    Prefix(Box<memchr::memmem::Finder<'static>>),
     Template(Template),
 }
 
@@ -78,11 +78,14 @@ impl Bucketer {
     /// From a validated config.
     pub fn new(config: &BucketRouteConfig) -> Result<Bucketer, String> {
         let key = if config.key == PREFIX {
-            Key::Prefix(memchr::memmem::Finder::new(config.delimiter.as_bytes()).into_owned())
+            Key::Prefix(Box::new(memchr::memmem::Finder::new(config.delimiter.as_bytes()).into_owned()))
         } else {
             Key::Template(Template::parse(&config.key, false, false)?)
         };
-        Ok(Bucketer { key, buckets: config.buckets.max(1) })
+        Ok(Bucketer {
+            key,
+            buckets: config.buckets.max(1),
+        })
     }
 
     /// Number of buckets.
@@ -158,7 +161,10 @@ mod tests {
         assert_eq!(murmur2(b"foobar"), -790_332_482);
         assert_eq!(murmur2(b"a-little-bit-long-string"), -985_981_536);
         assert_eq!(murmur2(b"a-little-bit-longer-string"), -1_486_304_829);
-        assert_eq!(murmur2(b"lkjh234lh9fiuh90y23oiuhsafujhadof229phr9h19h89h8"), -58_897_971);
+        assert_eq!(
+            murmur2(b"lkjh234lh9fiuh90y23oiuhsafujhadof229phr9h19h89h8"),
+            -58_897_971
+        );
         assert_eq!(murmur2(b"abc"), 479_470_107);
     }
 
@@ -183,15 +189,27 @@ mod tests {
 
     #[test]
     fn prefix_key_stops_at_delimiter_and_template_reads_fields() {
-        let cfg = BucketRouteConfig { buckets: 7, key: PREFIX.into(), delimiter: "::".into() };
+        let cfg = BucketRouteConfig {
+            buckets: 7,
+            key: PREFIX.into(),
+            delimiter: "::".into(),
+        };
         let b = Bucketer::new(&cfg).unwrap();
-        let ev = |body: &'static [u8]| Event::new(Bytes::from_static(body), 0, "t".into(), "s".into());
+        let ev =
+            |body: &'static [u8]| Event::new(Bytes::from_static(body), 0, "t".into(), "s".into());
         let mut s = String::new();
-        assert_eq!(b.bucket_of(&ev(b"user1::a"), &mut s), b.bucket_of(&ev(b"user1::b"), &mut s));
+        assert_eq!(
+            b.bucket_of(&ev(b"user1::a"), &mut s),
+            b.bucket_of(&ev(b"user1::b"), &mut s)
+        );
         assert_eq!(b.bucket_of(&ev(b"user1::a"), &mut s), bucket(b"user1", 7));
         assert_eq!(b.bucket_of(&ev(b"nodelim"), &mut s), bucket(b"nodelim", 7));
 
-        let cfg = BucketRouteConfig { buckets: 7, key: "{field.user}".into(), delimiter: ":".into() };
+        let cfg = BucketRouteConfig {
+            buckets: 7,
+            key: "{field.user}".into(),
+            delimiter: ":".into(),
+        };
         let b = Bucketer::new(&cfg).unwrap();
         let mut e = ev(b"x");
         e.fields = Some(Arc::new(vec![(Value::from("user"), Value::from("u9"))]));

@@ -30,7 +30,11 @@ pub struct BundleFile {
 }
 
 fn text(name: &str, data: String, mode: u32) -> BundleFile {
-    BundleFile { name: name.to_owned(), data: data.into_bytes(), mode }
+    BundleFile {
+        name: name.to_owned(),
+        data: data.into_bytes(),
+        mode,
+    }
 }
 
 /// Security settings carried into the configs.
@@ -41,12 +45,26 @@ struct Tls {
 }
 
 /// Every file of a tenant's bundle.
-pub fn files(id: &str, topic: &str, brokers: &str, admin: &TenantAdminConfig) -> anyhow::Result<Vec<BundleFile>> {
+pub fn files(
+    id: &str,
+    topic: &str,
+    brokers: &str,
+    admin: &TenantAdminConfig,
+) -> anyhow::Result<Vec<BundleFile>> {
     let mut out = Vec::new();
-    let mut tls = Tls { ca: None, cert: None, key: None };
+    let mut tls = Tls {
+        ca: None,
+        cert: None,
+        key: None,
+    };
     if let Some(ca) = &admin.ca_file {
-        let data = std::fs::read(ca).with_context(|| format!("reading admin.ca_file {}", ca.display()))?;
-        out.push(BundleFile { name: "certs/ca.pem".into(), data, mode: 0o644 });
+        let data =
+            std::fs::read(ca).with_context(|| format!("reading admin.ca_file {}", ca.display()))?;
+        out.push(BundleFile {
+            name: "certs/ca.pem".into(),
+            data,
+            mode: 0o644,
+        });
         tls.ca = Some("certs/ca.pem".into());
     }
     if let Some(dir) = &admin.certs_dir {
@@ -55,7 +73,11 @@ pub fn files(id: &str, topic: &str, brokers: &str, admin: &TenantAdminConfig) ->
             match std::fs::read(&p) {
                 Ok(data) => {
                     let name = format!("certs/{id}.{ext}");
-                    out.push(BundleFile { name: name.clone(), data, mode });
+                    out.push(BundleFile {
+                        name: name.clone(),
+                        data,
+                        mode,
+                    });
                     *slot = Some(name);
                 }
                 Err(e) if e.kind() == std::io::ErrorKind::NotFound => {}
@@ -66,9 +88,21 @@ pub fn files(id: &str, topic: &str, brokers: &str, admin: &TenantAdminConfig) ->
     let secure = tls.ca.is_some() || tls.cert.is_some();
     out.push(text("README.md", readme(id, topic, brokers, &tls), 0o644));
     out.push(text("kcat.sh", kcat(id, topic, brokers, &tls), 0o755));
-    out.push(text("logstash.conf", logstash(id, topic, brokers, &tls), 0o644));
-    out.push(text("filebeat.yml", filebeat(id, topic, brokers, &tls), 0o644));
-    out.push(text("consumer.py", python(id, topic, brokers, secure, &tls), 0o755));
+    out.push(text(
+        "logstash.conf",
+        logstash(id, topic, brokers, &tls),
+        0o644,
+    ));
+    out.push(text(
+        "filebeat.yml",
+        filebeat(id, topic, brokers, &tls),
+        0o644,
+    ));
+    out.push(text(
+        "consumer.py",
+        python(id, topic, brokers, secure, &tls),
+        0o755,
+    ));
     out.sort_by(|a, b| a.name.cmp(&b.name));
     Ok(out)
 }
@@ -108,7 +142,9 @@ fn kcat(id: &str, topic: &str, brokers: &str, tls: &Tls) -> String {
         opts.push_str(&format!(" -X ssl.ca.location={ca}"));
     }
     if let (Some(c), Some(k)) = (&tls.cert, &tls.key) {
-        opts.push_str(&format!(" -X ssl.certificate.location={c} -X ssl.key.location={k}"));
+        opts.push_str(&format!(
+            " -X ssl.certificate.location={c} -X ssl.key.location={k}"
+        ));
     }
     format!(
         "#!/bin/sh\n# Consume {topic} as {id} (kcat built on librdkafka >= 2.x).\ncd \"$(dirname \"$0\")\"\n\
@@ -121,7 +157,9 @@ fn logstash(id: &str, topic: &str, brokers: &str, tls: &Tls) -> String {
     if tls.ca.is_some() || tls.cert.is_some() {
         sec.push_str("    security_protocol => \"SSL\"\n");
         if let Some(ca) = &tls.ca {
-            sec.push_str(&format!("    ssl_truststore_type => \"PEM\"\n    ssl_truststore_location => \"{ca}\"\n"));
+            sec.push_str(&format!(
+                "    ssl_truststore_type => \"PEM\"\n    ssl_truststore_location => \"{ca}\"\n"
+            ));
         }
         if let (Some(c), Some(k)) = (&tls.cert, &tls.key) {
             sec.push_str(&format!(
@@ -139,13 +177,18 @@ fn logstash(id: &str, topic: &str, brokers: &str, tls: &Tls) -> String {
 }
 
 fn filebeat(id: &str, topic: &str, brokers: &str, tls: &Tls) -> String {
-    let hosts: Vec<String> = brokers.split(',').map(|b| format!("\"{}\"", b.trim())).collect();
+    let hosts: Vec<String> = brokers
+        .split(',')
+        .map(|b| format!("\"{}\"", b.trim()))
+        .collect();
     let mut sec = String::new();
     if let Some(ca) = &tls.ca {
         sec.push_str(&format!("    ssl.certificate_authorities: [\"{ca}\"]\n"));
     }
     if let (Some(c), Some(k)) = (&tls.cert, &tls.key) {
-        sec.push_str(&format!("    ssl.certificate: \"{c}\"\n    ssl.key: \"{k}\"\n"));
+        sec.push_str(&format!(
+            "    ssl.certificate: \"{c}\"\n    ssl.key: \"{k}\"\n"
+        ));
     }
     if sec.is_empty() {
         sec.push_str("    # TLS: ssl.certificate_authorities: [\"certs/ca.pem\"]\n");
@@ -167,7 +210,9 @@ fn python(id: &str, topic: &str, brokers: &str, secure: bool, tls: &Tls) -> Stri
         conf.push_str("    \"security.protocol\": \"ssl\",\n");
     }
     if let Some(ca) = &tls.ca {
-        conf.push_str(&format!("    \"ssl.ca.location\": os.path.join(HERE, \"{ca}\"),\n"));
+        conf.push_str(&format!(
+            "    \"ssl.ca.location\": os.path.join(HERE, \"{ca}\"),\n"
+        ));
     }
     if let (Some(c), Some(k)) = (&tls.cert, &tls.key) {
         conf.push_str(&format!(
@@ -236,7 +281,8 @@ pub fn write_zip(path: &Path, root: &str, files: &[BundleFile]) -> std::io::Resu
         let mut enc = DeflateEncoder::new(Vec::new(), Compression::default());
         enc.write_all(&f.data)?;
         let packed = enc.finish()?;
-        let offset = u32::try_from(zip.len()).map_err(|_| std::io::Error::other("bundle over 4 GiB"))?;
+        let offset =
+            u32::try_from(zip.len()).map_err(|_| std::io::Error::other("bundle over 4 GiB"))?;
         let header = |sig: u32, central: bool| {
             let mut h = Vec::new();
             h.extend_from_slice(&sig.to_le_bytes());
@@ -302,9 +348,26 @@ mod tests {
         let names: Vec<&str> = files.iter().map(|f| f.name.as_str()).collect();
         assert_eq!(
             names,
-            ["README.md", "certs/acme.crt", "certs/acme.key", "certs/ca.pem", "consumer.py", "filebeat.yml", "kcat.sh", "logstash.conf"]
+            [
+                "README.md",
+                "certs/acme.crt",
+                "certs/acme.key",
+                "certs/ca.pem",
+                "consumer.py",
+                "filebeat.yml",
+                "kcat.sh",
+                "logstash.conf"
+            ]
         );
-        let py = String::from_utf8(files.iter().find(|f| f.name == "consumer.py").unwrap().data.clone()).unwrap();
+        let py = String::from_utf8(
+            files
+                .iter()
+                .find(|f| f.name == "consumer.py")
+                .unwrap()
+                .data
+                .clone(),
+        )
+        .unwrap();
         assert!(py.contains("\"group.id\": \"acme-python\"") && py.contains("ssl.key.location"));
         let zip = dir.path().join("acme.zip");
         write_zip(&zip, "acme", &files).unwrap();
@@ -314,7 +377,14 @@ mod tests {
             .arg(&zip)
             .output()
             .unwrap();
-        assert!(check.status.success(), "{}", String::from_utf8_lossy(&check.stderr));
-        assert_eq!(String::from_utf8_lossy(&check.stdout).trim(), "KEY 0o100755");
+        assert!(
+            check.status.success(),
+            "{}",
+            String::from_utf8_lossy(&check.stderr)
+        );
+        assert_eq!(
+            String::from_utf8_lossy(&check.stdout).trim(),
+            "KEY 0o100755"
+        );
     }
 }

@@ -144,7 +144,11 @@ impl FilterRouteConfig {
                 _ => None,
             };
         }
-        if self.parse_body { level_in_body(&e.body) } else { None }
+        if self.parse_body {
+            level_in_body(&e.body)
+        } else {
+            None
+        }
     }
 
     /// Whether an event is kept.
@@ -159,14 +163,20 @@ impl FilterRouteConfig {
 /// A syslog `<PRI>` prefix, else the first level word in the first bytes.
 pub fn level_in_body(body: &[u8]) -> Option<Level> {
     if let Some(rest) = body.strip_prefix(b"<") {
-        let digits = rest.iter().take(4).take_while(|b| b.is_ascii_digit()).count();
+        let digits = rest
+            .iter()
+            .take(4)
+            .take_while(|b| b.is_ascii_digit())
+            .count();
         if (1..=3).contains(&digits) && rest.get(digits) == Some(&b'>') {
             let pri: u64 = std::str::from_utf8(&rest[..digits]).ok()?.parse().ok()?;
             return Level::from_syslog(pri % 8);
         }
     }
     let head = &body[..body.len().min(BODY_SCAN_BYTES)];
-    head.split(|b| !b.is_ascii_alphabetic()).filter(|w| w.len() >= 3).find_map(Level::from_name)
+    head.split(|b| !b.is_ascii_alphabetic())
+        .filter(|w| w.len() >= 3)
+        .find_map(Level::from_name)
 }
 
 #[cfg(test)]
@@ -178,11 +188,21 @@ mod tests {
     use super::*;
 
     fn cfg(min: Level) -> FilterRouteConfig {
-        FilterRouteConfig { min_level: min, field: "level".into(), parse_body: true, missing: Missing::Pass }
+        FilterRouteConfig {
+            min_level: min,
+            field: "level".into(),
+            parse_body: true,
+            missing: Missing::Pass,
+        }
     }
 
     fn ev(body: &'static str) -> Event {
-        Event::new(Bytes::from_static(body.as_bytes()), 0, "t".into(), "s".into())
+        Event::new(
+            Bytes::from_static(body.as_bytes()),
+            0,
+            "t".into(),
+            "s".into(),
+        )
     }
 
     fn with_level(v: Value) -> Event {
@@ -199,19 +219,31 @@ mod tests {
         assert!(!c.keep(&with_level(Value::from("info"))));
         assert!(c.keep(&with_level(Value::from(3))), "syslog 3 = err");
         assert!(!c.keep(&with_level(Value::from(6))), "syslog 6 = info");
-        assert!(c.keep(&with_level(Value::from("bogus"))), "an unreadable level counts as missing");
+        assert!(
+            c.keep(&with_level(Value::from("bogus"))),
+            "an unreadable level counts as missing"
+        );
     }
 
     #[test]
     fn body_pri_and_level_words() {
-        assert_eq!(level_in_body(b"<34>1 2003-10-11T22:14:15Z host su - - msg"), Some(Level::Critical));
-        assert_eq!(level_in_body(b"2024-01-01 12:00:00 ERROR disk full"), Some(Level::Error));
+        assert_eq!(
+            level_in_body(b"<34>1 2003-10-11T22:14:15Z host su - - msg"),
+            Some(Level::Critical)
+        );
+        assert_eq!(
+            level_in_body(b"2024-01-01 12:00:00 ERROR disk full"),
+            Some(Level::Error)
+        );
         assert_eq!(level_in_body(b"[warn] low disk"), Some(Level::Warn));
         assert_eq!(level_in_body(b"plain text"), None);
         let c = cfg(Level::Warn);
         assert!(!c.keep(&ev("12:00 DEBUG x")));
         assert!(c.keep(&ev("no level here")), "missing passes by default");
-        let c = FilterRouteConfig { missing: Missing::Drop, ..cfg(Level::Warn) };
+        let c = FilterRouteConfig {
+            missing: Missing::Drop,
+            ..cfg(Level::Warn)
+        };
         assert!(!c.keep(&ev("no level here")));
     }
 }

@@ -34,7 +34,10 @@ impl Ports {
             Some("rules") => {
                 let mut names: Vec<String> = Vec::new();
                 let rules = item.get("rules").and_then(Item::as_array);
-                let tos = rules.into_iter().flatten().filter_map(|r| r.as_inline_table()?.get("to")?.as_str());
+                let tos = rules
+                    .into_iter()
+                    .flatten()
+                    .filter_map(|r| r.as_inline_table()?.get("to")?.as_str());
                 let default = item.get("default").and_then(Item::as_str);
                 for to in tos.chain(default) {
                     if to != DROP && !names.iter().any(|n| n == to) {
@@ -60,7 +63,9 @@ impl Ports {
             (Ports::Whole, None) => true,
             (Ports::Named(names), Some(p)) => names.iter().any(|n| n == p),
             (Ports::Numbered(_), None) => true,
-            (Ports::Numbered(n), Some(p)) => p.parse::<u64>().is_ok_and(|i| i < *n && p == i.to_string()),
+            (Ports::Numbered(n), Some(p)) => {
+                p.parse::<u64>().is_ok_and(|i| i < *n && p == i.to_string())
+            }
             _ => false,
         }
     }
@@ -117,7 +122,10 @@ impl Producers {
             let names = ports.names(route);
             return Some(match (ports, port) {
                 (Ports::Named(_), None) => {
-                    format!("route `{route}` has several outputs; name one of: {}", names.join(", "))
+                    format!(
+                        "route `{route}` has several outputs; name one of: {}",
+                        names.join(", ")
+                    )
                 }
                 _ => {
                     let mut msg = format!("route `{route}` has no output `{input}`");
@@ -135,7 +143,11 @@ impl Producers {
             .cloned()
             .chain(self.routes.iter().flat_map(|(r, p)| p.names(r)))
             .collect();
-        let what = if self.routes.is_empty() { "a source" } else { "a source or a route output" };
+        let what = if self.routes.is_empty() {
+            "a source"
+        } else {
+            "a source or a route output"
+        };
         let mut msg = format!("input `{input}` is not {what}");
         if let Some(m) = did_you_mean(input, all.iter().map(String::as_str)) {
             msg.push_str(&format!(", did you mean `{m}`?"));
@@ -146,7 +158,9 @@ impl Producers {
 
 /// Cycles among routes, each as the route names along it (first = last).
 pub fn cycles(root: &Table) -> Vec<Vec<String>> {
-    let Some(routes) = root.get("routes").and_then(Item::as_table_like) else { return Vec::new() };
+    let Some(routes) = root.get("routes").and_then(Item::as_table_like) else {
+        return Vec::new();
+    };
     // Edges producer route -> consuming route.
     let mut consumers: HashMap<&str, Vec<&str>> = HashMap::new();
     let names: Vec<&str> = routes.iter().map(|(n, _)| n).collect();
@@ -180,7 +194,8 @@ pub fn cycles(root: &Table) -> Vec<Vec<String>> {
                 Colour::White => visit(c, consumers, colour, stack, found),
                 Colour::Grey => {
                     let start = stack.iter().position(|s| *s == c).unwrap_or(0);
-                    let mut cycle: Vec<String> = stack[start..].iter().map(|s| (*s).to_owned()).collect();
+                    let mut cycle: Vec<String> =
+                        stack[start..].iter().map(|s| (*s).to_owned()).collect();
                     cycle.push(c.to_owned());
                     found.push(cycle);
                 }
@@ -226,15 +241,33 @@ buckets = 5
     fn route_ports_are_valid_inputs() {
         let doc = root(GRAPH);
         let p = Producers::from_root(doc.as_table());
-        for ok in ["fw", "by_category.apps", "by_category.rest", "bucketed", "bucketed.4"] {
+        for ok in [
+            "fw",
+            "by_category.apps",
+            "by_category.rest",
+            "bucketed",
+            "bucketed.4",
+        ] {
             assert_eq!(p.input_error(ok), None, "{ok}");
         }
-        assert!(p.input_error("by_category").unwrap().contains("by_category.apps, by_category.rest"));
+        assert!(
+            p.input_error("by_category")
+                .unwrap()
+                .contains("by_category.apps, by_category.rest")
+        );
         assert!(p.input_error("by_category.drop").is_some());
         assert!(p.input_error("bucketed.5").is_some());
         assert!(p.input_error("bucketed.04").is_some());
-        assert!(p.input_error("by_category.aps").unwrap().contains("did you mean `by_category.apps`"));
-        assert!(p.input_error("nope").unwrap().contains("not a source or a route output"));
+        assert!(
+            p.input_error("by_category.aps")
+                .unwrap()
+                .contains("did you mean `by_category.apps`")
+        );
+        assert!(
+            p.input_error("nope")
+                .unwrap()
+                .contains("not a source or a route output")
+        );
     }
 
     #[test]
@@ -244,6 +277,9 @@ buckets = 5
             "{GRAPH}\n[routes.a]\ntype = \"filter\"\ninputs = [\"b\"]\n[routes.b]\ntype = \"filter\"\ninputs = [\"bucketed.1\", \"a\"]\n"
         );
         let found = cycles(root(&text).as_table());
-        assert_eq!(found, vec![vec!["b".to_owned(), "a".to_owned(), "b".to_owned()]]);
+        assert_eq!(
+            found,
+            vec![vec!["b".to_owned(), "a".to_owned(), "b".to_owned()]]
+        );
     }
 }

@@ -94,12 +94,18 @@ impl RouteKind {
     }
 
     /// Deserialize the kind's settings; errors go to `d`.
-    pub fn parse(ty: &str, item: &Item, path: &str, t: &Table, d: &mut Diagnostics<'_>) -> Option<Self> {
-        if ty == "tenant" {
-            if let Some(Item::Table(admin)) = t.get("admin") {
-                let known = struct_fields::<tenant_admin::TenantAdminConfig>();
-                crate::config::load::check_keys(admin, known, &format!("{path}.admin"), d);
-            }
+    pub fn parse(
+        ty: &str,
+        item: &Item,
+        path: &str,
+        t: &Table,
+        d: &mut Diagnostics<'_>,
+    ) -> Option<Self> {
+        if ty == "tenant"
+            && let Some(Item::Table(admin)) = t.get("admin")
+        {
+            let known = struct_fields::<tenant_admin::TenantAdminConfig>();
+            crate::config::load::check_keys(admin, known, &format!("{path}.admin"), d);
         }
         Some(match ty {
             "tenant" => RouteKind::Tenant(deserialize(item, path, Some(t), d)?),
@@ -144,11 +150,29 @@ pub struct RouteNode {
 }
 
 enum Imp {
-    Tenant { split: tenant::TenantSplit, active: Arc<ArcSwap<tenant::ActiveSet>>, out: Output },
-    Rules { rules: rules::Rules, ports: Vec<Output> },
-    Bucket { bucketer: bucket::Bucketer, all: Output, ports: Vec<Output> },
-    RateLimit { limiter: std::sync::Mutex<rate_limit::Limiter>, last_report: AtomicU64, out: Output },
-    Filter { filter: filter::FilterRouteConfig, out: Output },
+    Tenant {
+        split: tenant::TenantSplit,
+        active: Arc<ArcSwap<tenant::ActiveSet>>,
+        out: Output,
+    },
+    Rules {
+        rules: rules::Rules,
+        ports: Vec<Output>,
+    },
+    Bucket {
+        bucketer: bucket::Bucketer,
+        all: Output,
+        ports: Vec<Output>,
+    },
+    RateLimit {
+        limiter: std::sync::Mutex<rate_limit::Limiter>,
+        last_report: AtomicU64,
+        out: Output,
+    },
+    Filter {
+        filter: filter::FilterRouteConfig,
+        out: Output,
+    },
 }
 
 /// Boxed because routes send to outputs that may hold routes.
@@ -176,7 +200,8 @@ impl RouteNode {
                         let set = active.load();
                         split.apply(Arc::make_mut(&mut batch.events), &set)
                     };
-                    self.forward(batch, dropped, AckStatus::Dropped, out, may_block).await
+                    self.forward(batch, dropped, AckStatus::Dropped, out, may_block)
+                        .await
                 }
                 Imp::Filter { filter, out } => {
                     let mut batch = batch;
@@ -188,9 +213,14 @@ impl RouteNode {
                         events.retain(|e| filter.keep(e));
                         before - events.len()
                     };
-                    self.forward(batch, dropped, AckStatus::Delivered, out, may_block).await
+                    self.forward(batch, dropped, AckStatus::Delivered, out, may_block)
+                        .await
                 }
-                Imp::RateLimit { limiter, last_report, out } => {
+                Imp::RateLimit {
+                    limiter,
+                    last_report,
+                    out,
+                } => {
                     let mut batch = batch;
                     // Decide under the lock, wait and send without it.
                     let (dropped, wait) = {
@@ -210,7 +240,8 @@ impl RouteNode {
                     if !wait.is_zero() {
                         tokio::time::sleep(wait).await;
                     }
-                    self.forward(batch, dropped, AckStatus::Dropped, out, may_block).await
+                    self.forward(batch, dropped, AckStatus::Dropped, out, may_block)
+                        .await
                 }
                 Imp::Rules { rules, ports } => {
                     let targets = rules
@@ -222,7 +253,11 @@ impl RouteNode {
                         .collect();
                     self.split(batch, targets, ports, may_block, true).await
                 }
-                Imp::Bucket { bucketer, all, ports } => {
+                Imp::Bucket {
+                    bucketer,
+                    all,
+                    ports,
+                } => {
                     let mut batch = batch;
                     let mut scratch = String::new();
                     for e in Arc::make_mut(&mut batch.events).iter_mut() {
@@ -231,15 +266,25 @@ impl RouteNode {
                     let any_port = ports.iter().any(Output::is_connected);
                     if !all.is_connected() || !any_port {
                         if all.is_connected() {
-                            return self.forward(batch, 0, AckStatus::Delivered, all, may_block).await;
+                            return self
+                                .forward(batch, 0, AckStatus::Delivered, all, may_block)
+                                .await;
                         }
-                        let targets = batch.events.iter().map(|e| e.bucket.map(|b| b as usize)).collect();
+                        let targets = batch
+                            .events
+                            .iter()
+                            .map(|e| e.bucket.map(|b| b as usize))
+                            .collect();
                         return self.split(batch, targets, ports, may_block, true).await;
                     }
                     // The whole route and its ports are both consumed: a fan-out.
                     Counters::add(&self.counters.events_out, n);
                     let ok = all.send_with(batch.share(), false).await;
-                    let targets = batch.events.iter().map(|e| e.bucket.map(|b| b as usize)).collect();
+                    let targets = batch
+                        .events
+                        .iter()
+                        .map(|e| e.bucket.map(|b| b as usize))
+                        .collect();
                     ok & self.split(batch, targets, ports, false, false).await
                 }
             }
@@ -257,7 +302,11 @@ impl RouteNode {
     ) -> bool {
         Counters::add(&self.counters.dropped, dropped);
         if batch.is_empty() {
-            let status = if dropped > 0 { status } else { AckStatus::Delivered };
+            let status = if dropped > 0 {
+                status
+            } else {
+                AckStatus::Delivered
+            };
             batch.ack.resolve(status);
             return true;
         }
@@ -283,7 +332,9 @@ impl RouteNode {
         may_block: bool,
         count: bool,
     ) -> bool {
-        let usable = |t: &Option<usize>| t.and_then(|i| ports.get(i).filter(|o| o.is_connected()).map(|_| i));
+        let usable = |t: &Option<usize>| {
+            t.and_then(|i| ports.get(i).filter(|o| o.is_connected()).map(|_| i))
+        };
         let first = targets.first().map(usable).unwrap_or(None);
         // Fast path: the whole batch goes to one port (one tag per batch is usual).
         if targets.iter().all(|t| usable(t) == first) {
@@ -318,7 +369,9 @@ impl RouteNode {
         let mut ok = true;
         for (i, events) in parts.into_iter().enumerate() {
             if !events.is_empty() {
-                ok &= ports[i].send_with(EventBatch::new(events, batch.ack.clone()), may_block).await;
+                ok &= ports[i]
+                    .send_with(EventBatch::new(events, batch.ack.clone()), may_block)
+                    .await;
             }
         }
         batch.ack.resolve(AckStatus::Delivered);
@@ -329,7 +382,9 @@ impl RouteNode {
         let now = crate::event::now_ns() as u64;
         let last = last_report.load(Relaxed);
         if now.saturating_sub(last) < DROP_REPORT_EVERY.as_nanos() as u64
-            || last_report.compare_exchange(last, now, Relaxed, Relaxed).is_err()
+            || last_report
+                .compare_exchange(last, now, Relaxed, Relaxed)
+                .is_err()
         {
             return;
         }
@@ -342,7 +397,11 @@ fn log_drops(route: &str, drops: Vec<(String, u64)>) {
         return;
     }
     let keys = drops.len();
-    let top: Vec<String> = drops.iter().take(10).map(|(k, n)| format!("{k:?}={n}")).collect();
+    let top: Vec<String> = drops
+        .iter()
+        .take(10)
+        .map(|(k, n)| format!("{k:?}={n}"))
+        .collect();
     tracing::warn!(
         component_id = %format!("routes.{route}"),
         keys,

@@ -56,9 +56,15 @@ pub struct RateLimitRouteConfig {
 impl Validate for RateLimitRouteConfig {
     fn validate(&self, v: &mut Check<'_, '_>) {
         if self.events_per_sec.is_none() && self.bytes_per_sec.is_none() {
-            v.error("events_per_sec", "set events_per_sec, bytes_per_sec or both");
+            v.error(
+                "events_per_sec",
+                "set events_per_sec, bytes_per_sec or both",
+            );
         }
-        for (key, val) in [("events_per_sec", self.events_per_sec), ("bytes_per_sec", self.bytes_per_sec)] {
+        for (key, val) in [
+            ("events_per_sec", self.events_per_sec),
+            ("bytes_per_sec", self.bytes_per_sec),
+        ] {
             if val.is_some_and(|r| !(r.is_finite() && r > 0.0)) {
                 v.error(key, "must be a positive number");
             }
@@ -92,7 +98,10 @@ struct Rate {
 
 impl Rate {
     fn new(per_sec: f64) -> Rate {
-        Rate { per_sec, cap: (per_sec * BURST_SECS).max(1.0) }
+        Rate {
+            per_sec,
+            cap: (per_sec * BURST_SECS).max(1.0),
+        }
     }
 }
 
@@ -161,7 +170,11 @@ impl Limiter {
                 let (ev, by) = (self.events, self.bytes);
                 self.buckets.retain(|_, b| is_full(b, ev, by, now));
             }
-            let key = if self.buckets.len() >= MAX_KEYS { OVERFLOW_KEY } else { key };
+            let key = if self.buckets.len() >= MAX_KEYS {
+                OVERFLOW_KEY
+            } else {
+                key
+            };
             let b = fresh();
             let map = &mut self.buckets;
             return map.entry(key.into()).or_insert(b);
@@ -176,7 +189,8 @@ impl Limiter {
         events.retain(|e| {
             let b = self.bucket(e, now);
             refill(b, ev_rate, by_rate, now);
-            let ok = ev_rate.is_none_or(|_| b.events >= 1.0) && by_rate.is_none_or(|_| b.bytes > 0.0);
+            let ok =
+                ev_rate.is_none_or(|_| b.events >= 1.0) && by_rate.is_none_or(|_| b.bytes > 0.0);
             if ok {
                 b.events -= 1.0;
                 b.bytes -= e.body.len() as f64;
@@ -221,7 +235,11 @@ impl Limiter {
 }
 
 fn display_key(k: &str) -> String {
-    if k == OVERFLOW_KEY { "(overflow)".to_owned() } else { k.to_owned() }
+    if k == OVERFLOW_KEY {
+        "(overflow)".to_owned()
+    } else {
+        k.to_owned()
+    }
 }
 
 fn refill(b: &mut Bucket, ev: Option<Rate>, by: Option<Rate>, now: Instant) {
@@ -248,7 +266,12 @@ mod tests {
     use super::*;
 
     fn cfg(per: &str, eps: Option<f64>, bps: Option<f64>, mode: WhenOver) -> RateLimitRouteConfig {
-        RateLimitRouteConfig { per: per.into(), events_per_sec: eps, bytes_per_sec: bps, when_over: mode }
+        RateLimitRouteConfig {
+            per: per.into(),
+            events_per_sec: eps,
+            bytes_per_sec: bps,
+            when_over: mode,
+        }
     }
 
     fn events(tenant: &str, n: usize, size: usize) -> Vec<Event> {
@@ -277,7 +300,10 @@ mod tests {
         // Offered 200/tick = 20,000/s; the limit is 5,000/s.
         let admitted = run(&mut l, "a", 200, 10);
         let expected = 50_000.0;
-        assert!((admitted as f64 - expected).abs() / expected < 0.05, "admitted {admitted}");
+        assert!(
+            (admitted as f64 - expected).abs() / expected < 0.05,
+            "admitted {admitted}"
+        );
         let dropped = l.take_dropped();
         assert_eq!(dropped, vec![("a".to_owned(), 200_000 - admitted as u64)]);
     }
@@ -305,7 +331,10 @@ mod tests {
             admitted_bytes += batch.len() * 1000;
         }
         let expected = 1_000_000.0;
-        assert!((admitted_bytes as f64 - expected).abs() / expected < 0.05, "{admitted_bytes}");
+        assert!(
+            (admitted_bytes as f64 - expected).abs() / expected < 0.05,
+            "{admitted_bytes}"
+        );
     }
 
     #[test]

@@ -42,7 +42,10 @@ pub struct RulesRouteConfig {
 
 /// Whether `port` is usable as an output port name.
 pub fn valid_port(port: &str) -> bool {
-    !port.is_empty() && port.chars().all(|c| c.is_ascii_alphanumeric() || c == '_' || c == '-')
+    !port.is_empty()
+        && port
+            .chars()
+            .all(|c| c.is_ascii_alphanumeric() || c == '_' || c == '-')
 }
 
 impl Validate for RulesRouteConfig {
@@ -55,13 +58,16 @@ impl Validate for RulesRouteConfig {
                 v.error("rules", format!("rule {}: {e}", i + 1));
             }
             if !valid_port(&r.to) {
-                v.error("rules", format!("rule {}: `to` uses letters, digits, '_' and '-'", i + 1));
+                v.error(
+                    "rules",
+                    format!("rule {}: `to` uses letters, digits, '_' and '-'", i + 1),
+                );
             }
         }
-        if let Some(d) = &self.default {
-            if !valid_port(d) {
-                v.error("default", "uses letters, digits, '_' and '-'");
-            }
+        if let Some(d) = &self.default
+            && !valid_port(d)
+        {
+            v.error("default", "uses letters, digits, '_' and '-'");
         }
     }
 }
@@ -70,7 +76,11 @@ impl RulesRouteConfig {
     /// Output ports in first-use order (rules, then default), without `drop`.
     pub fn ports(&self) -> Vec<String> {
         let mut out: Vec<String> = Vec::new();
-        let targets = self.rules.iter().map(|r| &r.to).chain(self.default.as_ref());
+        let targets = self
+            .rules
+            .iter()
+            .map(|r| &r.to)
+            .chain(self.default.as_ref());
         for t in targets {
             if t != DROP && !out.contains(t) {
                 out.push(t.clone());
@@ -114,7 +124,10 @@ impl Rules {
 
     /// The target of a tag: the first matching rule's, else the default.
     pub fn target(&self, tag: &str) -> Target {
-        self.rules.iter().find(|(g, _)| g.matches(tag)).map_or(self.default, |(_, t)| *t)
+        self.rules
+            .iter()
+            .find(|(g, _)| g.matches(tag))
+            .map_or(self.default, |(_, t)| *t)
     }
 
     /// Targets of each event, reusing the previous decision while the tag repeats.
@@ -170,7 +183,9 @@ impl Glob {
 
     /// Whether `tag` matches.
     pub fn matches(&self, tag: &str) -> bool {
-        self.alternatives.iter().any(|toks| match_toks(toks, tag.as_bytes()))
+        self.alternatives
+            .iter()
+            .any(|toks| match_toks(toks, tag.as_bytes()))
     }
 }
 
@@ -181,7 +196,10 @@ fn expand_braces(p: &str) -> Result<Vec<String>, String> {
         }
         return Ok(vec![p.to_owned()]);
     };
-    let close = p[open..].find('}').map(|i| open + i).ok_or_else(|| format!("unclosed `{{` in `{p}`"))?;
+    let close = p[open..]
+        .find('}')
+        .map(|i| open + i)
+        .ok_or_else(|| format!("unclosed `{{` in `{p}`"))?;
     let inner = &p[open + 1..close];
     if inner.contains('{') {
         return Err(format!("nested `{{` in `{p}`"));
@@ -192,7 +210,9 @@ fn expand_braces(p: &str) -> Result<Vec<String>, String> {
         for alt in inner.split(',') {
             out.push(format!("{head}{alt}{rest}"));
             if out.len() > MAX_ALTERNATIVES {
-                return Err(format!("more than {MAX_ALTERNATIVES} alternatives in `{p}`"));
+                return Err(format!(
+                    "more than {MAX_ALTERNATIVES} alternatives in `{p}`"
+                ));
             }
         }
     }
@@ -227,7 +247,9 @@ fn compile(p: &str) -> Vec<Tok> {
 }
 
 fn match_toks(toks: &[Tok], s: &[u8]) -> bool {
-    let Some((first, rest)) = toks.split_first() else { return s.is_empty() };
+    let Some((first, rest)) = toks.split_first() else {
+        return s.is_empty();
+    };
     match first {
         Tok::Byte(c) => s.first() == Some(c) && match_toks(rest, &s[1..]),
         Tok::One => s.first().is_some_and(|&c| c != b'.') && match_toks(rest, &s[1..]),
@@ -296,9 +318,17 @@ mod tests {
     }
 
     fn config() -> RulesRouteConfig {
-        let rule = |m: &str, t: &str| Rule { pattern: m.into(), to: t.into() };
+        let rule = |m: &str, t: &str| Rule {
+            pattern: m.into(),
+            to: t.into(),
+        };
         RulesRouteConfig {
-            rules: vec![rule("ignore*", "drop"), rule("bucket_me", "bucketed"), rule("app.**", "apps"), rule("app.x", "never")],
+            rules: vec![
+                rule("ignore*", "drop"),
+                rule("bucket_me", "bucketed"),
+                rule("app.**", "apps"),
+                rule("app.x", "never"),
+            ],
             default: Some("rest".into()),
         }
     }
@@ -327,6 +357,14 @@ mod tests {
         let ev = |t: &str| Event::new(Bytes::new(), 0, Arc::from(t), "s".into());
         let events = vec![ev("app.a"), ev("app.a"), ev("ignore"), ev("zzz")];
         let t: Vec<Target> = r.targets(&events).collect();
-        assert_eq!(t, vec![Target::Port(1), Target::Port(1), Target::Drop, Target::Port(3)]);
+        assert_eq!(
+            t,
+            vec![
+                Target::Port(1),
+                Target::Port(1),
+                Target::Drop,
+                Target::Port(3)
+            ]
+        );
     }
 }

@@ -106,7 +106,9 @@ pub fn valid_id(id: &str) -> bool {
         && id.len() <= MAX_ID_BYTES
         && id != "."
         && id != ".."
-        && id.bytes().all(|b| b.is_ascii_alphanumeric() || b == b'.' || b == b'_' || b == b'-')
+        && id
+            .bytes()
+            .all(|b| b.is_ascii_alphanumeric() || b == b'.' || b == b'_' || b == b'-')
 }
 
 /// The active tenants: id bytes → the shared name events carry.
@@ -193,7 +195,11 @@ pub struct FileStamp {
 pub fn stamp(path: &Path) -> Option<FileStamp> {
     use std::os::unix::fs::MetadataExt;
     let m = std::fs::metadata(path).ok()?;
-    Some(FileStamp { ino: m.ino(), len: m.len(), mtime: m.modified().ok() })
+    Some(FileStamp {
+        ino: m.ino(),
+        len: m.len(),
+        mtime: m.modified().ok(),
+    })
 }
 
 /// The per-event logic of a tenant route, without the plumbing.
@@ -207,7 +213,11 @@ pub struct TenantSplit {
 impl TenantSplit {
     /// From the route's config.
     pub fn new(config: &TenantRouteConfig) -> Self {
-        TenantSplit { field: config.field.clone(), strip: config.strip, unknown: config.unknown }
+        TenantSplit {
+            field: config.field.clone(),
+            strip: config.strip,
+            unknown: config.unknown,
+        }
     }
 
     /// Assign tenants to `events` in place; events to drop are removed. Returns
@@ -279,25 +289,39 @@ mod tests {
     }
 
     fn split(strip: bool, unknown: Unknown) -> TenantSplit {
-        TenantSplit { field: None, strip, unknown }
+        TenantSplit {
+            field: None,
+            strip,
+            unknown,
+        }
     }
 
     #[test]
     fn list_skips_comments_blanks_duplicates_and_bad_ids() {
         let p = parse_list("# header\nacme\n\n  globex  # trailing\nacme\nbad id\nx/y\n");
         assert_eq!(p.ids, vec!["acme", "globex"]);
-        assert_eq!(p.invalid, vec![(6, "bad id".to_owned()), (7, "x/y".to_owned())]);
+        assert_eq!(
+            p.invalid,
+            vec![(6, "bad id".to_owned()), (7, "x/y".to_owned())]
+        );
     }
 
     #[test]
     fn first_space_split_strips_and_assigns_shared_tenant() {
         let set = ActiveSet::from_ids(["acme", "globex"]);
-        let mut events = vec![ev(b"acme GET /a 200"), ev(b"globex GET /b 404"), ev(b"acme x")];
+        let mut events = vec![
+            ev(b"acme GET /a 200"),
+            ev(b"globex GET /b 404"),
+            ev(b"acme x"),
+        ];
         assert_eq!(split(true, Unknown::Drop).apply(&mut events, &set), 0);
         let bodies: Vec<&[u8]> = events.iter().map(|e| &e.body[..]).collect();
         assert_eq!(bodies, vec![&b"GET /a 200"[..], b"GET /b 404", b"x"]);
         assert_eq!(events[0].tenant.as_deref(), Some("acme"));
-        assert!(Arc::ptr_eq(events[0].tenant.as_ref().unwrap(), events[2].tenant.as_ref().unwrap()));
+        assert!(Arc::ptr_eq(
+            events[0].tenant.as_ref().unwrap(),
+            events[2].tenant.as_ref().unwrap()
+        ));
     }
 
     #[test]
@@ -327,9 +351,16 @@ mod tests {
     fn field_split_reads_the_field() {
         let set = ActiveSet::from_ids(["acme"]);
         let mut e = ev(b"body");
-        e.fields = Some(Arc::new(vec![(Value::from("client_id"), Value::from("acme"))]));
+        e.fields = Some(Arc::new(vec![(
+            Value::from("client_id"),
+            Value::from("acme"),
+        )]));
         let mut events = vec![e, ev(b"acme no field")];
-        let s = TenantSplit { field: Some("client_id".into()), strip: false, unknown: Unknown::Drop };
+        let s = TenantSplit {
+            field: Some("client_id".into()),
+            strip: false,
+            unknown: Unknown::Drop,
+        };
         assert_eq!(s.apply(&mut events, &set), 1);
         assert_eq!(events[0].tenant.as_deref(), Some("acme"));
         assert_eq!(&events[0].body[..], b"body");

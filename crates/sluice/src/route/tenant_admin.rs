@@ -100,7 +100,10 @@ impl TenantAdminConfig {
             v.error("admin", "admin.topic must contain {tenant}");
         }
         if self.partitions < 1 || self.replication < 1 {
-            v.error("admin", "admin.partitions and admin.replication must be at least 1");
+            v.error(
+                "admin",
+                "admin.partitions and admin.replication must be at least 1",
+            );
         }
     }
 
@@ -198,7 +201,10 @@ const TIMEOUT: Duration = Duration::from_secs(15);
 
 /// Run a `sluice tenant` command.
 pub fn main(cmd: TenantCommand) -> ExitCode {
-    let runtime = match tokio::runtime::Builder::new_current_thread().enable_all().build() {
+    let runtime = match tokio::runtime::Builder::new_current_thread()
+        .enable_all()
+        .build()
+    {
         Ok(r) => r,
         Err(e) => {
             eprintln!("sluice: cannot start the runtime: {e}");
@@ -235,7 +241,8 @@ struct Resolved {
 }
 
 fn resolve(target: &Target) -> Result<Resolved, Failure> {
-    let config = crate::config::load(&target.config).map_err(|e| Failure::Usage(anyhow::anyhow!("{e}")))?;
+    let config =
+        crate::config::load(&target.config).map_err(|e| Failure::Usage(anyhow::anyhow!("{e}")))?;
     let tenants: Vec<(&str, &TenantRouteConfig)> = config
         .routes
         .iter()
@@ -246,19 +253,31 @@ fn resolve(target: &Target) -> Result<Resolved, Failure> {
         .collect();
     let chosen = match (&target.route, tenants.as_slice()) {
         (Some(name), _) => tenants.iter().find(|(n, _)| n == name).ok_or_else(|| {
-            Failure::Usage(anyhow::anyhow!("no tenant route named `{name}` in {}", target.config.display()))
+            Failure::Usage(anyhow::anyhow!(
+                "no tenant route named `{name}` in {}",
+                target.config.display()
+            ))
         })?,
         (None, [only]) => only,
         (None, []) => {
-            return Err(Failure::Usage(anyhow::anyhow!("{} has no tenant route", target.config.display())));
+            return Err(Failure::Usage(anyhow::anyhow!(
+                "{} has no tenant route",
+                target.config.display()
+            )));
         }
         (None, _) => {
             let names: Vec<&str> = tenants.iter().map(|(n, _)| *n).collect();
-            return Err(Failure::Usage(anyhow::anyhow!("several tenant routes; pick one with --route ({})", names.join(", "))));
+            return Err(Failure::Usage(anyhow::anyhow!(
+                "several tenant routes; pick one with --route ({})",
+                names.join(", ")
+            )));
         }
     };
     let route = chosen.1.clone();
-    let brokers = target.brokers.clone().or_else(|| route.admin.brokers.clone());
+    let brokers = target
+        .brokers
+        .clone()
+        .or_else(|| route.admin.brokers.clone());
     Ok(Resolved { route, brokers })
 }
 
@@ -266,15 +285,24 @@ fn check_id(id: &str) -> Result<(), Failure> {
     if valid_id(id) {
         Ok(())
     } else {
-        Err(Failure::Usage(anyhow::anyhow!("`{id}` is not a valid tenant id (1-200 of A-Z a-z 0-9 . _ -)")))
+        Err(Failure::Usage(anyhow::anyhow!(
+            "`{id}` is not a valid tenant id (1-200 of A-Z a-z 0-9 . _ -)"
+        )))
     }
 }
 
 fn need_brokers(r: &Resolved) -> Result<&str, Failure> {
-    r.brokers.as_deref().ok_or_else(|| Failure::Usage(anyhow::anyhow!("no brokers: set admin.brokers on the tenant route or pass --brokers")))
+    r.brokers.as_deref().ok_or_else(|| {
+        Failure::Usage(anyhow::anyhow!(
+            "no brokers: set admin.brokers on the tenant route or pass --brokers"
+        ))
+    })
 }
 
-fn admin_client(brokers: &str, options: &BTreeMap<String, String>) -> anyhow::Result<AdminClient<DefaultClientContext>> {
+fn admin_client(
+    brokers: &str,
+    options: &BTreeMap<String, String>,
+) -> anyhow::Result<AdminClient<DefaultClientContext>> {
     let mut c = ClientConfig::new();
     c.set("bootstrap.servers", brokers);
     for (k, v) in options {
@@ -285,7 +313,14 @@ fn admin_client(brokers: &str, options: &BTreeMap<String, String>) -> anyhow::Re
 
 async fn run(cmd: TenantCommand) -> Result<ExitCode, Failure> {
     match cmd {
-        TenantCommand::Add { id, target, partitions, replication, retention_hours, no_acls } => {
+        TenantCommand::Add {
+            id,
+            target,
+            partitions,
+            replication,
+            retention_hours,
+            no_acls,
+        } => {
             check_id(&id)?;
             let r = resolve(&target)?;
             let brokers = need_brokers(&r)?.to_owned();
@@ -294,9 +329,19 @@ async fn run(cmd: TenantCommand) -> Result<ExitCode, Failure> {
             let partitions = partitions.unwrap_or(admin.partitions);
             let replication = replication.unwrap_or(admin.replication);
             let retention = retention_hours.or(admin.retention_hours);
-            create_topic(&brokers, &admin.options, &topic, partitions, replication, retention).await?;
+            create_topic(
+                &brokers,
+                &admin.options,
+                &topic,
+                partitions,
+                replication,
+                retention,
+            )
+            .await?;
             if no_acls {
-                println!("acls: skipped (--no-acls); any client allowed by the brokers can read {topic}");
+                println!(
+                    "acls: skipped (--no-acls); any client allowed by the brokers can read {topic}"
+                );
             } else {
                 match apply_acls(&brokers, &admin.options, &id, &topic) {
                     AclOutcome::Applied(lines) => {
@@ -324,7 +369,10 @@ async fn run(cmd: TenantCommand) -> Result<ExitCode, Failure> {
             })
             .with_context(|| format!("updating the active list {}", list.display()))?;
             if added {
-                println!("activated: {id} appended to {}; running agents pick it up within a second", list.display());
+                println!(
+                    "activated: {id} appended to {}; running agents pick it up within a second",
+                    list.display()
+                );
             } else {
                 println!("active: {id} was already in {}", list.display());
             }
@@ -341,7 +389,11 @@ async fn run(cmd: TenantCommand) -> Result<ExitCode, Failure> {
             })
             .with_context(|| format!("updating the active list {}", list.display()))?;
             if removed {
-                println!("deactivated: {id} removed from {}; topic {} and its data are kept", list.display(), r.route.admin.topic_of(&id));
+                println!(
+                    "deactivated: {id} removed from {}; topic {} and its data are kept",
+                    list.display(),
+                    r.route.admin.topic_of(&id)
+                );
             } else {
                 println!("inactive: {id} was not in {}", list.display());
             }
@@ -352,7 +404,11 @@ async fn run(cmd: TenantCommand) -> Result<ExitCode, Failure> {
             let active = match std::fs::read_to_string(&r.route.active_list) {
                 Ok(t) => parse_list(&t).ids,
                 Err(e) if e.kind() == std::io::ErrorKind::NotFound => Vec::new(),
-                Err(e) => return Err(anyhow::Error::new(e).context(format!("reading {}", r.route.active_list.display())).into()),
+                Err(e) => {
+                    return Err(anyhow::Error::new(e)
+                        .context(format!("reading {}", r.route.active_list.display()))
+                        .into());
+                }
             };
             let mut rows: BTreeMap<String, (String, Option<usize>, bool)> = active
                 .iter()
@@ -363,17 +419,25 @@ async fn run(cmd: TenantCommand) -> Result<ExitCode, Failure> {
                 Some(brokers) => {
                     for (topic, parts) in topics(brokers, &r.route.admin.options).await? {
                         if let Some(id) = r.route.admin.tenant_of(&topic) {
-                            let row = rows.entry(id.to_owned()).or_insert_with(|| (topic.clone(), None, false));
+                            let row = rows
+                                .entry(id.to_owned())
+                                .or_insert_with(|| (topic.clone(), None, false));
                             row.1 = Some(parts);
                         }
                     }
                 }
                 None => note = Some("no brokers configured: partitions unknown"),
             }
-            println!("{:<24} {:<32} {:>10} {:>6}", "ID", "TOPIC", "PARTITIONS", "ACTIVE");
+            println!(
+                "{:<24} {:<32} {:>10} {:>6}",
+                "ID", "TOPIC", "PARTITIONS", "ACTIVE"
+            );
             for (id, (topic, parts, active)) in rows {
                 let parts = parts.map_or_else(|| "-".to_owned(), |p| p.to_string());
-                println!("{id:<24} {topic:<32} {parts:>10} {:>6}", if active { "yes" } else { "no" });
+                println!(
+                    "{id:<24} {topic:<32} {parts:>10} {:>6}",
+                    if active { "yes" } else { "no" }
+                );
             }
             if let Some(n) = note {
                 println!("({n})");
@@ -383,18 +447,34 @@ async fn run(cmd: TenantCommand) -> Result<ExitCode, Failure> {
         TenantCommand::Bundle { id, target, out } => {
             check_id(&id)?;
             let r = resolve(&target)?;
-            let brokers = r.route.admin.bundle_brokers.clone().or(r.brokers.clone()).ok_or_else(|| {
-                Failure::Usage(anyhow::anyhow!("no brokers: set admin.bundle_brokers or admin.brokers, or pass --brokers"))
-            })?;
+            let brokers = r
+                .route
+                .admin
+                .bundle_brokers
+                .clone()
+                .or(r.brokers.clone())
+                .ok_or_else(|| {
+                    Failure::Usage(anyhow::anyhow!(
+                        "no brokers: set admin.bundle_brokers or admin.brokers, or pass --brokers"
+                    ))
+                })?;
             let files = bundle::files(&id, &r.route.admin.topic_of(&id), &brokers, &r.route.admin)?;
-            bundle::write_zip(&out, &id, &files).with_context(|| format!("writing {}", out.display()))?;
+            bundle::write_zip(&out, &id, &files)
+                .with_context(|| format!("writing {}", out.display()))?;
             println!("bundle: {} ({} files)", out.display(), files.len());
             Ok(ExitCode::SUCCESS)
         }
-        TenantCommand::AclApply { id, brokers, topic, options } => {
+        TenantCommand::AclApply {
+            id,
+            brokers,
+            topic,
+            options,
+        } => {
             let mut opts = BTreeMap::new();
             for o in options {
-                let (k, v) = o.split_once('=').ok_or_else(|| Failure::Usage(anyhow::anyhow!("--option wants key=value")))?;
+                let (k, v) = o
+                    .split_once('=')
+                    .ok_or_else(|| Failure::Usage(anyhow::anyhow!("--option wants key=value")))?;
                 opts.insert(k.to_owned(), v.to_owned());
             }
             let admin = admin_client(&brokers, &opts)?;
@@ -428,11 +508,18 @@ async fn create_topic(
     if let Some(ms) = &retention_ms {
         new = new.set("retention.ms", ms);
     }
-    let opts = AdminOptions::new().operation_timeout(Some(TIMEOUT)).request_timeout(Some(TIMEOUT));
-    let results = admin.create_topics([&new], &opts).await.context("creating the topic")?;
+    let opts = AdminOptions::new()
+        .operation_timeout(Some(TIMEOUT))
+        .request_timeout(Some(TIMEOUT));
+    let results = admin
+        .create_topics([&new], &opts)
+        .await
+        .context("creating the topic")?;
     for r in results {
         match r {
-            Ok(t) => println!("topic: created {t} ({partitions} partitions, replication {replication})"),
+            Ok(t) => {
+                println!("topic: created {t} (partitions {partitions}, replication {replication})")
+            }
             Err((t, RDKafkaErrorCode::TopicAlreadyExists)) => println!("topic: {t} already exists"),
             Err((t, code)) => bail!("the brokers refused to create topic {t}: {code}"),
         }
@@ -441,11 +528,21 @@ async fn create_topic(
 }
 
 /// (topic, partitions) of every topic on the brokers.
-async fn topics(brokers: &str, options: &BTreeMap<String, String>) -> anyhow::Result<Vec<(String, usize)>> {
+async fn topics(
+    brokers: &str,
+    options: &BTreeMap<String, String>,
+) -> anyhow::Result<Vec<(String, usize)>> {
     let admin = admin_client(brokers, options)?;
     tokio::task::spawn_blocking(move || {
-        let md = admin.inner().fetch_metadata(None, TIMEOUT).context("reading the brokers' metadata")?;
-        Ok(md.topics().iter().map(|t| (t.name().to_owned(), t.partitions().len())).collect())
+        let md = admin
+            .inner()
+            .fetch_metadata(None, TIMEOUT)
+            .context("reading the brokers' metadata")?;
+        Ok(md
+            .topics()
+            .iter()
+            .map(|t| (t.name().to_owned(), t.partitions().len()))
+            .collect())
     })
     .await
     .context("metadata reader failed")?
@@ -453,9 +550,16 @@ async fn topics(brokers: &str, options: &BTreeMap<String, String>) -> anyhow::Re
 
 /// Rewrite the list under an exclusive lock: `edit` changes the ids and says
 /// whether anything changed; comments and blank lines of the file are kept.
-pub fn edit_list(path: &Path, edit: impl FnOnce(&mut Vec<String>) -> bool) -> std::io::Result<bool> {
+pub fn edit_list(
+    path: &Path,
+    edit: impl FnOnce(&mut Vec<String>) -> bool,
+) -> std::io::Result<bool> {
     let lock_path = path.with_extension("lock");
-    let lock = std::fs::OpenOptions::new().create(true).truncate(false).write(true).open(&lock_path)?;
+    let lock = std::fs::OpenOptions::new()
+        .create(true)
+        .truncate(false)
+        .write(true)
+        .open(&lock_path)?;
     // SAFETY: flock on a descriptor we own; released when `lock` is closed.
     if unsafe { libc::flock(std::os::fd::AsRawFd::as_raw_fd(&lock), libc::LOCK_EX) } != 0 {
         return Err(std::io::Error::last_os_error());
@@ -517,8 +621,15 @@ pub fn acl_bindings(id: &str, topic: &str) -> Vec<String> {
     ]
 }
 
-fn apply_acls(brokers: &str, options: &BTreeMap<String, String>, id: &str, topic: &str) -> AclOutcome {
-    let plaintext = options.get("security.protocol").is_none_or(|p| p.eq_ignore_ascii_case("plaintext"));
+fn apply_acls(
+    brokers: &str,
+    options: &BTreeMap<String, String>,
+    id: &str,
+    topic: &str,
+) -> AclOutcome {
+    let plaintext = options
+        .get("security.protocol")
+        .is_none_or(|p| p.eq_ignore_ascii_case("plaintext"));
     if plaintext {
         match acl_apis_advertised(brokers) {
             Ok(false) => {
@@ -527,15 +638,31 @@ fn apply_acls(brokers: &str, options: &BTreeMap<String, String>, id: &str, topic
                 );
             }
             Ok(true) => {}
-            Err(e) => return AclOutcome::NotApplied(format!("cannot ask the brokers which APIs they support: {e}")),
+            Err(e) => {
+                return AclOutcome::NotApplied(format!(
+                    "cannot ask the brokers which APIs they support: {e}"
+                ));
+            }
         }
     }
     let exe = match std::env::current_exe() {
         Ok(p) => p,
-        Err(e) => return AclOutcome::NotApplied(format!("cannot find the sluice binary to run the ACL step: {e}")),
+        Err(e) => {
+            return AclOutcome::NotApplied(format!(
+                "cannot find the sluice binary to run the ACL step: {e}"
+            ));
+        }
     };
     let mut cmd = std::process::Command::new(exe);
-    cmd.args(["tenant", "acl-apply", id, "--brokers", brokers, "--topic", topic]);
+    cmd.args([
+        "tenant",
+        "acl-apply",
+        id,
+        "--brokers",
+        brokers,
+        "--topic",
+        topic,
+    ]);
     for (k, v) in options {
         cmd.arg("--option").arg(format!("{k}={v}"));
     }
@@ -591,17 +718,26 @@ fn api_keys(broker: &str) -> std::io::Result<Vec<i16>> {
     s.read_exact(&mut len)?;
     let len = i32::from_be_bytes(len);
     if !(10..=1 << 20).contains(&len) {
-        return Err(std::io::Error::other(format!("bad ApiVersions reply size {len}")));
+        return Err(std::io::Error::other(format!(
+            "bad ApiVersions reply size {len}"
+        )));
     }
     let mut body = vec![0u8; len as usize];
     s.read_exact(&mut body)?;
     let error = i16::from_be_bytes([body[4], body[5]]);
     if error != 0 {
-        return Err(std::io::Error::other(format!("ApiVersions error code {error}")));
+        return Err(std::io::Error::other(format!(
+            "ApiVersions error code {error}"
+        )));
     }
     let n = i32::from_be_bytes([body[6], body[7], body[8], body[9]]).max(0) as usize;
-    let entries = body.get(10..10 + n * 6).ok_or_else(|| std::io::Error::other("truncated ApiVersions reply"))?;
-    Ok(entries.chunks_exact(6).map(|e| i16::from_be_bytes([e[0], e[1]])).collect())
+    let entries = body
+        .get(10..10 + n * 6)
+        .ok_or_else(|| std::io::Error::other("truncated ApiVersions reply"))?;
+    Ok(entries
+        .chunks_exact(6)
+        .map(|e| i16::from_be_bytes([e[0], e[1]]))
+        .collect())
 }
 
 /// DescribeAcls then CreateAcls through librdkafka's C API (rust-rdkafka has no
@@ -644,7 +780,10 @@ mod acl_ffi {
         // SAFETY: valid queue.
         let ev = unsafe { rd::rd_kafka_queue_poll(q.0, TIMEOUT_MS) };
         if ev.is_null() {
-            return Err(format!("{what}: no reply from the brokers within {} s", TIMEOUT_MS / 1000));
+            return Err(format!(
+                "{what}: no reply from the brokers within {} s",
+                TIMEOUT_MS / 1000
+            ));
         }
         let ev = Event(ev);
         // SAFETY: valid event.
@@ -657,9 +796,18 @@ mod acl_ffi {
         Ok(ev)
     }
 
-    type Binding = (rd::rd_kafka_ResourceType_t, String, rd::rd_kafka_ResourcePatternType_t, rd::rd_kafka_AclOperation_t);
+    type Binding = (
+        rd::rd_kafka_ResourceType_t,
+        String,
+        rd::rd_kafka_ResourcePatternType_t,
+        rd::rd_kafka_AclOperation_t,
+    );
 
-    pub fn apply(admin: &AdminClient<DefaultClientContext>, id: &str, topic: &str) -> Result<Vec<String>, String> {
+    pub fn apply(
+        admin: &AdminClient<DefaultClientContext>,
+        id: &str,
+        topic: &str,
+    ) -> Result<Vec<String>, String> {
         use rd::rd_kafka_AclOperation_t::*;
         use rd::rd_kafka_ResourcePatternType_t::*;
         use rd::rd_kafka_ResourceType_t::*;
@@ -698,10 +846,30 @@ mod acl_ffi {
 
         let group = format!("{id}-");
         let wanted: Vec<Binding> = vec![
-            (RD_KAFKA_RESOURCE_TOPIC, topic.to_owned(), RD_KAFKA_RESOURCE_PATTERN_LITERAL, RD_KAFKA_ACL_OPERATION_READ),
-            (RD_KAFKA_RESOURCE_TOPIC, topic.to_owned(), RD_KAFKA_RESOURCE_PATTERN_LITERAL, RD_KAFKA_ACL_OPERATION_DESCRIBE),
-            (RD_KAFKA_RESOURCE_GROUP, group.clone(), RD_KAFKA_RESOURCE_PATTERN_PREFIXED, RD_KAFKA_ACL_OPERATION_READ),
-            (RD_KAFKA_RESOURCE_GROUP, group, RD_KAFKA_RESOURCE_PATTERN_PREFIXED, RD_KAFKA_ACL_OPERATION_DESCRIBE),
+            (
+                RD_KAFKA_RESOURCE_TOPIC,
+                topic.to_owned(),
+                RD_KAFKA_RESOURCE_PATTERN_LITERAL,
+                RD_KAFKA_ACL_OPERATION_READ,
+            ),
+            (
+                RD_KAFKA_RESOURCE_TOPIC,
+                topic.to_owned(),
+                RD_KAFKA_RESOURCE_PATTERN_LITERAL,
+                RD_KAFKA_ACL_OPERATION_DESCRIBE,
+            ),
+            (
+                RD_KAFKA_RESOURCE_GROUP,
+                group.clone(),
+                RD_KAFKA_RESOURCE_PATTERN_PREFIXED,
+                RD_KAFKA_ACL_OPERATION_READ,
+            ),
+            (
+                RD_KAFKA_RESOURCE_GROUP,
+                group,
+                RD_KAFKA_RESOURCE_PATTERN_PREFIXED,
+                RD_KAFKA_ACL_OPERATION_DESCRIBE,
+            ),
         ];
         let mut bindings = Vec::new();
         for (rt, name, pt, op) in &wanted {
@@ -722,13 +890,17 @@ mod acl_ffi {
             };
             if b.is_null() {
                 // SAFETY: the bindings made so far are ours.
-                unsafe { rd::rd_kafka_AclBinding_destroy_array(bindings.as_mut_ptr(), bindings.len()) };
+                unsafe {
+                    rd::rd_kafka_AclBinding_destroy_array(bindings.as_mut_ptr(), bindings.len())
+                };
                 return Err(format!("CreateAcls: {}", cstr(errstr.as_ptr())));
             }
             bindings.push(b);
         }
         // SAFETY: bindings are valid; librdkafka copies them.
-        unsafe { rd::rd_kafka_CreateAcls(rk, bindings.as_mut_ptr(), bindings.len(), ptr::null(), q.0) };
+        unsafe {
+            rd::rd_kafka_CreateAcls(rk, bindings.as_mut_ptr(), bindings.len(), ptr::null(), q.0)
+        };
         let created = poll(&q, "CreateAcls");
         // SAFETY: ours, no longer used.
         unsafe { rd::rd_kafka_AclBinding_destroy_array(bindings.as_mut_ptr(), bindings.len()) };
@@ -742,7 +914,10 @@ mod acl_ffi {
         // SAFETY: valid result; array lives as long as the event.
         let acls = unsafe { rd::rd_kafka_CreateAcls_result_acls(res, &mut n) };
         if n != wanted.len() {
-            return Err(format!("CreateAcls: the brokers answered {n} results for {} bindings", wanted.len()));
+            return Err(format!(
+                "CreateAcls: the brokers answered {n} results for {} bindings",
+                wanted.len()
+            ));
         }
         let texts = super::acl_bindings(id, topic);
         let mut lines = Vec::new();
@@ -766,7 +941,10 @@ mod tests {
 
     #[test]
     fn topic_template_round_trips() {
-        let a = TenantAdminConfig { topic: "cdn.{tenant}.logs".into(), ..Default::default() };
+        let a = TenantAdminConfig {
+            topic: "cdn.{tenant}.logs".into(),
+            ..Default::default()
+        };
         assert_eq!(a.topic_of("acme"), "cdn.acme.logs");
         assert_eq!(a.tenant_of("cdn.acme.logs"), Some("acme"));
         assert_eq!(a.tenant_of("cdn..logs"), None);
@@ -778,24 +956,33 @@ mod tests {
         let dir = tempfile::tempdir().unwrap();
         let p = dir.path().join("tenants.txt");
         std::fs::write(&p, "# customers\nacme # since 2024\nglobex\n").unwrap();
-        assert!(edit_list(&p, |ids| {
-            ids.push("initech".into());
-            true
-        })
-        .unwrap());
-        assert!(edit_list(&p, |ids| {
-            ids.retain(|i| i != "globex");
-            true
-        })
-        .unwrap());
-        assert_eq!(std::fs::read_to_string(&p).unwrap(), "# customers\nacme # since 2024\ninitech\n");
+        assert!(
+            edit_list(&p, |ids| {
+                ids.push("initech".into());
+                true
+            })
+            .unwrap()
+        );
+        assert!(
+            edit_list(&p, |ids| {
+                ids.retain(|i| i != "globex");
+                true
+            })
+            .unwrap()
+        );
+        assert_eq!(
+            std::fs::read_to_string(&p).unwrap(),
+            "# customers\nacme # since 2024\ninitech\n"
+        );
         assert!(!p.with_extension("tmp").exists());
         let missing = dir.path().join("new.txt");
-        assert!(edit_list(&missing, |ids| {
-            ids.push("a".into());
-            true
-        })
-        .unwrap());
+        assert!(
+            edit_list(&missing, |ids| {
+                ids.push("a".into());
+                true
+            })
+            .unwrap()
+        );
         assert_eq!(std::fs::read_to_string(&missing).unwrap(), "a\n");
     }
 

@@ -63,13 +63,20 @@ impl<'a> Wiring<'a> {
     /// route naming it.
     pub fn output(&mut self, producer: &str) -> Output {
         let mut edges = Vec::new();
-        for sink in self.sinks.iter().filter(|s| s.inputs.iter().any(|i| i == producer)) {
+        for sink in self
+            .sinks
+            .iter()
+            .filter(|s| s.inputs.iter().any(|i| i == producer))
+        {
             if let Some((_, tx)) = self.senders.iter().find(|(n, _)| n == &sink.name) {
                 edges.push(Edge::Buffer(tx.clone()));
             }
         }
         let routes = self.routes;
-        for route in routes.iter().filter(|r| r.inputs.iter().any(|i| i == producer)) {
+        for route in routes
+            .iter()
+            .filter(|r| r.inputs.iter().any(|i| i == producer))
+        {
             if let Some(node) = self.node(route) {
                 edges.push(Edge::Route(node));
             }
@@ -99,10 +106,17 @@ impl<'a> Wiring<'a> {
         let mut stop = None;
         let imp = match &config.kind {
             RouteKind::Tenant(c) => {
-                let list = tenant::read_list(&c.active_list)
-                    .map_err(|e| format!("reading active list {}: {}", c.active_list.display(), crate::error_text(&e)))?;
+                let list = tenant::read_list(&c.active_list).map_err(|e| {
+                    format!(
+                        "reading active list {}: {}",
+                        c.active_list.display(),
+                        crate::error_text(&e)
+                    )
+                })?;
                 report_invalid(name, &c.active_list, &list.invalid);
-                let active = Arc::new(ArcSwap::from_pointee(ActiveSet::from_ids(list.ids.iter().map(String::as_str))));
+                let active = Arc::new(ArcSwap::from_pointee(ActiveSet::from_ids(
+                    list.ids.iter().map(String::as_str),
+                )));
                 info!(component_id = %format!("routes.{name}"), tenants = list.ids.len(), path = %c.active_list.display(), "Active list loaded.");
                 let token = CancellationToken::new();
                 let watcher = Watcher {
@@ -117,35 +131,61 @@ impl<'a> Wiring<'a> {
                 };
                 self.tasks.push((name.to_owned(), Box::pin(watcher.run())));
                 stop = Some(token.drop_guard());
-                Imp::Tenant { split: tenant::TenantSplit::new(c), active, out: self.output(name) }
+                Imp::Tenant {
+                    split: tenant::TenantSplit::new(c),
+                    active,
+                    out: self.output(name),
+                }
             }
             RouteKind::Rules(c) => {
                 let rules = super::rules::Rules::new(c)?;
-                let ports = c.ports().iter().map(|p| self.output(&format!("{name}.{p}"))).collect();
+                let ports = c
+                    .ports()
+                    .iter()
+                    .map(|p| self.output(&format!("{name}.{p}")))
+                    .collect();
                 Imp::Rules { rules, ports }
             }
             RouteKind::Bucket(c) => {
                 let bucketer = super::bucket::Bucketer::new(c)?;
                 let all = self.output(name);
-                let ports = (0..bucketer.buckets()).map(|i| self.output(&format!("{name}.{i}"))).collect();
-                Imp::Bucket { bucketer, all, ports }
+                let ports = (0..bucketer.buckets())
+                    .map(|i| self.output(&format!("{name}.{i}")))
+                    .collect();
+                Imp::Bucket {
+                    bucketer,
+                    all,
+                    ports,
+                }
             }
             RouteKind::RateLimit(c) => Imp::RateLimit {
                 limiter: std::sync::Mutex::new(super::rate_limit::Limiter::new(c)?),
                 last_report: Default::default(),
                 out: self.output(name),
             },
-            RouteKind::Filter(c) => Imp::Filter { filter: c.clone(), out: self.output(name) },
+            RouteKind::Filter(c) => Imp::Filter {
+                filter: c.clone(),
+                out: self.output(name),
+            },
         };
         let connected = match &imp {
-            Imp::Tenant { out, .. } | Imp::RateLimit { out, .. } | Imp::Filter { out, .. } => out.is_connected(),
+            Imp::Tenant { out, .. } | Imp::RateLimit { out, .. } | Imp::Filter { out, .. } => {
+                out.is_connected()
+            }
             Imp::Rules { ports, .. } => ports.iter().any(Output::is_connected),
-            Imp::Bucket { all, ports, .. } => all.is_connected() || ports.iter().any(Output::is_connected),
+            Imp::Bucket { all, ports, .. } => {
+                all.is_connected() || ports.iter().any(Output::is_connected)
+            }
         };
         if !connected {
             warn!(component_id = %format!("routes.{name}"), "Route feeds nothing; its events are discarded.");
         }
-        Ok(RouteNode { name: name.into(), counters, imp, _stop: stop })
+        Ok(RouteNode {
+            name: name.into(),
+            counters,
+            imp,
+            _stop: stop,
+        })
     }
 }
 
@@ -191,7 +231,9 @@ impl Watcher {
                 }
             };
             let path = self.path.clone();
-            let stamp = tokio::task::spawn_blocking(move || tenant::stamp(&path)).await.unwrap_or(None);
+            let stamp = tokio::task::spawn_blocking(move || tenant::stamp(&path))
+                .await
+                .unwrap_or(None);
             if !forced && stamp == self.stamp {
                 continue;
             }

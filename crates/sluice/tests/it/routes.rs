@@ -14,22 +14,37 @@ use crate::common::{Daemon, sluice_bin, wait_until};
 /// The `key=N` value of a component's shutdown counter line, 0 when absent.
 fn counter(stderr: &str, component: &str, key: &str) -> u64 {
     let tag = format!("Counters {component}: ");
-    let line = stderr.lines().find(|l| l.contains(&tag)).unwrap_or_else(|| panic!("no counters for {component}:\n{stderr}"));
+    let line = stderr
+        .lines()
+        .find(|l| l.contains(&tag))
+        .unwrap_or_else(|| panic!("no counters for {component}:\n{stderr}"));
     let rest = &line[line.find(&tag).unwrap() + tag.len()..];
     rest.trim_end_matches('.')
         .split_whitespace()
-        .find_map(|kv| kv.strip_prefix(&format!("{key}=")).map(|v| v.parse().unwrap()))
+        .find_map(|kv| {
+            kv.strip_prefix(&format!("{key}="))
+                .map(|v| v.parse().unwrap())
+        })
         .unwrap_or(0)
 }
 
 fn read_lines(p: &Path) -> Vec<String> {
-    std::fs::read_to_string(p).unwrap_or_default().lines().map(str::to_owned).collect()
+    std::fs::read_to_string(p)
+        .unwrap_or_default()
+        .lines()
+        .map(str::to_owned)
+        .collect()
 }
 
 /// An exec source running a Python program (stdout unbuffered), ending with it.
 fn python_source(name: &str, program: &str) -> String {
-    let program = program.replace('\\', "\\\\").replace('"', "\\\"").replace('\n', "\\n");
-    format!("[sources.{name}]\ntype = \"exec\"\nrestart = \"never\"\ncommand = [\"python3\", \"-u\", \"-c\", \"{program}\"]\n")
+    let program = program
+        .replace('\\', "\\\\")
+        .replace('"', "\\\"")
+        .replace('\n', "\\n");
+    format!(
+        "[sources.{name}]\ntype = \"exec\"\nrestart = \"never\"\ncommand = [\"python3\", \"-u\", \"-c\", \"{program}\"]\n"
+    )
 }
 
 fn run_to_end(dir: &Path, config: &str) -> String {
@@ -45,8 +60,15 @@ fn tenant_split_strips_ids_and_counts_unknown() {
     let dir = tempfile::tempdir().unwrap();
     // 20 clients, even ones active; 50 lines each, interleaved.
     let active: Vec<String> = (0..20).step_by(2).map(|i| format!("c{i}")).collect();
-    std::fs::write(dir.path().join("tenants.txt"), format!("# active\n{}\n", active.join("\n"))).unwrap();
-    let source = python_source("edge", "for n in range(50):\n for c in range(20):\n  print(f'c{c} GET /{c}/{n} 200')");
+    std::fs::write(
+        dir.path().join("tenants.txt"),
+        format!("# active\n{}\n", active.join("\n")),
+    )
+    .unwrap();
+    let source = python_source(
+        "edge",
+        "for n in range(50):\n for c in range(20):\n  print(f'c{c} GET /{c}/{n} 200')",
+    );
     let config = format!(
         r#"
         data_dir = "$DIR/data"
@@ -83,7 +105,10 @@ fn tenant_split_strips_ids_and_counts_unknown() {
 fn unknown_pass_keeps_the_line_without_a_tenant() {
     let dir = tempfile::tempdir().unwrap();
     std::fs::write(dir.path().join("tenants.txt"), "acme\n").unwrap();
-    let source = python_source("edge", "print('acme a1')\nprint('zed z1')\nprint('acme a2')");
+    let source = python_source(
+        "edge",
+        "print('acme a1')\nprint('zed z1')\nprint('acme a2')",
+    );
     let config = format!(
         r#"
         data_dir = "$DIR/data"
@@ -101,7 +126,10 @@ fn unknown_pass_keeps_the_line_without_a_tenant() {
         "#
     );
     let stderr = run_to_end(dir.path(), &config);
-    assert_eq!(read_lines(&dir.path().join("out/t-acme.log")), vec!["a1", "a2"]);
+    assert_eq!(
+        read_lines(&dir.path().join("out/t-acme.log")),
+        vec!["a1", "a2"]
+    );
     assert_eq!(read_lines(&dir.path().join("out/t-.log")), vec!["zed z1"]);
     assert_eq!(counter(&stderr, "routes.t", "dropped"), 0);
 }
@@ -139,12 +167,16 @@ fn active_list_reloads_live_without_pausing_traffic() {
     );
     let mut d = Daemon::start(dir.path(), &config);
     let (a, b) = (dir.path().join("out/a.log"), dir.path().join("out/b.log"));
-    wait_until(Duration::from_secs(20), "a's lines", || read_lines(&a).len() > 200);
+    wait_until(Duration::from_secs(20), "a's lines", || {
+        read_lines(&a).len() > 200
+    });
     assert!(read_lines(&b).is_empty());
 
     write_atomically(&list, "a\nb\n");
     let added = Instant::now();
-    wait_until(Duration::from_secs(5), "b's lines after adding b", || !read_lines(&b).is_empty());
+    wait_until(Duration::from_secs(5), "b's lines after adding b", || {
+        !read_lines(&b).is_empty()
+    });
     let took = added.elapsed();
     assert!(took < Duration::from_secs(2), "b flowed after {took:?}");
 
@@ -152,7 +184,9 @@ fn active_list_reloads_live_without_pausing_traffic() {
     let reloads = |s: &str| s.matches("Active list reloaded.").count();
     let before = reloads(&d.stderr());
     d.signal(libc::SIGHUP);
-    wait_until(Duration::from_secs(5), "a reload on SIGHUP", || reloads(&d.stderr()) > before);
+    wait_until(Duration::from_secs(5), "a reload on SIGHUP", || {
+        reloads(&d.stderr()) > before
+    });
 
     // Removing b stops its lines while a keeps flowing.
     write_atomically(&list, "a\n");
@@ -177,8 +211,16 @@ fn active_list_reloads_live_without_pausing_traffic() {
 fn rules_route_by_tag_glob_with_default_and_drop() {
     let dir = tempfile::tempdir().unwrap();
     let mut config = String::from("data_dir = \"$DIR/data\"\n");
-    for (name, tag, n) in [("web", "app.web", 30), ("db", "app.db.slow", 20), ("noise", "ignore_me", 40), ("misc", "misc", 10)] {
-        config.push_str(&python_source(name, &format!("for i in range({n}):\n print(f'{name} {{i}}')")));
+    for (name, tag, n) in [
+        ("web", "app.web", 30),
+        ("db", "app.db.slow", 20),
+        ("noise", "ignore_me", 40),
+        ("misc", "misc", 10),
+    ] {
+        config.push_str(&python_source(
+            name,
+            &format!("for i in range({n}):\n print(f'{name} {{i}}')"),
+        ));
         config.push_str(&format!("tag = \"{tag}\"\n"));
     }
     config.push_str(
@@ -203,10 +245,19 @@ fn rules_route_by_tag_glob_with_default_and_drop() {
         "#,
     );
     let stderr = run_to_end(dir.path(), &config);
-    assert_eq!(read_lines(&dir.path().join("out/apps-app.web.log")).len(), 30);
-    assert_eq!(read_lines(&dir.path().join("out/apps-app.db.slow.log")).len(), 20);
+    assert_eq!(
+        read_lines(&dir.path().join("out/apps-app.web.log")).len(),
+        30
+    );
+    assert_eq!(
+        read_lines(&dir.path().join("out/apps-app.db.slow.log")).len(),
+        20
+    );
     let rest = read_lines(&dir.path().join("out/rest.log"));
-    assert_eq!(rest, (0..10).map(|i| format!("misc {i}")).collect::<Vec<_>>());
+    assert_eq!(
+        rest,
+        (0..10).map(|i| format!("misc {i}")).collect::<Vec<_>>()
+    );
     assert_eq!(counter(&stderr, "routes.by_category", "dropped"), 40);
     assert_eq!(counter(&stderr, "routes.by_category", "out"), 60);
 }
@@ -216,7 +267,10 @@ fn buckets_are_stable_and_spread() {
     let dir = tempfile::tempdir().unwrap();
     let mut config = String::from("data_dir = \"$DIR/data\"\n");
     // 2,000 keys, three lines each, the copies far apart.
-    config.push_str(&python_source("gen", "for r in range(3):\n for k in range(2000):\n  print(f'user{k}:{r}')"));
+    config.push_str(&python_source(
+        "gen",
+        "for r in range(3):\n for k in range(2000):\n  print(f'user{k}:{r}')",
+    ));
     config.push_str(
         r#"
         [routes.bucketed]
@@ -236,11 +290,23 @@ fn buckets_are_stable_and_spread() {
     let mut home: HashMap<String, usize> = HashMap::new();
     for b in 0..5 {
         let got = read_lines(&dir.path().join(format!("out/{b}.log")));
-        assert!((400 * 3 * 9 / 10..=400 * 3 * 11 / 10).contains(&got.len()), "bucket {b}: {}", got.len());
+        assert!(
+            (400 * 3 * 9 / 10..=400 * 3 * 11 / 10).contains(&got.len()),
+            "bucket {b}: {}",
+            got.len()
+        );
         for l in got {
             let key = l.split(':').next().unwrap().to_owned();
-            assert_eq!(sluice::route::bucket::bucket(key.as_bytes(), 5) as usize, b, "{key}");
-            assert_eq!(*home.entry(key).or_insert(b), b, "key moved between buckets");
+            assert_eq!(
+                sluice::route::bucket::bucket(key.as_bytes(), 5) as usize,
+                b,
+                "{key}"
+            );
+            assert_eq!(
+                *home.entry(key).or_insert(b),
+                b,
+                "key moved between buckets"
+            );
         }
     }
     assert_eq!(home.len(), 2000);
@@ -250,7 +316,10 @@ fn buckets_are_stable_and_spread() {
 fn rate_limit_drop_holds_the_rate_and_counts() {
     let dir = tempfile::tempdir().unwrap();
     // Offers ~4,000 lines/s for ~4 s; the limit is 1,000/s.
-    let source = python_source("gen", "import time\nfor t in range(200):\n for i in range(80):\n  print(f'x {t} {i}')\n time.sleep(0.02)");
+    let source = python_source(
+        "gen",
+        "import time\nfor t in range(200):\n for i in range(80):\n  print(f'x {t} {i}')\n time.sleep(0.02)",
+    );
     let config = format!(
         r#"
         data_dir = "$DIR/data"
@@ -269,7 +338,9 @@ fn rate_limit_drop_holds_the_rate_and_counts() {
     );
     let started = Instant::now();
     let mut d = Daemon::start(dir.path(), &config);
-    wait_until(Duration::from_secs(60), "the generator to end", || d.stderr().contains("Command exited"));
+    wait_until(Duration::from_secs(60), "the generator to end", || {
+        d.stderr().contains("Command exited")
+    });
     let secs = started.elapsed().as_secs_f64();
     let st = d.wait(Duration::from_secs(30));
     let stderr = d.stderr();
@@ -277,11 +348,20 @@ fn rate_limit_drop_holds_the_rate_and_counts() {
     let admitted = read_lines(&dir.path().join("out.log")).len() as f64;
     // The window is at most `secs` (the daemon's start is inside it) and the
     // generator's own start-up makes it a little shorter: allow 5% + the burst.
-    assert!(admitted <= 1000.0 * secs * 1.05 + 100.0, "admitted {admitted} in {secs:.2} s");
-    assert!(admitted >= 1000.0 * (secs - 0.6) * 0.95, "admitted {admitted} in {secs:.2} s");
+    assert!(
+        admitted <= 1000.0 * secs * 1.05 + 100.0,
+        "admitted {admitted} in {secs:.2} s"
+    );
+    assert!(
+        admitted >= 1000.0 * (secs - 0.6) * 0.95,
+        "admitted {admitted} in {secs:.2} s"
+    );
     let dropped = counter(&stderr, "routes.limit", "dropped");
     assert_eq!(dropped as f64 + admitted, 16_000.0);
-    assert!(stderr.contains("Rate limit exceeded; events dropped."), "{stderr}");
+    assert!(
+        stderr.contains("Rate limit exceeded; events dropped."),
+        "{stderr}"
+    );
 }
 
 #[test]
@@ -335,7 +415,15 @@ fn filter_keeps_warn_and_above() {
     );
     let stderr = run_to_end(dir.path(), &config);
     let got = read_lines(&dir.path().join("out.log"));
-    assert_eq!(got, vec!["12:00 WARN b", "[error] c", "<11>1 - h app - - - d", "no level g"]);
+    assert_eq!(
+        got,
+        vec![
+            "12:00 WARN b",
+            "[error] c",
+            "<11>1 - h app - - - d",
+            "no level g"
+        ]
+    );
     assert_eq!(counter(&stderr, "routes.warn_up", "dropped"), 3);
 }
 
@@ -368,13 +456,28 @@ inputs = ["by_category", "by_category.aps", "b"]
 "#,
     )
     .unwrap();
-    let out = Command::new(sluice_bin()).args(["validate", "--config"]).arg(&cfg).output().unwrap();
+    let out = Command::new(sluice_bin())
+        .args(["validate", "--config"])
+        .arg(&cfg)
+        .output()
+        .unwrap();
     assert_eq!(out.status.code(), Some(2));
     let err = String::from_utf8_lossy(&out.stderr);
-    assert!(err.contains("routes.by_category.inputs: routes form a cycle: by_category -> b -> by_category"), "{err}");
-    assert!(err.contains("route `by_category` has several outputs; name one of: by_category.apps"), "{err}");
+    assert!(
+        err.contains(
+            "routes.by_category.inputs: routes form a cycle: by_category -> b -> by_category"
+        ),
+        "{err}"
+    );
+    assert!(
+        err.contains("route `by_category` has several outputs; name one of: by_category.apps"),
+        "{err}"
+    );
     assert!(err.contains("did you mean `by_category.apps`?"), "{err}");
-    assert!(err.contains("routes.t.strip: strip applies to split = \"first_space\" only"), "{err}");
+    assert!(
+        err.contains("routes.t.strip: strip applies to split = \"first_space\" only"),
+        "{err}"
+    );
 }
 
 #[test]
@@ -396,7 +499,11 @@ fn missing_active_list_fails_at_start() {
     let mut d = Daemon::start(dir.path(), config);
     let st = d.wait(Duration::from_secs(30));
     assert_eq!(st.code(), Some(1));
-    assert!(d.stderr().contains("routes.t: reading active list"), "{}", d.stderr());
+    assert!(
+        d.stderr().contains("routes.t: reading active list"),
+        "{}",
+        d.stderr()
+    );
 }
 
 // ---- Against a real broker (tansu) ----------------------------------------
@@ -412,7 +519,10 @@ mod broker {
     use crate::kafka_support::{Broker, Storage, consume, need_tansu};
 
     fn now() -> f64 {
-        SystemTime::now().duration_since(UNIX_EPOCH).unwrap().as_secs_f64()
+        SystemTime::now()
+            .duration_since(UNIX_EPOCH)
+            .unwrap()
+            .as_secs_f64()
     }
 
     /// Topic names on the broker, asked of an independent client (Python
@@ -428,8 +538,15 @@ mod broker {
             ])
             .output()
             .unwrap();
-        assert!(out.status.success(), "{}", String::from_utf8_lossy(&out.stderr));
-        String::from_utf8_lossy(&out.stdout).lines().map(str::to_owned).collect()
+        assert!(
+            out.status.success(),
+            "{}",
+            String::from_utf8_lossy(&out.stderr)
+        );
+        String::from_utf8_lossy(&out.stdout)
+            .lines()
+            .map(str::to_owned)
+            .collect()
     }
 
     fn tenant(dir: &Path, args: &[&str]) -> Output {
@@ -443,7 +560,11 @@ mod broker {
     }
 
     fn text(o: &Output) -> String {
-        format!("{}{}", String::from_utf8_lossy(&o.stdout), String::from_utf8_lossy(&o.stderr))
+        format!(
+            "{}{}",
+            String::from_utf8_lossy(&o.stdout),
+            String::from_utf8_lossy(&o.stderr)
+        )
     }
 
     /// The CDN case: 1,000 client ids, half active, through the tenant route into
@@ -488,7 +609,10 @@ mod broker {
         // Let phase 2 run a while, then activate c1.
         std::thread::sleep(Duration::from_secs(4));
         let added = now();
-        write_atomically(&dir.path().join("tenants.txt"), &(active.join("\n") + "\nc1\n"));
+        write_atomically(
+            &dir.path().join("tenants.txt"),
+            &(active.join("\n") + "\nc1\n"),
+        );
         let st = d.wait(Duration::from_secs(120));
         let stderr = d.stderr();
         assert!(st.success(), "{stderr}");
@@ -497,26 +621,53 @@ mod broker {
         names.push("logs-c1".into());
         let on_broker = topics(&broker.addr());
         for i in (1..1000).step_by(2).filter(|i| *i != 1) {
-            assert!(!on_broker.contains(&format!("logs-c{i}")), "inactive c{i} got a topic");
+            assert!(
+                !on_broker.contains(&format!("logs-c{i}")),
+                "inactive c{i} got a topic"
+            );
         }
         let refs: Vec<&str> = names.iter().map(String::as_str).collect();
         let recs = consume(&broker.addr(), &refs, 1500 + 2400, Duration::from_secs(20));
         let mut by_topic: BTreeMap<String, Vec<String>> = BTreeMap::new();
         for r in recs {
-            by_topic.entry(r.topic).or_default().push(String::from_utf8(r.value).unwrap());
+            by_topic
+                .entry(r.topic)
+                .or_default()
+                .push(String::from_utf8(r.value).unwrap());
         }
         for c in (0..1000).step_by(2) {
             let got = &by_topic[&format!("logs-c{c}")];
-            let phase1: Vec<String> = got.iter().filter(|l| l.starts_with("line ")).cloned().collect();
+            let phase1: Vec<String> = got
+                .iter()
+                .filter(|l| l.starts_with("line "))
+                .cloned()
+                .collect();
             let want: Vec<String> = (0..3).map(|n| format!("line {c} {n}")).collect();
             assert_eq!(phase1, want, "c{c}: its own lines, id stripped, in order");
         }
-        assert_eq!(by_topic["logs-c0"].len(), 3 + 2400, "c0 lost lines during the reload");
-        let c1: Vec<f64> = by_topic["logs-c1"].iter().map(|l| l.strip_prefix("t ").unwrap().parse().unwrap()).collect();
+        assert_eq!(
+            by_topic["logs-c0"].len(),
+            3 + 2400,
+            "c0 lost lines during the reload"
+        );
+        let c1: Vec<f64> = by_topic["logs-c1"]
+            .iter()
+            .map(|l| l.strip_prefix("t ").unwrap().parse().unwrap())
+            .collect();
         let first = c1.first().copied().expect("c1 never flowed");
-        assert!(first - added < 2.0, "c1 flowed {:.2} s after activation", first - added);
-        assert!(c1.iter().all(|t| *t > added - 0.5), "c1 lines from before its activation");
-        assert!(counter(&stderr, "routes.by_tenant", "dropped") >= 1500, "{stderr}");
+        assert!(
+            first - added < 2.0,
+            "c1 flowed {:.2} s after activation",
+            first - added
+        );
+        assert!(
+            c1.iter().all(|t| *t > added - 0.5),
+            "c1 lines from before its activation"
+        );
+        assert!(
+            counter(&stderr, "routes.by_tenant", "dropped") >= 1500,
+            "{stderr}"
+        );
     }
 
     /// `tenant add/list/bundle/remove` against a broker without ACL support.
@@ -527,7 +678,10 @@ mod broker {
         let dir = tempfile::tempdir().unwrap();
         let list = dir.path().join("tenants.txt");
         std::fs::write(&list, "# tenants\n").unwrap();
-        let source = python_source("edge", "for n in range(20):\n print(f'acme hello {n}')\n print(f'zed other {n}')");
+        let source = python_source(
+            "edge",
+            "for n in range(20):\n print(f'acme hello {n}')\n print(f'zed other {n}')",
+        );
         let config = format!(
             r#"
             data_dir = "$DIR/data"
@@ -548,60 +702,103 @@ mod broker {
             "#,
             addr = broker.addr()
         );
-        std::fs::write(dir.path().join("sluice.toml"), config.replace("$DIR", dir.path().to_str().unwrap())).unwrap();
+        std::fs::write(
+            dir.path().join("sluice.toml"),
+            config.replace("$DIR", dir.path().to_str().unwrap()),
+        )
+        .unwrap();
 
         // Without --no-acls: topic created, ACLs reported as not applied, exit 1,
         // tenant left inactive.
         let out = tenant(dir.path(), &["add", "acme"]);
         let t = text(&out);
         assert_eq!(out.status.code(), Some(1), "{t}");
-        assert!(t.contains("topic: created logs-acme (2 partitions"), "{t}");
+        assert!(t.contains("topic: created logs-acme (partitions 2"), "{t}");
         assert!(t.contains("ACLs were NOT applied"), "{t}");
-        assert!(topics(&broker.addr()).contains("logs-acme"), "independent admin client does not see the topic");
+        assert!(
+            topics(&broker.addr()).contains("logs-acme"),
+            "independent admin client does not see the topic"
+        );
         assert!(!std::fs::read_to_string(&list).unwrap().contains("acme"));
 
         let out = tenant(dir.path(), &["add", "acme", "--no-acls"]);
         let t = text(&out);
         assert!(out.status.success(), "{t}");
-        assert!(t.contains("logs-acme already exists") && t.contains("activated: acme"), "{t}");
+        assert!(
+            t.contains("logs-acme already exists") && t.contains("activated: acme"),
+            "{t}"
+        );
         assert_eq!(std::fs::read_to_string(&list).unwrap(), "# tenants\nacme\n");
 
         let out = tenant(dir.path(), &["list"]);
         let t = text(&out);
         assert!(out.status.success(), "{t}");
-        let row: Vec<&str> = t.lines().find(|l| l.starts_with("acme ")).expect("acme row").split_whitespace().collect();
+        let row: Vec<&str> = t
+            .lines()
+            .find(|l| l.starts_with("acme "))
+            .expect("acme row")
+            .split_whitespace()
+            .collect();
         assert_eq!(row, ["acme", "logs-acme", "2", "yes"]);
 
         // Traffic through the daemon, then the bundle's Python consumer reads it.
         let mut d = Daemon::start(dir.path(), &config);
         assert!(d.wait(Duration::from_secs(60)).success(), "{}", d.stderr());
         let zip = dir.path().join("acme.zip");
-        let out = tenant(dir.path(), &["bundle", "acme", "--out", zip.to_str().unwrap()]);
+        let out = tenant(
+            dir.path(),
+            &["bundle", "acme", "--out", zip.to_str().unwrap()],
+        );
         assert!(out.status.success(), "{}", text(&out));
         let unpack = dir.path().join("unpacked");
         let st = Command::new("python3")
-            .args(["-c", "import sys, zipfile; zipfile.ZipFile(sys.argv[1]).extractall(sys.argv[2])"])
+            .args([
+                "-c",
+                "import sys, zipfile; zipfile.ZipFile(sys.argv[1]).extractall(sys.argv[2])",
+            ])
             .arg(&zip)
             .arg(&unpack)
             .status()
             .unwrap();
         assert!(st.success());
-        for f in ["README.md", "kcat.sh", "logstash.conf", "filebeat.yml", "consumer.py"] {
-            assert!(unpack.join("acme").join(f).is_file(), "{f} missing from the bundle");
+        for f in [
+            "README.md",
+            "kcat.sh",
+            "logstash.conf",
+            "filebeat.yml",
+            "consumer.py",
+        ] {
+            assert!(
+                unpack.join("acme").join(f).is_file(),
+                "{f} missing from the bundle"
+            );
         }
         let out = Command::new("python3")
             .arg(unpack.join("acme/consumer.py"))
-            .args(["--from-beginning", "--max-messages", "20", "--timeout", "20"])
+            .args([
+                "--from-beginning",
+                "--max-messages",
+                "20",
+                "--timeout",
+                "20",
+            ])
             .output()
             .unwrap();
         assert!(out.status.success(), "{}", text(&out));
-        let mut got: Vec<String> = String::from_utf8_lossy(&out.stdout).lines().map(str::to_owned).collect();
+        let mut got: Vec<String> = String::from_utf8_lossy(&out.stdout)
+            .lines()
+            .map(str::to_owned)
+            .collect();
         got.sort_by_key(|l| l.rsplit(' ').next().unwrap().parse::<u32>().unwrap());
         let want: Vec<String> = (0..20).map(|n| format!("hello {n}")).collect();
         assert_eq!(got, want);
 
         let out = tenant(dir.path(), &["remove", "acme"]);
-        assert!(out.status.success() && text(&out).contains("deactivated: acme"), "{}", text(&out));
+        assert!(
+            out.status.success() && text(&out).contains("deactivated: acme"),
+            "{}",
+            text(&out)
+        );
         assert_eq!(std::fs::read_to_string(&list).unwrap(), "# tenants\n");
     }
 
@@ -619,7 +816,11 @@ mod broker {
             type = "null"
             inputs = ["t"]
         "#;
-        std::fs::write(dir.path().join("sluice.toml"), config.replace("$DIR", dir.path().to_str().unwrap())).unwrap();
+        std::fs::write(
+            dir.path().join("sluice.toml"),
+            config.replace("$DIR", dir.path().to_str().unwrap()),
+        )
+        .unwrap();
         let out = tenant(dir.path(), &["add", "bad/id"]);
         assert_eq!(out.status.code(), Some(2), "{}", text(&out));
         let out = tenant(dir.path(), &["add", "acme"]);
