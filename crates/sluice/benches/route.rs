@@ -90,11 +90,7 @@ fn bench(c: &mut Criterion) {
     });
     // The baseline the split is compared with: the same batches, untouched.
     g.bench_function("baseline_batch_handoff", |b| {
-        b.iter_batched(
-            || cdn_batch(7),
-            black_box,
-            BatchSize::LargeInput,
-        )
+        b.iter_batched(|| cdn_batch(7), black_box, BatchSize::LargeInput)
     });
 
     let rule = |m: &str, t: &str| Rule {

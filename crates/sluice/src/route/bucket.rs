@@ -78,7 +78,9 @@ impl Bucketer {
     /// From a validated config.
     pub fn new(config: &BucketRouteConfig) -> Result<Bucketer, String> {
         let key = if config.key == PREFIX {
-            Key::Prefix(Box::new(memchr::memmem::Finder::new(config.delimiter.as_bytes()).into_owned()))
+            Key::Prefix(Box::new(
+                memchr::memmem::Finder::new(config.delimiter.as_bytes()).into_owned(),
+            ))
         } else {
             Key::Template(Template::parse(&config.key, false, false)?)
         };
