@@ -107,6 +107,7 @@ mod error;
 mod fs;
 mod identity;
 mod mount;
+mod payload;
 
 use std::io;
 use std::path::{Path, PathBuf};

@@ -32,7 +32,6 @@ use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::{Arc, OnceLock};
 use std::time::{Duration, Instant, SystemTime};
 
-use bytes::Bytes;
 use fuser::{Errno, FileAttr, FileHandle, FileType, FopenFlags, INodeNo, Request, TimeOrNow};
 use parking_lot::{Mutex, RwLock};
 use rustix::fs::{AtFlags, CWD, Mode, OFlags, Stat, Timestamps};
@@ -42,6 +41,7 @@ use crate::capture::{
     Admit, Bucket, CaptureCounters, CapturedWrite, PathFilter, QueueSender, Quota,
 };
 use crate::identity::{NameCache, ProcCache, ProcInfo};
+use crate::payload::BufferPool;
 
 /// Entry and attribute validity: short, because writers that predate the mount change
 /// files underneath.
@@ -126,6 +126,7 @@ pub(crate) struct CaptureFs {
     counters: Arc<CaptureCounters>,
     procs: ProcCache,
     names: NameCache,
+    payloads: Arc<BufferPool>,
     own_pid: u32,
     give_to_caller: bool,
     /// Open writable handles with FOPEN_DIRECT_IO (decided at FUSE init).
@@ -177,6 +178,7 @@ impl CaptureFs {
             counters,
             procs: ProcCache::new(),
             names,
+            payloads: Arc::default(),
             own_pid: std::process::id(),
             give_to_caller: crate::mount::is_root(),
             direct_io_writes: false,
@@ -478,7 +480,7 @@ impl CaptureFs {
         let w = CapturedWrite {
             path,
             offset,
-            data: Bytes::copy_from_slice(data),
+            data: self.payloads.copy(data),
             time: SystemTime::now(),
             pid: writer.info.tgid,
             tid: writer.tid,
