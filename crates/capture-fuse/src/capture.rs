@@ -25,7 +25,8 @@ pub struct CapturedWrite {
     pub path: Arc<Path>,
     /// Byte offset in the file where `data` was written.
     pub offset: u64,
-    /// The bytes written.
+    /// The bytes written. Payloads of 64 KiB and more live in recycled buffers that
+    /// return to a pool when the last clone of this `Bytes` is dropped.
     pub data: Bytes,
     /// Wall-clock time at which the write reached the backing file.
     pub time: SystemTime,
