@@ -9,6 +9,11 @@ command -v fusermount3 >/dev/null 2>&1 || need_apt+=(fuse3)
 command -v logger >/dev/null 2>&1 || need_apt+=(bsdutils)
 command -v cmake >/dev/null 2>&1 || need_apt+=(cmake)
 [ -e /usr/include/zlib.h ] || need_apt+=(zlib1g-dev)
+# The kafka sink's bundled librdkafka links OpenSSL (TLS, SASL SCRAM); the Kafka
+# benchmark (bench/kafka.sh) times processes with /usr/bin/time.
+[ -e /usr/include/openssl/ssl.h ] || need_apt+=(libssl-dev)
+command -v pkg-config >/dev/null 2>&1 || need_apt+=(pkg-config)
+[ -x /usr/bin/time ] || need_apt+=(time)
 if [ ${#need_apt[@]} -gt 0 ]; then
   echo "install-deps: apt-get install ${need_apt[*]}"
   export DEBIAN_FRONTEND=noninteractive

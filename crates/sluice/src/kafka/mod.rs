@@ -7,7 +7,7 @@
 //! - [`Properties`]: librdkafka settings, our defaults first, the user's
 //!   `[..librdkafka]` table last so it always wins, aliases included
 //!   (`request.required.acks` replaces our `acks`).
-//! - [`Producer`]: a threaded producer (its own thread polls delivery reports) whose
+//! - [`Producer`]: a producer with its own thread polling delivery reports, whose
 //!   reports are handed to a [`Tracker`] per record, the `Arc` given at send time.
 //! - [`Failure`] and [`FailureClass`]: what a delivery or enqueue error means for
 //!   the caller (retry later, fail for good, or purged at shutdown).
@@ -32,7 +32,7 @@ use rdkafka::config::{ClientConfig, FromClientConfigAndContext, RDKafkaLogLevel}
 use rdkafka::error::{KafkaError, RDKafkaErrorCode};
 use rdkafka::message::Message;
 use rdkafka::producer::{
-    BaseRecord, DeliveryResult, Producer as _, ProducerContext, PurgeConfig, ThreadedProducer,
+    BaseProducer, BaseRecord, DeliveryResult, Producer as _, ProducerContext, PurgeConfig,
 };
 use tracing::{debug, error, info, warn};
 
@@ -347,15 +347,35 @@ pub enum TopicState {
     Missing,
 }
 
-/// A producer whose delivery reports go to a [`Tracker`] of type `T`.
+/// How long one poll of the delivery-report queue may block. rdkafka's `poll`
+/// spins through the last sub-millisecond of each call, so a long call keeps an
+/// idle producer near zero CPU (rdkafka's `ThreadedProducer`, at 100 ms, costs
+/// about 0.7% of a core doing nothing). Reports are served as they arrive.
+const POLL_INTERVAL: Duration = Duration::from_secs(1);
+
+/// Tells the polling thread to end once the last [`Producer`] handle is gone.
+struct StopOnDrop(Arc<AtomicBool>);
+
+impl Drop for StopOnDrop {
+    fn drop(&mut self) {
+        self.0.store(true, Ordering::Relaxed);
+    }
+}
+
+/// A producer whose delivery reports go to a [`Tracker`] of type `T`, served by
+/// its own thread. The thread holds the client too and ends within
+/// [`POLL_INTERVAL`] of the last handle's drop; whichever drops the client last
+/// tears it down (a blocking call: drop handles off the async runtime).
 pub struct Producer<T: Tracker> {
-    inner: ThreadedProducer<Context<T>>,
+    inner: Arc<BaseProducer<Context<T>>>,
+    _stop: Arc<StopOnDrop>,
 }
 
 impl<T: Tracker> Clone for Producer<T> {
     fn clone(&self) -> Self {
         Producer {
             inner: self.inner.clone(),
+            _stop: self._stop.clone(),
         }
     }
 }
@@ -364,13 +384,28 @@ impl<T: Tracker> Producer<T> {
     /// Create the client (starts its threads; connects in the background, so a
     /// broker that is down is not an error here).
     pub fn create(props: &Properties, events: Arc<ClientEvents>) -> Result<Self, String> {
+        let component = events.component.clone();
         let cx = Context {
             events,
             _tracker: PhantomData,
         };
-        let inner = ThreadedProducer::from_config_and_context(&props.client_config(), cx)
+        let inner = BaseProducer::from_config_and_context(&props.client_config(), cx)
             .map_err(|e| creation_error(&e))?;
-        Ok(Producer { inner })
+        let inner = Arc::new(inner);
+        let stop = Arc::new(AtomicBool::new(false));
+        let (client, stopped) = (inner.clone(), stop.clone());
+        std::thread::Builder::new()
+            .name(format!("kafka-poll-{component}"))
+            .spawn(move || {
+                while !stopped.load(Ordering::Relaxed) {
+                    client.poll(POLL_INTERVAL);
+                }
+            })
+            .map_err(|e| format!("starting the delivery report thread: {e}"))?;
+        Ok(Producer {
+            inner,
+            _stop: Arc::new(StopOnDrop(stop)),
+        })
     }
 
     /// Enqueue a record (never blocks). On error the tracker is not called.
