@@ -310,3 +310,51 @@ fn nested_watched_directories_are_refused() {
     }
     m.finish();
 }
+
+const NO_FUSERMOUNT: &str = "SLUICE_CAPTURE_TEST_NO_FUSERMOUNT";
+
+/// Not a test of its own: run by the test below as an unprivileged user.
+#[test]
+fn helper_mount_as_unprivileged_user() {
+    if std::env::var_os(NO_FUSERMOUNT).is_none() {
+        return;
+    }
+    let tmp = tempfile::tempdir().unwrap();
+    match Capture::mount(CaptureConfig::new(tmp.path())) {
+        Err(e @ MountError::FusermountMissing) => println!("RESULT FusermountMissing: {e}"),
+        other => println!("RESULT unexpected: {other:?}"),
+    }
+}
+
+#[test]
+fn unprivileged_mount_without_fusermount3_is_a_clear_error() {
+    if !fuse_available() {
+        return;
+    }
+    let out = Command::new("setpriv")
+        .args(["--reuid=65534", "--regid=65534", "--clear-groups", "--"])
+        .arg(std::env::current_exe().unwrap())
+        .args([
+            "lifecycle::helper_mount_as_unprivileged_user",
+            "--exact",
+            "--nocapture",
+            "--test-threads=1",
+        ])
+        .env(NO_FUSERMOUNT, "1")
+        .env("FUSERMOUNT_PATH", "/nonexistent/fusermount3")
+        .env("TMPDIR", "/tmp")
+        .output()
+        .unwrap();
+    let stdout = String::from_utf8_lossy(&out.stdout);
+    if !out.status.success() && stdout.is_empty() {
+        eprintln!(
+            "note: cannot run the test binary as nobody, skipping: {}",
+            String::from_utf8_lossy(&out.stderr)
+        );
+        return;
+    }
+    assert!(
+        stdout.contains("RESULT FusermountMissing: not root and fusermount3 is not installed"),
+        "{stdout}"
+    );
+}
