@@ -35,6 +35,12 @@ pub enum Command {
         #[arg(short, long)]
         config: PathBuf,
     },
+    /// Inspect a disk buffer directory, or replay it through another config's sinks.
+    Buffer {
+        /// What to do.
+        #[command(subcommand)]
+        command: crate::buffer::cli::BufferCommand,
+    },
     /// Onboard tenants of a tenant route: topics, ACLs, active list, bundles.
     Tenant {
         /// What to do.
@@ -50,6 +56,7 @@ pub const EXIT_CONFIG: u8 = 2;
 pub fn main(cli: Cli) -> ExitCode {
     match cli.command {
         Command::Tenant { command } => crate::route::tenant_admin::main(command),
+        Command::Buffer { command } => crate::buffer::cli::main(command),
         Command::Validate { config } => match crate::config::load(&config) {
             Ok(c) => {
                 println!(

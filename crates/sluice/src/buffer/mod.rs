@@ -23,9 +23,18 @@ use std::sync::{Arc, Mutex};
 use serde::Deserialize;
 use tokio::sync::Notify;
 
-use crate::ack::AckStatus;
+use crate::ack::{AckStatus, AckToken};
 use crate::event::EventBatch;
 use crate::metrics::Counters;
+
+pub mod cli;
+pub mod disk;
+mod settings;
+
+pub use settings::{
+    Acknowledgements, FsyncPolicy, SinkBuffer, default_fsync_interval_ms, default_max_bytes, for_sink,
+    validate_buffer,
+};
 
 /// What a full buffer does with new data.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Deserialize, Default)]
@@ -86,22 +95,90 @@ pub fn memory(
         policy,
         counters,
     });
-    (BufferSender { shared: shared.clone() }, BufferReceiver { shared })
+    (
+        BufferSender::Memory(MemorySender { shared: shared.clone() }),
+        BufferReceiver::Memory(MemoryReceiver { shared }),
+    )
 }
 
-/// Sending half; clone it for every upstream.
-pub struct BufferSender {
-    shared: Arc<Shared>,
+/// Sending half of a sink's buffer; clone it for every upstream.
+#[derive(Clone)]
+pub enum BufferSender {
+    /// A memory buffer.
+    Memory(MemorySender),
+    /// A memory buffer with `acknowledgements = "none"`: resolved on receipt.
+    MemoryNoAck(MemorySender),
+    /// A disk buffer.
+    Disk(disk::DiskSender),
 }
 
-impl Clone for BufferSender {
-    fn clone(&self) -> Self {
-        self.shared.lock().senders += 1;
-        BufferSender { shared: self.shared.clone() }
+impl BufferSender {
+    /// Queue a batch, applying the policy when full (see the module doc for
+    /// `may_block`).
+    #[inline]
+    pub async fn send(&self, batch: EventBatch, may_block: bool) -> SendOutcome {
+        match self {
+            BufferSender::Memory(m) => m.send(batch, may_block).await,
+            BufferSender::MemoryNoAck(m) => {
+                let EventBatch { events, ack } = batch;
+                ack.resolve(AckStatus::Delivered);
+                m.send(EventBatch { events, ack: AckToken::none() }, may_block).await
+            }
+            BufferSender::Disk(d) => d.send(batch, may_block).await,
+        }
     }
 }
 
-impl Drop for BufferSender {
+/// Receiving half of a sink's buffer, owned by the sink.
+pub enum BufferReceiver {
+    /// A memory buffer.
+    Memory(MemoryReceiver),
+    /// A disk buffer.
+    Disk(disk::DiskReceiver),
+}
+
+impl BufferReceiver {
+    /// Next batch; `None` once every sender is gone and the queue is drained (a
+    /// disk buffer: see [`disk::DiskReceiver::recv`]). Cancel-safe.
+    #[inline]
+    pub async fn recv(&mut self) -> Option<EventBatch> {
+        match self {
+            BufferReceiver::Memory(m) => m.recv().await,
+            BufferReceiver::Disk(d) => d.recv().await,
+        }
+    }
+
+    /// A queued batch if there is one, without waiting.
+    #[inline]
+    pub fn try_recv(&mut self) -> Option<EventBatch> {
+        match self {
+            BufferReceiver::Memory(m) => m.try_recv(),
+            BufferReceiver::Disk(d) => d.try_recv(),
+        }
+    }
+
+    /// Events currently queued for the sink (a disk buffer: read ahead in memory).
+    pub fn queued_events(&self) -> usize {
+        match self {
+            BufferReceiver::Memory(m) => m.queued_events(),
+            BufferReceiver::Disk(d) => d.queued_events(),
+        }
+    }
+}
+
+/// Sending half of a memory buffer.
+pub struct MemorySender {
+    shared: Arc<Shared>,
+}
+
+impl Clone for MemorySender {
+    fn clone(&self) -> Self {
+        self.shared.lock().senders += 1;
+        MemorySender { shared: self.shared.clone() }
+    }
+}
+
+impl Drop for MemorySender {
     fn drop(&mut self) {
         let last = {
             let mut st = self.shared.lock();
@@ -125,7 +202,7 @@ pub enum SendOutcome {
     Closed,
 }
 
-impl BufferSender {
+impl MemorySender {
     /// Queue a batch, applying the policy when full (see the module doc for
     /// `may_block`).
     pub async fn send(&self, batch: EventBatch, may_block: bool) -> SendOutcome {
@@ -193,12 +270,12 @@ impl BufferSender {
     }
 }
 
-/// Receiving half, owned by the sink.
-pub struct BufferReceiver {
+/// Receiving half of a memory buffer.
+pub struct MemoryReceiver {
     shared: Arc<Shared>,
 }
 
-impl BufferReceiver {
+impl MemoryReceiver {
     /// Next batch; `None` once every sender is gone and the queue is drained.
     pub async fn recv(&mut self) -> Option<EventBatch> {
         loop {
@@ -236,7 +313,7 @@ impl BufferReceiver {
     }
 }
 
-impl Drop for BufferReceiver {
+impl Drop for MemoryReceiver {
     fn drop(&mut self) {
         let left: Vec<EventBatch> = {
             let mut st = self.shared.lock();

@@ -146,6 +146,8 @@ pub struct SinkConfig {
     pub encoding: Option<Encoding>,
     /// Its buffer.
     pub buffer: BufferConfig,
+    /// When the sources' acknowledgements resolve (default by buffer type).
+    pub acknowledgements: crate::buffer::Acknowledgements,
     /// Kind-specific settings.
     pub kind: SinkKind,
 }
@@ -154,7 +156,7 @@ pub struct SinkConfig {
 #[derive(Debug, Clone, PartialEq, Deserialize)]
 #[serde(deny_unknown_fields)]
 pub struct BufferConfig {
-    /// Buffer type; only `memory` exists so far.
+    /// Buffer type: `memory` (default) or `disk`.
     #[serde(rename = "type", default)]
     pub kind: BufferKind,
     /// Capacity of a memory buffer, in events.
@@ -163,11 +165,35 @@ pub struct BufferConfig {
     /// Policy when full.
     #[serde(default)]
     pub when_full: WhenFull,
+    /// Disk buffer: cap on its segment files, in bytes.
+    #[serde(default = "crate::buffer::default_max_bytes")]
+    pub max_bytes: u64,
+    /// Disk buffer: parent directory (`<dir>/buffers/<sink>/`); global `data_dir` when absent.
+    #[serde(default)]
+    pub dir: Option<PathBuf>,
+    /// Disk buffer: `always` (fsync every append) or `interval`.
+    #[serde(default)]
+    pub fsync: crate::buffer::FsyncPolicy,
+    /// Disk buffer: period of `fsync = "interval"` (and of acknowledgement checkpoints).
+    #[serde(default = "crate::buffer::default_fsync_interval_ms")]
+    pub fsync_interval_ms: u64,
+    /// Disk buffer: cap on the events per second read out of the buffer (catch-up rate).
+    #[serde(default)]
+    pub replay_events_per_sec: Option<u64>,
 }
 
 impl Default for BufferConfig {
     fn default() -> Self {
-        BufferConfig { kind: BufferKind::Memory, max_events: DEFAULT_MAX_EVENTS, when_full: WhenFull::Block }
+        BufferConfig {
+            kind: BufferKind::Memory,
+            max_events: DEFAULT_MAX_EVENTS,
+            when_full: WhenFull::Block,
+            max_bytes: crate::buffer::default_max_bytes(),
+            dir: None,
+            fsync: crate::buffer::FsyncPolicy::default(),
+            fsync_interval_ms: crate::buffer::default_fsync_interval_ms(),
+            replay_events_per_sec: None,
+        }
     }
 }
 
@@ -182,6 +208,8 @@ pub enum BufferKind {
     /// Bounded in-memory queue.
     #[default]
     Memory,
+    /// Write-ahead log on disk (`crate::buffer::disk`).
+    Disk,
 }
 
 #[derive(Debug, Clone, Deserialize)]
@@ -196,6 +224,8 @@ struct SinkCommon {
     when_full: Option<WhenFull>,
     #[serde(default)]
     buffer: Option<BufferConfig>,
+    #[serde(default)]
+    acknowledgements: Option<crate::buffer::Acknowledgements>,
 }
 
 /// Sink kinds.
@@ -372,6 +402,8 @@ pub fn load_str(path: &Path, text: &str) -> Result<Config, ConfigErrors> {
         if buffer.max_events == 0 {
             check.error("buffer", "buffer.max_events must be at least 1");
         }
+        let acknowledgements =
+            crate::buffer::validate_buffer(&buffer, common.acknowledgements, t.get("buffer"), &mut check);
         let inputs = match common.inputs {
             Some(i) if !i.is_empty() => i,
             _ => {
@@ -379,7 +411,7 @@ pub fn load_str(path: &Path, text: &str) -> Result<Config, ConfigErrors> {
                 Vec::new()
             }
         };
-        Some(SinkConfig { name: name.to_owned(), inputs, encoding: common.encoding, buffer, kind })
+        Some(SinkConfig { name: name.to_owned(), inputs, encoding: common.encoding, buffer, acknowledgements, kind })
     });
 
     check_graph(root, &mut diag);

@@ -1,0 +1,716 @@
+//! The disk buffer: a sink's queue kept in a write-ahead log (`sluice-wal`), so
+//! what a sink has not delivered survives `kill -9`, restarts and long outages
+//! (Flume's end-to-end channel, Scribe's store-on-failure).
+//!
+//! # Shape
+//! ```text
+//!  senders ──encode──► inbox ──► WAL thread ──append──► segments on disk
+//!  (sources, routes)   (bounded)  (owns the Wal)  ◄──acks── delivery callbacks
+//!                                      │ read ahead (bounded)
+//!                                      ▼
+//!                                   outbox ──decode──► receiver (the sink)
+//! ```
+//! - Senders serialize a batch ([`codec`]) on their own thread into one record
+//!   (several when over the record cap) and queue it in the inbox (bounded in
+//!   bytes). One thread per buffer owns the [`Wal`]: it appends everything
+//!   queued with one write (group commit: one fsync per group with
+//!   `fsync = "always"`), applies delivery acknowledgements, syncs on the
+//!   interval, and reads ahead of the sink into the outbox (at most
+//!   [`MAX_HELD_RECORDS`] records / [`MAX_HELD_BYTES`] bytes not yet resolved).
+//! - The receiver decodes a record into an [`EventBatch`] whose token acks the
+//!   record's seq when the sink resolves it `Delivered` (or `Dropped` by the
+//!   sink's own policy). `Errored` keeps the events in memory and re-sends them
+//!   after a backoff (100 ms doubling to 5 s), in seq order and before anything
+//!   newer: store-on-failure. New records wait behind them, on disk.
+//!
+//! # Source acknowledgements (`acknowledgements` of the sink)
+//! - `disk` (default): `Delivered` once the record is appended and fsynced
+//!   (`always`: after the group's fdatasync; `interval`: after the next sync).
+//! - `end_to_end`: the source's token is held (in memory, by seq) until the sink
+//!   delivered the record; after a crash the tokens are gone and the records
+//!   are simply delivered again.
+//! - `none`: `Delivered` on receipt.
+//!
+//! # Full buffer (`max_bytes` of segment files)
+//! - `block`: appends wait for space; senders wait once the inbox is full (a
+//!   sender feeding other sinks too is shed instead, as with memory buffers).
+//! - `drop_newest`: what does not fit is dropped and resolved `Dropped`.
+//! - `drop_oldest`: the oldest segment's unacknowledged records are discarded
+//!   (durably) until the new ones fit; copies the sink holds at that moment are
+//!   counted dropped only if they then fail.
+//!
+//! Every event dropped this way is counted in the sink's `dropped` counter and
+//! the buffer's own counters, logged (rate-limited) and reported at close;
+//! re-sent events (possible duplicates) and records replayed after a restart
+//! are counted too.
+//!
+//! # Stop, crash, recovery
+//! When every sender is gone the receiver keeps delivering until caught up, the
+//! sink fails, or half the shutdown timeout passed; then it ends and what is
+//! left stays on disk. [`DiskBufferHandle::close`] syncs, checkpoints and
+//! releases the directory. On open the WAL's recovery report is logged (torn
+//! tail cut, damaged segments) and every unacknowledged record is replayed. A
+//! failed fsync or write is fatal for the buffer: it stops taking data
+//! (senders see `Closed`) until sluice restarts and recovery re-reads the disk.
+
+mod codec;
+mod worker;
+
+use std::collections::{BTreeMap, VecDeque};
+use std::path::PathBuf;
+use std::sync::atomic::{AtomicBool, AtomicU64, AtomicUsize, Ordering::Relaxed};
+use std::sync::{Arc, Condvar, Mutex, MutexGuard};
+use std::time::{Duration, Instant};
+
+use bytes::Bytes;
+use ::wal::{Fsync, Options, Wal};
+use tokio::sync::Notify;
+use tracing::{error, info, warn};
+
+pub use codec::{DecodeError, decode, event_count};
+
+use super::{Acknowledgements, SendOutcome, WhenFull};
+use crate::ack::{AckStatus, AckToken};
+use crate::event::{Event, EventBatch};
+use crate::metrics::Counters;
+
+/// Records read ahead and not yet resolved by the sink, at most.
+pub const MAX_HELD_RECORDS: usize = 1024;
+/// Payload bytes read ahead and not yet resolved by the sink, at most.
+pub const MAX_HELD_BYTES: usize = 64 << 20;
+/// Serialized bytes waiting for the WAL thread before senders wait.
+const INBOX_BYTES: usize = 16 << 20;
+const BACKOFF_MIN: Duration = Duration::from_millis(100);
+const BACKOFF_MAX: Duration = Duration::from_secs(5);
+
+/// How a sink's disk buffer is set up (from `[sinks.NAME.buffer]`).
+#[derive(Debug, Clone)]
+pub struct DiskOptions {
+    /// Directory of the WAL (`<dir>/buffers/<sink>`).
+    pub dir: PathBuf,
+    /// Cap on segment bytes.
+    pub max_bytes: u64,
+    /// Policy when full.
+    pub when_full: WhenFull,
+    /// `None`: fsync every append group; `Some(period)`: sync on that period.
+    pub fsync: Option<Duration>,
+    /// When sources' acknowledgements resolve.
+    pub acknowledgements: Acknowledgements,
+    /// Cap on events per second handed to the sink.
+    pub replay_events_per_sec: Option<u64>,
+    /// After the last sender is gone, how long the receiver keeps delivering.
+    pub drain_timeout: Duration,
+    /// How often acknowledgements are checkpointed (and, with `interval`,
+    /// appends synced).
+    pub sync_interval: Duration,
+}
+
+impl DiskOptions {
+    /// WAL options: segments of 1/8 of the cap (64 KiB..64 MiB), records up to
+    /// a segment (16 MiB at most).
+    pub fn wal_options(&self) -> Options {
+        let segment_bytes = (self.max_bytes / 8).clamp(64 << 10, 64 << 20);
+        Options {
+            fsync: match self.fsync {
+                None => Fsync::Always,
+                Some(p) => Fsync::Interval(p.max(Duration::from_millis(1))),
+            },
+            segment_bytes,
+            max_bytes: self.max_bytes,
+            max_record_bytes: segment_bytes.min(16 << 20) as u32 - 64,
+        }
+    }
+}
+
+/// A disk buffer that cannot start.
+#[derive(Debug, thiserror::Error)]
+pub enum DiskBufferError {
+    /// The WAL did not open (locked by another sluice, unreadable...).
+    #[error("disk buffer {}: {}", dir.display(), chain(source))]
+    Open {
+        /// Its directory.
+        dir: PathBuf,
+        /// Why.
+        source: ::wal::OpenError,
+    },
+    /// The buffer's thread did not start.
+    #[error("disk buffer {}: cannot start its thread: {source}", dir.display())]
+    Thread {
+        /// Its directory.
+        dir: PathBuf,
+        /// Why.
+        source: std::io::Error,
+    },
+}
+
+/// An error with its sources, `a: b: c`.
+pub(crate) fn chain(e: &dyn std::error::Error) -> String {
+    let mut s = e.to_string();
+    let mut cur = e.source();
+    while let Some(c) = cur {
+        let t = c.to_string();
+        if !s.contains(&t) {
+            s.push_str(": ");
+            s.push_str(&t);
+        }
+        cur = c.source();
+    }
+    s
+}
+
+/// The buffer's own counters (events unless named records).
+#[derive(Debug, Default)]
+pub struct DiskStats {
+    /// Records appended to the WAL.
+    pub appended_records: AtomicU64,
+    /// Events appended.
+    pub appended_events: AtomicU64,
+    /// Events dropped by `when_full` (drop_newest, drop_oldest) or shed.
+    pub dropped_events: AtomicU64,
+    /// Records discarded by `drop_oldest`.
+    pub dropped_records: AtomicU64,
+    /// Events larger than a record (dropped, counted in `dropped_events` too).
+    pub oversize_events: AtomicU64,
+    /// Events re-sent to the sink after it failed them (may duplicate what the
+    /// sink wrote before failing).
+    pub redelivered_events: AtomicU64,
+    /// Records found unacknowledged at open and replayed (those delivered after
+    /// the last checkpoint before a crash are duplicates).
+    pub replayed_records: AtomicU64,
+    /// Records that could not be read back (damaged after open, undecodable).
+    pub lost_records: AtomicU64,
+}
+
+impl DiskStats {
+    fn line(&self) -> String {
+        let g = |c: &AtomicU64| c.load(Relaxed);
+        format!(
+            "appended_records={} appended_events={} dropped_events={} dropped_records={} oversize_events={} \
+             redelivered_events={} replayed_records={} lost_records={}",
+            g(&self.appended_records),
+            g(&self.appended_events),
+            g(&self.dropped_events),
+            g(&self.dropped_records),
+            g(&self.oversize_events),
+            g(&self.redelivered_events),
+            g(&self.replayed_records),
+            g(&self.lost_records),
+        )
+    }
+}
+
+/// Serialized batch waiting for the WAL thread.
+struct Pending {
+    payloads: Vec<Vec<u8>>,
+    events: Vec<u32>,
+    token: AckToken,
+}
+
+#[derive(Default)]
+struct Inbox {
+    items: Vec<Pending>,
+    bytes: usize,
+    /// Seqs resolved by the sink (`Delivered` or `Dropped`).
+    acks: Vec<(u64, AckStatus)>,
+    senders: usize,
+    receiver_alive: bool,
+    /// `block` policy: appends wait for space; senders wait too.
+    wal_full: bool,
+    /// The handle asked the thread to finish.
+    closing: bool,
+    /// A fatal I/O error: no more data is taken.
+    failed: bool,
+}
+
+/// A record read from the WAL, waiting for the sink.
+struct Ready {
+    seq: u64,
+    payload: Vec<u8>,
+}
+
+/// Read-side state, shared by the WAL thread, the receiver and delivery callbacks.
+struct Outbox {
+    ready: VecDeque<Ready>,
+    ready_events: usize,
+    /// Failed by the sink, to be re-sent in seq order.
+    retry: BTreeMap<u64, (Arc<Vec<Event>>, usize)>,
+    retry_events: usize,
+    retry_at: Instant,
+    backoff: Duration,
+    /// Handed to the sink, unresolved: seq → (events, payload bytes, dropped
+    /// by `drop_oldest` meanwhile).
+    inflight: BTreeMap<u64, (u32, usize, bool)>,
+    /// Every sender is gone (the receiver may end).
+    senders_gone: bool,
+    /// Since `senders_gone`: everything appended was read.
+    caught_up: bool,
+    /// Since `senders_gone`: the drain timeout passed.
+    drain_over: bool,
+    /// Fatal error: end after `ready` is drained.
+    failed: bool,
+    receiver_alive: bool,
+}
+
+struct Shared {
+    name: Arc<str>,
+    opts: DiskOptions,
+    max_record: usize,
+    counters: Arc<Counters>,
+    stats: DiskStats,
+    inbox: Mutex<Inbox>,
+    /// Wakes the WAL thread.
+    work: Condvar,
+    /// Wakes senders waiting for inbox space.
+    space: Notify,
+    outbox: Mutex<Outbox>,
+    /// Wakes the receiver.
+    data_ready: Notify,
+    /// Records + bytes read ahead and not finally resolved (the read budget).
+    held_records: AtomicUsize,
+    held_bytes: AtomicUsize,
+    done: AtomicBool,
+}
+
+fn lock<T>(m: &Mutex<T>) -> MutexGuard<'_, T> {
+    // The state stays consistent across a panic in another holder (every
+    // update is a few plain assignments).
+    m.lock().unwrap_or_else(|e| e.into_inner())
+}
+
+impl Shared {
+    fn inbox(&self) -> MutexGuard<'_, Inbox> {
+        lock(&self.inbox)
+    }
+
+    fn outbox(&self) -> MutexGuard<'_, Outbox> {
+        lock(&self.outbox)
+    }
+
+    fn release(&self, bytes: usize) {
+        self.held_records.fetch_sub(1, Relaxed);
+        self.held_bytes.fetch_sub(bytes, Relaxed);
+    }
+
+    fn count_dropped(&self, events: u64) {
+        self.stats.dropped_events.fetch_add(events, Relaxed);
+        self.counters.dropped.fetch_add(events, Relaxed);
+    }
+
+    /// A delivery callback: the sink resolved record `seq`.
+    fn resolved(self: &Arc<Self>, seq: u64, status: AckStatus, events: Arc<Vec<Event>>) {
+        let mut ob = self.outbox();
+        let Some((n, bytes, dropped)) = ob.inflight.remove(&seq) else { return };
+        match status {
+            AckStatus::Delivered | AckStatus::Dropped => {
+                if status == AckStatus::Delivered {
+                    ob.backoff = BACKOFF_MIN;
+                }
+                drop(ob);
+                self.release(bytes);
+                if !dropped {
+                    self.inbox().acks.push((seq, status));
+                }
+                self.work.notify_one();
+            }
+            AckStatus::Errored if dropped || !ob.receiver_alive => {
+                drop(ob);
+                self.release(bytes);
+                if dropped {
+                    self.count_dropped(u64::from(n));
+                }
+                self.work.notify_one();
+            }
+            AckStatus::Errored => {
+                if ob.retry.is_empty() {
+                    ob.retry_at = Instant::now() + ob.backoff;
+                    ob.backoff = (ob.backoff * 2).min(BACKOFF_MAX);
+                }
+                ob.retry_events += events.len();
+                // The budget stays held: the events are still ours.
+                ob.retry.insert(seq, (events, bytes));
+                drop(ob);
+                self.data_ready.notify_one();
+            }
+        }
+    }
+}
+
+/// Open (and recover) a sink's disk buffer and start its WAL thread.
+pub fn open(
+    sink: &str,
+    opts: DiskOptions,
+    counters: Arc<Counters>,
+) -> Result<(DiskSender, DiskReceiver, DiskBufferHandle), DiskBufferError> {
+    let wal_opts = opts.wal_options();
+    let max_record = wal_opts.max_record_bytes as usize;
+    let wal = Wal::open(&opts.dir, wal_opts)
+        .map_err(|source| DiskBufferError::Open { dir: opts.dir.clone(), source })?;
+    log_recovery(&opts, &wal);
+    let shared = Arc::new(Shared {
+        name: sink.into(),
+        max_record,
+        counters,
+        stats: DiskStats::default(),
+        inbox: Mutex::new(Inbox { senders: 1, receiver_alive: true, ..Inbox::default() }),
+        work: Condvar::new(),
+        space: Notify::new(),
+        outbox: Mutex::new(Outbox {
+            ready: VecDeque::new(),
+            ready_events: 0,
+            retry: BTreeMap::new(),
+            retry_events: 0,
+            retry_at: Instant::now(),
+            backoff: BACKOFF_MIN,
+            inflight: BTreeMap::new(),
+            senders_gone: false,
+            caught_up: false,
+            drain_over: false,
+            failed: false,
+            receiver_alive: true,
+        }),
+        data_ready: Notify::new(),
+        held_records: AtomicUsize::new(0),
+        held_bytes: AtomicUsize::new(0),
+        done: AtomicBool::new(false),
+        opts,
+    });
+    shared.stats.replayed_records.store(wal.recovery().unacked_records, Relaxed);
+    let (done_tx, done_rx) = tokio::sync::oneshot::channel();
+    let thread = worker::Worker::new(shared.clone(), wal);
+    std::thread::Builder::new()
+        .name(format!("wal-{sink}"))
+        .spawn(move || {
+            thread.run();
+            let _ = done_tx.send(());
+        })
+        .map_err(|source| DiskBufferError::Thread { dir: shared.opts.dir.clone(), source })?;
+    let limiter = shared.opts.replay_events_per_sec.map(|r| Limiter { per_sec: r as f64, next: Instant::now() });
+    Ok((
+        DiskSender { shared: shared.clone() },
+        DiskReceiver { shared: shared.clone(), limiter },
+        DiskBufferHandle { shared, done: Some(done_rx) },
+    ))
+}
+
+fn log_recovery(opts: &DiskOptions, wal: &Wal) {
+    let r = wal.recovery();
+    let dir = opts.dir.display();
+    if let Some(d) = &r.truncated {
+        warn!(
+            dir = %dir, segment = %d.path.display(), offset = d.offset, bytes = d.bytes, corruption = %d.corruption,
+            "Disk buffer: torn or corrupt tail cut off (expected after a crash)."
+        );
+    }
+    for d in &r.skipped {
+        error!(
+            dir = %dir, segment = %d.path.display(), offset = d.offset, bytes = d.bytes, corruption = %d.corruption,
+            "Disk buffer: damaged segment; its records from this offset on are lost."
+        );
+    }
+    if r.checkpoint_invalid {
+        warn!(dir = %dir, "Disk buffer: invalid checkpoint ignored; acknowledged records may be delivered again.");
+    }
+    info!(
+        dir = %dir,
+        segments = r.segments,
+        unacked_records = r.unacked_records,
+        disk_bytes = wal.disk_bytes(),
+        max_bytes = opts.max_bytes,
+        when_full = opts.when_full.name(),
+        fsync = if opts.fsync.is_some() { "interval" } else { "always" },
+        "Disk buffer opened; unacknowledged records will be replayed."
+    );
+}
+
+/// Sending half of a disk buffer.
+pub struct DiskSender {
+    shared: Arc<Shared>,
+}
+
+impl Clone for DiskSender {
+    fn clone(&self) -> Self {
+        self.shared.inbox().senders += 1;
+        DiskSender { shared: self.shared.clone() }
+    }
+}
+
+impl Drop for DiskSender {
+    fn drop(&mut self) {
+        let mut ib = self.shared.inbox();
+        ib.senders -= 1;
+        if ib.senders == 0 {
+            drop(ib);
+            self.shared.work.notify_one();
+        }
+    }
+}
+
+impl DiskSender {
+    /// Serialize and queue a batch (see the module doc for the policies).
+    pub async fn send(&self, batch: EventBatch, may_block: bool) -> SendOutcome {
+        let sh = &*self.shared;
+        let n = batch.len();
+        let EventBatch { events, ack } = batch;
+        let token = if sh.opts.acknowledgements == Acknowledgements::None {
+            ack.resolve(AckStatus::Delivered);
+            AckToken::none()
+        } else {
+            ack
+        };
+        let mut payloads = Vec::new();
+        let mut oversize = Vec::new();
+        codec::encode(&events, sh.max_record, &mut payloads, &mut oversize);
+        if !oversize.is_empty() {
+            let k = oversize.len() as u64;
+            sh.stats.oversize_events.fetch_add(k, Relaxed);
+            sh.count_dropped(k);
+            warn!(events = k, max_record_bytes = sh.max_record, "Events larger than a disk buffer record dropped.");
+        }
+        if payloads.is_empty() {
+            token.resolve(if n == 0 { AckStatus::Delivered } else { AckStatus::Dropped });
+            return if n == 0 { SendOutcome::Queued } else { SendOutcome::Dropped };
+        }
+        let counts = payloads.iter().map(|p| codec::event_count(p).unwrap_or(0)).collect();
+        let bytes: usize = payloads.iter().map(Vec::len).sum();
+        let mut item = Some(Pending { payloads, events: counts, token });
+        let kept = n - oversize.len();
+        loop {
+            let notified = {
+                let mut ib = sh.inbox();
+                if ib.failed || ib.closing {
+                    drop(ib);
+                    Counters::add(&sh.counters.errors, kept);
+                    if let Some(p) = item.take() {
+                        p.token.resolve(AckStatus::Errored);
+                    }
+                    return SendOutcome::Closed;
+                }
+                let full = ib.wal_full || (ib.bytes > 0 && ib.bytes + bytes > INBOX_BYTES);
+                if !full {
+                    let was_idle = ib.items.is_empty();
+                    ib.bytes += bytes;
+                    ib.items.push(item.take().expect("taken once"));
+                    drop(ib);
+                    if was_idle {
+                        sh.work.notify_one();
+                    }
+                    return SendOutcome::Queued;
+                }
+                match (sh.opts.when_full, may_block) {
+                    (WhenFull::DropNewest, _) | (_, false) => {
+                        drop(ib);
+                        sh.count_dropped(kept as u64);
+                        let status = if sh.opts.when_full == WhenFull::DropNewest {
+                            AckStatus::Dropped
+                        } else {
+                            AckStatus::Errored
+                        };
+                        if let Some(p) = item.take() {
+                            p.token.resolve(status);
+                        }
+                        return SendOutcome::Dropped;
+                    }
+                    (_, true) => sh.space.notified(),
+                }
+            };
+            notified.await;
+        }
+    }
+}
+
+struct Limiter {
+    per_sec: f64,
+    next: Instant,
+}
+
+impl Limiter {
+    fn wait(&self) -> Option<Instant> {
+        (self.next > Instant::now()).then_some(self.next)
+    }
+
+    fn take(&mut self, events: usize) {
+        let now = Instant::now();
+        // Up to one second of unused rate may be spent at once.
+        let base = self.next.max(now.checked_sub(Duration::from_secs(1)).unwrap_or(now));
+        self.next = base + Duration::from_secs_f64(events as f64 / self.per_sec);
+    }
+}
+
+/// Receiving half of a disk buffer, owned by the sink.
+pub struct DiskReceiver {
+    shared: Arc<Shared>,
+    limiter: Option<Limiter>,
+}
+
+enum Poll {
+    Batch(EventBatch),
+    Wait(Option<Instant>),
+    End,
+}
+
+impl DiskReceiver {
+    /// Next batch. Ends (`None`) once every sender is gone and everything was
+    /// delivered, or the sink fails, or the drain timeout passed: the rest stays
+    /// on disk for the next start. Cancel-safe: nothing is taken before the
+    /// batch is returned.
+    pub async fn recv(&mut self) -> Option<EventBatch> {
+        loop {
+            if let Some(until) = self.limiter.as_ref().and_then(Limiter::wait) {
+                tokio::time::sleep_until(until.into()).await;
+            }
+            let shared = self.shared.clone();
+            let notified = shared.data_ready.notified();
+            match self.poll() {
+                Poll::Batch(b) => return Some(b),
+                Poll::End => return None,
+                Poll::Wait(None) => notified.await,
+                Poll::Wait(Some(at)) => {
+                    tokio::select! {
+                        _ = notified => {}
+                        _ = tokio::time::sleep_until(at.into()) => {}
+                    }
+                }
+            }
+        }
+    }
+
+    /// A batch if one is ready now.
+    pub fn try_recv(&mut self) -> Option<EventBatch> {
+        if self.limiter.as_ref().and_then(Limiter::wait).is_some() {
+            return None;
+        }
+        match self.poll() {
+            Poll::Batch(b) => Some(b),
+            _ => None,
+        }
+    }
+
+    /// Events read ahead or waiting for a retry.
+    pub fn queued_events(&self) -> usize {
+        let ob = self.shared.outbox();
+        ob.ready_events + ob.retry_events
+    }
+
+    fn poll(&mut self) -> Poll {
+        let sh = &self.shared;
+        loop {
+            let mut ob = sh.outbox();
+            if ob.failed || (ob.senders_gone && ob.drain_over) {
+                return Poll::End;
+            }
+            if let Some((&seq, _)) = ob.retry.first_key_value() {
+                let now = Instant::now();
+                if now < ob.retry_at {
+                    if ob.senders_gone {
+                        // Stopping while the sink fails: leave it on disk.
+                        return Poll::End;
+                    }
+                    return Poll::Wait(Some(ob.retry_at));
+                }
+                let (events, bytes) = ob.retry.remove(&seq).expect("first key exists");
+                ob.retry_events -= events.len();
+                let n = events.len() as u32;
+                ob.inflight.insert(seq, (n, bytes, false));
+                drop(ob);
+                sh.stats.redelivered_events.fetch_add(u64::from(n), Relaxed);
+                return Poll::Batch(self.batch(seq, events));
+            }
+            let Some(r) = ob.ready.pop_front() else {
+                if ob.failed || (ob.senders_gone && ob.caught_up) {
+                    return Poll::End;
+                }
+                return Poll::Wait(None);
+            };
+            let n = codec::event_count(&r.payload).unwrap_or(0);
+            ob.ready_events -= n as usize;
+            let bytes = r.payload.len();
+            ob.inflight.insert(r.seq, (n, bytes, false));
+            drop(ob);
+            match codec::decode(Bytes::from(r.payload)) {
+                Ok(events) => {
+                    Counters::add(&sh.counters.events_in, events.len());
+                    return Poll::Batch(self.batch(r.seq, Arc::new(events)));
+                }
+                Err(e) => {
+                    error!(seq = r.seq, error = %e, "Disk buffer record does not decode; skipped.");
+                    sh.stats.lost_records.fetch_add(1, Relaxed);
+                    Counters::add(&sh.counters.errors, n as usize);
+                    // Acknowledge it so it does not block the buffer forever.
+                    sh.resolved(r.seq, AckStatus::Dropped, Arc::new(Vec::new()));
+                }
+            }
+        }
+    }
+
+    fn batch(&mut self, seq: u64, events: Arc<Vec<Event>>) -> EventBatch {
+        if let Some(l) = &mut self.limiter {
+            l.take(events.len());
+        }
+        let sh = self.shared.clone();
+        let mine = events.clone();
+        let ack = AckToken::with_callback(move |status| sh.resolved(seq, status, mine));
+        EventBatch { events, ack }
+    }
+}
+
+impl Drop for DiskReceiver {
+    fn drop(&mut self) {
+        let sh = &self.shared;
+        let mut ob = sh.outbox();
+        ob.receiver_alive = false;
+        // What was read ahead stays on disk, unacknowledged: release its budget.
+        let mut released: Vec<usize> = ob.ready.drain(..).map(|r| r.payload.len()).collect();
+        released.extend(std::mem::take(&mut ob.retry).into_values().map(|(_, bytes)| bytes));
+        ob.ready_events = 0;
+        ob.retry_events = 0;
+        drop(ob);
+        for bytes in released {
+            sh.release(bytes);
+        }
+        sh.inbox().receiver_alive = false;
+        sh.work.notify_one();
+    }
+}
+
+/// Closes a disk buffer once its sink has ended.
+pub struct DiskBufferHandle {
+    shared: Arc<Shared>,
+    done: Option<tokio::sync::oneshot::Receiver<()>>,
+}
+
+impl DiskBufferHandle {
+    /// The buffer's counters.
+    pub fn stats(&self) -> &DiskStats {
+        &self.shared.stats
+    }
+
+    /// Ask the WAL thread to append what is queued, sync, checkpoint and
+    /// release the directory; wait for it at most `timeout`.
+    pub async fn close(mut self, timeout: Duration) {
+        self.shared.inbox().closing = true;
+        self.shared.work.notify_one();
+        if let Some(done) = self.done.take() {
+            if tokio::time::timeout(timeout, done).await.is_err() {
+                error!(sink = %self.shared.name, "Disk buffer did not close in time; unsynced acknowledgements will be replayed.");
+            }
+        }
+    }
+
+    /// Blocking [`close`](Self::close), for callers outside the runtime.
+    pub fn close_blocking(mut self, timeout: Duration) {
+        self.shared.inbox().closing = true;
+        self.shared.work.notify_one();
+        let deadline = Instant::now() + timeout;
+        while !self.shared.done.load(Relaxed) && Instant::now() < deadline {
+            std::thread::sleep(Duration::from_millis(5));
+        }
+        self.done = None;
+    }
+}
+
+impl Drop for DiskBufferHandle {
+    fn drop(&mut self) {
+        self.shared.inbox().closing = true;
+        self.shared.work.notify_one();
+    }
+}

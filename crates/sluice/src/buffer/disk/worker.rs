@@ -1,0 +1,632 @@
+//! The WAL thread of a disk buffer: the only owner of the [`Wal`]. One loop
+//! applies acknowledgements, appends what senders queued (group commit),
+//! syncs on the interval, reads ahead into the outbox, and publishes the
+//! receiver's end conditions. See the parent module for the rules.
+
+use std::collections::BTreeMap;
+use std::sync::Arc;
+use std::sync::atomic::Ordering::Relaxed;
+use std::time::{Duration, Instant};
+
+use ::wal::{AckError, AppendError, IoError, ReadError, Wal};
+use tracing::{debug, error, info, warn};
+
+use super::{
+    Acknowledgements, MAX_HELD_BYTES, MAX_HELD_RECORDS, Pending, Ready, Shared, WhenFull, chain, codec,
+};
+use crate::ack::{AckStatus, AckToken};
+use crate::metrics::Counters;
+
+/// How long the thread waits for late delivery reports once both ends are gone.
+const LATE_ACKS: Duration = Duration::from_secs(2);
+/// How often a full `block` buffer retries its stalled appends without a wake-up.
+const STALLED_RETRY: Duration = Duration::from_millis(100);
+/// Minimum period between two "dropping" log lines.
+const REPORT_EVERY: Duration = Duration::from_secs(10);
+
+pub(super) struct Worker {
+    sh: Arc<Shared>,
+    wal: Option<Wal>,
+    /// `block`: appends waiting for space, in order.
+    stalled: Vec<Pending>,
+    /// `disk` acknowledgements waiting for the next sync.
+    awaiting_sync: Vec<AckToken>,
+    /// `end_to_end`: sources' tokens by seq.
+    e2e: BTreeMap<u64, AckToken>,
+    /// Every seq below it was read (or dropped, or names no record).
+    read_upto: u64,
+    /// A damaged record was met; seqs from here to the next record read are lost.
+    lost_from: Option<u64>,
+    last_sync: Instant,
+    senders_gone_at: Option<Instant>,
+    receiver_gone_at: Option<Instant>,
+    failed: bool,
+    last_report: Instant,
+    reported_dropped: u64,
+    reported_redelivered: u64,
+}
+
+struct Taken {
+    items: Vec<Pending>,
+    acks: Vec<(u64, AckStatus)>,
+    senders_gone: bool,
+    receiver_alive: bool,
+    closing: bool,
+}
+
+fn is_full(e: &AppendError) -> bool {
+    match e {
+        AppendError::Full { .. } => true,
+        AppendError::Io(io) => io.kind() == std::io::ErrorKind::StorageFull,
+        _ => false,
+    }
+}
+
+impl Worker {
+    pub(super) fn new(sh: Arc<Shared>, wal: Wal) -> Self {
+        let read_upto = wal.first_unacked();
+        Worker {
+            sh,
+            wal: Some(wal),
+            stalled: Vec::new(),
+            awaiting_sync: Vec::new(),
+            e2e: BTreeMap::new(),
+            read_upto,
+            lost_from: None,
+            last_sync: Instant::now(),
+            senders_gone_at: None,
+            receiver_gone_at: None,
+            failed: false,
+            last_report: Instant::now(),
+            reported_dropped: 0,
+            reported_redelivered: 0,
+        }
+    }
+
+    fn wal(&mut self) -> &mut Wal {
+        self.wal.as_mut().expect("the wal is only taken when the thread ends")
+    }
+
+    pub(super) fn run(mut self) {
+        loop {
+            let t = self.wait_for_work();
+            self.apply_acks(t.acks);
+            if !self.failed {
+                self.append(t.items);
+            } else {
+                self.fail_items(t.items);
+            }
+            if !self.failed {
+                self.maybe_sync(false);
+            }
+            if !self.failed && t.receiver_alive {
+                self.read_ahead();
+            }
+            if t.senders_gone && self.senders_gone_at.is_none() {
+                self.senders_gone_at = Some(Instant::now());
+            }
+            if !t.receiver_alive && self.receiver_gone_at.is_none() {
+                self.receiver_gone_at = Some(Instant::now());
+            }
+            self.publish(t.senders_gone);
+            self.report();
+            let held = self.sh.held_records.load(Relaxed);
+            let both_gone = t.senders_gone && !t.receiver_alive;
+            let late_over = self.receiver_gone_at.is_some_and(|t| t.elapsed() >= LATE_ACKS);
+            if self.failed || t.closing || (both_gone && (held == 0 || late_over)) {
+                break;
+            }
+        }
+        self.finish();
+    }
+
+    fn sync_period(&self) -> Duration {
+        self.sh.opts.fsync.unwrap_or(self.sh.opts.sync_interval)
+    }
+
+    fn can_read(&mut self) -> bool {
+        let next = self.wal.as_ref().map_or(0, Wal::next_seq);
+        self.read_upto < next
+            && self.sh.held_records.load(Relaxed) < MAX_HELD_RECORDS
+            && self.sh.held_bytes.load(Relaxed) < MAX_HELD_BYTES
+    }
+
+    /// Block until there is something to do or a timer is due; take the inbox.
+    fn wait_for_work(&mut self) -> Taken {
+        let sh = self.sh.clone();
+        let mut ib = sh.inbox();
+        loop {
+            let sync_due = self.last_sync + self.sync_period();
+            let senders_gone = ib.senders == 0;
+            let work = (!ib.items.is_empty() && self.stalled.is_empty())
+                || !ib.acks.is_empty()
+                || ib.closing
+                || ib.failed
+                || (ib.receiver_alive && !self.failed && self.can_read())
+                || (senders_gone && self.senders_gone_at.is_none())
+                || (!ib.receiver_alive && self.receiver_gone_at.is_none());
+            if work {
+                break;
+            }
+            let mut wake = sync_due;
+            if !self.stalled.is_empty() {
+                wake = wake.min(Instant::now() + STALLED_RETRY);
+            }
+            if let Some(at) = self.senders_gone_at {
+                wake = wake.min(at + sh.opts.drain_timeout);
+            }
+            if let Some(at) = self.receiver_gone_at {
+                wake = wake.min(at + LATE_ACKS);
+            }
+            let now = Instant::now();
+            if wake <= now {
+                break;
+            }
+            ib = sh.work.wait_timeout(ib, wake - now).unwrap_or_else(|e| e.into_inner()).0;
+        }
+        let items = if self.stalled.is_empty() {
+            ib.bytes = 0;
+            std::mem::take(&mut ib.items)
+        } else {
+            Vec::new()
+        };
+        let t = Taken {
+            items,
+            acks: std::mem::take(&mut ib.acks),
+            senders_gone: ib.senders == 0,
+            receiver_alive: ib.receiver_alive,
+            closing: ib.closing,
+        };
+        drop(ib);
+        if !t.items.is_empty() {
+            sh.space.notify_waiters();
+        }
+        t
+    }
+
+    fn apply_acks(&mut self, acks: Vec<(u64, AckStatus)>) {
+        for (seq, status) in acks {
+            if let Some(wal) = self.wal.as_mut() {
+                match wal.ack(seq) {
+                    Ok(()) => {}
+                    Err(AckError::Io(e)) => {
+                        warn!(error = %chain(&e), "Disk buffer: removing an acknowledged segment failed; retried later.");
+                    }
+                    Err(e) => debug!(error = %e, "Disk buffer: unexpected acknowledgement."),
+                }
+            }
+            if let Some(t) = self.e2e.remove(&seq) {
+                t.resolve(if status == AckStatus::Delivered { AckStatus::Delivered } else { AckStatus::Dropped });
+            }
+        }
+    }
+
+    fn append(&mut self, items: Vec<Pending>) {
+        let group = if self.stalled.is_empty() { items } else { std::mem::take(&mut self.stalled) };
+        if group.is_empty() {
+            return;
+        }
+        let result = self.wal().append_batch(group.iter().flat_map(|p| p.payloads.iter()));
+        match result {
+            Ok(seqs) => {
+                let mut seq = seqs.start;
+                for p in group {
+                    let n = p.payloads.len() as u64;
+                    self.accepted(p, seq);
+                    seq += n;
+                }
+                self.after_appends();
+            }
+            Err(e) if is_full(&e) || matches!(e, AppendError::TooLarge { .. }) => self.append_each(group),
+            Err(e) => {
+                self.fail("appending", &e);
+                self.fail_items(group);
+            }
+        }
+    }
+
+    /// The group did not fit: append item by item, applying `when_full`.
+    fn append_each(&mut self, group: Vec<Pending>) {
+        let mut rest = group.into_iter();
+        while let Some(p) = rest.next() {
+            loop {
+                let result = self.wal().append_batch(p.payloads.iter());
+                match result {
+                    Ok(seqs) => {
+                        self.accepted(p, seqs.start);
+                        break;
+                    }
+                    Err(e) if is_full(&e) => match self.sh.opts.when_full {
+                        WhenFull::Block => {
+                            self.stalled.push(p);
+                            self.stalled.extend(rest);
+                            self.sh.inbox().wal_full = true;
+                            return;
+                        }
+                        WhenFull::DropNewest => {
+                            self.drop_pending(p, AckStatus::Dropped);
+                            break;
+                        }
+                        WhenFull::DropOldest => match self.drop_oldest() {
+                            Ok(true) => continue,
+                            Ok(false) => {
+                                self.drop_pending(p, AckStatus::Dropped);
+                                break;
+                            }
+                            Err(e) => {
+                                self.fail("dropping the oldest segment", &e);
+                                self.fail_items(std::iter::once(p).chain(rest).collect());
+                                return;
+                            }
+                        },
+                    },
+                    Err(AppendError::TooLarge { .. }) => {
+                        // Records are cut below the cap when encoded; not expected.
+                        self.drop_pending(p, AckStatus::Errored);
+                        break;
+                    }
+                    Err(e) => {
+                        self.fail("appending", &e);
+                        self.fail_items(std::iter::once(p).chain(rest).collect());
+                        return;
+                    }
+                }
+            }
+        }
+        self.after_appends();
+    }
+
+    fn after_appends(&mut self) {
+        if self.stalled.is_empty() {
+            let mut ib = self.sh.inbox();
+            if std::mem::take(&mut ib.wal_full) {
+                drop(ib);
+                self.sh.space.notify_waiters();
+            }
+        }
+    }
+
+    fn drop_pending(&mut self, p: Pending, status: AckStatus) {
+        let events: u64 = p.events.iter().map(|&n| u64::from(n)).sum();
+        self.sh.count_dropped(events);
+        p.token.resolve(status);
+    }
+
+    /// Appended at `first..first + p.payloads.len()`: resolve or hold the token.
+    fn accepted(&mut self, p: Pending, first: u64) {
+        let stats = &self.sh.stats;
+        stats.appended_records.fetch_add(p.payloads.len() as u64, Relaxed);
+        stats.appended_events.fetch_add(p.events.iter().map(|&n| u64::from(n)).sum(), Relaxed);
+        match self.sh.opts.acknowledgements {
+            Acknowledgements::None => p.token.resolve(AckStatus::Delivered),
+            Acknowledgements::Disk if self.sh.opts.fsync.is_none() => p.token.resolve(AckStatus::Delivered),
+            Acknowledgements::Disk => {
+                if p.token.is_tracked() {
+                    self.awaiting_sync.push(p.token);
+                } else {
+                    p.token.resolve(AckStatus::Delivered);
+                }
+            }
+            Acknowledgements::EndToEnd => {
+                if p.token.is_tracked() {
+                    let last = first + p.payloads.len() as u64 - 1;
+                    for seq in first..last {
+                        self.e2e.insert(seq, p.token.clone());
+                    }
+                    self.e2e.insert(last, p.token);
+                } else {
+                    p.token.resolve(AckStatus::Delivered);
+                }
+            }
+        }
+    }
+
+    /// `drop_oldest`: discard the oldest segment's unacknowledged records,
+    /// counting their events exactly. Returns whether anything was dropped.
+    fn drop_oldest(&mut self) -> Result<bool, IoError> {
+        let w = self.wal().first_unacked();
+        let next = self.wal().next_seq();
+        if w >= next {
+            return Ok(false);
+        }
+        let end = oldest_segment_end(&self.sh.opts.dir, w, next);
+        // Records never read: read them now, only to count their events.
+        let (mut records, mut events) = (0u64, 0u64);
+        let mut beyond = Vec::new();
+        while self.read_upto < end {
+            match self.wal().read_next() {
+                Ok(Some(r)) if r.seq < end => {
+                    self.read_upto = r.seq + 1;
+                    records += 1;
+                    events += u64::from(codec::event_count(&r.payload).unwrap_or(0));
+                }
+                Ok(Some(r)) => {
+                    self.read_upto = r.seq + 1;
+                    beyond.push(Ready { seq: r.seq, payload: r.payload });
+                    break;
+                }
+                Ok(None) => {
+                    self.read_upto = next;
+                    break;
+                }
+                Err(ReadError::Corrupt { .. }) => continue,
+                Err(ReadError::Io(e)) => return Err(e),
+                Err(e) => {
+                    warn!(error = %e, "Disk buffer: reading before drop_oldest failed.");
+                    break;
+                }
+            }
+        }
+        let Some(dropped) = self.wal().drop_oldest()? else { return Ok(false) };
+        let cut = dropped.seqs.end;
+        // Records read ahead or waiting for a retry are dropped too; copies the
+        // sink holds count as dropped only if they then fail.
+        let mut ob = self.sh.outbox();
+        let mut released = Vec::new();
+        while ob.ready.front().is_some_and(|r| r.seq < cut) {
+            let r = ob.ready.pop_front().expect("front exists");
+            let n = codec::event_count(&r.payload).unwrap_or(0) as usize;
+            ob.ready_events -= n;
+            records += 1;
+            events += n as u64;
+            released.push(r.payload.len());
+        }
+        let keep = ob.retry.split_off(&cut);
+        let gone = std::mem::replace(&mut ob.retry, keep);
+        for (_, (ev, bytes)) in gone {
+            ob.retry_events -= ev.len();
+            records += 1;
+            events += ev.len() as u64;
+            released.push(bytes);
+        }
+        for (_, f) in ob.inflight.range_mut(..cut) {
+            f.2 = true;
+        }
+        drop(ob);
+        for b in released {
+            self.sh.release(b);
+        }
+        if !beyond.is_empty() {
+            self.push_ready(beyond);
+        }
+        let tokens: Vec<u64> = self.e2e.range(..cut).map(|(s, _)| *s).collect();
+        for s in tokens {
+            if let Some(t) = self.e2e.remove(&s) {
+                t.resolve(AckStatus::Dropped);
+            }
+        }
+        self.read_upto = self.read_upto.max(cut);
+        self.sh.stats.dropped_records.fetch_add(records, Relaxed);
+        self.sh.count_dropped(events);
+        debug!(records, events, seqs = ?dropped.seqs, "Disk buffer full: oldest segment dropped.");
+        Ok(true)
+    }
+
+    fn maybe_sync(&mut self, force: bool) {
+        if !force && self.last_sync.elapsed() < self.sync_period() {
+            return;
+        }
+        self.last_sync = Instant::now();
+        match self.wal().sync() {
+            Ok(()) => {}
+            Err(e) if e.path().file_name().is_some_and(|n| n == "checkpoint.tmp") => {
+                // Data and directory were synced first; only the checkpoint
+                // failed (acknowledged records may be replayed).
+                warn!(error = %chain(&e), "Disk buffer: writing the checkpoint failed.");
+            }
+            Err(e) => {
+                self.fail("syncing", &e);
+                return;
+            }
+        }
+        for t in self.awaiting_sync.drain(..) {
+            t.resolve(AckStatus::Delivered);
+        }
+    }
+
+    fn read_ahead(&mut self) {
+        let mut batch = Vec::new();
+        let mut bytes = 0;
+        let held = self.sh.held_records.load(Relaxed);
+        let held_bytes = self.sh.held_bytes.load(Relaxed);
+        while held + batch.len() < MAX_HELD_RECORDS && held_bytes + bytes < MAX_HELD_BYTES {
+            if self.read_upto >= self.wal().next_seq() {
+                break;
+            }
+            match self.wal().read_next() {
+                Ok(Some(r)) => {
+                    if let Some(from) = self.lost_from.take() {
+                        self.lose(from..r.seq);
+                    }
+                    self.read_upto = r.seq + 1;
+                    bytes += r.payload.len();
+                    batch.push(Ready { seq: r.seq, payload: r.payload });
+                }
+                Ok(None) => {
+                    self.read_upto = self.wal().next_seq();
+                    break;
+                }
+                Err(ReadError::Corrupt { path, offset, corruption }) => {
+                    error!(
+                        segment = %path.display(), offset, %corruption,
+                        "Disk buffer: record damaged after it was written; the rest of its segment is lost."
+                    );
+                    self.lost_from.get_or_insert(self.read_upto);
+                }
+                Err(e) => {
+                    self.fail("reading", &e);
+                    break;
+                }
+            }
+        }
+        if !batch.is_empty() {
+            self.push_ready(batch);
+        }
+    }
+
+    fn push_ready(&mut self, batch: Vec<Ready>) {
+        let bytes: usize = batch.iter().map(|r| r.payload.len()).sum();
+        self.sh.held_records.fetch_add(batch.len(), Relaxed);
+        self.sh.held_bytes.fetch_add(bytes, Relaxed);
+        let mut ob = self.sh.outbox();
+        for r in batch {
+            ob.ready_events += codec::event_count(&r.payload).unwrap_or(0) as usize;
+            ob.ready.push_back(r);
+        }
+        drop(ob);
+        self.sh.data_ready.notify_one();
+    }
+
+    /// Seqs that can never be read: acknowledge them so the buffer moves on.
+    fn lose(&mut self, seqs: std::ops::Range<u64>) {
+        let mut n = 0;
+        for s in seqs {
+            if self.wal().ack(s).is_ok() {
+                n += 1;
+            }
+            if let Some(t) = self.e2e.remove(&s) {
+                t.resolve(AckStatus::Errored);
+            }
+        }
+        self.sh.stats.lost_records.fetch_add(n, Relaxed);
+    }
+
+    /// Tell the receiver when it may end.
+    fn publish(&mut self, senders_gone: bool) {
+        let caught_up = self.stalled.is_empty() && self.read_upto >= self.wal.as_ref().map_or(0, Wal::next_seq);
+        let drain_over = self.senders_gone_at.is_some_and(|t| t.elapsed() >= self.sh.opts.drain_timeout);
+        let mut ob = self.sh.outbox();
+        let changed = ob.senders_gone != senders_gone
+            || ob.caught_up != caught_up
+            || ob.drain_over != drain_over
+            || ob.failed != self.failed;
+        ob.senders_gone = senders_gone;
+        ob.caught_up = caught_up && senders_gone;
+        ob.drain_over = drain_over;
+        ob.failed = self.failed;
+        drop(ob);
+        if changed {
+            self.sh.data_ready.notify_one();
+        }
+    }
+
+    fn report(&mut self) {
+        if self.last_report.elapsed() < REPORT_EVERY {
+            return;
+        }
+        self.last_report = Instant::now();
+        let s = &self.sh.stats;
+        let dropped = s.dropped_events.load(Relaxed);
+        if dropped > self.reported_dropped {
+            warn!(
+                sink = %self.sh.name,
+                when_full = self.sh.opts.when_full.name(),
+                dropped_events = dropped - self.reported_dropped,
+                total_dropped_events = dropped,
+                "Disk buffer full: events dropped by policy."
+            );
+            self.reported_dropped = dropped;
+        }
+        let redelivered = s.redelivered_events.load(Relaxed);
+        if redelivered > self.reported_redelivered {
+            warn!(
+                sink = %self.sh.name,
+                redelivered_events = redelivered - self.reported_redelivered,
+                total_redelivered_events = redelivered,
+                "Disk buffer: events re-sent after the sink failed them (possible duplicates)."
+            );
+            self.reported_redelivered = redelivered;
+        }
+    }
+
+    /// A write, read or sync failed: the buffer takes no more data.
+    fn fail(&mut self, what: &str, e: &dyn std::error::Error) {
+        error!(
+            sink = %self.sh.name,
+            error = %chain(e),
+            "Disk buffer failed while {what}; it takes no more data until sluice restarts (what is on disk is replayed then)."
+        );
+        self.failed = true;
+        self.sh.inbox().failed = true;
+        self.sh.space.notify_waiters();
+        for t in self.awaiting_sync.drain(..) {
+            t.resolve(AckStatus::Errored);
+        }
+        let stalled = std::mem::take(&mut self.stalled);
+        self.fail_items(stalled);
+    }
+
+    fn fail_items(&mut self, items: Vec<Pending>) {
+        for p in items {
+            let n: u64 = p.events.iter().map(|&n| u64::from(n)).sum();
+            Counters::add(&self.sh.counters.errors, n as usize);
+            p.token.resolve(AckStatus::Errored);
+        }
+    }
+
+    fn finish(mut self) {
+        // Anything queued after the last turn, then the final sync.
+        let rest = {
+            let mut ib = self.sh.inbox();
+            ib.closing = true;
+            ib.bytes = 0;
+            std::mem::take(&mut ib.items)
+        };
+        if !self.failed {
+            self.append(rest);
+            self.maybe_sync(true);
+        } else {
+            self.fail_items(rest);
+        }
+        let stalled = std::mem::take(&mut self.stalled);
+        self.fail_items(stalled);
+        for t in self.awaiting_sync.drain(..) {
+            t.resolve(AckStatus::Errored);
+        }
+        // End-to-end tokens of records not delivered yet: the sources hear
+        // Errored (their peers resend); the records stay on disk.
+        for (_, t) in std::mem::take(&mut self.e2e) {
+            t.resolve(AckStatus::Errored);
+        }
+        {
+            let mut ob = self.sh.outbox();
+            ob.failed = true;
+        }
+        self.sh.data_ready.notify_one();
+        self.sh.space.notify_waiters();
+        if let Some(wal) = self.wal.take() {
+            let left = wal.unacked_records();
+            let bytes = wal.disk_bytes();
+            let closed = if self.failed { Ok(()) } else { wal.close() };
+            if let Err(e) = closed {
+                error!(sink = %self.sh.name, error = %chain(&e), "Disk buffer: final sync failed.");
+            }
+            info!(
+                sink = %self.sh.name,
+                unacked_records = left,
+                disk_bytes = bytes,
+                "Disk buffer closed ({}).",
+                self.sh.stats.line()
+            );
+        }
+        self.sh.done.store(true, Relaxed);
+    }
+}
+
+/// End of the segment holding `watermark`: the first segment file named above
+/// it, or `next` when it is the active one.
+fn oldest_segment_end(dir: &std::path::Path, watermark: u64, next: u64) -> u64 {
+    let Ok(entries) = std::fs::read_dir(dir) else { return next };
+    entries
+        .filter_map(|e| e.ok())
+        .filter_map(|e| {
+            let name = e.file_name();
+            let name = name.to_str()?;
+            let stem = name.strip_suffix(".seg")?;
+            (stem.len() == 20 && stem.bytes().all(|b| b.is_ascii_digit())).then(|| stem.parse::<u64>().ok())?
+        })
+        .filter(|&first| first > watermark)
+        .min()
+        .unwrap_or(next)
+        .min(next)
+}
