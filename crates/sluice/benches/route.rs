@@ -5,8 +5,10 @@
 //! tenant case uses 10,000 active tenants, ids drawn at random among 11,000 (so
 //! about 9% are unknown and dropped), with strip. Building the batch is not timed.
 
+use std::alloc::{GlobalAlloc, Layout, System};
 use std::hint::black_box;
 use std::sync::Arc;
+use std::sync::atomic::{AtomicUsize, Ordering::Relaxed};
 use std::time::Instant;
 
 use bytes::Bytes;
@@ -17,6 +19,28 @@ use sluice::route::filter::{FilterRouteConfig, Level, Missing};
 use sluice::route::rate_limit::{Limiter, RateLimitRouteConfig, WhenOver};
 use sluice::route::rules::{Rule, Rules, RulesRouteConfig};
 use sluice::route::tenant::{ActiveSet, TenantSplit, Unknown};
+
+/// Counts allocations, to show that the tenant path makes none per event.
+struct Counting;
+
+static ALLOCATIONS: AtomicUsize = AtomicUsize::new(0);
+
+// SAFETY: forwards to the system allocator unchanged; only counts calls.
+unsafe impl GlobalAlloc for Counting {
+    unsafe fn alloc(&self, layout: Layout) -> *mut u8 {
+        ALLOCATIONS.fetch_add(1, Relaxed);
+        // SAFETY: same contract as ours.
+        unsafe { System.alloc(layout) }
+    }
+
+    unsafe fn dealloc(&self, ptr: *mut u8, layout: Layout) {
+        // SAFETY: same contract as ours.
+        unsafe { System.dealloc(ptr, layout) }
+    }
+}
+
+#[global_allocator]
+static GLOBAL: Counting = Counting;
 
 const BATCH: usize = 1000;
 const TENANTS: usize = 10_000;
@@ -74,6 +98,15 @@ fn bench(c: &mut Criterion) {
     let ids: Vec<String> = (0..TENANTS).map(|i| format!("client{i}")).collect();
     let set = ActiveSet::from_ids(ids.iter().map(String::as_str));
     let split = TenantSplit::new(&toml_tenant());
+    // No allocation per event: route a whole batch and count.
+    let mut events = cdn_batch(99);
+    let before = ALLOCATIONS.load(Relaxed);
+    let dropped = split.apply(&mut events, &set);
+    let allocated = ALLOCATIONS.load(Relaxed) - before;
+    println!(
+        "tenant split: {allocated} allocations for {BATCH} events ({dropped} unknown dropped)"
+    );
+    assert_eq!(allocated, 0, "the tenant path must not allocate");
     let mut seed = 1u64;
     g.bench_function("tenant_split_strip_10k_tenants", |b| {
         b.iter_batched(

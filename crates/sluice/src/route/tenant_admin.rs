@@ -273,11 +273,30 @@ fn resolve(target: &Target) -> Result<Resolved, Failure> {
             )));
         }
     };
-    let route = chosen.1.clone();
+    let (route_name, route) = (chosen.0, chosen.1.clone());
+    // Brokers: --brokers, else admin.brokers, else those of the Kafka sink the
+    // route feeds (or of the only Kafka sink).
+    let kafka: Vec<(&crate::config::SinkConfig, &str)> = config
+        .sinks
+        .iter()
+        .filter_map(|s| match &s.kind {
+            crate::config::SinkKind::Kafka(k) => Some((s, k.brokers.as_str())),
+            _ => None,
+        })
+        .collect();
+    let fed = kafka
+        .iter()
+        .find(|(s, _)| s.inputs.iter().any(|i| i == route_name))
+        .map(|(_, b)| *b);
+    let only = match kafka.as_slice() {
+        [(_, b)] => Some(*b),
+        _ => None,
+    };
     let brokers = target
         .brokers
         .clone()
-        .or_else(|| route.admin.brokers.clone());
+        .or_else(|| route.admin.brokers.clone())
+        .or_else(|| fed.or(only).map(str::to_owned));
     Ok(Resolved { route, brokers })
 }
 
@@ -294,7 +313,7 @@ fn check_id(id: &str) -> Result<(), Failure> {
 fn need_brokers(r: &Resolved) -> Result<&str, Failure> {
     r.brokers.as_deref().ok_or_else(|| {
         Failure::Usage(anyhow::anyhow!(
-            "no brokers: set admin.brokers on the tenant route or pass --brokers"
+            "no brokers: set admin.brokers on the tenant route, feed it to a kafka sink, or pass --brokers"
         ))
     })
 }

@@ -692,8 +692,7 @@ mod broker {
             strip = true
             active_list = "$DIR/tenants.txt"
             [routes.by_tenant.admin]
-            brokers = "{addr}"
-            partitions = 2
+            partitions = 2              # brokers: those of the kafka sink below
             [sinks.k]
             type = "kafka"
             inputs = ["by_tenant"]
