@@ -3,6 +3,7 @@
 
 mod common;
 mod config_errors;
+mod disk_buffer;
 mod lines;
 mod kafka;
 mod kafka_support;
