@@ -20,9 +20,9 @@ use std::process::ExitCode;
 use std::sync::Arc;
 use std::time::{Duration, Instant, SystemTime};
 
+use ::wal::{Fsync, Options, Wal};
 use bytes::Bytes;
 use clap::Subcommand;
-use ::wal::{Fsync, Options, Wal};
 use tokio_util::sync::CancellationToken;
 
 use super::disk::{chain, decode};
@@ -56,7 +56,11 @@ pub enum BufferCommand {
 pub fn main(cmd: BufferCommand) -> ExitCode {
     match cmd {
         BufferCommand::Inspect { dir } => inspect(&dir),
-        BufferCommand::Replay { dir, to_config, sinks } => replay(&dir, &to_config, &sinks),
+        BufferCommand::Replay {
+            dir,
+            to_config,
+            sinks,
+        } => replay(&dir, &to_config, &sinks),
     }
 }
 
@@ -64,7 +68,10 @@ fn age(t: Option<SystemTime>) -> String {
     match t {
         None => "-".into(),
         Some(t) => {
-            let secs = SystemTime::now().duration_since(t).unwrap_or_default().as_secs_f64();
+            let secs = SystemTime::now()
+                .duration_since(t)
+                .unwrap_or_default()
+                .as_secs_f64();
             let when = chrono::DateTime::<chrono::Utc>::from(t).format("%Y-%m-%dT%H:%M:%S%.3fZ");
             format!("{when} ({})", human_secs(secs))
         }
@@ -98,7 +105,10 @@ fn inspect(dir: &Path) -> ExitCode {
     let _ = writeln!(
         out,
         "checkpoint:       {}",
-        insp.checkpoint.map_or("none (replay starts at the oldest segment)".into(), |c| format!("seq {c}"))
+        insp.checkpoint.map_or(
+            "none (replay starts at the oldest segment)".into(),
+            |c| format!("seq {c}")
+        )
     );
     let _ = writeln!(out, "segments:         {}", insp.segments.len());
     let _ = writeln!(out, "bytes:            {}", insp.total_bytes);
@@ -106,34 +116,61 @@ fn inspect(dir: &Path) -> ExitCode {
     let _ = writeln!(out, "unacked records:  {}", insp.unacked_records);
     let _ = writeln!(out, "oldest record:    {}", age(insp.oldest_record_time));
     let _ = writeln!(out, "oldest unacked:   {}", age(insp.oldest_unacked_time));
-    let _ = writeln!(out, "{:<26} {:>12} {:>9} {:>23}  {:<24} status", "segment", "bytes", "records", "seqs", "last append");
+    let _ = writeln!(
+        out,
+        "{:<26} {:>12} {:>9} {:>23}  {:<24} status",
+        "segment", "bytes", "records", "seqs", "last append"
+    );
     let mut damaged = 0;
     for s in &insp.segments {
-        let name = s.path.file_name().map(|n| n.to_string_lossy().into_owned()).unwrap_or_default();
+        let name = s
+            .path
+            .file_name()
+            .map(|n| n.to_string_lossy().into_owned())
+            .unwrap_or_default();
         let seqs = match (s.first_seq, s.last_seq) {
             (Some(a), Some(b)) => format!("{a}..={b}"),
             _ => "-".into(),
         };
         let last = s
             .last_time
-            .map(|t| chrono::DateTime::<chrono::Utc>::from(t).format("%Y-%m-%dT%H:%M:%S%.3fZ").to_string())
+            .map(|t| {
+                chrono::DateTime::<chrono::Utc>::from(t)
+                    .format("%Y-%m-%dT%H:%M:%S%.3fZ")
+                    .to_string()
+            })
             .unwrap_or_else(|| "-".into());
         let status = match &s.damage {
             None => "ok".to_string(),
             Some(d) => {
                 damaged += 1;
-                format!("DAMAGED at offset {}: {} ({} bytes unreadable)", d.offset, d.corruption, d.bytes)
+                format!(
+                    "DAMAGED at offset {}: {} ({} bytes unreadable)",
+                    d.offset, d.corruption, d.bytes
+                )
             }
         };
-        let _ = writeln!(out, "{name:<26} {:>12} {:>9} {seqs:>23}  {last:<24} {status}", s.bytes, s.records);
+        let _ = writeln!(
+            out,
+            "{name:<26} {:>12} {:>9} {seqs:>23}  {last:<24} {status}",
+            s.bytes, s.records
+        );
     }
     if damaged == 0 {
-        let _ = writeln!(out, "crc:              ok ({} records verified)", insp.total_records);
+        let _ = writeln!(
+            out,
+            "crc:              ok ({} records verified)",
+            insp.total_records
+        );
     } else {
         let _ = writeln!(out, "crc:              {damaged} damaged segment(s)");
     }
     print!("{out}");
-    if damaged == 0 { ExitCode::SUCCESS } else { ExitCode::FAILURE }
+    if damaged == 0 {
+        ExitCode::SUCCESS
+    } else {
+        ExitCode::FAILURE
+    }
 }
 
 /// Records in flight to the sinks at most during a replay.
@@ -147,11 +184,19 @@ fn replay(dir: &Path, config: &Path, only: &[String]) -> ExitCode {
             return ExitCode::from(crate::cli::EXIT_CONFIG);
         }
     };
-    if let Some(missing) = only.iter().find(|n| !cfg.sinks.iter().any(|s| &s.name == *n)) {
+    if let Some(missing) = only
+        .iter()
+        .find(|n| !cfg.sinks.iter().any(|s| &s.name == *n))
+    {
         eprintln!("sluice: {} has no sink named `{missing}`", config.display());
         return ExitCode::from(crate::cli::EXIT_CONFIG);
     }
-    let sinks: Vec<_> = cfg.sinks.iter().filter(|s| only.is_empty() || only.contains(&s.name)).cloned().collect();
+    let sinks: Vec<_> = cfg
+        .sinks
+        .iter()
+        .filter(|s| only.is_empty() || only.contains(&s.name))
+        .cloned()
+        .collect();
     if sinks.is_empty() {
         eprintln!("sluice: {} has no sink", config.display());
         return ExitCode::from(crate::cli::EXIT_CONFIG);
@@ -169,11 +214,18 @@ fn replay(dir: &Path, config: &Path, only: &[String]) -> ExitCode {
     let wal = match Wal::open(dir, opts) {
         Ok(w) => w,
         Err(e) => {
-            eprintln!("sluice: cannot open buffer {}: {}", dir.display(), chain(&e));
+            eprintln!(
+                "sluice: cannot open buffer {}: {}",
+                dir.display(),
+                chain(&e)
+            );
             return ExitCode::FAILURE;
         }
     };
-    let runtime = match tokio::runtime::Builder::new_multi_thread().enable_all().build() {
+    let runtime = match tokio::runtime::Builder::new_multi_thread()
+        .enable_all()
+        .build()
+    {
         Ok(r) => r,
         Err(e) => {
             eprintln!("sluice: cannot start the runtime: {e}");
@@ -206,9 +258,21 @@ async fn replay_async(
     let mut names = Vec::new();
     for s in &sinks {
         let counters = Arc::new(Counters::default());
-        let (tx, rx) = super::memory(super::DEFAULT_MAX_EVENTS, super::WhenFull::Block, counters.clone());
-        let cx = SinkContext { name: s.name.as_str().into(), input: rx, abort: abort.clone(), counters, reload: reload.clone() };
-        let task = crate::sinks::build(s, cx).await.map_err(|e| anyhow::anyhow!("sinks.{}: {e}", s.name))?;
+        let (tx, rx) = super::memory(
+            super::DEFAULT_MAX_EVENTS,
+            super::WhenFull::Block,
+            counters.clone(),
+        );
+        let cx = SinkContext {
+            name: s.name.as_str().into(),
+            input: rx,
+            abort: abort.clone(),
+            counters,
+            reload: reload.clone(),
+        };
+        let task = crate::sinks::build(s, cx)
+            .await
+            .map_err(|e| anyhow::anyhow!("sinks.{}: {e}", s.name))?;
         tasks.push(tokio::spawn(task));
         senders.push(tx);
         names.push(s.name.clone());
@@ -240,7 +304,10 @@ async fn replay_async(
             let events = match decode(Bytes::from(record.payload)) {
                 Ok(ev) => Arc::new(ev),
                 Err(e) => {
-                    eprintln!("\nsluice: record {} does not decode ({e}); left in the buffer", record.seq);
+                    eprintln!(
+                        "\nsluice: record {} does not decode ({e}); left in the buffer",
+                        record.seq
+                    );
                     undecodable += 1;
                     continue;
                 }
@@ -262,7 +329,9 @@ async fn replay_async(
         if inflight == 0 {
             break;
         }
-        let Some((seq, status, n)) = ack_rx.recv().await else { break };
+        let Some((seq, status, n)) = ack_rx.recv().await else {
+            break;
+        };
         inflight -= 1;
         if status == AckStatus::Delivered {
             if let Err(e) = wal.ack(seq) {
@@ -309,7 +378,16 @@ struct Progress {
 impl Progress {
     fn new(total: u64) -> Self {
         let now = Instant::now();
-        Progress { total, records: 0, events: 0, bytes: 0, failed: 0, start: now, last: now, tty: std::io::stderr().is_terminal() }
+        Progress {
+            total,
+            records: 0,
+            events: 0,
+            bytes: 0,
+            failed: 0,
+            start: now,
+            last: now,
+            tty: std::io::stderr().is_terminal(),
+        }
     }
 
     fn done(&mut self, events: usize) {
@@ -318,12 +396,20 @@ impl Progress {
     }
 
     fn draw(&mut self, last: bool) {
-        let every = if self.tty { Duration::from_millis(100) } else { Duration::from_secs(1) };
+        let every = if self.tty {
+            Duration::from_millis(100)
+        } else {
+            Duration::from_secs(1)
+        };
         if !last && self.last.elapsed() < every {
             return;
         }
         self.last = Instant::now();
-        let frac = if self.total == 0 { 1.0 } else { (self.records as f64 / self.total as f64).min(1.0) };
+        let frac = if self.total == 0 {
+            1.0
+        } else {
+            (self.records as f64 / self.total as f64).min(1.0)
+        };
         let width = 30;
         let filled = (frac * width as f64) as usize;
         let secs = self.start.elapsed().as_secs_f64().max(1e-3);
@@ -337,10 +423,18 @@ impl Progress {
             self.events,
             self.bytes as f64 / secs / 1e6,
             self.events as f64 / secs,
-            if self.failed > 0 { format!(", {} failed", self.failed) } else { String::new() },
+            if self.failed > 0 {
+                format!(", {} failed", self.failed)
+            } else {
+                String::new()
+            },
         );
         let mut err = std::io::stderr().lock();
-        let _ = if self.tty { write!(err, "\r{line}") } else { writeln!(err, "{line}") };
+        let _ = if self.tty {
+            write!(err, "\r{line}")
+        } else {
+            writeln!(err, "{line}")
+        };
         if last && self.tty {
             let _ = writeln!(err);
         }

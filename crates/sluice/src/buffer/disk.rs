@@ -62,8 +62,8 @@ use std::sync::atomic::{AtomicBool, AtomicU64, AtomicUsize, Ordering::Relaxed};
 use std::sync::{Arc, Condvar, Mutex, MutexGuard};
 use std::time::{Duration, Instant};
 
-use bytes::Bytes;
 use ::wal::{Fsync, Options, Wal};
+use bytes::Bytes;
 use tokio::sync::Notify;
 use tracing::{error, info, warn};
 
@@ -299,7 +299,9 @@ impl Shared {
     /// A delivery callback: the sink resolved record `seq`.
     fn resolved(self: &Arc<Self>, seq: u64, status: AckStatus, events: Arc<Vec<Event>>) {
         let mut ob = self.outbox();
-        let Some((n, bytes, dropped)) = ob.inflight.remove(&seq) else { return };
+        let Some((n, bytes, dropped)) = ob.inflight.remove(&seq) else {
+            return;
+        };
         match status {
             AckStatus::Delivered | AckStatus::Dropped => {
                 if status == AckStatus::Delivered {
@@ -343,15 +345,21 @@ pub fn open(
 ) -> Result<(DiskSender, DiskReceiver, DiskBufferHandle), DiskBufferError> {
     let wal_opts = opts.wal_options();
     let max_record = wal_opts.max_record_bytes as usize;
-    let wal = Wal::open(&opts.dir, wal_opts)
-        .map_err(|source| DiskBufferError::Open { dir: opts.dir.clone(), source })?;
+    let wal = Wal::open(&opts.dir, wal_opts).map_err(|source| DiskBufferError::Open {
+        dir: opts.dir.clone(),
+        source,
+    })?;
     log_recovery(&opts, &wal);
     let shared = Arc::new(Shared {
         name: sink.into(),
         max_record,
         counters,
         stats: DiskStats::default(),
-        inbox: Mutex::new(Inbox { senders: 1, receiver_alive: true, ..Inbox::default() }),
+        inbox: Mutex::new(Inbox {
+            senders: 1,
+            receiver_alive: true,
+            ..Inbox::default()
+        }),
         work: Condvar::new(),
         space: Notify::new(),
         outbox: Mutex::new(Outbox {
@@ -374,7 +382,10 @@ pub fn open(
         done: AtomicBool::new(false),
         opts,
     });
-    shared.stats.replayed_records.store(wal.recovery().unacked_records, Relaxed);
+    shared
+        .stats
+        .replayed_records
+        .store(wal.recovery().unacked_records, Relaxed);
     let (done_tx, done_rx) = tokio::sync::oneshot::channel();
     let thread = worker::Worker::new(shared.clone(), wal);
     std::thread::Builder::new()
@@ -383,12 +394,26 @@ pub fn open(
             thread.run();
             let _ = done_tx.send(());
         })
-        .map_err(|source| DiskBufferError::Thread { dir: shared.opts.dir.clone(), source })?;
-    let limiter = shared.opts.replay_events_per_sec.map(|r| Limiter { per_sec: r as f64, next: Instant::now() });
+        .map_err(|source| DiskBufferError::Thread {
+            dir: shared.opts.dir.clone(),
+            source,
+        })?;
+    let limiter = shared.opts.replay_events_per_sec.map(|r| Limiter {
+        per_sec: r as f64,
+        next: Instant::now(),
+    });
     Ok((
-        DiskSender { shared: shared.clone() },
-        DiskReceiver { shared: shared.clone(), limiter },
-        DiskBufferHandle { shared, done: Some(done_rx) },
+        DiskSender {
+            shared: shared.clone(),
+        },
+        DiskReceiver {
+            shared: shared.clone(),
+            limiter,
+        },
+        DiskBufferHandle {
+            shared,
+            done: Some(done_rx),
+        },
     ))
 }
 
@@ -430,7 +455,9 @@ pub struct DiskSender {
 impl Clone for DiskSender {
     fn clone(&self) -> Self {
         self.shared.inbox().senders += 1;
-        DiskSender { shared: self.shared.clone() }
+        DiskSender {
+            shared: self.shared.clone(),
+        }
     }
 }
 
@@ -464,15 +491,34 @@ impl DiskSender {
             let k = oversize.len() as u64;
             sh.stats.oversize_events.fetch_add(k, Relaxed);
             sh.count_dropped(k);
-            warn!(events = k, max_record_bytes = sh.max_record, "Events larger than a disk buffer record dropped.");
+            warn!(
+                events = k,
+                max_record_bytes = sh.max_record,
+                "Events larger than a disk buffer record dropped."
+            );
         }
         if payloads.is_empty() {
-            token.resolve(if n == 0 { AckStatus::Delivered } else { AckStatus::Dropped });
-            return if n == 0 { SendOutcome::Queued } else { SendOutcome::Dropped };
+            token.resolve(if n == 0 {
+                AckStatus::Delivered
+            } else {
+                AckStatus::Dropped
+            });
+            return if n == 0 {
+                SendOutcome::Queued
+            } else {
+                SendOutcome::Dropped
+            };
         }
-        let counts = payloads.iter().map(|p| codec::event_count(p).unwrap_or(0)).collect();
+        let counts = payloads
+            .iter()
+            .map(|p| codec::event_count(p).unwrap_or(0))
+            .collect();
         let bytes: usize = payloads.iter().map(Vec::len).sum();
-        let mut item = Some(Pending { payloads, events: counts, token });
+        let mut item = Some(Pending {
+            payloads,
+            events: counts,
+            token,
+        });
         let kept = n - oversize.len();
         loop {
             let notified = {
@@ -531,7 +577,9 @@ impl Limiter {
     fn take(&mut self, events: usize) {
         let now = Instant::now();
         // Up to one second of unused rate may be spent at once.
-        let base = self.next.max(now.checked_sub(Duration::from_secs(1)).unwrap_or(now));
+        let base = self
+            .next
+            .max(now.checked_sub(Duration::from_secs(1)).unwrap_or(now));
         self.next = base + Duration::from_secs_f64(events as f64 / self.per_sec);
     }
 }
@@ -660,7 +708,11 @@ impl Drop for DiskReceiver {
         ob.receiver_alive = false;
         // What was read ahead stays on disk, unacknowledged: release its budget.
         let mut released: Vec<usize> = ob.ready.drain(..).map(|r| r.payload.len()).collect();
-        released.extend(std::mem::take(&mut ob.retry).into_values().map(|(_, bytes)| bytes));
+        released.extend(
+            std::mem::take(&mut ob.retry)
+                .into_values()
+                .map(|(_, bytes)| bytes),
+        );
         ob.ready_events = 0;
         ob.retry_events = 0;
         drop(ob);
@@ -689,10 +741,12 @@ impl DiskBufferHandle {
     pub async fn close(mut self, timeout: Duration) {
         self.shared.inbox().closing = true;
         self.shared.work.notify_one();
-        if let Some(done) = self.done.take() {
-            if tokio::time::timeout(timeout, done).await.is_err() {
-                error!(sink = %self.shared.name, "Disk buffer did not close in time; unsynced acknowledgements will be replayed.");
-            }
+        let Some(done) = self.done.take() else { return };
+        if tokio::time::timeout(timeout, done).await.is_err() {
+            error!(
+                sink = %self.shared.name,
+                "Disk buffer did not close in time; unsynced acknowledgements will be replayed."
+            );
         }
     }
 

@@ -62,7 +62,13 @@ pub fn default_fsync_interval_ms() -> u64 {
 const MIN_MAX_BYTES: u64 = 1 << 20;
 
 /// Keys of `[sinks.NAME.buffer]` that only a disk buffer reads.
-const DISK_KEYS: [&str; 5] = ["max_bytes", "dir", "fsync", "fsync_interval_ms", "replay_events_per_sec"];
+const DISK_KEYS: [&str; 5] = [
+    "max_bytes",
+    "dir",
+    "fsync",
+    "fsync_interval_ms",
+    "replay_events_per_sec",
+];
 
 /// Pure validation of a sink's buffer and acknowledgements; returns the
 /// acknowledgements in force (the type's default when absent).
@@ -83,13 +89,19 @@ pub fn validate_buffer(
             }
             for key in DISK_KEYS {
                 if table.and_then(|t| t.get(key)).is_some() {
-                    check.error("buffer", format!("buffer.{key} applies to buffer.type = \"disk\" only"));
+                    check.error(
+                        "buffer",
+                        format!("buffer.{key} applies to buffer.type = \"disk\" only"),
+                    );
                 }
             }
         }
         BufferKind::Disk => {
             if buffer.max_bytes < MIN_MAX_BYTES {
-                check.error("buffer", format!("buffer.max_bytes must be at least {MIN_MAX_BYTES}"));
+                check.error(
+                    "buffer",
+                    format!("buffer.max_bytes must be at least {MIN_MAX_BYTES}"),
+                );
             }
             if buffer.fsync == FsyncPolicy::Interval && buffer.fsync_interval_ms == 0 {
                 check.error(
@@ -98,12 +110,22 @@ pub fn validate_buffer(
                 );
             }
             if buffer.replay_events_per_sec == Some(0) {
-                check.error("buffer", "buffer.replay_events_per_sec must be at least 1 (or absent)");
+                check.error(
+                    "buffer",
+                    "buffer.replay_events_per_sec must be at least 1 (or absent)",
+                );
             }
             if table.and_then(|t| t.get("max_events")).is_some() {
-                check.error("buffer", "buffer.max_events applies to buffer.type = \"memory\" only");
+                check.error(
+                    "buffer",
+                    "buffer.max_events applies to buffer.type = \"memory\" only",
+                );
             }
-            if buffer.dir.as_ref().is_some_and(|d| d.as_os_str().is_empty()) {
+            if buffer
+                .dir
+                .as_ref()
+                .is_some_and(|d| d.as_os_str().is_empty())
+            {
                 check.error("buffer", "buffer.dir must not be empty");
             }
         }
@@ -123,7 +145,13 @@ pub struct SinkBuffer {
 
 /// Where a sink's disk buffer lives: `<dir or data_dir>/buffers/<sink>/`.
 pub fn disk_dir(config: &SinkConfig, data_dir: &Path) -> PathBuf {
-    config.buffer.dir.as_deref().unwrap_or(data_dir).join("buffers").join(&config.name)
+    config
+        .buffer
+        .dir
+        .as_deref()
+        .unwrap_or(data_dir)
+        .join("buffers")
+        .join(&config.name)
 }
 
 /// Build the buffer `config` asks for (opening and recovering a disk buffer).
@@ -141,7 +169,11 @@ pub fn for_sink(
                 (Acknowledgements::None, BufferSender::Memory(m)) => BufferSender::MemoryNoAck(m),
                 (_, tx) => tx,
             };
-            Ok(SinkBuffer { tx, rx, handle: None })
+            Ok(SinkBuffer {
+                tx,
+                rx,
+                handle: None,
+            })
         }
         BufferKind::Disk => {
             let opts = DiskOptions {
@@ -150,7 +182,9 @@ pub fn for_sink(
                 when_full: b.when_full,
                 fsync: match b.fsync {
                     FsyncPolicy::Always => None,
-                    FsyncPolicy::Interval => Some(Duration::from_millis(b.fsync_interval_ms.max(1))),
+                    FsyncPolicy::Interval => {
+                        Some(Duration::from_millis(b.fsync_interval_ms.max(1)))
+                    }
                 },
                 acknowledgements: config.acknowledgements,
                 replay_events_per_sec: b.replay_events_per_sec,
@@ -158,7 +192,11 @@ pub fn for_sink(
                 sync_interval: Duration::from_millis(b.fsync_interval_ms.max(1)),
             };
             let (tx, rx, handle) = disk::open(&config.name, opts, counters)?;
-            Ok(SinkBuffer { tx: BufferSender::Disk(tx), rx: BufferReceiver::Disk(rx), handle: Some(handle) })
+            Ok(SinkBuffer {
+                tx: BufferSender::Disk(tx),
+                rx: BufferReceiver::Disk(rx),
+                handle: Some(handle),
+            })
         }
     }
 }

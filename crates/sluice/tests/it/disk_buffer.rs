@@ -48,7 +48,9 @@ fn buffer_dir(dir: &Path) -> PathBuf {
 
 /// Bytes of the buffer's segment files.
 fn buffer_bytes(dir: &Path) -> u64 {
-    let Ok(rd) = std::fs::read_dir(buffer_dir(dir)) else { return 0 };
+    let Ok(rd) = std::fs::read_dir(buffer_dir(dir)) else {
+        return 0;
+    };
     rd.filter_map(Result::ok)
         .filter(|e| e.file_name().to_string_lossy().ends_with(".seg"))
         .filter_map(|e| e.metadata().ok())
@@ -75,7 +77,9 @@ fn feed(dir: &Path, from: u64, to: u64) {
 /// The line numbers in the output file, in file order.
 fn delivered(dir: &Path) -> Vec<u64> {
     let text = std::fs::read_to_string(dir.join("out.log")).unwrap_or_default();
-    text.lines().map(|l| l.parse::<u64>().expect("a standard line")).collect()
+    text.lines()
+        .map(|l| l.parse::<u64>().expect("a standard line"))
+        .collect()
 }
 
 /// A counter from the "Disk buffer closed (...)" line of a log.
@@ -86,8 +90,16 @@ fn closed_counter(log: &str, name: &str) -> u64 {
         .find(|l| l.contains("Disk buffer closed"))
         .unwrap_or_else(|| panic!("no close report in:\n{log}"));
     let key = format!("{name}=");
-    let at = line.find(&key).unwrap_or_else(|| panic!("no {name} in {line}")) + key.len();
-    line[at..].split(|c: char| !c.is_ascii_digit()).next().unwrap().parse().unwrap()
+    let at = line
+        .find(&key)
+        .unwrap_or_else(|| panic!("no {name} in {line}"))
+        + key.len();
+    line[at..]
+        .split(|c: char| !c.is_ascii_digit())
+        .next()
+        .unwrap()
+        .parse()
+        .unwrap()
 }
 
 /// The sink cannot write: its path is a directory.
@@ -103,7 +115,12 @@ fn wait_lines(dir: &Path, n: u64, within: Duration, d: &Daemon) {
     let out = dir.join("out.log");
     let deadline = Instant::now() + within;
     while file_len(&out) < n * 100 {
-        assert!(Instant::now() < deadline, "{} of {n} lines delivered; log:\n{}", file_len(&out) / 100, d.stderr());
+        assert!(
+            Instant::now() < deadline,
+            "{} of {n} lines delivered; log:\n{}",
+            file_len(&out) / 100,
+            d.stderr()
+        );
         std::thread::sleep(Duration::from_millis(20));
     }
 }
@@ -132,7 +149,11 @@ fn kill_9_before_delivery_loses_nothing_and_restart_delivers_in_order() {
     let log = d.stderr();
     assert!(log.contains("unacked_records="), "{log}");
     let got = delivered(dir.path());
-    assert_eq!(got, (0..N + 1000).collect::<Vec<_>>(), "every line once, in order");
+    assert_eq!(
+        got,
+        (0..N + 1000).collect::<Vec<_>>(),
+        "every line once, in order"
+    );
     assert!(closed_counter(&log, "replayed_records") > 0, "{log}");
     assert_eq!(closed_counter(&log, "dropped_events"), 0);
 }
@@ -144,15 +165,24 @@ fn store_on_failure_delivers_the_backlog_in_order_when_the_sink_recovers() {
     block_sink(dir.path());
     let mut d = Daemon::start(dir.path(), &config(""));
     feed(dir.path(), 0, N);
-    wait_until(Duration::from_secs(30), "the sink to fail", || d.stderr().contains("Writing failed"));
+    wait_until(Duration::from_secs(30), "the sink to fail", || {
+        d.stderr().contains("Writing failed")
+    });
     std::thread::sleep(Duration::from_millis(300));
     unblock_sink(dir.path());
     feed(dir.path(), N, 2 * N);
     wait_lines(dir.path(), 2 * N, Duration::from_secs(60), &d);
     assert!(d.stop().success(), "{}", d.stderr());
     let log = d.stderr();
-    assert_eq!(delivered(dir.path()), (0..2 * N).collect::<Vec<_>>(), "in order, once");
-    assert!(closed_counter(&log, "redelivered_events") > 0, "retries are counted:\n{log}");
+    assert_eq!(
+        delivered(dir.path()),
+        (0..2 * N).collect::<Vec<_>>(),
+        "in order, once"
+    );
+    assert!(
+        closed_counter(&log, "redelivered_events") > 0,
+        "retries are counted:\n{log}"
+    );
     assert_eq!(closed_counter(&log, "unacked_records"), 0);
 }
 
@@ -191,10 +221,21 @@ fn drop_newest_keeps_the_oldest_and_counts_exactly_what_is_missing() {
     assert_eq!(got.len() as u64 + dropped, n, "delivered + dropped = sent");
     // Once full, what does not fit is dropped; a later, smaller batch may still
     // fit in what is left, so the survivors are not always a strict prefix.
-    assert!(got.windows(2).all(|w| w[0] < w[1]), "in order, no duplicates");
+    assert!(
+        got.windows(2).all(|w| w[0] < w[1]),
+        "in order, no duplicates"
+    );
     assert_eq!(got.first(), Some(&0), "the oldest line is kept");
-    let prefix = got.iter().enumerate().take_while(|(i, v)| *i as u64 == **v).count() as u64;
-    assert!(prefix * 2 >= got.len() as u64, "mostly the oldest lines: prefix {prefix} of {}", got.len());
+    let prefix = got
+        .iter()
+        .enumerate()
+        .take_while(|(i, v)| *i as u64 == **v)
+        .count() as u64;
+    assert!(
+        prefix * 2 >= got.len() as u64,
+        "mostly the oldest lines: prefix {prefix} of {}",
+        got.len()
+    );
 }
 
 #[test]
@@ -214,11 +255,17 @@ fn block_holds_the_writer_back_and_drops_nothing() {
     const N: u64 = 40_000;
     let dir = tempfile::tempdir().unwrap();
     block_sink(dir.path());
-    let mut d = Daemon::start(dir.path(), &config("max_bytes = 1048576\nwhen_full = \"block\""));
+    let mut d = Daemon::start(
+        dir.path(),
+        &config("max_bytes = 1048576\nwhen_full = \"block\""),
+    );
     let path = dir.path().to_owned();
     let writer = std::thread::spawn(move || feed(&path, 0, N));
     std::thread::sleep(Duration::from_millis(1500));
-    assert!(!writer.is_finished(), "the writer must be held back by the full buffer");
+    assert!(
+        !writer.is_finished(),
+        "the writer must be held back by the full buffer"
+    );
     assert!(buffer_bytes(dir.path()) <= 1 << 20);
     unblock_sink(dir.path());
     writer.join().unwrap();
@@ -229,7 +276,11 @@ fn block_holds_the_writer_back_and_drops_nothing() {
 }
 
 fn run_cli(args: &[&str]) -> (bool, String, String) {
-    let out = Command::new(sluice_bin()).args(args).env("NO_COLOR", "1").output().unwrap();
+    let out = Command::new(sluice_bin())
+        .args(args)
+        .env("NO_COLOR", "1")
+        .output()
+        .unwrap();
     (
         out.status.success(),
         String::from_utf8_lossy(&out.stdout).into_owned(),
@@ -242,7 +293,9 @@ fn stranded_buffer(dir: &Path, n: u64) {
     block_sink(dir);
     let mut d = Daemon::start(dir, &config(""));
     feed(dir, 0, n);
-    wait_until(Duration::from_secs(30), "every line in the buffer", || buffer_bytes(dir) >= n * ENCODED_LINE);
+    wait_until(Duration::from_secs(30), "every line in the buffer", || {
+        buffer_bytes(dir) >= n * ENCODED_LINE
+    });
     assert!(d.stop().success(), "{}", d.stderr());
 }
 
@@ -254,7 +307,13 @@ fn inspect_shows_a_real_buffer_and_detects_a_flipped_byte() {
     let b = bdir.to_str().unwrap();
     let (ok, out, err) = run_cli(&["buffer", "inspect", b]);
     assert!(ok, "{out}{err}");
-    for want in ["segments:         1", "unacked records:", "oldest unacked:", "00000000000000000000.seg", "crc:              ok"] {
+    for want in [
+        "segments:         1",
+        "unacked records:",
+        "oldest unacked:",
+        "00000000000000000000.seg",
+        "crc:              ok",
+    ] {
         assert!(out.contains(want), "missing {want:?} in:\n{out}");
     }
     let unacked: u64 = out
@@ -288,7 +347,11 @@ fn a_torn_tail_is_cut_with_a_log_line_and_the_rest_is_delivered() {
     let mut d = Daemon::start(dir.path(), &config(""));
     wait_lines(dir.path(), N, Duration::from_secs(30), &d);
     assert!(d.stop().success(), "{}", d.stderr());
-    assert!(d.stderr().contains("torn or corrupt tail cut off"), "{}", d.stderr());
+    assert!(
+        d.stderr().contains("torn or corrupt tail cut off"),
+        "{}",
+        d.stderr()
+    );
     assert_eq!(delivered(dir.path()), (0..N).collect::<Vec<_>>());
 }
 
@@ -308,15 +371,30 @@ fn replay_delivers_a_stranded_buffer_through_another_config() {
     )
     .unwrap();
     let b = buffer_dir(dir.path());
-    let (ok, out, err) = run_cli(&["buffer", "replay", b.to_str().unwrap(), "--to-config", other.to_str().unwrap()]);
+    let (ok, out, err) = run_cli(&[
+        "buffer",
+        "replay",
+        b.to_str().unwrap(),
+        "--to-config",
+        other.to_str().unwrap(),
+    ]);
     assert!(ok, "{out}\n{err}");
-    assert!(err.contains("records, ") && err.contains("events"), "progress on stderr:\n{err}");
+    assert!(
+        err.contains("records, ") && err.contains("events"),
+        "progress on stderr:\n{err}"
+    );
     assert!(err.contains("0 records left in the buffer"), "{err}");
     let text = std::fs::read_to_string(&target).unwrap();
     let got: Vec<u64> = text.lines().map(|l| l.parse().unwrap()).collect();
     assert_eq!(got, (0..N).collect::<Vec<_>>());
     // Replayed records are acknowledged: a second replay has nothing to do.
-    let (ok, _, err) = run_cli(&["buffer", "replay", b.to_str().unwrap(), "--to-config", other.to_str().unwrap()]);
+    let (ok, _, err) = run_cli(&[
+        "buffer",
+        "replay",
+        b.to_str().unwrap(),
+        "--to-config",
+        other.to_str().unwrap(),
+    ]);
     assert!(ok, "{err}");
     assert!(err.contains("Replayed 0 records"), "{err}");
 }
@@ -338,7 +416,9 @@ fn opts(dir: &Path, acks: Acknowledgements, fsync: Option<Duration>) -> DiskOpti
 
 fn batch(n: usize) -> (EventBatch, sluice::ack::AckReceiver) {
     let (t, rx) = AckToken::channel();
-    let events = (0..n).map(|i| Event::new(Bytes::from(format!("e{i}")), 0, "t".into(), "s".into())).collect();
+    let events = (0..n)
+        .map(|i| Event::new(Bytes::from(format!("e{i}")), 0, "t".into(), "s".into()))
+        .collect();
     (EventBatch::new(events, t), rx)
 }
 
@@ -350,11 +430,19 @@ async fn resolved_within(rx: &mut sluice::ack::AckReceiver, d: Duration) -> Opti
 async fn disk_acknowledgements_resolve_once_fsynced_without_the_sink() {
     for fsync in [None, Some(Duration::from_millis(50))] {
         let dir = tempfile::tempdir().unwrap();
-        let (tx, _rx, handle) = disk::open("k", opts(dir.path(), Acknowledgements::Disk, fsync), Arc::new(Counters::default())).unwrap();
+        let (tx, _rx, handle) = disk::open(
+            "k",
+            opts(dir.path(), Acknowledgements::Disk, fsync),
+            Arc::new(Counters::default()),
+        )
+        .unwrap();
         let (b, mut ack) = batch(10);
         assert_eq!(tx.send(b, true).await, SendOutcome::Queued);
         // The sink never reads: the disk has it, so the source may ack.
-        assert_eq!(resolved_within(&mut ack, Duration::from_secs(5)).await, Some(AckStatus::Delivered));
+        assert_eq!(
+            resolved_within(&mut ack, Duration::from_secs(5)).await,
+            Some(AckStatus::Delivered)
+        );
         drop(tx);
         handle.close(Duration::from_secs(5)).await;
     }
@@ -363,22 +451,48 @@ async fn disk_acknowledgements_resolve_once_fsynced_without_the_sink() {
 #[tokio::test]
 async fn end_to_end_acknowledgements_wait_for_the_sink_and_survive_its_failure() {
     let dir = tempfile::tempdir().unwrap();
-    let (tx, mut rx, handle) =
-        disk::open("k", opts(dir.path(), Acknowledgements::EndToEnd, Some(Duration::from_millis(20))), Arc::new(Counters::default())).unwrap();
+    let (tx, mut rx, handle) = disk::open(
+        "k",
+        opts(
+            dir.path(),
+            Acknowledgements::EndToEnd,
+            Some(Duration::from_millis(20)),
+        ),
+        Arc::new(Counters::default()),
+    )
+    .unwrap();
     let (b, mut ack) = batch(3);
     tx.send(b, true).await;
     let got = rx.recv().await.unwrap();
     assert_eq!(got.len(), 3);
-    assert_eq!(resolved_within(&mut ack, Duration::from_millis(300)).await, None, "held until delivered");
+    assert_eq!(
+        resolved_within(&mut ack, Duration::from_millis(300)).await,
+        None,
+        "held until delivered"
+    );
     // The sink fails it: the buffer sends it again, the source still waits.
     got.ack.resolve(AckStatus::Errored);
-    let again = tokio::time::timeout(Duration::from_secs(3), rx.recv()).await.unwrap().unwrap();
+    let again = tokio::time::timeout(Duration::from_secs(3), rx.recv())
+        .await
+        .unwrap()
+        .unwrap();
     assert_eq!(again.events, got.events);
-    assert_eq!(resolved_within(&mut ack, Duration::from_millis(100)).await, None);
+    assert_eq!(
+        resolved_within(&mut ack, Duration::from_millis(100)).await,
+        None
+    );
     again.ack.resolve(AckStatus::Delivered);
-    assert_eq!(resolved_within(&mut ack, Duration::from_secs(3)).await, Some(AckStatus::Delivered));
+    assert_eq!(
+        resolved_within(&mut ack, Duration::from_secs(3)).await,
+        Some(AckStatus::Delivered)
+    );
     drop(tx);
-    assert!(tokio::time::timeout(Duration::from_secs(3), rx.recv()).await.unwrap().is_none());
+    assert!(
+        tokio::time::timeout(Duration::from_secs(3), rx.recv())
+            .await
+            .unwrap()
+            .is_none()
+    );
     drop(rx);
     handle.close(Duration::from_secs(5)).await;
     // Delivered and checkpointed: nothing to replay.
@@ -389,10 +503,22 @@ async fn end_to_end_acknowledgements_wait_for_the_sink_and_survive_its_failure()
 #[tokio::test]
 async fn none_acknowledgements_resolve_on_receipt() {
     let dir = tempfile::tempdir().unwrap();
-    let (tx, _rx, handle) = disk::open("k", opts(dir.path(), Acknowledgements::None, Some(Duration::from_secs(60))), Arc::new(Counters::default())).unwrap();
+    let (tx, _rx, handle) = disk::open(
+        "k",
+        opts(
+            dir.path(),
+            Acknowledgements::None,
+            Some(Duration::from_secs(60)),
+        ),
+        Arc::new(Counters::default()),
+    )
+    .unwrap();
     let (b, mut ack) = batch(1);
     tx.send(b, true).await;
-    assert_eq!(resolved_within(&mut ack, Duration::from_millis(50)).await, Some(AckStatus::Delivered));
+    assert_eq!(
+        resolved_within(&mut ack, Duration::from_millis(50)).await,
+        Some(AckStatus::Delivered)
+    );
     drop(tx);
     handle.close(Duration::from_secs(5)).await;
 }
@@ -400,7 +526,11 @@ async fn none_acknowledgements_resolve_on_receipt() {
 #[tokio::test]
 async fn replay_events_per_sec_caps_the_catch_up_rate() {
     let dir = tempfile::tempdir().unwrap();
-    let mut o = opts(dir.path(), Acknowledgements::Disk, Some(Duration::from_millis(20)));
+    let mut o = opts(
+        dir.path(),
+        Acknowledgements::Disk,
+        Some(Duration::from_millis(20)),
+    );
     o.replay_events_per_sec = Some(20_000);
     o.drain_timeout = Duration::from_secs(30);
     let (tx, mut rx, handle) = disk::open("k", o, Arc::new(Counters::default())).unwrap();

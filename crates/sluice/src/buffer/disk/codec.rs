@@ -81,13 +81,20 @@ pub fn event_count(payload: &[u8]) -> Option<u32> {
     if payload.len() < HEADER_LEN || payload[0] != VERSION {
         return None;
     }
-    Some(u32::from_le_bytes([payload[1], payload[2], payload[3], payload[4]]))
+    Some(u32::from_le_bytes([
+        payload[1], payload[2], payload[3], payload[4],
+    ]))
 }
 
 /// Serialize `events` into records of at most `max_record` bytes each. An event
 /// that alone exceeds `max_record` is left out; its index is pushed to
 /// `oversize`.
-pub fn encode(events: &[Event], max_record: usize, records: &mut Vec<Vec<u8>>, oversize: &mut Vec<usize>) {
+pub fn encode(
+    events: &[Event],
+    max_record: usize,
+    records: &mut Vec<Vec<u8>>,
+    oversize: &mut Vec<usize>,
+) {
     let estimate: usize = events.iter().map(|e| e.body.len() + 16).sum::<usize>() + HEADER_LEN;
     let mut buf = Vec::with_capacity(estimate.min(max_record));
     let mut count = 0u32;
@@ -105,7 +112,10 @@ pub fn encode(events: &[Event], max_record: usize, records: &mut Vec<Vec<u8>>, o
         // It does not fit: close the current record, then try it alone.
         if count > 0 {
             finish(&mut buf, count);
-            records.push(std::mem::replace(&mut buf, Vec::with_capacity(max_record.min(estimate))));
+            records.push(std::mem::replace(
+                &mut buf,
+                Vec::with_capacity(max_record.min(estimate)),
+            ));
             start(&mut buf);
             count = 0;
         }
@@ -137,7 +147,8 @@ fn finish(buf: &mut [u8], count: u32) {
 fn encode_event(e: &Event, prev: Option<&Event>, out: &mut Vec<u8>) {
     let mut flags = 0u8;
     let same_tag = prev.is_some_and(|p| Arc::ptr_eq(&p.tag, &e.tag) || p.tag == e.tag);
-    let same_source = prev.is_some_and(|p| Arc::ptr_eq(&p.source, &e.source) || p.source == e.source);
+    let same_source =
+        prev.is_some_and(|p| Arc::ptr_eq(&p.source, &e.source) || p.source == e.source);
     if same_tag {
         flags |= SAME_TAG;
     }
@@ -146,7 +157,10 @@ fn encode_event(e: &Event, prev: Option<&Event>, out: &mut Vec<u8>) {
     }
     if let Some(t) = &e.tenant {
         flags |= TENANT;
-        if prev.and_then(|p| p.tenant.as_ref()).is_some_and(|pt| pt == t) {
+        if prev
+            .and_then(|p| p.tenant.as_ref())
+            .is_some_and(|pt| pt == t)
+        {
             flags |= SAME_TENANT;
         }
     }
@@ -155,7 +169,10 @@ fn encode_event(e: &Event, prev: Option<&Event>, out: &mut Vec<u8>) {
     }
     if let Some(f) = &e.fields {
         flags |= FIELDS;
-        if prev.and_then(|p| p.fields.as_ref()).is_some_and(|pf| Arc::ptr_eq(pf, f)) {
+        if prev
+            .and_then(|p| p.fields.as_ref())
+            .is_some_and(|pf| Arc::ptr_eq(pf, f))
+        {
             flags |= SAME_FIELDS;
         }
     }
@@ -187,7 +204,10 @@ fn encode_event(e: &Event, prev: Option<&Event>, out: &mut Vec<u8>) {
         }
     }
     if let Some(o) = &e.origin {
-        if prev.and_then(|p| p.origin.as_ref()).is_some_and(|po| Arc::ptr_eq(po, o)) {
+        if prev
+            .and_then(|p| p.origin.as_ref())
+            .is_some_and(|po| Arc::ptr_eq(po, o))
+        {
             out.push(0);
         } else {
             out.push(1);
@@ -210,7 +230,10 @@ fn encode_origin(o: &Origin, out: &mut Vec<u8>) {
         o.static_fields.is_some(),
         o.static_tags.is_some(),
     ];
-    let bits = present.iter().enumerate().fold(0u16, |acc, (i, p)| acc | (u16::from(*p) << i));
+    let bits = present
+        .iter()
+        .enumerate()
+        .fold(0u16, |acc, (i, p)| acc | (u16::from(*p) << i));
     out.extend_from_slice(&bits.to_le_bytes());
     for s in [&o.path].into_iter().flatten() {
         put_bytes(out, s.as_bytes());
@@ -218,7 +241,10 @@ fn encode_origin(o: &Origin, out: &mut Vec<u8>) {
     for n in [o.pid, o.uid, o.gid].into_iter().flatten() {
         put_varint(out, u64::from(n));
     }
-    for s in [&o.user, &o.group, &o.command, &o.host].into_iter().flatten() {
+    for s in [&o.user, &o.group, &o.command, &o.host]
+        .into_iter()
+        .flatten()
+    {
         put_bytes(out, s.as_bytes());
     }
     if let Some(n) = o.offset {
@@ -260,7 +286,12 @@ pub fn decode(payload: Bytes) -> Result<Vec<Event>, DecodeError> {
         return Err(DecodeError::Version(payload.first().copied().unwrap_or(0)));
     }
     let n = event_count(&payload).ok_or(DecodeError::Truncated(0))?;
-    let mut r = Reader { buf: &payload, pos: HEADER_LEN, payload: &payload, index: 0 };
+    let mut r = Reader {
+        buf: &payload,
+        pos: HEADER_LEN,
+        payload: &payload,
+        index: 0,
+    };
     let room = (payload.len() - HEADER_LEN) / MIN_EVENT_LEN;
     let mut events: Vec<Event> = Vec::with_capacity((n as usize).min(room));
     for i in 0..n {
@@ -287,7 +318,11 @@ impl Reader<'_> {
     }
 
     fn take(&mut self, n: usize) -> Result<&[u8], DecodeError> {
-        let end = self.pos.checked_add(n).filter(|e| *e <= self.buf.len()).ok_or_else(|| self.truncated())?;
+        let end = self
+            .pos
+            .checked_add(n)
+            .filter(|e| *e <= self.buf.len())
+            .ok_or_else(|| self.truncated())?;
         let s = &self.buf[self.pos..end];
         self.pos = end;
         Ok(s)
@@ -311,7 +346,10 @@ impl Reader<'_> {
 
     fn len(&mut self) -> Result<usize, DecodeError> {
         let n = self.varint()?;
-        usize::try_from(n).ok().filter(|n| *n <= self.buf.len() - self.pos).ok_or_else(|| self.truncated())
+        usize::try_from(n)
+            .ok()
+            .filter(|n| *n <= self.buf.len() - self.pos)
+            .ok_or_else(|| self.truncated())
     }
 
     fn bytes(&mut self) -> Result<Bytes, DecodeError> {
@@ -338,7 +376,8 @@ impl Reader<'_> {
     fn value(&mut self) -> Result<Value, DecodeError> {
         let mut rest = &self.buf[self.pos..];
         let before = rest.len();
-        let v = rmpv::decode::read_value(&mut rest).map_err(|_| DecodeError::Msgpack(self.index))?;
+        let v =
+            rmpv::decode::read_value(&mut rest).map_err(|_| DecodeError::Msgpack(self.index))?;
         self.pos += before - rest.len();
         Ok(v)
     }
@@ -363,7 +402,11 @@ impl Reader<'_> {
             (true, true) => Some(prev.and_then(|p| p.tenant.clone()).ok_or(no_prev.clone())?),
             (true, false) => Some(self.str()?.into()),
         };
-        let bucket = if flags & BUCKET != 0 { Some(self.u32()?) } else { None };
+        let bucket = if flags & BUCKET != 0 {
+            Some(self.u32()?)
+        } else {
+            None
+        };
         let fields = match (flags & FIELDS != 0, flags & SAME_FIELDS != 0) {
             (false, _) => None,
             (true, true) => Some(prev.and_then(|p| p.fields.clone()).ok_or(no_prev.clone())?),
@@ -386,7 +429,16 @@ impl Reader<'_> {
         } else {
             None
         };
-        Ok(Event { time_ns, body, tag, source, tenant, fields, origin, bucket })
+        Ok(Event {
+            time_ns,
+            body,
+            tag,
+            source,
+            tenant,
+            fields,
+            origin,
+            bucket,
+        })
     }
 
     fn origin(&mut self) -> Result<Origin, DecodeError> {
@@ -445,13 +497,21 @@ mod tests {
     use super::*;
 
     fn full_event(i: u32) -> Event {
-        let mut e = Event::new(Bytes::from(format!("body {i}")), 1_700_000_000_000_000_000 + i64::from(i), "app.web".into(), "fwd".into());
+        let mut e = Event::new(
+            Bytes::from(format!("body {i}")),
+            1_700_000_000_000_000_000 + i64::from(i),
+            "app.web".into(),
+            "fwd".into(),
+        );
         e.tenant = Some("acme".into());
         e.bucket = Some(i % 7);
         e.fields = Some(Arc::new(vec![
             (Value::from("level"), Value::from("info")),
             (Value::from("n"), Value::from(i)),
-            (Value::from("nested"), Value::Array(vec![Value::Nil, Value::Boolean(true), Value::F64(1.5)])),
+            (
+                Value::from("nested"),
+                Value::Array(vec![Value::Nil, Value::Boolean(true), Value::F64(1.5)]),
+            ),
         ]));
         e.origin = Some(Arc::new(Origin {
             path: Some("/var/log/app.log".into()),
@@ -474,13 +534,20 @@ mod tests {
         let mut over = Vec::new();
         encode(events, max, &mut recs, &mut over);
         assert!(over.is_empty());
-        recs.into_iter().flat_map(|r| decode(Bytes::from(r)).expect("decodes")).collect()
+        recs.into_iter()
+            .flat_map(|r| decode(Bytes::from(r)).expect("decodes"))
+            .collect()
     }
 
     #[test]
     fn every_event_field_round_trips() {
         let mut events: Vec<Event> = (0..5).map(full_event).collect();
-        events.push(Event::new(Bytes::from_static(b"\xff\x00raw"), -5, "other".into(), "fwd".into()));
+        events.push(Event::new(
+            Bytes::from_static(b"\xff\x00raw"),
+            -5,
+            "other".into(),
+            "fwd".into(),
+        ));
         let shared = events[0].origin.clone();
         events[2].origin = shared.clone();
         events[3].origin = shared;
@@ -499,7 +566,10 @@ mod tests {
             .collect();
         let back = round_trip(&events, 1 << 20);
         assert_eq!(back, events);
-        assert!(Arc::ptr_eq(back[0].fields.as_ref().unwrap(), back[2].fields.as_ref().unwrap()));
+        assert!(Arc::ptr_eq(
+            back[0].fields.as_ref().unwrap(),
+            back[2].fields.as_ref().unwrap()
+        ));
         assert!(Arc::ptr_eq(&back[0].tag, &back[2].tag));
     }
 
@@ -513,20 +583,32 @@ mod tests {
         assert!(recs.iter().all(|r| r.len() <= 4096));
         let n: u32 = recs.iter().map(|r| event_count(r).unwrap()).sum();
         assert_eq!(n, 1000);
-        let back: Vec<Event> = recs.into_iter().flat_map(|r| decode(Bytes::from(r)).unwrap()).collect();
+        let back: Vec<Event> = recs
+            .into_iter()
+            .flat_map(|r| decode(Bytes::from(r)).unwrap())
+            .collect();
         assert_eq!(back, events);
     }
 
     #[test]
     fn an_event_larger_than_the_cap_is_reported_not_encoded() {
         let mut events: Vec<Event> = (0..3).map(full_event).collect();
-        events.insert(1, Event::new(Bytes::from(vec![b'y'; 10_000]), 0, "t".into(), "s".into()));
+        events.insert(
+            1,
+            Event::new(Bytes::from(vec![b'y'; 10_000]), 0, "t".into(), "s".into()),
+        );
         let mut recs = Vec::new();
         let mut over = Vec::new();
         encode(&events, 2048, &mut recs, &mut over);
         assert_eq!(over, vec![1]);
-        let back: Vec<Event> = recs.into_iter().flat_map(|r| decode(Bytes::from(r)).unwrap()).collect();
-        assert_eq!(back, vec![events[0].clone(), events[2].clone(), events[3].clone()]);
+        let back: Vec<Event> = recs
+            .into_iter()
+            .flat_map(|r| decode(Bytes::from(r)).unwrap())
+            .collect();
+        assert_eq!(
+            back,
+            vec![events[0].clone(), events[2].clone(), events[3].clone()]
+        );
     }
 
     #[test]
@@ -536,7 +618,10 @@ mod tests {
         encode(&events, 1 << 20, &mut recs, &mut Vec::new());
         let rec = recs.pop().unwrap();
         for cut in 0..rec.len() {
-            assert!(decode(Bytes::copy_from_slice(&rec[..cut])).is_err(), "prefix {cut}");
+            assert!(
+                decode(Bytes::copy_from_slice(&rec[..cut])).is_err(),
+                "prefix {cut}"
+            );
         }
         for i in 0..rec.len() {
             for bit in [0x01u8, 0x80, 0xff] {

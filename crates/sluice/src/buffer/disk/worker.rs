@@ -12,7 +12,8 @@ use ::wal::{AckError, AppendError, IoError, ReadError, Wal};
 use tracing::{debug, error, info, warn};
 
 use super::{
-    Acknowledgements, MAX_HELD_BYTES, MAX_HELD_RECORDS, Pending, Ready, Shared, WhenFull, chain, codec,
+    Acknowledgements, MAX_HELD_BYTES, MAX_HELD_RECORDS, Pending, Ready, Shared, WhenFull, chain,
+    codec,
 };
 use crate::ack::{AckStatus, AckToken};
 use crate::metrics::Counters;
@@ -84,7 +85,9 @@ impl Worker {
     }
 
     fn wal(&mut self) -> &mut Wal {
-        self.wal.as_mut().expect("the wal is only taken when the thread ends")
+        self.wal
+            .as_mut()
+            .expect("the wal is only taken when the thread ends")
     }
 
     pub(super) fn run(mut self) {
@@ -112,7 +115,9 @@ impl Worker {
             self.report();
             let held = self.sh.held_records.load(Relaxed);
             let both_gone = t.senders_gone && !t.receiver_alive;
-            let late_over = self.receiver_gone_at.is_some_and(|t| t.elapsed() >= LATE_ACKS);
+            let late_over = self
+                .receiver_gone_at
+                .is_some_and(|t| t.elapsed() >= LATE_ACKS);
             if self.failed || t.closing || (both_gone && (held == 0 || late_over)) {
                 break;
             }
@@ -162,7 +167,11 @@ impl Worker {
             if wake <= now {
                 break;
             }
-            ib = sh.work.wait_timeout(ib, wake - now).unwrap_or_else(|e| e.into_inner()).0;
+            ib = sh
+                .work
+                .wait_timeout(ib, wake - now)
+                .unwrap_or_else(|e| e.into_inner())
+                .0;
         }
         let items = if self.stalled.is_empty() {
             ib.bytes = 0;
@@ -196,17 +205,27 @@ impl Worker {
                 }
             }
             if let Some(t) = self.e2e.remove(&seq) {
-                t.resolve(if status == AckStatus::Delivered { AckStatus::Delivered } else { AckStatus::Dropped });
+                t.resolve(if status == AckStatus::Delivered {
+                    AckStatus::Delivered
+                } else {
+                    AckStatus::Dropped
+                });
             }
         }
     }
 
     fn append(&mut self, items: Vec<Pending>) {
-        let group = if self.stalled.is_empty() { items } else { std::mem::take(&mut self.stalled) };
+        let group = if self.stalled.is_empty() {
+            items
+        } else {
+            std::mem::take(&mut self.stalled)
+        };
         if group.is_empty() {
             return;
         }
-        let result = self.wal().append_batch(group.iter().flat_map(|p| p.payloads.iter()));
+        let result = self
+            .wal()
+            .append_batch(group.iter().flat_map(|p| p.payloads.iter()));
         match result {
             Ok(seqs) => {
                 let mut seq = seqs.start;
@@ -217,7 +236,9 @@ impl Worker {
                 }
                 self.after_appends();
             }
-            Err(e) if is_full(&e) || matches!(e, AppendError::TooLarge { .. }) => self.append_each(group),
+            Err(e) if is_full(&e) || matches!(e, AppendError::TooLarge { .. }) => {
+                self.append_each(group)
+            }
             Err(e) => {
                 self.fail("appending", &e);
                 self.fail_items(group);
@@ -295,11 +316,17 @@ impl Worker {
     /// Appended at `first..first + p.payloads.len()`: resolve or hold the token.
     fn accepted(&mut self, p: Pending, first: u64) {
         let stats = &self.sh.stats;
-        stats.appended_records.fetch_add(p.payloads.len() as u64, Relaxed);
-        stats.appended_events.fetch_add(p.events.iter().map(|&n| u64::from(n)).sum(), Relaxed);
+        stats
+            .appended_records
+            .fetch_add(p.payloads.len() as u64, Relaxed);
+        stats
+            .appended_events
+            .fetch_add(p.events.iter().map(|&n| u64::from(n)).sum(), Relaxed);
         match self.sh.opts.acknowledgements {
             Acknowledgements::None => p.token.resolve(AckStatus::Delivered),
-            Acknowledgements::Disk if self.sh.opts.fsync.is_none() => p.token.resolve(AckStatus::Delivered),
+            Acknowledgements::Disk if self.sh.opts.fsync.is_none() => {
+                p.token.resolve(AckStatus::Delivered)
+            }
             Acknowledgements::Disk => {
                 if p.token.is_tracked() {
                     self.awaiting_sync.push(p.token);
@@ -342,7 +369,10 @@ impl Worker {
                 }
                 Ok(Some(r)) => {
                     self.read_upto = r.seq + 1;
-                    beyond.push(Ready { seq: r.seq, payload: r.payload });
+                    beyond.push(Ready {
+                        seq: r.seq,
+                        payload: r.payload,
+                    });
                     break;
                 }
                 Ok(None) => {
@@ -357,7 +387,9 @@ impl Worker {
                 }
             }
         }
-        let Some(dropped) = self.wal().drop_oldest()? else { return Ok(false) };
+        let Some(dropped) = self.wal().drop_oldest()? else {
+            return Ok(false);
+        };
         let cut = dropped.seqs.end;
         // Records read ahead or waiting for a retry are dropped too; copies the
         // sink holds count as dropped only if they then fail.
@@ -440,13 +472,20 @@ impl Worker {
                     }
                     self.read_upto = r.seq + 1;
                     bytes += r.payload.len();
-                    batch.push(Ready { seq: r.seq, payload: r.payload });
+                    batch.push(Ready {
+                        seq: r.seq,
+                        payload: r.payload,
+                    });
                 }
                 Ok(None) => {
                     self.read_upto = self.wal().next_seq();
                     break;
                 }
-                Err(ReadError::Corrupt { path, offset, corruption }) => {
+                Err(ReadError::Corrupt {
+                    path,
+                    offset,
+                    corruption,
+                }) => {
                     error!(
                         segment = %path.display(), offset, %corruption,
                         "Disk buffer: record damaged after it was written; the rest of its segment is lost."
@@ -493,8 +532,11 @@ impl Worker {
 
     /// Tell the receiver when it may end.
     fn publish(&mut self, senders_gone: bool) {
-        let caught_up = self.stalled.is_empty() && self.read_upto >= self.wal.as_ref().map_or(0, Wal::next_seq);
-        let drain_over = self.senders_gone_at.is_some_and(|t| t.elapsed() >= self.sh.opts.drain_timeout);
+        let caught_up =
+            self.stalled.is_empty() && self.read_upto >= self.wal.as_ref().map_or(0, Wal::next_seq);
+        let drain_over = self
+            .senders_gone_at
+            .is_some_and(|t| t.elapsed() >= self.sh.opts.drain_timeout);
         let mut ob = self.sh.outbox();
         let changed = ob.senders_gone != senders_gone
             || ob.caught_up != caught_up
@@ -616,14 +658,17 @@ impl Worker {
 /// End of the segment holding `watermark`: the first segment file named above
 /// it, or `next` when it is the active one.
 fn oldest_segment_end(dir: &std::path::Path, watermark: u64, next: u64) -> u64 {
-    let Ok(entries) = std::fs::read_dir(dir) else { return next };
+    let Ok(entries) = std::fs::read_dir(dir) else {
+        return next;
+    };
     entries
         .filter_map(|e| e.ok())
         .filter_map(|e| {
             let name = e.file_name();
             let name = name.to_str()?;
             let stem = name.strip_suffix(".seg")?;
-            (stem.len() == 20 && stem.bytes().all(|b| b.is_ascii_digit())).then(|| stem.parse::<u64>().ok())?
+            (stem.len() == 20 && stem.bytes().all(|b| b.is_ascii_digit()))
+                .then(|| stem.parse::<u64>().ok())?
         })
         .filter(|&first| first > watermark)
         .min()
