@@ -41,11 +41,23 @@ fn framing(c: &mut Criterion) {
 
 fn encodings(c: &mut Criterion) {
     let events: Vec<Event> = (0..1000)
-        .map(|i| Event::new(Bytes::from(format!("{i:099}")), 1_700_000_000_000_000_000, "app".into(), "s".into()))
+        .map(|i| {
+            Event::new(
+                Bytes::from(format!("{i:099}")),
+                1_700_000_000_000_000_000,
+                "app".into(),
+                "s".into(),
+            )
+        })
         .collect();
     let mut g = c.benchmark_group("encode_1000_events");
     g.throughput(Throughput::Elements(events.len() as u64));
-    for enc in [Encoding::Raw, Encoding::Json, Encoding::LogstashJson, Encoding::Msgpack] {
+    for enc in [
+        Encoding::Raw,
+        Encoding::Json,
+        Encoding::LogstashJson,
+        Encoding::Msgpack,
+    ] {
         let mut out = Vec::with_capacity(1 << 20);
         g.bench_function(format!("{enc:?}"), |b| {
             b.iter(|| {
@@ -61,7 +73,9 @@ fn encodings(c: &mut Criterion) {
 }
 
 fn buffer_handoff(c: &mut Criterion) {
-    let rt = tokio::runtime::Builder::new_current_thread().build().unwrap();
+    let rt = tokio::runtime::Builder::new_current_thread()
+        .build()
+        .unwrap();
     let ev = Event::new(Bytes::from_static(&[b'x'; 99]), 0, "t".into(), "s".into());
     let batch: Vec<Event> = vec![ev; 1000];
     let mut g = c.benchmark_group("buffer");
@@ -70,7 +84,8 @@ fn buffer_handoff(c: &mut Criterion) {
         let (tx, mut rx) = buffer::memory(100_000, WhenFull::Block, Arc::new(Counters::default()));
         b.iter(|| {
             rt.block_on(async {
-                tx.send(EventBatch::new(batch.clone(), AckToken::none()), true).await;
+                tx.send(EventBatch::new(batch.clone(), AckToken::none()), true)
+                    .await;
                 let got = rx.recv().await.unwrap();
                 got.ack.resolve(sluice::ack::AckStatus::Delivered);
                 black_box(got.len())

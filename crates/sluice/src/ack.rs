@@ -99,7 +99,10 @@ pub struct AckToken {
 impl AckToken {
     /// A token nobody listens to. Free to create, clone and resolve.
     pub const fn none() -> Self {
-        AckToken { shared: None, resolved: true }
+        AckToken {
+            shared: None,
+            resolved: true,
+        }
     }
 
     /// A token whose final outcome arrives on the returned receiver.
@@ -141,7 +144,10 @@ impl AckToken {
 
 impl Clone for AckToken {
     fn clone(&self) -> Self {
-        AckToken { shared: self.shared.clone(), resolved: self.shared.is_none() }
+        AckToken {
+            shared: self.shared.clone(),
+            resolved: self.shared.is_none(),
+        }
     }
 }
 
@@ -157,7 +163,9 @@ impl Drop for AckToken {
 
 impl fmt::Debug for AckToken {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
-        f.debug_struct("AckToken").field("tracked", &self.is_tracked()).finish()
+        f.debug_struct("AckToken")
+            .field("tracked", &self.is_tracked())
+            .finish()
     }
 }
 
@@ -173,7 +181,9 @@ impl Future for AckReceiver {
     fn poll(mut self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<AckStatus> {
         // The sender lives in `Shared`, whose drop always sends; a closed channel
         // therefore cannot happen, but if it did, errored is the safe answer.
-        Pin::new(&mut self.rx).poll(cx).map(|r| r.unwrap_or(AckStatus::Errored))
+        Pin::new(&mut self.rx)
+            .poll(cx)
+            .map(|r| r.unwrap_or(AckStatus::Errored))
     }
 }
 

@@ -117,7 +117,11 @@ async fn run(cfg: crate::config::Config) -> ExitCode {
             ExitCode::SUCCESS
         }
         Ok(report) => {
-            error!(failed_components = report.failed, undelivered = report.undelivered, "Stopped with failures.");
+            error!(
+                failed_components = report.failed,
+                undelivered = report.undelivered,
+                "Stopped with failures."
+            );
             ExitCode::FAILURE
         }
         Err(errors) => {
@@ -129,7 +133,9 @@ async fn run(cfg: crate::config::Config) -> ExitCode {
     }
 }
 
-fn forward_signals(tx: tokio::sync::mpsc::Sender<Control>) -> std::io::Result<tokio::task::JoinHandle<()>> {
+fn forward_signals(
+    tx: tokio::sync::mpsc::Sender<Control>,
+) -> std::io::Result<tokio::task::JoinHandle<()>> {
     let mut term = signal(SignalKind::terminate())?;
     let mut int = signal(SignalKind::interrupt())?;
     let mut hup = signal(SignalKind::hangup())?;

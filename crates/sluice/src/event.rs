@@ -73,7 +73,16 @@ pub struct Event {
 impl Event {
     /// A plain event with a body, time, tag and source, and nothing else.
     pub fn new(body: Bytes, time_ns: i64, tag: Arc<str>, source: Arc<str>) -> Self {
-        Event { time_ns, body, tag, source, tenant: None, fields: None, origin: None, bucket: None }
+        Event {
+            time_ns,
+            body,
+            tag,
+            source,
+            tenant: None,
+            fields: None,
+            origin: None,
+            bucket: None,
+        }
     }
 
     /// Look up a structured field by its (string) key.
@@ -114,7 +123,10 @@ pub struct EventBatch {
 impl EventBatch {
     /// A batch with its token.
     pub fn new(events: Vec<Event>, ack: AckToken) -> Self {
-        EventBatch { events: Arc::new(events), ack }
+        EventBatch {
+            events: Arc::new(events),
+            ack,
+        }
     }
 
     /// Number of events.
@@ -135,6 +147,9 @@ impl EventBatch {
     /// Another copy of this batch for one more consumer (O(1)); the copy carries a
     /// clone of the token and must be resolved on its own.
     pub fn share(&self) -> EventBatch {
-        EventBatch { events: self.events.clone(), ack: self.ack.clone() }
+        EventBatch {
+            events: self.events.clone(),
+            ack: self.ack.clone(),
+        }
     }
 }

@@ -28,7 +28,12 @@ pub struct LineFramer {
 impl LineFramer {
     /// A framer cutting lines at `max_line` bytes.
     pub fn new(max_line: usize) -> Self {
-        LineFramer { buf: BytesMut::with_capacity(64 * 1024), max_line: max_line.max(1), discarding: false, truncated: 0 }
+        LineFramer {
+            buf: BytesMut::with_capacity(64 * 1024),
+            max_line: max_line.max(1),
+            discarding: false,
+            truncated: 0,
+        }
     }
 
     /// The buffer to read into; make sure it has room first with [`Self::reserve`].
@@ -126,7 +131,10 @@ mod tests {
     #[test]
     fn splits_and_strips_crlf() {
         let (l, _) = lines(100, &[b"a\r\nb\n\nc"]);
-        assert_eq!(l, vec![b"a".to_vec(), b"b".to_vec(), b"".to_vec(), b"c".to_vec()]);
+        assert_eq!(
+            l,
+            vec![b"a".to_vec(), b"b".to_vec(), b"".to_vec(), b"c".to_vec()]
+        );
     }
 
     #[test]

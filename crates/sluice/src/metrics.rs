@@ -70,12 +70,17 @@ impl Registry {
     /// One line per component, for the shutdown report.
     pub fn report(&self) -> Vec<String> {
         let all = self.inner.lock().unwrap_or_else(|e| e.into_inner());
-        all.iter().map(|(n, c)| format!("{n}: {}", c.summary())).collect()
+        all.iter()
+            .map(|(n, c)| format!("{n}: {}", c.summary()))
+            .collect()
     }
 
     /// Total of one counter over all components whose id starts with `prefix`.
     pub fn total(&self, prefix: &str, pick: fn(&Counters) -> &AtomicU64) -> u64 {
         let all = self.inner.lock().unwrap_or_else(|e| e.into_inner());
-        all.iter().filter(|(n, _)| n.starts_with(prefix)).map(|(_, c)| pick(c).load(Relaxed)).sum()
+        all.iter()
+            .filter(|(n, _)| n.starts_with(prefix))
+            .map(|(_, c)| pick(c).load(Relaxed))
+            .sum()
     }
 }

@@ -36,7 +36,9 @@ impl Template {
         while let Some(open) = rest.find('{') {
             push_literal(&mut parts, &rest[..open], strftime)?;
             let after = &rest[open + 1..];
-            let close = after.find('}').ok_or_else(|| format!("unclosed `{{` in template `{text}`"))?;
+            let close = after
+                .find('}')
+                .ok_or_else(|| format!("unclosed `{{` in template `{text}`"))?;
             let name = &after[..close];
             parts.push(match name {
                 "tag" => Part::Tag,
@@ -85,7 +87,9 @@ impl Template {
                 Part::Source => self.value(&event.source, out),
                 Part::Tenant => self.value(event.tenant.as_deref().unwrap_or(""), out),
                 Part::Field(name) => match event.field(name) {
-                    Some(Value::String(s)) => self.value(&String::from_utf8_lossy(s.as_bytes()), out),
+                    Some(Value::String(s)) => {
+                        self.value(&String::from_utf8_lossy(s.as_bytes()), out)
+                    }
                     Some(Value::Binary(b)) => self.value(&String::from_utf8_lossy(b), out),
                     Some(Value::Nil) | None => {}
                     Some(other) => self.value(&other.to_string(), out),
@@ -115,7 +119,10 @@ fn push_literal(parts: &mut Vec<Part>, s: &str, strftime: bool) -> Result<(), St
     }
     if strftime && s.contains('%') {
         let items = chrono::format::StrftimeItems::new(s);
-        if items.clone().any(|i| matches!(i, chrono::format::Item::Error)) {
+        if items
+            .clone()
+            .any(|i| matches!(i, chrono::format::Item::Error))
+        {
             return Err(format!("invalid strftime item in `{s}`"));
         }
         parts.push(Part::Time(s.to_owned()));
@@ -134,7 +141,12 @@ mod tests {
     use super::*;
 
     fn ev() -> Event {
-        let mut e = Event::new(Bytes::new(), 1_700_000_000_000_000_000, "../app/x".into(), "src".into());
+        let mut e = Event::new(
+            Bytes::new(),
+            1_700_000_000_000_000_000,
+            "../app/x".into(),
+            "src".into(),
+        );
         e.fields = Some(Arc::new(vec![(Value::from("host"), Value::from("h1"))]));
         e
     }

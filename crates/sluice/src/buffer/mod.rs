@@ -32,8 +32,8 @@ pub mod disk;
 mod settings;
 
 pub use settings::{
-    Acknowledgements, FsyncPolicy, SinkBuffer, default_fsync_interval_ms, default_max_bytes, for_sink,
-    validate_buffer,
+    Acknowledgements, FsyncPolicy, SinkBuffer, default_fsync_interval_ms, default_max_bytes,
+    for_sink, validate_buffer,
 };
 
 /// What a full buffer does with new data.
@@ -96,7 +96,9 @@ pub fn memory(
         counters,
     });
     (
-        BufferSender::Memory(MemorySender { shared: shared.clone() }),
+        BufferSender::Memory(MemorySender {
+            shared: shared.clone(),
+        }),
         BufferReceiver::Memory(MemoryReceiver { shared }),
     )
 }
@@ -122,7 +124,14 @@ impl BufferSender {
             BufferSender::MemoryNoAck(m) => {
                 let EventBatch { events, ack } = batch;
                 ack.resolve(AckStatus::Delivered);
-                m.send(EventBatch { events, ack: AckToken::none() }, may_block).await
+                m.send(
+                    EventBatch {
+                        events,
+                        ack: AckToken::none(),
+                    },
+                    may_block,
+                )
+                .await
             }
             BufferSender::Disk(d) => d.send(batch, may_block).await,
         }
@@ -174,7 +183,9 @@ pub struct MemorySender {
 impl Clone for MemorySender {
     fn clone(&self) -> Self {
         self.shared.lock().senders += 1;
-        MemorySender { shared: self.shared.clone() }
+        MemorySender {
+            shared: self.shared.clone(),
+        }
     }
 }
 
@@ -223,7 +234,8 @@ impl MemorySender {
                 let fits = st.events == 0 || st.events + n <= sh.capacity;
                 if fits {
                     st.events += n;
-                    st.queue.push_back(batch.take().expect("batch is only taken once"));
+                    st.queue
+                        .push_back(batch.take().expect("batch is only taken once"));
                     drop(st);
                     sh.data_ready.notify_one();
                     return SendOutcome::Queued;
@@ -240,12 +252,15 @@ impl MemorySender {
                     (WhenFull::DropOldest, _) => {
                         let mut victims = Vec::new();
                         while st.events > 0 && st.events + n > sh.capacity {
-                            let Some(old) = st.queue.pop_front() else { break };
+                            let Some(old) = st.queue.pop_front() else {
+                                break;
+                            };
                             st.events -= old.len();
                             victims.push(old);
                         }
                         st.events += n;
-                        st.queue.push_back(batch.take().expect("batch is only taken once"));
+                        st.queue
+                            .push_back(batch.take().expect("batch is only taken once"));
                         drop(st);
                         for old in victims {
                             Counters::add(&sh.counters.dropped, old.len());
@@ -386,7 +401,10 @@ mod tests {
         let tx2 = tx.clone();
         let waiter = tokio::spawn(async move { tx2.send(batch(5), true).await });
         tokio::time::sleep(Duration::from_millis(20)).await;
-        assert!(!waiter.is_finished(), "sender must wait while the buffer is full");
+        assert!(
+            !waiter.is_finished(),
+            "sender must wait while the buffer is full"
+        );
         assert_eq!(rx.recv().await.unwrap().len(), 10);
         assert_eq!(waiter.await.unwrap(), SendOutcome::Queued);
         assert_eq!(rx.recv().await.unwrap().len(), 5);

@@ -29,7 +29,15 @@ pub struct ConfigError {
 impl fmt::Display for ConfigError {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
         let (line, col) = self.position.unwrap_or((1, 1));
-        write!(f, "{}:{}:{}: {}: {}", self.file.display(), line, col, self.key, self.message)
+        write!(
+            f,
+            "{}:{}:{}: {}: {}",
+            self.file.display(),
+            line,
+            col,
+            self.key,
+            self.message
+        )
     }
 }
 
@@ -64,11 +72,20 @@ pub struct Diagnostics<'a> {
 impl<'a> Diagnostics<'a> {
     /// A collector for `text` read from `file`.
     pub fn new(file: &'a Path, text: &'a str) -> Self {
-        Diagnostics { file, text, errors: Vec::new() }
+        Diagnostics {
+            file,
+            text,
+            errors: Vec::new(),
+        }
     }
 
     /// Record an error at a byte span of the text.
-    pub fn error(&mut self, span: Option<Range<usize>>, key: impl Into<String>, message: impl Into<String>) {
+    pub fn error(
+        &mut self,
+        span: Option<Range<usize>>,
+        key: impl Into<String>,
+        message: impl Into<String>,
+    ) {
         let position = span.map(|s| line_col(self.text, s.start));
         self.errors.push(ConfigError {
             file: self.file.to_owned(),
@@ -116,8 +133,8 @@ pub fn interpolate(text: &str, diag: &mut Diagnostics<'_>) -> String {
                     Some((n, d)) => (n, Some(d)),
                     None => (inner, None),
                 };
-                let valid = !name.is_empty()
-                    && name.chars().all(|c| c.is_ascii_alphanumeric() || c == '_');
+                let valid =
+                    !name.is_empty() && name.chars().all(|c| c.is_ascii_alphanumeric() || c == '_');
                 if valid {
                     match (std::env::var(name), default) {
                         (Ok(v), _) if !v.is_empty() || default.is_none() => out.push_str(&v),
@@ -200,7 +217,9 @@ fn key_at(table: &Table, span: Option<Range<usize>>) -> Option<String> {
     let span = span?;
     for (k, v) in table.iter() {
         let key_span = table.key(k).and_then(|key| key.span());
-        let inside = |r: Option<Range<usize>>| r.is_some_and(|r| r.start <= span.start && span.end <= r.end.max(r.start + 1));
+        let inside = |r: Option<Range<usize>>| {
+            r.is_some_and(|r| r.start <= span.start && span.end <= r.end.max(r.start + 1))
+        };
         if inside(key_span) || inside(v.span()) {
             return Some(k.to_owned());
         }
@@ -229,7 +248,10 @@ pub fn check_keys(table: &Table, known: &[&str], path: &str, diag: &mut Diagnost
 
 /// The closest candidate, if close enough to be a likely typo: few edits
 /// (transpositions count as one) or a high Jaro-Winkler similarity.
-pub fn did_you_mean<'c>(word: &str, candidates: impl IntoIterator<Item = &'c str>) -> Option<&'c str> {
+pub fn did_you_mean<'c>(
+    word: &str,
+    candidates: impl IntoIterator<Item = &'c str>,
+) -> Option<&'c str> {
     let max_edits = (word.chars().count() / 3).max(1);
     candidates
         .into_iter()
@@ -292,7 +314,10 @@ mod tests {
         unsafe { std::env::set_var("SLUICE_TEST_X", "hello") };
         let p = Path::new("c.toml");
         let mut d = Diagnostics::new(p, "");
-        let out = interpolate("a=${SLUICE_TEST_X} b=${SLUICE_NOPE:-dflt} c=$$x d=$HOME", &mut d);
+        let out = interpolate(
+            "a=${SLUICE_TEST_X} b=${SLUICE_NOPE:-dflt} c=$$x d=$HOME",
+            &mut d,
+        );
         assert_eq!(out, "a=hello b=dflt c=$x d=$HOME");
         assert!(d.errors.is_empty());
         let text = "x = 1\ny = \"${SLUICE_NOPE_2}\"";

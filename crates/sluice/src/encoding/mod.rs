@@ -75,7 +75,9 @@ fn rfc3339_ns(time_ns: i64) -> String {
 
 fn logstash_timestamp(time_ns: i64) -> String {
     let utc = chrono::DateTime::from_timestamp_nanos(time_ns);
-    utc.with_timezone(&chrono::Local).format("%Y-%m-%dT%H:%M:%S%.3f%z").to_string()
+    utc.with_timezone(&chrono::Local)
+        .format("%Y-%m-%dT%H:%M:%S%.3f%z")
+        .to_string()
 }
 
 const RESERVED: [&str; 4] = ["time", "tag", "message", "message_base64"];
@@ -113,7 +115,12 @@ fn encode_json(event: &Event, out: &mut Vec<u8>) {
         }
     }
     if let Some(o) = &event.origin {
-        let strs = [("host", &o.host), ("path", &o.path), ("user", &o.user), ("group", &o.group)];
+        let strs = [
+            ("host", &o.host),
+            ("path", &o.path),
+            ("user", &o.user),
+            ("group", &o.group),
+        ];
         for (k, v) in strs {
             if let Some(v) = v {
                 let _ = write!(out, ",\"{k}\":");
@@ -291,7 +298,12 @@ mod tests {
     use crate::event::Origin;
 
     fn ev(body: &[u8]) -> Event {
-        Event::new(Bytes::copy_from_slice(body), 1_700_000_000_123_456_789, "app".into(), "s".into())
+        Event::new(
+            Bytes::copy_from_slice(body),
+            1_700_000_000_123_456_789,
+            "app".into(),
+            "s".into(),
+        )
     }
 
     #[test]
@@ -347,8 +359,18 @@ mod tests {
         Encoding::LogstashJson.encode(&e, &mut out, false);
         let text = String::from_utf8(out.clone()).unwrap();
         let keys = [
-            "\"path\"", "\"pid\"", "\"uid\"", "\"gid\"", "\"@message\"", "\"@timestamp\"",
-            "\"user\"", "\"group\"", "\"command\"", "\"@version\"", "\"@fields\"", "\"@tags\"",
+            "\"path\"",
+            "\"pid\"",
+            "\"uid\"",
+            "\"gid\"",
+            "\"@message\"",
+            "\"@timestamp\"",
+            "\"user\"",
+            "\"group\"",
+            "\"command\"",
+            "\"@version\"",
+            "\"@fields\"",
+            "\"@tags\"",
         ];
         let positions: Vec<usize> = keys.iter().map(|k| text.find(k).unwrap()).collect();
         assert!(positions.windows(2).all(|w| w[0] < w[1]), "{text}");
@@ -370,7 +392,10 @@ mod tests {
         let v = rmpv::decode::read_value(&mut &out[..]).unwrap();
         let arr = v.as_array().unwrap();
         assert_eq!(arr[0].as_str(), Some("app"));
-        assert_eq!(arr[1], Value::Ext(0, vec![0x65, 0x53, 0xf1, 0x00, 0x07, 0x5b, 0xcd, 0x15]));
+        assert_eq!(
+            arr[1],
+            Value::Ext(0, vec![0x65, 0x53, 0xf1, 0x00, 0x07, 0x5b, 0xcd, 0x15])
+        );
         assert_eq!(arr[2].as_map().unwrap()[0].1.as_str(), Some("hi"));
     }
 }

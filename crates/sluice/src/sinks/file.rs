@@ -67,10 +67,16 @@ impl Validate for FileSinkConfig {
             v.error("path", e);
         }
         if self.rotate_bytes == Some(0) {
-            v.error("rotate_bytes", "must be at least 1 (or absent for no size rotation)");
+            v.error(
+                "rotate_bytes",
+                "must be at least 1 (or absent for no size rotation)",
+            );
         }
         if self.rotate_secs == Some(0) {
-            v.error("rotate_secs", "must be at least 1 (or absent for no time rotation)");
+            v.error(
+                "rotate_secs",
+                "must be at least 1 (or absent for no time rotation)",
+            );
         }
     }
 }
@@ -123,7 +129,10 @@ impl Stream {
         let file = OpenOptions::new().create(true).append(true).open(path)?;
         Ok(match compression {
             Compression::None => Stream::Plain(file),
-            Compression::Gzip => Stream::Gzip(flate2::write::GzEncoder::new(file, flate2::Compression::default())),
+            Compression::Gzip => Stream::Gzip(flate2::write::GzEncoder::new(
+                file,
+                flate2::Compression::default(),
+            )),
             Compression::Zstd => Stream::Zstd(zstd::stream::write::Encoder::new(file, 3)?),
         })
     }
@@ -199,7 +208,12 @@ struct Writer {
 }
 
 impl Writer {
-    fn new(config: FileSinkConfig, template: Template, encoding: Encoding, counters: Arc<Counters>) -> Self {
+    fn new(
+        config: FileSinkConfig,
+        template: Template,
+        encoding: Encoding,
+        counters: Arc<Counters>,
+    ) -> Self {
         Writer {
             config,
             template,
@@ -212,7 +226,11 @@ impl Writer {
         }
     }
 
-    fn run(&mut self, mut cx: SinkContext, handle: &tokio::runtime::Handle) -> Result<(), ComponentError> {
+    fn run(
+        &mut self,
+        mut cx: SinkContext,
+        handle: &tokio::runtime::Handle,
+    ) -> Result<(), ComponentError> {
         let mut group: Vec<EventBatch> = Vec::new();
         let mut tick = Instant::now();
         loop {
@@ -291,7 +309,10 @@ impl Writer {
             }
             Err(e) => {
                 Counters::add(&self.counters.errors, events);
-                if self.failing_since.is_none_or(|t| t.elapsed() > Duration::from_secs(10)) {
+                if self
+                    .failing_since
+                    .is_none_or(|t| t.elapsed() > Duration::from_secs(10))
+                {
                     error!(error = %e, events, "Writing failed; events lost for this sink.");
                     self.failing_since = Some(Instant::now());
                 }
@@ -350,7 +371,9 @@ impl Writer {
         if self.template.uses_fields() {
             return false;
         }
-        let Some((tag, src, tenant, sec, _)) = &self.cache else { return false };
+        let Some((tag, src, tenant, sec, _)) = &self.cache else {
+            return false;
+        };
         **tag == *e.tag
             && **src == *e.source
             && tenant.as_deref() == e.tenant.as_deref()
@@ -367,22 +390,41 @@ impl Writer {
         self.template.render(e, &mut self.scratch);
         let path = PathBuf::from(&self.scratch);
         let second = e.time_ns.div_euclid(1_000_000_000);
-        self.cache = Some((e.tag.clone(), e.source.clone(), e.tenant.clone(), second, path.clone()));
+        self.cache = Some((
+            e.tag.clone(),
+            e.source.clone(),
+            e.tenant.clone(),
+            second,
+            path.clone(),
+        ));
         path
     }
 
     fn open(&mut self, path: PathBuf) -> std::io::Result<&mut OpenFile> {
         if self.files.len() >= MAX_OPEN_FILES {
-            let oldest = self.files.iter().min_by_key(|(_, f)| f.last_write).map(|(p, _)| p.clone());
+            let oldest = self
+                .files
+                .iter()
+                .min_by_key(|(_, f)| f.last_write)
+                .map(|(p, _)| p.clone());
             if let Some(p) = oldest {
                 self.close(&p, "too many open files")?;
             }
         }
-        let stream = Stream::open(&path, self.config.compression)
-            .map_err(|e| std::io::Error::new(e.kind(), format!("opening {}: {e}", path.display())))?;
+        let stream = Stream::open(&path, self.config.compression).map_err(|e| {
+            std::io::Error::new(e.kind(), format!("opening {}: {e}", path.display()))
+        })?;
         let written = stream.file().metadata().map(|m| m.len()).unwrap_or(0);
         let now = Instant::now();
-        let f = OpenFile { stream, buf: Vec::with_capacity(WRITE_CHUNK), written, opened: now, last_write: now, unflushed: false, dirty: false };
+        let f = OpenFile {
+            stream,
+            buf: Vec::with_capacity(WRITE_CHUNK),
+            written,
+            opened: now,
+            last_write: now,
+            unflushed: false,
+            dirty: false,
+        };
         Ok(self.files.entry(path).or_insert(f))
     }
 
@@ -395,7 +437,10 @@ impl Writer {
                 f.last_write = now;
             }
             if sync {
-                f.stream.file().sync_data().map_err(|e| with_path(e, "syncing", path))?;
+                f.stream
+                    .file()
+                    .sync_data()
+                    .map_err(|e| with_path(e, "syncing", path))?;
                 f.dirty = false;
             }
         }
@@ -406,7 +451,9 @@ impl Writer {
         if let Some(mut f) = self.files.remove(path) {
             f.written += f.buf.len() as u64;
             f.flush().map_err(|e| with_path(e, "writing", path))?;
-            f.stream.close().map_err(|e| with_path(e, "closing", path))?;
+            f.stream
+                .close()
+                .map_err(|e| with_path(e, "closing", path))?;
             tracing::debug!(path = %path.display(), why, "File closed.");
         }
         Ok(())
@@ -437,7 +484,11 @@ impl Writer {
             })
             .collect();
         for (p, rotate) in paths {
-            let r = if rotate { self.rotate(&p) } else { self.close(&p, "idle") };
+            let r = if rotate {
+                self.rotate(&p)
+            } else {
+                self.close(&p, "idle")
+            };
             if let Err(e) = r {
                 warn!(error = %e, "File housekeeping failed.");
             }
@@ -480,10 +531,19 @@ mod tests {
     fn rotated_names_keep_compression_extension_last() {
         let dir = tempfile::tempdir().unwrap();
         let p = dir.path().join("app.log.gz");
-        assert_eq!(next_rotated_name(&p, Compression::Gzip), dir.path().join("app.log.1.gz"));
+        assert_eq!(
+            next_rotated_name(&p, Compression::Gzip),
+            dir.path().join("app.log.1.gz")
+        );
         std::fs::write(dir.path().join("app.log.1.gz"), b"").unwrap();
-        assert_eq!(next_rotated_name(&p, Compression::Gzip), dir.path().join("app.log.2.gz"));
+        assert_eq!(
+            next_rotated_name(&p, Compression::Gzip),
+            dir.path().join("app.log.2.gz")
+        );
         let p = dir.path().join("plain.log");
-        assert_eq!(next_rotated_name(&p, Compression::None), dir.path().join("plain.log.1"));
+        assert_eq!(
+            next_rotated_name(&p, Compression::None),
+            dir.path().join("plain.log.1")
+        );
     }
 }

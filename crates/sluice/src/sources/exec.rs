@@ -99,7 +99,11 @@ fn spawn(config: &ExecSourceConfig) -> std::io::Result<Child> {
     cmd.args(&config.command[1..])
         .stdin(Stdio::null())
         .stdout(Stdio::piped())
-        .stderr(if config.stderr { Stdio::piped() } else { Stdio::inherit() })
+        .stderr(if config.stderr {
+            Stdio::piped()
+        } else {
+            Stdio::inherit()
+        })
         .kill_on_drop(true);
     cmd.spawn()
 }
@@ -113,7 +117,11 @@ async fn supervise(
 ) -> Result<bool, ComponentError> {
     let pid = child.id();
     info!(command = %cmdline, pid, "Command started.");
-    let origin = Arc::new(Origin { pid, command: Some(cmdline.to_owned()), ..Origin::default() });
+    let origin = Arc::new(Origin {
+        pid,
+        command: Some(cmdline.to_owned()),
+        ..Origin::default()
+    });
     let stdout = child.stdout.take();
     let stderr = child.stderr.take();
     if let Some(out) = &stdout {
@@ -147,7 +155,9 @@ async fn supervise(
     let stopped = cx.shutdown.is_cancelled();
     match (&result, status) {
         (Err(e), _) => warn!(command = %cmdline, error = %e, "Reading command output failed."),
-        (Ok(_), Ok(s)) if s.success() || stopped => info!(command = %cmdline, status = %s, "Command exited."),
+        (Ok(_), Ok(s)) if s.success() || stopped => {
+            info!(command = %cmdline, status = %s, "Command exited.")
+        }
         (Ok(_), Ok(s)) => warn!(command = %cmdline, status = %s, "Command exited with failure."),
         (Ok(_), Err(e)) => warn!(command = %cmdline, error = %e, "Waiting for command failed."),
     }
@@ -162,9 +172,18 @@ async fn read_stream<R: tokio::io::AsyncRead + Unpin>(
     cx: &SourceContext,
     origin: &Arc<Origin>,
 ) -> std::io::Result<ReadEnd> {
-    let Some(mut stream) = stream else { return Ok(ReadEnd::Eof) };
+    let Some(mut stream) = stream else {
+        return Ok(ReadEnd::Eof);
+    };
     let mut framer = LineFramer::new(max_line_bytes);
-    let end = read_lines(&mut stream, &mut framer, cx, Some(origin), Some(&cx.shutdown)).await?;
+    let end = read_lines(
+        &mut stream,
+        &mut framer,
+        cx,
+        Some(origin),
+        Some(&cx.shutdown),
+    )
+    .await?;
     if end == ReadEnd::Stopped {
         read_lines(&mut stream, &mut framer, cx, Some(origin), None).await?;
     }

@@ -39,7 +39,10 @@ impl Validate for PipeSourceConfig {
 fn ensure_fifo(path: &std::path::Path) -> Result<(), ComponentError> {
     match std::fs::symlink_metadata(path) {
         Ok(m) if m.file_type().is_fifo() => Ok(()),
-        Ok(_) => Err(ComponentError::Other(format!("{} exists and is not a FIFO", path.display()))),
+        Ok(_) => Err(ComponentError::Other(format!(
+            "{} exists and is not a FIFO",
+            path.display()
+        ))),
         Err(e) if e.kind() == std::io::ErrorKind::NotFound => {
             let c = std::ffi::CString::new(path.as_os_str().as_encoded_bytes()).map_err(|_| {
                 ComponentError::Other(format!("{}: path contains a NUL byte", path.display()))
@@ -49,16 +52,25 @@ fn ensure_fifo(path: &std::path::Path) -> Result<(), ComponentError> {
             if rc != 0 {
                 let err = std::io::Error::last_os_error();
                 if err.kind() != std::io::ErrorKind::AlreadyExists {
-                    return Err(ComponentError::io(format!("creating FIFO {}", path.display()), err));
+                    return Err(ComponentError::io(
+                        format!("creating FIFO {}", path.display()),
+                        err,
+                    ));
                 }
             }
             Ok(())
         }
-        Err(e) => Err(ComponentError::io(format!("checking {}", path.display()), e)),
+        Err(e) => Err(ComponentError::io(
+            format!("checking {}", path.display()),
+            e,
+        )),
     }
 }
 
-pub(super) async fn build(config: PipeSourceConfig, cx: SourceContext) -> Result<Task, ComponentError> {
+pub(super) async fn build(
+    config: PipeSourceConfig,
+    cx: SourceContext,
+) -> Result<Task, ComponentError> {
     ensure_fifo(&config.path)?;
     let mut rx = tokio::net::unix::pipe::OpenOptions::new()
         .read_write(true)
@@ -70,7 +82,9 @@ pub(super) async fn build(config: PipeSourceConfig, cx: SourceContext) -> Result
         let mut framer = LineFramer::new(config.max_line_bytes);
         read_lines(&mut rx, &mut framer, &cx, None, Some(&cx.shutdown))
             .await
-            .map_err(|e| ComponentError::io(format!("reading FIFO {}", config.path.display()), e))?;
+            .map_err(|e| {
+                ComponentError::io(format!("reading FIFO {}", config.path.display()), e)
+            })?;
         Ok(())
     }))
 }

@@ -46,7 +46,10 @@ impl Output {
     /// An output feeding buffers and routes.
     pub fn from_edges(edges: Vec<Edge>) -> Self {
         let may_block = edges.len() <= 1;
-        Output { edges: edges.into(), may_block }
+        Output {
+            edges: edges.into(),
+            may_block,
+        }
     }
 
     /// Whether anything consumes this output.

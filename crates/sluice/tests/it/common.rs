@@ -37,7 +37,11 @@ impl Daemon {
             .stderr(stderr)
             .spawn()
             .expect("start sluice");
-        Daemon { child, dir: dir.to_owned(), stderr_path }
+        Daemon {
+            child,
+            dir: dir.to_owned(),
+            stderr_path,
+        }
     }
 
     /// Send a signal.
@@ -55,7 +59,10 @@ impl Daemon {
             }
             if Instant::now() > deadline {
                 let _ = self.child.kill();
-                panic!("sluice did not exit within {timeout:?}; stderr:\n{}", self.stderr());
+                panic!(
+                    "sluice did not exit within {timeout:?}; stderr:\n{}",
+                    self.stderr()
+                );
             }
             std::thread::sleep(Duration::from_millis(20));
         }
@@ -88,7 +95,10 @@ impl Drop for Daemon {
 pub fn wait_until(timeout: Duration, what: &str, mut cond: impl FnMut() -> bool) {
     let deadline = Instant::now() + timeout;
     while !cond() {
-        assert!(Instant::now() < deadline, "timed out after {timeout:?} waiting for {what}");
+        assert!(
+            Instant::now() < deadline,
+            "timed out after {timeout:?} waiting for {what}"
+        );
         std::thread::sleep(Duration::from_millis(20));
     }
 }

@@ -8,9 +8,17 @@ fn validate(text: &str) -> (i32, String, String) {
     let dir = tempfile::tempdir().unwrap();
     let path = dir.path().join("c.toml");
     std::fs::write(&path, text).unwrap();
-    let out = Command::new(sluice_bin()).args(["validate", "--config"]).arg(&path).output().unwrap();
+    let out = Command::new(sluice_bin())
+        .args(["validate", "--config"])
+        .arg(&path)
+        .output()
+        .unwrap();
     let stderr = String::from_utf8_lossy(&out.stderr).replace(path.to_str().unwrap(), "c.toml");
-    (out.status.code().unwrap_or(-1), stderr, String::from_utf8_lossy(&out.stdout).into_owned())
+    (
+        out.status.code().unwrap_or(-1),
+        stderr,
+        String::from_utf8_lossy(&out.stdout).into_owned(),
+    )
 }
 
 const GOOD: &str = r#"
@@ -34,14 +42,20 @@ fn valid_config_exits_zero() {
 fn unknown_key_has_position_and_suggestion() {
     let (code, err, _) = validate(&GOOD.replace("path =", "pth = \"a\"\npath ="));
     assert_eq!(code, 2);
-    assert_eq!(err.trim(), "c.toml:8:1: sinks.out.pth: unknown key, did you mean `path`?");
+    assert_eq!(
+        err.trim(),
+        "c.toml:8:1: sinks.out.pth: unknown key, did you mean `path`?"
+    );
 }
 
 #[test]
 fn wrong_type_is_reported_at_the_value() {
     let (code, err, _) = validate(&GOOD.replace("command = [\"true\"]", "command = 5"));
     assert_eq!(code, 2);
-    assert!(err.starts_with("c.toml:4:11: sources.gen.command: invalid type"), "{err}");
+    assert!(
+        err.starts_with("c.toml:4:11: sources.gen.command: invalid type"),
+        "{err}"
+    );
 }
 
 #[test]
@@ -56,12 +70,20 @@ fn missing_input_target_is_reported() {
 
 #[test]
 fn duplicate_names_are_reported() {
-    let (code, err, _) = validate(&format!("{GOOD}\n[sinks.gen]\ntype = \"null\"\ninputs = [\"gen\"]\n"));
+    let (code, err, _) = validate(&format!(
+        "{GOOD}\n[sinks.gen]\ntype = \"null\"\ninputs = [\"gen\"]\n"
+    ));
     assert_eq!(code, 2);
-    assert!(err.contains("c.toml:10:1: sinks.gen: name already used by a source"), "{err}");
+    assert!(
+        err.contains("c.toml:10:1: sinks.gen: name already used by a source"),
+        "{err}"
+    );
     let (code, err, _) = validate(&format!("{GOOD}\n[sources.gen]\ntype = \"stdin\"\n"));
     assert_eq!(code, 2);
-    assert!(err.contains("c.toml:10:1: toml: invalid table header: duplicate key `gen`"), "{err}");
+    assert!(
+        err.contains("c.toml:10:1: toml: invalid table header: duplicate key `gen`"),
+        "{err}"
+    );
 }
 
 #[test]
@@ -72,7 +94,10 @@ fn unreadable_file_is_exit_two() {
         .unwrap();
     assert_eq!(out.status.code(), Some(2));
     let err = String::from_utf8_lossy(&out.stderr);
-    assert!(err.starts_with("/nonexistent/sluice.toml:1:1: file: cannot read config"), "{err}");
+    assert!(
+        err.starts_with("/nonexistent/sluice.toml:1:1: file: cannot read config"),
+        "{err}"
+    );
 }
 
 #[test]
@@ -97,17 +122,33 @@ rotate_bytes = 0
     let lines: Vec<&str> = err.lines().collect();
     assert_eq!(lines.len(), 6, "{err}");
     assert!(lines[0].starts_with("c.toml:2:1: config.shutdown_timeout_sec: unknown key"));
-    assert!(lines[1].starts_with("c.toml:6:1: sources.gen.restrat: unknown key, did you mean `restart`?"));
-    assert!(lines[2].starts_with("c.toml:8:8: sinks.out.type: unknown type `fiel`, did you mean `file`?"));
+    assert!(
+        lines[1]
+            .starts_with("c.toml:6:1: sources.gen.restrat: unknown key, did you mean `restart`?")
+    );
+    assert!(
+        lines[2]
+            .starts_with("c.toml:8:8: sinks.out.type: unknown type `fiel`, did you mean `file`?")
+    );
     assert!(lines[3].starts_with("c.toml:9:10: sinks.out.inputs: input `genn` is not a source"));
-    assert!(lines.iter().any(|l| l.contains("sinks.f2.path: unknown placeholder `{tagg}`")), "{err}");
+    assert!(
+        lines
+            .iter()
+            .any(|l| l.contains("sinks.f2.path: unknown placeholder `{tagg}`")),
+        "{err}"
+    );
 }
 
 #[test]
 fn unset_environment_variable_is_an_error_with_default_allowed() {
-    let text = GOOD.replace("/tmp/x", "${SLUICE_IT_UNSET_VAR}/x").replace("[\"true\"]", "[\"${SLUICE_IT_UNSET_2:-true}\"]");
+    let text = GOOD
+        .replace("/tmp/x", "${SLUICE_IT_UNSET_VAR}/x")
+        .replace("[\"true\"]", "[\"${SLUICE_IT_UNSET_2:-true}\"]");
     let (code, err, _) = validate(&text);
     assert_eq!(code, 2);
     assert_eq!(err.lines().count(), 1, "{err}");
-    assert!(err.starts_with("c.toml:8:9: ${SLUICE_IT_UNSET_VAR}: environment variable is not set"), "{err}");
+    assert!(
+        err.starts_with("c.toml:8:9: ${SLUICE_IT_UNSET_VAR}: environment variable is not set"),
+        "{err}"
+    );
 }

@@ -102,9 +102,11 @@ fn stalled_sink_does_not_slow_sibling() {
     );
     let mut d = Daemon::start(dir.path(), &config);
     let fast = dir.path().join("fast.log");
-    wait_until(Duration::from_secs(60), "the healthy sink to get every line", || {
-        file_len(&fast) >= n * 100
-    });
+    wait_until(
+        Duration::from_secs(60),
+        "the healthy sink to get every line",
+        || file_len(&fast) >= n * 100,
+    );
     // The stalled sink cannot drain: the stop deadline cuts it off.
     let _ = d.wait(Duration::from_secs(60));
     assert!(std::fs::read(&fast).unwrap() == lines(n));
@@ -113,7 +115,10 @@ fn stalled_sink_does_not_slow_sibling() {
         .lines()
         .find(|l| l.contains("Counters sinks.stalled"))
         .unwrap_or_else(|| panic!("no counters line for the stalled sink:\n{log}"));
-    assert!(stalled_line.contains("dropped="), "stalled sink shed nothing: {stalled_line}");
+    assert!(
+        stalled_line.contains("dropped="),
+        "stalled sink shed nothing: {stalled_line}"
+    );
 }
 
 #[test]
@@ -148,12 +153,17 @@ fn sigterm_mid_run_loses_no_line_read() {
         })
     };
     let out = dir.path().join("out.log");
-    wait_until(Duration::from_secs(60), "a partial run", || file_len(&out) >= 10_000_000);
+    wait_until(Duration::from_secs(60), "a partial run", || {
+        file_len(&out) >= 10_000_000
+    });
     assert!(d.stop().success(), "{}", d.stderr());
     let _ = writer.join();
     let got = std::fs::read(&out).unwrap();
     assert!(got.len() >= 10_000_000);
     assert_eq!(got.len() % 100, 0, "a partial line was written");
     let n = got.len() as u64 / 100;
-    assert!(got == lines(n), "output is not the gap-free prefix of {n} lines");
+    assert!(
+        got == lines(n),
+        "output is not the gap-free prefix of {n} lines"
+    );
 }
