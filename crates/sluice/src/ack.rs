@@ -153,10 +153,8 @@ impl Clone for AckToken {
 
 impl Drop for AckToken {
     fn drop(&mut self) {
-        if !self.resolved {
-            if let Some(shared) = &self.shared {
-                shared.merge(AckStatus::Errored);
-            }
+        if let (false, Some(shared)) = (self.resolved, &self.shared) {
+            shared.merge(AckStatus::Errored);
         }
     }
 }

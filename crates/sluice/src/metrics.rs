@@ -49,10 +49,12 @@ impl Counters {
     }
 }
 
+type Named = Vec<(String, Arc<Counters>)>;
+
 /// All components' counters, by kind and name.
 #[derive(Debug, Default, Clone)]
 pub struct Registry {
-    inner: Arc<Mutex<Vec<(String, Arc<Counters>)>>>,
+    inner: Arc<Mutex<Named>>,
 }
 
 impl Registry {

@@ -113,10 +113,23 @@ pub fn line_col(text: &str, offset: usize) -> (usize, usize) {
 
 /// Replace `${VAR}` and `${VAR:-default}` with environment values; `$$` is a
 /// literal `$`. Unset variables without a default are errors at their position.
+/// Whole-line comments are left alone, so examples can mention `${SECRET}`.
 pub fn interpolate(text: &str, diag: &mut Diagnostics<'_>) -> String {
     let mut out = String::with_capacity(text.len());
-    let mut rest = text;
-    let mut offset = 0;
+    let mut line_start = 0;
+    for line in text.split_inclusive('\n') {
+        if line.trim_start().starts_with('#') {
+            out.push_str(line);
+        } else {
+            interpolate_line(line, line_start, &mut out, diag);
+        }
+        line_start += line.len();
+    }
+    out
+}
+
+fn interpolate_line(line: &str, mut offset: usize, out: &mut String, diag: &mut Diagnostics<'_>) {
+    let mut rest = line;
     while let Some(i) = rest.find('$') {
         out.push_str(&rest[..i]);
         let after = &rest[i + 1..];
@@ -126,41 +139,39 @@ pub fn interpolate(text: &str, diag: &mut Diagnostics<'_>) -> String {
             rest = stripped;
             continue;
         }
-        if let Some(body) = after.strip_prefix('{') {
-            if let Some(end) = body.find('}') {
-                let inner = &body[..end];
-                let (name, default) = match inner.split_once(":-") {
-                    Some((n, d)) => (n, Some(d)),
-                    None => (inner, None),
-                };
-                let valid =
-                    !name.is_empty() && name.chars().all(|c| c.is_ascii_alphanumeric() || c == '_');
-                if valid {
-                    match (std::env::var(name), default) {
-                        (Ok(v), _) if !v.is_empty() || default.is_none() => out.push_str(&v),
-                        (_, Some(d)) => out.push_str(d),
-                        (Err(_), None) => {
-                            diag.error(
-                                Some(offset + i..offset + i + 1),
-                                format!("${{{name}}}"),
-                                "environment variable is not set (use ${NAME:-default} for a default)",
-                            );
-                        }
-                        (Ok(v), None) => out.push_str(&v),
-                    }
-                    let used = i + 2 + end + 1;
-                    offset += used;
-                    rest = &rest[used..];
-                    continue;
-                }
-            }
+        let reference = after
+            .strip_prefix('{')
+            .and_then(|body| Some((body, body.find('}')?)))
+            .map(|(body, end)| (&body[..end], end))
+            .filter(|(inner, _)| {
+                let name = inner.split_once(":-").map_or(*inner, |(n, _)| n);
+                !name.is_empty() && name.chars().all(|c| c.is_ascii_alphanumeric() || c == '_')
+            });
+        let Some((inner, end)) = reference else {
+            out.push('$');
+            offset += i + 1;
+            rest = after;
+            continue;
+        };
+        let (name, default) = match inner.split_once(":-") {
+            Some((n, d)) => (n, Some(d)),
+            None => (inner, None),
+        };
+        match (std::env::var(name), default) {
+            (Ok(v), _) if !v.is_empty() || default.is_none() => out.push_str(&v),
+            (_, Some(d)) => out.push_str(d),
+            (Err(_), None) => diag.error(
+                Some(offset + i..offset + i + 1),
+                format!("${{{name}}}"),
+                "environment variable is not set (use ${NAME:-default} for a default)",
+            ),
+            (Ok(v), None) => out.push_str(&v),
         }
-        out.push('$');
-        offset += i + 1;
-        rest = after;
+        let used = i + 2 + end + 1;
+        offset += used;
+        rest = &rest[used..];
     }
     out.push_str(rest);
-    out
 }
 
 /// Parse TOML keeping spans; a syntax error is reported and yields `None`.

@@ -195,6 +195,10 @@ impl OpenFile {
     }
 }
 
+/// The last rendered path and what it was rendered from: tag, source, tenant,
+/// second of the event time.
+type PathCache = (Arc<str>, Arc<str>, Option<Arc<str>>, i64, PathBuf);
+
 struct Writer {
     config: FileSinkConfig,
     template: Template,
@@ -202,7 +206,7 @@ struct Writer {
     counters: Arc<Counters>,
     files: HashMap<PathBuf, OpenFile>,
     /// Last rendered path and the event properties it was rendered for.
-    cache: Option<(Arc<str>, Arc<str>, Option<Arc<str>>, i64, PathBuf)>,
+    cache: Option<PathCache>,
     scratch: String,
     failing_since: Option<Instant>,
 }
@@ -381,10 +385,8 @@ impl Writer {
     }
 
     fn path_for(&mut self, e: &Event) -> PathBuf {
-        if self.same_path(e) {
-            if let Some((.., path)) = &self.cache {
-                return path.clone();
-            }
+        if let (true, Some((.., path))) = (self.same_path(e), &self.cache) {
+            return path.clone();
         }
         self.scratch.clear();
         self.template.render(e, &mut self.scratch);
