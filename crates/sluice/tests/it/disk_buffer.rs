@@ -561,3 +561,82 @@ fn wal_unacked(dir: &Path) -> u64 {
         .map(|v| v.trim().parse().unwrap())
         .unwrap_or_else(|| panic!("no unacked line in {out}"))
 }
+
+// ---- Kafka: an outage longer than the buffer can hold. ----
+
+/// The broker is absent while 4 MB of lines go into a 1 MiB disk buffer; then
+/// it comes up. What Kafka holds plus what the counters call dropped is exactly
+/// what was sent, with no duplicate.
+fn kafka_overflow(policy: &str) {
+    use crate::kafka_support::{Broker, Storage, consume, free_port, need_tansu};
+    const N: u64 = 40_000;
+    let bin = need_tansu!();
+    let port = free_port();
+    let dir = tempfile::tempdir().unwrap();
+    let cfg = format!(
+        r#"
+        data_dir = "$DIR/data"
+        shutdown_timeout_secs = 20
+        [sources.p]
+        type = "pipe"
+        path = "$DIR/in.fifo"
+        [sinks.f]
+        type = "kafka"
+        inputs = ["p"]
+        brokers = "127.0.0.1:{port}"
+        topic = "overflow"
+        create_topics = {{ partitions = 1, replication_factor = 1 }}
+        [sinks.f.librdkafka]
+        "reconnect.backoff.max.ms" = 500
+        [sinks.f.buffer]
+        type = "disk"
+        max_bytes = 1048576
+        when_full = "{policy}"
+        "#
+    );
+    let mut d = Daemon::start(dir.path(), &cfg);
+    feed(dir.path(), 0, N);
+    std::thread::sleep(Duration::from_secs(1));
+    let mut broker = Broker::new(&bin, port, Storage::Memory);
+    broker.start_process();
+    let bdir = buffer_dir(dir.path());
+    wait_until(Duration::from_secs(60), "the buffer to drain", || {
+        wal_unacked(&bdir) == 0
+    });
+    assert!(d.stop().success(), "{}", d.stderr());
+    let log = d.stderr();
+    let dropped = closed_counter(&log, "dropped_events");
+    assert!(dropped > 0, "the outage must overflow the buffer:\n{log}");
+    let recs = consume(
+        &broker.addr(),
+        &["overflow"],
+        (N - dropped) as usize,
+        Duration::from_secs(10),
+    );
+    let got: Vec<u64> = recs
+        .iter()
+        .map(|r| std::str::from_utf8(&r.value).unwrap().parse().unwrap())
+        .collect();
+    let unique: HashSet<u64> = got.iter().copied().collect();
+    assert_eq!(unique.len(), got.len(), "no duplicates");
+    assert!(unique.iter().all(|&i| i < N));
+    assert_eq!(
+        got.len() as u64 + dropped,
+        N,
+        "in Kafka + dropped = sent ({policy})"
+    );
+    match policy {
+        "drop_newest" => assert!(unique.contains(&0)),
+        _ => assert!(unique.contains(&(N - 1))),
+    }
+}
+
+#[test]
+fn kafka_outage_longer_than_the_buffer_drop_newest_counts_exactly() {
+    kafka_overflow("drop_newest");
+}
+
+#[test]
+fn kafka_outage_longer_than_the_buffer_drop_oldest_counts_exactly() {
+    kafka_overflow("drop_oldest");
+}
