@@ -87,8 +87,9 @@ fn buffer_handoff(c: &mut Criterion) {
                 tx.send(EventBatch::new(batch.clone(), AckToken::none()), true)
                     .await;
                 let got = rx.recv().await.unwrap();
+                let n = got.len();
                 got.ack.resolve(sluice::ack::AckStatus::Delivered);
-                black_box(got.len())
+                black_box(n)
             })
         })
     });
