@@ -182,6 +182,14 @@ impl CaptureConfig {
     }
 }
 
+/// Checks an include/exclude pattern as [`Capture::mount`] will parse it, so that a
+/// configuration can be validated without mounting anything.
+pub fn check_glob(pattern: &str) -> Result<(), String> {
+    globset::Glob::new(pattern)
+        .map(drop)
+        .map_err(|e| e.kind().to_string())
+}
+
 /// Entry point: `Capture::mount(config)`.
 #[derive(Debug)]
 pub struct Capture;

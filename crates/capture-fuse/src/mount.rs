@@ -251,14 +251,16 @@ enum Probe {
     Hung,
 }
 
-/// `lstat` the path from a helper thread so that a hung FUSE daemon cannot hang us.
+/// `statfs` the path from a helper thread so that a hung FUSE daemon cannot hang us.
+/// Not `lstat`: the kernel answers that from cached attributes for up to the attribute
+/// TTL after the daemon died, whereas every `statfs` is a request to the daemon.
 fn probe(path: &Path) -> Probe {
     let (tx, rx) = crossbeam_channel::bounded(1);
     let p = path.to_path_buf();
     let spawned = std::thread::Builder::new()
         .name("sluice-probe".into())
         .spawn(move || {
-            let _ = tx.send(std::fs::symlink_metadata(&p));
+            let _ = tx.send(rustix::fs::statfs(&p).map_err(io::Error::from));
         });
     if let Err(e) = spawned {
         return Probe::Failed(e);

@@ -25,6 +25,7 @@ use crate::route::{RouteConfig, RouteKind};
 use crate::sinks::file::FileSinkConfig;
 use crate::sinks::kafka::KafkaSinkConfig;
 use crate::sources::exec::ExecSourceConfig;
+use crate::sources::fuse::FuseSourceConfig;
 use crate::sources::pipe::PipeSourceConfig;
 use crate::sources::stdin::StdinSourceConfig;
 
@@ -94,9 +95,11 @@ pub enum SourceKind {
     Exec(ExecSourceConfig),
     /// Lines from a named FIFO.
     Pipe(PipeSourceConfig),
+    /// Writes captured through a FUSE mount over watched directories.
+    Fuse(FuseSourceConfig),
 }
 
-const SOURCE_TYPES: &[&str] = &["stdin", "exec", "pipe"];
+const SOURCE_TYPES: &[&str] = &["stdin", "exec", "pipe", "fuse"];
 
 impl SourceKind {
     fn fields(ty: &str) -> &'static [&'static str] {
@@ -104,6 +107,7 @@ impl SourceKind {
             "stdin" => struct_fields::<StdinSourceConfig>(),
             "exec" => struct_fields::<ExecSourceConfig>(),
             "pipe" => struct_fields::<PipeSourceConfig>(),
+            "fuse" => struct_fields::<FuseSourceConfig>(),
             _ => &[],
         }
     }
@@ -113,6 +117,7 @@ impl SourceKind {
             "stdin" => SourceKind::Stdin(deserialize(item, path, Some(t), d)?),
             "exec" => SourceKind::Exec(deserialize(item, path, Some(t), d)?),
             "pipe" => SourceKind::Pipe(deserialize(item, path, Some(t), d)?),
+            "fuse" => SourceKind::Fuse(deserialize(item, path, Some(t), d)?),
             _ => return None,
         })
     }
@@ -122,6 +127,7 @@ impl SourceKind {
             SourceKind::Stdin(c) => c.validate(v),
             SourceKind::Exec(c) => c.validate(v),
             SourceKind::Pipe(c) => c.validate(v),
+            SourceKind::Fuse(c) => c.validate(v),
         }
     }
 
@@ -131,6 +137,7 @@ impl SourceKind {
             SourceKind::Stdin(_) => "stdin",
             SourceKind::Exec(_) => "exec",
             SourceKind::Pipe(_) => "pipe",
+            SourceKind::Fuse(_) => "fuse",
         }
     }
 }
@@ -543,6 +550,7 @@ fn check_conflicts(root: &Table, sources: &[SourceConfig], sinks: &[SinkConfig],
             _ => {}
         }
     }
+    check_fuse_dirs(root, sources, d);
     let mut templates: HashSet<&str> = HashSet::new();
     for s in sinks {
         if let SinkKind::File(f) = &s.kind {
@@ -550,6 +558,24 @@ fn check_conflicts(root: &Table, sources: &[SourceConfig], sinks: &[SinkConfig],
                 let span = root.get("sinks").and_then(|t| t.get(&s.name)).and_then(Item::span);
                 d.error(span, format!("sinks.{}.path", s.name), "another file sink writes the same path");
             }
+        }
+    }
+}
+
+/// Fuse sources: one directory captured once (mounts over the same or nested
+/// directories would capture writes twice, or be refused at start).
+fn check_fuse_dirs(root: &Table, sources: &[SourceConfig], d: &mut Diagnostics<'_>) {
+    let mut seen: Vec<(&Path, &str)> = Vec::new();
+    for s in sources {
+        let SourceKind::Fuse(f) = &s.kind else { continue };
+        let span = root.get("sources").and_then(|t| t.get(&s.name)).and_then(Item::span);
+        for dir in &f.directories {
+            let clash = seen.iter().find(|(o, n)| *n != s.name && (dir.starts_with(o) || o.starts_with(dir)));
+            if let Some((o, n)) = clash {
+                let msg = format!("{} overlaps {} of fuse source `{n}`", dir.display(), o.display());
+                d.error(span.clone(), format!("sources.{}.directories", s.name), msg);
+            }
+            seen.push((dir, &s.name));
         }
     }
 }
