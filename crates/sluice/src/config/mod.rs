@@ -23,8 +23,10 @@ use crate::buffer::{DEFAULT_MAX_EVENTS, WhenFull};
 use crate::encoding::Encoding;
 use crate::route::{RouteConfig, RouteKind};
 use crate::sinks::file::FileSinkConfig;
+use crate::sinks::forward::ForwardSinkConfig;
 use crate::sinks::kafka::KafkaSinkConfig;
 use crate::sources::exec::ExecSourceConfig;
+use crate::sources::forward::ForwardSourceConfig;
 use crate::sources::fuse::FuseSourceConfig;
 use crate::sources::pipe::PipeSourceConfig;
 use crate::sources::stdin::StdinSourceConfig;
@@ -97,9 +99,11 @@ pub enum SourceKind {
     Pipe(PipeSourceConfig),
     /// Writes captured through a FUSE mount over watched directories.
     Fuse(FuseSourceConfig),
+    /// Fluentd forward protocol server.
+    Forward(ForwardSourceConfig),
 }
 
-const SOURCE_TYPES: &[&str] = &["stdin", "exec", "pipe", "fuse"];
+const SOURCE_TYPES: &[&str] = &["stdin", "exec", "pipe", "forward", "fuse"];
 
 impl SourceKind {
     fn fields(ty: &str) -> &'static [&'static str] {
@@ -108,6 +112,7 @@ impl SourceKind {
             "exec" => struct_fields::<ExecSourceConfig>(),
             "pipe" => struct_fields::<PipeSourceConfig>(),
             "fuse" => struct_fields::<FuseSourceConfig>(),
+            "forward" => struct_fields::<ForwardSourceConfig>(),
             _ => &[],
         }
     }
@@ -118,6 +123,7 @@ impl SourceKind {
             "exec" => SourceKind::Exec(deserialize(item, path, Some(t), d)?),
             "pipe" => SourceKind::Pipe(deserialize(item, path, Some(t), d)?),
             "fuse" => SourceKind::Fuse(deserialize(item, path, Some(t), d)?),
+            "forward" => SourceKind::Forward(deserialize(item, path, Some(t), d)?),
             _ => return None,
         })
     }
@@ -128,6 +134,7 @@ impl SourceKind {
             SourceKind::Exec(c) => c.validate(v),
             SourceKind::Pipe(c) => c.validate(v),
             SourceKind::Fuse(c) => c.validate(v),
+            SourceKind::Forward(c) => c.validate(v),
         }
     }
 
@@ -138,6 +145,7 @@ impl SourceKind {
             SourceKind::Exec(_) => "exec",
             SourceKind::Pipe(_) => "pipe",
             SourceKind::Fuse(_) => "fuse",
+            SourceKind::Forward(_) => "forward",
         }
     }
 }
@@ -246,19 +254,22 @@ pub enum SinkKind {
     File(FileSinkConfig),
     /// Records produced to Kafka topics.
     Kafka(KafkaSinkConfig),
+    /// Fluentd forward protocol client.
+    Forward(ForwardSinkConfig),
 }
 
 /// A kind without options of its own.
 #[derive(Debug, Clone, PartialEq, Eq, Deserialize, Default)]
 pub struct NoOptions {}
 
-const SINK_TYPES: &[&str] = &["stdout", "null", "file", "kafka"];
+const SINK_TYPES: &[&str] = &["stdout", "null", "file", "kafka", "forward"];
 
 impl SinkKind {
     fn fields(ty: &str) -> &'static [&'static str] {
         match ty {
             "file" => struct_fields::<FileSinkConfig>(),
             "kafka" => struct_fields::<KafkaSinkConfig>(),
+            "forward" => struct_fields::<ForwardSinkConfig>(),
             _ => &[],
         }
     }
@@ -269,6 +280,7 @@ impl SinkKind {
             "null" => SinkKind::Null(NoOptions {}),
             "file" => SinkKind::File(deserialize(item, path, Some(t), d)?),
             "kafka" => SinkKind::Kafka(deserialize(item, path, Some(t), d)?),
+            "forward" => SinkKind::Forward(deserialize(item, path, Some(t), d)?),
             _ => return None,
         })
     }
@@ -277,6 +289,7 @@ impl SinkKind {
         match self {
             SinkKind::File(c) => c.validate(v),
             SinkKind::Kafka(c) => c.validate(v),
+            SinkKind::Forward(c) => c.validate(v),
             SinkKind::Stdout(_) | SinkKind::Null(_) => {}
         }
     }
@@ -288,6 +301,7 @@ impl SinkKind {
             SinkKind::Null(_) => "null",
             SinkKind::File(_) => "file",
             SinkKind::Kafka(_) => "kafka",
+            SinkKind::Forward(_) => "forward",
         }
     }
 }
@@ -536,6 +550,7 @@ fn read_family<T>(
 fn check_conflicts(root: &Table, sources: &[SourceConfig], sinks: &[SinkConfig], d: &mut Diagnostics<'_>) {
     let mut seen: HashSet<PathBuf> = HashSet::new();
     let mut stdin_seen = false;
+    let mut addresses: HashSet<&str> = HashSet::new();
     for s in sources {
         let span = root.get("sources").and_then(|t| t.get(&s.name)).and_then(Item::span);
         match &s.kind {
@@ -543,6 +558,11 @@ fn check_conflicts(root: &Table, sources: &[SourceConfig], sinks: &[SinkConfig],
                 span,
                 format!("sources.{}.path", s.name),
                 format!("another source already reads {}", p.path.display()),
+            ),
+            SourceKind::Forward(f) if !addresses.insert(&f.address) => d.error(
+                span,
+                format!("sources.{}.address", s.name),
+                format!("another source already listens on {}", f.address),
             ),
             SourceKind::Stdin(_) if std::mem::replace(&mut stdin_seen, true) => {
                 d.error(span, format!("sources.{}", s.name), "only one stdin source may exist")
@@ -553,11 +573,11 @@ fn check_conflicts(root: &Table, sources: &[SourceConfig], sinks: &[SinkConfig],
     check_fuse_dirs(root, sources, d);
     let mut templates: HashSet<&str> = HashSet::new();
     for s in sinks {
-        if let SinkKind::File(f) = &s.kind {
-            if !templates.insert(&f.path) {
-                let span = root.get("sinks").and_then(|t| t.get(&s.name)).and_then(Item::span);
-                d.error(span, format!("sinks.{}.path", s.name), "another file sink writes the same path");
-            }
+        if let SinkKind::File(f) = &s.kind
+            && !templates.insert(&f.path)
+        {
+            let span = root.get("sinks").and_then(|t| t.get(&s.name)).and_then(Item::span);
+            d.error(span, format!("sinks.{}.path", s.name), "another file sink writes the same path");
         }
     }
 }

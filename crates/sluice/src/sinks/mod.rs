@@ -5,6 +5,7 @@
 //! where the guarantee says (written and, for tracked batches, fsynced for files).
 
 pub mod file;
+pub mod forward;
 pub mod kafka;
 
 use std::io::Write;
@@ -23,6 +24,7 @@ pub async fn build(config: &SinkConfig, cx: SinkContext) -> Result<Task, Compone
         SinkKind::Null(_) => Ok(Box::pin(null(cx))),
         SinkKind::File(c) => file::build(c.clone(), encoding, cx),
         SinkKind::Kafka(c) => kafka::build(c.clone(), encoding, cx),
+        SinkKind::Forward(c) => forward::build(c.clone(), cx),
     }
 }
 

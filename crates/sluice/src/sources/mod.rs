@@ -6,6 +6,7 @@
 //! [`AckToken::none`]; what sinks deliver or drop is counted there.
 
 pub mod exec;
+pub mod forward;
 pub mod fuse;
 pub mod pipe;
 pub mod stdin;
@@ -29,6 +30,7 @@ pub async fn build(config: &SourceConfig, cx: SourceContext) -> Result<Task, Com
         SourceKind::Exec(c) => exec::build(c.clone(), cx),
         SourceKind::Pipe(c) => pipe::build(c.clone(), cx).await,
         SourceKind::Fuse(c) => fuse::build(c.clone(), cx).await,
+        SourceKind::Forward(c) => forward::build(c.clone(), cx).await,
     }
 }
 

@@ -4,6 +4,7 @@
 mod common;
 mod config_errors;
 mod disk_buffer;
+mod forward;
 mod fuse;
 mod lines;
 mod kafka;

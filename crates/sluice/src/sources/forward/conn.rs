@@ -1,0 +1,527 @@
+//! One forward connection: TLS accept, the read loop (decode, handshake, emit) and
+//! the ordered ack writer.
+//!
+//! Reader and writer are separate tasks joined by a bounded queue of [`Reply`]s in
+//! request order. The reader pushes the pending ack of a chunked request *before*
+//! emitting its batch, so at most [`MAX_INFLIGHT_CHUNKS`] chunks per connection wait
+//! for delivery; when the queue is full the reader stops reading (the client feels
+//! TCP backpressure). The writer awaits each ack receiver in turn and writes the
+//! ack only on `Delivered`; on any other outcome, a write error or a write that does
+//! not finish within [`WRITE_TIMEOUT`], it closes the connection (the client then
+//! resends what it has not seen acknowledged).
+//!
+//! The connection slot (a `max_connections` permit) is held until the writer is
+//! done, i.e. until the socket is really closed.
+
+use std::net::SocketAddr;
+use std::sync::Arc;
+use std::sync::atomic::{AtomicUsize, Ordering::Relaxed};
+use std::time::Duration;
+
+use bytes::{Bytes, BytesMut};
+use proto::forward::handshake::{self, Helo, PingRejection, Pong};
+use proto::forward::{DecodeError, Decoder, Entry, EventFrame, Request};
+use tokio::io::{AsyncRead, AsyncReadExt, AsyncWrite, AsyncWriteExt};
+use tokio::net::TcpStream;
+use tokio::sync::{OwnedSemaphorePermit, mpsc};
+use tokio::time::Instant;
+use tokio_util::sync::CancellationToken;
+use tracing::{Instrument, debug, warn};
+
+use super::{Common, Server};
+use crate::ack::{AckReceiver, AckStatus, AckToken};
+use crate::event::{Event, EventBatch, Fields, Origin, Value, now_ns};
+use crate::metrics::Counters;
+
+/// Chunks of one connection that may wait for their ack at once. Fluentd and Fluent
+/// Bit clients keep one; sluice's own sink keeps up to its window (default 8). A
+/// request beyond this waits in the socket, so a connection holds at most this many
+/// batches in the pipeline.
+pub(crate) const MAX_INFLIGHT_CHUNKS: usize = 16;
+/// A write (HELO, PONG, an ack) that does not complete in this long closes the
+/// connection: the peer is not reading.
+const WRITE_TIMEOUT: Duration = Duration::from_secs(30);
+/// TLS handshakes must finish within this (or the idle timeout, if shorter).
+const TLS_HANDSHAKE_TIMEOUT: Duration = Duration::from_secs(10);
+/// Read buffer of an idle connection: small, so thousands of them cost little.
+const INITIAL_BUFFER: usize = 4 << 10;
+/// Largest read asked for at once while a request is being assembled.
+const MAX_READ: usize = 1 << 20;
+/// A buffer grown past this by a large request is released once it is drained.
+const KEEP_BUFFER: usize = 2 << 20;
+
+/// What the writer sends, in request order.
+enum Reply {
+    /// Bytes to write as they are (HELO, PONG, ack of a request without events).
+    Now(Bytes),
+    /// An ack to write once the batch is delivered.
+    Ack(Bytes, AckReceiver),
+    /// Close after everything before it was written (failed handshake).
+    Close,
+}
+
+/// Why the read loop ended.
+enum End {
+    /// Client closed, stop requested, writer gone, idle: nothing to report.
+    Quiet,
+    /// Bad input: logged once, counted.
+    Bad,
+}
+
+pub(super) async fn handle(
+    server: Arc<Server>,
+    socket: TcpStream,
+    peer: SocketAddr,
+    permit: OwnedSemaphorePermit,
+) {
+    let _ = socket.set_nodelay(true);
+    match &server.tls {
+        None => serve(server, socket, peer, permit).await,
+        Some(acceptor) => {
+            let limit = TLS_HANDSHAKE_TIMEOUT.min(server.idle_timeout);
+            let stop = server.cx.shutdown.clone();
+            let accepted = tokio::select! {
+                _ = stop.cancelled() => return,
+                r = tokio::time::timeout(limit, acceptor.accept(socket)) => r,
+            };
+            match accepted {
+                Ok(Ok(stream)) => serve(server, stream, peer, permit).await,
+                Ok(Err(e)) => {
+                    server.common.stats.tls_failures.fetch_add(1, Relaxed);
+                    Counters::add(&server.cx.counters.errors, 1);
+                    if let Some(suppressed) = server.common.log_limit.allow() {
+                        warn!(peer = %peer, error = %e, suppressed, "TLS handshake failed; connection closed.");
+                    }
+                }
+                Err(_) => {
+                    server.common.stats.tls_failures.fetch_add(1, Relaxed);
+                    debug!(peer = %peer, "TLS handshake timed out; connection closed.");
+                }
+            }
+        }
+    }
+}
+
+async fn serve<S>(server: Arc<Server>, stream: S, peer: SocketAddr, permit: OwnedSemaphorePermit)
+where
+    S: AsyncRead + AsyncWrite + Send + 'static,
+{
+    let (rd, wr) = tokio::io::split(stream);
+    let (tx, rx) = mpsc::channel(MAX_INFLIGHT_CHUNKS);
+    let writer_done = CancellationToken::new();
+    let pending = Arc::new(AtomicUsize::new(0));
+    let writer = Writer {
+        common: server.common.clone(),
+        peer,
+        pending: pending.clone(),
+        done: writer_done.clone(),
+    };
+    // The writer outlives the reader: acks of batches already emitted are still
+    // written while sinks drain at shutdown. It holds the connection slot.
+    tokio::spawn(
+        async move {
+            writer.run(wr, rx).await;
+            drop(permit);
+        }
+        .in_current_span(),
+    );
+    let origin = Arc::new(Origin {
+        host: Some(peer.ip().to_string()),
+        ..Origin::default()
+    });
+    let mut reader = Reader {
+        server,
+        peer,
+        origin,
+        tx,
+        pending,
+        writer_done,
+        helo: None,
+        authenticated: false,
+    };
+    if let End::Bad = reader.run(rd).await {
+        debug!("Connection closed after bad input.");
+    }
+}
+
+struct Reader {
+    server: Arc<Server>,
+    peer: SocketAddr,
+    origin: Arc<Origin>,
+    tx: mpsc::Sender<Reply>,
+    /// Replies queued and not yet written (or abandoned) by the writer.
+    pending: Arc<AtomicUsize>,
+    writer_done: CancellationToken,
+    helo: Option<Helo>,
+    authenticated: bool,
+}
+
+impl Reader {
+    async fn run<R: AsyncRead + Unpin>(&mut self, mut rd: R) -> End {
+        let server = self.server.clone();
+        if server.auth.is_some() {
+            let helo = Helo::generate(
+                server.auth.as_ref().is_some_and(|a| !a.users.is_empty()),
+                true,
+            );
+            if !self.reply(Reply::Now(helo.encode())).await {
+                return End::Quiet;
+            }
+            self.helo = Some(helo);
+        } else {
+            self.authenticated = true;
+        }
+        let mut decoder = Decoder::new(server.limits.clone());
+        let mut buf = BytesMut::with_capacity(INITIAL_BUFFER);
+        let idle = server.idle_timeout;
+        let stop = server.cx.shutdown.clone();
+        // When the request now in the buffer began to arrive (slowloris bound), and
+        // when the last bytes came (idle bound).
+        let mut request_started: Option<Instant> = None;
+        let mut last_read = Instant::now();
+        let deadline = tokio::time::sleep(idle);
+        tokio::pin!(deadline);
+        loop {
+            // Every complete request in the buffer first.
+            loop {
+                match decoder.decode(&mut buf) {
+                    Ok(None) => break,
+                    Ok(Some(request)) => {
+                        if let Some(end) = self.request(request).await {
+                            return end;
+                        }
+                    }
+                    Err(e) => return self.bad_request(&e).await,
+                }
+            }
+            if buf.is_empty() {
+                request_started = None;
+                if buf.capacity() > KEEP_BUFFER {
+                    buf = BytesMut::with_capacity(INITIAL_BUFFER);
+                }
+            } else if request_started.is_none() {
+                request_started = Some(last_read);
+            }
+            deadline
+                .as_mut()
+                .reset(request_started.unwrap_or(last_read) + idle);
+            // The decoder only answers "need more" while the request fits
+            // max_frame_bytes, so the buffer stays below that plus one read.
+            let want = buf.len().clamp(INITIAL_BUFFER, MAX_READ);
+            buf.reserve(want);
+            let read = tokio::select! {
+                biased;
+                _ = stop.cancelled() => return End::Quiet,
+                _ = self.writer_done.cancelled() => return End::Quiet,
+                r = rd.read_buf(&mut buf) => r,
+                _ = &mut deadline => {
+                    if request_started.is_some() {
+                        server.common.stats.idle_closed.fetch_add(1, Relaxed);
+                        Counters::add(&server.cx.counters.errors, 1);
+                        if let Some(suppressed) = server.common.log_limit.allow() {
+                            warn!(peer = %self.peer, buffered = buf.len(), idle_timeout_secs = idle.as_secs(), suppressed,
+                                "Request not complete within the idle timeout; connection closed.");
+                        }
+                        return End::Bad;
+                    }
+                    if self.pending.load(Relaxed) > 0 {
+                        // Quiet because it waits for acks: not idle.
+                        last_read = Instant::now();
+                        continue;
+                    }
+                    server.common.stats.idle_closed.fetch_add(1, Relaxed);
+                    debug!(idle_timeout_secs = idle.as_secs(), "Idle connection closed.");
+                    return End::Quiet;
+                }
+            };
+            match read {
+                Ok(0) => {
+                    return match decoder.decode_eof(&mut buf) {
+                        Ok(_) => End::Quiet,
+                        Err(e) => self.bad_request(&e).await,
+                    };
+                }
+                Ok(n) => {
+                    Counters::add(&server.cx.counters.bytes_in, n);
+                    last_read = Instant::now();
+                }
+                Err(e) => {
+                    debug!(error = %e, "Read failed; connection closed.");
+                    return End::Quiet;
+                }
+            }
+        }
+    }
+
+    /// Queue a reply for the writer; false if the writer is gone.
+    async fn reply(&self, reply: Reply) -> bool {
+        self.pending.fetch_add(1, Relaxed);
+        let sent = tokio::select! {
+            r = self.tx.send(reply) => r.is_ok(),
+            _ = self.writer_done.cancelled() => false,
+        };
+        if !sent {
+            self.pending.fetch_sub(1, Relaxed);
+        }
+        sent
+    }
+
+    /// Handle one decoded request; `Some` ends the connection.
+    async fn request(&mut self, request: Request) -> Option<End> {
+        match request {
+            Request::Ping(ping) => {
+                let server = self.server.clone();
+                let helo = self.helo.clone();
+                let (Some(auth), Some(helo), false) = (&server.auth, &helo, self.authenticated)
+                else {
+                    return Some(self.refuse("PING outside a handshake").await);
+                };
+                match handshake::verify_ping(&ping, helo, &auth.shared_key, &auth.users) {
+                    Ok(()) => {
+                        let pong = Pong::accept(&ping, helo, &auth.hostname, &auth.shared_key);
+                        self.authenticated = true;
+                        debug!(client = %ping.hostname.escape_ascii(), "Handshake done.");
+                        if !self.reply(Reply::Now(pong.encode())).await {
+                            return Some(End::Quiet);
+                        }
+                        None
+                    }
+                    Err(rejection) => {
+                        server.common.stats.auth_failures.fetch_add(1, Relaxed);
+                        Counters::add(&server.cx.counters.errors, 1);
+                        if let Some(suppressed) = server.common.log_limit.allow() {
+                            warn!(
+                                peer = %self.peer,
+                                client = %ping.hostname.escape_ascii(),
+                                username = %ping.username.escape_ascii(),
+                                reason = rejection.reason(),
+                                suppressed,
+                                "Handshake refused; connection closed."
+                            );
+                        }
+                        self.reject(rejection).await;
+                        Some(End::Bad)
+                    }
+                }
+            }
+            Request::Heartbeat if self.authenticated => None,
+            Request::Heartbeat => Some(self.refuse("data before the handshake").await),
+            Request::Events(_) if !self.authenticated => {
+                Some(self.refuse("data before the handshake").await)
+            }
+            Request::Events(frame) => {
+                if self.emit(frame).await {
+                    None
+                } else {
+                    Some(End::Quiet)
+                }
+            }
+        }
+    }
+
+    /// Refuse a request that breaks the handshake rules: PONG false where a PING was
+    /// due (Fluentd's behaviour), plain close otherwise.
+    async fn refuse(&mut self, reason: &str) -> End {
+        let server = &self.server;
+        server.common.stats.auth_failures.fetch_add(1, Relaxed);
+        Counters::add(&server.cx.counters.errors, 1);
+        if let Some(suppressed) = server.common.log_limit.allow() {
+            warn!(peer = %self.peer, reason, suppressed, "Request refused; connection closed.");
+        }
+        if !self.authenticated {
+            self.reject(PingRejection::InvalidPing).await;
+        }
+        End::Bad
+    }
+
+    async fn reject(&mut self, rejection: PingRejection) {
+        if self
+            .reply(Reply::Now(Pong::reject(rejection).encode()))
+            .await
+        {
+            self.reply(Reply::Close).await;
+        }
+    }
+
+    async fn bad_request(&mut self, e: &DecodeError) -> End {
+        let server = &self.server;
+        server.common.stats.bad_requests.fetch_add(1, Relaxed);
+        Counters::add(&server.cx.counters.errors, 1);
+        if let Some(suppressed) = server.common.log_limit.allow() {
+            warn!(peer = %self.peer, reason = %e, suppressed, "Bad forward request; connection closed.");
+        }
+        if !self.authenticated {
+            self.reject(PingRejection::InvalidPing).await;
+        }
+        End::Bad
+    }
+
+    /// Emit one request's events; false if the connection must end.
+    async fn emit(&mut self, mut frame: EventFrame) -> bool {
+        let ack = frame.ack();
+        if frame.entries.is_empty() {
+            // Nothing to deliver: ack in order with the others.
+            return match ack {
+                Some(a) => self.reply(Reply::Now(a)).await,
+                None => true,
+            };
+        }
+        let token = match ack {
+            Some(a) => {
+                let (token, rx) = AckToken::channel();
+                if !self.reply(Reply::Ack(a, rx)).await {
+                    return false;
+                }
+                token
+            }
+            None => AckToken::none(),
+        };
+        let server = &self.server;
+        let events = to_events(
+            &mut frame,
+            &server.message_key,
+            &server.cx.name,
+            &self.origin,
+        );
+        let counters = &self.server.cx.counters;
+        Counters::add(&counters.events_in, events.len());
+        Counters::add(&counters.events_out, events.len());
+        self.server
+            .cx
+            .out
+            .send(EventBatch::new(events, token))
+            .await;
+        true
+    }
+}
+
+/// The events of one request. Records move into `fields` without a copy.
+pub(crate) fn to_events(
+    frame: &mut EventFrame,
+    message_key: &[u8],
+    source: &Arc<str>,
+    origin: &Arc<Origin>,
+) -> Vec<Event> {
+    let tag: Arc<str> = String::from_utf8_lossy(&frame.tag).into();
+    let option_metadata = frame.metadata.take().filter(is_non_empty_map);
+    let mut now = None;
+    let entries = std::mem::take(&mut frame.entries);
+    let mut events = Vec::with_capacity(entries.len());
+    for Entry {
+        time,
+        record,
+        metadata,
+    } in entries
+    {
+        let time_ns = if time.secs == 0 && time.nanos == 0 {
+            // Fluentd's rule: time 0 means "now".
+            *now.get_or_insert_with(now_ns)
+        } else {
+            time.secs
+                .saturating_mul(1_000_000_000)
+                .saturating_add(i64::from(time.nanos))
+        };
+        let mut fields: Fields = match record {
+            Value::Map(pairs) => pairs,
+            other => vec![(Value::from("record"), other)],
+        };
+        let body = body_of(&fields, message_key);
+        if let Some(m) = metadata
+            .filter(is_non_empty_map)
+            .or_else(|| option_metadata.clone())
+        {
+            fields.push((Value::from(METADATA_FIELD), m));
+        }
+        events.push(Event {
+            time_ns,
+            body,
+            tag: tag.clone(),
+            source: source.clone(),
+            tenant: None,
+            fields: Some(Arc::new(fields)),
+            origin: Some(origin.clone()),
+            bucket: None,
+        });
+    }
+    events
+}
+
+/// Field holding v1.5 per-event metadata (Logstash's name for out-of-band data).
+pub(crate) const METADATA_FIELD: &str = "@metadata";
+
+fn is_non_empty_map(v: &Value) -> bool {
+    matches!(v, Value::Map(m) if !m.is_empty())
+}
+
+/// The body: the str/bin value of `message_key`, else the record as JSON.
+fn body_of(fields: &Fields, message_key: &[u8]) -> Bytes {
+    if !message_key.is_empty() {
+        for (k, v) in fields {
+            let key = match k {
+                Value::String(s) => s.as_bytes(),
+                Value::Binary(b) => b.as_slice(),
+                _ => continue,
+            };
+            if key == message_key {
+                match v {
+                    Value::String(s) => return Bytes::copy_from_slice(s.as_bytes()),
+                    Value::Binary(b) => return Bytes::copy_from_slice(b),
+                    _ => break,
+                }
+            }
+        }
+    }
+    let mut out = Vec::with_capacity(128);
+    super::json::write_map(&mut out, fields);
+    Bytes::from(out)
+}
+
+struct Writer {
+    common: Arc<Common>,
+    peer: SocketAddr,
+    pending: Arc<AtomicUsize>,
+    done: CancellationToken,
+}
+
+impl Writer {
+    async fn run<W: AsyncWrite + Unpin>(self, mut wr: W, mut rx: mpsc::Receiver<Reply>) {
+        let stats = &self.common.stats;
+        while let Some(reply) = rx.recv().await {
+            let bytes = match reply {
+                Reply::Now(b) => b,
+                Reply::Ack(ack, receiver) => match receiver.await {
+                    AckStatus::Delivered => {
+                        stats.acks_sent.fetch_add(1, Relaxed);
+                        ack
+                    }
+                    status => {
+                        stats.acks_withheld.fetch_add(1, Relaxed);
+                        debug!(%status, "Chunk not delivered: no ack; closing so the client resends.");
+                        break;
+                    }
+                },
+                Reply::Close => break,
+            };
+            match tokio::time::timeout(WRITE_TIMEOUT, wr.write_all(&bytes)).await {
+                Ok(Ok(())) => {}
+                Ok(Err(e)) => {
+                    debug!(error = %e, "Write failed; connection closed.");
+                    break;
+                }
+                Err(_) => {
+                    Counters::add(&self.common.counters.errors, 1);
+                    if let Some(suppressed) = self.common.log_limit.allow() {
+                        warn!(peer = %self.peer, timeout_secs = WRITE_TIMEOUT.as_secs(), suppressed,
+                            "Client does not read its acks; connection closed.");
+                    }
+                    break;
+                }
+            }
+            self.pending.fetch_sub(1, Relaxed);
+        }
+        self.done.cancel();
+        // Unwritten replies are abandoned: their chunks will be resent.
+        rx.close();
+        let _ = tokio::time::timeout(Duration::from_secs(1), wr.shutdown()).await;
+    }
+}

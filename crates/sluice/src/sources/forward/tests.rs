@@ -1,0 +1,90 @@
+use std::sync::Arc;
+
+use bytes::BytesMut;
+use proto::forward::{Decoder, EventFrame, Limits, Request};
+
+use super::conn::{METADATA_FIELD, to_events};
+use super::*;
+use crate::event::{Event, Origin, Value};
+
+fn frame(bytes: &[u8]) -> EventFrame {
+    let mut buf = BytesMut::from(bytes);
+    match Decoder::new(Limits::default()).decode(&mut buf) {
+        Ok(Some(Request::Events(f))) => f,
+        other => panic!("not an event frame: {other:?}"),
+    }
+}
+
+fn events(bytes: &[u8], message_key: &str) -> Vec<Event> {
+    let origin = Arc::new(Origin {
+        host: Some("10.0.0.1".into()),
+        ..Origin::default()
+    });
+    to_events(
+        &mut frame(bytes),
+        message_key.as_bytes(),
+        &Arc::from("fw"),
+        &origin,
+    )
+}
+
+fn testdata(name: &str) -> Vec<u8> {
+    let p = std::path::Path::new(env!("CARGO_MANIFEST_DIR"))
+        .join("../../../shared/testdata/forward")
+        .join(name);
+    std::fs::read(&p).unwrap_or_else(|e| panic!("{}: {e}", p.display()))
+}
+
+#[test]
+fn message_key_value_becomes_the_body_and_the_record_stays_whole() {
+    let ev = events(&testdata("modes/forward.bin"), "message");
+    assert_eq!(ev.len(), 3);
+    assert_eq!(&ev[0].body[..], b"hello");
+    assert_eq!(&*ev[0].tag, "test.forward");
+    assert_eq!(ev[0].time_ns, 1_700_000_000_123_456_789);
+    assert_eq!(ev[0].field("level"), Some(&Value::from("info")));
+    assert_eq!(ev[0].field("message"), Some(&Value::from("hello")));
+    assert_eq!(
+        ev[0].origin.as_ref().unwrap().host.as_deref(),
+        Some("10.0.0.1")
+    );
+    assert_eq!(&ev[1].body[..], "héllo wörld".as_bytes());
+    assert_eq!(ev[2].time_ns, 1_700_000_002_000_000_000);
+}
+
+#[test]
+fn without_message_key_the_body_is_the_record_as_json() {
+    let ev = events(&testdata("modes/forward.bin"), "");
+    assert_eq!(
+        &ev[0].body[..],
+        br#"{"message":"hello","level":"info","n":1}"#
+    );
+    let second: serde_json::Value = serde_json::from_slice(&ev[1].body).unwrap();
+    assert_eq!(second["nested"]["a"], serde_json::json!([1, 2, 3]));
+    assert_eq!(second["bytes"], "AAH+/w==");
+    let ev = events(&testdata("modes/forward.bin"), "absent");
+    assert_eq!(
+        &ev[0].body[..],
+        br#"{"message":"hello","level":"info","n":1}"#
+    );
+}
+
+#[test]
+fn v15_metadata_lands_in_its_own_field_only_when_not_empty() {
+    let ev = events(&testdata("modes/forward_fluentbit_metadata.bin"), "message");
+    assert_eq!(ev.len(), 2);
+    assert!(ev[0].field(METADATA_FIELD).is_none());
+    let meta = ev[1].field(METADATA_FIELD).expect("metadata field");
+    assert!(meta.to_string().contains("severity_number"), "{meta}");
+}
+
+#[test]
+fn log_limit_lets_a_burst_through_then_counts() {
+    let l = LogLimit::new();
+    for _ in 0..LogLimit::BURST {
+        assert_eq!(l.allow(), Some(0));
+    }
+    assert_eq!(l.allow(), None);
+    assert_eq!(l.allow(), None);
+    assert_eq!(l.suppressed.load(Relaxed), 2);
+}
