@@ -83,7 +83,7 @@ fn delivered(dir: &Path) -> Vec<u64> {
 }
 
 /// A counter from the "Disk buffer closed (...)" line of a log.
-fn closed_counter(log: &str, name: &str) -> u64 {
+pub(crate) fn closed_counter(log: &str, name: &str) -> u64 {
     let line = log
         .lines()
         .rev()
@@ -554,7 +554,7 @@ async fn replay_events_per_sec_caps_the_catch_up_rate() {
 }
 
 /// Unacknowledged records according to `sluice buffer inspect`.
-fn wal_unacked(dir: &Path) -> u64 {
+pub(crate) fn wal_unacked(dir: &Path) -> u64 {
     let (_, out, _) = run_cli(&["buffer", "inspect", dir.to_str().unwrap()]);
     out.lines()
         .find_map(|l| l.strip_prefix("unacked records:"))

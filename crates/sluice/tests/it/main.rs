@@ -4,6 +4,7 @@
 mod common;
 mod config_errors;
 mod disk_buffer;
+mod disk_buffer_headline;
 mod forward;
 mod fuse;
 mod lines;
