@@ -1,7 +1,7 @@
 //! Fluentd forward protocol v1 / v1.5, sans-IO.
 //!
 //! The reference is `shared/spec/forward-protocol.md`; byte vectors live in
-//! `shared/testdata/forward/` and are decoded by this module's tests.
+//! `testdata/forward/` (copied from the team's shared vectors) and are decoded by this module's tests.
 //!
 //! # Wire format
 //! A connection is a stream of msgpack values back to back, no length prefix. Each

@@ -1,4 +1,4 @@
-//! Cross-module tests: every vector in `shared/testdata/forward/` against
+//! Cross-module tests: every vector in `testdata/forward/` (copied from the team's shared vectors) against
 //! `expected.json` (`vectors`, `handshake`), property tests for round trips and
 //! incremental feeding (`props`), and decoder unit tests (`decode`). This file holds
 //! the shared helpers and test-only encoders for Message and Forward mode.
@@ -19,7 +19,7 @@ use super::msgpack::{put_array_len, put_bin, put_map_len, put_str, put_value};
 use super::*;
 
 pub(super) fn vectors_dir() -> PathBuf {
-    let dir = PathBuf::from(env!("CARGO_MANIFEST_DIR")).join("../../../shared/testdata/forward");
+    let dir = PathBuf::from(env!("CARGO_MANIFEST_DIR")).join("../../testdata/forward");
     assert!(
         dir.join("expected.json").is_file(),
         "forward test vectors not found at {}",
