@@ -22,7 +22,7 @@ use crate::common::{Daemon, file_len, wait_until};
 use crate::kafka_support::{Broker, Storage, consume, free_port, need_tansu};
 
 fn testdata() -> PathBuf {
-    Path::new(env!("CARGO_MANIFEST_DIR")).join("../../../shared/testdata/forward")
+    Path::new(env!("CARGO_MANIFEST_DIR")).join("../../testdata/forward")
 }
 
 /// Bound address of forward source number `i` (in start order) from the log.
@@ -352,16 +352,21 @@ fn pipelined_chunks_are_acked_in_request_order() {
     assert_eq!(fw.stop_and_read().len(), 20 * 50);
 }
 
-/// A collector whose sink cannot deliver yet (a forward sink to a port nobody
-/// listens on) must not ack; once the next hop is up, the ack comes, after the
-/// event is in the next hop's file. Also: sluice forward sink → source, with acks.
+/// A collector whose sink cannot deliver yet (a forward sink to ports nobody
+/// listens on) must not ack; once the next hop is up (the sink's second server),
+/// the ack comes, after the event is in the next hop's file. Also: sluice forward
+/// sink → source with gzip and failover.
 #[test]
 fn ack_waits_for_the_next_hop_to_deliver() {
     let next_port = free_port();
+    let dead_port = free_port();
+    // The first server never answers: failover to the second, gzip'd requests.
     let collector = Fw::with_sinks(
         "",
         &format!(
-            "[sinks.next]\ntype = \"forward\"\ninputs = [\"fw\"]\nservers = [\"127.0.0.1:{next_port}\"]\nack_timeout_secs = 5\n"
+            "[sinks.next]\ntype = \"forward\"\ninputs = [\"fw\"]\n\
+             servers = [\"127.0.0.1:{dead_port}\", \"127.0.0.1:{next_port}\"]\n\
+             compression = \"gzip\"\nack_timeout_secs = 5\n"
         ),
     );
     let mut s = connect(collector.addr);
@@ -660,7 +665,7 @@ fn steady_client(
 
 /// Hostile input (every `bad/` vector, random bytes, a slowloris sender, 5,000 idle
 /// connections) while a well-behaved client keeps being served; each bad
-/// connection is closed without an ack and logged; RSS stays under 200 MiB.
+/// connection is closed without an ack and logged; peak RSS stays under 150 MiB.
 #[test]
 fn hostile_input_closes_only_its_connection_and_memory_stays_bounded() {
     let mut fw = Fw::with_sinks(
@@ -762,7 +767,7 @@ fn hostile_input_closes_only_its_connection_and_memory_stays_bounded() {
         peak / 1024,
         rss_idle / 1024
     );
-    assert!(peak < 200 * 1024, "peak RSS {} MiB", peak / 1024);
+    assert!(peak < 150 * 1024, "peak RSS {} MiB", peak / 1024);
     let st = fw.d.stop();
     assert!(st.success());
     let log = fw.d.stderr();
@@ -859,5 +864,68 @@ fn agent_to_collector_over_tls_with_a_key_survives_a_collector_kill() {
     assert!(
         agent_log.contains("Connected to forward server."),
         "{agent_log}"
+    );
+}
+
+/// Reads one whole request from `s` (the bytes as sent, and its chunk id).
+fn read_request(s: &mut TcpStream) -> (Vec<u8>, Vec<u8>) {
+    let mut dec = proto::forward::Decoder::new(proto::forward::Limits::default());
+    let mut buf = BytesMut::new();
+    let mut raw = Vec::new();
+    loop {
+        let mut b = [0u8; 65536];
+        let n = s.read(&mut b).expect("read a request");
+        assert!(n > 0, "client closed before a whole request");
+        raw.extend_from_slice(&b[..n]);
+        buf.extend_from_slice(&b[..n]);
+        if let Some(r) = dec.decode(&mut buf).expect("a valid request") {
+            let proto::forward::Request::Events(f) = r else {
+                panic!("not events: {r:?}")
+            };
+            assert!(buf.is_empty(), "one request at a time");
+            return (raw, f.chunk.expect("a chunk id").to_vec());
+        }
+    }
+}
+
+/// The sink resends an unacked request after `ack_timeout_secs` on a new
+/// connection, byte for byte with the same chunk id, and finishes once acked.
+#[test]
+fn sink_resends_the_same_request_after_an_ack_timeout() {
+    let fake = std::net::TcpListener::bind("127.0.0.1:0").unwrap();
+    let addr = fake.local_addr().unwrap();
+    let dir = tempfile::tempdir().unwrap();
+    let mut agent = Daemon::start(
+        dir.path(),
+        &format!(
+            "[sources.gen]\ntype = \"exec\"\nrestart = \"never\"\ncommand = {gen}\n\
+             [sinks.fwd]\ntype = \"forward\"\ninputs = [\"gen\"]\nservers = [\"{addr}\"]\nack_timeout_secs = 1\n",
+            gen = crate::common::awk_generator(5)
+        ),
+    );
+    let (mut first, _) = fake.accept().unwrap();
+    first
+        .set_read_timeout(Some(Duration::from_secs(20)))
+        .unwrap();
+    let (raw1, chunk1) = read_request(&mut first);
+    // No ack: after a second the agent gives up on this connection.
+    let (mut second, _) = fake.accept().unwrap();
+    second
+        .set_read_timeout(Some(Duration::from_secs(20)))
+        .unwrap();
+    let (raw2, chunk2) = read_request(&mut second);
+    assert_eq!(chunk1, chunk2, "same chunk id");
+    assert_eq!(raw1, raw2, "same bytes");
+    second
+        .write_all(&proto::forward::encode_ack(&chunk2))
+        .unwrap();
+    let st = agent.wait(Duration::from_secs(20));
+    assert!(st.success(), "{}", agent.stderr());
+    assert!(
+        agent
+            .stderr()
+            .contains("No ack from forward server in time"),
+        "{}",
+        agent.stderr()
     );
 }

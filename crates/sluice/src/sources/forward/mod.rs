@@ -189,10 +189,10 @@ impl Validate for ForwardSourceConfig {
         if self.users.iter().any(|u| u.username.is_empty()) {
             v.error("users", "usernames must not be empty");
         }
-        if let Some(tls) = &self.tls {
-            if tls.cert_file.is_empty() || tls.key_file.is_empty() {
-                v.error("tls", "needs cert_file and key_file");
-            }
+        if let Some(tls) = &self.tls
+            && (tls.cert_file.is_empty() || tls.key_file.is_empty())
+        {
+            v.error("tls", "needs cert_file and key_file");
         }
         let l = &self.limits;
         if l.max_frame_bytes < 1024 || l.max_frame_bytes > MAX_FRAME_CEILING {
