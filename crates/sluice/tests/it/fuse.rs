@@ -250,11 +250,35 @@ fn writes_become_fuse_kafka_documents_with_the_writers_identity() {
         return;
     }
     let g = MountGuard::new();
+    // A writer whose file was open before the mount: not captured, named at start.
+    let mut holder = Command::new("sh")
+        .args(["-c", "exec 3>>held.log; exec sleep 30"])
+        .current_dir(&g.watched)
+        .spawn()
+        .expect("holder");
+    wait_until(
+        Duration::from_secs(5),
+        "the holder to open its file",
+        || g.file("held.log").exists(),
+    );
     let mut d = g.start(&source_config(
         r#"include = ["*.log"]
 fields = { dc = "par1", role = "web" }
 tags = ["edge", "fuse"]"#,
     ));
+
+    let log = d.stderr();
+    let _ = holder.kill();
+    let _ = holder.wait();
+    let warning = log
+        .lines()
+        .find(|l| l.contains("Processes hold files open for writing"));
+    let warning = warning.unwrap_or_else(|| panic!("no pre-mount writer warning:\n{log}"));
+    assert!(
+        warning.contains("held.log") && warning.contains(&holder.id().to_string()),
+        "{warning}"
+    );
+    assert!(warning.contains("cap"), "names the component: {warning}");
 
     // A second daemon on the same directory is refused at start, naming the source.
     let second = tempfile::tempdir().expect("temp dir");
@@ -543,4 +567,19 @@ encoding = "logstash_json"
         assert_eq!(doc["path"], g.file("app.log").to_str().unwrap());
         assert_eq!(doc["@fields"]["host"], "web-1");
     }
+}
+
+#[test]
+fn the_fuse_example_config_is_valid() {
+    let path = Path::new(env!("CARGO_MANIFEST_DIR")).join("../../examples/fuse-kafka.toml");
+    let out = Command::new(crate::common::sluice_bin())
+        .args(["validate", "--config"])
+        .arg(&path)
+        .output()
+        .expect("sluice validate");
+    assert!(
+        out.status.success(),
+        "{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
 }
