@@ -663,13 +663,13 @@ fn steady_client(
     })
 }
 
-/// Hostile input (every `bad/` vector, random bytes, a slowloris sender, 5,000 idle
-/// connections) while a well-behaved client keeps being served; each bad
+/// Hostile input (every `bad/` vector, a gzip bomb of valid entries, random bytes,
+/// a slowloris sender, 5,000 idle connections) while a well-behaved client keeps being served; each bad
 /// connection is closed without an ack and logged; peak RSS stays under 150 MiB.
 #[test]
 fn hostile_input_closes_only_its_connection_and_memory_stays_bounded() {
     let mut fw = Fw::with_sinks(
-        "[sources.fw.limits]\nidle_timeout_secs = 3\nmax_connections = 6000",
+        "[sources.fw.limits]\nidle_timeout_secs = 3\nmax_connections = 6000\nmax_decompressed_bytes = 16777216",
         "[sinks.out]\ntype = \"null\"\ninputs = [\"fw\"]\n",
     );
     let pid = fw.d.child.id();
@@ -696,6 +696,45 @@ fn hostile_input_closes_only_its_connection_and_memory_stays_bounded() {
             rejected += 1;
         }
     }
+    // A gzip bomb of valid entries: ~300 KiB inflating to 256 MiB, with a chunk.
+    let bomb = {
+        use std::io::Write as _;
+        let mut entry = Vec::new();
+        let mut one = PackedForwardBuilder::new(&b"bomb"[..]);
+        one.push(
+            EventTime::new(1_700_000_000, 0),
+            &Value::Map(vec![(Value::from("message"), Value::from("x".repeat(100)))]),
+        );
+        let len = one.payload_len();
+        let single = one.finish(None, Compression::None);
+        // The entry is the bin payload: after the array marker, the tag and the bin8 header.
+        entry.extend_from_slice(&single[1 + 5 + 2..1 + 5 + 2 + len]);
+        assert_eq!(entry[0], 0x92, "an entry array");
+        let mut gz = flate2::write::GzEncoder::new(Vec::new(), flate2::Compression::best());
+        let mut inflated = 0;
+        let block = entry.repeat(8192);
+        while inflated < 256 << 20 {
+            gz.write_all(&block).unwrap();
+            inflated += block.len();
+        }
+        let payload = gz.finish().unwrap();
+        let mut req = vec![0x93, 0xa4];
+        req.extend_from_slice(b"bomb");
+        req.push(0xc6);
+        req.extend_from_slice(&(payload.len() as u32).to_be_bytes());
+        req.extend_from_slice(&payload);
+        req.extend_from_slice(b"\x82\xaacompressed\xa4gzip\xa5chunk\xa4bomb");
+        req
+    };
+    let mut s = connect(fw.addr);
+    let _ = s.write_all(&bomb);
+    let _ = s.shutdown(Shutdown::Write);
+    assert!(
+        read_to_close(&mut s, Duration::from_secs(30)).is_empty(),
+        "gzip bomb acked"
+    );
+    rejected += 1;
+
     // Random bytes (seeded xorshift), a few connections of 256 KiB each.
     let mut x: u64 = 0x9e37_79b9_7f4a_7c15;
     for _ in 0..4 {
@@ -780,6 +819,7 @@ fn hostile_input_closes_only_its_connection_and_memory_stays_bounded() {
         "{logged} close lines for {rejected} bad connections:\n{log}"
     );
     assert!(!log.contains("panicked"), "{log}");
+    assert!(log.contains("gzip payload inflates past the 16777216-byte limit"), "{log}");
 }
 
 #[test]
