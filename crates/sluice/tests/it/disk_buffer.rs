@@ -640,3 +640,29 @@ fn kafka_outage_longer_than_the_buffer_drop_newest_counts_exactly() {
 fn kafka_outage_longer_than_the_buffer_drop_oldest_counts_exactly() {
     kafka_overflow("drop_oldest");
 }
+
+#[test]
+fn config_refuses_disk_acknowledgements_without_a_disk_buffer_and_disk_keys_on_memory() {
+    let dir = tempfile::tempdir().unwrap();
+    let cfg = dir.path().join("bad.toml");
+    std::fs::write(
+        &cfg,
+        "[sources.i]\ntype = \"stdin\"\n[sinks.a]\ntype = \"null\"\ninputs = [\"i\"]\nacknowledgements = \"disk\"\n\
+         [sinks.b]\ntype = \"null\"\ninputs = [\"i\"]\nbuffer = { max_bytes = 5000000 }\n\
+         [sinks.c]\ntype = \"null\"\ninputs = [\"i\"]\nbuffer = { type = \"disk\", max_bytes = 10, fsync = \"sometimes\" }\n",
+    )
+    .unwrap();
+    let out = Command::new(sluice_bin())
+        .args(["validate", "--config"])
+        .arg(&cfg)
+        .output()
+        .unwrap();
+    let err = String::from_utf8_lossy(&out.stderr);
+    assert_eq!(out.status.code(), Some(2), "{err}");
+    assert!(err.contains("needs a disk buffer"), "{err}");
+    assert!(
+        err.contains("buffer.max_bytes applies to buffer.type = \"disk\" only"),
+        "{err}"
+    );
+    assert!(err.contains("sometimes"), "{err}");
+}
