@@ -484,8 +484,8 @@ fn check_graph(root: &Table, diag: &mut Diagnostics<'_>) {
     }
 }
 
-fn component_type<'t>(
-    t: &'t Table,
+fn component_type(
+    t: &Table,
     path: &str,
     types: &'static [&'static str],
     d: &mut Diagnostics<'_>,

@@ -30,7 +30,7 @@ fn events(bytes: &[u8], message_key: &str) -> Vec<Event> {
 
 fn testdata(name: &str) -> Vec<u8> {
     let p = std::path::Path::new(env!("CARGO_MANIFEST_DIR"))
-        .join("../../../shared/testdata/forward")
+        .join("../../testdata/forward")
         .join(name);
     std::fs::read(&p).unwrap_or_else(|e| panic!("{}: {e}", p.display()))
 }
