@@ -117,7 +117,13 @@ impl SourceKind {
         }
     }
 
-    fn parse(ty: &str, item: &Item, path: &str, t: &Table, d: &mut Diagnostics<'_>) -> Option<Self> {
+    fn parse(
+        ty: &str,
+        item: &Item,
+        path: &str,
+        t: &Table,
+        d: &mut Diagnostics<'_>,
+    ) -> Option<Self> {
         Some(match ty {
             "stdin" => SourceKind::Stdin(deserialize(item, path, Some(t), d)?),
             "exec" => SourceKind::Exec(deserialize(item, path, Some(t), d)?),
@@ -274,7 +280,13 @@ impl SinkKind {
         }
     }
 
-    fn parse(ty: &str, item: &Item, path: &str, t: &Table, d: &mut Diagnostics<'_>) -> Option<Self> {
+    fn parse(
+        ty: &str,
+        item: &Item,
+        path: &str,
+        t: &Table,
+        d: &mut Diagnostics<'_>,
+    ) -> Option<Self> {
         Some(match ty {
             "stdout" => SinkKind::Stdout(NoOptions {}),
             "null" => SinkKind::Null(NoOptions {}),
@@ -317,11 +329,15 @@ impl Check<'_, '_> {
     /// Report `message` against `key` of this component.
     pub fn error(&mut self, key: &str, message: impl Into<String>) {
         let span = self.span_of(key);
-        self.diag.error(span, format!("{}.{key}", self.path), message);
+        self.diag
+            .error(span, format!("{}.{key}", self.path), message);
     }
 
     fn span_of(&self, key: &str) -> Option<Range<usize>> {
-        self.table.get(key).and_then(Item::span).or_else(|| self.table.span())
+        self.table
+            .get(key)
+            .and_then(Item::span)
+            .or_else(|| self.table.span())
     }
 }
 
@@ -371,8 +387,16 @@ pub fn load_str(path: &Path, text: &str) -> Result<Config, ConfigErrors> {
         let common: Option<SourceCommon> = deserialize(item, &path, Some(t), d);
         let kind = SourceKind::parse(ty, item, &path, t, d);
         let (common, kind) = (common?, kind?);
-        kind.validate(&mut Check { diag: d, table: t, path: path.clone() });
-        Some(SourceConfig { name: name.to_owned(), tag: common.tag.unwrap_or_else(|| name.to_owned()), kind })
+        kind.validate(&mut Check {
+            diag: d,
+            table: t,
+            path: path.clone(),
+        });
+        Some(SourceConfig {
+            name: name.to_owned(),
+            tag: common.tag.unwrap_or_else(|| name.to_owned()),
+            kind,
+        })
     });
     let routes = read_family(root, "routes", &mut diag, |name, item, t, d| {
         let path = format!("routes.{name}");
@@ -381,9 +405,16 @@ pub fn load_str(path: &Path, text: &str) -> Result<Config, ConfigErrors> {
         known.extend_from_slice(RouteKind::fields(ty));
         check_keys(t, &known, &path, d);
         let kind = RouteKind::parse(ty, item, &path, t, d);
-        let mut check = Check { diag: d, table: t, path: path.clone() };
+        let mut check = Check {
+            diag: d,
+            table: t,
+            path: path.clone(),
+        };
         let inputs: Vec<String> = match t.get("inputs").map(|i| i.as_array()) {
-            Some(Some(a)) if !a.is_empty() => a.iter().filter_map(|v| v.as_str().map(str::to_owned)).collect(),
+            Some(Some(a)) if !a.is_empty() => a
+                .iter()
+                .filter_map(|v| v.as_str().map(str::to_owned))
+                .collect(),
             Some(Some(_)) | None => {
                 check.error("inputs", "a route needs at least one input");
                 Vec::new()
@@ -395,7 +426,11 @@ pub fn load_str(path: &Path, text: &str) -> Result<Config, ConfigErrors> {
         };
         let kind = kind?;
         kind.validate(&mut check);
-        Some(RouteConfig { name: name.to_owned(), inputs, kind })
+        Some(RouteConfig {
+            name: name.to_owned(),
+            inputs,
+            kind,
+        })
     });
     let sinks = read_family(root, "sinks", &mut diag, |name, item, t, d| {
         let path = format!("sinks.{name}");
@@ -406,25 +441,41 @@ pub fn load_str(path: &Path, text: &str) -> Result<Config, ConfigErrors> {
         known.extend_from_slice(SinkKind::fields(ty));
         check_keys(t, &known, &path, d);
         if let Some(Item::Table(b)) = t.get("buffer") {
-            check_keys(b, struct_fields::<BufferConfig>(), &format!("{path}.buffer"), d);
+            check_keys(
+                b,
+                struct_fields::<BufferConfig>(),
+                &format!("{path}.buffer"),
+                d,
+            );
         }
         let common: Option<SinkCommon> = deserialize(item, &path, Some(t), d);
         let kind = SinkKind::parse(ty, item, &path, t, d);
         let (common, kind) = (common?, kind?);
-        let mut check = Check { diag: d, table: t, path: path.clone() };
+        let mut check = Check {
+            diag: d,
+            table: t,
+            path: path.clone(),
+        };
         kind.validate(&mut check);
         let mut buffer = common.buffer.unwrap_or_default();
         if let Some(w) = common.when_full {
             if t.get("buffer").and_then(|b| b.get("when_full")).is_some() {
-                check.error("when_full", "set either when_full or buffer.when_full, not both");
+                check.error(
+                    "when_full",
+                    "set either when_full or buffer.when_full, not both",
+                );
             }
             buffer.when_full = w;
         }
         if buffer.max_events == 0 {
             check.error("buffer", "buffer.max_events must be at least 1");
         }
-        let acknowledgements =
-            crate::buffer::validate_buffer(&buffer, common.acknowledgements, t.get("buffer"), &mut check);
+        let acknowledgements = crate::buffer::validate_buffer(
+            &buffer,
+            common.acknowledgements,
+            t.get("buffer"),
+            &mut check,
+        );
         let inputs = match common.inputs {
             Some(i) if !i.is_empty() => i,
             _ => {
@@ -432,7 +483,14 @@ pub fn load_str(path: &Path, text: &str) -> Result<Config, ConfigErrors> {
                 Vec::new()
             }
         };
-        Some(SinkConfig { name: name.to_owned(), inputs, encoding: common.encoding, buffer, acknowledgements, kind })
+        Some(SinkConfig {
+            name: name.to_owned(),
+            inputs,
+            encoding: common.encoding,
+            buffer,
+            acknowledgements,
+            kind,
+        })
     });
 
     check_graph(root, &mut diag);
@@ -440,9 +498,13 @@ pub fn load_str(path: &Path, text: &str) -> Result<Config, ConfigErrors> {
 
     let errors = diag.finish();
     match global {
-        Some(global) if errors.is_empty() => {
-            Ok(Config { path: path.to_owned(), global, sources, routes, sinks })
-        }
+        Some(global) if errors.is_empty() => Ok(Config {
+            path: path.to_owned(),
+            global,
+            sources,
+            routes,
+            sinks,
+        }),
         _ => Err(ConfigErrors(errors)),
     }
 }
@@ -455,22 +517,36 @@ fn check_graph(root: &Table, diag: &mut Diagnostics<'_>) {
     let family = |f: &str| root.get(f).and_then(Item::as_table_like);
     let mut names: HashMap<String, &'static str> = HashMap::new();
     let producers = crate::route::graph::Producers::from_root(root);
-    for (fam, kind) in [("sources", "source"), ("routes", "route"), ("sinks", "sink")] {
+    for (fam, kind) in [
+        ("sources", "source"),
+        ("routes", "route"),
+        ("sinks", "sink"),
+    ] {
         let Some(t) = family(fam) else { continue };
         for (name, item) in t.iter() {
             let path = format!("{fam}.{name}");
             if let Some(other) = names.get(name) {
-                diag.error(item.span(), &path, format!("name already used by a {other}; component names must be unique"));
+                diag.error(
+                    item.span(),
+                    &path,
+                    format!("name already used by a {other}; component names must be unique"),
+                );
             } else {
                 names.insert(name.to_owned(), kind);
             }
             if fam == "sources" {
                 continue;
             }
-            let Some(inputs) = item.get("inputs") else { continue };
-            let Some(array) = inputs.as_array() else { continue };
+            let Some(inputs) = item.get("inputs") else {
+                continue;
+            };
+            let Some(array) = inputs.as_array() else {
+                continue;
+            };
             for input in array.iter() {
-                let Some(input) = input.as_str() else { continue };
+                let Some(input) = input.as_str() else {
+                    continue;
+                };
                 if let Some(msg) = producers.input_error(input) {
                     diag.error(inputs.span(), format!("{path}.inputs"), msg);
                 }
@@ -479,8 +555,15 @@ fn check_graph(root: &Table, diag: &mut Diagnostics<'_>) {
     }
     for cycle in crate::route::graph::cycles(root) {
         let first = &cycle[0];
-        let span = family("routes").and_then(|t| t.get(first)).and_then(|r| r.get("inputs")).and_then(Item::span);
-        diag.error(span, format!("routes.{first}.inputs"), format!("routes form a cycle: {}", cycle.join(" -> ")));
+        let span = family("routes")
+            .and_then(|t| t.get(first))
+            .and_then(|r| r.get("inputs"))
+            .and_then(Item::span);
+        diag.error(
+            span,
+            format!("routes.{first}.inputs"),
+            format!("routes form a cycle: {}", cycle.join(" -> ")),
+        );
     }
 }
 
@@ -491,7 +574,11 @@ fn component_type(
     d: &mut Diagnostics<'_>,
 ) -> Option<&'static str> {
     let Some(item) = t.get("type") else {
-        d.error(t.span(), format!("{path}.type"), format!("missing key `type` (one of: {})", types.join(", ")));
+        d.error(
+            t.span(),
+            format!("{path}.type"),
+            format!("missing key `type` (one of: {})", types.join(", ")),
+        );
         return None;
     };
     let Some(ty) = item.as_str() else {
@@ -516,7 +603,9 @@ fn read_family<T>(
     diag: &mut Diagnostics<'_>,
     mut read: impl FnMut(&str, &Item, &Table, &mut Diagnostics<'_>) -> Option<T>,
 ) -> Vec<T> {
-    let Some(item) = root.get(family) else { return Vec::new() };
+    let Some(item) = root.get(family) else {
+        return Vec::new();
+    };
     let Some(table) = item.as_table_like() else {
         diag.error(item.span(), family, "expected a table of named components");
         return Vec::new();
@@ -524,8 +613,16 @@ fn read_family<T>(
     let mut out = Vec::new();
     for (name, item) in table.iter() {
         let path = format!("{family}.{name}");
-        if name.is_empty() || !name.chars().all(|c| c.is_ascii_alphanumeric() || c == '_' || c == '-') {
-            diag.error(item.span(), &path, "component names use letters, digits, '_' and '-'");
+        if name.is_empty()
+            || !name
+                .chars()
+                .all(|c| c.is_ascii_alphanumeric() || c == '_' || c == '-')
+        {
+            diag.error(
+                item.span(),
+                &path,
+                "component names use letters, digits, '_' and '-'",
+            );
             continue;
         }
         let owned;
@@ -547,12 +644,20 @@ fn read_family<T>(
     out
 }
 
-fn check_conflicts(root: &Table, sources: &[SourceConfig], sinks: &[SinkConfig], d: &mut Diagnostics<'_>) {
+fn check_conflicts(
+    root: &Table,
+    sources: &[SourceConfig],
+    sinks: &[SinkConfig],
+    d: &mut Diagnostics<'_>,
+) {
     let mut seen: HashSet<PathBuf> = HashSet::new();
     let mut stdin_seen = false;
     let mut addresses: HashSet<&str> = HashSet::new();
     for s in sources {
-        let span = root.get("sources").and_then(|t| t.get(&s.name)).and_then(Item::span);
+        let span = root
+            .get("sources")
+            .and_then(|t| t.get(&s.name))
+            .and_then(Item::span);
         match &s.kind {
             SourceKind::Pipe(p) if !seen.insert(p.path.clone()) => d.error(
                 span,
@@ -564,9 +669,11 @@ fn check_conflicts(root: &Table, sources: &[SourceConfig], sinks: &[SinkConfig],
                 format!("sources.{}.address", s.name),
                 format!("another source already listens on {}", f.address),
             ),
-            SourceKind::Stdin(_) if std::mem::replace(&mut stdin_seen, true) => {
-                d.error(span, format!("sources.{}", s.name), "only one stdin source may exist")
-            }
+            SourceKind::Stdin(_) if std::mem::replace(&mut stdin_seen, true) => d.error(
+                span,
+                format!("sources.{}", s.name),
+                "only one stdin source may exist",
+            ),
             _ => {}
         }
     }
@@ -576,8 +683,15 @@ fn check_conflicts(root: &Table, sources: &[SourceConfig], sinks: &[SinkConfig],
         if let SinkKind::File(f) = &s.kind
             && !templates.insert(&f.path)
         {
-            let span = root.get("sinks").and_then(|t| t.get(&s.name)).and_then(Item::span);
-            d.error(span, format!("sinks.{}.path", s.name), "another file sink writes the same path");
+            let span = root
+                .get("sinks")
+                .and_then(|t| t.get(&s.name))
+                .and_then(Item::span);
+            d.error(
+                span,
+                format!("sinks.{}.path", s.name),
+                "another file sink writes the same path",
+            );
         }
     }
 }
@@ -587,12 +701,23 @@ fn check_conflicts(root: &Table, sources: &[SourceConfig], sinks: &[SinkConfig],
 fn check_fuse_dirs(root: &Table, sources: &[SourceConfig], d: &mut Diagnostics<'_>) {
     let mut seen: Vec<(&Path, &str)> = Vec::new();
     for s in sources {
-        let SourceKind::Fuse(f) = &s.kind else { continue };
-        let span = root.get("sources").and_then(|t| t.get(&s.name)).and_then(Item::span);
+        let SourceKind::Fuse(f) = &s.kind else {
+            continue;
+        };
+        let span = root
+            .get("sources")
+            .and_then(|t| t.get(&s.name))
+            .and_then(Item::span);
         for dir in &f.directories {
-            let clash = seen.iter().find(|(o, n)| *n != s.name && (dir.starts_with(o) || o.starts_with(dir)));
+            let clash = seen
+                .iter()
+                .find(|(o, n)| *n != s.name && (dir.starts_with(o) || o.starts_with(dir)));
             if let Some((o, n)) = clash {
-                let msg = format!("{} overlaps {} of fuse source `{n}`", dir.display(), o.display());
+                let msg = format!(
+                    "{} overlaps {} of fuse source `{n}`",
+                    dir.display(),
+                    o.display()
+                );
                 d.error(span.clone(), format!("sources.{}.directories", s.name), msg);
             }
             seen.push((dir, &s.name));

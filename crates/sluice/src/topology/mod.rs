@@ -48,7 +48,10 @@ pub enum ComponentError {
 impl ComponentError {
     /// An I/O error with context.
     pub fn io(context: impl Into<String>, source: std::io::Error) -> Self {
-        ComponentError::Io { context: context.into(), source }
+        ComponentError::Io {
+            context: context.into(),
+            source,
+        }
     }
 }
 
@@ -126,7 +129,12 @@ pub async fn run(
     for sink in &config.sinks {
         let id = format!("sinks.{}", sink.name);
         let counters = registry.component(&id);
-        let buf = match buffer::for_sink(sink, &config.global.data_dir, shutdown_timeout, counters.clone()) {
+        let buf = match buffer::for_sink(
+            sink,
+            &config.global.data_dir,
+            shutdown_timeout,
+            counters.clone(),
+        ) {
             Ok(b) => b,
             Err(e) => {
                 errors.push(format!("{id}: {e}"));
@@ -284,7 +292,9 @@ fn reload(current: &Config, tx: &watch::Sender<Arc<Config>>) {
         Ok(new) => {
             let same_graph = names(&new) == names(current);
             if !same_graph {
-                warn!("Reload: components were added, removed or retyped; restart sluice to apply that.");
+                warn!(
+                    "Reload: components were added, removed or retyped; restart sluice to apply that."
+                );
             }
             info!(path = %current.path.display(), "Reload: config re-read; file sinks reopen their files.");
             let _ = tx.send(Arc::new(new));
@@ -296,9 +306,18 @@ fn reload(current: &Config, tx: &watch::Sender<Arc<Config>>) {
 }
 
 fn names(c: &Config) -> Vec<String> {
-    let src = c.sources.iter().map(|s| format!("source {} {}", s.name, s.kind.type_name()));
-    let snk = c.sinks.iter().map(|s| format!("sink {} {}", s.name, s.kind.type_name()));
-    let rte = c.routes.iter().map(|r| format!("route {} {}", r.name, r.kind.type_name()));
+    let src = c
+        .sources
+        .iter()
+        .map(|s| format!("source {} {}", s.name, s.kind.type_name()));
+    let snk = c
+        .sinks
+        .iter()
+        .map(|s| format!("sink {} {}", s.name, s.kind.type_name()));
+    let rte = c
+        .routes
+        .iter()
+        .map(|r| format!("route {} {}", r.name, r.kind.type_name()));
     src.chain(rte).chain(snk).collect()
 }
 

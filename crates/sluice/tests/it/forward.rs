@@ -819,7 +819,10 @@ fn hostile_input_closes_only_its_connection_and_memory_stays_bounded() {
         "{logged} close lines for {rejected} bad connections:\n{log}"
     );
     assert!(!log.contains("panicked"), "{log}");
-    assert!(log.contains("gzip payload inflates past the 16777216-byte limit"), "{log}");
+    assert!(
+        log.contains("gzip payload inflates past the 16777216-byte limit"),
+        "{log}"
+    );
 }
 
 #[test]

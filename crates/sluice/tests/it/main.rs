@@ -7,7 +7,7 @@ mod disk_buffer;
 mod disk_buffer_headline;
 mod forward;
 mod fuse;
-mod lines;
 mod kafka;
 mod kafka_support;
+mod lines;
 mod routes;
