@@ -972,3 +972,48 @@ fn sink_resends_the_same_request_after_an_ack_timeout() {
         agent.stderr()
     );
 }
+
+fn validate(config: &str) -> (bool, String) {
+    let dir = tempfile::tempdir().unwrap();
+    let p = dir.path().join("c.toml");
+    std::fs::write(&p, config).unwrap();
+    let out = Command::new(crate::common::sluice_bin())
+        .args(["validate", "--config"])
+        .arg(&p)
+        .output()
+        .unwrap();
+    (
+        out.status.success(),
+        String::from_utf8_lossy(&out.stderr).into_owned(),
+    )
+}
+
+#[test]
+fn forward_examples_are_valid_and_mistakes_are_reported_at_their_keys() {
+    let root = Path::new(env!("CARGO_MANIFEST_DIR")).join("../../examples");
+    for name in ["forward-collector.toml", "forward-agent.toml"] {
+        let (ok, err) = validate(&std::fs::read_to_string(root.join(name)).unwrap());
+        assert!(ok, "{name}: {err}");
+    }
+    let (ok, err) = validate(
+        "[sources.fw]\ntype = \"forward\"\naddress = \"nowhere\"\nusers = [{ username = \"a\", password = \"b\" }]\n\
+         [sources.fw.limits]\nmax_frame_byte = 1\n[sinks.f]\ntype = \"forward\"\ninputs = [\"fw\"]\nservers = [\"x\"]\n",
+    );
+    assert!(!ok);
+    for needle in ["sources.fw.limits", "max_frame_byte"] {
+        assert!(err.contains(needle), "{needle} not in:\n{err}");
+    }
+    let (ok, err) = validate(
+        "[sources.fw]\ntype = \"forward\"\naddress = \"nowhere\"\nusers = [{ username = \"a\", password = \"b\" }]\n\
+         [sinks.f]\ntype = \"forward\"\ninputs = [\"fw\"]\nservers = [\"x\"]\nmax_inflight_chunks = 0\n",
+    );
+    assert!(!ok);
+    for needle in [
+        "sources.fw.address",
+        "sources.fw.users",
+        "sinks.f.servers",
+        "sinks.f.max_inflight_chunks",
+    ] {
+        assert!(err.contains(needle), "{needle} not in:\n{err}");
+    }
+}
