@@ -352,6 +352,27 @@ fn pipelined_chunks_are_acked_in_request_order() {
     assert_eq!(fw.stop_and_read().len(), 20 * 50);
 }
 
+/// A client that sends chunks and never reads its acks does not stall the
+/// connection's read loop while the acks fit the socket buffers (beyond that the
+/// writer gives up after 30 s and closes).
+#[test]
+fn a_client_that_never_reads_acks_is_still_served() {
+    let mut fw = Fw::start("");
+    let mut s = connect(fw.addr);
+    for i in 0..300 {
+        s.write_all(&packed("deaf", "deaf", 10, Some(&format!("deaf-{i:04}"))))
+            .unwrap();
+    }
+    let out = fw.out();
+    wait_until(
+        Duration::from_secs(30),
+        "3,000 events from a deaf client",
+        || read_json_lines(&out).len() >= 3000,
+    );
+    drop(s);
+    assert_eq!(fw.stop_and_read().len(), 3000);
+}
+
 /// A collector whose sink cannot deliver yet (a forward sink to ports nobody
 /// listens on) must not ack; once the next hop is up (the sink's second server),
 /// the ack comes, after the event is in the next hop's file. Also: sluice forward
@@ -625,6 +646,22 @@ fn tls_with_client_certificates() {
     assert!(fw.d.stderr().contains("TLS handshake failed"));
 }
 
+/// Raise this process's (and so its children's) open-file limit to at least
+/// `want`, up to the hard limit: 5,000 connections need both ends.
+fn raise_fd_limit(want: u64) {
+    let mut lim = libc::rlimit {
+        rlim_cur: 0,
+        rlim_max: 0,
+    };
+    // SAFETY: plain syscalls on a valid struct.
+    unsafe {
+        if libc::getrlimit(libc::RLIMIT_NOFILE, &mut lim) == 0 && lim.rlim_cur < want {
+            lim.rlim_cur = want.min(lim.rlim_max);
+            libc::setrlimit(libc::RLIMIT_NOFILE, &lim);
+        }
+    }
+}
+
 /// Peak RSS (VmHWM) and current RSS of a process, in KiB.
 fn rss_kib(pid: u32) -> (u64, u64) {
     let status = std::fs::read_to_string(format!("/proc/{pid}/status")).unwrap();
@@ -668,6 +705,7 @@ fn steady_client(
 /// connection is closed without an ack and logged; peak RSS stays under 150 MiB.
 #[test]
 fn hostile_input_closes_only_its_connection_and_memory_stays_bounded() {
+    raise_fd_limit(12_000);
     let mut fw = Fw::with_sinks(
         "[sources.fw.limits]\nidle_timeout_secs = 3\nmax_connections = 6000\nmax_decompressed_bytes = 16777216",
         "[sinks.out]\ntype = \"null\"\ninputs = [\"fw\"]\n",
