@@ -193,24 +193,33 @@ fn write_value(out: &mut Vec<u8>, v: &Value, depth: usize) {
             }
             out.push(b']');
         }
-        Value::Map(pairs) => {
-            out.push(b'{');
-            for (i, (k, val)) in pairs.iter().enumerate() {
-                if i > 0 {
-                    out.push(b',');
-                }
-                json_str(out, &key_text(k));
-                out.push(b':');
-                write_value(out, val, depth + 1);
-            }
-            out.push(b'}');
-        }
+        Value::Map(pairs) => write_pairs(out, pairs, depth),
         Value::Ext(_, data) => {
             out.push(b'"');
             out.extend_from_slice(B64.encode(data).as_bytes());
             out.push(b'"');
         }
     }
+}
+
+fn write_pairs(out: &mut Vec<u8>, pairs: &[(Value, Value)], depth: usize) {
+    out.push(b'{');
+    for (i, (k, val)) in pairs.iter().enumerate() {
+        if i > 0 {
+            out.push(b',');
+        }
+        json_str(out, &key_text(k));
+        out.push(b':');
+        write_value(out, val, depth + 1);
+    }
+    out.push(b'}');
+}
+
+/// Append structured fields as one JSON object, with the `json` encoding's value
+/// mapping (lossy strings, base64 for non-UTF-8 bin and ext, null for non-finite
+/// floats).
+pub fn write_json_map(out: &mut Vec<u8>, pairs: &[(Value, Value)]) {
+    write_pairs(out, pairs, 0);
 }
 
 fn encode_logstash(event: &Event, out: &mut Vec<u8>) {

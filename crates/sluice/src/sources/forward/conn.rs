@@ -472,7 +472,7 @@ fn body_of(fields: &Fields, message_key: &[u8]) -> Bytes {
         }
     }
     let mut out = Vec::with_capacity(128);
-    super::json::write_map(&mut out, fields);
+    crate::encoding::write_json_map(&mut out, fields);
     Bytes::from(out)
 }
 

@@ -36,7 +36,6 @@
 
 mod conn;
 mod heartbeat;
-mod json;
 pub(crate) mod tls;
 
 use std::net::SocketAddr;
