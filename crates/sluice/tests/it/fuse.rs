@@ -583,3 +583,77 @@ fn the_fuse_example_config_is_valid() {
         String::from_utf8_lossy(&out.stderr)
     );
 }
+
+#[test]
+fn a_stuck_pipeline_never_blocks_writers_and_drops_are_counted() {
+    if !fuse_usable() {
+        return;
+    }
+    let g = MountGuard::new();
+    // Nothing listens on the broker port: the sink's small buffer fills, the drain
+    // blocks, the capture queue fills, and from then on captures are dropped.
+    let port = crate::kafka_support::free_port();
+    let mut d = g.start(&format!(
+        r#"
+shutdown_timeout_secs = 2
+[sources.cap]
+type = "fuse"
+directories = ["$WATCHED"]
+lock_dir = "$DIR/locks"
+queue_capacity = 16
+[sinks.k]
+type = "kafka"
+inputs = ["cap"]
+brokers = "127.0.0.1:{port}"
+topic = "t"
+buffer = {{ max_events = 4 }}
+"#
+    ));
+    let started = Instant::now();
+    sh(
+        &g.watched,
+        "for i in $(seq 1 2000); do echo line $i >> app.log; done",
+    );
+    let took = started.elapsed();
+    assert!(
+        took < Duration::from_secs(20),
+        "writers were held up: {took:?}"
+    );
+    let expected: String = (1..=2000).map(|i| format!("line {i}\n")).collect();
+    assert_eq!(
+        std::fs::read_to_string(g.file("app.log")).unwrap(),
+        expected
+    );
+    d.stop();
+    let log = d.stderr();
+    assert!(log.contains("Capture queue full"), "{log}");
+    let stopped = log
+        .lines()
+        .find(|l| l.contains("Capture stopped."))
+        .expect("stop line");
+    let field = |name: &str| -> u64 {
+        stopped
+            .split_whitespace()
+            .find_map(|kv| kv.strip_prefix(&format!("{name}=")))
+            .and_then(|v| v.parse().ok())
+            .unwrap_or(0)
+    };
+    // librdkafka queues a while for the unreachable broker; then the drops begin.
+    assert!(field("dropped_queue_full") > 0, "{stopped}");
+    assert_eq!(
+        field("captured_writes") + field("dropped_queue_full"),
+        2000,
+        "{stopped}"
+    );
+    let counters = log
+        .lines()
+        .find(|l| l.contains("Counters sources.cap:"))
+        .expect("counters");
+    let dropped = crate::kafka_support::counter(counters, "dropped");
+    assert_eq!(dropped, field("dropped_queue_full"), "{counters}");
+    assert_eq!(
+        fuse_mounts_at(&g.watched),
+        0,
+        "unmounted even with a stuck sink"
+    );
+}

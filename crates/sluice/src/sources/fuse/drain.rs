@@ -241,7 +241,7 @@ impl Drainer {
         if s.dropped_queue_full > self.logged_full.0 && due {
             warn!(path = %self.dir.display(),
                 dropped_writes = s.dropped_queue_full - self.logged_full.0,
-                dropped_bytes = s.dropped_queue_full_bytes - self.logged_full.1,
+                dropped_bytes = s.dropped_queue_full_bytes.saturating_sub(self.logged_full.1),
                 "Capture queue full: these writes reached their files but were not captured \
                  (the pipeline is slower than the writers).");
             self.logged_full = (s.dropped_queue_full, s.dropped_queue_full_bytes);
