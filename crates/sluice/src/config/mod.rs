@@ -725,23 +725,5 @@ fn check_fuse_dirs(root: &Table, sources: &[SourceConfig], d: &mut Diagnostics<'
     }
 }
 
-/// Fuse sources: one directory captured once (mounts over the same or nested
-/// directories would capture writes twice, or be refused at start).
-fn check_fuse_dirs(root: &Table, sources: &[SourceConfig], d: &mut Diagnostics<'_>) {
-    let mut seen: Vec<(&Path, &str)> = Vec::new();
-    for s in sources {
-        let SourceKind::Fuse(f) = &s.kind else { continue };
-        let span = root.get("sources").and_then(|t| t.get(&s.name)).and_then(Item::span);
-        for dir in &f.directories {
-            let clash = seen.iter().find(|(o, n)| *n != s.name && (dir.starts_with(o) || o.starts_with(dir)));
-            if let Some((o, n)) = clash {
-                let msg = format!("{} overlaps {} of fuse source `{n}`", dir.display(), o.display());
-                d.error(span.clone(), format!("sources.{}.directories", s.name), msg);
-            }
-            seen.push((dir, &s.name));
-        }
-    }
-}
-
 #[cfg(test)]
 mod tests;
