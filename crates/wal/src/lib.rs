@@ -11,7 +11,8 @@
 //! The API is synchronous and does blocking file I/O; the daemon owns a `Wal`
 //! behind a mutex on a blocking thread. A directory is opened by one `Wal` at a
 //! time (an exclusive `flock` on `lock`; a second open fails with
-//! [`OpenError::Locked`]).
+//! [`OpenError::Locked`] once the lock has stayed held for half a second: a
+//! child forked by this process holds a released lock until it execs).
 //!
 //! ```
 //! use sluice_wal::{Options, Wal};

@@ -86,6 +86,9 @@ impl DirStorage {
     }
 }
 
+/// How long `try_lock` keeps retrying a lock that looks held.
+const LOCK_WAIT: std::time::Duration = std::time::Duration::from_millis(500);
+
 impl Storage for DirStorage {
     fn path(&self, name: &str) -> PathBuf {
         self.dir.join(name)
@@ -140,10 +143,20 @@ impl Storage for DirStorage {
             .create(true)
             .truncate(false)
             .open(self.path(crate::format::LOCK_NAME))?;
-        match file.try_lock() {
-            Ok(()) => Ok(Some(Box::new(file))),
-            Err(TryLockError::WouldBlock) => Ok(None),
-            Err(TryLockError::Error(e)) => Err(e),
+        // A flock belongs to the open file description, which a child forked
+        // by any thread of this process shares until it execs. A lock we just
+        // released can so look held for a moment: retry briefly before
+        // reporting that another writer holds it.
+        let deadline = std::time::Instant::now() + LOCK_WAIT;
+        loop {
+            match file.try_lock() {
+                Ok(()) => return Ok(Some(Box::new(file))),
+                Err(TryLockError::WouldBlock) if std::time::Instant::now() < deadline => {
+                    std::thread::sleep(std::time::Duration::from_millis(10));
+                }
+                Err(TryLockError::WouldBlock) => return Ok(None),
+                Err(TryLockError::Error(e)) => return Err(e),
+            }
         }
     }
 }
