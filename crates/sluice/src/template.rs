@@ -1,10 +1,14 @@
 //! Templates for paths, topics and keys: `{tag}`, `{source}`, `{tenant}`,
-//! `{field.NAME}` and, where enabled, strftime items (`%Y-%m-%d`) in the literal
-//! text, rendered in UTC from the event time.
+//! `{field.NAME}`, `{path}` (the captured file's path, from the event's origin) and,
+//! where enabled, strftime items (`%Y-%m-%d`) in the literal text, rendered in UTC
+//! from the event time.
 //!
 //! Parsed once at config time; rendering appends to a caller's `String`. Values
 //! substituted into a *path* are sanitized (`/`, NUL and a leading `.` become `_`)
-//! so an event's tag can never climb out of the configured directory.
+//! so an event's tag can never climb out of the configured directory. `{path}` always
+//! renders with `/` as `_` (`/var/log/app.log` → `_var_log_app.log`): one name
+//! component, legal in a Kafka topic when the path is made of letters, digits, `.`,
+//! `_` and `-`.
 
 use std::fmt::Write as _;
 
@@ -19,6 +23,8 @@ enum Part {
     Source,
     Tenant,
     Field(String),
+    /// `Origin::path`: the file a `fuse` capture was written to.
+    Path,
 }
 
 /// A parsed template.
@@ -44,11 +50,12 @@ impl Template {
                 "tag" => Part::Tag,
                 "source" => Part::Source,
                 "tenant" => Part::Tenant,
+                "path" => Part::Path,
                 _ => match name.strip_prefix("field.") {
                     Some(f) if !f.is_empty() => Part::Field(f.to_owned()),
                     _ => {
                         return Err(format!(
-                            "unknown placeholder `{{{name}}}` (use {{tag}}, {{source}}, {{tenant}} or {{field.NAME}})"
+                            "unknown placeholder `{{{name}}}` (use {{tag}}, {{source}}, {{tenant}}, {{path}} or {{field.NAME}})"
                         ));
                     }
                 },
@@ -61,7 +68,9 @@ impl Template {
 
     /// Whether rendering depends on more than tag, source, tenant and time.
     pub fn uses_fields(&self) -> bool {
-        self.parts.iter().any(|p| matches!(p, Part::Field(_)))
+        self.parts
+            .iter()
+            .any(|p| matches!(p, Part::Field(_) | Part::Path))
     }
 
     /// Whether rendering depends on the event time.
@@ -94,6 +103,15 @@ impl Template {
                     Some(Value::Nil) | None => {}
                     Some(other) => self.value(&other.to_string(), out),
                 },
+                Part::Path => {
+                    let path = event.origin.as_ref().and_then(|o| o.path.as_deref());
+                    for c in path.unwrap_or("").chars() {
+                        out.push(match c {
+                            '/' | '\0' => '_',
+                            c => c,
+                        });
+                    }
+                }
             }
         }
     }
@@ -165,6 +183,28 @@ mod tests {
         let mut s = String::new();
         t.render(&ev(), &mut s);
         assert_eq!(s, "logs-../app/x-100%");
+    }
+
+    #[test]
+    fn path_is_the_captured_file_as_one_name_component() {
+        use crate::event::Origin;
+        let t = Template::parse("logs{path}", false, false).unwrap();
+        assert!(t.uses_fields() && !t.is_static());
+        let mut e = ev();
+        let mut s = String::new();
+        t.render(&e, &mut s);
+        assert_eq!(s, "logs", "no origin: empty");
+        e.origin = Some(Arc::new(Origin {
+            path: Some("/var/log/app/api.log".into()),
+            ..Origin::default()
+        }));
+        s.clear();
+        t.render(&e, &mut s);
+        assert_eq!(s, "logs_var_log_app_api.log");
+        let p = Template::parse("/archive/{path}.%Y", true, true).unwrap();
+        s.clear();
+        p.render(&e, &mut s);
+        assert_eq!(s, "/archive/_var_log_app_api.log.2023");
     }
 
     #[test]
