@@ -1,23 +1,33 @@
 #!/usr/bin/env bash
 # Write cost of sluice's `fuse` source, in one run, against the raw directory and against
 # bindfs --multithreaded (Debian's C FUSE passthrough: what plain FUSE costs here).
-#   bench/fuse.sh [--rounds R] [--small N] [--block-mib M] [--meta F] [--dir BASE]
-#   (defaults: 7 rounds, 50,000 appends, 256 MiB of 1 MiB writes, 128 MiB of 4 KiB, 3,000 files)
-# Workloads per target (median of R rounds, targets interleaved within a round):
+#   bench/fuse.sh [--rounds R] [--reps K] [--small N] [--block-mib M] [--meta F] [--dir BASE]
+#   (defaults: 7 rounds, 3 reps, 50,000 appends, 256 MiB of 1 MiB writes, 128 MiB of 4 KiB,
+#   3,000 files)
+# Workloads per target (median of R rounds, targets interleaved within a round; the 4 KiB and
+# 1 MiB workloads K times per round, so each round's ratio compares medians of K runs):
 #   100 B appends, one write(2) each: `dd bs=100 oflag=append` (writes/s) and a C loop
 #   timing every write (writes/s, p50/p99 latency); 4 KiB and 1 MiB sequential writes
 #   with dd (MB/s); metadata: F × (create + 100 B write + close, rename, unlink) (files/s);
 #   CPU of the FUSE daemon (bindfs, or the whole sluice process: FUSE threads, drain,
-#   null sink) per MB of 1 MiB writes and per 100 B write.
+#   null sink) per MB of 1 MiB writes and per 100 B write, and CPU of the writer (dd) per MB.
 # sluice runs the real daemon: fuse source → null sink. At the end it is stopped and its
 # "Capture stopped." line must show every byte captured (no queue drops).
+# The written bytes come from a file of random bytes in /dev/shm, not /dev/zero: logs are
+# not zeros, and pages full of zeros are what a VM host deduplicates.
+# On the Firecracker VM used for development (free page reporting on) a large write into
+# fresh page cache costs several times more at random, with or without FUSE: raw
+# `dd bs=1M` of 256 MiB took 0.13-0.77 s of system time from run to run, `dd bs=4k`
+# 0.21-0.23 s (perf: the time is in copy_folio_from_iter_atomic, i.e. first touches of
+# freshly allocated large folios). Hence several runs per round for the block workloads.
 # Needs /dev/fuse and root (or fusermount3); installs bindfs with apt-get if missing.
 set -euo pipefail
 cd "$(dirname "$0")/.."
-ROUNDS=7 SMALL=50000 MIB=256 K4_MIB=128 META=3000 BASE=/var/tmp/sluice-fuse-bench
+ROUNDS=7 REPS=3 SMALL=50000 MIB=256 K4_MIB=128 META=3000 BASE=/var/tmp/sluice-fuse-bench
 while [ $# -gt 0 ]; do
   case "$1" in
     --rounds) ROUNDS=$2; shift 2 ;;
+    --reps) REPS=$2; shift 2 ;;
     --small) SMALL=$2; shift 2 ;;
     --block-mib) MIB=$2; K4_MIB=$(( $2 / 2 )); shift 2 ;;
     --meta) META=$2; shift 2 ;;
@@ -40,6 +50,9 @@ if [ -z "${SLUICE_BIN:-}" ]; then
 fi
 W=$(mktemp -d)
 cc -O2 -o "$W/wbench" bench/fuse_wbench.c
+SRC=$(mktemp /dev/shm/sluice-fuse-bench.XXXXXX)
+SRC_MIB=$(( MIB > K4_MIB ? MIB : K4_MIB )); SRC_MIB=$(( SRC_MIB > SMALL / 10000 + 1 ? SRC_MIB : SMALL / 10000 + 1 ))
+head -c "$(( SRC_MIB << 20 ))" /dev/urandom > "$SRC"
 
 BPID= SPID=
 mounted() { # a FUSE mount on exactly $1
@@ -50,7 +63,7 @@ cleanup() {
   [ -n "$SPID" ] && kill -TERM "$SPID" 2>/dev/null && wait "$SPID" 2>/dev/null || true
   for m in "$BASE/bmnt" "$BASE/sl"; do mounted "$m" && umount -l "$m" 2>/dev/null || fusermount3 -uz "$m" 2>/dev/null || true; done
   [ -n "$BPID" ] && kill "$BPID" 2>/dev/null || true
-  rm -rf "$W" "$BASE"
+  rm -rf "$W" "$BASE" "$SRC"
 }
 trap cleanup EXIT
 rm -rf "$BASE"; mkdir -p "$BASE/raw" "$BASE/bsrc" "$BASE/bmnt" "$BASE/sl"
@@ -72,6 +85,8 @@ for m in "$BASE/bmnt" "$BASE/sl"; do
 done
 
 cpu_ticks() { awk '{ print $14 + $15 }' "/proc/$1/stat"; }
+# CPU of this shell's finished children (the writer: dd, in a $(...) subshell).
+child_ticks() { awk '{ print $16 + $17 }' "/proc/$$/stat"; }
 TCK=$(getconf CLK_TCK)
 dd_secs() { dd "$@" 2>&1 | awk '/copied/ { print $(NF-3) }'; }
 R="$W/results"; : > "$R"
@@ -86,7 +101,7 @@ cpu_put() { # target metric pid per-units scale
 # One workload on one target: name dir daemon-pid.
 w_dd100() {
   local s; rm -f "$2"/*; sync; cpu_start "${3:-}"
-  s=$(dd_secs if=/dev/zero of="$2/dd100" bs=100 count="$SMALL" oflag=append conv=notrunc)
+  s=$(dd_secs if="$SRC" of="$2/dd100" bs=100 count="$SMALL" oflag=append conv=notrunc)
   cpu_put "$1" cpu_us_per_write "${3:-}" "$SMALL" 1e6
   put "$1" dd100_wps "$(awk -v s="$s" -v n="$SMALL" 'BEGIN { print n / s }')"
 }
@@ -97,13 +112,15 @@ w_c100() {
 }
 w_k4() {
   local s; rm -f "$2"/*; sync
-  s=$(dd_secs if=/dev/zero of="$2/k4" bs=4k count=$(( K4_MIB * 256 )))
+  s=$(dd_secs if="$SRC" of="$2/k4" bs=4k count=$(( K4_MIB * 256 )))
   put "$1" k4_mbps "$(awk -v s="$s" -v m="$K4_MIB" 'BEGIN { print m * 1.048576 / s }')"
 }
 w_m1() {
-  local s; rm -f "$2"/*; sync; cpu_start "${3:-}"
-  s=$(dd_secs if=/dev/zero of="$2/m1" bs=1M count="$MIB")
-  cpu_put "$1" cpu_ms_per_mb "${3:-}" "$(awk -v m="$MIB" 'BEGIN { print m * 1.048576 }')" 1e3
+  local s w0 mb; rm -f "$2"/*; sync; cpu_start "${3:-}"; w0=$(child_ticks)
+  s=$(dd_secs if="$SRC" of="$2/m1" bs=1M count="$MIB")
+  mb=$(awk -v m="$MIB" 'BEGIN { print m * 1.048576 }')
+  put "$1" wcpu_ms_per_mb "$(awk -v a="$w0" -v b="$(child_ticks)" -v k="$TCK" -v n="$mb" 'BEGIN { print (b - a) / k * 1e3 / n }')"
+  cpu_put "$1" cpu_ms_per_mb "${3:-}" "$mb" 1e3
   put "$1" m1_mbps "$(awk -v s="$s" -v m="$MIB" 'BEGIN { print m * 1.048576 / s }')"
 }
 w_meta() {
@@ -115,26 +132,37 @@ w_meta() {
 # Targets back to back for each workload (bindfs and sluice in alternating order), so that
 # each round's ratios compare runs made seconds apart: on a shared VM the cost of a FUSE
 # round trip (two cross-CPU wake-ups) swings several-fold from one minute to the next.
+# Per round: "target metric median" over that round's runs.
+round_medians() {
+  awk -v r="$1" '$4 == r && $1 != "ratio"' "$R" | sort -k1,1 -k2,2 -k3,3g | awk '
+    function flush() { if (n) print p, (n % 2 ? v[(n + 1) / 2] : (v[n / 2] + v[n / 2 + 1]) / 2); n = 0 }
+    { k = $1 " " $2; if (k != p) flush(); p = k; v[++n] = $3 } END { flush() }'
+}
+flip=0
 for r in $(seq "$ROUNDS"); do
   echo "round $r/$ROUNDS ..." >&2
   for w in w_dd100 w_c100 w_k4 w_m1 w_meta; do
-    "$w" raw "$BASE/raw"
-    if [ $(( r % 2 )) = 1 ]; then
-      "$w" bindfs "$BASE/bmnt" "$BPID"; "$w" sluice "$BASE/sl" "$SPID"
-    else
-      "$w" sluice "$BASE/sl" "$SPID"; "$w" bindfs "$BASE/bmnt" "$BPID"
-    fi
+    reps=1; case $w in w_k4 | w_m1) reps=$REPS ;; esac
+    for _ in $(seq "$reps"); do
+      "$w" raw "$BASE/raw"
+      flip=$(( 1 - flip ))
+      if [ "$flip" = 1 ]; then
+        "$w" bindfs "$BASE/bmnt" "$BPID"; "$w" sluice "$BASE/sl" "$SPID"
+      else
+        "$w" sluice "$BASE/sl" "$SPID"; "$w" bindfs "$BASE/bmnt" "$BPID"
+      fi
+    done
   done
   rm -f "$BASE"/raw/* "$BASE"/bmnt/* "$BASE"/sl/*
-  awk -v r="$r" '$4 == r { v[$1 " " $2] = $3 } END {
+  round_medians "$r" | awk -v r="$r" '{ v[$1 " " $2] = $3 } END {
       for (k in v) { split(k, p, " "); if (p[1] == "sluice" && (("bindfs " p[2]) in v) && v["bindfs " p[2]] > 0)
-        print "ratio", p[2], v[k] / v["bindfs " p[2]], r } }' "$R" >> "$R"
+        print "ratio", p[2], v[k] / v["bindfs " p[2]], r } }' >> "$R"
 done
 
 kill -TERM "$SPID"; wait "$SPID" || true; SPID=
 STOP=$(grep "Capture stopped." "$W/sluice.log" || true)
 field() { echo "$STOP" | tr ' ' '\n' | awk -F= -v k="$1" '$1 == k { print $2 }'; }
-EXPECT_BYTES=$(( ROUNDS * (SMALL * 200 + (K4_MIB + MIB) * 1048576 + META * 100) ))
+EXPECT_BYTES=$(( ROUNDS * (SMALL * 200 + REPS * (K4_MIB + MIB) * 1048576 + META * 100) ))
 
 median() { # target metric
   awk -v t="$1" -v m="$2" '$1 == t && $2 == m { print $3 }' "$R" | sort -g |
@@ -155,7 +183,7 @@ row() { # label metric format higher-is-better
     printf "\n" }'
 }
 echo
-echo "bench/fuse.sh: $(nproc) cores, kernel $(uname -r), $ROUNDS rounds (median), dir $BASE"
+echo "bench/fuse.sh: $(nproc) cores, kernel $(uname -r), $ROUNDS rounds (median; block workloads $REPS runs per round), dir $BASE ($(stat -f -c %T "$BASE" 2>/dev/null || echo '?'))"
 echo "  100 B appends: $SMALL writes; 4 KiB: $K4_MIB MiB; 1 MiB: $MIB MiB; metadata: $META files"
 printf "%-30s %11s %11s %11s   %-19s %8s\n" workload raw bindfs-mt sluice "sluice/bindfs" "/raw"
 row "100 B appends, dd (writes/s)" dd100_wps "%.0f" 1
@@ -166,6 +194,7 @@ row "4 KiB writes (MB/s)" k4_mbps "%.0f" 1
 row "1 MiB writes (MB/s)" m1_mbps "%.0f" 1
 row "create/rename/unlink (files/s)" meta_fps "%.0f" 1
 row "daemon CPU per MB, 1 MiB (ms)" cpu_ms_per_mb "%.2f" 0
+row "writer CPU per MB, 1 MiB (ms)" wcpu_ms_per_mb "%.2f" 0
 row "daemon CPU per 100 B write (us)" cpu_us_per_write "%.2f" 0
 echo "(columns: medians of $ROUNDS rounds; sluice/bindfs: median and range of the per-round ratios;" \
   "for latency and CPU rows lower is better, so < 1 favours sluice)"
