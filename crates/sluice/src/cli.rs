@@ -113,7 +113,7 @@ async fn run(cfg: crate::config::Config) -> ExitCode {
     signals.abort();
     match result {
         Ok(report) if report.failed == 0 && report.undelivered == 0 => {
-            info!("Stopped.");
+            info!(kept_records = report.kept_records, "Stopped.");
             ExitCode::SUCCESS
         }
         Ok(report) => {

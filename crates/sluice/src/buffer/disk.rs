@@ -23,6 +23,22 @@
 //!   after a backoff (100 ms doubling to 5 s), in seq order and before anything
 //!   newer: store-on-failure. New records wait behind them, on disk.
 //!
+//! # Poison records
+//! Sinks drop and count what they refuse for a reason of the record's own (the
+//! Kafka sink: invalid or unknown topic, too large, invalid record) and resolve
+//! it `Dropped`, which acknowledges it here. `Errored` means "try again". So
+//! that one record the sink always fails cannot block everything behind it for
+//! ever, re-sends narrow down: a record failed [`SOLO_AFTER`] times is re-sent
+//! alone; one that failed alone [`PROBE_AFTER`] times is *suspected*, and the
+//! next record is sent alone as a probe. If the probe fails too, the sink is
+//! down: both wait (store-on-failure, nothing is given up). If the probe is
+//! delivered, the suspect gets one more try at once, and if that fails it is
+//! appended to the **dead-letter buffer** — a WAL of its own at
+//! `<dir>.dead-letter` (fsync always), read with `sluice buffer inspect` and
+//! delivered with `sluice buffer replay` once the cause is fixed — and then
+//! acknowledged here. A poison record therefore costs a few backoffs (about 1 s)
+//! and one reordering (the probe goes before it), and is never lost.
+//!
 //! # Source acknowledgements (`acknowledgements` of the sink)
 //! - `disk` (default): `Delivered` once the record is appended and fsynced
 //!   (`always`: after the group's fdatasync; `interval`: after the next sync).
@@ -82,6 +98,12 @@ pub const MAX_HELD_BYTES: usize = 64 << 20;
 const INBOX_BYTES: usize = 16 << 20;
 const BACKOFF_MIN: Duration = Duration::from_millis(100);
 const BACKOFF_MAX: Duration = Duration::from_secs(5);
+/// A re-sent record that failed this many times goes to the sink alone, so a
+/// group that fails because of one record does not fail for ever.
+const SOLO_AFTER: u32 = 2;
+/// A record failing alone this many times is suspected: the next record is
+/// sent alone to test the sink (see the module doc, "Poison records").
+const PROBE_AFTER: u32 = 5;
 
 /// How a sink's disk buffer is set up (from `[sinks.NAME.buffer]`).
 #[derive(Debug, Clone)]
@@ -179,6 +201,17 @@ pub struct DiskStats {
     pub replayed_records: AtomicU64,
     /// Records that could not be read back (damaged after open, undecodable).
     pub lost_records: AtomicU64,
+    /// Events of poison records moved to the dead-letter buffer (kept there).
+    pub dead_letter_events: AtomicU64,
+    /// Events failed because they never reached the disk (fatal buffer error, or
+    /// still waiting for space when the buffer closed): the only events a disk
+    /// buffer loses at a stop.
+    pub unstored_events: AtomicU64,
+    /// Set when the buffer closed: records left unacknowledged on disk (kept for
+    /// the next start) and the bytes of its segment files.
+    pub kept_records: AtomicU64,
+    /// See `kept_records`.
+    pub kept_bytes: AtomicU64,
 }
 
 impl DiskStats {
@@ -186,7 +219,8 @@ impl DiskStats {
         let g = |c: &AtomicU64| c.load(Relaxed);
         format!(
             "appended_records={} appended_events={} dropped_events={} dropped_records={} oversize_events={} \
-             redelivered_events={} replayed_records={} lost_records={}",
+             redelivered_events={} replayed_records={} lost_records={} unstored_events={} \
+             dead_letter_events={}",
             g(&self.appended_records),
             g(&self.appended_events),
             g(&self.dropped_events),
@@ -195,8 +229,17 @@ impl DiskStats {
             g(&self.redelivered_events),
             g(&self.replayed_records),
             g(&self.lost_records),
+            g(&self.unstored_events),
+            g(&self.dead_letter_events),
         )
     }
+}
+
+/// A poison record to move to the dead-letter buffer, then acknowledge.
+struct DeadLetter {
+    seq: u64,
+    payloads: Vec<Vec<u8>>,
+    events: u64,
 }
 
 /// Serialized batch waiting for the WAL thread.
@@ -212,6 +255,8 @@ struct Inbox {
     bytes: usize,
     /// Seqs resolved by the sink (`Delivered` or `Dropped`).
     acks: Vec<(u64, AckStatus)>,
+    /// Poison records for the dead-letter buffer.
+    dead: Vec<DeadLetter>,
     senders: usize,
     receiver_alive: bool,
     /// `block` policy: appends wait for space; senders wait too.
@@ -220,6 +265,24 @@ struct Inbox {
     closing: bool,
     /// A fatal I/O error: no more data is taken.
     failed: bool,
+}
+
+/// A record the sink failed, waiting to be re-sent.
+struct Retry {
+    events: Arc<Vec<Event>>,
+    bytes: usize,
+    /// Times the sink failed it.
+    failures: u32,
+}
+
+/// A record handed to the sink, unresolved.
+struct Flight {
+    events: u32,
+    bytes: usize,
+    /// Dropped by `drop_oldest` meanwhile.
+    dropped: bool,
+    /// Times the sink failed it before.
+    failures: u32,
 }
 
 /// A record read from the WAL, waiting for the sink.
@@ -233,13 +296,23 @@ struct Outbox {
     ready: VecDeque<Ready>,
     ready_events: usize,
     /// Failed by the sink, to be re-sent in seq order.
-    retry: BTreeMap<u64, (Arc<Vec<Event>>, usize)>,
+    retry: BTreeMap<u64, Retry>,
     retry_events: usize,
     retry_at: Instant,
     backoff: Duration,
-    /// Handed to the sink, unresolved: seq → (events, payload bytes, dropped
-    /// by `drop_oldest` meanwhile).
-    inflight: BTreeMap<u64, (u32, usize, bool)>,
+    /// Handed to the sink, unresolved.
+    inflight: BTreeMap<u64, Flight>,
+    /// A record handed to the sink alone: nothing else goes until it resolves.
+    solo: Option<u64>,
+    /// A solo record just succeeded: the other re-sends go together once.
+    group_retry: bool,
+    /// A record that failed alone `PROBE_AFTER` times (poison or a sink down).
+    suspect: Option<u64>,
+    /// The record sent alone to test the sink while `suspect` waits.
+    probe: Option<u64>,
+    /// The probe was delivered: the sink works, so the suspect's next failure
+    /// is its own and sends it to the dead-letter buffer.
+    verified: bool,
     /// Every sender is gone (the receiver may end).
     senders_gone: bool,
     /// Since `senders_gone`: everything appended was read.
@@ -299,42 +372,126 @@ impl Shared {
     /// A delivery callback: the sink resolved record `seq`.
     fn resolved(self: &Arc<Self>, seq: u64, status: AckStatus, events: Arc<Vec<Event>>) {
         let mut ob = self.outbox();
-        let Some((n, bytes, dropped)) = ob.inflight.remove(&seq) else {
+        let Some(f) = ob.inflight.remove(&seq) else {
             return;
         };
+        if ob.solo == Some(seq) {
+            ob.solo = None;
+        }
+        let probe = ob.probe == Some(seq);
+        if probe {
+            ob.probe = None;
+        }
+        if status != AckStatus::Errored && ob.suspect == Some(seq) {
+            ob.suspect = None;
+            ob.verified = false;
+        }
         match status {
             AckStatus::Delivered | AckStatus::Dropped => {
                 if status == AckStatus::Delivered {
                     ob.backoff = BACKOFF_MIN;
+                    if f.failures > 0 {
+                        ob.group_retry = true;
+                    }
+                    if probe && ob.suspect.is_some() {
+                        // The sink works: the suspect gets one more try, now.
+                        ob.verified = true;
+                    }
                 }
+                let wake = probe || f.failures > 0 || !ob.retry.is_empty() || ob.solo.is_none();
                 drop(ob);
-                self.release(bytes);
-                if !dropped {
+                self.release(f.bytes);
+                if !f.dropped {
                     self.inbox().acks.push((seq, status));
                 }
                 self.work.notify_one();
+                if wake {
+                    self.data_ready.notify_one();
+                }
             }
-            AckStatus::Errored if dropped || !ob.receiver_alive => {
+            AckStatus::Errored if f.dropped || !ob.receiver_alive => {
                 drop(ob);
-                self.release(bytes);
-                if dropped {
-                    self.count_dropped(u64::from(n));
+                self.release(f.bytes);
+                if f.dropped {
+                    self.count_dropped(u64::from(f.events));
                 }
                 self.work.notify_one();
             }
+            AckStatus::Errored if ob.verified && ob.suspect == Some(seq) => {
+                // Failed alone right after the sink delivered the probe: the
+                // record itself is refused. Keep it aside; free the buffer.
+                ob.suspect = None;
+                ob.verified = false;
+                drop(ob);
+                self.dead_letter(seq, &events, f.failures + 1);
+                self.release(f.bytes);
+                self.work.notify_one();
+                self.data_ready.notify_one();
+            }
             AckStatus::Errored => {
-                if ob.retry.is_empty() {
-                    ob.retry_at = Instant::now() + ob.backoff;
+                let failures = f.failures + 1;
+                if probe {
+                    // The probe failed too: the sink is down, not the suspect.
+                    ob.suspect = None;
+                    ob.verified = false;
+                } else if failures >= PROBE_AFTER
+                    && ob.suspect.is_none()
+                    && ob.retry.keys().next().is_none_or(|&first| seq < first)
+                {
+                    ob.suspect = Some(seq);
+                }
+                // A new round of failures waits a backoff; the rest of a burst
+                // (a group failing together) shares it.
+                let now = Instant::now();
+                if now >= ob.retry_at {
+                    ob.retry_at = now + ob.backoff;
                     ob.backoff = (ob.backoff * 2).min(BACKOFF_MAX);
                 }
+                ob.group_retry = false;
                 ob.retry_events += events.len();
                 // The budget stays held: the events are still ours.
-                ob.retry.insert(seq, (events, bytes));
+                ob.retry.insert(
+                    seq,
+                    Retry {
+                        events,
+                        bytes: f.bytes,
+                        failures,
+                    },
+                );
                 drop(ob);
                 self.data_ready.notify_one();
             }
         }
     }
+
+    /// Hand a poison record to the WAL thread for the dead-letter buffer.
+    fn dead_letter(&self, seq: u64, events: &[Event], failures: u32) {
+        let mut payloads = Vec::new();
+        let mut oversize = Vec::new();
+        codec::encode(events, self.max_record, &mut payloads, &mut oversize);
+        error!(
+            sink = %self.name,
+            seq,
+            events = events.len(),
+            failures,
+            dir = %dead_letter_dir(&self.opts.dir).display(),
+            "Disk buffer: the sink keeps failing this record while it delivers the next one; \
+             moved to the dead-letter buffer (inspect and replay it with `sluice buffer`)."
+        );
+        self.inbox().dead.push(DeadLetter {
+            seq,
+            payloads,
+            events: events.len() as u64,
+        });
+    }
+}
+
+/// Where a buffer's poison records go: a WAL of its own next to the buffer,
+/// readable with `sluice buffer inspect` / `replay`.
+pub fn dead_letter_dir(dir: &std::path::Path) -> PathBuf {
+    let mut name = dir.file_name().unwrap_or_default().to_os_string();
+    name.push(".dead-letter");
+    dir.with_file_name(name)
 }
 
 /// Open (and recover) a sink's disk buffer and start its WAL thread.
@@ -370,6 +527,11 @@ pub fn open(
             retry_at: Instant::now(),
             backoff: BACKOFF_MIN,
             inflight: BTreeMap::new(),
+            solo: None,
+            group_retry: false,
+            suspect: None,
+            probe: None,
+            verified: false,
             senders_gone: false,
             caught_up: false,
             drain_over: false,
@@ -526,6 +688,7 @@ impl DiskSender {
                 if ib.failed || ib.closing {
                     drop(ib);
                     Counters::add(&sh.counters.errors, kept);
+                    sh.stats.unstored_events.fetch_add(kept as u64, Relaxed);
                     if let Some(p) = item.take() {
                         p.token.resolve(AckStatus::Errored);
                     }
@@ -640,28 +803,55 @@ impl DiskReceiver {
     }
 
     fn poll(&mut self) -> Poll {
-        let sh = &self.shared;
+        let sh = self.shared.clone();
         loop {
             let mut ob = sh.outbox();
             if ob.failed || (ob.senders_gone && ob.drain_over) {
                 return Poll::End;
             }
-            if let Some((&seq, _)) = ob.retry.first_key_value() {
+            if let Some(s) = ob.solo {
+                if ob.inflight.contains_key(&s) {
+                    return Poll::Wait(None);
+                }
+                ob.solo = None;
+            }
+            if let Some(x) = ob.suspect {
+                if !ob.retry.contains_key(&x) && !ob.inflight.contains_key(&x) {
+                    // Gone meanwhile (drop_oldest).
+                    ob.suspect = None;
+                    ob.verified = false;
+                } else if ob.probe.is_none() && !ob.verified {
+                    // Test the sink with the next record, alone.
+                    let next = ob.retry.range(x + 1..).next().map(|(&seq, _)| seq);
+                    if let Some(seq) = next {
+                        ob.probe = Some(seq);
+                        return self.resend(ob, seq, true);
+                    }
+                    if let Some(r) = ob.ready.pop_front() {
+                        ob.probe = Some(r.seq);
+                        ob.solo = Some(r.seq);
+                        match self.take_ready(ob, r) {
+                            Some(p) => return p,
+                            None => continue,
+                        }
+                    }
+                    // Nothing behind it yet: retry it after the backoff.
+                }
+            }
+            if let Some((&seq, r)) = ob.retry.first_key_value() {
                 let now = Instant::now();
-                if now < ob.retry_at {
+                let final_try = ob.verified && ob.suspect == Some(seq);
+                if now < ob.retry_at && !final_try {
                     if ob.senders_gone {
                         // Stopping while the sink fails: leave it on disk.
                         return Poll::End;
                     }
                     return Poll::Wait(Some(ob.retry_at));
                 }
-                let (events, bytes) = ob.retry.remove(&seq).expect("first key exists");
-                ob.retry_events -= events.len();
-                let n = events.len() as u32;
-                ob.inflight.insert(seq, (n, bytes, false));
-                drop(ob);
-                sh.stats.redelivered_events.fetch_add(u64::from(n), Relaxed);
-                return Poll::Batch(self.batch(seq, events));
+                let solo = final_try
+                    || ob.suspect == Some(seq)
+                    || (r.failures >= SOLO_AFTER && !ob.group_retry);
+                return self.resend(ob, seq, solo);
             }
             let Some(r) = ob.ready.pop_front() else {
                 if ob.failed || (ob.senders_gone && ob.caught_up) {
@@ -669,23 +859,66 @@ impl DiskReceiver {
                 }
                 return Poll::Wait(None);
             };
-            let n = codec::event_count(&r.payload).unwrap_or(0);
-            ob.ready_events -= n as usize;
-            let bytes = r.payload.len();
-            ob.inflight.insert(r.seq, (n, bytes, false));
-            drop(ob);
-            match codec::decode(Bytes::from(r.payload)) {
-                Ok(events) => {
-                    Counters::add(&sh.counters.events_in, events.len());
-                    return Poll::Batch(self.batch(r.seq, Arc::new(events)));
-                }
-                Err(e) => {
-                    error!(seq = r.seq, error = %e, "Disk buffer record does not decode; skipped.");
-                    sh.stats.lost_records.fetch_add(1, Relaxed);
-                    Counters::add(&sh.counters.errors, n as usize);
-                    // Acknowledge it so it does not block the buffer forever.
-                    sh.resolved(r.seq, AckStatus::Dropped, Arc::new(Vec::new()));
-                }
+            if let Some(p) = self.take_ready(ob, r) {
+                return p;
+            }
+        }
+    }
+
+    /// Hand out a failed record again (`solo`: alone).
+    fn resend(&mut self, mut ob: MutexGuard<'_, Outbox>, seq: u64, solo: bool) -> Poll {
+        let r = ob.retry.remove(&seq).expect("the caller saw it");
+        ob.retry_events -= r.events.len();
+        let n = r.events.len() as u32;
+        ob.inflight.insert(
+            seq,
+            Flight {
+                events: n,
+                bytes: r.bytes,
+                dropped: false,
+                failures: r.failures,
+            },
+        );
+        if solo {
+            ob.solo = Some(seq);
+            ob.group_retry = false;
+        }
+        drop(ob);
+        self.shared
+            .stats
+            .redelivered_events
+            .fetch_add(u64::from(n), Relaxed);
+        Poll::Batch(self.batch(seq, r.events))
+    }
+
+    /// Hand out a record read ahead; `None` when it does not decode (skipped).
+    fn take_ready(&mut self, mut ob: MutexGuard<'_, Outbox>, r: Ready) -> Option<Poll> {
+        let sh = self.shared.clone();
+        let n = codec::event_count(&r.payload).unwrap_or(0);
+        ob.ready_events -= n as usize;
+        let bytes = r.payload.len();
+        ob.inflight.insert(
+            r.seq,
+            Flight {
+                events: n,
+                bytes,
+                dropped: false,
+                failures: 0,
+            },
+        );
+        drop(ob);
+        match codec::decode(Bytes::from(r.payload)) {
+            Ok(events) => {
+                Counters::add(&sh.counters.events_in, events.len());
+                Some(Poll::Batch(self.batch(r.seq, Arc::new(events))))
+            }
+            Err(e) => {
+                error!(seq = r.seq, error = %e, "Disk buffer record does not decode; skipped.");
+                sh.stats.lost_records.fetch_add(1, Relaxed);
+                Counters::add(&sh.counters.errors, n as usize);
+                // Acknowledge it so it does not block the buffer forever.
+                sh.resolved(r.seq, AckStatus::Dropped, Arc::new(Vec::new()));
+                None
             }
         }
     }
@@ -708,11 +941,7 @@ impl Drop for DiskReceiver {
         ob.receiver_alive = false;
         // What was read ahead stays on disk, unacknowledged: release its budget.
         let mut released: Vec<usize> = ob.ready.drain(..).map(|r| r.payload.len()).collect();
-        released.extend(
-            std::mem::take(&mut ob.retry)
-                .into_values()
-                .map(|(_, bytes)| bytes),
-        );
+        released.extend(std::mem::take(&mut ob.retry).into_values().map(|r| r.bytes));
         ob.ready_events = 0;
         ob.retry_events = 0;
         drop(ob);
@@ -721,6 +950,28 @@ impl Drop for DiskReceiver {
         }
         sh.inbox().receiver_alive = false;
         sh.work.notify_one();
+    }
+}
+
+/// Reads a disk buffer's counters and directory, also after it closed.
+pub struct DiskReport {
+    shared: Arc<Shared>,
+}
+
+impl DiskReport {
+    /// The buffer's counters.
+    pub fn stats(&self) -> &DiskStats {
+        &self.shared.stats
+    }
+
+    /// The buffer's directory.
+    pub fn dir(&self) -> &std::path::Path {
+        &self.shared.opts.dir
+    }
+
+    /// The sink's name.
+    pub fn sink(&self) -> &str {
+        &self.shared.name
     }
 }
 
@@ -734,6 +985,23 @@ impl DiskBufferHandle {
     /// The buffer's counters.
     pub fn stats(&self) -> &DiskStats {
         &self.shared.stats
+    }
+
+    /// The buffer's directory.
+    pub fn dir(&self) -> &std::path::Path {
+        &self.shared.opts.dir
+    }
+
+    /// The sink's name.
+    pub fn sink(&self) -> &str {
+        &self.shared.name
+    }
+
+    /// A handle to the counters that outlives [`close`](Self::close).
+    pub fn report(&self) -> DiskReport {
+        DiskReport {
+            shared: self.shared.clone(),
+        }
     }
 
     /// Ask the WAL thread to append what is queued, sync, checkpoint and

@@ -173,6 +173,35 @@ impl BufferReceiver {
             BufferReceiver::Disk(d) => d.queued_events(),
         }
     }
+
+    /// Whether what the sink fails stays in a disk buffer (kept, re-sent or left
+    /// for the next start) rather than being lost.
+    pub fn is_durable(&self) -> bool {
+        matches!(self, BufferReceiver::Disk(_))
+    }
+
+    /// A memory buffer's depth, readable after the receiver moved into the sink
+    /// (for the shutdown report); `None` for a disk buffer.
+    pub fn depth_probe(&self) -> Option<DepthProbe> {
+        match self {
+            BufferReceiver::Memory(m) => Some(DepthProbe {
+                shared: m.shared.clone(),
+            }),
+            BufferReceiver::Disk(_) => None,
+        }
+    }
+}
+
+/// Reads how many events a memory buffer holds (see [`BufferReceiver::depth_probe`]).
+pub struct DepthProbe {
+    shared: Arc<Shared>,
+}
+
+impl DepthProbe {
+    /// Events queued now.
+    pub fn events(&self) -> usize {
+        self.shared.lock().events
+    }
 }
 
 /// Sending half of a memory buffer.

@@ -167,6 +167,24 @@ impl Failure {
         }
     }
 
+    /// A permanent refusal about this record itself (size, contents, topic),
+    /// not about the producer's rights or settings: the record is dropped and
+    /// counted rather than failing its batch.
+    pub fn is_record_specific(&self) -> bool {
+        use RDKafkaErrorCode as C;
+        self.class() == FailureClass::Permanent
+            && !matches!(
+                self.code,
+                C::TopicAuthorizationFailed
+                    | C::ClusterAuthorizationFailed
+                    | C::TransactionalIdAuthorizationFailed
+                    | C::InvalidRequiredAcks
+                    | C::UnsupportedForMessageFormat
+                    | C::UnsupportedCompressionType
+                    | C::Fatal
+            )
+    }
+
     /// Whether the producer's local queue was full (hold the record, try later).
     pub fn is_queue_full(&self) -> bool {
         self.code == RDKafkaErrorCode::QueueFull

@@ -209,6 +209,8 @@ struct Writer {
     cache: Option<PathCache>,
     scratch: String,
     failing_since: Option<Instant>,
+    /// The input is a disk buffer: failed batches are kept and re-sent, not lost.
+    durable: bool,
 }
 
 impl Writer {
@@ -227,6 +229,7 @@ impl Writer {
             cache: None,
             scratch: String::new(),
             failing_since: None,
+            durable: false,
         }
     }
 
@@ -237,6 +240,7 @@ impl Writer {
     ) -> Result<(), ComponentError> {
         let mut group: Vec<EventBatch> = Vec::new();
         let mut tick = Instant::now();
+        self.durable = cx.input.is_durable();
         loop {
             enum Next {
                 Batch(EventBatch),
@@ -317,7 +321,11 @@ impl Writer {
                     .failing_since
                     .is_none_or(|t| t.elapsed() > Duration::from_secs(10))
                 {
-                    error!(error = %e, events, "Writing failed; events lost for this sink.");
+                    if self.durable {
+                        warn!(error = %e, events, "Writing failed; the events stay in the disk buffer and are retried.");
+                    } else {
+                        error!(error = %e, events, "Writing failed; events lost for this sink.");
+                    }
                     self.failing_since = Some(Instant::now());
                 }
                 // Drop the files: the next write reopens them.

@@ -96,8 +96,36 @@ pub struct SinkContext {
 pub struct RunReport {
     /// Components that stopped with an error.
     pub failed: usize,
-    /// Events left undelivered at the deadline.
+    /// Events lost at the stop: undelivered at the deadline by memory-buffered
+    /// sinks, and events a disk buffer could not store before it closed.
     pub undelivered: u64,
+    /// Records left unacknowledged in disk buffers: kept on disk, delivered
+    /// after the next start (not lost).
+    pub kept_records: u64,
+}
+
+/// What the shutdown report needs of a sink.
+struct SinkWatch {
+    id: String,
+    counters: Arc<Counters>,
+    /// Memory buffers: their depth; `None` for a disk buffer.
+    depth: Option<buffer::DepthProbe>,
+}
+
+impl SinkWatch {
+    /// Events this sink holds undelivered in memory now: queued in its buffer
+    /// plus taken by the sink and not yet resolved. Each sink separately, so a
+    /// fan-out's copies are all counted.
+    fn undelivered_in_memory(&self) -> u64 {
+        let Some(depth) = &self.depth else {
+            return 0;
+        };
+        let c = &self.counters;
+        let load = |a: &std::sync::atomic::AtomicU64| a.load(std::sync::atomic::Ordering::Relaxed);
+        let taken = load(&c.events_in);
+        let settled = load(&c.events_out) + load(&c.dropped) + load(&c.errors);
+        depth.events() as u64 + taken.saturating_sub(settled)
+    }
 }
 
 /// Control messages for a running topology.
@@ -125,6 +153,7 @@ pub async fn run(
     let mut sink_tasks: Vec<(String, Task)> = Vec::new();
     let mut senders: Vec<(String, buffer::BufferSender)> = Vec::new();
     let mut disk_buffers = Vec::new();
+    let mut watches = Vec::new();
     let shutdown_timeout = Duration::from_secs(config.global.shutdown_timeout_secs);
     for sink in &config.sinks {
         let id = format!("sinks.{}", sink.name);
@@ -143,6 +172,11 @@ pub async fn run(
         };
         disk_buffers.extend(buf.handle);
         let (tx, rx) = (buf.tx, buf.rx);
+        watches.push(SinkWatch {
+            id: id.clone(),
+            counters: counters.clone(),
+            depth: rx.depth_probe(),
+        });
         let cx = SinkContext {
             name: sink.name.as_str().into(),
             input: rx,
@@ -241,23 +275,57 @@ pub async fn run(
     .is_ok();
     let mut report = RunReport::default();
     if !graceful {
-        let queued_in = registry.total("sources.", |c| &c.events_out);
-        let handled = registry.total("routes.", |c| &c.dropped)
-            + registry.total("sinks.", |c| &c.events_out)
-            + registry.total("sinks.", |c| &c.dropped)
-            + registry.total("sinks.", |c| &c.errors);
-        report.undelivered = queued_in.saturating_sub(handled);
-        error!(
-            timeout_secs = config.global.shutdown_timeout_secs,
-            undelivered_events = report.undelivered,
-            "Shutdown deadline reached; abandoning undelivered events."
-        );
+        // Per sink: with fan-out every sink holds its own copy. What a disk
+        // buffer holds is not lost (reported as kept once it closed).
+        for w in &watches {
+            let n = w.undelivered_in_memory();
+            if n > 0 {
+                error!(
+                    sink = %w.id,
+                    timeout_secs = config.global.shutdown_timeout_secs,
+                    undelivered_events = n,
+                    "Shutdown deadline reached; abandoning undelivered events."
+                );
+                report.undelivered += n;
+            }
+        }
+        if report.undelivered == 0 {
+            info!(
+                timeout_secs = config.global.shutdown_timeout_secs,
+                "Shutdown deadline reached; what is not delivered stays in disk buffers."
+            );
+        }
         abort.cancel();
         let _ = tokio::time::timeout(Duration::from_secs(2), sinks_tracker.wait()).await;
     }
     // Disk buffers: sync, checkpoint and report once their sinks are done.
+    let reports: Vec<_> = disk_buffers.iter().map(|h| h.report()).collect();
     for handle in disk_buffers {
         handle.close(Duration::from_secs(5)).await;
+    }
+    for r in &reports {
+        use std::sync::atomic::Ordering::Relaxed;
+        let s = r.stats();
+        let kept = s.kept_records.load(Relaxed);
+        let unstored = s.unstored_events.load(Relaxed);
+        if kept > 0 {
+            info!(
+                sink = %r.sink(),
+                kept_records = kept,
+                kept_bytes = s.kept_bytes.load(Relaxed),
+                dir = %r.dir().display(),
+                "Undelivered events kept in the disk buffer; they are delivered after the next start."
+            );
+            report.kept_records += kept;
+        }
+        if unstored > 0 {
+            error!(
+                sink = %r.sink(),
+                undelivered_events = unstored,
+                "Events failed before they reached the disk buffer (full at the stop, or a fatal buffer error); they are lost."
+            );
+            report.undelivered += unstored;
+        }
     }
     for line in registry.report() {
         info!("Counters {line}.");

@@ -510,7 +510,7 @@ async fn ack_resolves_delivered_only_after_the_broker_confirms() {
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
-async fn permanent_failures_resolve_errored_and_oversize_drops_resolve_dropped() {
+async fn records_refused_for_good_and_oversize_drops_resolve_dropped_and_are_counted() {
     let bin = need_tansu!();
     let broker = Broker::start(&bin, Storage::Memory);
     broker.create_topic("present", 1);
@@ -537,9 +537,11 @@ async fn permanent_failures_resolve_errored_and_oversize_drops_resolve_dropped()
         ack_within(ok, Duration::from_secs(10)).await,
         AckStatus::Delivered
     );
+    // Refused for a reason of the record's own: dropped (counted as errors),
+    // so a disk buffer does not send it again for ever.
     assert_eq!(
         ack_within(too_large, Duration::from_secs(10)).await,
-        AckStatus::Errored
+        AckStatus::Dropped
     );
     assert_eq!(
         ack_within(oversize, Duration::from_secs(10)).await,
@@ -547,12 +549,12 @@ async fn permanent_failures_resolve_errored_and_oversize_drops_resolve_dropped()
     );
     assert_eq!(
         ack_within(bad_topic, Duration::from_secs(10)).await,
-        AckStatus::Errored
+        AckStatus::Dropped
     );
-    // Times out in librdkafka, then the lookup finds no such topic: failed for good.
+    // Times out in librdkafka, then the lookup finds no such topic: refused for good.
     assert_eq!(
         ack_within(unknown_topic, Duration::from_secs(20)).await,
-        AckStatus::Errored
+        AckStatus::Dropped
     );
     let c = &sink.counters;
     let load = |a: &std::sync::atomic::AtomicU64| a.load(std::sync::atomic::Ordering::Relaxed);

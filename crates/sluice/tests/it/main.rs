@@ -5,6 +5,7 @@ mod common;
 mod config_errors;
 mod disk_buffer;
 mod disk_buffer_headline;
+mod disk_buffer_stop;
 mod forward;
 mod fuse;
 mod kafka;

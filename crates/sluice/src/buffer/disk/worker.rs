@@ -12,8 +12,8 @@ use ::wal::{AckError, AppendError, IoError, ReadError, Wal};
 use tracing::{debug, error, info, warn};
 
 use super::{
-    Acknowledgements, MAX_HELD_BYTES, MAX_HELD_RECORDS, Pending, Ready, Shared, WhenFull, chain,
-    codec,
+    Acknowledgements, DeadLetter, MAX_HELD_BYTES, MAX_HELD_RECORDS, Pending, Ready, Shared,
+    WhenFull, chain, codec, dead_letter_dir,
 };
 use crate::ack::{AckStatus, AckToken};
 use crate::metrics::Counters;
@@ -28,6 +28,8 @@ const REPORT_EVERY: Duration = Duration::from_secs(10);
 pub(super) struct Worker {
     sh: Arc<Shared>,
     wal: Option<Wal>,
+    /// Poison records' buffer, opened at the first one.
+    dead: Option<Wal>,
     /// `block`: appends waiting for space, in order.
     stalled: Vec<Pending>,
     /// `disk` acknowledgements waiting for the next sync.
@@ -50,6 +52,7 @@ pub(super) struct Worker {
 struct Taken {
     items: Vec<Pending>,
     acks: Vec<(u64, AckStatus)>,
+    dead: Vec<DeadLetter>,
     senders_gone: bool,
     receiver_alive: bool,
     closing: bool,
@@ -69,6 +72,7 @@ impl Worker {
         Worker {
             sh,
             wal: Some(wal),
+            dead: None,
             stalled: Vec::new(),
             awaiting_sync: Vec::new(),
             e2e: BTreeMap::new(),
@@ -93,6 +97,7 @@ impl Worker {
     pub(super) fn run(mut self) {
         loop {
             let t = self.wait_for_work();
+            self.dead_letter(t.dead);
             self.apply_acks(t.acks);
             if !self.failed {
                 self.append(t.items);
@@ -145,6 +150,7 @@ impl Worker {
             let senders_gone = ib.senders == 0;
             let work = (!ib.items.is_empty() && self.stalled.is_empty())
                 || !ib.acks.is_empty()
+                || !ib.dead.is_empty()
                 || ib.closing
                 || ib.failed
                 || (ib.receiver_alive && !self.failed && self.can_read())
@@ -182,6 +188,7 @@ impl Worker {
         let t = Taken {
             items,
             acks: std::mem::take(&mut ib.acks),
+            dead: std::mem::take(&mut ib.dead),
             senders_gone: ib.senders == 0,
             receiver_alive: ib.receiver_alive,
             closing: ib.closing,
@@ -191,6 +198,44 @@ impl Worker {
             sh.space.notify_waiters();
         }
         t
+    }
+
+    /// Append poison records to the dead-letter buffer (synced), then
+    /// acknowledge them here. If that fails they stay unacknowledged in this
+    /// buffer and are replayed at the next start: kept either way.
+    fn dead_letter(&mut self, dead: Vec<DeadLetter>) {
+        if dead.is_empty() {
+            return;
+        }
+        let dir = dead_letter_dir(&self.sh.opts.dir);
+        if self.dead.is_none() {
+            let mut opts = self.sh.opts.wal_options();
+            opts.fsync = ::wal::Fsync::Always;
+            match Wal::open(&dir, opts) {
+                Ok(w) => self.dead = Some(w),
+                Err(e) => {
+                    error!(dir = %dir.display(), error = %chain(&e), "Disk buffer: cannot open the dead-letter buffer; poison records stay in this buffer until a restart.");
+                    return;
+                }
+            }
+        }
+        let wal = self.dead.as_mut().expect("opened above");
+        let mut acks = Vec::new();
+        for d in dead {
+            match wal.append_batch(d.payloads.iter()).map(|_| ()) {
+                Ok(()) => {
+                    self.sh
+                        .stats
+                        .dead_letter_events
+                        .fetch_add(d.events, Relaxed);
+                    acks.push((d.seq, AckStatus::Dropped));
+                }
+                Err(e) => {
+                    error!(dir = %dir.display(), seq = d.seq, error = %chain(&e), "Disk buffer: writing to the dead-letter buffer failed; the record stays in this buffer until a restart.");
+                }
+            }
+        }
+        self.apply_acks(acks);
     }
 
     fn apply_acks(&mut self, acks: Vec<(u64, AckStatus)>) {
@@ -405,14 +450,14 @@ impl Worker {
         }
         let keep = ob.retry.split_off(&cut);
         let gone = std::mem::replace(&mut ob.retry, keep);
-        for (_, (ev, bytes)) in gone {
-            ob.retry_events -= ev.len();
+        for (_, r) in gone {
+            ob.retry_events -= r.events.len();
             records += 1;
-            events += ev.len() as u64;
-            released.push(bytes);
+            events += r.events.len() as u64;
+            released.push(r.bytes);
         }
         for (_, f) in ob.inflight.range_mut(..cut) {
-            f.2 = true;
+            f.dropped = true;
         }
         drop(ob);
         for b in released {
@@ -602,6 +647,7 @@ impl Worker {
         for p in items {
             let n: u64 = p.events.iter().map(|&n| u64::from(n)).sum();
             Counters::add(&self.sh.counters.errors, n as usize);
+            self.sh.stats.unstored_events.fetch_add(n, Relaxed);
             p.token.resolve(AckStatus::Errored);
         }
     }
@@ -636,9 +682,16 @@ impl Worker {
         }
         self.sh.data_ready.notify_one();
         self.sh.space.notify_waiters();
+        if let Some(dead) = self.dead.take()
+            && let Err(e) = dead.close()
+        {
+            error!(sink = %self.sh.name, error = %chain(&e), "Disk buffer: closing the dead-letter buffer failed.");
+        }
         if let Some(wal) = self.wal.take() {
             let left = wal.unacked_records();
             let bytes = wal.disk_bytes();
+            self.sh.stats.kept_records.store(left, Relaxed);
+            self.sh.stats.kept_bytes.store(bytes, Relaxed);
             let closed = if self.failed { Ok(()) } else { wal.close() };
             if let Err(e) = closed {
                 error!(sink = %self.sh.name, error = %chain(&e), "Disk buffer: final sync failed.");

@@ -11,6 +11,13 @@
 //! counters move: `events_out` for delivered records, `errors` for failed ones
 //! (oversize drops were counted in `dropped` when dropped).
 //!
+//! Records refused for a reason of their own (invalid topic name, unknown
+//! topic, too large for the broker, invalid) are *rejected*: counted in
+//! `errors` and dropped — the batch resolves `Dropped`, not `Errored`, so a
+//! disk buffer acknowledges it instead of sending it (and its delivered
+//! neighbours) again for ever. Anything else that fails a record (shutdown,
+//! authorization, fatal producer state) resolves `Errored`.
+//!
 //! At the shutdown deadline `closing` is set: failures are then final and nothing
 //! goes back for a resend.
 
@@ -74,6 +81,8 @@ pub(super) struct InFlight {
     pub(super) events: usize,
     pub(super) remaining: AtomicUsize,
     pub(super) failed: AtomicUsize,
+    /// Refused for a reason of their own: counted as errors, resolved `Dropped`.
+    pub(super) rejected: AtomicUsize,
     pub(super) dropped: AtomicUsize,
     pub(super) resend: Mutex<Vec<OwnedRecord>>,
     pub(super) attempts: AtomicU32,
@@ -88,6 +97,7 @@ impl InFlight {
             events,
             remaining: AtomicUsize::new(events + 1),
             failed: AtomicUsize::new(0),
+            rejected: AtomicUsize::new(0),
             dropped: AtomicUsize::new(0),
             resend: Mutex::new(Vec::new()),
             attempts: AtomicU32::new(0),
@@ -104,6 +114,12 @@ impl InFlight {
     /// Fail `n` records for good (counted at settlement).
     pub(super) fn fail(self: &Arc<Self>, n: usize) {
         self.failed.fetch_add(n, Ordering::Relaxed);
+        self.clone().release(n);
+    }
+
+    /// Reject `n` records for a reason of their own (counted at settlement).
+    pub(super) fn reject(self: &Arc<Self>, n: usize) {
+        self.rejected.fetch_add(n, Ordering::Relaxed);
         self.clone().release(n);
     }
 
@@ -129,13 +145,14 @@ impl InFlight {
             self.failed.fetch_add(pending, Ordering::Relaxed);
         }
         let failed = self.failed.load(Ordering::Relaxed);
+        let rejected = self.rejected.load(Ordering::Relaxed);
         let dropped = self.dropped.load(Ordering::Relaxed);
-        let delivered = self.events.saturating_sub(failed + dropped);
+        let delivered = self.events.saturating_sub(failed + rejected + dropped);
         Counters::add(&shared.counters.events_out, delivered);
-        Counters::add(&shared.counters.errors, failed);
+        Counters::add(&shared.counters.errors, failed + rejected);
         let status = if failed > 0 {
             AckStatus::Errored
-        } else if dropped > 0 {
+        } else if dropped > 0 || rejected > 0 {
             AckStatus::Dropped
         } else {
             AckStatus::Delivered
@@ -184,7 +201,11 @@ impl Tracker for InFlight {
             }
             FailureClass::Permanent => {
                 shared.log_permanent(record.topic, &failure, 1);
-                self.fail(1);
+                if failure.is_record_specific() {
+                    self.reject(1);
+                } else {
+                    self.fail(1);
+                }
             }
             FailureClass::Retriable | FailureClass::Purged => self.fail(1),
         }

@@ -303,7 +303,7 @@ impl KafkaSink {
                 Ok(()) => {}
                 Err(reason) => {
                     self.shared.log_permanent(&self.topic_buf, &reason, 1);
-                    state.fail(1);
+                    state.reject(1);
                     next += 1;
                     continue;
                 }
@@ -314,7 +314,7 @@ impl KafkaSink {
                     Ensure::Ready => self.last_topic = topic,
                     Ensure::Failed(reason) => {
                         self.shared.log_permanent(&topic, &reason, 1);
-                        state.fail(1);
+                        state.reject(1);
                         next += 1;
                         continue;
                     }
@@ -482,7 +482,11 @@ impl KafkaSink {
                 FailureClass::Retriable => Sent::Later,
                 FailureClass::Permanent | FailureClass::Purged => {
                     self.shared.log_permanent(topic, &f, 1);
-                    state.fail(1);
+                    if f.is_record_specific() {
+                        state.reject(1);
+                    } else {
+                        state.fail(1);
+                    }
                     Sent::Ok
                 }
             },
@@ -527,7 +531,11 @@ impl KafkaSink {
                 }
                 Err(f) => {
                     self.shared.log_permanent(&r.topic, &f, 1);
-                    state.fail(1);
+                    if f.is_record_specific() {
+                        state.reject(1);
+                    } else {
+                        state.fail(1);
+                    }
                     next += 1;
                 }
             }
@@ -574,7 +582,7 @@ impl KafkaSink {
                 records.retain(|r| r.topic != topic);
                 let n = before - records.len();
                 self.shared.log_permanent(&topic, &reason, n);
-                state.failed.fetch_add(n, Ordering::Relaxed);
+                state.rejected.fetch_add(n, Ordering::Relaxed);
             }
         }
         if records.is_empty() {
@@ -665,13 +673,21 @@ impl KafkaSink {
             .load(Ordering::Relaxed)
             .saturating_sub(errors_before);
         let unsettled = self.shared.inflight_events.load(Ordering::Acquire);
-        error!(
-            undelivered_events = failed + (unsettled + queued) as u64,
-            failed_in_producer = failed,
-            unsettled_events = unsettled,
-            buffered_events = queued,
-            "Shutdown deadline reached before Kafka confirmed every event; they are counted as errors."
-        );
+        if cx.input.is_durable() {
+            // Not lost: unacknowledged in the disk buffer, sent again at the next start.
+            warn!(
+                undelivered_events = failed + (unsettled + queued) as u64,
+                "Shutdown deadline reached before Kafka confirmed every event; they stay in the disk buffer."
+            );
+        } else {
+            error!(
+                undelivered_events = failed + (unsettled + queued) as u64,
+                failed_in_producer = failed,
+                unsettled_events = unsettled,
+                buffered_events = queued,
+                "Shutdown deadline reached before Kafka confirmed every event; they are counted as errors."
+            );
+        }
         Ok(())
     }
 }
