@@ -336,3 +336,63 @@ fn shared_mmap_writes_are_captured_from_the_page_cache() {
     );
     assert_captures_rebuild_tree(&done.dir, &done.writes);
 }
+
+#[test]
+fn other_users_get_the_permissions_of_the_underlying_files() {
+    if !fuse_available() {
+        return;
+    }
+    let plain = tempfile::tempdir().unwrap();
+    let m = own();
+    // As root: a world-readable file, a private file, a closed directory, an open one.
+    let setup = "echo public > pub.log && chmod 644 pub.log && echo secret > priv.log && \
+                 chmod 600 priv.log && mkdir closed && chmod 700 closed && mkdir open && \
+                 chmod 777 open";
+    // As nobody: each attempt reports its exit status; none may hang or crash.
+    let attempts = "for c in 'echo x >> pub.log' 'cat priv.log' 'echo x > closed/f' \
+                    'ls closed' 'echo x > new.log' 'chmod 666 pub.log' 'echo ok >> open/mine.log' \
+                    'cat pub.log'; do sh -c \"$c\" >/dev/null 2>&1; printf '%s=%s\\n' \"$c\" $?; done";
+    let mut results = Vec::new();
+    for dir in [plain.path(), m.dir.as_path()] {
+        std::fs::set_permissions(dir, std::fs::Permissions::from_mode(0o755)).unwrap();
+        sh(dir, setup);
+        let out = std::process::Command::new("setpriv")
+            .args(["--reuid=65534", "--regid=65534", "--clear-groups", "--"])
+            .args(["sh", "-c", attempts])
+            .current_dir(dir)
+            .output()
+            .unwrap();
+        assert!(out.status.success(), "{out:?}");
+        results.push(String::from_utf8(out.stdout).unwrap());
+    }
+    assert_eq!(results[0], results[1], "same verdicts through the mount");
+    let denied: Vec<&str> = results[1]
+        .lines()
+        .filter(|l| !l.ends_with("=0"))
+        .filter_map(|l| l.rsplit_once('=').map(|(c, _)| c))
+        .collect();
+    assert_eq!(
+        denied,
+        [
+            "echo x >> pub.log",
+            "cat priv.log",
+            "echo x > closed/f",
+            "ls closed",
+            "echo x > new.log",
+            "chmod 666 pub.log",
+        ],
+        "{}",
+        results[1]
+    );
+    assert_same_tree(plain.path(), &m.dir);
+    let done = m.finish();
+    assert_same_tree(plain.path(), &done.dir);
+    let by_nobody: Vec<_> = done.writes.iter().filter(|w| w.uid == 65534).collect();
+    assert_eq!(
+        by_nobody.len(),
+        1,
+        "only the permitted write: {by_nobody:?}"
+    );
+    assert_eq!(&by_nobody[0].data[..], b"ok\n");
+    assert_eq!(*by_nobody[0].path, *done.dir.join("open/mine.log"));
+}

@@ -255,11 +255,32 @@ fn eight_concurrent_appenders_keep_lines_whole_and_captures_exact() {
     }
 }
 
+/// 200 appends by separate shell processes, rotated by rename at line 100.
+fn tail_workload(dir: &Path) -> String {
+    let mut expected = String::new();
+    for i in 0..200 {
+        if i == 100 {
+            // Rotation while tail is following by name.
+            sh(dir, "mv f f.1 && : > f");
+        }
+        let line = format!("event {i}\n");
+        sh(dir, &format!("printf 'event {i}\\n' >> f"));
+        expected.push_str(&line);
+        if i % 20 == 0 {
+            std::thread::sleep(std::time::Duration::from_millis(60));
+        }
+    }
+    expected
+}
+
 #[test]
 fn tail_follows_a_file_written_and_rotated_through_the_mount() {
     if !fuse_available() {
         return;
     }
+    let plain = tempfile::tempdir().unwrap();
+    std::fs::write(plain.path().join("f"), b"").unwrap();
+    tail_workload(plain.path());
     let m = Mounted::new(|_| {});
     std::fs::write(m.path("f"), b"").unwrap();
     let outdir = tempfile::tempdir().unwrap();
@@ -271,22 +292,7 @@ fn tail_follows_a_file_written_and_rotated_through_the_mount() {
         .stderr(std::process::Stdio::null())
         .spawn()
         .unwrap();
-    let mut expected = String::new();
-    for i in 0..200 {
-        if i == 100 {
-            // Rotation while tail is following by name.
-            sh(&m.dir, "mv f f.1 && : > f");
-        }
-        let line = format!("event {i}\n");
-        sh(
-            &m.dir,
-            &format!("printf '{}' >> f", line.trim_end().to_owned() + "\\n"),
-        );
-        expected.push_str(&line);
-        if i % 20 == 0 {
-            std::thread::sleep(std::time::Duration::from_millis(60));
-        }
-    }
+    let expected = tail_workload(&m.dir);
     wait_for(
         "tail to print every line",
         std::time::Duration::from_secs(20),
@@ -294,9 +300,17 @@ fn tail_follows_a_file_written_and_rotated_through_the_mount() {
     );
     tail.kill().unwrap();
     tail.wait().unwrap();
+    assert_same_tree(plain.path(), &m.dir);
     let done = m.finish();
+    assert_same_tree(plain.path(), &done.dir);
     assert_captures_rebuild_tree(&done.dir, &done.writes);
     assert_eq!(done.writes.len(), 200);
+    let captured: Vec<u8> = done
+        .writes
+        .iter()
+        .flat_map(|w| w.data.iter().copied())
+        .collect();
+    assert_eq!(captured, expected.as_bytes(), "captures in write order");
 }
 
 #[test]

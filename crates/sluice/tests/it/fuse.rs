@@ -657,3 +657,46 @@ buffer = {{ max_events = 4 }}
         "unmounted even with a stuck sink"
     );
 }
+
+#[test]
+fn path_placeholder_gives_each_captured_file_its_own_output() {
+    if !fuse_usable() {
+        return;
+    }
+    let g = MountGuard::new();
+    let mut d = g.start(
+        r#"
+[sources.cap]
+type = "fuse"
+directories = ["$WATCHED"]
+lock_dir = "$DIR/locks"
+[sinks.per_file]
+type = "file"
+inputs = ["cap"]
+path = "$DIR/per-file/{path}.jsonl"
+encoding = "logstash_json"
+"#,
+    );
+    sh(
+        &g.watched,
+        "mkdir sub && echo a1 >> a.log && echo b1 >> sub/b.log && echo a2 >> a.log",
+    );
+    assert!(d.stop().success(), "{}", d.stderr());
+    let out = g.dir().join("per-file");
+    let mut names: Vec<String> = std::fs::read_dir(&out)
+        .expect("per-file dir")
+        .map(|e| e.expect("entry").file_name().to_string_lossy().into_owned())
+        .collect();
+    names.sort();
+    // `{path}` is the writer-visible path with `/` as `_`: one file name per source file.
+    let name = |rel: &str| format!("{}.jsonl", g.file(rel).to_str().unwrap().replace('/', "_"));
+    assert_eq!(names, [name("a.log"), name("sub/b.log")]);
+    for (rel, expected) in [("a.log", "a1\na2\n"), ("sub/b.log", "b1\n")] {
+        let docs = documents(&out.join(name(rel)));
+        let bytes: Vec<u8> = docs.iter().flat_map(|(_, doc)| message(doc)).collect();
+        assert_eq!(String::from_utf8(bytes).unwrap(), expected, "{rel}");
+        for (_, doc) in &docs {
+            assert_eq!(doc["path"], g.file(rel).to_str().unwrap());
+        }
+    }
+}
