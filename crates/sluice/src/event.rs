@@ -6,6 +6,12 @@
 //! a slice of the buffer one `read()` filled), `tag`/`source` are shared `Arc<str>`,
 //! structured fields and origin metadata are `Arc`s that many events may share.
 //!
+//! Structured fields come in two forms ([`Record`]): a forward record stays the
+//! msgpack bytes it arrived in ([`Record::Raw`], a slice of the request buffer, read
+//! in place: lookups, JSON and msgpack output never decode it into values), other
+//! producers hand decoded pairs ([`Record::Decoded`]). [`Event::field`] and the
+//! encoders accept both.
+//!
 //! Events travel in an [`EventBatch`], which carries exactly one [`AckToken`]. The
 //! batch's events are behind an `Arc` so that cloning a batch for each sink of a
 //! fan-out is O(1).
@@ -13,14 +19,164 @@
 use std::sync::Arc;
 
 use bytes::Bytes;
+pub use proto::forward::{RawMap, RawValue};
 
 use crate::ack::AckToken;
 
-/// A structured value (msgpack model: forward records decode into it as-is).
+/// A structured value (msgpack model).
 pub type Value = rmpv::Value;
 
-/// Structured fields of an event: ordered key/value pairs, keys usually strings.
+/// Decoded structured fields: ordered key/value pairs, keys usually strings.
 pub type Fields = Vec<(Value, Value)>;
+
+/// The structured fields of an event.
+#[derive(Debug, Clone)]
+pub enum Record {
+    /// A msgpack map kept as received (forward records), validated at decode time
+    /// and read in place. Cloning is a reference-count increment.
+    Raw(RawMap),
+    /// Decoded pairs, shared.
+    Decoded(Arc<Fields>),
+}
+
+impl From<Arc<Fields>> for Record {
+    fn from(f: Arc<Fields>) -> Self {
+        Record::Decoded(f)
+    }
+}
+
+impl From<RawMap> for Record {
+    fn from(m: RawMap) -> Self {
+        Record::Raw(m)
+    }
+}
+
+impl PartialEq for Record {
+    /// Same pairs, whatever the form (a raw map is compared by its decoded value
+    /// only against a decoded one).
+    fn eq(&self, other: &Record) -> bool {
+        match (self, other) {
+            (Record::Raw(a), Record::Raw(b)) => a == b,
+            (Record::Decoded(a), Record::Decoded(b)) => a == b,
+            (Record::Raw(r), Record::Decoded(d)) | (Record::Decoded(d), Record::Raw(r)) => {
+                r.len() == d.len() && r.to_value().as_map() == Some(&**d)
+            }
+        }
+    }
+}
+
+impl Record {
+    /// Number of pairs.
+    pub fn len(&self) -> usize {
+        match self {
+            Record::Raw(m) => m.len(),
+            Record::Decoded(f) => f.len(),
+        }
+    }
+
+    /// Whether there is no pair.
+    pub fn is_empty(&self) -> bool {
+        self.len() == 0
+    }
+
+    /// The value of the first pair whose str/bin key is `name` (no allocation).
+    pub fn get(&self, name: &[u8]) -> Option<FieldRef<'_>> {
+        match self {
+            Record::Raw(m) => m.get(name).map(FieldRef::Raw),
+            Record::Decoded(f) => f
+                .iter()
+                .find(|(k, _)| key_matches(k, name))
+                .map(|(_, v)| FieldRef::Value(v)),
+        }
+    }
+
+    /// Whether both are the same shared record (not merely equal): runs of events
+    /// sharing one record are stored once by the disk buffer.
+    pub fn same_as(&self, other: &Record) -> bool {
+        match (self, other) {
+            (Record::Raw(a), Record::Raw(b)) => {
+                let (a, b) = (a.pairs_bytes(), b.pairs_bytes());
+                a.len() == b.len() && a.as_ptr() == b.as_ptr()
+            }
+            (Record::Decoded(a), Record::Decoded(b)) => Arc::ptr_eq(a, b),
+            _ => false,
+        }
+    }
+
+    /// The pairs as owned values (allocates; for consumers that need [`Value`]s).
+    pub fn to_fields(&self) -> Fields {
+        match self {
+            Record::Raw(m) => m
+                .iter()
+                .map(|(k, v)| (k.to_value(), v.to_value()))
+                .collect(),
+            Record::Decoded(f) => f.to_vec(),
+        }
+    }
+
+    /// The record as a raw map (a reference-count increment when already raw).
+    pub fn to_raw(&self) -> RawMap {
+        match self {
+            Record::Raw(m) => m.clone(),
+            Record::Decoded(f) => RawMap::encode(f),
+        }
+    }
+}
+
+/// A field value borrowed from either form of [`Record`].
+#[derive(Debug, Clone, Copy, PartialEq)]
+pub enum FieldRef<'a> {
+    /// Read in place from a raw record.
+    Raw(RawValue<'a>),
+    /// From decoded pairs.
+    Value(&'a Value),
+}
+
+impl<'a> FieldRef<'a> {
+    /// The bytes of a str or bin value.
+    pub fn as_bytes(&self) -> Option<&'a [u8]> {
+        match *self {
+            FieldRef::Raw(v) => v.as_bytes(),
+            FieldRef::Value(Value::String(s)) => Some(s.as_bytes()),
+            FieldRef::Value(Value::Binary(b)) => Some(b),
+            FieldRef::Value(_) => None,
+        }
+    }
+
+    /// A non-negative integer value.
+    pub fn as_u64(&self) -> Option<u64> {
+        match *self {
+            FieldRef::Raw(v) => v.as_u64(),
+            FieldRef::Value(v) => v.as_u64(),
+        }
+    }
+
+    /// Whether the value is nil.
+    pub fn is_nil(&self) -> bool {
+        matches!(
+            self,
+            FieldRef::Raw(RawValue::Nil) | FieldRef::Value(Value::Nil)
+        )
+    }
+
+    /// An owned copy of the value.
+    pub fn to_value(&self) -> Value {
+        match *self {
+            FieldRef::Raw(v) => v.to_value(),
+            FieldRef::Value(v) => v.clone(),
+        }
+    }
+}
+
+impl std::fmt::Display for FieldRef<'_> {
+    /// rmpv's text form (strings quoted).
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        match self {
+            FieldRef::Raw(v) => v.fmt(f),
+            FieldRef::Value(v) => v.fmt(f),
+        }
+    }
+}
 
 /// Where an event came from, beyond the source name: filled by the capturing source.
 #[derive(Debug, Clone, Default, PartialEq, Eq)]
@@ -63,7 +219,7 @@ pub struct Event {
     /// Tenant (client id) once a tenant route has assigned one.
     pub tenant: Option<Arc<str>>,
     /// Structured fields (forward records, parsed syslog).
-    pub fields: Option<Arc<Fields>>,
+    pub fields: Option<Record>,
     /// Origin metadata (fuse writes, network peers).
     pub origin: Option<Arc<Origin>>,
     /// Bucket number once a bucket route has assigned one (`{bucket}`).
@@ -85,20 +241,16 @@ impl Event {
         }
     }
 
-    /// Look up a structured field by its (string) key.
-    pub fn field(&self, name: &str) -> Option<&Value> {
-        self.fields
-            .as_deref()?
-            .iter()
-            .find(|(k, _)| key_matches(k, name))
-            .map(|(_, v)| v)
+    /// Look up a structured field by its (str or bin) key, without allocating.
+    pub fn field(&self, name: &str) -> Option<FieldRef<'_>> {
+        self.fields.as_ref()?.get(name.as_bytes())
     }
 }
 
-fn key_matches(key: &Value, name: &str) -> bool {
+fn key_matches(key: &Value, name: &[u8]) -> bool {
     match key {
-        Value::String(s) => s.as_bytes() == name.as_bytes(),
-        Value::Binary(b) => b.as_slice() == name.as_bytes(),
+        Value::String(s) => s.as_bytes() == name,
+        Value::Binary(b) => b.as_slice() == name,
         _ => false,
     }
 }

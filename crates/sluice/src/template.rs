@@ -12,7 +12,7 @@
 
 use std::fmt::Write as _;
 
-use crate::event::{Event, Value};
+use crate::event::Event;
 
 #[derive(Debug, Clone, PartialEq, Eq)]
 enum Part {
@@ -96,12 +96,12 @@ impl Template {
                 Part::Source => self.value(&event.source, out),
                 Part::Tenant => self.value(event.tenant.as_deref().unwrap_or(""), out),
                 Part::Field(name) => match event.field(name) {
-                    Some(Value::String(s)) => {
-                        self.value(&String::from_utf8_lossy(s.as_bytes()), out)
-                    }
-                    Some(Value::Binary(b)) => self.value(&String::from_utf8_lossy(b), out),
-                    Some(Value::Nil) | None => {}
-                    Some(other) => self.value(&other.to_string(), out),
+                    Some(v) if v.is_nil() => {}
+                    Some(v) => match v.as_bytes() {
+                        Some(b) => self.value(&String::from_utf8_lossy(b), out),
+                        None => self.value(&v.to_string(), out),
+                    },
+                    None => {}
                 },
                 Part::Path => {
                     let path = event.origin.as_ref().and_then(|o| o.path.as_deref());
@@ -157,6 +157,7 @@ mod tests {
     use bytes::Bytes;
 
     use super::*;
+    use crate::event::Value;
 
     fn ev() -> Event {
         let mut e = Event::new(
@@ -165,7 +166,7 @@ mod tests {
             "../app/x".into(),
             "src".into(),
         );
-        e.fields = Some(Arc::new(vec![(Value::from("host"), Value::from("h1"))]));
+        e.fields = Some(Arc::new(vec![(Value::from("host"), Value::from("h1"))]).into());
         e
     }
 

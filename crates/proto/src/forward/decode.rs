@@ -8,30 +8,33 @@
 //!    nesting against [`Limits::max_depth`] as soon as the header is seen. Progress is
 //!    kept across calls, so a request arriving in k reads costs O(len + k), not
 //!    O(len * k).
-//! 3. The complete request (a slice of the caller's buffer) is decoded: the option map
-//!    first (it decides compression and may reject the request cheaply), then the
-//!    entries. Tag and chunk are copied out (they are small), so no returned value pins
-//!    the caller's read buffer.
+//! 3. The complete request is split off the caller's buffer as a [`Bytes`] and decoded:
+//!    the option map first (it decides compression and may reject the request
+//!    cheaply), then the entries. Each record (and v1.5 metadata) is validated in place
+//!    — every header, every length against the bytes present, nesting against the depth
+//!    limit — and returned as a [`RawMap`](super::RawMap): a slice of the request, no
+//!    copy and no per-value allocation. The entries therefore keep the request's bytes
+//!    alive until they are dropped; tag and chunk are copied out (they are small).
 //! 4. PackedForward payloads that are compressed are inflated in 64 KiB steps and their
-//!    entries are scanned and decoded as they become complete; only the unparsed tail
-//!    is buffered, and total output is capped by [`Limits::max_decompressed_bytes`].
-//!    Garbage (e.g. a bomb of zeros) fails on the first inflated chunk.
+//!    entries are scanned and validated as they become complete, so garbage (e.g. a
+//!    bomb of zeros) fails on the first inflated step; total output is capped by
+//!    [`Limits::max_decompressed_bytes`]. The inflated bytes are kept (they back the
+//!    records) in one buffer.
 //!
-//! Total cost per request: O(wire bytes + decompressed bytes); memory: the request
-//! plus the decoded values (an [`rmpv::Value`] is 40 bytes per msgpack value,
-//! so a pathological request of N one-byte values costs ~40 N bytes; the limits bound N).
+//! Total cost per request: O(wire bytes + decompressed bytes); memory: the request,
+//! its inflated payload if compressed, and one [`Entry`] (96 bytes) per event.
 
 use std::io::Read;
 
 use bytes::{Buf, Bytes, BytesMut};
-use rmpv::Value;
 
-use super::entry::{parse_entry, parse_record, parse_time};
+use super::entry::{EntrySpan, parse_entry, parse_record, parse_time};
 use super::error::{DecodeError, DecodeErrorKind, ErrorContext};
 use super::handshake;
 use super::msgpack::{
     Header, ReadError, Reader, Scan, ScanError, Scanner, TopOffsets, marker_type_name,
 };
+use super::raw::{MapSpan, RawMap};
 use super::{Entry, EventFrame, Limits, Mode, Request};
 
 /// Decodes client requests from a connection's byte stream.
@@ -104,9 +107,9 @@ impl Decoder {
         };
         let start = self.offset;
         let top = self.scanner.last_top_offsets();
-        let result = parse_request(&buf[..len], top, &self.limits, start);
-        buf.advance(len);
+        let frame = buf.split_to(len).freeze();
         self.offset += len as u64;
+        let result = parse_request(&frame, top, &self.limits, start);
         result.map(Some)
     }
 
@@ -144,7 +147,7 @@ pub(crate) fn scan_error_kind(e: ScanError, limit: usize, depth: usize) -> Decod
 /// Decoding state for one complete request: the error context grows as parsing
 /// learns the tag, the mode and the entry index.
 struct RequestParser<'a> {
-    frame: &'a [u8],
+    frame: &'a Bytes,
     /// Where the request array's elements start (from the scanner).
     top: TopOffsets,
     limits: &'a Limits,
@@ -152,7 +155,7 @@ struct RequestParser<'a> {
 }
 
 fn parse_request(
-    frame: &[u8],
+    frame: &Bytes,
     top: TopOffsets,
     limits: &Limits,
     offset: u64,
@@ -185,7 +188,7 @@ struct Options {
     size: Option<u64>,
     compressed: Option<Algorithm>,
     fluent_signal: Option<u64>,
-    metadata: Option<Value>,
+    metadata: Option<RawMap>,
 }
 
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -276,7 +279,7 @@ impl RequestParser<'_> {
                     }
                 }
             }
-            parse_options(&mut r, self.limits.depth())?
+            parse_options(&mut r, self.frame, self.limits.depth())?
         } else {
             Options::default()
         };
@@ -294,7 +297,7 @@ impl RequestParser<'_> {
                 if let Some(time) = time {
                     entries.push(Entry {
                         time,
-                        record,
+                        record: record.to_raw(self.frame, 0),
                         metadata: None,
                     });
                 }
@@ -308,8 +311,10 @@ impl RequestParser<'_> {
                 let (Header::Str(n) | Header::Bin(n)) = r.header().map_err(read_error)? else {
                     unreachable!("mode was chosen from this header");
                 };
+                let base = r.pos();
                 let payload = r.bytes(n).map_err(read_error)?;
-                self.parse_packed_entries(payload, options.compressed, &mut entries)?
+                let size = options.size;
+                self.parse_packed_entries(payload, base, options.compressed, size, &mut entries)?
             }
         };
         self.ctx.entry = None;
@@ -345,28 +350,32 @@ impl RequestParser<'_> {
         for i in 0..n {
             self.ctx.entry = Some(i);
             if let Some(entry) = parse_entry(r, self.limits.depth())? {
-                entries.push(entry);
+                entries.push(entry.to_entry(self.frame, 0));
             }
         }
         Ok(())
     }
 
-    /// Decodes a PackedForward payload; returns the mode it turned out to be.
+    /// Decodes a PackedForward payload (at `base` in the frame); returns the mode it
+    /// turned out to be.
     fn parse_packed_entries(
         &mut self,
         payload: &[u8],
+        base: usize,
         compressed: Option<Algorithm>,
+        size: Option<u64>,
         entries: &mut Vec<Entry>,
     ) -> Result<Mode, DecodeErrorKind> {
         let algorithm = Algorithm::sniff(payload).or(compressed);
         match algorithm {
             None => {
                 let mut r = Reader::new(payload);
+                entries.reserve(self.capacity_hint(size, payload.len()));
                 let mut i = 0;
                 while r.remaining() > 0 {
                     self.check_entry_count(i)?;
                     if let Some(entry) = parse_entry(&mut r, self.limits.depth())? {
-                        entries.push(entry);
+                        entries.push(entry.to_entry(self.frame, base));
                     }
                     i += 1;
                 }
@@ -395,6 +404,18 @@ impl RequestParser<'_> {
         }
     }
 
+    /// Entries to reserve for a payload of `len` bytes: the `size` option when it is
+    /// plausible (Fluentd, Fluent Bit and sluice send the entry count), else a guess
+    /// from typical ~100-byte entries. Never more than the bytes could hold (the
+    /// smallest entry, `[0, {}]`, is 3 bytes) nor the entry limit.
+    fn capacity_hint(&self, size: Option<u64>, len: usize) -> usize {
+        let most = (len / 3).min(self.limits.max_entries_per_frame);
+        match size.and_then(|n| usize::try_from(n).ok()) {
+            Some(n) if n <= most => n,
+            _ => (len / 128).min(most),
+        }
+    }
+
     fn check_entry_count(&mut self, i: usize) -> Result<(), DecodeErrorKind> {
         self.ctx.entry = Some(i);
         if i >= self.limits.max_entries_per_frame {
@@ -405,9 +426,10 @@ impl RequestParser<'_> {
         Ok(())
     }
 
-    /// Inflates `src` in steps, decoding each entry once it is complete. Only the
-    /// unparsed tail is kept, so memory is one entry plus one step, whatever the
-    /// payload inflates to.
+    /// Inflates `src` in steps, validating each entry once it is complete, so bad
+    /// content fails at the first step that shows it. The inflated bytes are kept in
+    /// one buffer (at most [`Limits::max_decompressed_bytes`]): the records are
+    /// slices of it.
     fn inflate_entries(
         &mut self,
         mut src: impl Read,
@@ -423,8 +445,8 @@ impl RequestParser<'_> {
         let mut step = vec![0u8; INFLATE_STEP];
         let mut pending: Vec<u8> = Vec::new();
         let mut start = 0; // first unparsed byte of `pending`
-        let mut inflated = 0usize;
         let mut scanner = Scanner::default();
+        let mut spans: Vec<(usize, EntrySpan)> = Vec::new();
         let mut i = 0;
         loop {
             while start < pending.len() {
@@ -435,14 +457,14 @@ impl RequestParser<'_> {
                     });
                 }
                 // Bytes inflated before this entry count against the cap too.
-                let budget = cap - (inflated - (pending.len() - start));
+                let budget = cap - start;
                 match scanner.scan(&pending[start..], budget, depth) {
                     Ok(Scan::NeedMore) => break,
                     Ok(Scan::Complete(n)) => {
                         self.check_entry_count(i)?;
                         let mut r = Reader::new(&pending[start..start + n]);
                         if let Some(entry) = parse_entry(&mut r, depth)? {
-                            entries.push(entry);
+                            spans.push((start, entry));
                         }
                         start += n;
                         i += 1;
@@ -456,11 +478,6 @@ impl RequestParser<'_> {
                     }
                 }
             }
-            // Compact once the parsed prefix is at least half: amortised O(1) per byte.
-            if start > 0 && start * 2 >= pending.len() {
-                pending.drain(..start);
-                start = 0;
-            }
             let n = loop {
                 match src.read(&mut step) {
                     Ok(n) => break n,
@@ -473,10 +490,16 @@ impl RequestParser<'_> {
                     self.ctx.entry = Some(i);
                     return Err(DecodeErrorKind::TruncatedEntries);
                 }
+                let backing = Bytes::from(pending);
+                entries.reserve_exact(spans.len());
+                entries.extend(
+                    spans
+                        .into_iter()
+                        .map(|(base, span)| span.to_entry(&backing, base)),
+                );
                 return Ok(());
             }
-            inflated += n;
-            if inflated > cap {
+            if pending.len() + n > cap {
                 return Err(too_large);
             }
             pending.extend_from_slice(&step[..n]);
@@ -508,7 +531,11 @@ pub(crate) fn read_error(e: ReadError) -> DecodeErrorKind {
         ReadError::TooDeep => DecodeErrorKind::TooDeep { limit: 0 },
     }
 }
-fn parse_options(r: &mut Reader<'_>, depth: usize) -> Result<Options, DecodeErrorKind> {
+fn parse_options(
+    r: &mut Reader<'_>,
+    frame: &Bytes,
+    depth: usize,
+) -> Result<Options, DecodeErrorKind> {
     let mut options = Options::default();
     let pairs = match r.header().map_err(read_error)? {
         Header::Nil => return Ok(options),
@@ -570,9 +597,10 @@ fn parse_options(r: &mut Reader<'_>, depth: usize) -> Result<Options, DecodeErro
             b"metadata" => {
                 options.metadata = match value {
                     Header::Nil => None,
-                    Header::Map(_) => Some(
-                        r.value_with(value, value_start, depth)
-                            .map_err(read_error)?,
+                    Header::Map(n) => Some(
+                        MapSpan::read(r, n, depth)
+                            .map_err(read_error)?
+                            .to_raw(frame, 0),
                     ),
                     _ => return Err(invalid("metadata")),
                 }

@@ -17,10 +17,10 @@ use base64::Engine;
 use bytes::{BufMut, Bytes, BytesMut};
 use rmpv::Value;
 
-use super::EventTime;
 use super::msgpack::{
     put_array_len, put_bin, put_ext, put_int, put_map_len, put_str, put_uint, put_value,
 };
+use super::{EventTime, RawMap};
 
 /// Compression of a PackedForward payload.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Default)]
@@ -58,6 +58,14 @@ impl PackedForwardBuilder {
         put_array_len(&mut self.entries, 2);
         put_time(&mut self.entries, time);
         put_value(&mut self.entries, record);
+        self.count += 1;
+    }
+
+    /// Appends `[time, record]` for a record kept as msgpack bytes (copied as is).
+    pub fn push_raw(&mut self, time: EventTime, record: &RawMap) {
+        put_array_len(&mut self.entries, 2);
+        put_time(&mut self.entries, time);
+        record.write_msgpack(&mut self.entries);
         self.count += 1;
     }
 
@@ -186,6 +194,26 @@ mod tests {
         assert_eq!(
             out,
             [0xd7, 0x00, 0x65, 0x53, 0xf1, 0x00, 0x07, 0x5b, 0xcd, 0x15]
+        );
+    }
+
+    #[test]
+    fn push_raw_writes_what_push_writes_for_the_same_record() {
+        let record = Value::Map(vec![
+            (Value::from("message"), Value::from("hi")),
+            (Value::from("n"), Value::from(-70_000)),
+        ]);
+        let mut a = PackedForwardBuilder::new("t");
+        a.push(EventTime::new(1, 2), &record);
+        let mut b = PackedForwardBuilder::new("t");
+        b.push_raw(
+            EventTime::new(1, 2),
+            &RawMap::encode(record.as_map().unwrap()),
+        );
+        assert_eq!(b.len(), 1);
+        assert_eq!(
+            a.finish(None, Compression::None),
+            b.finish(None, Compression::None)
         );
     }
 

@@ -3,22 +3,43 @@
 //!
 //! Invariants: a record is always a map; EventTime seconds are unsigned 32-bit and
 //! nanoseconds below 1e9; Fluent Bit group markers (EventTime seconds `0xFFFFFFFF` /
-//! `0xFFFFFFFE`) are consumed and reported as `None`, never as events. Values are built
-//! with the caller's depth budget; the reader never pre-allocates past the bytes left.
+//! `0xFFFFFFFE`) are consumed and reported as `None`, never as events. Records and
+//! metadata are validated in place with the caller's depth budget and reported as
+//! spans of the walked slice; nothing is allocated per entry.
 
-use rmpv::Value;
+use bytes::Bytes;
 
 use super::decode::read_error;
 use super::error::{DecodeErrorKind, TimeError};
 use super::msgpack::{Header, Reader};
+use super::raw::MapSpan;
 use super::{Entry, EventTime};
+
+/// A validated entry, as positions in the slice its reader walked.
+#[derive(Debug, Clone, Copy)]
+pub(crate) struct EntrySpan {
+    pub(crate) time: EventTime,
+    pub(crate) record: MapSpan,
+    pub(crate) metadata: Option<MapSpan>,
+}
+
+impl EntrySpan {
+    /// The entry as slices of `backing`, where the walked slice began at `base`.
+    pub(crate) fn to_entry(self, backing: &Bytes, base: usize) -> Entry {
+        Entry {
+            time: self.time,
+            record: self.record.to_raw(backing, base),
+            metadata: self.metadata.map(|m| m.to_raw(backing, base)),
+        }
+    }
+}
 
 /// Parses `[time, record]` or `[[time, metadata], record]`. `Ok(None)` for a Fluent
 /// Bit group marker, which is consumed but is not an event.
 pub(crate) fn parse_entry(
     r: &mut Reader<'_>,
     depth: usize,
-) -> Result<Option<Entry>, DecodeErrorKind> {
+) -> Result<Option<EntrySpan>, DecodeErrorKind> {
     match r.header().map_err(read_error)? {
         Header::Array(2) => {}
         Header::Array(_) => {
@@ -37,10 +58,9 @@ pub(crate) fn parse_entry(
             let header = r.header().map_err(read_error)?;
             let time = parse_time(r, header)?;
             let metadata = if n == 2 {
-                let start = r.pos();
                 match r.header().map_err(read_error)? {
                     Header::Nil => None,
-                    h @ Header::Map(_) => Some(r.value_with(h, start, depth).map_err(read_error)?),
+                    Header::Map(n) => Some(MapSpan::read(r, n, depth).map_err(read_error)?),
                     _ => {
                         return Err(DecodeErrorKind::InvalidEntry {
                             reason: "event metadata is not a map",
@@ -60,17 +80,16 @@ pub(crate) fn parse_entry(
         header => (parse_time(r, header)?, None),
     };
     let record = parse_record(r, depth)?;
-    Ok(time.map(|time| Entry {
+    Ok(time.map(|time| EntrySpan {
         time,
         record,
         metadata,
     }))
 }
 
-pub(crate) fn parse_record(r: &mut Reader<'_>, depth: usize) -> Result<Value, DecodeErrorKind> {
-    let start = r.pos();
+pub(crate) fn parse_record(r: &mut Reader<'_>, depth: usize) -> Result<MapSpan, DecodeErrorKind> {
     match r.header().map_err(read_error)? {
-        h @ Header::Map(_) => r.value_with(h, start, depth).map_err(read_error),
+        Header::Map(n) => MapSpan::read(r, n, depth).map_err(read_error),
         other => Err(DecodeErrorKind::RecordNotMap {
             found: other.type_name(),
         }),

@@ -56,6 +56,7 @@ mod entry;
 mod error;
 pub mod handshake;
 mod msgpack;
+mod raw;
 mod response;
 
 #[cfg(test)]
@@ -65,18 +66,18 @@ pub use decode::Decoder;
 pub use encode::{Compression, PackedForwardBuilder, encode_ack, new_chunk_id};
 pub use error::{DecodeError, DecodeErrorKind, TimeError};
 pub use handshake::Ping;
+pub use raw::{Pairs, RawError, RawMap, RawSeq, RawValue, Values};
 pub use response::{Response, ResponseDecoder};
 
 use bytes::Bytes;
-use rmpv::Value;
 
 /// Size and shape limits applied by [`Decoder`]. All are hard caps: exceeding one is
 /// an error, never a truncation.
 ///
-/// Memory per request is bounded by the wire (or decompressed) bytes times the cost of
-/// a decoded value: an [`rmpv::Value`] takes 40 bytes, so the worst case, a request of
-/// one-byte values, costs about 40 × `max_decompressed_bytes`. Lower the limits for
-/// untrusted peers with many connections.
+/// Memory per request is the request's wire bytes, its inflated payload (at most
+/// `max_decompressed_bytes`) and a 96-byte [`Entry`] per event (the smallest entry is
+/// 3 bytes, so at worst ~32 × the payload). Records are not decoded into values.
+/// Lower the limits for untrusted peers with many connections.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct Limits {
     /// Largest request accepted, in wire bytes (default 32 MiB). While
@@ -89,7 +90,8 @@ pub struct Limits {
     /// Most entries (events plus group markers) in one request (default 1 000 000).
     pub max_entries_per_frame: usize,
     /// Deepest container nesting, counting the request array as 1 (default 64; values
-    /// above 512 are treated as 512 to keep the recursive value builder's stack small).
+    /// above 512 are treated as 512 to keep recursive readers' stacks small). A record
+    /// is checked against this budget on its own (the map counting as 1).
     pub max_depth: usize,
 }
 
@@ -161,12 +163,13 @@ impl EventTime {
 pub struct Entry {
     /// Event time (int, EventTime or float on the wire).
     pub time: EventTime,
-    /// The record; always a [`Value::Map`]. Keys and strings are kept as sent (str and
-    /// bin both occur, and str need not be valid UTF-8).
-    pub record: Value,
+    /// The record (always a map), validated and kept as the bytes sent: a slice of the
+    /// request (or of its inflated payload). Keys and strings are as sent (str and bin
+    /// both occur, and str need not be valid UTF-8).
+    pub record: RawMap,
     /// v1.5 per-event metadata from the `[time, metadata]` time slot (always a map).
     /// See [`EventFrame::metadata_for`] for Message-mode metadata sent as an option.
-    pub metadata: Option<Value>,
+    pub metadata: Option<RawMap>,
 }
 
 /// A request carrying events.
@@ -187,7 +190,7 @@ pub struct EventFrame {
     /// Option `fluent_signal`: only 0 (logs) or absent get here.
     pub fluent_signal: Option<u64>,
     /// Option `metadata` (a map): Fluent Bit's per-event metadata in Message mode.
-    pub metadata: Option<Value>,
+    pub metadata: Option<RawMap>,
     /// Wire size of the request in bytes.
     pub wire_len: usize,
 }
@@ -199,7 +202,7 @@ impl EventFrame {
     }
 
     /// Metadata that applies to `entry`: its own v1.5 metadata, else the option's.
-    pub fn metadata_for<'a>(&'a self, entry: &'a Entry) -> Option<&'a Value> {
+    pub fn metadata_for<'a>(&'a self, entry: &'a Entry) -> Option<&'a RawMap> {
         entry.metadata.as_ref().or(self.metadata.as_ref())
     }
 }

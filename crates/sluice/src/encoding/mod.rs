@@ -14,6 +14,8 @@
 //!   the structured fields plus `message` when absent.
 //!
 //! Every encoder appends to a caller-owned `Vec<u8>` so a sink reuses one buffer.
+//! Raw records (forward) are written straight from their msgpack bytes: JSON by
+//! walking them in place, msgpack by copying them.
 //! Strings go through `serde_json`'s escaper, so any input gives valid JSON (the
 //! original fuse_kafka built JSON with printf and no escaping).
 
@@ -23,7 +25,7 @@ use base64::Engine as _;
 use base64::engine::general_purpose::STANDARD as B64;
 use serde::Deserialize;
 
-use crate::event::{Event, Value};
+use crate::event::{Event, RawValue, Record, Value};
 
 /// Version string written in `@version`.
 pub const VERSION: &str = env!("CARGO_PKG_VERSION");
@@ -102,17 +104,40 @@ fn encode_json(event: &Event, out: &mut Vec<u8>) {
         out.extend_from_slice(b",\"tenant\":");
         json_str(out, tenant);
     }
-    if let Some(fields) = &event.fields {
-        for (k, v) in fields.iter() {
-            let key = key_text(k);
-            if RESERVED.contains(&key.as_ref()) || key == "tenant" {
-                continue;
+    match &event.fields {
+        Some(Record::Decoded(fields)) => {
+            for (k, v) in fields.iter() {
+                let key = key_text(k);
+                if RESERVED.contains(&key.as_ref()) || key == "tenant" {
+                    continue;
+                }
+                out.push(b',');
+                json_str(out, &key);
+                out.push(b':');
+                write_value(out, v, 0);
             }
-            out.push(b',');
-            json_str(out, &key);
-            out.push(b':');
-            write_value(out, v, 0);
         }
+        Some(Record::Raw(map)) => {
+            for (k, v) in map.iter() {
+                if let Some(key) = k.as_bytes() {
+                    if key == b"tenant" || RESERVED.iter().any(|r| r.as_bytes() == key) {
+                        continue;
+                    }
+                    out.push(b',');
+                    json_bytes_lossy(out, key);
+                } else {
+                    let key = k.to_string();
+                    if RESERVED.contains(&key.as_str()) || key == "tenant" {
+                        continue;
+                    }
+                    out.push(b',');
+                    json_str(out, &key);
+                }
+                out.push(b':');
+                write_raw(out, v, 0);
+            }
+        }
+        None => {}
     }
     if let Some(o) = &event.origin {
         let strs = [
@@ -215,11 +240,89 @@ fn write_pairs(out: &mut Vec<u8>, pairs: &[(Value, Value)], depth: usize) {
     out.push(b'}');
 }
 
+/// The `json` encoding of a raw value: the same mapping as [`write_value`].
+fn write_raw(out: &mut Vec<u8>, v: RawValue<'_>, depth: usize) {
+    if depth > MAX_JSON_DEPTH {
+        out.extend_from_slice(b"null");
+        return;
+    }
+    match v {
+        RawValue::Nil => out.extend_from_slice(b"null"),
+        RawValue::Bool(b) => out.extend_from_slice(if b { b"true" } else { b"false" }),
+        RawValue::Uint(n) => {
+            let _ = write!(out, "{n}");
+        }
+        RawValue::Int(n) => {
+            let _ = write!(out, "{n}");
+        }
+        RawValue::F32(f) if f.is_finite() => {
+            let _ = write!(out, "{f}");
+        }
+        RawValue::F64(f) if f.is_finite() => {
+            let _ = write!(out, "{f}");
+        }
+        RawValue::F32(_) | RawValue::F64(_) => out.extend_from_slice(b"null"),
+        RawValue::Str(s) => json_bytes_lossy(out, s),
+        RawValue::Bin(b) => match std::str::from_utf8(b) {
+            Ok(s) => json_str(out, s),
+            Err(_) => {
+                out.push(b'"');
+                out.extend_from_slice(B64.encode(b).as_bytes());
+                out.push(b'"');
+            }
+        },
+        RawValue::Array(seq) => {
+            out.push(b'[');
+            for (i, item) in seq.items().enumerate() {
+                if i > 0 {
+                    out.push(b',');
+                }
+                write_raw(out, item, depth + 1);
+            }
+            out.push(b']');
+        }
+        RawValue::Map(seq) => write_raw_pairs(out, seq.pairs(), depth),
+        RawValue::Ext(_, data) => {
+            out.push(b'"');
+            out.extend_from_slice(B64.encode(data).as_bytes());
+            out.push(b'"');
+        }
+    }
+}
+
+fn write_raw_pairs<'a>(
+    out: &mut Vec<u8>,
+    pairs: impl Iterator<Item = (RawValue<'a>, RawValue<'a>)>,
+    depth: usize,
+) {
+    out.push(b'{');
+    for (i, (k, val)) in pairs.enumerate() {
+        if i > 0 {
+            out.push(b',');
+        }
+        match k.as_bytes() {
+            Some(key) => json_bytes_lossy(out, key),
+            None => json_str(out, &k.to_string()),
+        }
+        out.push(b':');
+        write_raw(out, val, depth + 1);
+    }
+    out.push(b'}');
+}
+
 /// Append structured fields as one JSON object, with the `json` encoding's value
 /// mapping (lossy strings, base64 for non-UTF-8 bin and ext, null for non-finite
 /// floats).
 pub fn write_json_map(out: &mut Vec<u8>, pairs: &[(Value, Value)]) {
     write_pairs(out, pairs, 0);
+}
+
+/// [`write_json_map`] for either form of record.
+pub fn write_json_record(out: &mut Vec<u8>, record: &Record) {
+    match record {
+        Record::Decoded(pairs) => write_pairs(out, pairs, 0),
+        Record::Raw(map) => write_raw_pairs(out, map.iter(), 0),
+    }
 }
 
 fn encode_logstash(event: &Event, out: &mut Vec<u8>) {
@@ -280,21 +383,43 @@ fn encode_msgpack(event: &Event, out: &mut Vec<u8>) {
     let mut time = [0u8; 8];
     time[..4].copy_from_slice(&(secs as u32).to_be_bytes());
     time[4..].copy_from_slice(&nanos.to_be_bytes());
-    let mut record: Vec<(Value, Value)> = event.fields.as_deref().cloned().unwrap_or_default();
-    if !record.iter().any(|(k, _)| key_text(k) == "message") {
-        let body = match std::str::from_utf8(&event.body) {
-            Ok(s) => Value::from(s),
-            Err(_) => Value::Binary(event.body.to_vec()),
-        };
-        record.push((Value::from("message"), body));
+    // [tag, EventTime, record]; writing into a Vec cannot fail.
+    let _ = rmp::encode::write_array_len(out, 3);
+    let _ = rmp::encode::write_str(out, &event.tag);
+    let _ = rmp::encode::write_ext_meta(out, 8, 0);
+    out.extend_from_slice(&time);
+    let has_message = event
+        .fields
+        .as_ref()
+        .is_some_and(|r| r.get(b"message").is_some());
+    let extra = u32::from(!has_message);
+    match &event.fields {
+        Some(Record::Raw(map)) => {
+            let _ = rmp::encode::write_map_len(out, map.len() as u32 + extra);
+            out.extend_from_slice(map.pairs_bytes());
+        }
+        Some(Record::Decoded(pairs)) => {
+            let _ = rmp::encode::write_map_len(out, pairs.len() as u32 + extra);
+            for (k, v) in pairs.iter() {
+                let _ = rmpv::encode::write_value(out, k);
+                let _ = rmpv::encode::write_value(out, v);
+            }
+        }
+        None => {
+            let _ = rmp::encode::write_map_len(out, extra);
+        }
     }
-    let value = Value::Array(vec![
-        Value::from(event.tag.as_ref()),
-        Value::Ext(0, time.to_vec()),
-        Value::Map(record),
-    ]);
-    // Writing into a Vec cannot fail.
-    let _ = rmpv::encode::write_value(out, &value);
+    if !has_message {
+        let _ = rmp::encode::write_str(out, "message");
+        match std::str::from_utf8(&event.body) {
+            Ok(s) => {
+                let _ = rmp::encode::write_str(out, s);
+            }
+            Err(_) => {
+                let _ = rmp::encode::write_bin(out, &event.body);
+            }
+        }
+    }
 }
 
 #[cfg(test)]
@@ -325,11 +450,19 @@ mod tests {
     #[test]
     fn json_escapes_and_merges_fields() {
         let mut e = ev(b"he said \"hi\"\n");
-        e.fields = Some(Arc::new(vec![
+        let fields = Arc::new(vec![
             (Value::from("level"), Value::from("warn")),
             (Value::from("message"), Value::from("ignored: body wins")),
             (Value::from("n"), Value::from(3)),
-        ]));
+            (
+                Value::from("nested"),
+                Value::Map(vec![(
+                    Value::Binary(b"b".to_vec()),
+                    Value::Array(vec![Value::F64(f64::NAN), Value::Binary(vec![0xff])]),
+                )]),
+            ),
+        ]);
+        e.fields = Some(fields.clone().into());
         let mut out = Vec::new();
         Encoding::Json.encode(&e, &mut out, false);
         let v: serde_json::Value = serde_json::from_slice(&out).unwrap();
@@ -338,6 +471,35 @@ mod tests {
         assert_eq!(v["n"], 3);
         assert_eq!(v["tag"], "app");
         assert_eq!(v["time"], "2023-11-14T22:13:20.123456789Z");
+        assert_eq!(v["nested"]["b"], serde_json::json!([null, "/w=="]));
+        // A raw record (forward) gives the same bytes as its decoded form.
+        e.fields = Some(Record::Raw(crate::event::RawMap::encode(&fields)));
+        let mut raw = Vec::new();
+        Encoding::Json.encode(&e, &mut raw, false);
+        assert_eq!(
+            String::from_utf8(raw).unwrap(),
+            String::from_utf8(out).unwrap()
+        );
+    }
+
+    #[test]
+    fn msgpack_writes_raw_and_decoded_records_alike() {
+        let fields = Arc::new(vec![
+            (Value::from("level"), Value::from("warn")),
+            (Value::from("n"), Value::from(-3)),
+        ]);
+        let mut e = ev(b"hi");
+        e.fields = Some(fields.clone().into());
+        let mut decoded = Vec::new();
+        Encoding::Msgpack.encode(&e, &mut decoded, true);
+        e.fields = Some(Record::Raw(crate::event::RawMap::encode(&fields)));
+        let mut raw = Vec::new();
+        Encoding::Msgpack.encode(&e, &mut raw, true);
+        assert_eq!(raw, decoded);
+        let v = rmpv::decode::read_value(&mut &raw[..]).unwrap();
+        let record = v.as_array().unwrap()[2].as_map().unwrap().clone();
+        assert_eq!(record.len(), 3);
+        assert_eq!(record[2], (Value::from("message"), Value::from("hi")));
     }
 
     #[test]

@@ -214,7 +214,7 @@ mod tests {
         };
         let b = Bucketer::new(&cfg).unwrap();
         let mut e = ev(b"x");
-        e.fields = Some(Arc::new(vec![(Value::from("user"), Value::from("u9"))]));
+        e.fields = Some(Arc::new(vec![(Value::from("user"), Value::from("u9"))]).into());
         assert_eq!(b.bucket_of(&e, &mut s), bucket(b"u9", 7));
     }
 }

@@ -11,7 +11,7 @@
 use serde::Deserialize;
 
 use crate::config::{Check, Validate};
-use crate::event::{Event, Value};
+use crate::event::Event;
 
 /// Severity, lowest first. Names follow log4j/slf4j and syslog.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, PartialOrd, Ord, Hash)]
@@ -137,11 +137,9 @@ impl FilterRouteConfig {
     /// The level of an event, if it can be found.
     pub fn level_of(&self, e: &Event) -> Option<Level> {
         if let Some(v) = e.field(&self.field) {
-            return match v {
-                Value::String(s) => Level::from_name(s.as_bytes()),
-                Value::Binary(b) => Level::from_name(b),
-                Value::Integer(i) => i.as_u64().and_then(Level::from_syslog),
-                _ => None,
+            return match v.as_bytes() {
+                Some(name) => Level::from_name(name),
+                None => v.as_u64().and_then(Level::from_syslog),
             };
         }
         if self.parse_body {
@@ -186,6 +184,7 @@ mod tests {
     use bytes::Bytes;
 
     use super::*;
+    use crate::event::Value;
 
     fn cfg(min: Level) -> FilterRouteConfig {
         FilterRouteConfig {
@@ -207,7 +206,7 @@ mod tests {
 
     fn with_level(v: Value) -> Event {
         let mut e = ev("x");
-        e.fields = Some(Arc::new(vec![(Value::from("level"), v)]));
+        e.fields = Some(Arc::new(vec![(Value::from("level"), v)]).into());
         e
     }
 

@@ -26,7 +26,7 @@ use bytes::Buf;
 use serde::Deserialize;
 
 use crate::config::{Check, Validate};
-use crate::event::{Event, Value};
+use crate::event::Event;
 
 /// How the tenant id is found.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Deserialize)]
@@ -250,11 +250,10 @@ impl TenantSplit {
     }
 
     fn by_field(&self, e: &mut Event, name: &str, set: &ActiveSet) -> bool {
-        let tenant = match e.field(name) {
-            Some(Value::String(s)) => set.get(s.as_bytes()),
-            Some(Value::Binary(b)) => set.get(b),
-            _ => None,
-        };
+        let tenant = e
+            .field(name)
+            .and_then(|v| v.as_bytes())
+            .and_then(|b| set.get(b));
         match tenant {
             Some(t) => {
                 e.tenant = Some(t.clone());
@@ -286,6 +285,7 @@ mod tests {
     use bytes::Bytes;
 
     use super::*;
+    use crate::event::Value;
 
     fn ev(body: &'static [u8]) -> Event {
         Event::new(Bytes::from_static(body), 0, "t".into(), "s".into())
@@ -354,10 +354,7 @@ mod tests {
     fn field_split_reads_the_field() {
         let set = ActiveSet::from_ids(["acme"]);
         let mut e = ev(b"body");
-        e.fields = Some(Arc::new(vec![(
-            Value::from("client_id"),
-            Value::from("acme"),
-        )]));
+        e.fields = Some(Arc::new(vec![(Value::from("client_id"), Value::from("acme"))]).into());
         let mut events = vec![e, ev(b"acme no field")];
         let s = TenantSplit {
             field: Some("client_id".into()),

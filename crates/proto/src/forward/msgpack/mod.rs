@@ -21,6 +21,7 @@
 //! Non-goals: timestamps and other extension semantics (see `decode.rs`), streaming
 //! `Read` input (decompressed payloads are fed to the scanner in chunks instead).
 
+#[cfg(test)]
 use rmpv::Value;
 
 mod write;
@@ -380,6 +381,7 @@ impl<'a> Reader<'a> {
     }
 
     /// Reads a whole value with at most `depth` levels of containers.
+    #[cfg(test)]
     pub(crate) fn value(&mut self, depth: usize) -> Result<Value, ReadError> {
         let start = self.pos;
         let h = self.header()?;
@@ -387,6 +389,7 @@ impl<'a> Reader<'a> {
     }
 
     /// Reads the rest of a value whose header `h` (which began at `start`) was just read.
+    #[cfg(test)]
     pub(crate) fn value_with(
         &mut self,
         h: Header,
@@ -431,6 +434,76 @@ impl<'a> Reader<'a> {
                 Value::Map(pairs)
             }
         })
+    }
+
+    /// The bytes between two positions of this reader (empty if out of range).
+    pub(crate) fn slice(&self, start: usize, end: usize) -> &'a [u8] {
+        self.buf.get(start..end).unwrap_or_default()
+    }
+
+    /// Skips one value, checking every length and at most `depth` levels of
+    /// containers (the same budget [`Reader::value`] applies), without building it.
+    #[inline]
+    pub(crate) fn skip_bounded(&mut self, depth: usize) -> Result<(), ReadError> {
+        // Fast path for the values records are mostly made of: one-byte scalars and
+        // short strings (fixstr), no header parse.
+        let Some(&m) = self.buf.get(self.pos) else {
+            return Err(ReadError::Eof);
+        };
+        match m {
+            0x00..=0x7f | 0xc0 | 0xc2 | 0xc3 | 0xe0..=0xff => {
+                self.pos += 1;
+                return Ok(());
+            }
+            0xa0..=0xbf => {
+                let end = self.pos + 1 + usize::from(m & 0x1f);
+                if end > self.buf.len() {
+                    return Err(ReadError::Eof);
+                }
+                self.pos = end;
+                return Ok(());
+            }
+            _ => {}
+        }
+        let h = self.header()?;
+        self.skip_bounded_rest(h, depth)
+    }
+
+    /// [`Reader::skip_bounded`] for a value whose header `h` was just read.
+    pub(crate) fn skip_bounded_rest(&mut self, h: Header, depth: usize) -> Result<(), ReadError> {
+        match h {
+            Header::Str(n) | Header::Bin(n) | Header::Ext(_, n) => {
+                self.bytes(n)?;
+            }
+            Header::Array(_) | Header::Map(_) => {
+                let depth = depth.checked_sub(1).ok_or(ReadError::TooDeep)?;
+                let children = h.children().unwrap_or(0);
+                // Each child takes at least one byte.
+                if children > self.remaining() as u64 {
+                    return Err(ReadError::Eof);
+                }
+                for _ in 0..children {
+                    self.skip_bounded(depth)?;
+                }
+            }
+            _ => {}
+        }
+        Ok(())
+    }
+
+    /// Skips the rest of a value whose header `h` was just read (no depth bound:
+    /// for input already validated).
+    pub(crate) fn skip_rest(&mut self, h: Header) -> Result<(), ReadError> {
+        self.bytes(h.payload_len())?;
+        if let Some(children) = h.children() {
+            if children > self.remaining() as u64 {
+                return Err(ReadError::Eof);
+            }
+            for _ in 0..children {
+                self.skip()?;
+            }
+        }
+        Ok(())
     }
 
     /// Skips one value without building it. Iterative, so no depth limit is needed.

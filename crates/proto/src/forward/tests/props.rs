@@ -93,7 +93,7 @@ fn any_frame() -> impl Strategy<Value = (Vec<u8>, EventFrame)> {
                 .into_iter()
                 .map(|(time, record)| Entry {
                     time,
-                    record,
+                    record: RawMap::encode(record.as_map().expect("records are maps")),
                     metadata: None,
                 })
                 .collect(),

@@ -315,8 +315,9 @@ fn v15_metadata_and_option_metadata_are_kept() {
     let Request::Events(f) = &got[0] else {
         panic!()
     };
-    assert_eq!(f.entries[0].metadata.as_ref(), Some(&meta));
-    assert_eq!(f.metadata_for(&f.entries[0]), Some(&meta));
+    let meta_raw = RawMap::encode(meta.as_map().unwrap());
+    assert_eq!(f.entries[0].metadata.as_ref(), Some(&meta_raw));
+    assert_eq!(f.metadata_for(&f.entries[0]), Some(&meta_raw));
 
     // Message mode with option metadata (Fluent Bit).
     let mut frame = Vec::new();
@@ -336,7 +337,8 @@ fn v15_metadata_and_option_metadata_are_kept() {
     };
     assert_eq!(
         (f.metadata.as_ref(), f.fluent_signal),
-        (Some(&meta), Some(0))
+        (Some(&meta_raw), Some(0))
     );
-    assert_eq!(f.metadata_for(&f.entries[0]), Some(&meta));
+    assert_eq!(f.metadata_for(&f.entries[0]), Some(&meta_raw));
+    assert_eq!(f.metadata_for(&f.entries[0]).unwrap().to_value(), meta);
 }

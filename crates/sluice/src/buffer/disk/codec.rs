@@ -18,14 +18,18 @@
 //!            bucket         varint, when flags & BUCKET
 //!            fields         when flags & FIELDS and not & SAME_FIELDS:
 //!                           varint pair count, then msgpack key, msgpack value
+//!                           (a raw forward record's pair bytes are copied as
+//!                           they are: the same layout)
 //!            origin         when flags & ORIGIN: u8 0 = same as the previous
 //!                           event's, 1 = new: u16 presence bits, then each
 //!                           present member in declaration order
 //! string   varint len, UTF-8 bytes
 //! ```
 //! "Same as the previous event" refers to the previous event of the same
-//! record, so each record decodes alone; decoded events share one `Arc` for
-//! such runs, and bodies are slices of the record's buffer (no copy).
+//! record, so each record decodes alone; decoded events share one record for
+//! such runs, and bodies and fields are slices of the record's buffer (no copy):
+//! fields come back as a raw map ([`Record::Raw`]) validated in place, whichever
+//! form they were written from.
 //!
 //! Decoding never panics and allocates at most in proportion to the input
 //! (counts are checked against the bytes left before any reservation); the
@@ -36,9 +40,12 @@ use std::sync::Arc;
 
 use bytes::Bytes;
 
-use crate::event::{Event, Fields, Origin, Value};
+use crate::event::{Event, Origin, RawMap, Record};
 
 const VERSION: u8 = 1;
+/// Nesting allowed in a stored record (below its map): forward records are capped
+/// far lower at decode; this bounds what recursive readers see.
+const MAX_FIELD_DEPTH: usize = 512;
 /// Bytes before the first event.
 pub const HEADER_LEN: usize = 5;
 /// Smallest encoded event: flags, time, empty body.
@@ -171,7 +178,7 @@ fn encode_event(e: &Event, prev: Option<&Event>, out: &mut Vec<u8>) {
         flags |= FIELDS;
         if prev
             .and_then(|p| p.fields.as_ref())
-            .is_some_and(|pf| Arc::ptr_eq(pf, f))
+            .is_some_and(|pf| pf.same_as(f))
         {
             flags |= SAME_FIELDS;
         }
@@ -195,12 +202,20 @@ fn encode_event(e: &Event, prev: Option<&Event>, out: &mut Vec<u8>) {
         put_varint(out, u64::from(b));
     }
     if flags & (FIELDS | SAME_FIELDS) == FIELDS {
-        let fields = e.fields.as_deref().map(Vec::as_slice).unwrap_or_default();
-        put_varint(out, fields.len() as u64);
-        for (k, v) in fields {
-            // Writing into a Vec cannot fail.
-            let _ = rmpv::encode::write_value(out, k);
-            let _ = rmpv::encode::write_value(out, v);
+        match &e.fields {
+            Some(Record::Raw(m)) => {
+                put_varint(out, m.len() as u64);
+                out.extend_from_slice(m.pairs_bytes());
+            }
+            Some(Record::Decoded(fields)) => {
+                put_varint(out, fields.len() as u64);
+                for (k, v) in fields.iter() {
+                    // Writing into a Vec cannot fail.
+                    let _ = rmpv::encode::write_value(out, k);
+                    let _ = rmpv::encode::write_value(out, v);
+                }
+            }
+            None => put_varint(out, 0),
         }
     }
     if let Some(o) = &e.origin {
@@ -373,13 +388,14 @@ impl Reader<'_> {
         u32::try_from(self.varint()?).map_err(|_| self.truncated())
     }
 
-    fn value(&mut self) -> Result<Value, DecodeError> {
-        let mut rest = &self.buf[self.pos..];
-        let before = rest.len();
-        let v =
-            rmpv::decode::read_value(&mut rest).map_err(|_| DecodeError::Msgpack(self.index))?;
-        self.pos += before - rest.len();
-        Ok(v)
+    /// `n` msgpack pairs, validated and kept as a slice of the payload.
+    fn raw_map(&mut self, n: usize) -> Result<RawMap, DecodeError> {
+        let n = u32::try_from(n).map_err(|_| self.truncated())?;
+        let rest = self.payload.slice(self.pos..);
+        let (map, used) = RawMap::parse_prefix(&rest, n, MAX_FIELD_DEPTH)
+            .map_err(|_| DecodeError::Msgpack(self.index))?;
+        self.pos += used;
+        Ok(map)
     }
 
     fn event(&mut self, prev: Option<&Event>) -> Result<Event, DecodeError> {
@@ -412,13 +428,7 @@ impl Reader<'_> {
             (true, true) => Some(prev.and_then(|p| p.fields.clone()).ok_or(no_prev.clone())?),
             (true, false) => {
                 let n = self.len()?;
-                let mut f: Fields = Vec::with_capacity(n.min(64));
-                for _ in 0..n {
-                    let k = self.value()?;
-                    let v = self.value()?;
-                    f.push((k, v));
-                }
-                Some(Arc::new(f))
+                Some(Record::Raw(self.raw_map(n)?))
             }
         };
         let origin = if flags & ORIGIN != 0 {
@@ -495,6 +505,44 @@ impl Reader<'_> {
 #[cfg(test)]
 mod tests {
     use super::*;
+    use crate::event::Value;
+
+    #[test]
+    fn raw_records_round_trip_as_slices_and_match_the_decoded_layout() {
+        let pairs = vec![
+            (Value::from("message"), Value::from("hi")),
+            (
+                Value::from("k8s"),
+                Value::Map(vec![(Value::from("pod"), Value::from("web-1"))]),
+            ),
+        ];
+        let mut decoded = Event::new(Bytes::from_static(b"hi"), 7, "t".into(), "s".into());
+        decoded.fields = Some(Record::from(Arc::new(pairs.clone())));
+        let mut raw = decoded.clone();
+        raw.fields = Some(Record::Raw(RawMap::encode(&pairs)));
+        // Both forms write the same bytes (so records written before raw maps existed
+        // read back unchanged).
+        let mut a = Vec::new();
+        let mut b = Vec::new();
+        encode(
+            std::slice::from_ref(&decoded),
+            1 << 20,
+            &mut a,
+            &mut Vec::new(),
+        );
+        encode(std::slice::from_ref(&raw), 1 << 20, &mut b, &mut Vec::new());
+        assert_eq!(a, b);
+        let back = decode(Bytes::from(b.pop().unwrap())).unwrap();
+        assert_eq!(back, vec![raw.clone()]);
+        assert_eq!(back, vec![decoded]);
+        let Some(Record::Raw(m)) = &back[0].fields else {
+            panic!("{:?}", back[0].fields)
+        };
+        assert_eq!(
+            m.get(b"message").and_then(|v| v.as_bytes()),
+            Some(&b"hi"[..])
+        );
+    }
 
     fn full_event(i: u32) -> Event {
         let mut e = Event::new(
@@ -505,14 +553,14 @@ mod tests {
         );
         e.tenant = Some("acme".into());
         e.bucket = Some(i % 7);
-        e.fields = Some(Arc::new(vec![
+        e.fields = Some(Record::from(Arc::new(vec![
             (Value::from("level"), Value::from("info")),
             (Value::from("n"), Value::from(i)),
             (
                 Value::from("nested"),
                 Value::Array(vec![Value::Nil, Value::Boolean(true), Value::F64(1.5)]),
             ),
-        ]));
+        ])));
         e.origin = Some(Arc::new(Origin {
             path: Some("/var/log/app.log".into()),
             pid: Some(42),
@@ -555,8 +603,8 @@ mod tests {
     }
 
     #[test]
-    fn runs_share_one_arc_after_decoding() {
-        let f = Arc::new(vec![(Value::from("k"), Value::from("v"))]);
+    fn runs_share_one_record_after_decoding() {
+        let f = Record::from(Arc::new(vec![(Value::from("k"), Value::from("v"))]));
         let events: Vec<Event> = (0..3)
             .map(|i| {
                 let mut e = Event::new(Bytes::from(vec![b'x'; i]), 0, "t".into(), "s".into());
@@ -566,10 +614,13 @@ mod tests {
             .collect();
         let back = round_trip(&events, 1 << 20);
         assert_eq!(back, events);
-        assert!(Arc::ptr_eq(
-            back[0].fields.as_ref().unwrap(),
-            back[2].fields.as_ref().unwrap()
-        ));
+        assert!(
+            back[0]
+                .fields
+                .as_ref()
+                .unwrap()
+                .same_as(back[2].fields.as_ref().unwrap())
+        );
         assert!(Arc::ptr_eq(&back[0].tag, &back[2].tag));
     }
 

@@ -21,7 +21,7 @@ use tracing::{debug, info, warn};
 
 use super::{ForwardCompression, ForwardSinkConfig, split_host_port};
 use crate::ack::{AckStatus, AckToken};
-use crate::event::{Event, EventBatch, Value};
+use crate::event::{Event, EventBatch, Record, Value};
 use crate::metrics::Counters;
 use crate::sources::forward::tls::{self, ClientTls};
 use crate::topology::{ComponentError, SinkContext};
@@ -315,7 +315,11 @@ impl ForwardSink {
                     }
                 };
                 let b = &mut builders[i].1;
-                b.push(event_time(ev), &record(ev));
+                match &ev.fields {
+                    // A forward record travels on as the bytes it came in.
+                    Some(Record::Raw(m)) => b.push_raw(event_time(ev), m),
+                    _ => b.push(event_time(ev), &record(ev)),
+                }
                 if b.payload_len() >= self.config.max_chunk_bytes {
                     let tag = Bytes::copy_from_slice(ev.tag.as_bytes());
                     let full = std::mem::replace(b, PackedForwardBuilder::new(tag));
@@ -510,7 +514,7 @@ fn event_time(ev: &Event) -> EventTime {
 /// The record sent for an event: its fields, else `{"message": body}`.
 fn record(ev: &Event) -> Value {
     match &ev.fields {
-        Some(f) => Value::Map(f.to_vec()),
+        Some(f) => Value::Map(f.to_fields()),
         None => {
             let body = match std::str::from_utf8(&ev.body) {
                 Ok(s) => Value::from(s),

@@ -30,7 +30,7 @@ use tracing::{Instrument, debug, warn};
 
 use super::{Common, Server};
 use crate::ack::{AckReceiver, AckStatus, AckToken};
-use crate::event::{Event, EventBatch, Fields, Origin, Value, now_ns};
+use crate::event::{Event, EventBatch, Origin, RawMap, RawValue, Record, now_ns};
 use crate::metrics::Counters;
 
 /// Chunks of one connection that may wait for their ack at once. Fluentd and Fluent
@@ -395,7 +395,10 @@ impl Reader {
     }
 }
 
-/// The events of one request. Records move into `fields` without a copy.
+/// The events of one request, without a per-event allocation: each record stays a
+/// slice of the request buffer ([`Record::Raw`]) and the body is a slice of it too
+/// (the `message_key` value) unless it must be rendered as JSON. Tag, source and
+/// origin are shared (a reference count per event).
 pub(crate) fn to_events(
     frame: &mut EventFrame,
     message_key: &[u8],
@@ -403,7 +406,7 @@ pub(crate) fn to_events(
     origin: &Arc<Origin>,
 ) -> Vec<Event> {
     let tag: Arc<str> = String::from_utf8_lossy(&frame.tag).into();
-    let option_metadata = frame.metadata.take().filter(is_non_empty_map);
+    let option_metadata = frame.metadata.take().filter(|m| !m.is_empty());
     let mut now = None;
     let entries = std::mem::take(&mut frame.entries);
     let mut events = Vec::with_capacity(entries.len());
@@ -421,24 +424,23 @@ pub(crate) fn to_events(
                 .saturating_mul(1_000_000_000)
                 .saturating_add(i64::from(time.nanos))
         };
-        let mut fields: Fields = match record {
-            Value::Map(pairs) => pairs,
-            other => vec![(Value::from("record"), other)],
-        };
-        let body = body_of(&fields, message_key);
-        if let Some(m) = metadata
-            .filter(is_non_empty_map)
-            .or_else(|| option_metadata.clone())
+        let record = match metadata
+            .as_ref()
+            .filter(|m| !m.is_empty())
+            .or(option_metadata.as_ref())
         {
-            fields.push((Value::from(METADATA_FIELD), m));
-        }
+            // Rare (Fluent Bit v1.5 metadata): one copy of the record.
+            Some(m) => record.with_pair(METADATA_FIELD.as_bytes(), m),
+            None => record,
+        };
+        let body = body_of(&record, message_key);
         events.push(Event {
             time_ns,
             body,
             tag: tag.clone(),
             source: source.clone(),
             tenant: None,
-            fields: Some(Arc::new(fields)),
+            fields: Some(Record::Raw(record)),
             origin: Some(origin.clone()),
             bucket: None,
         });
@@ -449,30 +451,16 @@ pub(crate) fn to_events(
 /// Field holding v1.5 per-event metadata (Logstash's name for out-of-band data).
 pub(crate) const METADATA_FIELD: &str = "@metadata";
 
-fn is_non_empty_map(v: &Value) -> bool {
-    matches!(v, Value::Map(m) if !m.is_empty())
-}
-
-/// The body: the str/bin value of `message_key`, else the record as JSON.
-fn body_of(fields: &Fields, message_key: &[u8]) -> Bytes {
-    if !message_key.is_empty() {
-        for (k, v) in fields {
-            let key = match k {
-                Value::String(s) => s.as_bytes(),
-                Value::Binary(b) => b.as_slice(),
-                _ => continue,
-            };
-            if key == message_key {
-                match v {
-                    Value::String(s) => return Bytes::copy_from_slice(s.as_bytes()),
-                    Value::Binary(b) => return Bytes::copy_from_slice(b),
-                    _ => break,
-                }
-            }
-        }
+/// The body: the str/bin value of `message_key` (a slice of the record, no copy),
+/// else the record as JSON.
+fn body_of(record: &RawMap, message_key: &[u8]) -> Bytes {
+    if !message_key.is_empty()
+        && let Some(RawValue::Str(b) | RawValue::Bin(b)) = record.get(message_key)
+    {
+        return record.pairs_bytes().slice_ref(b);
     }
     let mut out = Vec::with_capacity(128);
-    crate::encoding::write_json_map(&mut out, fields);
+    crate::encoding::write_json_record(&mut out, &Record::Raw(record.clone()));
     Bytes::from(out)
 }
 
