@@ -50,6 +50,12 @@ const MAX_READ: usize = 1 << 20;
 /// A buffer grown past this by a large request is released once it is drained.
 const KEEP_BUFFER: usize = 2 << 20;
 
+// Each decoded request is split off the read buffer and its events borrow it (zero
+// copy) until delivered, so the buffer's storage is usually still shared when more
+// room is needed and `reserve` moves the unparsed tail to fresh storage. Reserving
+// the size of the last request at once makes that one small copy per request
+// instead of a copy per doubling.
+
 /// What the writer sends, in request order.
 enum Reply {
     /// Bytes to write as they are (HELO, PONG, ack of a request without events).
@@ -138,6 +144,7 @@ where
         writer_done,
         helo: None,
         authenticated: false,
+        last_request: 0,
     };
     if let End::Bad = reader.run(rd).await {
         debug!("Connection closed after bad input.");
@@ -154,6 +161,8 @@ struct Reader {
     writer_done: CancellationToken,
     helo: Option<Helo>,
     authenticated: bool,
+    /// Wire size of the last request with events (read-size hint).
+    last_request: usize,
 }
 
 impl Reader {
@@ -207,7 +216,10 @@ impl Reader {
                 .reset(request_started.unwrap_or(last_read) + idle);
             // The decoder only answers "need more" while the request fits
             // max_frame_bytes, so the buffer stays below that plus one read.
-            let want = buf.len().clamp(INITIAL_BUFFER, MAX_READ);
+            let want = buf
+                .len()
+                .max(self.last_request)
+                .clamp(INITIAL_BUFFER, MAX_READ);
             buf.reserve(want);
             let read = tokio::select! {
                 biased;
@@ -310,6 +322,7 @@ impl Reader {
                 Some(self.refuse("data before the handshake").await)
             }
             Request::Events(frame) => {
+                self.last_request = frame.wire_len;
                 if self.emit(frame).await {
                     None
                 } else {
@@ -410,41 +423,42 @@ pub(crate) fn to_events(
     let mut now = None;
     let entries = std::mem::take(&mut frame.entries);
     let mut events = Vec::with_capacity(entries.len());
-    for Entry {
-        time,
-        record,
-        metadata,
-    } in entries
-    {
-        let time_ns = if time.secs == 0 && time.nanos == 0 {
-            // Fluentd's rule: time 0 means "now".
-            *now.get_or_insert_with(now_ns)
-        } else {
-            time.secs
-                .saturating_mul(1_000_000_000)
-                .saturating_add(i64::from(time.nanos))
-        };
-        let record = match metadata
-            .as_ref()
-            .filter(|m| !m.is_empty())
-            .or(option_metadata.as_ref())
-        {
-            // Rare (Fluent Bit v1.5 metadata): one copy of the record.
-            Some(m) => record.with_pair(METADATA_FIELD.as_bytes(), m),
-            None => record,
-        };
-        let body = body_of(&record, message_key);
-        events.push(Event {
-            time_ns,
-            body,
-            tag: tag.clone(),
-            source: source.clone(),
-            tenant: None,
-            fields: Some(Record::Raw(record)),
-            origin: Some(origin.clone()),
-            bucket: None,
-        });
-    }
+    // `extend` over a mapped `vec::IntoIter` writes each event in its slot.
+    events.extend(entries.into_iter().map(
+        |Entry {
+             time,
+             record,
+             metadata,
+         }| {
+            let time_ns = if time.secs == 0 && time.nanos == 0 {
+                // Fluentd's rule: time 0 means "now".
+                *now.get_or_insert_with(now_ns)
+            } else {
+                time.secs
+                    .saturating_mul(1_000_000_000)
+                    .saturating_add(i64::from(time.nanos))
+            };
+            let record = match metadata
+                .as_ref()
+                .filter(|m| !m.is_empty())
+                .or(option_metadata.as_ref())
+            {
+                // Rare (Fluent Bit v1.5 metadata): one copy of the record.
+                Some(m) => record.with_pair(METADATA_FIELD.as_bytes(), m),
+                None => record,
+            };
+            Event {
+                time_ns,
+                body: body_of(&record, message_key),
+                tag: tag.clone(),
+                source: source.clone(),
+                tenant: None,
+                fields: Some(Record::Raw(record)),
+                origin: Some(origin.clone()),
+                bucket: None,
+            }
+        },
+    ));
     events
 }
 
