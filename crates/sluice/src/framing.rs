@@ -107,6 +107,12 @@ impl LineFramer {
         self.discarding = false;
     }
 
+    /// Number of complete lines in the buffer (what the next
+    /// [`Self::drain_lines`] emits, give or take a discarded remainder).
+    pub fn complete_lines(&self) -> usize {
+        memchr::memchr_iter(b'\n', &self.buf).count()
+    }
+
     /// Bytes of an unterminated line held back.
     pub fn pending(&self) -> usize {
         self.buf.len()

@@ -386,8 +386,11 @@ impl Writer {
         let Some((tag, src, tenant, sec, _)) = &self.cache else {
             return false;
         };
-        **tag == *e.tag
-            && **src == *e.source
+        if self.template.is_static() {
+            return true;
+        }
+        (Arc::ptr_eq(tag, &e.tag) || **tag == *e.tag)
+            && (Arc::ptr_eq(src, &e.source) || **src == *e.source)
             && tenant.as_deref() == e.tenant.as_deref()
             && (!self.template.uses_time() || *sec == e.time_ns.div_euclid(1_000_000_000))
     }
