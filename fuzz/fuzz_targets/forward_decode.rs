@@ -1,11 +1,13 @@
 //! Differential fuzz target for the forward request decoder: any input, fed whole or
 //! in pieces of a size derived from the input, must decode to the same requests and
-//! stop with the same error, without panicking or exceeding the limits' memory.
+//! stop with the same error, without panicking or exceeding the limits' memory. Every
+//! record the decoder accepts (kept as raw msgpack bytes) is then read in place —
+//! lookups, iteration, conversion to values — and must re-validate as the same map.
 #![no_main]
 
 use bytes::BytesMut;
 use libfuzzer_sys::fuzz_target;
-use proto::forward::{Decoder, Limits, Request, ResponseDecoder};
+use proto::forward::{Decoder, Limits, RawMap, RawValue, Request, ResponseDecoder};
 
 fn limits() -> Limits {
     Limits {
@@ -44,6 +46,32 @@ fn run(data: &[u8], step: usize) -> (Vec<Request>, Option<String>) {
     }
 }
 
+/// Reads a validated record every way a consumer can; none may panic.
+fn walk(record: &RawMap) {
+    fn visit(v: RawValue<'_>, depth: usize) {
+        assert!(depth <= 64, "deeper than validated");
+        match v {
+            RawValue::Array(seq) => seq.items().for_each(|x| visit(x, depth + 1)),
+            RawValue::Map(seq) => seq.pairs().for_each(|(k, x)| {
+                visit(k, depth + 1);
+                visit(x, depth + 1);
+            }),
+            _ => {}
+        }
+    }
+    assert_eq!(record.iter().count(), record.len(), "pair count");
+    for (k, v) in record.iter() {
+        visit(k, 1);
+        visit(v, 1);
+        if let Some(key) = k.as_bytes() {
+            assert!(record.get(key).is_some(), "a present key is found");
+        }
+    }
+    let again = RawMap::parse_pairs(record.pairs_bytes().clone(), record.len() as u32, 64);
+    assert_eq!(again.as_ref(), Ok(record), "re-validates");
+    let _ = record.to_value();
+}
+
 fuzz_target!(|data: &[u8]| {
     let whole = run(data, data.len().max(1));
     let step = 1 + data
@@ -51,6 +79,15 @@ fuzz_target!(|data: &[u8]| {
         .fold(0usize, |acc, &b| acc.wrapping_mul(31) ^ usize::from(b))
         % 61;
     let stepped = run(data, step);
+    for request in &whole.0 {
+        if let Request::Events(frame) = request {
+            for entry in &frame.entries {
+                walk(&entry.record);
+                entry.metadata.iter().for_each(walk);
+            }
+            frame.metadata.iter().for_each(walk);
+        }
+    }
     // Compared as Debug text: records may hold NaN floats, which are never `==`.
     assert_eq!(
         format!("{whole:?}"),

@@ -40,6 +40,31 @@ pub(crate) fn parse_entry(
     r: &mut Reader<'_>,
     depth: usize,
 ) -> Result<Option<EntrySpan>, DecodeErrorKind> {
+    // Fast path for what Fluentd, Fluent Bit and sluice send: fixarray(2), EventTime
+    // (fixext8 type 0), then a map record. Same checks as the general path below.
+    if let Some(&[0x92, 0xd7, 0x00, s0, s1, s2, s3, n0, n1, n2, n3, m, ..]) = r.rest().get(..12)
+        && matches!(m, 0x80..=0x8f | 0xde | 0xdf)
+    {
+        r.advance(11);
+        let secs = u32::from_be_bytes([s0, s1, s2, s3]);
+        let nanos = u32::from_be_bytes([n0, n1, n2, n3]);
+        let time = if GROUP_MARKERS.contains(&secs) {
+            None
+        } else if nanos >= 1_000_000_000 {
+            return Err(time_error(TimeError::Nanos(nanos)));
+        } else {
+            Some(EventTime {
+                secs: i64::from(secs),
+                nanos,
+            })
+        };
+        let record = parse_record(r, depth)?;
+        return Ok(time.map(|time| EntrySpan {
+            time,
+            record,
+            metadata: None,
+        }));
+    }
     match r.header().map_err(read_error)? {
         Header::Array(2) => {}
         Header::Array(_) => {

@@ -436,6 +436,16 @@ impl<'a> Reader<'a> {
         })
     }
 
+    /// The bytes not read yet.
+    pub(crate) fn rest(&self) -> &'a [u8] {
+        &self.buf[self.pos..]
+    }
+
+    /// Moves past `n` bytes (at most to the end).
+    pub(crate) fn advance(&mut self, n: usize) {
+        self.pos = (self.pos + n).min(self.buf.len());
+    }
+
     /// The bytes between two positions of this reader (empty if out of range).
     pub(crate) fn slice(&self, start: usize, end: usize) -> &'a [u8] {
         self.buf.get(start..end).unwrap_or_default()

@@ -85,6 +85,65 @@ fn group_markers_are_dropped_from_forward_entries() {
     assert_eq!(frame.entries[0].time, EventTime { secs: 1, nanos: 0 });
 }
 
+/// PackedForward `[t, bin(entries)]`.
+fn packed(entries: &[u8]) -> Vec<u8> {
+    let mut bytes = vec![0x92, 0xa1, b't', 0xc4, entries.len() as u8];
+    bytes.extend_from_slice(entries);
+    bytes
+}
+
+/// `[EventTime(secs, nanos), record]` as Fluentd packs it (the decoder's fast path).
+fn event_time_entry(secs: u32, nanos: u32, record: &[u8]) -> Vec<u8> {
+    let mut e = vec![0x92, 0xd7, 0x00];
+    e.extend_from_slice(&secs.to_be_bytes());
+    e.extend_from_slice(&nanos.to_be_bytes());
+    e.extend_from_slice(record);
+    e
+}
+
+#[test]
+fn packed_event_time_entries_keep_every_check() {
+    let mut entries = event_time_entry(0xffff_fffe, 0, &[0x80]);
+    entries.extend(event_time_entry(5, 7, &[0x81, 0xa1, b'a', 0x01]));
+    let Request::Events(frame) = decode_all(&packed(&entries), Limits::default()).unwrap() else {
+        panic!()
+    };
+    assert_eq!(frame.entries.len(), 1, "group marker dropped");
+    assert_eq!(frame.entries[0].time, EventTime { secs: 5, nanos: 7 });
+    assert_eq!(
+        frame.entries[0].record.get(b"a"),
+        Some(super::super::RawValue::Uint(1))
+    );
+
+    let bad_nanos = event_time_entry(5, 1_000_000_000, &[0x80]);
+    assert!(matches!(
+        err(&packed(&bad_nanos)).kind(),
+        DecodeErrorKind::InvalidTime(TimeError::Nanos(1_000_000_000))
+    ));
+    let not_map = event_time_entry(5, 0, &[0x01]);
+    assert!(matches!(
+        err(&packed(&not_map)).kind(),
+        DecodeErrorKind::RecordNotMap { found: "integer" }
+    ));
+    // The map claims two pairs, holds one: truncated, not read past the entry.
+    let short = event_time_entry(5, 0, &[0x82, 0xa1, b'a', 0x01]);
+    assert!(matches!(
+        err(&packed(&short)).kind(),
+        DecodeErrorKind::TruncatedEntries
+    ));
+    let deep = event_time_entry(5, 0, &[0x81, 0xa1, b'a', 0x91, 0x91, 0x91, 0xc0]);
+    let limits = Limits {
+        max_depth: 3,
+        ..Limits::default()
+    };
+    let mut buf = BytesMut::from(&packed(&deep)[..]);
+    let e = Decoder::new(limits).decode(&mut buf).unwrap_err();
+    assert!(
+        matches!(e.kind(), DecodeErrorKind::TooDeep { limit: 3 }),
+        "{e}"
+    );
+}
+
 #[test]
 fn fluent_signal_other_than_logs_is_rejected_before_entries() {
     // PackedForward whose payload is not entries, with fluent_signal 1 (metrics).
