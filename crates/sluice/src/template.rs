@@ -1,5 +1,6 @@
 //! Templates for paths, topics and keys: `{tag}`, `{source}`, `{tenant}`,
-//! `{field.NAME}`, `{path}` (the captured file's path, from the event's origin) and,
+//! `{field.NAME}`, `{path}` (the captured file's path, from the event's origin),
+//! `{bucket}` (the number a bucket route gave the event, empty without one) and,
 //! where enabled, strftime items (`%Y-%m-%d`) in the literal text, rendered in UTC
 //! from the event time.
 //!
@@ -25,6 +26,8 @@ enum Part {
     Field(String),
     /// `Origin::path`: the file a `fuse` capture was written to.
     Path,
+    /// `Event::bucket` in decimal, set by a bucket route (empty without one).
+    Bucket,
 }
 
 /// A parsed template.
@@ -51,11 +54,12 @@ impl Template {
                 "source" => Part::Source,
                 "tenant" => Part::Tenant,
                 "path" => Part::Path,
+                "bucket" => Part::Bucket,
                 _ => match name.strip_prefix("field.") {
                     Some(f) if !f.is_empty() => Part::Field(f.to_owned()),
                     _ => {
                         return Err(format!(
-                            "unknown placeholder `{{{name}}}` (use {{tag}}, {{source}}, {{tenant}}, {{path}} or {{field.NAME}})"
+                            "unknown placeholder `{{{name}}}` (use {{tag}}, {{source}}, {{tenant}}, {{path}}, {{bucket}} or {{field.NAME}})"
                         ));
                     }
                 },
@@ -70,7 +74,17 @@ impl Template {
     pub fn uses_fields(&self) -> bool {
         self.parts
             .iter()
-            .any(|p| matches!(p, Part::Field(_) | Part::Path))
+            .any(|p| matches!(p, Part::Field(_) | Part::Path | Part::Bucket))
+    }
+
+    /// Whether every rendering can be a number: only `{bucket}`, `{field.NAME}` and
+    /// literal digits (for a Kafka partition).
+    pub fn is_numeric(&self) -> bool {
+        self.parts.iter().all(|p| match p {
+            Part::Bucket | Part::Field(_) => true,
+            Part::Literal(s) => s.bytes().all(|b| b.is_ascii_digit()),
+            _ => false,
+        })
     }
 
     /// Whether rendering depends on the event time.
@@ -110,6 +124,11 @@ impl Template {
                             '/' | '\0' => '_',
                             c => c,
                         });
+                    }
+                }
+                Part::Bucket => {
+                    if let Some(b) = event.bucket {
+                        let _ = write!(out, "{b}");
                     }
                 }
             }
@@ -206,6 +225,30 @@ mod tests {
         s.clear();
         p.render(&e, &mut s);
         assert_eq!(s, "/archive/_var_log_app_api.log.2023");
+    }
+
+    #[test]
+    fn bucket_renders_the_route_assigned_number() {
+        let t = Template::parse("{bucket}", false, false).unwrap();
+        assert!(t.uses_fields() && t.is_numeric());
+        let mut e = Event::new(Bytes::new(), 0, "t".into(), "s".into());
+        let mut s = String::new();
+        t.render(&e, &mut s);
+        assert_eq!(s, "", "no bucket route: empty");
+        e.bucket = Some(3);
+        t.render(&e, &mut s);
+        assert_eq!(s, "3");
+        assert!(
+            Template::parse("1{field.p}", false, false)
+                .unwrap()
+                .is_numeric()
+        );
+        assert!(!Template::parse("{tag}", false, false).unwrap().is_numeric());
+        assert!(
+            !Template::parse("p{bucket}", false, false)
+                .unwrap()
+                .is_numeric()
+        );
     }
 
     #[test]

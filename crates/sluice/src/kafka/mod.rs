@@ -20,20 +20,26 @@
 //! component id, errors rate-limited.
 
 use std::collections::HashMap;
+use std::ffi::{CString, c_void};
 use std::fmt;
 use std::marker::PhantomData;
+use std::ptr::NonNull;
 use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
 use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant};
 
 use rdkafka::admin::{AdminClient, AdminOptions, NewTopic, TopicReplication};
+use rdkafka::bindings as rdsys;
+use rdkafka::bindings::rd_kafka_vtype_t::*;
 use rdkafka::client::ClientContext;
 use rdkafka::config::{ClientConfig, FromClientConfigAndContext, RDKafkaLogLevel};
 use rdkafka::error::{KafkaError, RDKafkaErrorCode};
 use rdkafka::message::Message;
 use rdkafka::producer::{
-    BaseProducer, BaseRecord, DeliveryResult, Producer as _, ProducerContext, PurgeConfig,
+    BaseProducer, DeliveryResult, Producer as _, ProducerContext, PurgeConfig,
 };
+use rdkafka::types::RDKafkaRespErr;
+use rdkafka::util::IntoOpaque;
 use tracing::{debug, error, info, warn};
 
 /// How often a repeated problem is logged at most.
@@ -220,6 +226,8 @@ pub struct Record<'a> {
     pub payload: &'a [u8],
     /// Record timestamp in milliseconds since the epoch.
     pub timestamp_ms: Option<i64>,
+    /// Partition; `None` lets the partitioner choose.
+    pub partition: Option<i32>,
 }
 
 /// Receives the delivery report of each record sent with it. Called on the
@@ -349,6 +357,7 @@ impl<T: Tracker> ProducerContext for Context<T> {
                     key: msg.key(),
                     payload: msg.payload().unwrap_or_default(),
                     timestamp_ms: msg.timestamp().to_millis(),
+                    partition: (msg.partition() >= 0).then_some(msg.partition()),
                 };
                 tracker.failed(Failure::from_error(e), record);
             }
@@ -380,12 +389,77 @@ impl Drop for StopOnDrop {
     }
 }
 
+/// At most this many topic handles are kept; records for further topics are
+/// produced through a handle made for the call (librdkafka's lookup by name).
+const MAX_TOPIC_HANDLES: usize = 100_000;
+
+/// A topic handle (`rd_kafka_topic_t`), thread-safe in librdkafka.
+#[derive(Clone, Copy)]
+struct TopicHandle(NonNull<rdsys::rd_kafka_topic_t>);
+
+// SAFETY: librdkafka topic handles may be used from any thread.
+unsafe impl Send for TopicHandle {}
+
+/// The client and the handles of the topics it produced to. Producing by handle
+/// matters with many topics (a topic per tenant): librdkafka's producev by *name*
+/// looks the topic up with a linear scan of every topic the client knows
+/// (`rd_kafka_topic_find`, a `memcmp` each), which with 10,000 topics cost the
+/// sending thread ~100 µs per record.
+struct Client<T: Tracker> {
+    topics: Mutex<HashMap<Box<str>, TopicHandle, foldhash::fast::RandomState>>,
+    producer: BaseProducer<Context<T>>,
+}
+
+impl<T: Tracker> Client<T> {
+    /// The handle of `name`, and whether it is a temporary one the caller must
+    /// destroy after use (the cache is full).
+    fn topic(&self, name: &str) -> Result<(*mut rdsys::rd_kafka_topic_t, bool), Failure> {
+        let mut topics = self.topics.lock().unwrap_or_else(|e| e.into_inner());
+        if let Some(t) = topics.get(name) {
+            return Ok((t.0.as_ptr(), false));
+        }
+        let invalid = Failure {
+            code: RDKafkaErrorCode::InvalidTopic,
+        };
+        let cname = CString::new(name).map_err(|_| invalid)?;
+        // SAFETY: a live client and a NUL-terminated name; NULL conf = defaults.
+        let raw = unsafe {
+            rdsys::rd_kafka_topic_new(
+                self.producer.client().native_ptr(),
+                cname.as_ptr(),
+                std::ptr::null_mut(),
+            )
+        };
+        let Some(handle) = NonNull::new(raw) else {
+            // SAFETY: reads librdkafka's thread-local last error.
+            let code = unsafe { rdsys::rd_kafka_last_error() };
+            return Err(Failure { code: code.into() });
+        };
+        if topics.len() >= MAX_TOPIC_HANDLES {
+            return Ok((handle.as_ptr(), true));
+        }
+        topics.insert(name.into(), TopicHandle(handle));
+        Ok((handle.as_ptr(), false))
+    }
+}
+
+impl<T: Tracker> Drop for Client<T> {
+    fn drop(&mut self) {
+        let topics = self.topics.get_mut().unwrap_or_else(|e| e.into_inner());
+        for (_, t) in topics.drain() {
+            // SAFETY: our reference from `rd_kafka_topic_new`, released once, before
+            // the client itself (the `producer` field) is destroyed.
+            unsafe { rdsys::rd_kafka_topic_destroy(t.0.as_ptr()) };
+        }
+    }
+}
+
 /// A producer whose delivery reports go to a [`Tracker`] of type `T`, served by
 /// its own thread. The thread holds the client too and ends within
 /// [`POLL_INTERVAL`] of the last handle's drop; whichever drops the client last
 /// tears it down (a blocking call: drop handles off the async runtime).
 pub struct Producer<T: Tracker> {
-    inner: Arc<BaseProducer<Context<T>>>,
+    inner: Arc<Client<T>>,
     _stop: Arc<StopOnDrop>,
 }
 
@@ -407,16 +481,19 @@ impl<T: Tracker> Producer<T> {
             events,
             _tracker: PhantomData,
         };
-        let inner = BaseProducer::from_config_and_context(&props.client_config(), cx)
+        let producer = BaseProducer::from_config_and_context(&props.client_config(), cx)
             .map_err(|e| creation_error(&e))?;
-        let inner = Arc::new(inner);
+        let inner = Arc::new(Client {
+            topics: Mutex::default(),
+            producer,
+        });
         let stop = Arc::new(AtomicBool::new(false));
         let (client, stopped) = (inner.clone(), stop.clone());
         std::thread::Builder::new()
             .name(format!("kafka-poll-{component}"))
             .spawn(move || {
                 while !stopped.load(Ordering::Relaxed) {
-                    client.poll(POLL_INTERVAL);
+                    client.producer.poll(POLL_INTERVAL);
                 }
             })
             .map_err(|e| format!("starting the delivery report thread: {e}"))?;
@@ -428,25 +505,62 @@ impl<T: Tracker> Producer<T> {
 
     /// Enqueue a record (never blocks). On error the tracker is not called.
     pub fn send(&self, record: Record<'_>, tracker: Arc<T>) -> Result<(), Failure> {
-        let mut r = BaseRecord::with_opaque_to(record.topic, tracker).payload(record.payload);
-        if let Some(k) = record.key {
-            r = r.key(k);
+        let (topic, temporary) = self.inner.topic(record.topic)?;
+        let (key_ptr, key_len) = match record.key {
+            Some(k) => (k.as_ptr() as *mut c_void, k.len()),
+            None => (std::ptr::null_mut(), 0),
+        };
+        let opaque = tracker.into_ptr();
+        // SAFETY: as rdkafka's `BaseProducer::send`, with a topic handle instead of
+        // a name: `topic` is a live handle of this client (cached ones live as long
+        // as the client, a temporary one until after this call), payload and key
+        // are copied (`F_COPY`), and `opaque` is the `Arc` that the delivery report
+        // turns back into the tracker — or that we take back below on failure.
+        let rc = unsafe {
+            rdsys::rd_kafka_producev(
+                self.inner.producer.client().native_ptr(),
+                RD_KAFKA_VTYPE_RKT,
+                topic,
+                RD_KAFKA_VTYPE_PARTITION,
+                record.partition.unwrap_or(-1), // RD_KAFKA_PARTITION_UA
+                RD_KAFKA_VTYPE_MSGFLAGS,
+                rdsys::RD_KAFKA_MSG_F_COPY,
+                RD_KAFKA_VTYPE_VALUE,
+                record.payload.as_ptr() as *mut c_void,
+                record.payload.len(),
+                RD_KAFKA_VTYPE_KEY,
+                key_ptr,
+                key_len,
+                RD_KAFKA_VTYPE_OPAQUE,
+                opaque,
+                RD_KAFKA_VTYPE_TIMESTAMP,
+                record.timestamp_ms.unwrap_or(0),
+                RD_KAFKA_VTYPE_END,
+            )
+        };
+        if temporary {
+            // SAFETY: our own reference from `rd_kafka_topic_new`, used only above.
+            unsafe { rdsys::rd_kafka_topic_destroy(topic) };
         }
-        if let Some(ts) = record.timestamp_ms {
-            r = r.timestamp(ts);
+        if rc != RDKafkaRespErr::RD_KAFKA_RESP_ERR_NO_ERROR {
+            // SAFETY: librdkafka did not take the message, so the reference is ours.
+            drop(unsafe { Arc::<T>::from_ptr(opaque) });
+            return Err(Failure { code: rc.into() });
         }
-        self.inner.send(r).map_err(|(e, _)| Failure::from_error(&e))
+        Ok(())
     }
 
     /// Drop every queued and in-flight record; their reports arrive as
     /// [`FailureClass::Purged`]. Never blocks.
     pub fn purge(&self) {
-        self.inner.purge(PurgeConfig::default().queue().inflight());
+        self.inner
+            .producer
+            .purge(PurgeConfig::default().queue().inflight());
     }
 
     /// Records enqueued or in flight, not yet reported.
     pub fn queued(&self) -> i32 {
-        self.inner.in_flight_count()
+        self.inner.producer.in_flight_count()
     }
 
     /// Send everything queued now, ignoring linger, and wait up to `timeout` for
@@ -457,7 +571,9 @@ impl<T: Tracker> Producer<T> {
         // between its calls; one call with the real timeout keeps flushing on.
         // SAFETY: the pointer is the live client owned by `self.inner`; with the event
         // API in use, rd_kafka_flush only waits (the polling thread serves reports).
-        let rc = unsafe { rdkafka::bindings::rd_kafka_flush(self.inner.client().native_ptr(), ms) };
+        let rc = unsafe {
+            rdkafka::bindings::rd_kafka_flush(self.inner.producer.client().native_ptr(), ms)
+        };
         rc == rdkafka::types::RDKafkaRespErr::RD_KAFKA_RESP_ERR_NO_ERROR
     }
 
@@ -465,6 +581,7 @@ impl<T: Tracker> Producer<T> {
     pub fn probe_blocking(&self, timeout: Duration) -> Result<usize, String> {
         let md = self
             .inner
+            .producer
             .client()
             .fetch_metadata(None, timeout)
             .map_err(|e| e.to_string())?;
@@ -479,6 +596,7 @@ impl<T: Tracker> Producer<T> {
     ) -> Result<TopicState, String> {
         let md = self
             .inner
+            .producer
             .client()
             .fetch_metadata(Some(topic), timeout)
             .map_err(|e| e.to_string())?;

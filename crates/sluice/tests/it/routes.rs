@@ -453,6 +453,12 @@ field = "id"
 [sinks.out]
 type = "stdout"
 inputs = ["by_category", "by_category.aps", "b"]
+[sinks.k]
+type = "kafka"
+inputs = ["fw"]
+brokers = "127.0.0.1:9092"
+topic = "logs"
+partition = "{tag}"
 "#,
     )
     .unwrap();
@@ -476,6 +482,14 @@ inputs = ["by_category", "by_category.aps", "b"]
     assert!(err.contains("did you mean `by_category.apps`?"), "{err}");
     assert!(
         err.contains("routes.t.strip: strip applies to split = \"first_space\" only"),
+        "{err}"
+    );
+    // FILE:LINE:COL of the value, then what is wrong.
+    assert!(
+        err.contains(&format!(
+            "{}:26:13: sinks.k.partition: `{{tag}}` does not render a partition number",
+            cfg.display()
+        )),
         "{err}"
     );
 }
@@ -668,6 +682,62 @@ mod broker {
             counter(&stderr, "routes.by_tenant", "dropped") >= 1500,
             "{stderr}"
         );
+    }
+
+    /// The bucket route's number as the Kafka partition: `partition = "{bucket}"`.
+    #[test]
+    fn bucket_route_picks_the_kafka_partition() {
+        let bin = need_tansu!();
+        let broker = Broker::start(&bin, Storage::Memory);
+        broker.create_topic("logs", 5);
+        let dir = tempfile::tempdir().unwrap();
+        let source = python_source(
+            "gen",
+            "for r in range(4):\n for k in range(500):\n  print(f'user{k}:{r}')",
+        );
+        let config = format!(
+            r#"
+            data_dir = "$DIR/data"
+            {source}
+            [routes.bucketed]
+            type = "bucket"
+            inputs = ["gen"]
+            buckets = 5
+            key = "prefix"
+            [sinks.k]
+            type = "kafka"
+            inputs = ["bucketed"]
+            brokers = "{addr}"
+            topic = "logs"
+            partition = "{{bucket}}"
+            [sinks.k.librdkafka]
+            "linger.ms" = 20
+            "#,
+            addr = broker.addr()
+        );
+        let mut d = Daemon::start(dir.path(), &config);
+        let st = d.wait(Duration::from_secs(60));
+        assert!(st.success(), "{}", d.stderr());
+        let recs = consume(&broker.addr(), &["logs"], 2000, Duration::from_secs(20));
+        assert_eq!(recs.len(), 2000);
+        let mut per_partition = [0usize; 5];
+        let mut rounds: BTreeMap<String, Vec<u32>> = BTreeMap::new();
+        for r in &recs {
+            let line = String::from_utf8(r.value.clone()).unwrap();
+            let (key, round) = line.split_once(':').unwrap();
+            let bucket = sluice::route::bucket::bucket(key.as_bytes(), 5);
+            assert_eq!(r.partition, bucket, "{line} in partition {}", r.partition);
+            per_partition[bucket as usize] += 1;
+            rounds
+                .entry(key.to_owned())
+                .or_default()
+                .push(round.parse().unwrap());
+        }
+        assert!(per_partition.iter().all(|n| *n > 0), "{per_partition:?}");
+        assert_eq!(rounds.len(), 500);
+        for (key, got) in rounds {
+            assert_eq!(got, vec![0, 1, 2, 3], "{key}: its lines in order");
+        }
     }
 
     /// `tenant add/list/bundle/remove` against a broker without ACL support.

@@ -72,6 +72,7 @@ pub(super) struct OwnedRecord {
     pub(super) key: Option<Vec<u8>>,
     pub(super) payload: Vec<u8>,
     pub(super) timestamp_ms: Option<i64>,
+    pub(super) partition: Option<i32>,
 }
 
 /// Delivery state of one batch: the opaque of each of its records.
@@ -196,6 +197,7 @@ impl Tracker for InFlight {
                     key: record.key.map(<[u8]>::to_vec),
                     payload: record.payload.to_vec(),
                     timestamp_ms: record.timestamp_ms,
+                    partition: record.partition,
                 });
                 self.release(1);
             }

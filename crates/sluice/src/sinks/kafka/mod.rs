@@ -191,6 +191,10 @@ pub struct KafkaSinkConfig {
     /// Key template; absent (or rendering empty) = no key.
     #[serde(default)]
     pub key: Option<String>,
+    /// Partition template rendering a number (`{bucket}`, `{field.NAME}`, digits);
+    /// absent (or rendering empty) = librdkafka's partitioner.
+    #[serde(default)]
+    pub partition: Option<String>,
     /// Compression codec.
     #[serde(default)]
     pub compression: KafkaCompression,
@@ -297,6 +301,18 @@ impl Validate for KafkaSinkConfig {
             && let Err(e) = Template::parse(key, false, false)
         {
             v.error("key", e);
+        }
+        if let Some(partition) = &self.partition {
+            match Template::parse(partition, false, false) {
+                Err(e) => v.error("partition", e),
+                Ok(t) if !t.is_numeric() => v.error(
+                    "partition",
+                    format!(
+                        "`{partition}` does not render a partition number; use {{bucket}}, {{field.NAME}} or digits"
+                    ),
+                ),
+                Ok(_) => {}
+            }
         }
         if self.max_message_bytes == 0 || self.max_message_bytes > LIBRDKAFKA_MAX_MESSAGE_BYTES {
             v.error(

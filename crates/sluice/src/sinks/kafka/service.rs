@@ -112,6 +112,7 @@ pub(super) struct KafkaSink {
     static_topic: Option<String>,
     topic_template: Template,
     key_template: Option<Template>,
+    partition_template: Option<Template>,
     producer: Producer<InFlight>,
     admin: Option<Admin>,
     shared: Arc<Shared>,
@@ -121,6 +122,7 @@ pub(super) struct KafkaSink {
     last_topic: String,
     topic_buf: String,
     key_buf: String,
+    partition_buf: String,
     payload_buf: Vec<u8>,
     abort: CancellationToken,
 }
@@ -136,6 +138,11 @@ impl KafkaSink {
             .key
             .as_deref()
             .map(|k| Template::parse(k, false, false))
+            .transpose()?;
+        let partition_template = config
+            .partition
+            .as_deref()
+            .map(|p| Template::parse(p, false, false))
             .transpose()?;
         let static_topic = topic_template.is_static().then(|| config.topic.clone());
         let client = ClientEvents::new(cx.name.clone());
@@ -167,6 +174,7 @@ impl KafkaSink {
             static_topic,
             topic_template,
             key_template,
+            partition_template,
             producer,
             admin,
             shared,
@@ -175,6 +183,7 @@ impl KafkaSink {
             last_topic: String::new(),
             topic_buf: String::new(),
             key_buf: String::new(),
+            partition_buf: String::new(),
             payload_buf: Vec::new(),
             abort: cx.abort.clone(),
         })
@@ -429,6 +438,22 @@ impl KafkaSink {
 
     /// Encode, apply the size policy, and enqueue one event.
     fn send_event(&mut self, e: &Event, state: &Arc<InFlight>) -> Sent {
+        let partition = match &self.partition_template {
+            Some(t) => {
+                self.partition_buf.clear();
+                t.render(e, &mut self.partition_buf);
+                match parse_partition(&self.partition_buf) {
+                    Ok(p) => p,
+                    Err(reason) => {
+                        let topic = self.static_topic.as_deref().unwrap_or(&self.topic_buf);
+                        self.shared.log_permanent(topic, &reason, 1);
+                        state.reject(1);
+                        return Sent::Ok;
+                    }
+                }
+            }
+            None => None,
+        };
         let key: Option<&[u8]> = match &self.key_template {
             Some(t) => {
                 self.key_buf.clear();
@@ -474,6 +499,7 @@ impl KafkaSink {
             key,
             payload,
             timestamp_ms: Some(e.time_ns.div_euclid(1_000_000)),
+            partition,
         };
         match self.producer.send(record, state.clone()) {
             Ok(()) => Sent::Ok,
@@ -506,6 +532,8 @@ impl KafkaSink {
                 key: r.key.as_deref(),
                 payload: &r.payload,
                 timestamp_ms: r.timestamp_ms,
+                // An explicit partition stays; otherwise the partitioner chooses again.
+                partition: r.partition.filter(|_| self.partition_template.is_some()),
             };
             match self.producer.send(record, state.clone()) {
                 Ok(()) => next += 1,
@@ -696,6 +724,19 @@ enum Sent {
     Ok,
     QueueFull,
     Later,
+}
+
+/// The partition a `partition` template rendered: empty = the partitioner's choice.
+fn parse_partition(rendered: &str) -> Result<Option<i32>, String> {
+    if rendered.is_empty() {
+        return Ok(None);
+    }
+    match rendered.parse::<i32>() {
+        Ok(p) if p >= 0 => Ok(Some(p)),
+        _ => Err(format!(
+            "partition renders `{rendered}`, not a partition number"
+        )),
+    }
 }
 
 async fn sleep_opt(until: Option<Instant>) {
