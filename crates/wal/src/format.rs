@@ -28,8 +28,14 @@ pub(crate) const CHECKPOINT_TMP_NAME: &str = "checkpoint.tmp";
 pub(crate) const LOCK_NAME: &str = "lock";
 /// Magic bytes opening the checkpoint file (`S`luice `W`AL `C`heckpoint, format 1).
 const CHECKPOINT_MAGIC: [u8; 8] = *b"SLWCKP01";
-/// Length of the checkpoint file: magic (8) + watermark (8) + crc (4).
+/// Length of one checkpoint slot: magic (8) + watermark (8) + crc (4). A file
+/// of exactly this length is the single-slot form written by earlier versions.
 pub(crate) const CHECKPOINT_LEN: usize = 20;
+/// Offset of the second checkpoint slot (its own sector, so a torn write of
+/// one slot never touches the other).
+pub(crate) const CHECKPOINT_SLOT2: usize = 512;
+/// Length of the two-slot checkpoint file.
+pub(crate) const CHECKPOINT_FILE_LEN: usize = CHECKPOINT_SLOT2 + CHECKPOINT_LEN;
 
 const SEGMENT_SUFFIX: &str = ".seg";
 const SEGMENT_DIGITS: usize = 20;
@@ -120,9 +126,33 @@ pub(crate) fn encode_checkpoint(watermark: u64) -> [u8; CHECKPOINT_LEN] {
     out
 }
 
-/// Decodes a checkpoint file; `None` when it is not exactly a valid checkpoint.
+/// The two-slot checkpoint file holding `watermark` in both slots.
+pub(crate) fn encode_checkpoint_file(watermark: u64) -> [u8; CHECKPOINT_FILE_LEN] {
+    let mut out = [0; CHECKPOINT_FILE_LEN];
+    let slot = encode_checkpoint(watermark);
+    out[..CHECKPOINT_LEN].copy_from_slice(&slot);
+    out[CHECKPOINT_SLOT2..].copy_from_slice(&slot);
+    out
+}
+
+/// Decodes a checkpoint file: the single-slot form, or the two-slot form
+/// (the higher watermark of the valid slots: the watermark never decreases,
+/// and a slot torn by a crash mid-write fails its CRC). `None` when no slot is
+/// valid or the length is neither.
 pub(crate) fn decode_checkpoint(bytes: &[u8]) -> Option<u64> {
-    if bytes.len() != CHECKPOINT_LEN || bytes[0..8] != CHECKPOINT_MAGIC {
+    match bytes.len() {
+        CHECKPOINT_LEN => decode_slot(bytes),
+        CHECKPOINT_FILE_LEN => {
+            let a = decode_slot(&bytes[..CHECKPOINT_LEN]);
+            let b = decode_slot(&bytes[CHECKPOINT_SLOT2..]);
+            a.max(b)
+        }
+        _ => None,
+    }
+}
+
+fn decode_slot(bytes: &[u8]) -> Option<u64> {
+    if bytes[0..8] != CHECKPOINT_MAGIC {
         return None;
     }
     let crc = u32::from_le_bytes(array(&bytes[16..20]));

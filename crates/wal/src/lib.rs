@@ -51,10 +51,14 @@
 //!          8   8  seq: sequence number (u64)
 //!         16   8  append time, nanoseconds since the Unix epoch (u64)
 //!         24 len  payload
-//! checkpoint 0 8  magic "SLWCKP01"
+//! slot       0 8  magic "SLWCKP01"
 //!            8 8  low watermark: every seq below it is acknowledged
 //!           16 4  crc32c of bytes 0 .. 16
+//! checkpoint 0 20 slot A
+//!          512 20 slot B (bytes 20..512 are zero)
 //! ```
+//! The checkpoint's value is the higher watermark of its valid slots. A
+//! 20-byte file (one slot, written by earlier versions) is read too.
 //! Sequence numbers are consecutive within a segment starting at the name's
 //! seq; the next segment starts where the previous ended. They increase across
 //! restarts (the checkpoint and the segment names carry them), except that
@@ -71,9 +75,13 @@
 //!   before the next sync is never synced: a fast sink keeps data off the disk
 //!   path. After a power loss, anything after the last sync may be lost; an
 //!   older segment cut short that way is reported in `skipped`.
-//! - Acknowledgements live in memory; `sync` (and `close`/drop) writes the
-//!   watermark to `checkpoint.tmp`, fsyncs, renames it over `checkpoint` and
-//!   fsyncs the directory. A stale checkpoint only means replaying acked records.
+//! - Acknowledgements live in memory; `sync` (and `close`/drop) persists the
+//!   watermark: the first time after `open` by writing both slots to
+//!   `checkpoint.tmp`, fsyncing, renaming it over `checkpoint` and fsyncing the
+//!   directory; afterwards by overwriting the older slot in place and
+//!   `fdatasync` (one sync instead of three per period). A torn slot fails
+//!   its CRC and the other slot holds the previous watermark. A stale
+//!   checkpoint only means replaying acked records.
 //! - A segment is deleted once every record in it is below the watermark.
 //!   Out-of-order acks above the watermark are not persisted: after a restart
 //!   those records are replayed.

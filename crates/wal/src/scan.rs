@@ -4,7 +4,7 @@
 use std::io;
 
 use crate::format::{
-    CHECKPOINT_LEN, CHECKPOINT_NAME, Corruption, MAX_RECORD_BYTES_LIMIT, RECORD_HEADER_LEN,
+    CHECKPOINT_FILE_LEN, CHECKPOINT_NAME, Corruption, MAX_RECORD_BYTES_LIMIT, RECORD_HEADER_LEN,
     RecordHeader, SEGMENT_HEADER_LEN, SEGMENT_MAGIC, decode_checkpoint, record_crc,
 };
 use crate::storage::{ReadFile, Storage, read_exact_at};
@@ -206,7 +206,7 @@ pub(crate) fn read_checkpoint(storage: &dyn Storage) -> io::Result<Option<Option
         Err(e) => return Err(e),
     };
     // One byte more than a checkpoint, to notice a longer (so invalid) file.
-    let mut buf = [0; CHECKPOINT_LEN + 1];
+    let mut buf = [0; CHECKPOINT_FILE_LEN + 1];
     let n = read_up_to(file.as_mut(), 0, &mut buf)?;
     Ok(Some(decode_checkpoint(&buf[..n])))
 }

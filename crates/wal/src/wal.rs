@@ -18,9 +18,10 @@ use std::time::{Duration, Instant, SystemTime};
 
 use crate::error::{AckError, AppendError, IoError, OpenError, ReadError};
 use crate::format::{
-    CHECKPOINT_NAME, CHECKPOINT_TMP_NAME, Corruption, LOCK_NAME, MAX_RECORD_BYTES_LIMIT,
-    RECORD_HEADER_LEN, SEGMENT_HEADER_LEN, SEGMENT_MAGIC, encode_checkpoint, encode_record, now_ns,
-    parse_segment_name, segment_name, time_from_ns,
+    CHECKPOINT_LEN, CHECKPOINT_NAME, CHECKPOINT_SLOT2, CHECKPOINT_TMP_NAME, Corruption, LOCK_NAME,
+    MAX_RECORD_BYTES_LIMIT, RECORD_HEADER_LEN, SEGMENT_HEADER_LEN, SEGMENT_MAGIC,
+    encode_checkpoint, encode_checkpoint_file, encode_record, now_ns, parse_segment_name,
+    segment_name, time_from_ns,
 };
 use crate::scan::{ChunkReader, Parsed, parse_record, read_checkpoint, scan_segment};
 use crate::storage::{DirStorage, LockGuard, ReadFile, Storage, WriteFile};
@@ -173,6 +174,21 @@ impl Segment {
     }
 }
 
+/// Bytes of recently appended payloads kept in memory for the reader.
+const TAIL_CACHE_BYTES: usize = 32 << 20;
+
+/// A record appended by this `Wal`, kept so that a reader caught up with the
+/// writer gets it without reading the file back (no `pread`, no CRC check of
+/// bytes that never left memory).
+struct Cached {
+    seq: u64,
+    seg_first: u64,
+    /// Offset of the record's header in its segment.
+    offset: u64,
+    time_ns: u64,
+    payload: Vec<u8>,
+}
+
 /// Replay position: the next record to read is at `offset` of segment
 /// `seg_first` and must carry `expected`.
 #[derive(Default)]
@@ -207,6 +223,9 @@ pub struct Wal {
     acked_ahead: BTreeSet<u64>,
     /// Watermark stored in the checkpoint file, if any.
     checkpointed: Option<u64>,
+    /// The two-slot checkpoint file this `Wal` created, kept open for in-place
+    /// updates, and the slot the next update goes to.
+    checkpoint_file: Option<(Box<dyn WriteFile>, usize)>,
     disk_bytes: u64,
     /// The active segment has writes not yet `fdatasync`ed.
     data_dirty: bool,
@@ -221,6 +240,11 @@ pub struct Wal {
     last_sync: Instant,
     frame: Vec<u8>,
     cursor: Cursor,
+    /// Recently appended records not read yet, oldest first (at most
+    /// `TAIL_CACHE_BYTES` of payload; a reader that falls behind reads the
+    /// older ones from disk). Cleared when segments are dropped or reset.
+    tail: VecDeque<Cached>,
+    tail_bytes: usize,
     report: RecoveryReport,
 }
 
@@ -385,6 +409,7 @@ impl Wal {
             watermark,
             acked_ahead: BTreeSet::new(),
             checkpointed,
+            checkpoint_file: None,
             disk_bytes,
             data_dirty: false,
             unsynced: Vec::new(),
@@ -393,6 +418,8 @@ impl Wal {
             last_sync: Instant::now(),
             frame: Vec::new(),
             cursor: Cursor::default(),
+            tail: VecDeque::new(),
+            tail_bytes: 0,
             report,
         };
         wal.advance();
@@ -427,6 +454,7 @@ impl Wal {
         let mut seq = first;
         let mut frame = std::mem::take(&mut self.frame);
         frame.clear();
+        let mut copies = Vec::new();
         for payload in payloads {
             let payload = payload.as_ref();
             if payload.len() > self.opts.max_record_bytes as usize {
@@ -438,18 +466,66 @@ impl Wal {
                 });
             }
             encode_record(&mut frame, seq, time_ns, payload);
+            copies.push(payload.to_vec());
             seq += 1;
         }
         let result = if seq == first {
             Ok(())
         } else {
-            self.write_frame(&frame, seq)
+            self.write_frame(&frame, seq).map(|at| {
+                let seg_first = self.active().first;
+                self.cache_tail(first, seg_first, at, time_ns, copies)
+            })
         };
         self.frame = frame;
         result.map(|()| first..seq)
     }
 
-    fn write_frame(&mut self, frame: &[u8], end_seq: u64) -> Result<(), AppendError> {
+    /// Keep records just written at `offset` of segment `seg_first` for the
+    /// reader, dropping the oldest kept ones past the cap.
+    fn cache_tail(
+        &mut self,
+        first: u64,
+        seg_first: u64,
+        mut offset: u64,
+        time_ns: u64,
+        payloads: Vec<Vec<u8>>,
+    ) {
+        for (i, payload) in payloads.into_iter().enumerate() {
+            let len = payload.len();
+            self.tail_bytes += len;
+            self.tail.push_back(Cached {
+                seq: first + i as u64,
+                seg_first,
+                offset,
+                time_ns,
+                payload,
+            });
+            offset += (RECORD_HEADER_LEN + len) as u64;
+        }
+        while self.tail_bytes > TAIL_CACHE_BYTES {
+            let Some(old) = self.tail.pop_front() else {
+                break;
+            };
+            self.tail_bytes -= old.payload.len();
+        }
+    }
+
+    /// Forget the tail cache, so that reads go to the files (tests of damage
+    /// done to the files after the records were written).
+    #[cfg(test)]
+    pub(crate) fn forget_tail(&mut self) {
+        self.clear_tail();
+    }
+
+    fn clear_tail(&mut self) {
+        self.tail.clear();
+        self.tail_bytes = 0;
+    }
+
+    /// Writes a frame at the end of the active segment (rotating first if
+    /// needed); returns the offset it was written at.
+    fn write_frame(&mut self, frame: &[u8], end_seq: u64) -> Result<u64, AppendError> {
         if self.tail_dirty {
             let len = self.active().file_len;
             self.writer
@@ -488,7 +564,7 @@ impl Wal {
                 let _ = self.sync();
             }
         }
-        Ok(())
+        Ok(offset)
     }
 
     /// Ensures `len` more bytes fit, rotating the active segment if needed.
@@ -545,6 +621,7 @@ impl Wal {
     /// to `next_seq`, then cut it to its header. A crash in between leaves a
     /// segment whose first record has the wrong seq: recovery cuts it.
     fn reset_active(&mut self) -> Result<(), IoError> {
+        self.clear_tail();
         let st = self.storage.as_ref();
         let old = segment_name(self.active().first);
         let new = segment_name(self.next_seq);
@@ -575,6 +652,12 @@ impl Wal {
     /// Reading does not acknowledge. `Ok(None)` when caught up with appends.
     pub fn read_next(&mut self) -> Result<Option<Record>, ReadError> {
         loop {
+            if let Some(record) = self.read_cached() {
+                match record {
+                    Some(r) => return Ok(Some(r)),
+                    None => continue,
+                }
+            }
             let cur = &mut self.cursor;
             // The cursor's segment may have been deleted under it.
             let idx = self.segments.partition_point(|s| s.first < cur.seg_first);
@@ -637,6 +720,48 @@ impl Wal {
         }
     }
 
+    /// The next record from the tail cache when the cursor is exactly at it:
+    /// `Some(Some)` a record, `Some(None)` an acknowledged one skipped, `None`
+    /// read from disk instead. Moves the cursor as reading the file would.
+    fn read_cached(&mut self) -> Option<Option<Record>> {
+        let cur = &self.cursor;
+        while let Some(c) = self.tail.front() {
+            // Behind the cursor (read from disk meanwhile): no longer needed.
+            if c.seq < cur.expected && c.seg_first <= cur.seg_first {
+                let old = self.tail.pop_front().expect("front exists");
+                self.tail_bytes -= old.payload.len();
+            } else {
+                break;
+            }
+        }
+        let c = self.tail.front()?;
+        // The cursor must stand right before it: same segment at its offset,
+        // or at the end of the previous segment (records continue the seqs).
+        let here = c.seg_first == cur.seg_first && c.offset == cur.offset && c.seq == cur.expected;
+        let next_segment = c.seg_first != cur.seg_first
+            && c.offset == SEGMENT_HEADER_LEN
+            && c.seq == cur.expected
+            && c.seq == c.seg_first;
+        if !here && !next_segment {
+            return None;
+        }
+        let c = self.tail.pop_front().expect("front exists");
+        self.tail_bytes -= c.payload.len();
+        if c.seg_first != self.cursor.seg_first {
+            self.cursor.enter(c.seg_first);
+        }
+        self.cursor.offset = c.offset + (RECORD_HEADER_LEN + c.payload.len()) as u64;
+        self.cursor.expected = c.seq + 1;
+        if c.seq < self.watermark {
+            return Some(None);
+        }
+        Some(Some(Record {
+            seq: c.seq,
+            appended_at: time_from_ns(c.time_ns),
+            payload: c.payload,
+        }))
+    }
+
     /// Iterates with [`read_next`](Self::read_next) until caught up.
     pub fn records(&mut self) -> Records<'_> {
         Records { wal: self }
@@ -678,6 +803,7 @@ impl Wal {
     /// dropped records stay dropped after a crash. `Ok(None)` when nothing is
     /// unacknowledged.
     pub fn drop_oldest(&mut self) -> Result<Option<Dropped>, IoError> {
+        self.clear_tail();
         self.remove_acked_segments()?;
         if self.watermark >= self.next_seq {
             return Ok(None);
@@ -758,19 +884,49 @@ impl Wal {
         self.disk_bytes
     }
 
+    /// Persists the watermark. The first time after `open`, a fresh two-slot
+    /// file is written under `checkpoint.tmp`, fsynced, renamed into place and
+    /// the directory fsynced; from then on one slot is overwritten in place,
+    /// alternating, with one `fdatasync` — no create, rename or directory
+    /// sync on the periodic path. A crash mid-update tears at most the slot
+    /// being written; the other still holds the previous watermark.
     fn write_checkpoint(&mut self) -> Result<(), IoError> {
         let st = self.storage.as_ref();
-        let bytes = encode_checkpoint(self.watermark);
+        if let Some((file, slot)) = &mut self.checkpoint_file {
+            let offset = if *slot == 0 {
+                0
+            } else {
+                CHECKPOINT_SLOT2 as u64
+            };
+            let bytes: [u8; CHECKPOINT_LEN] = encode_checkpoint(self.watermark);
+            let written = file
+                .write_all_at(offset, &bytes)
+                .and_then(|()| file.sync_data());
+            match written {
+                Ok(()) => {
+                    *slot = 1 - *slot;
+                    self.checkpointed = Some(self.watermark);
+                    return Ok(());
+                }
+                Err(e) => {
+                    // Start over with a fresh file next time.
+                    self.checkpoint_file = None;
+                    return Err(io_err(st, "write", CHECKPOINT_NAME)(e));
+                }
+            }
+        }
+        let bytes = encode_checkpoint_file(self.watermark);
         let mut file =
             st.create(CHECKPOINT_TMP_NAME)
                 .map_err(io_err(st, "create", CHECKPOINT_TMP_NAME))?;
         file.write_all_at(0, &bytes)
             .and_then(|()| file.sync_data())
             .map_err(io_err(st, "write", CHECKPOINT_TMP_NAME))?;
-        drop(file);
         st.rename(CHECKPOINT_TMP_NAME, CHECKPOINT_NAME)
             .map_err(io_err(st, "rename", CHECKPOINT_TMP_NAME))?;
         st.sync_dir().map_err(io_err(st, "sync", ""))?;
+        // The handle still names the renamed file.
+        self.checkpoint_file = Some((file, 0));
         self.checkpointed = Some(self.watermark);
         Ok(())
     }

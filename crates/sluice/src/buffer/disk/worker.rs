@@ -486,7 +486,11 @@ impl Worker {
         self.last_sync = Instant::now();
         match self.wal().sync() {
             Ok(()) => {}
-            Err(e) if e.path().file_name().is_some_and(|n| n == "checkpoint.tmp") => {
+            Err(e)
+                if e.path()
+                    .file_name()
+                    .is_some_and(|n| n == "checkpoint.tmp" || n == "checkpoint") =>
+            {
                 // Data and directory were synced first; only the checkpoint
                 // failed (acknowledged records may be replayed).
                 warn!(error = %chain(&e), "Disk buffer: writing the checkpoint failed.");
