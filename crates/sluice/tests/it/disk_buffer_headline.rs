@@ -1,8 +1,15 @@
 //! The headline fault test of the disk buffer (issue 7): a forward client with
-//! chunk acks → sluice (forward source, disk buffer) → Kafka, while sluice is
-//! killed with SIGKILL five times at random moments and the broker is stopped
-//! for 30 s. Every event the client got an ack for must be in Kafka;
-//! duplicates are counted and printed.
+//! chunk acks sends 2,000,000 events → sluice (forward source, disk buffer) →
+//! Kafka, while sluice is killed with SIGKILL five times at random moments and
+//! the broker is stopped (SIGSTOP) for 30 s. Every event the client got an ack
+//! for must be in Kafka; duplicates are counted and printed.
+//!
+//! The broker is frozen rather than killed so that it can keep its data in
+//! memory storage: reading 2,000,000 records back from tansu's sqlite storage
+//! takes minutes (a kill -9 outage with sqlite storage is tested with fewer
+//! events in `kafka::broker_down_for_10s_mid_run_loses_nothing`). A frozen
+//! broker is the harder outage for the client: connections stay open and
+//! requests time out instead of being refused.
 
 use std::collections::HashSet;
 use std::io::Write;
@@ -14,13 +21,12 @@ use crate::disk_buffer::{closed_counter, wal_unacked};
 
 // ---- The headline fault test: forward → disk buffer → Kafka. ----
 
-/// Events the headline test sends (the issue asks for 2,000,000; this many
-/// keeps the whole suite within its time budget while still spanning every
-/// fault: ~40 s of paced sending).
-const HEADLINE_EVENTS: u64 = 400_000;
-const HEADLINE_PER_REQUEST: u64 = 500;
+/// Events the headline test sends: the issue's 2,000,000, paced at
+/// `HEADLINE_RATE` so that sending spans the whole fault schedule (~40 s).
+const HEADLINE_EVENTS: u64 = 2_000_000;
+const HEADLINE_PER_REQUEST: u64 = 1000;
 const HEADLINE_WINDOW: usize = 8;
-const HEADLINE_RATE: f64 = 10_000.0; // events per second
+const HEADLINE_RATE: f64 = 50_000.0; // events per second
 
 fn headline_request(req: u64, chunk: &str) -> Vec<u8> {
     use proto::forward::{Compression, EventTime, PackedForwardBuilder};
@@ -54,7 +60,7 @@ fn headline_client(addr: std::net::SocketAddr) -> (Vec<bool>, u64) {
     let mut attempt = 0u64;
     let mut resent = 0;
     let start = Instant::now();
-    let deadline = start + Duration::from_secs(200);
+    let deadline = start + Duration::from_secs(400);
     loop {
         if next_new == total && resend.is_empty() {
             return (acked, resent);
@@ -141,7 +147,7 @@ fn headline_client(addr: std::net::SocketAddr) -> (Vec<bool>, u64) {
 fn forward_to_kafka_through_a_disk_buffer_survives_five_kill_9_and_a_30s_broker_outage() {
     use crate::kafka_support::{Broker, Storage, consume, free_port, need_tansu};
     let bin = need_tansu!();
-    let mut broker = Broker::start(&bin, Storage::Sqlite);
+    let broker = Broker::start(&bin, Storage::Memory);
     broker.create_topic("headline", 1);
     let port = free_port();
     let dir = tempfile::tempdir().unwrap();
@@ -195,14 +201,14 @@ fn forward_to_kafka_through_a_disk_buffer_survives_five_kill_9_and_a_30s_broker_
     std::thread::sleep(Duration::from_millis(rand_ms(1000, 3000)));
     kill(&mut d, &mut logs); // 1
     std::thread::sleep(Duration::from_millis(rand_ms(500, 2000)));
-    broker.kill();
+    broker.pause();
     let outage = Instant::now();
     std::thread::sleep(Duration::from_millis(rand_ms(2000, 8000)));
     kill(&mut d, &mut logs); // 2: during the outage
     std::thread::sleep(Duration::from_millis(rand_ms(2000, 8000)));
     kill(&mut d, &mut logs); // 3: during the outage
     std::thread::sleep(Duration::from_secs(30).saturating_sub(outage.elapsed()));
-    broker.start_process();
+    broker.resume();
     let outage = outage.elapsed();
     std::thread::sleep(Duration::from_millis(rand_ms(300, 2000)));
     kill(&mut d, &mut logs); // 4: replaying the backlog
@@ -213,18 +219,25 @@ fn forward_to_kafka_through_a_disk_buffer_survives_five_kill_9_and_a_30s_broker_
     let (acked, resent) = client.join().unwrap();
     let bdir = buffer_dir_of(dir.path(), "k");
     wait_until(
-        Duration::from_secs(120),
+        Duration::from_secs(400),
         "the disk buffer to drain into Kafka",
         || wal_unacked(&bdir) == 0,
     );
     assert!(d.stop().success(), "{}", d.stderr());
     logs.push(d.stderr());
 
+    // The first fetch of a large topic can take a while on a loaded machine.
+    let read_start = Instant::now();
     let recs = consume(
         &broker.addr(),
         &["headline"],
         HEADLINE_EVENTS as usize,
-        Duration::from_secs(20),
+        Duration::from_secs(120),
+    );
+    eprintln!(
+        "headline: read {} records back in {:?}",
+        recs.len(),
+        read_start.elapsed()
     );
     let mut seen: HashSet<u64> = HashSet::with_capacity(recs.len());
     for r in &recs {

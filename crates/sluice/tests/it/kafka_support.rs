@@ -153,6 +153,23 @@ impl Broker {
         });
     }
 
+    /// SIGSTOP: the broker stops answering (connections stay open, requests
+    /// wait) and keeps its data, even with memory storage; `resume` continues it.
+    pub fn pause(&self) {
+        if let Some(c) = &self.child {
+            // SAFETY: plain syscall on our own child's pid.
+            unsafe { libc::kill(c.id() as libc::pid_t, libc::SIGSTOP) };
+        }
+    }
+
+    /// SIGCONT after `pause`.
+    pub fn resume(&self) {
+        if let Some(c) = &self.child {
+            // SAFETY: plain syscall on our own child's pid.
+            unsafe { libc::kill(c.id() as libc::pid_t, libc::SIGCONT) };
+        }
+    }
+
     /// Kill -9 and reap (an outage).
     pub fn kill(&mut self) {
         if let Some(mut c) = self.child.take() {
