@@ -12,6 +12,9 @@
 #
 #   bench/forward.sh                     # 3,000,000 events per run
 #   EVENTS=1000000 WINDOW=1 bench/forward.sh
+#   COMPARE_BIN=/path/to/other/sluice ROUNDS=3 bench/forward.sh
+#         only forward→null acked, ROUNDS times, this build then the other one
+#         back to back in each round (same load), with the ratio per round
 #
 # Prints key=value lines: events/s, wire MB/s, ack p50/p99 (ms), sluice peak RSS.
 set -euo pipefail
@@ -81,9 +84,32 @@ run() { # NAME SINK_TOML
 }
 
 echo "# $EVENTS events, $PER_FRAME records of ~100 B per request, window $WINDOW, $(nproc) cores"
-run "forward→null" '[sinks.out]
+NULL_SINK='[sinks.out]
 type = "null"
 inputs = ["fw"]'
+if [ -n "${COMPARE_BIN:-}" ]; then
+  # acked_rate BIN OUT: one forward→null acked run; the generator's line and the
+  # peak RSS go to OUT.
+  acked_rate() {
+    local keep=$SLUICE
+    SLUICE=$1
+    start_sluice "$NULL_SINK"
+    SLUICE=$keep
+    "$LOAD" send "$ADDR" "$EVENTS" --per-frame "$PER_FRAME" --window "$WINDOW" >"$2"
+    stop_sluice >>"$2"
+  }
+  rate() { sed -n 's/.*events_per_sec=\([0-9]*\).*/\1/p' "$1"; }
+  for round in $(seq "${ROUNDS:-3}"); do
+    acked_rate "$SLUICE" "$WORK/this"
+    acked_rate "$COMPARE_BIN" "$WORK/other"
+    echo "round $round this:  $(tr -s ' \n' ' ' <"$WORK/this")"
+    echo "round $round other: $(tr -s ' \n' ' ' <"$WORK/other")"
+    printf 'round %s ratio this/other=%.2f\n' "$round" \
+      "$(echo "$(rate "$WORK/this") / $(rate "$WORK/other")" | bc -l)"
+  done
+  exit 0
+fi
+run "forward→null" "$NULL_SINK"
 run "forward→file" "[sinks.out]
 type = \"file\"
 inputs = [\"fw\"]
