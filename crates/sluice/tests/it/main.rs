@@ -1,6 +1,7 @@
 //! One integration binary (see conventions): every module drives the real `sluice`
 //! binary or library against real files, pipes, processes and peers.
 
+mod alloc_count;
 mod common;
 mod config_errors;
 mod disk_buffer;
