@@ -6,6 +6,13 @@
 #
 #   bench/disk.sh                                  # 2,000,000 lines of 100 B, null and file sinks
 #   COUNT=500000 SINKS="null file kafka" REPEAT=3 bench/disk.sh
+#   WAL=1 SINKS= bench/disk.sh                     # only the WAL stage (below)
+#
+# WAL=1 first runs the WAL on its own (`cargo bench -p sluice-wal --bench
+# append_read`): append + read back + acknowledge against a plain sequential
+# write of the same bytes with the same fsync cadence (interval 100 ms, and
+# always), REPEAT alternating rounds, median MB/s and median per-round ratio
+# (goal: >= 0.8).
 #
 # Measured: the whole `sluice run < input` until it exits after delivering every
 # event (the stdin source ends at EOF; a disk buffer is drained before exit), so
@@ -17,7 +24,8 @@ set -euo pipefail
 COUNT=${COUNT:-2000000}
 SIZE=${SIZE:-100}
 REPEAT=${REPEAT:-3}
-SINKS=${SINKS:-"null file"}
+SINKS=${SINKS-"null file"}
+WAL=${WAL:-0}
 BUFFERS=${BUFFERS:-"memory disk_interval disk_always"}
 ROOT=$(cd "$(dirname "$0")/.." && pwd)
 TARGET=${CARGO_TARGET_DIR:-$ROOT/target}
@@ -28,6 +36,13 @@ if [ ! -x "$SLUICE" ]; then
   echo "# building sluice (release)"
   (cd "$ROOT" && CARGO_TARGET_DIR="$TARGET" cargo build --release -q -p sluice --bin sluice)
 fi
+
+if [ "$WAL" = 1 ]; then
+  echo "# WAL stage: cargo bench -p sluice-wal --bench append_read (rounds: $REPEAT)"
+  (cd "$ROOT" && CARGO_TARGET_DIR="$TARGET" WAL_BENCH_ROUNDS="$REPEAT" \
+    cargo bench -q -p sluice-wal --bench append_read 2>/dev/null)
+fi
+[ -n "$SINKS" ] || exit 0
 
 WORK=$(mktemp -d)
 BROKER_PID=""
