@@ -13,6 +13,14 @@
 //! the value of `message_key` (str/bin) → body (else the record as JSON), peer
 //! address → `origin.host`, v1.5 metadata → field `@metadata`.
 //!
+//! Zero copy: the decoder validates each record in place and hands it over as a
+//! slice of the request's buffer ([`Record::Raw`](crate::event::Record::Raw)); the
+//! body is a slice of it too. Per event there is no allocation, only reference
+//! counts (buffer, tag, source, origin); per request one `Vec` of events. The
+//! request's buffer therefore lives until its last event is dropped, and the read
+//! buffer reserves the size of the last request so that its next read moves only
+//! the unparsed tail.
+//!
 //! # Acknowledgements
 //! A request with a `chunk` option gets a tracked token; its `{"ack": chunk}` is
 //! written only when the token resolves `Delivered`, i.e. when every sink took the
@@ -32,7 +40,10 @@
 //! fixed depth limit of 64). Any bad request closes its connection with one WARN
 //! line (peer, reason; rate-limited) and bumps the `errors` counter; other
 //! connections are unaffected. Worst-case buffered bytes are `max_connections ×
-//! max_frame_bytes`: lower `max_frame_bytes` for many untrusted peers.
+//! max_frame_bytes` being assembled, plus the requests (and inflated payloads)
+//! whose events are still in the pipeline — bounded by the sinks' buffers and, for
+//! acked chunks, [`conn::MAX_INFLIGHT_CHUNKS`] per connection: lower
+//! `max_frame_bytes` for many untrusted peers.
 
 mod conn;
 mod heartbeat;
