@@ -26,7 +26,9 @@ use rmpv::Value;
 
 use super::msgpack::{Header, ReadError, Reader, put_map_len, put_str, put_value};
 
-/// A msgpack map kept as its encoded pairs: see the [module docs](self).
+/// A msgpack map kept as its encoded pairs (`key value key value ...`, no map
+/// header) plus the pair count, validated when built: a reference-counted slice of
+/// the bytes it arrived in, read in place by [`RawMap::get`] and [`RawMap::iter`].
 #[derive(Clone, Default, PartialEq, Eq, Hash)]
 pub struct RawMap {
     len: u32,
