@@ -7,10 +7,13 @@
 //!
 //! - `Delivered` only when every record of the batch was confirmed under `acks`;
 //! - `Dropped` when records were dropped by policy (oversize with `when_oversize =
-//!   "drop"`) and the rest delivered;
-//! - `Errored` when a record failed permanently (too large for the broker, topic not
-//!   authorized, unknown topic without `create_topics`, invalid rendered topic) or
-//!   was still undelivered at the shutdown deadline.
+//!   "drop"`) or refused for a reason of their own (too large for the broker,
+//!   unknown topic without `create_topics`, invalid rendered topic, invalid
+//!   record: counted as errors, not retried, so a disk buffer moves on) and the
+//!   rest delivered;
+//! - `Errored` when a record failed for a reason that is not its own (topic or
+//!   cluster not authorized, fatal producer error) or was still undelivered at the
+//!   shutdown deadline.
 //!
 //! Transient failures that outlive librdkafka's own retries (`message.timeout.ms`)
 //! are sent again by the sink after a backoff (1 s doubling to 30 s); before that
