@@ -126,3 +126,25 @@ pub fn lines(n: u64) -> Vec<u8> {
 pub fn awk_generator(n: u64) -> String {
     format!(r#"["awk", "BEGIN {{ for (i = 0; i < {n}; i++) printf \"%099d\\n\", i }}"]"#)
 }
+
+/// CA, server (localhost / 127.0.0.1) and client certificates in `dir`, by openssl.
+pub fn make_certs(dir: &Path) {
+    let sh = format!(
+        r#"set -e
+cd '{d}'
+openssl req -x509 -newkey rsa:2048 -nodes -keyout ca.key -out ca.crt -days 2 -subj /CN=test-ca 2>/dev/null
+for n in server client; do
+  openssl req -newkey rsa:2048 -nodes -keyout $n.key -out $n.csr -subj /CN=$n 2>/dev/null
+  printf 'subjectAltName=DNS:localhost,IP:127.0.0.1\nbasicConstraints=CA:FALSE\nextendedKeyUsage=serverAuth,clientAuth\n' > $n.ext
+  openssl x509 -req -in $n.csr -CA ca.crt -CAkey ca.key -CAcreateserial -out $n.crt -days 2 -extfile $n.ext 2>/dev/null
+done
+"#,
+        d = dir.display()
+    );
+    let st = Command::new("sh")
+        .arg("-c")
+        .arg(&sh)
+        .status()
+        .expect("run openssl");
+    assert!(st.success(), "openssl failed to make test certificates");
+}

@@ -18,7 +18,7 @@ use proto::forward::{Compression, EventTime, PackedForwardBuilder, Response, Res
 use rmpv::Value;
 use serde_json::json;
 
-use crate::common::{Daemon, file_len, wait_until};
+use crate::common::{Daemon, file_len, make_certs, wait_until};
 use crate::kafka_support::{Broker, Storage, consume, free_port, need_tansu};
 
 fn testdata() -> PathBuf {
@@ -582,28 +582,6 @@ fn handshake_accepts_the_key_and_user_and_refuses_everything_else() {
             .all(|e| e["message"].as_str().unwrap().starts_with("authed"))
     );
     assert!(fw.d.stderr().contains("shared_key mismatch"));
-}
-
-/// CA, server (localhost / 127.0.0.1) and client certificates in `dir`, by openssl.
-fn make_certs(dir: &Path) {
-    let sh = format!(
-        r#"set -e
-cd '{d}'
-openssl req -x509 -newkey rsa:2048 -nodes -keyout ca.key -out ca.crt -days 2 -subj /CN=test-ca 2>/dev/null
-for n in server client; do
-  openssl req -newkey rsa:2048 -nodes -keyout $n.key -out $n.csr -subj /CN=$n 2>/dev/null
-  printf 'subjectAltName=DNS:localhost,IP:127.0.0.1\nbasicConstraints=CA:FALSE\nextendedKeyUsage=serverAuth,clientAuth\n' > $n.ext
-  openssl x509 -req -in $n.csr -CA ca.crt -CAkey ca.key -CAcreateserial -out $n.crt -days 2 -extfile $n.ext 2>/dev/null
-done
-"#,
-        d = dir.display()
-    );
-    let st = Command::new("sh")
-        .arg("-c")
-        .arg(&sh)
-        .status()
-        .expect("run openssl");
-    assert!(st.success(), "openssl failed to make test certificates");
 }
 
 fn tls_client(dir: &Path, with_cert: bool) -> std::sync::Arc<rustls::ClientConfig> {

@@ -11,7 +11,9 @@ stops when --expect records were read and nothing more arrived for --settle
 seconds, or when nothing arrived for --idle seconds. Exit 0 always; the caller
 compares. Usage:
     kafka_consume.py --brokers H:P --topic T [--topic T2] --out FILE
-                     [--expect N] [--idle 5] [--settle 1]
+                     [--expect N] [--idle 5] [--settle 1] [--set KEY=VALUE ...]
+
+--set passes a librdkafka property to both clients (TLS settings, for instance).
 """
 
 import argparse
@@ -31,9 +33,11 @@ def main():
     ap.add_argument("--expect", type=int, default=0)
     ap.add_argument("--idle", type=float, default=5.0)
     ap.add_argument("--settle", type=float, default=1.0)
+    ap.add_argument("--set", action="append", default=[], metavar="KEY=VALUE")
     args = ap.parse_args()
+    extra = dict(kv.split("=", 1) for kv in args.set)
 
-    admin = AdminClient({"bootstrap.servers": args.brokers})
+    admin = AdminClient({"bootstrap.servers": args.brokers, **extra})
     parts = []
     for topic in args.topic:
         md = admin.list_topics(topic=topic, timeout=10)
@@ -49,6 +53,7 @@ def main():
         "enable.auto.commit": False,
         "enable.partition.eof": False,
         "fetch.wait.max.ms": 50,
+        **extra,
     })
     c.assign(parts)
     n = 0

@@ -1,7 +1,8 @@
 //! Test harness for the Kafka tests: a real `tansu` broker per test on a free
 //! loopback port (memory storage, or sqlite in a temp dir when it must survive a
-//! kill), the `sluice` binary on a config, and an independent reader (Python
-//! confluent-kafka, `kafka_consume.py`) that counts records by reading them.
+//! kill), an independent reader (Python confluent-kafka, `kafka_consume.py`) that
+//! counts records by reading them, and the counters of a daemon's shutdown report
+//! (the daemon itself is `common::Daemon`).
 //!
 //! A missing broker or Python client fails the test with the command that
 //! installs it (`scripts/install-deps.sh`); `SLUICE_SKIP_KAFKA_TESTS=1` skips
@@ -9,10 +10,9 @@
 
 #![allow(dead_code)]
 
-use std::io::Read;
 use std::net::{SocketAddr, TcpListener, TcpStream};
 use std::path::{Path, PathBuf};
-use std::process::{Child, Command, ExitStatus, Stdio};
+use std::process::{Child, Command, Stdio};
 use std::time::{Duration, Instant};
 
 use base64::Engine as _;
@@ -83,6 +83,7 @@ pub struct Broker {
     pub dir: tempfile::TempDir,
     storage: Storage,
     authentication: bool,
+    advertised: Option<String>,
     child: Option<Child>,
 }
 
@@ -103,6 +104,7 @@ impl Broker {
             dir,
             storage,
             authentication: false,
+            advertised: None,
             child: None,
         }
     }
@@ -110,6 +112,13 @@ impl Broker {
     /// Require SASL (SCRAM) authentication from the next start on.
     pub fn require_authentication(&mut self) {
         self.authentication = true;
+    }
+
+    /// From the next start on, tell clients (metadata) that the broker is at
+    /// `localhost:PORT` — a TLS terminator in front — instead of its own listener,
+    /// so every connection after bootstrap goes through that port too.
+    pub fn advertise_port(&mut self, port: u16) {
+        self.advertised = Some(format!("tcp://localhost:{port}"));
     }
 
     /// `127.0.0.1:PORT`.
@@ -121,6 +130,7 @@ impl Broker {
     pub fn start_process(&mut self) {
         assert!(self.child.is_none(), "broker already running");
         let url = format!("tcp://127.0.0.1:{}", self.port);
+        let advertised = self.advertised.clone().unwrap_or_else(|| url.clone());
         let storage = match self.storage {
             Storage::Memory => "memory://tansu/".to_owned(),
             Storage::Sqlite => "sqlite://tansu.db".to_owned(),
@@ -136,7 +146,7 @@ impl Broker {
             "--listener-url",
             &url,
             "--advertised-listener-url",
-            &url,
+            &advertised,
         ])
         .args(["--storage-engine", &storage])
         .current_dir(self.dir.path())
@@ -246,6 +256,17 @@ pub struct Rec {
 /// stops once `expect` records were read and nothing more came for a second (or
 /// after `idle` without any record).
 pub fn consume(addr: &str, topics: &[&str], expect: usize, idle: Duration) -> Vec<Rec> {
+    consume_with(addr, topics, expect, idle, &[])
+}
+
+/// [`consume`] with extra librdkafka properties for the reader (TLS, for instance).
+pub fn consume_with(
+    addr: &str,
+    topics: &[&str],
+    expect: usize,
+    idle: Duration,
+    properties: &[(&str, &str)],
+) -> Vec<Rec> {
     let dir = tempfile::tempdir().expect("temp dir");
     let out = dir.path().join("records.tsv");
     let script = Path::new(env!("CARGO_MANIFEST_DIR")).join("tests/it/kafka_consume.py");
@@ -261,6 +282,9 @@ pub fn consume(addr: &str, topics: &[&str], expect: usize, idle: Duration) -> Ve
     ]);
     for t in topics {
         cmd.args(["--topic", t]);
+    }
+    for (k, v) in properties {
+        cmd.args(["--set", &format!("{k}={v}")]);
     }
     let res = cmd.output().expect("run kafka_consume.py");
     assert!(
@@ -284,87 +308,16 @@ pub fn consume(addr: &str, topics: &[&str], expect: usize, idle: Duration) -> Ve
         .collect()
 }
 
-/// A running `sluice run`.
-pub struct Sluice {
-    child: Child,
-    pub dir: tempfile::TempDir,
-}
-
-impl Sluice {
-    /// Write `config` (`$DIR` → a temp dir) and start the daemon on it.
-    pub fn start(config: &str) -> Sluice {
-        let dir = tempfile::tempdir().expect("temp dir");
-        let text = config.replace("$DIR", dir.path().to_str().expect("utf-8 temp path"));
-        let cfg = dir.path().join("sluice.toml");
-        std::fs::write(&cfg, text).expect("write config");
-        let stderr = std::fs::File::create(dir.path().join("sluice.log")).expect("log file");
-        let child = Command::new(env!("CARGO_BIN_EXE_sluice"))
-            .args(["run", "--config"])
-            .arg(&cfg)
-            .env("SLUICE_LOG", "info")
-            .env("NO_COLOR", "1")
-            .stdin(Stdio::null())
-            .stdout(Stdio::null())
-            .stderr(stderr)
-            .spawn()
-            .expect("start sluice");
-        Sluice { child, dir }
-    }
-
-    /// Wait for the daemon to exit by itself (its sources ended).
-    pub fn wait(&mut self, timeout: Duration) -> ExitStatus {
-        let deadline = Instant::now() + timeout;
-        loop {
-            if let Some(st) = self.child.try_wait().expect("try_wait") {
-                return st;
-            }
-            if Instant::now() > deadline {
-                let _ = self.child.kill();
-                panic!(
-                    "sluice did not exit within {timeout:?}; log:\n{}",
-                    self.log()
-                );
-            }
-            std::thread::sleep(Duration::from_millis(50));
-        }
-    }
-
-    /// SIGTERM and wait.
-    pub fn stop(&mut self, timeout: Duration) -> ExitStatus {
-        // SAFETY: a plain kill(2) on our own child's pid.
-        unsafe { libc::kill(self.child.id() as libc::pid_t, libc::SIGTERM) };
-        self.wait(timeout)
-    }
-
-    /// What it logged so far.
-    pub fn log(&self) -> String {
-        let mut s = String::new();
-        if let Ok(mut f) = std::fs::File::open(self.dir.path().join("sluice.log")) {
-            let _ = f.read_to_string(&mut s);
-        }
-        s
-    }
-
-    /// The shutdown report's counter line for component `id` (`sinks.k`).
-    pub fn counters(&self, id: &str) -> String {
-        let needle = format!("Counters {id}:");
-        self.log()
-            .lines()
-            .find_map(|l| {
-                l.find(&needle)
-                    .map(|i| l[i + needle.len()..].trim().to_owned())
-            })
-            .unwrap_or_default()
-    }
-}
-
-impl Drop for Sluice {
-    fn drop(&mut self) {
-        if self.child.try_wait().ok().flatten().is_none() {
-            let _ = self.child.kill();
-            let _ = self.child.wait();
-        }
-    }
+/// The shutdown report's counter line for component `id` (`sinks.k`) in a
+/// daemon's log, empty when absent.
+pub fn counters(log: &str, id: &str) -> String {
+    let needle = format!("Counters {id}:");
+    log.lines()
+        .find_map(|l| {
+            l.find(&needle)
+                .map(|i| l[i + needle.len()..].trim().to_owned())
+        })
+        .unwrap_or_default()
 }
 
 /// Value of `name=N` in a counters line, 0 when absent.

@@ -13,3 +13,4 @@ mod kafka;
 mod kafka_support;
 mod lines;
 mod routes;
+mod tls_proxy;
