@@ -458,54 +458,86 @@ impl<T: Tracker> Drop for Client<T> {
 /// its own thread. The thread holds the client too and ends within
 /// [`POLL_INTERVAL`] of the last handle's drop; whichever drops the client last
 /// tears it down (a blocking call: drop handles off the async runtime).
+///
+/// It may spread topics over several librdkafka clients (`shards`, each topic
+/// always on the same one, so per-partition order holds). One client serves
+/// thousands of topics badly: its broker thread walks every partition it knows
+/// on each wake-up (`rd_kafka_broker_produce_toppars`), and librdkafka puts one
+/// partition in each produce request, of which an idempotent client keeps at
+/// most 5 in flight per broker.
 pub struct Producer<T: Tracker> {
-    inner: Arc<Client<T>>,
+    shards: Arc<[Arc<Client<T>>]>,
+    hasher: foldhash::fast::FixedState,
     _stop: Arc<StopOnDrop>,
 }
 
 impl<T: Tracker> Clone for Producer<T> {
     fn clone(&self) -> Self {
         Producer {
-            inner: self.inner.clone(),
+            shards: self.shards.clone(),
+            hasher: self.hasher.clone(),
             _stop: self._stop.clone(),
         }
     }
 }
 
 impl<T: Tracker> Producer<T> {
-    /// Create the client (starts its threads; connects in the background, so a
-    /// broker that is down is not an error here).
-    pub fn create(props: &Properties, events: Arc<ClientEvents>) -> Result<Self, String> {
+    /// Create `shards` clients (at least one; each starts its threads and connects
+    /// in the background, so a broker that is down is not an error here).
+    pub fn create(
+        props: &Properties,
+        events: Arc<ClientEvents>,
+        shards: usize,
+    ) -> Result<Self, String> {
         let component = events.component.clone();
-        let cx = Context {
-            events,
-            _tracker: PhantomData,
-        };
-        let producer = BaseProducer::from_config_and_context(&props.client_config(), cx)
-            .map_err(|e| creation_error(&e))?;
-        let inner = Arc::new(Client {
-            topics: Mutex::default(),
-            producer,
-        });
         let stop = Arc::new(AtomicBool::new(false));
-        let (client, stopped) = (inner.clone(), stop.clone());
-        std::thread::Builder::new()
-            .name(format!("kafka-poll-{component}"))
-            .spawn(move || {
-                while !stopped.load(Ordering::Relaxed) {
-                    client.producer.poll(POLL_INTERVAL);
-                }
-            })
-            .map_err(|e| format!("starting the delivery report thread: {e}"))?;
+        let mut clients = Vec::new();
+        for i in 0..shards.max(1) {
+            let cx = Context {
+                events: events.clone(),
+                _tracker: PhantomData,
+            };
+            let producer = BaseProducer::from_config_and_context(&props.client_config(), cx)
+                .map_err(|e| creation_error(&e))?;
+            let client = Arc::new(Client {
+                topics: Mutex::default(),
+                producer,
+            });
+            let (polled, stopped) = (client.clone(), stop.clone());
+            let name = match shards {
+                0 | 1 => format!("kafka-poll-{component}"),
+                _ => format!("kafka-poll-{component}-{i}"),
+            };
+            std::thread::Builder::new()
+                .name(name)
+                .spawn(move || {
+                    while !stopped.load(Ordering::Relaxed) {
+                        polled.producer.poll(POLL_INTERVAL);
+                    }
+                })
+                .map_err(|e| format!("starting the delivery report thread: {e}"))?;
+            clients.push(client);
+        }
         Ok(Producer {
-            inner,
+            shards: clients.into(),
+            hasher: foldhash::fast::FixedState::default(),
             _stop: Arc::new(StopOnDrop(stop)),
         })
     }
 
+    /// The client serving `topic`.
+    fn shard(&self, topic: &str) -> &Client<T> {
+        let i = match self.shards.len() {
+            1 => 0,
+            n => (std::hash::BuildHasher::hash_one(&self.hasher, topic) % n as u64) as usize,
+        };
+        &self.shards[i]
+    }
+
     /// Enqueue a record (never blocks). On error the tracker is not called.
     pub fn send(&self, record: Record<'_>, tracker: Arc<T>) -> Result<(), Failure> {
-        let (topic, temporary) = self.inner.topic(record.topic)?;
+        let client = self.shard(record.topic);
+        let (topic, temporary) = client.topic(record.topic)?;
         let (key_ptr, key_len) = match record.key {
             Some(k) => (k.as_ptr() as *mut c_void, k.len()),
             None => (std::ptr::null_mut(), 0),
@@ -518,7 +550,7 @@ impl<T: Tracker> Producer<T> {
         // turns back into the tracker — or that we take back below on failure.
         let rc = unsafe {
             rdsys::rd_kafka_producev(
-                self.inner.producer.client().native_ptr(),
+                client.producer.client().native_ptr(),
                 RD_KAFKA_VTYPE_RKT,
                 topic,
                 RD_KAFKA_VTYPE_PARTITION,
@@ -553,34 +585,41 @@ impl<T: Tracker> Producer<T> {
     /// Drop every queued and in-flight record; their reports arrive as
     /// [`FailureClass::Purged`]. Never blocks.
     pub fn purge(&self) {
-        self.inner
-            .producer
-            .purge(PurgeConfig::default().queue().inflight());
+        for c in self.shards.iter() {
+            c.producer.purge(PurgeConfig::default().queue().inflight());
+        }
     }
 
     /// Records enqueued or in flight, not yet reported.
     pub fn queued(&self) -> i32 {
-        self.inner.producer.in_flight_count()
+        self.shards
+            .iter()
+            .map(|c| c.producer.in_flight_count())
+            .sum()
     }
 
     /// Send everything queued now, ignoring linger, and wait up to `timeout` for
     /// it to be reported. Blocking. Returns whether the queue emptied.
     pub fn flush_blocking(&self, timeout: Duration) -> bool {
-        let ms = i32::try_from(timeout.as_millis()).unwrap_or(i32::MAX);
-        // rdkafka's own flush loops on `rd_kafka_flush(0)`, which lets linger apply
-        // between its calls; one call with the real timeout keeps flushing on.
-        // SAFETY: the pointer is the live client owned by `self.inner`; with the event
-        // API in use, rd_kafka_flush only waits (the polling thread serves reports).
-        let rc = unsafe {
-            rdkafka::bindings::rd_kafka_flush(self.inner.producer.client().native_ptr(), ms)
-        };
-        rc == rdkafka::types::RDKafkaRespErr::RD_KAFKA_RESP_ERR_NO_ERROR
+        let deadline = Instant::now() + timeout;
+        let mut all = true;
+        for c in self.shards.iter() {
+            let left = deadline.saturating_duration_since(Instant::now());
+            let ms = i32::try_from(left.as_millis()).unwrap_or(i32::MAX);
+            // rdkafka's own flush loops on `rd_kafka_flush(0)`, which lets linger
+            // apply between its calls; one call with the real timeout keeps flushing.
+            // SAFETY: the pointer is a live client owned by `self.shards`; with the
+            // event API in use, rd_kafka_flush only waits (its polling thread serves
+            // the reports).
+            let rc = unsafe { rdsys::rd_kafka_flush(c.producer.client().native_ptr(), ms) };
+            all &= rc == RDKafkaRespErr::RD_KAFKA_RESP_ERR_NO_ERROR;
+        }
+        all
     }
 
     /// Ask the cluster for metadata: the number of brokers it lists. Blocking.
     pub fn probe_blocking(&self, timeout: Duration) -> Result<usize, String> {
-        let md = self
-            .inner
+        let md = self.shards[0]
             .producer
             .client()
             .fetch_metadata(None, timeout)
@@ -595,7 +634,7 @@ impl<T: Tracker> Producer<T> {
         timeout: Duration,
     ) -> Result<TopicState, String> {
         let md = self
-            .inner
+            .shard(topic)
             .producer
             .client()
             .fetch_metadata(Some(topic), timeout)

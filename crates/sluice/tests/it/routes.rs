@@ -789,6 +789,57 @@ mod broker {
         }
     }
 
+    /// Per-tenant topics spread over several librdkafka clients (`producers`):
+    /// every line arrives once, in its tenant's topic, in order.
+    #[test]
+    fn per_tenant_topics_over_several_producers_keep_order() {
+        let bin = need_tansu!();
+        let broker = Broker::start(&bin, Storage::Memory);
+        for c in 0..20 {
+            broker.create_topic(&format!("logs-c{c}"), 1);
+        }
+        let dir = tempfile::tempdir().unwrap();
+        let ids: Vec<String> = (0..20).map(|c| format!("c{c}")).collect();
+        std::fs::write(dir.path().join("tenants.txt"), ids.join("\n") + "\n").unwrap();
+        let source = python_source("edge", "for i in range(4000):\n print(f'c{i % 20} {i}')");
+        let config = format!(
+            r#"
+            data_dir = "$DIR/data"
+            {source}
+            [routes.by_tenant]
+            type = "tenant"
+            inputs = ["edge"]
+            strip = true
+            active_list = "$DIR/tenants.txt"
+            [sinks.k]
+            type = "kafka"
+            inputs = ["by_tenant"]
+            brokers = "{addr}"
+            topic = "logs-{{tenant}}"
+            producers = 4
+            [sinks.k.librdkafka]
+            "linger.ms" = 20
+            "#,
+            addr = broker.addr()
+        );
+        let mut d = Daemon::start(dir.path(), &config);
+        let st = d.wait(Duration::from_secs(60));
+        assert!(st.success(), "{}", d.stderr());
+        let names: Vec<String> = ids.iter().map(|c| format!("logs-{c}")).collect();
+        let refs: Vec<&str> = names.iter().map(String::as_str).collect();
+        let recs = consume(&broker.addr(), &refs, 4000, Duration::from_secs(20));
+        let mut by_topic: BTreeMap<String, Vec<u32>> = BTreeMap::new();
+        for r in recs {
+            let n = String::from_utf8(r.value).unwrap().parse().unwrap();
+            by_topic.entry(r.topic).or_default().push(n);
+        }
+        assert_eq!(by_topic.len(), 20);
+        for c in 0..20u32 {
+            let want: Vec<u32> = (0..200).map(|k| k * 20 + c).collect();
+            assert_eq!(by_topic[&format!("logs-c{c}")], want, "c{c}");
+        }
+    }
+
     /// `tenant add/list/bundle/remove` against a broker without ACL support.
     #[test]
     fn tenant_commands_against_a_broker_without_acls() {

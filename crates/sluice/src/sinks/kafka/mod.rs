@@ -210,6 +210,9 @@ pub struct KafkaSinkConfig {
     /// Policy for larger records.
     #[serde(default)]
     pub when_oversize: WhenOversize,
+    /// librdkafka clients the topics are spread over (by topic name).
+    #[serde(default = "one_producer")]
+    pub producers: usize,
     /// Create missing topics (once per distinct topic) with these settings.
     #[serde(default)]
     pub create_topics: Option<CreateTopics>,
@@ -224,6 +227,13 @@ pub const DEFAULT_MAX_MESSAGE_BYTES: usize = 1_000_000;
 const LIBRDKAFKA_MAX_MESSAGE_BYTES: usize = 1_000_000_000;
 /// Longest topic name Kafka accepts.
 pub const MAX_TOPIC_LEN: usize = 249;
+
+fn one_producer() -> usize {
+    1
+}
+
+/// Most librdkafka clients one sink may use.
+pub const MAX_PRODUCERS: usize = 64;
 
 fn default_max_message_bytes() -> usize {
     DEFAULT_MAX_MESSAGE_BYTES
@@ -321,6 +331,12 @@ impl Validate for KafkaSinkConfig {
             v.error(
                 "max_message_bytes",
                 format!("must be between 1 and {LIBRDKAFKA_MAX_MESSAGE_BYTES}"),
+            );
+        }
+        if !(1..=MAX_PRODUCERS).contains(&self.producers) {
+            v.error(
+                "producers",
+                format!("must be between 1 and {MAX_PRODUCERS}"),
             );
         }
         if let Some(c) = &self.create_topics {

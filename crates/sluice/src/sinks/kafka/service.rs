@@ -147,7 +147,7 @@ impl KafkaSink {
         let static_topic = topic_template.is_static().then(|| config.topic.clone());
         let client = ClientEvents::new(cx.name.clone());
         let props = config.properties(&cx.name);
-        let producer = Producer::create(&props, client.clone())
+        let producer = Producer::create(&props, client.clone(), config.producers)
             .map_err(|e| format!("creating the Kafka producer: {e}"))?;
         let admin = match config.create_topics {
             Some(_) => Some(

@@ -84,6 +84,13 @@ fn bad_values_are_reported_at_their_keys() {
         load("brokers = \"x\"\ntopic = \"t\"\ncreate_topics = { partitions = 0, replicas = 1 }")
             .unwrap_err();
     assert!(e.contains("replicas"), "{e}");
+    let e = load("brokers = \"x\"\ntopic = \"t\"\nproducers = 0").unwrap_err();
+    assert!(e.contains("sinks.k.producers"), "{e}");
+    let e = load("brokers = \"x\"\ntopic = \"t\"\npartition = \"p{bucket}\"").unwrap_err();
+    assert!(e.contains("sinks.k.partition"), "{e}");
+    assert!(
+        load("brokers = \"x\"\ntopic = \"t\"\npartition = \"{bucket}\"\nproducers = 8").is_ok()
+    );
 }
 
 #[test]
