@@ -246,6 +246,9 @@ pub struct ClientEvents {
     brokers_down: AtomicBool,
     fatal: AtomicBool,
     errors: RateLimit,
+    /// librdkafka's own warnings, one line per facility per interval: a broken
+    /// TLS or SASL setup makes it warn on every reconnect attempt.
+    warnings: KeyedRateLimit,
 }
 
 impl ClientEvents {
@@ -256,6 +259,7 @@ impl ClientEvents {
             brokers_down: AtomicBool::new(false),
             fatal: AtomicBool::new(false),
             errors: RateLimit::new(LOG_INTERVAL),
+            warnings: KeyedRateLimit::new(LOG_INTERVAL),
         })
     }
 
@@ -292,7 +296,11 @@ impl<T> ClientContext for Context<T> {
             | RDKafkaLogLevel::Critical
             | RDKafkaLogLevel::Error
             | RDKafkaLogLevel::Warning => {
-                warn!(target: "librdkafka", component_id = id, facility = fac, "{message}")
+                if self.events.warnings.allow(fac) {
+                    warn!(target: "librdkafka", component_id = id, facility = fac, "{message}")
+                } else {
+                    debug!(target: "librdkafka", component_id = id, facility = fac, "{message}")
+                }
             }
             RDKafkaLogLevel::Notice => {
                 info!(target: "librdkafka", component_id = id, facility = fac, "{message}")
