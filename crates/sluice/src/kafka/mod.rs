@@ -700,6 +700,36 @@ impl Admin {
         Ok(Admin { inner })
     }
 
+    /// Create several topics in one request; returns those that exist now
+    /// (created, or already there). Failures are left to [`Admin::create_topic`].
+    pub async fn create_topics(
+        &self,
+        topics: &[String],
+        partitions: i32,
+        replication_factor: i32,
+        timeout: Duration,
+    ) -> Result<Vec<String>, String> {
+        let new: Vec<NewTopic<'_>> = topics
+            .iter()
+            .map(|t| NewTopic::new(t, partitions, TopicReplication::Fixed(replication_factor)))
+            .collect();
+        let opts = AdminOptions::new()
+            .operation_timeout(Some(timeout))
+            .request_timeout(Some(timeout));
+        let results = self
+            .inner
+            .create_topics(&new, &opts)
+            .await
+            .map_err(|e| e.to_string())?;
+        Ok(results
+            .into_iter()
+            .filter_map(|r| match r {
+                Ok(t) | Err((t, RDKafkaErrorCode::TopicAlreadyExists)) => Some(t),
+                Err(_) => None,
+            })
+            .collect())
+    }
+
     /// Create `topic`; an already existing topic is success.
     pub async fn create_topic(
         &self,

@@ -41,6 +41,8 @@ const ADMIN_TIMEOUT: Duration = Duration::from_secs(10);
 const PROBE_TIMEOUT: Duration = Duration::from_secs(5);
 /// A topic whose creation failed for good is tried again after this long.
 const CREATE_FAILED_RETRY: Duration = Duration::from_secs(60);
+/// Most topics created in one request ahead of need.
+const CREATE_AHEAD_MAX: usize = 1000;
 /// One flush call while stopping: short so the loop keeps checking its state.
 const FLUSH_STEP: Duration = Duration::from_millis(500);
 
@@ -319,6 +321,9 @@ impl KafkaSink {
             }
             if self.admin.is_some() && self.last_topic != self.current_topic() {
                 let topic = self.current_topic().to_owned();
+                if !self.topics.contains_key(&topic) {
+                    self.create_ahead(&topic, &all[next + 1..]).await;
+                }
                 match self.ensure_topic(&topic).await {
                     Ensure::Ready => self.last_topic = topic,
                     Ensure::Failed(reason) => {
@@ -388,6 +393,54 @@ impl KafkaSink {
                     self.last_topic.clone_from(&self.topic_buf);
                 }
                 Ok(())
+            }
+        }
+    }
+
+    /// Before creating `first`, find the other topics the rest of the batch needs
+    /// that are not known yet and create them all in one request: one round trip
+    /// instead of one per topic (a tenant route's first batches name thousands).
+    /// Those not created are left to [`Self::ensure_topic`], one by one.
+    async fn create_ahead(&mut self, first: &str, rest: &[Event]) {
+        let (Some(admin), Some(ct)) = (&self.admin, self.config.create_topics) else {
+            return;
+        };
+        if self.static_topic.is_some() {
+            return;
+        }
+        let mut names = vec![first.to_owned()];
+        let mut seen: HashSet<String> = HashSet::from([first.to_owned()]);
+        let mut buf = String::new();
+        for e in rest {
+            if names.len() >= CREATE_AHEAD_MAX {
+                break;
+            }
+            buf.clear();
+            self.topic_template.render(e, &mut buf);
+            if topic_name_error(&buf).is_none()
+                && !self.topics.contains_key(&buf)
+                && seen.insert(buf.clone())
+            {
+                names.push(buf.clone());
+            }
+        }
+        if names.len() == 1 {
+            return;
+        }
+        let created = tokio::select! {
+            r = admin.create_topics(&names, ct.partitions, ct.replication_factor, ADMIN_TIMEOUT) => r,
+            _ = self.abort.cancelled() => return,
+        };
+        if let Ok(ready) = created {
+            info!(
+                requested = names.len(),
+                ready = ready.len(),
+                partitions = ct.partitions,
+                replication_factor = ct.replication_factor,
+                "Kafka topics ready."
+            );
+            for t in ready {
+                self.topics.insert(t, TopicStatus::Ready);
             }
         }
     }
