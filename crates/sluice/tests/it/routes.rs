@@ -731,6 +731,8 @@ mod broker {
             counter(&stderr, "routes.by_tenant", "dropped") >= 1500,
             "{stderr}"
         );
+        // The first batch's 500 topics were created together, not one by one.
+        assert!(stderr.contains("Kafka topics ready."), "{stderr}");
     }
 
     /// The bucket route's number as the Kafka partition: `partition = "{bucket}"`.
