@@ -411,8 +411,8 @@ unsafe impl Send for TopicHandle {}
 /// The client and the handles of the topics it produced to. Producing by handle
 /// matters with many topics (a topic per tenant): librdkafka's producev by *name*
 /// looks the topic up with a linear scan of every topic the client knows
-/// (`rd_kafka_topic_find`, a `memcmp` each), which with 10,000 topics cost the
-/// sending thread ~100 µs per record.
+/// (`rd_kafka_topic_find`, a `memcmp` each): with 10,000 topics, 27% of the
+/// process's CPU samples, on the sending thread.
 struct Client<T: Tracker> {
     topics: Mutex<HashMap<Box<str>, TopicHandle, foldhash::fast::RandomState>>,
     producer: BaseProducer<Context<T>>,
