@@ -22,7 +22,7 @@ use crate::common::{Daemon, file_len, make_certs, wait_until};
 use crate::kafka_support::{Broker, Storage, consume, free_port, need_tansu};
 
 fn testdata() -> PathBuf {
-    Path::new(env!("CARGO_MANIFEST_DIR")).join("../../testdata/forward")
+    crate::common::manifest_dir().join("../../testdata/forward")
 }
 
 /// Bound address of forward source number `i` (in start order) from the log.
@@ -293,7 +293,7 @@ fn byte_vectors_produce_their_documented_events_and_acks() {
 #[test]
 fn python_fluent_logger_records_arrive_with_tag_time_and_fields() {
     let mut fw = Fw::start("");
-    let script = Path::new(env!("CARGO_MANIFEST_DIR")).join("tests/it/forward_fluent_logger.py");
+    let script = crate::common::manifest_dir().join("tests/it/forward_fluent_logger.py");
     let out = Command::new("python3")
         .arg(&script)
         .arg(fw.addr.port().to_string())
@@ -1030,7 +1030,7 @@ fn validate(config: &str) -> (bool, String) {
 
 #[test]
 fn forward_examples_are_valid_and_mistakes_are_reported_at_their_keys() {
-    let root = Path::new(env!("CARGO_MANIFEST_DIR")).join("../../examples");
+    let root = crate::common::manifest_dir().join("../../examples");
     for name in ["forward-collector.toml", "forward-agent.toml"] {
         let (ok, err) = validate(&std::fs::read_to_string(root.join(name)).unwrap());
         assert!(ok, "{name}: {err}");

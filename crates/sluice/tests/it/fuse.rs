@@ -571,7 +571,7 @@ encoding = "logstash_json"
 
 #[test]
 fn the_fuse_example_config_is_valid() {
-    let path = Path::new(env!("CARGO_MANIFEST_DIR")).join("../../examples/fuse-kafka.toml");
+    let path = crate::common::manifest_dir().join("../../examples/fuse-kafka.toml");
     let out = Command::new(crate::common::sluice_bin())
         .args(["validate", "--config"])
         .arg(&path)

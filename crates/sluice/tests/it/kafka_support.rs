@@ -269,7 +269,7 @@ pub fn consume_with(
 ) -> Vec<Rec> {
     let dir = tempfile::tempdir().expect("temp dir");
     let out = dir.path().join("records.tsv");
-    let script = Path::new(env!("CARGO_MANIFEST_DIR")).join("tests/it/kafka_consume.py");
+    let script = crate::common::manifest_dir().join("tests/it/kafka_consume.py");
     let mut cmd = Command::new("python3");
     cmd.arg(&script)
         .args(["--brokers", addr, "--out"])

@@ -1002,7 +1002,7 @@ mod broker {
 
 #[test]
 fn route_examples_are_valid() {
-    let root = Path::new(env!("CARGO_MANIFEST_DIR")).join("../../examples");
+    let root = crate::common::manifest_dir().join("../../examples");
     for name in ["routes-cdn.toml", "routes-scribe.toml"] {
         let out = Command::new(sluice_bin())
             .args(["validate", "--config"])
