@@ -19,7 +19,10 @@
 //! authorization, fatal producer state) resolves `Errored`.
 //!
 //! At the shutdown deadline `closing` is set: failures are then final and nothing
-//! goes back for a resend.
+//! goes back for a resend. Once the producer is torn down, what is still
+//! unsettled is counted as errors at once and the batches are marked
+//! `abandoned`, so a report librdkafka serves later does not count them twice
+//! (and the counters printed at the stop are complete).
 
 use std::sync::atomic::{AtomicBool, AtomicU32, AtomicUsize, Ordering};
 use std::sync::{Arc, Mutex, OnceLock};
@@ -45,6 +48,9 @@ pub(super) struct Shared {
     pub(super) inflight_events: AtomicUsize,
     /// Set at the shutdown deadline: failures are final, nothing is resent.
     pub(super) closing: AtomicBool,
+    /// Set once the stop counted every unsettled event as an error; guards the
+    /// counting of settlements so that no event is counted twice.
+    pub(super) abandoned: Mutex<bool>,
     pub(super) permanent_log: KeyedRateLimit,
     pub(super) resend_log: RateLimit,
     pub(super) oversize_log: RateLimit,
@@ -149,21 +155,27 @@ impl InFlight {
         let rejected = self.rejected.load(Ordering::Relaxed);
         let dropped = self.dropped.load(Ordering::Relaxed);
         let delivered = self.events.saturating_sub(failed + rejected + dropped);
-        Counters::add(&shared.counters.events_out, delivered);
-        Counters::add(&shared.counters.errors, failed + rejected);
-        let status = if failed > 0 {
+        let abandoned = shared.abandoned.lock().unwrap_or_else(|e| e.into_inner());
+        // Abandoned at the stop: already counted as errors, and failed for the
+        // source whatever librdkafka reports now.
+        let status = if *abandoned || failed > 0 {
             AckStatus::Errored
         } else if dropped > 0 || rejected > 0 {
             AckStatus::Dropped
         } else {
             AckStatus::Delivered
         };
+        if !*abandoned {
+            Counters::add(&shared.counters.events_out, delivered);
+            Counters::add(&shared.counters.errors, failed + rejected);
+        }
         if let Some(ack) = self.ack.lock().unwrap_or_else(|e| e.into_inner()).take() {
             ack.resolve(status);
         }
         shared
             .inflight_events
             .fetch_sub(self.events, Ordering::AcqRel);
+        drop(abandoned);
         shared.wake.notify_one();
     }
 }

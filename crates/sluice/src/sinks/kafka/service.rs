@@ -165,6 +165,7 @@ impl KafkaSink {
             returned: Mutex::new(Vec::new()),
             inflight_events: AtomicUsize::new(0),
             closing: AtomicBool::new(false),
+            abandoned: Mutex::new(false),
             permanent_log: KeyedRateLimit::new(LOG_INTERVAL),
             resend_log: RateLimit::new(LOG_INTERVAL),
             oversize_log: RateLimit::new(LOG_INTERVAL),
@@ -753,7 +754,19 @@ impl KafkaSink {
             .errors
             .load(Ordering::Relaxed)
             .saturating_sub(errors_before);
-        let unsettled = self.shared.inflight_events.load(Ordering::Acquire);
+        // What librdkafka has not reported by now is failed here, under the lock
+        // settlements count under, so a late report cannot count it again.
+        let unsettled = {
+            let mut abandoned = self
+                .shared
+                .abandoned
+                .lock()
+                .unwrap_or_else(|e| e.into_inner());
+            *abandoned = true;
+            let unsettled = self.shared.inflight_events.load(Ordering::Acquire);
+            Counters::add(&counters.errors, unsettled);
+            unsettled
+        };
         if cx.input.is_durable() {
             // Not lost: unacknowledged in the disk buffer, sent again at the next start.
             warn!(
