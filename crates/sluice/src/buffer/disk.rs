@@ -982,21 +982,6 @@ pub struct DiskBufferHandle {
 }
 
 impl DiskBufferHandle {
-    /// The buffer's counters.
-    pub fn stats(&self) -> &DiskStats {
-        &self.shared.stats
-    }
-
-    /// The buffer's directory.
-    pub fn dir(&self) -> &std::path::Path {
-        &self.shared.opts.dir
-    }
-
-    /// The sink's name.
-    pub fn sink(&self) -> &str {
-        &self.shared.name
-    }
-
     /// A handle to the counters that outlives [`close`](Self::close).
     pub fn report(&self) -> DiskReport {
         DiskReport {
