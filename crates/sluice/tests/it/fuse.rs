@@ -590,9 +590,12 @@ fn a_stuck_pipeline_never_blocks_writers_and_drops_are_counted() {
         return;
     }
     let g = MountGuard::new();
-    // Nothing listens on the broker port: the sink's small buffer fills, the drain
-    // blocks, the capture queue fills, and from then on captures are dropped.
-    let port = crate::kafka_support::free_port();
+    // A sink that really stops taking: a forward server that accepts the
+    // connection (the kernel's backlog does) but never reads and never acks, with
+    // one chunk in flight. The sink's small buffer fills, the drain blocks, the
+    // capture queue fills, and from then on captures are dropped.
+    let stalled = std::net::TcpListener::bind("127.0.0.1:0").expect("bind");
+    let port = stalled.local_addr().expect("addr").port();
     let mut d = g.start(&format!(
         r#"
 shutdown_timeout_secs = 2
@@ -601,11 +604,13 @@ type = "fuse"
 directories = ["$WATCHED"]
 lock_dir = "$DIR/locks"
 queue_capacity = 16
-[sinks.k]
-type = "kafka"
+[sinks.f]
+type = "forward"
 inputs = ["cap"]
-brokers = "127.0.0.1:{port}"
-topic = "t"
+servers = ["127.0.0.1:{port}"]
+require_ack = true
+max_inflight_chunks = 1
+ack_timeout_secs = 3600
 buffer = {{ max_events = 4 }}
 "#
     ));
@@ -638,7 +643,7 @@ buffer = {{ max_events = 4 }}
             .and_then(|v| v.parse().ok())
             .unwrap_or(0)
     };
-    // librdkafka queues a while for the unreachable broker; then the drops begin.
+    // The sink took one chunk and the buffer four events; the rest was dropped.
     assert!(field("dropped_queue_full") > 0, "{stopped}");
     assert_eq!(
         field("captured_writes") + field("dropped_queue_full"),
@@ -656,6 +661,7 @@ buffer = {{ max_events = 4 }}
         0,
         "unmounted even with a stuck sink"
     );
+    drop(stalled);
 }
 
 #[test]
