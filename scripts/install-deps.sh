@@ -1,7 +1,7 @@
 #!/usr/bin/env bash
 # Installs what the test suite needs, only when missing: fuse3 (fusermount3),
-# util-linux `logger`, the Kafka-compatible broker tansu, and the Python clients
-# used as independent peers (confluent-kafka, fluent-logger).
+# util-linux `logger`, kcat, Apache Kafka (through Maven, scripts/install-kafka.sh),
+# and the Python clients used as independent peers (confluent-kafka, fluent-logger).
 set -euo pipefail
 
 need_apt=()
@@ -14,6 +14,10 @@ command -v cmake >/dev/null 2>&1 || need_apt+=(cmake)
 [ -e /usr/include/openssl/ssl.h ] || need_apt+=(libssl-dev)
 command -v pkg-config >/dev/null 2>&1 || need_apt+=(pkg-config)
 [ -x /usr/bin/time ] || need_apt+=(time)
+# Apache Kafka runs on Java 17 and is fetched by Maven; kcat is a tenant bundle's client.
+command -v java >/dev/null 2>&1 || need_apt+=(openjdk-17-jre-headless)
+command -v mvn >/dev/null 2>&1 || need_apt+=(maven)
+command -v kcat >/dev/null 2>&1 || need_apt+=(kcat)
 if [ ${#need_apt[@]} -gt 0 ]; then
   echo "install-deps: apt-get install ${need_apt[*]}"
   export DEBIAN_FRONTEND=noninteractive
@@ -26,9 +30,5 @@ if ! python3 -c 'import confluent_kafka, fluent' >/dev/null 2>&1; then
   python3 -m pip install -q --disable-pip-version-check 'confluent-kafka==2.16.1' 'fluent-logger==0.11.1'
 fi
 
-export PATH="$HOME/.cargo/bin:$PATH"
-if ! command -v tansu >/dev/null 2>&1; then
-  echo "install-deps: cargo install tansu (about 11 minutes on 2 cores)"
-  cargo install tansu --locked --version 0.6.0 --features dynostore,libsql --quiet
-fi
+bash "$(dirname "$0")/install-kafka.sh" >/dev/null
 echo "install-deps: ok"

@@ -1,6 +1,6 @@
 #!/usr/bin/env bash
 # The whole test suite: installs what the tests need when missing (fuse3, the
-# Kafka-compatible broker tansu, Python clients), then runs every test of every
+# Apache Kafka broker through Maven, kcat, Python clients), then runs every test of every
 # crate. Real broker, real FUSE mounts, real third-party clients.
 set -euo pipefail
 cd "$(dirname "$0")/.."

@@ -568,9 +568,9 @@ pub(crate) fn wal_unacked(dir: &Path) -> u64 {
 /// it comes up. What Kafka holds plus what the counters call dropped is exactly
 /// what was sent, with no duplicate.
 fn kafka_overflow(policy: &str) {
-    use crate::kafka_support::{Broker, Storage, consume, free_port, need_tansu};
+    use crate::kafka_support::{Broker, consume, free_port, need_kafka};
     const N: u64 = 40_000;
-    let bin = need_tansu!();
+    let kafka = need_kafka!();
     let port = free_port();
     let dir = tempfile::tempdir().unwrap();
     let cfg = format!(
@@ -597,7 +597,7 @@ fn kafka_overflow(policy: &str) {
     let mut d = Daemon::start(dir.path(), &cfg);
     feed(dir.path(), 0, N);
     std::thread::sleep(Duration::from_secs(1));
-    let mut broker = Broker::new(&bin, port, Storage::Memory);
+    let mut broker = Broker::new(&kafka, port);
     broker.start_process();
     let bdir = buffer_dir(dir.path());
     wait_until(Duration::from_secs(60), "the buffer to drain", || {

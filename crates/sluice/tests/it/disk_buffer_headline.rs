@@ -4,12 +4,11 @@
 //! the broker is stopped (SIGSTOP) for 30 s. Every event the client got an ack
 //! for must be in Kafka; duplicates are counted and printed.
 //!
-//! The broker is frozen rather than killed so that it can keep its data in
-//! memory storage: reading 2,000,000 records back from tansu's sqlite storage
-//! takes minutes (a kill -9 outage with sqlite storage is tested with fewer
-//! events in `kafka::broker_down_for_10s_mid_run_loses_nothing`). A frozen
-//! broker is the harder outage for the client: connections stay open and
-//! requests time out instead of being refused.
+//! The broker (Apache Kafka, a node of this test's own) is frozen rather than
+//! killed: a kill -9 outage is tested in
+//! `kafka::broker_down_for_10s_mid_run_loses_nothing`. A frozen broker is the
+//! harder outage for the client: connections stay open and requests time out
+//! instead of being refused.
 
 use std::collections::HashSet;
 use std::io::Write;
@@ -145,9 +144,9 @@ fn headline_client(addr: std::net::SocketAddr) -> (Vec<bool>, u64) {
 
 #[test]
 fn forward_to_kafka_through_a_disk_buffer_survives_five_kill_9_and_a_30s_broker_outage() {
-    use crate::kafka_support::{Broker, Storage, consume, free_port, need_tansu};
-    let bin = need_tansu!();
-    let broker = Broker::start(&bin, Storage::Memory);
+    use crate::kafka_support::{Broker, consume, free_port, need_kafka};
+    let kafka = need_kafka!();
+    let broker = Broker::start(&kafka);
     broker.create_topic("headline", 1);
     let port = free_port();
     let dir = tempfile::tempdir().unwrap();

@@ -33,9 +33,9 @@ fn ids(values: impl Iterator<Item = Vec<u8>>) -> Vec<u64> {
 /// and a restart with the broker up delivers every one of them.
 #[test]
 fn sigterm_with_the_broker_down_keeps_disk_buffered_events_and_exits_0() {
-    use crate::kafka_support::{Broker, Storage, consume, free_port, need_tansu};
+    use crate::kafka_support::{Broker, consume, free_port, need_kafka};
     const N: u64 = 5_000;
-    let bin = need_tansu!();
+    let kafka = need_kafka!();
     let port = free_port();
     let dir = tempfile::tempdir().unwrap();
     let cfg = format!(
@@ -80,7 +80,7 @@ fn sigterm_with_the_broker_down_keeps_disk_buffered_events_and_exits_0() {
     let left = wal_unacked(&bdir);
     assert!(left > 0, "the buffer keeps the undelivered records");
 
-    let mut broker = Broker::new(&bin, port, Storage::Memory);
+    let mut broker = Broker::new(&kafka, port);
     broker.start_process();
     let mut d = Daemon::start(dir.path(), &cfg);
     wait_until(Duration::from_secs(60), "the buffer to drain", || {
@@ -176,10 +176,10 @@ fn fan_out_memory_sinks_count_undelivered_events_per_sink() {
 /// every valid record is delivered once.
 #[test]
 fn kafka_rejected_records_are_dropped_and_do_not_block_the_disk_buffer() {
-    use crate::kafka_support::{Broker, Storage, consume, need_tansu};
+    use crate::kafka_support::{consume, need_kafka, shared_broker};
     const N: u64 = 2_000;
-    let bin = need_tansu!();
-    let broker = Broker::start(&bin, Storage::Memory);
+    let kafka = need_kafka!();
+    let broker = shared_broker(&kafka);
     let dir = tempfile::tempdir().unwrap();
     let cfg = format!(
         r#"

@@ -19,7 +19,7 @@ use rmpv::Value;
 use serde_json::json;
 
 use crate::common::{Daemon, file_len, make_certs, wait_until};
-use crate::kafka_support::{Broker, Storage, consume, free_port, need_tansu};
+use crate::kafka_support::{Broker, consume, free_port, need_kafka};
 
 fn testdata() -> PathBuf {
     crate::common::manifest_dir().join("../../testdata/forward")
@@ -432,7 +432,7 @@ fn ack_waits_for_the_next_hop_to_deliver() {
 /// it is back, and the records are in the topic by then.
 #[test]
 fn ack_waits_for_the_kafka_broker() {
-    let bin = need_tansu!();
+    let kafka = need_kafka!();
     let port = free_port();
     let fw = Fw::with_sinks(
         "",
@@ -446,7 +446,7 @@ fn ack_waits_for_the_kafka_broker() {
         .unwrap();
     assert_silent(&mut s, Duration::from_secs(3), "ack with no broker yet");
     // SQLite storage: the topic survives the broker's kill.
-    let mut broker = Broker::new(&bin, port, Storage::Sqlite);
+    let mut broker = Broker::new(&kafka, port);
     broker.start_process();
     let want = ack_bytes("kafka-1");
     assert_eq!(

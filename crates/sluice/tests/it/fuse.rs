@@ -20,7 +20,7 @@ use base64::engine::general_purpose::STANDARD as B64;
 use serde_json::Value;
 
 use crate::common::{Daemon, wait_until};
-use crate::kafka_support::{Broker, Storage, consume, need_tansu};
+use crate::kafka_support::{consume, need_kafka, shared_broker};
 
 fn fuse_usable() -> bool {
     let root = unsafe { libc::geteuid() } == 0;
@@ -528,11 +528,11 @@ fn kill_9_gives_writers_an_error_and_the_next_start_clears_the_stale_mount() {
 
 #[test]
 fn fuse_to_kafka_delivers_the_documents_in_order() {
-    let bin = need_tansu!();
+    let kafka = need_kafka!();
     if !fuse_usable() {
         return;
     }
-    let broker = Broker::start(&bin, Storage::Memory);
+    let broker = shared_broker(&kafka);
     broker.create_topic("fuse", 1);
     let g = MountGuard::new();
     let mut d = g.start(&format!(

@@ -1,7 +1,8 @@
-//! Kafka sink against a real broker (tansu): delivery, templates, codecs,
-//! outages, size policy, SCRAM, TLS and mutual TLS (tansu behind a rustls
+//! Kafka sink against a real broker (Apache Kafka): delivery, templates, codecs,
+//! outages, size policy, SCRAM, TLS and mutual TLS (the broker behind a rustls
 //! terminator, `tls_proxy.rs`), and acknowledgements resolved from delivery
-//! reports. Each test runs its own broker on a free loopback port; records are
+//! reports. Tests share one broker (unique topics per test) unless they stop,
+//! freeze or reconfigure it, which run their own on free loopback ports; records are
 //! read back by an independent client (Python confluent-kafka) and counted by
 //! reading, never by watermarks.
 
@@ -20,8 +21,8 @@ use tokio_util::sync::CancellationToken;
 
 use crate::common::{Daemon, make_certs};
 use crate::kafka_support::{
-    Broker, Rec, Storage, consume, consume_with, counter, counters, free_port, need_tansu,
-    wait_for, write_lines,
+    Broker, Kafka, Options, Rec, consume, consume_with, counter, counters, free_port, need_kafka,
+    shared_broker, wait_for, write_lines,
 };
 use crate::tls_proxy::TlsProxy;
 
@@ -49,8 +50,8 @@ fn by_topic(recs: &[Rec]) -> HashMap<&str, Vec<&Rec>> {
 
 #[test]
 fn exec_100k_events_arrive_once_in_order_with_template_topics_and_keys() {
-    let bin = need_tansu!();
-    let broker = Broker::start(&bin, Storage::Memory);
+    let kafka = need_kafka!();
+    let broker = shared_broker(&kafka);
     broker.create_topic("logs-app-a", 3);
     broker.create_topic("logs-app-b", 3);
     let dir = tempfile::tempdir().unwrap();
@@ -126,8 +127,8 @@ encoding = "raw"
 
 #[test]
 fn every_compression_codec_round_trips() {
-    let bin = need_tansu!();
-    let broker = Broker::start(&bin, Storage::Memory);
+    let kafka = need_kafka!();
+    let broker = shared_broker(&kafka);
     let codecs = ["none", "gzip", "snappy", "lz4", "zstd"];
     let dir = tempfile::tempdir().unwrap();
     let lines: Vec<Vec<u8>> = (0..2_000).map(|i| line("c", i, 200)).collect();
@@ -176,8 +177,8 @@ fn every_compression_codec_round_trips() {
 
 #[test]
 fn broker_down_for_10s_mid_run_loses_nothing() {
-    let bin = need_tansu!();
-    let mut broker = Broker::start(&bin, Storage::Sqlite);
+    let kafka = need_kafka!();
+    let mut broker = Broker::start(&kafka);
     broker.create_topic("outage", 2);
     // About 2,000 lines/s for 16 s; the broker is away from 3 s to 13 s.
     let total = 32_000;
@@ -246,7 +247,7 @@ key = "{{source}}"
 
 #[test]
 fn broker_absent_at_start_then_all_events_arrive() {
-    let bin = need_tansu!();
+    let kafka = need_kafka!();
     let port = free_port();
     let dir = tempfile::tempdir().unwrap();
     let lines: Vec<Vec<u8>> = (0..10_000).map(|i| line("late", i, 100)).collect();
@@ -277,7 +278,7 @@ create_topics = {{ partitions = 2, replication_factor = 1 }}
         log.contains("unreachable"),
         "no unreachable-broker line in:\n{log}"
     );
-    let mut broker = Broker::new(&bin, port, Storage::Memory);
+    let mut broker = Broker::new(&kafka, port);
     broker.start_process();
     let status = sluice.wait(Duration::from_secs(60));
     assert!(
@@ -301,8 +302,8 @@ create_topics = {{ partitions = 2, replication_factor = 1 }}
 
 #[test]
 fn oversize_events_are_dropped_or_truncated_and_counted() {
-    let bin = need_tansu!();
-    let broker = Broker::start(&bin, Storage::Memory);
+    let kafka = need_kafka!();
+    let broker = shared_broker(&kafka);
     broker.create_topic("ov-drop", 1);
     broker.create_topic("ov-cut", 1);
     let dir = tempfile::tempdir().unwrap();
@@ -360,17 +361,22 @@ fn oversize_events_are_dropped_or_truncated_and_counted() {
 
 #[test]
 fn scram_sha_256_and_512_authenticate() {
-    let bin = need_tansu!();
-    // Users are created while authentication is off, then the broker restarts
-    // requiring it (the sqlite store keeps users and topics).
-    let mut broker = Broker::start(&bin, Storage::Sqlite);
-    broker.create_user("alice", "alice-secret", "scram256");
-    broker.create_user("bob", "bob-secret", "scram512");
+    let kafka = need_kafka!();
+    // A broker that requires SASL/SCRAM from every client (no authorizer: any
+    // authenticated user may write); the users exist from its first start.
+    let users = [("alice", "SCRAM-SHA-256"), ("bob", "SCRAM-SHA-512")]
+        .map(|(u, m)| (u.to_owned(), format!("{u}-secret"), m.to_owned()));
+    let mut broker = Broker::with_options(
+        &kafka,
+        free_port(),
+        Options {
+            sasl_users: Some(users.to_vec()),
+            ..Options::default()
+        },
+    );
+    broker.start_process();
     broker.create_topic("sec-256", 1);
     broker.create_topic("sec-512", 1);
-    broker.kill();
-    broker.require_authentication();
-    broker.start_process();
     let mut config =
         "[sources.in]\ntype = \"exec\"\ncommand = [\"seq\", \"1\", \"500\"]\nrestart = \"never\"\n"
             .to_owned();
@@ -413,10 +419,10 @@ topic = "{topic}"
     }
 }
 
-// ---- TLS: tansu behind a TLS terminator (its own TLS options do not start). ----
+// ---- TLS: the broker behind a TLS terminator of ours. ----
 
 /// A memory broker reachable only through TLS: the proxy terminates TLS on its
-/// own port and copies to tansu's plain port, and tansu advertises the proxy
+/// own port and copies to the broker's plain port, which it advertises as the proxy
 /// (`localhost:PROXY`), so every connection librdkafka makes after bootstrap
 /// is TLS too. Certificates (CA, server and client for localhost/127.0.0.1) are
 /// in the returned temp dir; `require_client_cert` makes it mutual TLS.
@@ -427,14 +433,20 @@ struct TlsBroker {
 }
 
 impl TlsBroker {
-    fn start(bin: &Path, require_client_cert: bool) -> TlsBroker {
+    fn start(kafka: &Kafka, require_client_cert: bool) -> TlsBroker {
         let certs = tempfile::tempdir().unwrap();
         make_certs(certs.path());
         let port = free_port();
         let upstream = format!("127.0.0.1:{port}").parse().unwrap();
         let proxy = TlsProxy::start(certs.path(), require_client_cert, upstream);
-        let mut broker = Broker::new(bin, port, Storage::Memory);
-        broker.advertise_port(proxy.port());
+        let mut broker = Broker::with_options(
+            kafka,
+            port,
+            Options {
+                advertised_port: Some(proxy.port()),
+                ..Options::default()
+            },
+        );
         broker.start_process();
         TlsBroker {
             proxy,
@@ -525,8 +537,8 @@ fn deliver_over_tls(
 
 #[test]
 fn tls_sink_delivers_every_event_through_a_tls_only_broker() {
-    let bin = need_tansu!();
-    let tb = TlsBroker::start(&bin, false);
+    let kafka = need_kafka!();
+    let tb = TlsBroker::start(&kafka, false);
     tb.broker.create_topic("tls", 2);
     let lines: Vec<Vec<u8>> = (0..5_000).map(|i| line("tls", i, 100)).collect();
     let tls = format!("\"ssl.ca.location\" = \"{}\"", tb.cert("ca.crt"));
@@ -561,8 +573,8 @@ fn tls_sink_delivers_every_event_through_a_tls_only_broker() {
 
 #[test]
 fn mutual_tls_delivers_with_a_client_certificate_and_nothing_without() {
-    let bin = need_tansu!();
-    let tb = TlsBroker::start(&bin, true);
+    let kafka = need_kafka!();
+    let tb = TlsBroker::start(&kafka, true);
     tb.broker.create_topic("mtls", 1);
     let lines: Vec<Vec<u8>> = (0..2_000).map(|i| line("mtls", i, 100)).collect();
     let tls = format!(
@@ -607,8 +619,8 @@ fn mutual_tls_delivers_with_a_client_certificate_and_nothing_without() {
 
 #[test]
 fn tls_with_a_wrong_ca_delivers_nothing_logs_the_handshake_failure_and_stops_on_sigterm() {
-    let bin = need_tansu!();
-    let tb = TlsBroker::start(&bin, false);
+    let kafka = need_kafka!();
+    let tb = TlsBroker::start(&kafka, false);
     tb.broker.create_topic("wrong-ca", 1);
     // A CA of its own that did not sign the proxy's certificate.
     let other = tempfile::tempdir().unwrap();
@@ -739,7 +751,7 @@ async fn ack_within(rx: sluice::ack::AckReceiver, within: Duration) -> AckStatus
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn ack_resolves_delivered_only_after_the_broker_confirms() {
-    let bin = need_tansu!();
+    let kafka = need_kafka!();
     let port = free_port();
     let sink = TestSink::start(&format!(
         "brokers = \"127.0.0.1:{port}\"\ntopic = \"acked\"\ncreate_topics = {{ partitions = 1 }}\n\
@@ -755,7 +767,7 @@ async fn ack_resolves_delivered_only_after_the_broker_confirms() {
             .is_err(),
         "acked with no broker"
     );
-    let mut broker = Broker::new(&bin, port, Storage::Memory);
+    let mut broker = Broker::new(&kafka, port);
     broker.start_process();
     assert_eq!(
         ack_within(rx, Duration::from_secs(30)).await,
@@ -773,8 +785,8 @@ async fn ack_resolves_delivered_only_after_the_broker_confirms() {
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn records_refused_for_good_and_oversize_drops_resolve_dropped_and_are_counted() {
-    let bin = need_tansu!();
-    let broker = Broker::start(&bin, Storage::Memory);
+    let kafka = need_kafka!();
+    let broker = shared_broker(&kafka);
     broker.create_topic("present", 1);
     // librdkafka refuses records over 1000 bytes; our own limit (5000) is higher, so
     // a 2000-byte record reaches the producer and fails there, for good.
@@ -829,7 +841,7 @@ async fn records_refused_for_good_and_oversize_drops_resolve_dropped_and_are_cou
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn shutdown_deadline_fails_unconfirmed_batches_promptly() {
-    let _bin = need_tansu!();
+    let _kafka = need_kafka!();
     let port = free_port();
     let mut sink = TestSink::start(&format!(
         "brokers = \"127.0.0.1:{port}\"\ntopic = \"never\"\n"

@@ -6,7 +6,7 @@ group, and writes one line per record to --out:
 
     topic <TAB> partition <TAB> offset <TAB> key-base64 or "-" <TAB> value-base64
 
-It counts records by reading them (the tansu broker's high watermark is off), and
+It counts records by reading them (not by high watermarks), and
 stops when --expect records were read and nothing more arrived for --settle
 seconds, or when nothing arrived for --idle seconds. Exit 0 always; the caller
 compares. Usage:

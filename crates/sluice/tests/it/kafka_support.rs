@@ -1,232 +1,59 @@
-//! Test harness for the Kafka tests: a real `tansu` broker per test on a free
-//! loopback port (memory storage, or sqlite in a temp dir when it must survive a
-//! kill), an independent reader (Python confluent-kafka, `kafka_consume.py`) that
-//! counts records by reading them, and the counters of a daemon's shutdown report
-//! (the daemon itself is `common::Daemon`).
+//! Test harness for the Kafka tests: real Apache Kafka brokers
+//! ([`crate::kafka_broker`]: a shared single node, per-test nodes, a 3-node
+//! cluster, SASL/ACL), an independent reader (Python confluent-kafka,
+//! `kafka_consume.py`) that counts records by reading them, and the counters of a
+//! daemon's shutdown report (the daemon itself is `common::Daemon`).
 //!
-//! A missing broker or Python client fails the test with the command that
+//! A missing broker install or Python client fails the test with the command that
 //! installs it (`scripts/install-deps.sh`); `SLUICE_SKIP_KAFKA_TESTS=1` skips
 //! them instead, printing why.
 
 #![allow(dead_code)]
 
-use std::net::{SocketAddr, TcpListener, TcpStream};
-use std::path::{Path, PathBuf};
-use std::process::{Child, Command, Stdio};
+use std::path::Path;
+use std::process::Command;
 use std::time::{Duration, Instant};
 
 use base64::Engine as _;
 use base64::engine::general_purpose::STANDARD as B64;
 
-const INSTALL: &str = "run scripts/install-deps.sh (or: cargo install tansu --locked --version 0.6.0 \
-                       --features dynostore,libsql; python3 -m pip install confluent-kafka==2.16.1)";
+pub use crate::kafka_broker::{Broker, Kafka, Options, create_topics, free_port, kafka, shared};
 
-/// The broker binary, or `None` when the tests are to be skipped. Panics with the
-/// install command when it is missing.
-pub fn tansu() -> Option<PathBuf> {
-    if std::env::var_os("SLUICE_SKIP_KAFKA_TESTS").is_some_and(|v| v == "1") {
-        eprintln!("SKIPPED: Kafka test skipped because SLUICE_SKIP_KAFKA_TESTS=1.");
-        return None;
-    }
-    let from_path = std::env::var_os("PATH").and_then(|paths| {
-        std::env::split_paths(&paths)
-            .map(|p| p.join("tansu"))
-            .find(|p| p.is_file())
-    });
-    let home = std::env::var_os("HOME").map(|h| Path::new(&h).join(".cargo/bin/tansu"));
-    let bin = from_path.or(home.filter(|p| p.is_file()));
-    let Some(bin) = bin else {
-        panic!("the Kafka tests need the tansu broker, which is not installed: {INSTALL}");
-    };
-    let python_ok = Command::new("python3")
-        .args(["-c", "import confluent_kafka"])
-        .stderr(Stdio::null())
-        .status()
-        .is_ok_and(|s| s.success());
-    assert!(
-        python_ok,
-        "the Kafka tests need Python confluent-kafka, which is not installed: {INSTALL}"
-    );
-    Some(bin)
-}
-
-/// Start of a Kafka test: the broker binary, or return early (skip) when asked to.
-macro_rules! need_tansu {
+/// Start of a Kafka test: the install, or return early (skip) when asked to.
+macro_rules! need_kafka {
     () => {
-        match crate::kafka_support::tansu() {
-            Some(bin) => bin,
+        match crate::kafka_support::kafka() {
+            Some(k) => k,
             None => return,
         }
     };
 }
-pub(crate) use need_tansu;
+pub(crate) use need_kafka;
 
-/// A loopback port nobody listens on right now.
-pub fn free_port() -> u16 {
-    let l = TcpListener::bind("127.0.0.1:0").expect("bind an ephemeral port");
-    l.local_addr().expect("local address").port()
+/// The broker every test of this binary shares ([`shared`]); topic names must
+/// be unique to the test.
+pub struct SharedBroker {
+    addr: &'static str,
 }
 
-/// Where the broker keeps its data.
-#[derive(Debug, Clone, Copy, PartialEq, Eq)]
-pub enum Storage {
-    /// Lost when the process stops.
-    Memory,
-    /// A SQLite file in the broker's temp dir: survives kill -9.
-    Sqlite,
+/// The shared broker, started on first use.
+pub fn shared_broker(kafka: &Kafka) -> SharedBroker {
+    SharedBroker {
+        addr: shared(kafka),
+    }
 }
 
-/// A tansu broker process.
-pub struct Broker {
-    bin: PathBuf,
-    pub port: u16,
-    pub dir: tempfile::TempDir,
-    storage: Storage,
-    authentication: bool,
-    advertised: Option<String>,
-    child: Option<Child>,
-}
-
-impl Broker {
-    /// Start a broker on a free port.
-    pub fn start(bin: &Path, storage: Storage) -> Broker {
-        let mut b = Broker::new(bin, free_port(), storage);
-        b.start_process();
-        b
-    }
-
-    /// A broker for `port`, not started yet.
-    pub fn new(bin: &Path, port: u16, storage: Storage) -> Broker {
-        let dir = tempfile::tempdir().expect("temp dir");
-        Broker {
-            bin: bin.to_owned(),
-            port,
-            dir,
-            storage,
-            authentication: false,
-            advertised: None,
-            child: None,
-        }
-    }
-
-    /// Require SASL (SCRAM) authentication from the next start on.
-    pub fn require_authentication(&mut self) {
-        self.authentication = true;
-    }
-
-    /// From the next start on, tell clients (metadata) that the broker is at
-    /// `localhost:PORT` — a TLS terminator in front — instead of its own listener,
-    /// so every connection after bootstrap goes through that port too.
-    pub fn advertise_port(&mut self, port: u16) {
-        self.advertised = Some(format!("tcp://localhost:{port}"));
-    }
-
+impl SharedBroker {
     /// `127.0.0.1:PORT`.
     pub fn addr(&self) -> String {
-        format!("127.0.0.1:{}", self.port)
+        self.addr.to_owned()
     }
 
-    /// Start (or restart) the process and wait until it accepts connections.
-    pub fn start_process(&mut self) {
-        assert!(self.child.is_none(), "broker already running");
-        let url = format!("tcp://127.0.0.1:{}", self.port);
-        let advertised = self.advertised.clone().unwrap_or_else(|| url.clone());
-        let storage = match self.storage {
-            Storage::Memory => "memory://tansu/".to_owned(),
-            Storage::Sqlite => "sqlite://tansu.db".to_owned(),
-        };
-        let log = std::fs::OpenOptions::new()
-            .create(true)
-            .append(true)
-            .open(self.dir.path().join("broker.log"))
-            .expect("broker log");
-        let mut cmd = Command::new(&self.bin);
-        cmd.args([
-            "broker",
-            "--listener-url",
-            &url,
-            "--advertised-listener-url",
-            &advertised,
-        ])
-        .args(["--storage-engine", &storage])
-        .current_dir(self.dir.path())
-        .stdin(Stdio::null())
-        .stdout(log.try_clone().expect("log handle"))
-        .stderr(log);
-        if self.authentication {
-            cmd.arg("--authentication");
-        }
-        self.child = Some(cmd.spawn().expect("start tansu"));
-        let addr: SocketAddr = self.addr().parse().expect("socket address");
-        wait_for("the broker to listen", Duration::from_secs(10), || {
-            TcpStream::connect_timeout(&addr, Duration::from_millis(200)).is_ok()
-        });
-    }
-
-    /// SIGSTOP: the broker stops answering (connections stay open, requests
-    /// wait) and keeps its data, even with memory storage; `resume` continues it.
-    pub fn pause(&self) {
-        if let Some(c) = &self.child {
-            // SAFETY: plain syscall on our own child's pid.
-            unsafe { libc::kill(c.id() as libc::pid_t, libc::SIGSTOP) };
-        }
-    }
-
-    /// SIGCONT after `pause`.
-    pub fn resume(&self) {
-        if let Some(c) = &self.child {
-            // SAFETY: plain syscall on our own child's pid.
-            unsafe { libc::kill(c.id() as libc::pid_t, libc::SIGCONT) };
-        }
-    }
-
-    /// Kill -9 and reap (an outage).
-    pub fn kill(&mut self) {
-        if let Some(mut c) = self.child.take() {
-            let _ = c.kill();
-            let _ = c.wait();
-        }
-    }
-
-    /// Run a `tansu` admin subcommand against this broker.
-    fn admin(&self, args: &[&str]) {
-        let out = Command::new(&self.bin)
-            .args(args)
-            .args(["--broker", &format!("tcp://127.0.0.1:{}", self.port)])
-            .output()
-            .expect("run tansu admin command");
-        assert!(
-            out.status.success(),
-            "tansu {args:?} failed: {}",
-            String::from_utf8_lossy(&out.stderr)
-        );
-    }
-
-    /// Create a topic (this broker never creates them by itself).
+    /// Create a topic (replication 1); one that exists already is fine.
     pub fn create_topic(&self, name: &str, partitions: u32) {
-        self.admin(&[
-            "topic",
-            "create",
-            name,
-            "--partitions",
-            &partitions.to_string(),
-        ]);
-    }
-
-    /// Create a SCRAM user (`mechanism`: scram256 or scram512).
-    pub fn create_user(&self, name: &str, password: &str, mechanism: &str) {
-        self.admin(&["user", "create", name, password, "--mechanism", mechanism]);
-    }
-
-    /// What the broker logged.
-    pub fn log(&self) -> String {
-        std::fs::read_to_string(self.dir.path().join("broker.log")).unwrap_or_default()
-    }
-}
-
-impl Drop for Broker {
-    fn drop(&mut self) {
-        self.kill();
+        let mut c = rdkafka::ClientConfig::new();
+        c.set("bootstrap.servers", self.addr).set("log_level", "0");
+        create_topics(c, &[(name, partitions)], 1);
     }
 }
 

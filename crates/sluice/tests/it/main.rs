@@ -10,6 +10,7 @@ mod disk_buffer_stop;
 mod forward;
 mod fuse;
 mod kafka;
+mod kafka_broker;
 mod kafka_support;
 mod lines;
 mod routes;

@@ -569,7 +569,7 @@ fn missing_active_list_fails_at_start() {
     );
 }
 
-// ---- Against a real broker (tansu) ----------------------------------------
+// ---- Against a real broker (Apache Kafka) ----------------------------------------
 
 mod broker {
     use std::collections::{BTreeMap, HashSet};
@@ -579,7 +579,7 @@ mod broker {
 
     use super::{counter, python_source, write_atomically};
     use crate::common::{Daemon, sluice_bin};
-    use crate::kafka_support::{Broker, Storage, consume, need_tansu};
+    use crate::kafka_support::{Broker, consume, need_kafka};
 
     fn now() -> f64 {
         SystemTime::now()
@@ -634,8 +634,9 @@ mod broker {
     /// one topic per client; a client added mid-run flows within 2 s.
     #[test]
     fn cdn_split_to_per_tenant_topics_with_live_activation() {
-        let bin = need_tansu!();
-        let broker = Broker::start(&bin, Storage::Memory);
+        let kafka = need_kafka!();
+        // Its own broker: tenant ids (and topic names) repeat across these tests.
+        let broker = Broker::start(&kafka);
         let dir = tempfile::tempdir().unwrap();
         let active: Vec<String> = (0..1000).step_by(2).map(|i| format!("c{i}")).collect();
         std::fs::write(dir.path().join("tenants.txt"), active.join("\n") + "\n").unwrap();
@@ -738,8 +739,9 @@ mod broker {
     /// The bucket route's number as the Kafka partition: `partition = "{bucket}"`.
     #[test]
     fn bucket_route_picks_the_kafka_partition() {
-        let bin = need_tansu!();
-        let broker = Broker::start(&bin, Storage::Memory);
+        let kafka = need_kafka!();
+        // Its own broker: tenant ids (and topic names) repeat across these tests.
+        let broker = Broker::start(&kafka);
         broker.create_topic("logs", 5);
         let dir = tempfile::tempdir().unwrap();
         let source = python_source(
@@ -795,8 +797,9 @@ mod broker {
     /// every line arrives once, in its tenant's topic, in order.
     #[test]
     fn per_tenant_topics_over_several_producers_keep_order() {
-        let bin = need_tansu!();
-        let broker = Broker::start(&bin, Storage::Memory);
+        let kafka = need_kafka!();
+        // Its own broker: tenant ids (and topic names) repeat across these tests.
+        let broker = Broker::start(&kafka);
         for c in 0..20 {
             broker.create_topic(&format!("logs-c{c}"), 1);
         }
@@ -845,8 +848,9 @@ mod broker {
     /// `tenant add/list/bundle/remove` against a broker without ACL support.
     #[test]
     fn tenant_commands_against_a_broker_without_acls() {
-        let bin = need_tansu!();
-        let broker = Broker::start(&bin, Storage::Memory);
+        let kafka = need_kafka!();
+        // Its own broker: tenant ids (and topic names) repeat across these tests.
+        let broker = Broker::start(&kafka);
         let dir = tempfile::tempdir().unwrap();
         let list = dir.path().join("tenants.txt");
         std::fs::write(&list, "# tenants\n").unwrap();

@@ -1,5 +1,5 @@
 //! A TLS terminator for tests that need TLS in front of a peer that only speaks
-//! plain TCP (the tansu broker, whose own TLS options do not start): it accepts
+//! plain TCP (the test broker's plain listener, advertised as the proxy): it accepts
 //! TLS on 127.0.0.1 with the `server.crt`/`server.key` of
 //! [`crate::common::make_certs`], optionally requires a client certificate
 //! signed by that CA, and copies each connection's bytes both ways to a plain

@@ -25,6 +25,9 @@ use crate::topology::{Output, SourceContext};
 const IDLE_WAIT: Duration = Duration::from_millis(50);
 /// How often the capture counters are folded into the source's counters.
 const COUNTER_PERIOD: Duration = Duration::from_secs(1);
+/// How often a send held up by the pipeline looks at the drop counters and the
+/// stop flag.
+const SEND_TICK: Duration = Duration::from_millis(50);
 /// At most one "queue full" line per directory per interval.
 const LOG_INTERVAL: Duration = Duration::from_secs(10);
 /// Origins remembered per directory before the cache starts over.
@@ -218,7 +221,25 @@ impl Drainer {
         );
         Counters::add(&self.counters.events_out, events.len());
         let batch = EventBatch::new(events, AckToken::none());
-        self.rt.block_on(self.out.send(batch));
+        // A stalled pipeline can hold this send for as long as it likes: keep
+        // counting the captures dropped meanwhile, so the counters (and the
+        // queue-full log line) stay true while the writers go on.
+        let out = self.out.clone();
+        let rt = self.rt.clone();
+        rt.block_on(async {
+            let send = out.send(batch);
+            tokio::pin!(send);
+            loop {
+                tokio::select! {
+                    _ = &mut send => break,
+                    () = tokio::time::sleep(SEND_TICK) => {
+                        // At a stop, fold at once: the shutdown report reads them.
+                        let stopping = self.stop.load(Ordering::SeqCst);
+                        self.fold_counters(stopping);
+                    }
+                }
+            }
+        });
     }
 
     /// Adds new capture drops to the source's `dropped`, and logs queue-full drops
