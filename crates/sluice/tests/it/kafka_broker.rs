@@ -126,6 +126,10 @@ fn cluster_id() -> String {
     bytes[..8].copy_from_slice(&nanos.to_le_bytes());
     bytes[8..12].copy_from_slice(&std::process::id().to_le_bytes());
     bytes[12..].copy_from_slice(&(N.fetch_add(1, Ordering::Relaxed) as u32).to_le_bytes());
+    // The first base64 digit comes from the top six bits of byte 0: keep it in
+    // A..Z so the id never starts with '-', which the storage tool's argument
+    // parser takes for an option (`--cluster-id: expected one argument`).
+    bytes[0] &= 0x3f;
     base64::engine::general_purpose::URL_SAFE_NO_PAD.encode(bytes)
 }
 
