@@ -17,7 +17,8 @@
 # Measured: the whole `sluice run < input` until it exits after delivering every
 # event (the stdin source ends at EOF; a disk buffer is drained before exit), so
 # every event went through append → read → decode → sink. The kafka sink needs
-# tansu (scripts/install-deps.sh): a fresh memory-storage broker per run.
+# Apache Kafka (scripts/install-deps.sh): one local broker (scripts/kafka-dev.sh)
+# for the run, a fresh topic per measurement.
 # Prints wall seconds, events/s, MB/s, CPU seconds and peak RSS (medians).
 set -euo pipefail
 
@@ -45,29 +46,24 @@ fi
 [ -n "$SINKS" ] || exit 0
 
 WORK=$(mktemp -d)
-BROKER_PID=""
+# shellcheck source=bench/lib/kafka.sh
+. "$ROOT/bench/lib/kafka.sh"
 cleanup() {
-  [ -n "$BROKER_PID" ] && kill "$BROKER_PID" 2>/dev/null || true
+  stop_kafka
   rm -rf "$WORK"
 }
 trap cleanup EXIT
+TOPICS=0
 
 INPUT="$WORK/input.txt"
 awk -v n="$COUNT" -v s="$SIZE" 'BEGIN { pad = sprintf("%*s", s, ""); gsub(/ /, "x", pad);
   for (i = 0; i < n; i++) { l = sprintf("%d %s", i, pad); print substr(l, 1, s - 1) } }' >"$INPUT"
 
-free_port() { python3 -c 'import socket; s=socket.socket(); s.bind(("127.0.0.1",0)); print(s.getsockname()[1])'; }
-start_broker() {
-  [ -n "$BROKER_PID" ] && { kill "$BROKER_PID" 2>/dev/null || true; wait "$BROKER_PID" 2>/dev/null || true; }
-  PORT=$(free_port)
-  tansu broker --listener-url "tcp://127.0.0.1:$PORT" --advertised-listener-url "tcp://127.0.0.1:$PORT" \
-    --storage-engine memory://tansu/ >"$WORK/broker.log" 2>&1 &
-  BROKER_PID=$!
-  for _ in $(seq 100); do
-    (exec 3<>"/dev/tcp/127.0.0.1/$PORT") 2>/dev/null && break
-    sleep 0.05
-  done
-  tansu topic create --broker "tcp://127.0.0.1:$PORT" --partitions 1 bench >/dev/null
+start_broker() { # a fresh topic on the run's broker: $TOPIC
+  [ -n "$KAFKA_PID" ] || start_kafka
+  TOPICS=$((TOPICS + 1))
+  TOPIC="bench-$TOPICS"
+  kafka_topic "$TOPIC"
 }
 
 config() { # sink buffer
@@ -78,7 +74,7 @@ config() { # sink buffer
   case "$1" in
     null) echo 'type = "null"' ;;
     file) echo 'type = "file"'; echo "path = \"$WORK/out.log\"" ;;
-    kafka) echo 'type = "kafka"'; echo "brokers = \"127.0.0.1:$PORT\""; echo 'topic = "bench"'
+    kafka) echo 'type = "kafka"'; echo "brokers = \"127.0.0.1:$KAFKA_PORT\""; echo "topic = \"$TOPIC\""
            echo 'encoding = "raw"'; echo 'compression = "none"' ;;
   esac
   echo '[sinks.s.buffer]'

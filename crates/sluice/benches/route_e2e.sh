@@ -3,14 +3,14 @@
 #   A) exec(cat) → kafka, one topic            (no routing)
 #   C) exec(cat) → tenant route → kafka, one topic       (routing cost alone)
 #   B) exec(cat) → tenant route → kafka, one topic per tenant (10,000 tenants)
-#   B') as B with `enable.idempotence = false` (tansu's idempotent produce path
-#      slows down with the number of topics; see the README)
+#   B') as B with `enable.idempotence = false`
 #   BP, BP') as B and B' with the topics spread over `producers = $PRODUCERS`
 #      librdkafka clients (default 16)
 # and, for what part is the broker's and librdkafka's, the same payloads produced
 # by Python confluent-kafka (librdkafka 2.16, same producer settings) to one topic
 # (P1) and spread over the per-tenant topics (PN, PN' without idempotence),
-# against a local tansu broker (memory storage); prints lines/s and the ratios.
+# against a local Apache Kafka broker (scripts/kafka-dev.sh); prints lines/s and
+# the ratios.
 # Topics are created before anything is measured. Each sluice run ends by itself
 # (cat ends, sinks drain, sluice exits), so wall time is the time to deliver
 # every line.
@@ -19,7 +19,7 @@
 #   (SKIP_PER_TENANT=1: A and C only; PER_TENANT_LINES, default LINES, is the
 #   input of the per-topic runs, which are slow on this broker)
 #
-# Needs: tansu (scripts/install-deps.sh), python3 with confluent-kafka, and a
+# Needs: Apache Kafka (scripts/install-deps.sh), python3 with confluent-kafka, and a
 # release build: cargo build --release -p sluice (CARGO_TARGET_DIR respected).
 set -euo pipefail
 LINES=${1:-1000000}
@@ -28,16 +28,13 @@ PT_LINES=${3:-$LINES}
 PRODUCERS=${PRODUCERS:-16}
 ROOT=$(cd "$(dirname "$0")/../../.." && pwd)
 SLUICE=${SLUICE:-${CARGO_TARGET_DIR:-$ROOT/target}/release/sluice}
-TANSU=${TANSU:-$(command -v tansu || echo "$HOME/.cargo/bin/tansu")}
 WORK=$(mktemp -d)
-PORT=$(python3 -c 'import socket; s=socket.socket(); s.bind(("127.0.0.1",0)); print(s.getsockname()[1])')
-cleanup() { [ -n "${BROKER:-}" ] && kill "$BROKER" 2>/dev/null; rm -rf "$WORK"; }
+# shellcheck source=bench/lib/kafka.sh
+. "$ROOT/bench/lib/kafka.sh"
+cleanup() { stop_kafka; rm -rf "$WORK"; }
 trap cleanup EXIT
-
-"$TANSU" broker --listener-url "tcp://127.0.0.1:$PORT" --advertised-listener-url "tcp://127.0.0.1:$PORT" \
-  --storage-engine memory://tansu/ >"$WORK/broker.log" 2>&1 &
-BROKER=$!
-for _ in $(seq 100); do (exec 3<>"/dev/tcp/127.0.0.1/$PORT") 2>/dev/null && break; sleep 0.1; done
+start_kafka
+PORT=$KAFKA_PORT
 
 python3 - "$PORT" "$TENANTS" "$LINES" "$WORK" <<'PY'
 import sys

@@ -42,6 +42,25 @@ struct Tls {
     ca: Option<String>,
     cert: Option<String>,
     key: Option<String>,
+    /// The tenant's SCRAM-SHA-512 password (user = the tenant id), when
+    /// `admin.credentials_dir` holds one.
+    scram: Option<String>,
+}
+
+impl Tls {
+    fn ssl(&self) -> bool {
+        self.ca.is_some() || self.cert.is_some()
+    }
+
+    /// librdkafka's `security.protocol` for these settings.
+    fn protocol(&self) -> Option<&'static str> {
+        match (self.ssl(), self.scram.is_some()) {
+            (false, false) => None,
+            (true, false) => Some("ssl"),
+            (false, true) => Some("sasl_plaintext"),
+            (true, true) => Some("sasl_ssl"),
+        }
+    }
 }
 
 /// Every file of a tenant's bundle.
@@ -56,6 +75,7 @@ pub fn files(
         ca: None,
         cert: None,
         key: None,
+        scram: super::tenant_admin::password_of(admin, id)?,
     };
     if let Some(ca) = &admin.ca_file {
         let data =
@@ -85,7 +105,6 @@ pub fn files(
             }
         }
     }
-    let secure = tls.ca.is_some() || tls.cert.is_some();
     out.push(text("README.md", readme(id, topic, brokers, &tls), 0o644));
     out.push(text("kcat.sh", kcat(id, topic, brokers, &tls), 0o755));
     out.push(text(
@@ -98,11 +117,7 @@ pub fn files(
         filebeat(id, topic, brokers, &tls),
         0o644,
     ));
-    out.push(text(
-        "consumer.py",
-        python(id, topic, brokers, secure, &tls),
-        0o755,
-    ));
+    out.push(text("consumer.py", python(id, topic, brokers, &tls), 0o755));
     out.sort_by(|a, b| a.name.cmp(&b.name));
     Ok(out)
 }
@@ -118,6 +133,14 @@ fn readme(id: &str, topic: &str, brokers: &str, tls: &Tls) -> String {
               (mode 0600). The configs refer to them by relative path: run them from this folder."
             .to_owned(),
     };
+    let auth = if tls.scram.is_some() {
+        format!(
+            "\n\n## Credentials\n\nYou authenticate with SASL/SCRAM-SHA-512 as user `{id}`; the password is \
+             written into each config of this bundle: keep the bundle private."
+        )
+    } else {
+        String::new()
+    };
     format!(
         "# Logs for {id}\n\n\
          Your logs are published to Kafka topic `{topic}` on `{brokers}`.\n\
@@ -129,14 +152,19 @@ fn readme(id: &str, topic: &str, brokers: &str, tls: &Tls) -> String {
          - `logstash.conf` — a Logstash kafka input: `logstash -f logstash.conf`\n\
          - `filebeat.yml` — a Filebeat kafka input: `filebeat -c filebeat.yml -e`\n\n\
          Each line is one log line as your servers wrote it, without your client id.\n\n\
-         ## Certificates\n\n{certs}\n"
+         ## Certificates\n\n{certs}{auth}\n"
     )
 }
 
 fn kcat(id: &str, topic: &str, brokers: &str, tls: &Tls) -> String {
     let mut opts = String::new();
-    if tls.ca.is_some() || tls.cert.is_some() {
-        opts.push_str(" -X security.protocol=ssl");
+    if let Some(p) = tls.protocol() {
+        opts.push_str(&format!(" -X security.protocol={p}"));
+    }
+    if let Some(pw) = &tls.scram {
+        opts.push_str(&format!(
+            " -X sasl.mechanisms=SCRAM-SHA-512 -X sasl.username={id} -X 'sasl.password={pw}'"
+        ));
     }
     if let Some(ca) = &tls.ca {
         opts.push_str(&format!(" -X ssl.ca.location={ca}"));
@@ -146,16 +174,32 @@ fn kcat(id: &str, topic: &str, brokers: &str, tls: &Tls) -> String {
             " -X ssl.certificate.location={c} -X ssl.key.location={k}"
         ));
     }
+    let scram_note = if tls.scram.is_some() {
+        "# SASL/SCRAM needs kcat on librdkafka newer than 2.0.2: Debian 12's kcat\n\
+         # (librdkafka 2.0.2 with OpenSSL 3) is refused with \"invalid credentials\".\n"
+    } else {
+        ""
+    };
     format!(
-        "#!/bin/sh\n# Consume {topic} as {id} (kcat built on librdkafka >= 2.x).\ncd \"$(dirname \"$0\")\"\n\
-         exec kcat -b '{brokers}' -G '{id}-kcat' -o beginning -q -f '%s\\n'{opts} '{topic}'\n"
+        "#!/bin/sh\n# Consume {topic} as {id} (kcat built on librdkafka >= 2.x).\n{scram_note}cd \"$(dirname \"$0\")\"\n\
+         exec kcat -b '{brokers}' -G '{id}-kcat' -o beginning -q -u -f '%s\\n'{opts} '{topic}'\n"
     )
 }
 
 fn logstash(id: &str, topic: &str, brokers: &str, tls: &Tls) -> String {
     let mut sec = String::new();
-    if tls.ca.is_some() || tls.cert.is_some() {
-        sec.push_str("    security_protocol => \"SSL\"\n");
+    if let Some(pw) = &tls.scram {
+        sec.push_str(&format!(
+            "    sasl_mechanism => \"SCRAM-SHA-512\"\n    sasl_jaas_config => \"org.apache.kafka.common.security.scram.ScramLoginModule required username='{id}' password='{pw}';\"\n"
+        ));
+    }
+    if let Some(p) = tls.protocol() {
+        sec.push_str(&format!(
+            "    security_protocol => \"{}\"\n",
+            p.to_ascii_uppercase()
+        ));
+    }
+    if tls.ssl() {
         if let Some(ca) = &tls.ca {
             sec.push_str(&format!(
                 "    ssl_truststore_type => \"PEM\"\n    ssl_truststore_location => \"{ca}\"\n"
@@ -182,6 +226,11 @@ fn filebeat(id: &str, topic: &str, brokers: &str, tls: &Tls) -> String {
         .map(|b| format!("\"{}\"", b.trim()))
         .collect();
     let mut sec = String::new();
+    if let Some(pw) = &tls.scram {
+        sec.push_str(&format!(
+            "    username: \"{id}\"\n    password: \"{pw}\"\n    sasl.mechanism: SCRAM-SHA-512\n"
+        ));
+    }
     if let Some(ca) = &tls.ca {
         sec.push_str(&format!("    ssl.certificate_authorities: [\"{ca}\"]\n"));
     }
@@ -190,7 +239,7 @@ fn filebeat(id: &str, topic: &str, brokers: &str, tls: &Tls) -> String {
             "    ssl.certificate: \"{c}\"\n    ssl.key: \"{k}\"\n"
         ));
     }
-    if sec.is_empty() {
+    if !tls.ssl() {
         sec.push_str("    # TLS: ssl.certificate_authorities: [\"certs/ca.pem\"]\n");
     }
     format!(
@@ -201,13 +250,18 @@ fn filebeat(id: &str, topic: &str, brokers: &str, tls: &Tls) -> String {
     )
 }
 
-fn python(id: &str, topic: &str, brokers: &str, secure: bool, tls: &Tls) -> String {
+fn python(id: &str, topic: &str, brokers: &str, tls: &Tls) -> String {
     let mut conf = format!(
         "    \"bootstrap.servers\": os.environ.get(\"KAFKA_BROKERS\", \"{brokers}\"),\n    \"group.id\": \"{id}-python\",\n    \
          \"client.id\": \"{id}-python\",\n    \"enable.auto.commit\": True,\n"
     );
-    if secure {
-        conf.push_str("    \"security.protocol\": \"ssl\",\n");
+    if let Some(p) = tls.protocol() {
+        conf.push_str(&format!("    \"security.protocol\": \"{p}\",\n"));
+    }
+    if let Some(pw) = &tls.scram {
+        conf.push_str(&format!(
+            "    \"sasl.mechanisms\": \"SCRAM-SHA-512\",\n    \"sasl.username\": \"{id}\",\n    \"sasl.password\": \"{pw}\",\n"
+        ));
     }
     if let Some(ca) = &tls.ca {
         conf.push_str(&format!(

@@ -29,6 +29,7 @@ pub mod graph;
 pub mod rate_limit;
 pub mod rules;
 pub mod tenant;
+pub mod tenant_acl;
 pub mod tenant_admin;
 mod wiring;
 

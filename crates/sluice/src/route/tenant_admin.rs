@@ -4,7 +4,10 @@
 //!   `User:ID` READ and DESCRIBE on it and on consumer groups `ID-*` where the
 //!   brokers support ACLs, then append ID to the active list (tmp + rename under
 //!   a lock file), which running agents pick up within a second.
-//! - `remove ID`: take ID off the active list; the topic and its data stay.
+//!   With `admin.credentials_dir`, `add` also sets a SCRAM-SHA-512 credential
+//!   for `User:ID` (its password kept in that directory, carried into bundles).
+//! - `remove ID`: take ID off the active list and delete the ACLs `add` granted
+//!   (where the brokers support ACLs); the topic, its data and the credential stay.
 //! - `list`: ids from the list and topics on the brokers, partitions, active.
 //! - `bundle ID --out ID.zip`: ready consumer configs (see [`super::bundle`]).
 //!
@@ -32,6 +35,7 @@ use rdkafka::types::RDKafkaErrorCode;
 use serde::Deserialize;
 
 use super::tenant::{TenantRouteConfig, parse_list, valid_id};
+use super::tenant_acl as acl_ffi;
 use super::{RouteKind, bundle};
 use crate::config::Check;
 
@@ -67,6 +71,12 @@ pub struct TenantAdminConfig {
     /// Directory of `ID.crt` / `ID.key` client certificates copied into bundles.
     #[serde(default)]
     pub certs_dir: Option<PathBuf>,
+    /// Directory of tenants' SCRAM passwords (`ID.password`, mode 0600). When
+    /// set, `add` creates a SCRAM-SHA-512 credential for `User:ID` (a random
+    /// password, kept in this directory and reused by later `add`s), and
+    /// bundles carry it.
+    #[serde(default)]
+    pub credentials_dir: Option<PathBuf>,
 }
 
 fn default_topic() -> String {
@@ -89,6 +99,7 @@ impl Default for TenantAdminConfig {
             bundle_brokers: None,
             ca_file: None,
             certs_dir: None,
+            credentials_dir: None,
         }
     }
 }
@@ -178,6 +189,13 @@ pub enum TenantCommand {
         /// librdkafka properties, `key=value`.
         #[arg(long = "option")]
         options: Vec<String>,
+        /// Delete the tenant's ACLs instead of creating them.
+        #[arg(long)]
+        revoke: bool,
+        /// Set a SCRAM-SHA-512 credential for the tenant with the password in
+        /// this file, before the ACLs.
+        #[arg(long)]
+        scram_password_file: Option<PathBuf>,
     },
 }
 
@@ -197,6 +215,7 @@ pub struct Target {
 
 const EXIT_USAGE: u8 = 2;
 const ACL_CHILD_REFUSED: i32 = 3;
+const ACL_CHILD_UNSUPPORTED: i32 = 4;
 const TIMEOUT: Duration = Duration::from_secs(15);
 
 /// Run a `sluice tenant` command.
@@ -362,13 +381,24 @@ async fn run(cmd: TenantCommand) -> Result<ExitCode, Failure> {
                     "acls: skipped (--no-acls); any client allowed by the brokers can read {topic}"
                 );
             } else {
-                match apply_acls(&brokers, &admin.options, &id, &topic) {
+                let password = match &admin.credentials_dir {
+                    Some(dir) => Some(ensure_password(dir, &id).with_context(|| {
+                        format!("the SCRAM password of {id} in {}", dir.display())
+                    })?),
+                    None => None,
+                };
+                let mut extra: Vec<String> = Vec::new();
+                if let Some(p) = &password {
+                    extra.push("--scram-password-file".into());
+                    extra.push(p.display().to_string());
+                }
+                match acl_child(&brokers, &admin.options, &id, &topic, &extra) {
                     AclOutcome::Applied(lines) => {
                         for l in lines {
                             println!("acl: {l}");
                         }
                     }
-                    AclOutcome::NotApplied(why) => {
+                    AclOutcome::NotApplied(why) | AclOutcome::Unsupported(why) => {
                         eprintln!("sluice tenant: ACLs were NOT applied: {why}");
                         eprintln!(
                             "sluice tenant: {id} was not activated; fix the brokers' ACL support, or re-run with --no-acls to activate it without ACLs"
@@ -400,6 +430,25 @@ async fn run(cmd: TenantCommand) -> Result<ExitCode, Failure> {
         TenantCommand::Remove { id, target } => {
             check_id(&id)?;
             let r = resolve(&target)?;
+            let mut revoke_failed = false;
+            if let Some(brokers) = &r.brokers {
+                let topic = r.route.admin.topic_of(&id);
+                let extra = ["--revoke".to_owned()];
+                match acl_child(brokers, &r.route.admin.options, &id, &topic, &extra) {
+                    AclOutcome::Applied(lines) => {
+                        for l in lines {
+                            println!("acl: {l}");
+                        }
+                    }
+                    AclOutcome::Unsupported(why) => println!("acls: none to revoke ({why})"),
+                    AclOutcome::NotApplied(why) => {
+                        eprintln!("sluice tenant: ACLs of {id} were NOT revoked: {why}");
+                        revoke_failed = true;
+                    }
+                }
+            } else {
+                println!("acls: not revoked (no brokers configured)");
+            }
             let list = &r.route.active_list;
             let removed = edit_list(list, |ids| {
                 let before = ids.len();
@@ -415,6 +464,10 @@ async fn run(cmd: TenantCommand) -> Result<ExitCode, Failure> {
                 );
             } else {
                 println!("inactive: {id} was not in {}", list.display());
+            }
+            if revoke_failed {
+                eprintln!("sluice tenant: re-run `tenant remove {id}` once the brokers answer");
+                return Ok(ExitCode::FAILURE);
             }
             Ok(ExitCode::SUCCESS)
         }
@@ -488,6 +541,8 @@ async fn run(cmd: TenantCommand) -> Result<ExitCode, Failure> {
             brokers,
             topic,
             options,
+            revoke,
+            scram_password_file,
         } => {
             let mut opts = BTreeMap::new();
             for o in options {
@@ -497,12 +552,33 @@ async fn run(cmd: TenantCommand) -> Result<ExitCode, Failure> {
                 opts.insert(k.to_owned(), v.to_owned());
             }
             let admin = admin_client(&brokers, &opts)?;
-            match acl_ffi::apply(&admin, &id, &topic) {
+            let result = if revoke {
+                acl_ffi::revoke(&admin, &id, &topic)
+            } else {
+                let scram = match &scram_password_file {
+                    Some(f) => std::fs::read_to_string(f)
+                        .map_err(|e| format!("reading {}: {e}", f.display()))
+                        .and_then(|pw| acl_ffi::set_scram(&admin, &id, pw.trim())),
+                    None => Ok(String::new()),
+                };
+                scram.and_then(|line| {
+                    let mut lines = acl_ffi::apply(&admin, &id, &topic)?;
+                    if !line.is_empty() {
+                        lines.insert(0, line);
+                    }
+                    Ok(lines)
+                })
+            };
+            match result {
                 Ok(lines) => {
                     for l in lines {
                         println!("{l}");
                     }
                     Ok(ExitCode::SUCCESS)
+                }
+                Err(e) if e.starts_with(acl_ffi::UNSUPPORTED) => {
+                    println!("{e}");
+                    Ok(ExitCode::from(ACL_CHILD_UNSUPPORTED as u8))
                 }
                 Err(e) => {
                     println!("{e}");
@@ -627,6 +703,52 @@ pub enum AclOutcome {
     Applied(Vec<String>),
     /// Not applied, and why.
     NotApplied(String),
+    /// The brokers have no ACLs at all (no ACL APIs, or no authorizer), and why.
+    Unsupported(String),
+}
+
+/// The tenant's SCRAM password file in `dir` (`ID.password`, mode 0600),
+/// created with a random password when absent.
+fn ensure_password(dir: &Path, id: &str) -> anyhow::Result<PathBuf> {
+    use std::os::unix::fs::{DirBuilderExt as _, OpenOptionsExt as _};
+    let path = dir.join(format!("{id}.password"));
+    if path.exists() {
+        return Ok(path);
+    }
+    std::fs::DirBuilder::new()
+        .recursive(true)
+        .mode(0o700)
+        .create(dir)
+        .with_context(|| format!("creating {}", dir.display()))?;
+    let mut raw = [0u8; 24];
+    acl_ffi::random_bytes(&mut raw).context("reading /dev/urandom")?;
+    use base64::Engine as _;
+    let password = base64::engine::general_purpose::URL_SAFE_NO_PAD.encode(raw);
+    let tmp = dir.join(format!(".{id}.password.tmp"));
+    let mut f = std::fs::OpenOptions::new()
+        .write(true)
+        .create(true)
+        .truncate(true)
+        .mode(0o600)
+        .open(&tmp)
+        .with_context(|| format!("creating {}", tmp.display()))?;
+    f.write_all(password.as_bytes())?;
+    f.sync_all()?;
+    std::fs::rename(&tmp, &path).with_context(|| format!("renaming to {}", path.display()))?;
+    Ok(path)
+}
+
+/// The tenant's SCRAM password, when `admin.credentials_dir` holds one.
+pub fn password_of(admin: &TenantAdminConfig, id: &str) -> anyhow::Result<Option<String>> {
+    let Some(dir) = &admin.credentials_dir else {
+        return Ok(None);
+    };
+    let p = dir.join(format!("{id}.password"));
+    match std::fs::read_to_string(&p) {
+        Ok(s) => Ok(Some(s.trim().to_owned())),
+        Err(e) if e.kind() == std::io::ErrorKind::NotFound => Ok(None),
+        Err(e) => Err(anyhow::Error::new(e).context(format!("reading {}", p.display()))),
+    }
 }
 
 /// The ACL bindings a tenant gets, as text.
@@ -640,11 +762,14 @@ pub fn acl_bindings(id: &str, topic: &str) -> Vec<String> {
     ]
 }
 
-fn apply_acls(
+/// Run the `acl-apply` child for tenant `id` with `extra` arguments (`--revoke`,
+/// `--scram-password-file F`).
+fn acl_child(
     brokers: &str,
     options: &BTreeMap<String, String>,
     id: &str,
     topic: &str,
+    extra: &[String],
 ) -> AclOutcome {
     let plaintext = options
         .get("security.protocol")
@@ -652,7 +777,7 @@ fn apply_acls(
     if plaintext {
         match acl_apis_advertised(brokers) {
             Ok(false) => {
-                return AclOutcome::NotApplied(
+                return AclOutcome::Unsupported(
                     "the brokers do not support Kafka ACLs (no DescribeAcls/CreateAcls in ApiVersions)".into(),
                 );
             }
@@ -685,6 +810,7 @@ fn apply_acls(
     for (k, v) in options {
         cmd.arg("--option").arg(format!("{k}={v}"));
     }
+    cmd.args(extra);
     let out = match cmd.stdin(std::process::Stdio::null()).output() {
         Ok(o) => o,
         Err(e) => return AclOutcome::NotApplied(format!("cannot run the ACL step: {e}")),
@@ -694,6 +820,7 @@ fn apply_acls(
     match (out.status.code(), out.status.signal()) {
         (Some(0), _) => AclOutcome::Applied(stdout.lines().map(str::to_owned).collect()),
         (Some(ACL_CHILD_REFUSED), _) => AclOutcome::NotApplied(stdout),
+        (Some(ACL_CHILD_UNSUPPORTED), _) => AclOutcome::Unsupported(stdout),
         (_, Some(sig)) => AclOutcome::NotApplied(format!(
             "the Kafka client aborted on the brokers' ACL reply (signal {sig}); the brokers do not implement ACLs properly"
         )),
@@ -757,201 +884,6 @@ fn api_keys(broker: &str) -> std::io::Result<Vec<i16>> {
         .chunks_exact(6)
         .map(|e| i16::from_be_bytes([e[0], e[1]]))
         .collect())
-}
-
-/// DescribeAcls then CreateAcls through librdkafka's C API (rust-rdkafka has no
-/// ACL calls). Runs only in the `acl-apply` child.
-mod acl_ffi {
-    use std::ffi::{CStr, CString};
-    use std::ptr;
-
-    use rdkafka::admin::AdminClient;
-    use rdkafka::bindings as rd;
-    use rdkafka::client::DefaultClientContext;
-
-    const TIMEOUT_MS: i32 = 15_000;
-
-    fn cstr(p: *const std::os::raw::c_char) -> String {
-        if p.is_null() {
-            return String::new();
-        }
-        // SAFETY: librdkafka returns NUL-terminated strings valid while the event lives.
-        unsafe { CStr::from_ptr(p) }.to_string_lossy().into_owned()
-    }
-
-    struct Queue(*mut rd::rd_kafka_queue_t);
-    impl Drop for Queue {
-        fn drop(&mut self) {
-            // SAFETY: created by rd_kafka_queue_new, destroyed once.
-            unsafe { rd::rd_kafka_queue_destroy(self.0) }
-        }
-    }
-
-    struct Event(*mut rd::rd_kafka_event_t);
-    impl Drop for Event {
-        fn drop(&mut self) {
-            // SAFETY: polled from our queue, destroyed once.
-            unsafe { rd::rd_kafka_event_destroy(self.0) }
-        }
-    }
-
-    fn poll(q: &Queue, what: &str) -> Result<Event, String> {
-        // SAFETY: valid queue.
-        let ev = unsafe { rd::rd_kafka_queue_poll(q.0, TIMEOUT_MS) };
-        if ev.is_null() {
-            return Err(format!(
-                "{what}: no reply from the brokers within {} s",
-                TIMEOUT_MS / 1000
-            ));
-        }
-        let ev = Event(ev);
-        // SAFETY: valid event.
-        let err = unsafe { rd::rd_kafka_event_error(ev.0) };
-        if err != rd::rd_kafka_resp_err_t::RD_KAFKA_RESP_ERR_NO_ERROR {
-            // SAFETY: valid event.
-            let msg = cstr(unsafe { rd::rd_kafka_event_error_string(ev.0) });
-            return Err(format!("{what}: the brokers refused: {msg}"));
-        }
-        Ok(ev)
-    }
-
-    type Binding = (
-        rd::rd_kafka_ResourceType_t,
-        String,
-        rd::rd_kafka_ResourcePatternType_t,
-        rd::rd_kafka_AclOperation_t,
-    );
-
-    pub fn apply(
-        admin: &AdminClient<DefaultClientContext>,
-        id: &str,
-        topic: &str,
-    ) -> Result<Vec<String>, String> {
-        use rd::rd_kafka_AclOperation_t::*;
-        use rd::rd_kafka_ResourcePatternType_t::*;
-        use rd::rd_kafka_ResourceType_t::*;
-        let rk = admin.inner().native_ptr();
-        let principal = CString::new(format!("User:{id}")).map_err(|e| e.to_string())?;
-        let any_host = CString::new("*").expect("no NUL");
-        let mut errstr = [0 as std::os::raw::c_char; 512];
-        // SAFETY: rk is a live client handle for the duration of this function.
-        let q = Queue(unsafe { rd::rd_kafka_queue_new(rk) });
-
-        // Probe: DescribeAcls on the topic. A broker without ACL support fails here.
-        let name = CString::new(topic).map_err(|e| e.to_string())?;
-        // SAFETY: all pointers are valid C strings or null where allowed.
-        let filter = unsafe {
-            rd::rd_kafka_AclBindingFilter_new(
-                RD_KAFKA_RESOURCE_TOPIC,
-                name.as_ptr(),
-                RD_KAFKA_RESOURCE_PATTERN_ANY,
-                ptr::null(),
-                ptr::null(),
-                RD_KAFKA_ACL_OPERATION_ANY,
-                rd::rd_kafka_AclPermissionType_t::RD_KAFKA_ACL_PERMISSION_TYPE_ANY,
-                errstr.as_mut_ptr(),
-                errstr.len(),
-            )
-        };
-        if filter.is_null() {
-            return Err(format!("DescribeAcls: {}", cstr(errstr.as_ptr())));
-        }
-        // SAFETY: filter and queue are valid; options null = defaults.
-        unsafe { rd::rd_kafka_DescribeAcls(rk, filter, ptr::null(), q.0) };
-        let described = poll(&q, "DescribeAcls");
-        // SAFETY: filter was created above and is no longer used by librdkafka.
-        unsafe { rd::rd_kafka_AclBinding_destroy(filter) };
-        described?;
-
-        let group = format!("{id}-");
-        let wanted: Vec<Binding> = vec![
-            (
-                RD_KAFKA_RESOURCE_TOPIC,
-                topic.to_owned(),
-                RD_KAFKA_RESOURCE_PATTERN_LITERAL,
-                RD_KAFKA_ACL_OPERATION_READ,
-            ),
-            (
-                RD_KAFKA_RESOURCE_TOPIC,
-                topic.to_owned(),
-                RD_KAFKA_RESOURCE_PATTERN_LITERAL,
-                RD_KAFKA_ACL_OPERATION_DESCRIBE,
-            ),
-            (
-                RD_KAFKA_RESOURCE_GROUP,
-                group.clone(),
-                RD_KAFKA_RESOURCE_PATTERN_PREFIXED,
-                RD_KAFKA_ACL_OPERATION_READ,
-            ),
-            (
-                RD_KAFKA_RESOURCE_GROUP,
-                group,
-                RD_KAFKA_RESOURCE_PATTERN_PREFIXED,
-                RD_KAFKA_ACL_OPERATION_DESCRIBE,
-            ),
-        ];
-        let mut bindings = Vec::new();
-        for (rt, name, pt, op) in &wanted {
-            let name = CString::new(name.as_str()).map_err(|e| e.to_string())?;
-            // SAFETY: as above.
-            let b = unsafe {
-                rd::rd_kafka_AclBinding_new(
-                    *rt,
-                    name.as_ptr(),
-                    *pt,
-                    principal.as_ptr(),
-                    any_host.as_ptr(),
-                    *op,
-                    rd::rd_kafka_AclPermissionType_t::RD_KAFKA_ACL_PERMISSION_TYPE_ALLOW,
-                    errstr.as_mut_ptr(),
-                    errstr.len(),
-                )
-            };
-            if b.is_null() {
-                // SAFETY: the bindings made so far are ours.
-                unsafe {
-                    rd::rd_kafka_AclBinding_destroy_array(bindings.as_mut_ptr(), bindings.len())
-                };
-                return Err(format!("CreateAcls: {}", cstr(errstr.as_ptr())));
-            }
-            bindings.push(b);
-        }
-        // SAFETY: bindings are valid; librdkafka copies them.
-        unsafe {
-            rd::rd_kafka_CreateAcls(rk, bindings.as_mut_ptr(), bindings.len(), ptr::null(), q.0)
-        };
-        let created = poll(&q, "CreateAcls");
-        // SAFETY: ours, no longer used.
-        unsafe { rd::rd_kafka_AclBinding_destroy_array(bindings.as_mut_ptr(), bindings.len()) };
-        let ev = created?;
-        // SAFETY: a CreateAcls result event.
-        let res = unsafe { rd::rd_kafka_event_CreateAcls_result(ev.0) };
-        if res.is_null() {
-            return Err("CreateAcls: unexpected reply".into());
-        }
-        let mut n = 0usize;
-        // SAFETY: valid result; array lives as long as the event.
-        let acls = unsafe { rd::rd_kafka_CreateAcls_result_acls(res, &mut n) };
-        if n != wanted.len() {
-            return Err(format!(
-                "CreateAcls: the brokers answered {n} results for {} bindings",
-                wanted.len()
-            ));
-        }
-        let texts = super::acl_bindings(id, topic);
-        let mut lines = Vec::new();
-        for (i, text) in texts.iter().enumerate() {
-            // SAFETY: i < n.
-            let err = unsafe { rd::rd_kafka_acl_result_error(*acls.add(i)) };
-            if !err.is_null() {
-                // SAFETY: valid error object owned by the result.
-                let msg = cstr(unsafe { rd::rd_kafka_error_string(err) });
-                return Err(format!("CreateAcls: the brokers refused `{text}`: {msg}"));
-            }
-            lines.push(format!("granted {text}"));
-        }
-        Ok(lines)
-    }
 }
 
 #[cfg(test)]

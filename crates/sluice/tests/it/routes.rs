@@ -967,10 +967,17 @@ mod broker {
         got.sort_by_key(|l| l.rsplit(' ').next().unwrap().parse::<u32>().unwrap());
         let want: Vec<String> = (0..20).map(|n| format!("hello {n}")).collect();
         assert_eq!(got, want);
+        // The bundle's kcat.sh, with Debian's kcat as it is.
+        assert_eq!(
+            crate::tenant_acl::kcat_lines(&unpack.join("acme/kcat.sh"), 20, false),
+            want
+        );
 
         let out = tenant(dir.path(), &["remove", "acme"]);
         assert!(
-            out.status.success() && text(&out).contains("deactivated: acme"),
+            out.status.success()
+                && text(&out).contains("deactivated: acme")
+                && text(&out).contains("acls: none to revoke"),
             "{}",
             text(&out)
         );
