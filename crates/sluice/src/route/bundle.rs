@@ -75,7 +75,7 @@ pub fn files(
         ca: None,
         cert: None,
         key: None,
-        scram: super::tenant_admin::password_of(admin, id)?,
+        scram: super::tenant_grant::password_of(admin, id)?,
     };
     if let Some(ca) = &admin.ca_file {
         let data =

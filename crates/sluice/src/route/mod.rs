@@ -31,6 +31,7 @@ pub mod rules;
 pub mod tenant;
 pub mod tenant_acl;
 pub mod tenant_admin;
+pub mod tenant_grant;
 mod wiring;
 
 use std::future::Future;

@@ -190,7 +190,7 @@ pub fn apply(
             wanted.len()
         ));
     }
-    let texts = super::tenant_admin::acl_bindings(id, topic);
+    let texts = super::tenant_grant::acl_bindings(id, topic);
     let mut lines = Vec::new();
     for (i, text) in texts.iter().enumerate() {
         // SAFETY: i < n.
@@ -264,7 +264,7 @@ pub fn revoke(
     let mut n = 0usize;
     // SAFETY: valid result; the array lives as long as the event.
     let responses = unsafe { rd::rd_kafka_DeleteAcls_result_responses(res, &mut n) };
-    let texts = super::tenant_admin::acl_bindings(id, topic);
+    let texts = super::tenant_grant::acl_bindings(id, topic);
     let mut lines = Vec::new();
     for (i, text) in texts.iter().enumerate().take(n) {
         // SAFETY: i < n.
