@@ -22,7 +22,7 @@ use tokio_util::sync::CancellationToken;
 use crate::common::{Daemon, make_certs};
 use crate::kafka_support::{
     Broker, Kafka, Options, Rec, consume, consume_with, counter, counters, free_port, need_kafka,
-    shared_broker, wait_for, write_lines,
+    records_in, shared_broker, wait_for, write_lines,
 };
 use crate::tls_proxy::TlsProxy;
 
@@ -207,8 +207,14 @@ key = "{{source}}"
     );
     let dir = tempfile::tempdir().unwrap();
     let mut sluice = Daemon::start(dir.path(), &config);
-    std::thread::sleep(Duration::from_secs(3));
+    // The outage comes once events flow (some are in Kafka), mid-run.
+    wait_for(
+        "records in Kafka before the outage",
+        Duration::from_secs(60),
+        || records_in(&broker.addr(), "outage", 2) >= 2_000,
+    );
     broker.kill();
+    // The outage itself: the broker is away for 10 s.
     std::thread::sleep(Duration::from_secs(10));
     broker.start_process();
     let status = sluice.wait(Duration::from_secs(90));
@@ -272,11 +278,10 @@ create_topics = {{ partitions = 2, replication_factor = 1 }}
         dir = dir.path().display()
     );
     let mut sluice = Daemon::start(dir.path(), &config);
-    std::thread::sleep(Duration::from_secs(5));
-    let log = sluice.stderr();
-    assert!(
-        log.contains("unreachable"),
-        "no unreachable-broker line in:\n{log}"
+    wait_for(
+        "the unreachable-broker line",
+        Duration::from_secs(30),
+        || sluice.stderr().contains("unreachable"),
     );
     let mut broker = Broker::new(&kafka, port);
     broker.start_process();

@@ -168,3 +168,20 @@ pub fn write_lines(path: &Path, lines: &[Vec<u8>]) {
     }
     std::fs::write(path, data).expect("write lines");
 }
+
+/// Records in `topic` (partitions `0..partitions`) by high watermarks; 0 for a
+/// partition that does not answer.
+pub fn records_in(addr: &str, topic: &str, partitions: i32) -> u64 {
+    use rdkafka::consumer::{BaseConsumer, Consumer as _};
+    let mut c = rdkafka::ClientConfig::new();
+    c.set("bootstrap.servers", addr).set("log_level", "0");
+    let Ok(c) = c.create::<BaseConsumer>() else {
+        return 0;
+    };
+    (0..partitions)
+        .map(|p| {
+            c.fetch_watermarks(topic, p, Duration::from_secs(5))
+                .map_or(0, |(_, hi)| hi.max(0) as u64)
+        })
+        .sum()
+}
