@@ -4,14 +4,17 @@
 mod alloc_count;
 mod common;
 mod config_errors;
+mod dirs;
 mod disk_buffer;
 mod disk_buffer_headline;
 mod disk_buffer_stop;
+mod examples;
 mod forward;
 mod fuse;
 mod kafka;
 mod kafka_broker;
 mod kafka_support;
 mod lines;
+mod logging;
 mod routes;
 mod tls_proxy;
