@@ -132,11 +132,13 @@ mod tests {
 
     #[test]
     fn permission_denied_names_the_ancestor_owner_and_mode() {
+        use std::os::unix::fs::PermissionsExt;
         let tmp = tempfile::tempdir().unwrap();
+        std::fs::set_permissions(tmp.path(), std::fs::Permissions::from_mode(0o750)).unwrap();
         let e = std::io::Error::from(ErrorKind::PermissionDenied);
         let text = explain(&tmp.path().join("x/y"), &e);
         let expected = format!("on {} (owner uid ", tmp.path().display());
         assert!(text.contains(&expected), "{text}");
-        assert!(text.contains("mode 0700"), "{text}");
+        assert!(text.contains("mode 0750"), "{text}");
     }
 }
