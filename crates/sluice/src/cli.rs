@@ -1,4 +1,6 @@
-//! Command line: `sluice run`, `sluice validate`, `sluice --version`.
+//! Command line: `sluice run`, `sluice validate`, `sluice buffer ...`,
+//! `sluice tenant ...`, `sluice --version`. Logging is installed before this runs
+//! (`crate::logging`).
 //!
 //! Exit codes: 0 success, 1 runtime failure, 2 bad configuration or usage.
 
