@@ -3,6 +3,7 @@
 
 mod alloc_count;
 mod common;
+mod completions;
 mod config_errors;
 mod dirs;
 mod disk_buffer;
