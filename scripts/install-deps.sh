@@ -1,12 +1,18 @@
 #!/usr/bin/env bash
 # Installs what the test suite needs, only when missing: fuse3 (fusermount3),
-# util-linux `logger`, kcat, Apache Kafka (through Maven, scripts/install-kafka.sh),
-# and the Python clients used as independent peers (confluent-kafka, fluent-logger).
+# util-linux `logger` and `script`, git, groff, kcat, Apache Kafka (through Maven,
+# scripts/install-kafka.sh), and the Python clients used as independent peers
+# (confluent-kafka, fluent-logger).
 set -euo pipefail
 
 need_apt=()
 command -v fusermount3 >/dev/null 2>&1 || need_apt+=(fuse3)
 command -v logger >/dev/null 2>&1 || need_apt+=(bsdutils)
+# `script` gives the log-colour test a terminal; git lists a fresh clone's files.
+command -v script >/dev/null 2>&1 || need_apt+=(bsdutils)
+command -v git >/dev/null 2>&1 || need_apt+=(git)
+# groff renders `sluice man` in its test.
+command -v groff >/dev/null 2>&1 || need_apt+=(groff-base)
 command -v cmake >/dev/null 2>&1 || need_apt+=(cmake)
 [ -e /usr/include/zlib.h ] || need_apt+=(zlib1g-dev)
 # The kafka sink's bundled librdkafka links OpenSSL (TLS, SASL SCRAM); the Kafka

@@ -1,11 +1,13 @@
-//! Command line: `sluice run`, `sluice validate`, `sluice --version`.
+//! Command line: `sluice run`, `sluice validate`, `sluice buffer ...`,
+//! `sluice tenant ...`, `sluice completions SHELL`, `sluice man`, `sluice --version`. Logging is installed before this runs
+//! (`crate::logging`).
 //!
 //! Exit codes: 0 success, 1 runtime failure, 2 bad configuration or usage.
 
 use std::path::PathBuf;
 use std::process::ExitCode;
 
-use clap::{Parser, Subcommand};
+use clap::{CommandFactory, Parser, Subcommand};
 use tokio::signal::unix::{SignalKind, signal};
 use tracing::{error, info, warn};
 
@@ -47,6 +49,13 @@ pub enum Command {
         #[command(subcommand)]
         command: crate::route::tenant_admin::TenantCommand,
     },
+    /// Print a shell completion script (`sluice completions bash > /etc/bash_completion.d/sluice`).
+    Completions {
+        /// The shell.
+        shell: clap_complete::Shell,
+    },
+    /// Print the man page, roff (`sluice man > /usr/local/share/man/man1/sluice.1`).
+    Man,
 }
 
 /// Exit code for a bad config.
@@ -57,6 +66,21 @@ pub fn main(cli: Cli) -> ExitCode {
     match cli.command {
         Command::Tenant { command } => crate::route::tenant_admin::main(command),
         Command::Buffer { command } => crate::buffer::cli::main(command),
+        Command::Completions { shell } => {
+            let mut script = Vec::new();
+            clap_complete::generate(shell, &mut Cli::command(), "sluice", &mut script);
+            print_out(&script)
+        }
+        Command::Man => {
+            let mut page = Vec::new();
+            match clap_mangen::Man::new(Cli::command()).render(&mut page) {
+                Ok(()) => print_out(&page),
+                Err(e) => {
+                    eprintln!("sluice: cannot render the man page: {e}");
+                    ExitCode::FAILURE
+                }
+            }
+        }
         Command::Validate { config } => match crate::config::load(&config) {
             Ok(c) => {
                 println!(
@@ -96,6 +120,20 @@ pub fn main(cli: Cli) -> ExitCode {
             // NFS file) must not keep the process alive past the shutdown report.
             runtime.shutdown_timeout(std::time::Duration::from_secs(1));
             code
+        }
+    }
+}
+
+/// Write generated text to stdout; a closed pipe (`| head`) is not a panic.
+fn print_out(bytes: &[u8]) -> ExitCode {
+    use std::io::Write as _;
+    let mut out = std::io::stdout().lock();
+    match out.write_all(bytes).and_then(|()| out.flush()) {
+        Ok(()) => ExitCode::SUCCESS,
+        Err(e) if e.kind() == std::io::ErrorKind::BrokenPipe => ExitCode::SUCCESS,
+        Err(e) => {
+            eprintln!("sluice: cannot write to stdout: {e}");
+            ExitCode::FAILURE
         }
     }
 }

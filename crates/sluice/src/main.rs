@@ -3,14 +3,12 @@
 use std::process::ExitCode;
 
 use clap::Parser;
-use tracing_subscriber::EnvFilter;
 
 fn main() -> ExitCode {
     let cli = sluice::cli::Cli::parse();
-    let filter = EnvFilter::try_from_env("SLUICE_LOG").unwrap_or_else(|_| EnvFilter::new("info"));
-    tracing_subscriber::fmt()
-        .with_env_filter(filter)
-        .with_writer(std::io::stderr)
-        .init();
+    if let Err(e) = sluice::logging::init() {
+        eprintln!("sluice: {e}");
+        return ExitCode::from(sluice::cli::EXIT_CONFIG);
+    }
     sluice::cli::main(cli)
 }

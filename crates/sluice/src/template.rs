@@ -97,6 +97,22 @@ impl Template {
         self.parts.iter().all(|p| matches!(p, Part::Literal(_)))
     }
 
+    /// The directory every rendering lies in: the literal text before the first
+    /// placeholder or strftime item, up to its last `/` (`./data/{tag}/%Y.log` →
+    /// `./data/`; the parent for a constant path). Empty when the template starts
+    /// with a placeholder.
+    pub fn fixed_dir(&self) -> &str {
+        let lead = match self.parts.first() {
+            Some(Part::Literal(s)) if self.parts.len() == 1 => {
+                return s.rfind('/').map_or("", |i| &s[..i.max(1)]);
+            }
+            Some(Part::Literal(s)) => s.as_str(),
+            Some(Part::Time(s)) => &s[..s.find('%').unwrap_or(0)],
+            _ => "",
+        };
+        lead.rfind('/').map_or("", |i| &lead[..i.max(1)])
+    }
+
     /// Append the rendering for `event` to `out`.
     pub fn render(&self, event: &Event, out: &mut String) {
         for part in &self.parts {
@@ -172,6 +188,23 @@ fn push_literal(parts: &mut Vec<Part>, s: &str, strftime: bool) -> Result<(), St
 #[cfg(test)]
 mod tests {
     use std::sync::Arc;
+
+    #[test]
+    fn fixed_dir_is_the_literal_lead_up_to_its_last_slash() {
+        for (text, dir) in [
+            ("./data/{tag}/%Y-%m-%d.log", "./data"),
+            ("/var/log/sluice/apps/{tag}-%Y.log", "/var/log/sluice/apps"),
+            ("/var/log/x/%Y/{tag}.log", "/var/log/x"),
+            ("/var/log/x/out.log", "/var/log/x"),
+            ("/out.log", "/"),
+            ("out.log", ""),
+            ("{tag}/x.log", ""),
+            ("/{tag}.log", "/"),
+        ] {
+            let t = Template::parse(text, true, true).unwrap();
+            assert_eq!(t.fixed_dir(), dir, "{text}");
+        }
+    }
 
     use bytes::Bytes;
 

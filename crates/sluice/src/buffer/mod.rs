@@ -32,8 +32,8 @@ pub mod disk;
 mod settings;
 
 pub use settings::{
-    Acknowledgements, FsyncPolicy, SinkBuffer, default_fsync_interval_ms, default_max_bytes,
-    for_sink, validate_buffer,
+    Acknowledgements, BufferOpenError, FsyncPolicy, SinkBuffer, default_fsync_interval_ms,
+    default_max_bytes, for_sink, validate_buffer,
 };
 
 /// What a full buffer does with new data.

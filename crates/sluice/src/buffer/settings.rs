@@ -143,6 +143,17 @@ pub struct SinkBuffer {
     pub handle: Option<DiskBufferHandle>,
 }
 
+/// A sink's buffer that cannot open.
+#[derive(Debug, thiserror::Error)]
+pub enum BufferOpenError {
+    /// Its directory cannot be created.
+    #[error(transparent)]
+    Dir(#[from] crate::dirs::DirError),
+    /// The disk buffer does not open.
+    #[error(transparent)]
+    Disk(#[from] disk::DiskBufferError),
+}
+
 /// Where a sink's disk buffer lives: `<dir or data_dir>/buffers/<sink>/`.
 pub fn disk_dir(config: &SinkConfig, data_dir: &Path) -> PathBuf {
     config
@@ -160,7 +171,7 @@ pub fn for_sink(
     data_dir: &Path,
     shutdown_timeout: Duration,
     counters: Arc<Counters>,
-) -> Result<SinkBuffer, disk::DiskBufferError> {
+) -> Result<SinkBuffer, BufferOpenError> {
     let b = &config.buffer;
     match b.kind {
         BufferKind::Memory => {
@@ -176,8 +187,10 @@ pub fn for_sink(
             })
         }
         BufferKind::Disk => {
+            let dir = disk_dir(config, data_dir);
+            crate::dirs::ensure(&dir, "disk buffer")?;
             let opts = DiskOptions {
-                dir: disk_dir(config, data_dir),
+                dir,
                 max_bytes: b.max_bytes,
                 when_full: b.when_full,
                 fsync: match b.fsync {

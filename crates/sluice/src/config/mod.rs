@@ -726,4 +726,6 @@ fn check_fuse_dirs(root: &Table, sources: &[SourceConfig], d: &mut Diagnostics<'
 }
 
 #[cfg(test)]
+mod docs_check;
+#[cfg(test)]
 mod tests;

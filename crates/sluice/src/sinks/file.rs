@@ -93,14 +93,10 @@ pub(super) fn build(
     cx: SinkContext,
 ) -> Result<Task, ComponentError> {
     let template = Template::parse(&config.path, true, true).map_err(ComponentError::Other)?;
-    if template.is_static() {
-        // Fail at start, not at the first event, when the directory cannot be made.
-        let p = PathBuf::from(&config.path);
-        if let Some(dir) = p.parent().filter(|d| !d.as_os_str().is_empty()) {
-            std::fs::create_dir_all(dir)
-                .map_err(|e| ComponentError::io(format!("creating {}", dir.display()), e))?;
-        }
-    }
+    // Fail at start, not at the first event, when the directory cannot be made;
+    // the parts below a placeholder are made as events name them.
+    let dir = Path::new(template.fixed_dir());
+    crate::dirs::ensure(dir, format!("file sink path {}", config.path))?;
     let handle = tokio::runtime::Handle::current();
     Ok(Box::pin(async move {
         let name = cx.name.to_string();
@@ -123,8 +119,9 @@ enum Stream {
 
 impl Stream {
     fn open(path: &Path, compression: Compression) -> std::io::Result<Stream> {
-        if let Some(dir) = path.parent().filter(|d| !d.as_os_str().is_empty()) {
-            std::fs::create_dir_all(dir)?;
+        if let Some(dir) = path.parent() {
+            crate::dirs::ensure(dir, "file sink output")
+                .map_err(|e| std::io::Error::new(e.kind, e.detail))?;
         }
         let file = OpenOptions::new().create(true).append(true).open(path)?;
         Ok(match compression {

@@ -1,7 +1,7 @@
 //! `type = "pipe"`: lines from a named FIFO.
 //!
-//! The FIFO is created (mode 0600) when missing; an existing non-FIFO path is a
-//! build error. It is opened read-write, so the source itself counts as a writer:
+//! The FIFO is created (mode 0600) when missing, with its missing parent
+//! directories (see [`crate::dirs`]); an existing non-FIFO path is a build error. It is opened read-write, so the source itself counts as a writer:
 //! the pipe never reports end-of-file when writers come and go, which is the
 //! "reopen on EOF" behaviour without the reopen race. It runs until stopped.
 
@@ -43,7 +43,17 @@ fn ensure_fifo(path: &std::path::Path) -> Result<(), ComponentError> {
             "{} exists and is not a FIFO",
             path.display()
         ))),
-        Err(e) if e.kind() == std::io::ErrorKind::NotFound => {
+        Err(e) => {
+            // Missing parents are made; a file in their place is named.
+            if let Some(parent) = path.parent() {
+                crate::dirs::ensure(parent, format!("parent of FIFO {}", path.display()))?;
+            }
+            if e.kind() != std::io::ErrorKind::NotFound {
+                return Err(ComponentError::io(
+                    format!("checking {}", path.display()),
+                    e,
+                ));
+            }
             let c = std::ffi::CString::new(path.as_os_str().as_encoded_bytes()).map_err(|_| {
                 ComponentError::Other(format!("{}: path contains a NUL byte", path.display()))
             })?;
@@ -52,18 +62,16 @@ fn ensure_fifo(path: &std::path::Path) -> Result<(), ComponentError> {
             if rc != 0 {
                 let err = std::io::Error::last_os_error();
                 if err.kind() != std::io::ErrorKind::AlreadyExists {
-                    return Err(ComponentError::io(
-                        format!("creating FIFO {}", path.display()),
-                        err,
-                    ));
+                    let dir = path.parent().unwrap_or(std::path::Path::new(""));
+                    return Err(ComponentError::Other(format!(
+                        "cannot create FIFO {}: {}",
+                        path.display(),
+                        crate::dirs::explain(dir, &err)
+                    )));
                 }
             }
             Ok(())
         }
-        Err(e) => Err(ComponentError::io(
-            format!("checking {}", path.display()),
-            e,
-        )),
     }
 }
 

@@ -199,7 +199,8 @@ pub async fn run(
     for source in &config.sources {
         let id = format!("sources.{}", source.name);
         let out = wiring.output(&source.name);
-        if !out.is_connected() {
+        // After a failed sink build every source looks unconnected: not worth a warning.
+        if !out.is_connected() && errors.is_empty() {
             warn!(component_id = %id, "Source feeds no sink; its events are discarded.");
         }
         let cx = SourceContext {

@@ -570,21 +570,6 @@ encoding = "logstash_json"
 }
 
 #[test]
-fn the_fuse_example_config_is_valid() {
-    let path = crate::common::manifest_dir().join("../../examples/fuse-kafka.toml");
-    let out = Command::new(crate::common::sluice_bin())
-        .args(["validate", "--config"])
-        .arg(&path)
-        .output()
-        .expect("sluice validate");
-    assert!(
-        out.status.success(),
-        "{}",
-        String::from_utf8_lossy(&out.stderr)
-    );
-}
-
-#[test]
 fn a_stuck_pipeline_never_blocks_writers_and_drops_are_counted() {
     if !fuse_usable() {
         return;

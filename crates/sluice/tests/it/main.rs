@@ -3,10 +3,13 @@
 
 mod alloc_count;
 mod common;
+mod completions;
 mod config_errors;
+mod dirs;
 mod disk_buffer;
 mod disk_buffer_headline;
 mod disk_buffer_stop;
+mod examples;
 mod forward;
 mod fuse;
 mod kafka;
@@ -14,6 +17,7 @@ mod kafka_broker;
 mod kafka_cluster;
 mod kafka_support;
 mod lines;
+mod logging;
 mod routes;
 mod tenant_acl;
 mod tls_proxy;

@@ -1022,20 +1022,3 @@ mod broker {
         assert!(text(&out).contains("no brokers"), "{}", text(&out));
     }
 }
-
-#[test]
-fn route_examples_are_valid() {
-    let root = crate::common::manifest_dir().join("../../examples");
-    for name in ["routes-cdn.toml", "routes-scribe.toml"] {
-        let out = Command::new(sluice_bin())
-            .args(["validate", "--config"])
-            .arg(root.join(name))
-            .output()
-            .unwrap();
-        assert!(
-            out.status.success(),
-            "{name}: {}",
-            String::from_utf8_lossy(&out.stderr)
-        );
-    }
-}
