@@ -31,6 +31,41 @@ impl IoError {
     }
 }
 
+/// A failed fsync, kept by the `Wal` and returned again by every later sync
+/// and append (an `io::Error` cannot be cloned).
+#[derive(Debug)]
+pub(crate) struct FailedSync {
+    op: &'static str,
+    path: PathBuf,
+    kind: io::ErrorKind,
+    message: String,
+}
+
+impl From<&IoError> for FailedSync {
+    fn from(e: &IoError) -> Self {
+        FailedSync {
+            op: e.op,
+            path: e.path.clone(),
+            kind: e.source.kind(),
+            message: e.source.to_string(),
+        }
+    }
+}
+
+impl FailedSync {
+    pub(crate) fn to_error(&self) -> IoError {
+        let message = format!(
+            "{} (an earlier fsync failed; unsynced data may be lost: reopen the buffer)",
+            self.message
+        );
+        IoError::new(
+            self.op,
+            self.path.clone(),
+            io::Error::new(self.kind, message),
+        )
+    }
+}
+
 /// Why [`Wal::open`](crate::Wal::open) failed.
 #[derive(Debug, thiserror::Error)]
 #[non_exhaustive]

@@ -3,6 +3,7 @@
 
 mod crash;
 mod model;
+mod sync_failure;
 
 use std::path::{Path, PathBuf};
 use std::time::Duration;
