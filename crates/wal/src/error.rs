@@ -79,6 +79,21 @@ pub enum OpenError {
     /// The options cannot work together.
     #[error("invalid wal options: {0}")]
     InvalidOptions(String),
+    /// A segment file name carries a sequence number no `Wal` writes (beyond
+    /// 2^62): a file put there by something else, or crafted.
+    #[error(
+        "segment file {} names sequence number {seq}, beyond the largest a buffer uses ({max}); \
+         move it out of the buffer directory",
+        path.display()
+    )]
+    SeqOutOfRange {
+        /// The segment file.
+        path: PathBuf,
+        /// The sequence number of its name.
+        seq: u64,
+        /// The largest valid one.
+        max: u64,
+    },
     /// Reading, repairing or creating a file failed.
     #[error(transparent)]
     Io(#[from] IoError),
@@ -97,6 +112,13 @@ pub enum AppendError {
         needed: u64,
         /// Bytes left under `max_bytes`.
         available: u64,
+    },
+    /// The sequence numbers are used up (2^62 records appended in the life of
+    /// the directory); start a new directory.
+    #[error("sequence numbers exhausted at {next_seq}")]
+    SeqExhausted {
+        /// The next sequence number.
+        next_seq: u64,
     },
     /// One payload is larger than `max_record_bytes`.
     #[error("record of {len} bytes over the {max} byte limit")]

@@ -21,7 +21,7 @@ use crate::format::{
     CHECKPOINT_LEN, CHECKPOINT_NAME, CHECKPOINT_SLOT2, CHECKPOINT_TMP_NAME, Corruption, LOCK_NAME,
     MAX_RECORD_BYTES_LIMIT, RECORD_HEADER_LEN, SEGMENT_HEADER_LEN, SEGMENT_MAGIC,
     encode_checkpoint, encode_checkpoint_file, encode_record, now_ns, parse_segment_name,
-    segment_name, time_from_ns,
+    MAX_SEQ, segment_name, time_from_ns,
 };
 use crate::scan::{ChunkReader, Parsed, parse_record, read_checkpoint, scan_segment};
 use crate::storage::{DirStorage, LockGuard, ReadFile, Storage, WriteFile};
@@ -69,6 +69,13 @@ impl Default for Options {
 }
 
 impl Options {
+    /// The largest `max_record_bytes` that `max_bytes` allows: one record
+    /// filling an otherwise empty buffer (at most 1 GiB).
+    pub fn largest_record(max_bytes: u64) -> u32 {
+        let fits = max_bytes.saturating_sub(SEGMENT_HEADER_LEN + RECORD_HEADER_LEN as u64);
+        fits.min(u64::from(MAX_RECORD_BYTES_LIMIT)) as u32
+    }
+
     fn validate(&self) -> Result<(), OpenError> {
         let invalid = |msg: String| Err(OpenError::InvalidOptions(msg));
         if self.max_record_bytes > MAX_RECORD_BYTES_LIMIT {
@@ -312,13 +319,23 @@ impl Wal {
             remove_if_present(st, CHECKPOINT_TMP_NAME)?;
         }
         let checkpoint = read_checkpoint(st).map_err(io_err(st, "read", CHECKPOINT_NAME))?;
-        let checkpointed = checkpoint.flatten();
+        // A watermark beyond `MAX_SEQ` passed its CRC but no `Wal` wrote it:
+        // ignore it like a damaged one (replay from the oldest segment).
+        let checkpointed = checkpoint.flatten().filter(|&w| w <= MAX_SEQ);
         report.checkpoint = checkpointed;
-        report.checkpoint_invalid = matches!(checkpoint, Some(None));
+        report.checkpoint_invalid =
+            matches!(checkpoint, Some(None)) || checkpoint.flatten().is_some_and(|w| w > MAX_SEQ);
         let ckpt = checkpointed.unwrap_or(0);
 
         let mut firsts: Vec<u64> = names.iter().filter_map(|n| parse_segment_name(n)).collect();
         firsts.sort_unstable();
+        if let Some(&seq) = firsts.last().filter(|&&s| s > MAX_SEQ) {
+            return Err(OpenError::SeqOutOfRange {
+                path: st.path(&segment_name(seq)),
+                seq,
+                max: MAX_SEQ,
+            });
+        }
         // Segments followed by one starting at or below the checkpoint are
         // fully acknowledged: delete them unread.
         let mut kept = Vec::with_capacity(firsts.len());
@@ -341,7 +358,8 @@ impl Wal {
                 .map_err(io_err(st, "read", &name))?;
             let mut seg = Segment {
                 first,
-                end: first + scan.records,
+                // At most MAX_SEQ plus a count bounded by the file length.
+                end: first.saturating_add(scan.records),
                 valid_len: scan.valid_len,
                 file_len: scan.file_len,
             };
@@ -466,6 +484,10 @@ impl Wal {
         let mut copies = Vec::new();
         for payload in payloads {
             let payload = payload.as_ref();
+            if seq >= MAX_SEQ {
+                self.frame = frame;
+                return Err(AppendError::SeqExhausted { next_seq: seq });
+            }
             if payload.len() > self.opts.max_record_bytes as usize {
                 self.frame = frame;
                 let max = self.opts.max_record_bytes;

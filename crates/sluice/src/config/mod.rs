@@ -512,7 +512,9 @@ pub fn load_str(path: &Path, text: &str) -> Result<Config, ConfigErrors> {
 /// Graph checks, read from the tables themselves so that they run even for
 /// components whose own settings failed: names unique across families, every
 /// input names a source, a route or a route's output port (`by_category.apps`,
-/// see [`crate::route::graph`]), and routes form no cycle.
+/// see [`crate::route::graph`]), every source and route output is consumed
+/// (else its events would be acknowledged into the void), and routes form no
+/// cycle.
 fn check_graph(root: &Table, diag: &mut Diagnostics<'_>) {
     let family = |f: &str| root.get(f).and_then(Item::as_table_like);
     let mut names: HashMap<String, &'static str> = HashMap::new();
@@ -552,6 +554,10 @@ fn check_graph(root: &Table, diag: &mut Diagnostics<'_>) {
                 }
             }
         }
+    }
+    for (fam, name, msg) in crate::route::graph::unconsumed(root) {
+        let span = family(fam).and_then(|t| t.get(&name)).and_then(Item::span);
+        diag.error(span, format!("{fam}.{name}"), msg);
     }
     for cycle in crate::route::graph::cycles(root) {
         let first = &cycle[0];

@@ -6,6 +6,11 @@
 //! waiting for an acknowledgement — fsyncs the touched files before resolving them
 //! (group commit). At stop and on rotation every file is flushed and fsynced.
 //!
+//! A new file (and every directory created for it) is a new directory entry: the
+//! parent directories are fsynced too before the first batch written to it is
+//! acknowledged, and after a rotation's rename, so a file whose events were
+//! acknowledged cannot vanish with a power loss.
+//!
 //! Rotation: when a file reaches `rotate_bytes` (bytes before compression) or has
 //! been open `rotate_secs`, it is closed and renamed `NAME.N` (with compression,
 //! `N` goes before `.gz`/`.zst`: `app.log.3.gz`), N increasing, and writing goes on
@@ -97,7 +102,8 @@ pub(super) fn build(
         // Fail at start, not at the first event, when the directory cannot be made.
         let p = PathBuf::from(&config.path);
         if let Some(dir) = p.parent().filter(|d| !d.as_os_str().is_empty()) {
-            std::fs::create_dir_all(dir)
+            create_dirs(dir)
+                .and_then(|parents| parents.iter().try_for_each(|d| sync_dir(d)))
                 .map_err(|e| ComponentError::io(format!("creating {}", dir.display()), e))?;
         }
     }
@@ -121,20 +127,63 @@ enum Stream {
     Zstd(zstd::stream::write::Encoder<'static, File>),
 }
 
-impl Stream {
-    fn open(path: &Path, compression: Compression) -> std::io::Result<Stream> {
-        if let Some(dir) = path.parent().filter(|d| !d.as_os_str().is_empty()) {
-            std::fs::create_dir_all(dir)?;
+/// Creates `dir` and its missing ancestors; returns the directories whose
+/// entries changed (the parent of each directory created), to be fsynced.
+fn create_dirs(dir: &Path) -> std::io::Result<Vec<PathBuf>> {
+    let mut parents = Vec::new();
+    let mut d = dir;
+    while !d.exists() {
+        match d.parent().filter(|p| !p.as_os_str().is_empty()) {
+            Some(p) => {
+                parents.push(p.to_path_buf());
+                d = p;
+            }
+            None => {
+                // A relative path's first component: its parent is `.`.
+                parents.push(PathBuf::from("."));
+                break;
+            }
         }
-        let file = OpenOptions::new().create(true).append(true).open(path)?;
-        Ok(match compression {
+    }
+    std::fs::create_dir_all(dir)?;
+    Ok(parents)
+}
+
+/// Makes the creations, removals and renames in `dir` durable.
+fn sync_dir(dir: &Path) -> std::io::Result<()> {
+    File::open(dir)
+        .and_then(|d| d.sync_all())
+        .map_err(|e| with_path(e, "syncing directory", dir))
+}
+
+impl Stream {
+    /// Opens `path` for appending, creating it and its directories; also
+    /// returns the directories whose entries changed (to fsync).
+    fn open(path: &Path, compression: Compression) -> std::io::Result<(Stream, Vec<PathBuf>)> {
+        let parent = path.parent().filter(|d| !d.as_os_str().is_empty());
+        let mut new_entries = match parent {
+            Some(dir) => create_dirs(dir)?,
+            None => Vec::new(),
+        };
+        let file = match OpenOptions::new().create_new(true).append(true).open(path) {
+            Ok(file) => {
+                new_entries.push(parent.map_or_else(|| PathBuf::from("."), Path::to_path_buf));
+                file
+            }
+            Err(e) if e.kind() == std::io::ErrorKind::AlreadyExists => {
+                OpenOptions::new().append(true).open(path)?
+            }
+            Err(e) => return Err(e),
+        };
+        let stream = match compression {
             Compression::None => Stream::Plain(file),
             Compression::Gzip => Stream::Gzip(flate2::write::GzEncoder::new(
                 file,
                 flate2::Compression::default(),
             )),
             Compression::Zstd => Stream::Zstd(zstd::stream::write::Encoder::new(file, 3)?),
-        })
+        };
+        Ok((stream, new_entries))
     }
 
     fn write_all(&mut self, buf: &[u8]) -> std::io::Result<()> {
@@ -211,6 +260,11 @@ struct Writer {
     failing_since: Option<Instant>,
     /// The input is a disk buffer: failed batches are kept and re-sent, not lost.
     durable: bool,
+    /// Directories with entries (new files, new directories) not fsynced yet;
+    /// kept across a failed commit, so a reopened file is still covered.
+    unsynced_dirs: Vec<PathBuf>,
+    /// Directory fsyncs done (new files, new directories, rotations).
+    dir_syncs: u64,
 }
 
 impl Writer {
@@ -230,6 +284,8 @@ impl Writer {
             scratch: String::new(),
             failing_since: None,
             durable: false,
+            unsynced_dirs: Vec::new(),
+            dir_syncs: 0,
         }
     }
 
@@ -424,9 +480,10 @@ impl Writer {
                 self.close(&p, "too many open files")?;
             }
         }
-        let stream = Stream::open(&path, self.config.compression).map_err(|e| {
-            std::io::Error::new(e.kind(), format!("opening {}: {e}", path.display()))
-        })?;
+        let (stream, new_entries) =
+            Stream::open(&path, self.config.compression).map_err(|e| {
+                std::io::Error::new(e.kind(), format!("opening {}: {e}", path.display()))
+            })?;
         let written = stream.file().metadata().map(|m| m.len()).unwrap_or(0);
         let now = Instant::now();
         let f = OpenFile {
@@ -438,6 +495,11 @@ impl Writer {
             unflushed: false,
             dirty: false,
         };
+        for d in new_entries {
+            if !self.unsynced_dirs.contains(&d) {
+                self.unsynced_dirs.push(d);
+            }
+        }
         Ok(self.files.entry(path).or_insert(f))
     }
 
@@ -457,6 +519,20 @@ impl Writer {
                 f.dirty = false;
             }
         }
+        if sync {
+            // Data first, then the entries naming it.
+            self.sync_dirs()?;
+        }
+        Ok(())
+    }
+
+    /// Fsyncs the directories with new entries; those that fail stay listed.
+    fn sync_dirs(&mut self) -> std::io::Result<()> {
+        while let Some(d) = self.unsynced_dirs.last() {
+            sync_dir(d)?;
+            self.unsynced_dirs.pop();
+            self.dir_syncs += 1;
+        }
         Ok(())
     }
 
@@ -467,6 +543,7 @@ impl Writer {
             f.stream
                 .close()
                 .map_err(|e| with_path(e, "closing", path))?;
+            self.sync_dirs()?;
             tracing::debug!(path = %path.display(), why, "File closed.");
         }
         Ok(())
@@ -476,6 +553,10 @@ impl Writer {
         self.close(path, "rotation")?;
         let target = next_rotated_name(path, self.config.compression);
         std::fs::rename(path, &target).map_err(|e| with_path(e, "rotating", path))?;
+        if let Some(dir) = target.parent().filter(|d| !d.as_os_str().is_empty()) {
+            sync_dir(dir)?;
+            self.dir_syncs += 1;
+        }
         info!(from = %path.display(), to = %target.display(), "File rotated.");
         Ok(())
     }
@@ -539,6 +620,59 @@ fn next_rotated_name(path: &Path, compression: Compression) -> PathBuf {
 #[cfg(test)]
 mod tests {
     use super::*;
+    use crate::ack::AckToken;
+    use bytes::Bytes;
+
+    fn writer(path: &Path, rotate_bytes: Option<u64>) -> Writer {
+        let config = FileSinkConfig {
+            path: path.to_string_lossy().into_owned(),
+            rotate_bytes,
+            rotate_secs: None,
+            compression: Compression::None,
+        };
+        let template = Template::parse(&config.path, true, true).expect("template");
+        Writer::new(config, template, Encoding::Raw, Arc::default())
+    }
+
+    fn tracked(body: &'static str) -> (EventBatch, crate::ack::AckReceiver) {
+        let (token, rx) = AckToken::channel();
+        let e = Event::new(Bytes::from_static(body.as_bytes()), 0, "t".into(), "s".into());
+        (EventBatch::new(vec![e], token), rx)
+    }
+
+    #[tokio::test]
+    async fn a_new_file_and_its_new_directories_are_fsynced_before_the_ack() {
+        let root = tempfile::tempdir().expect("tempdir");
+        let path = root.path().join("a/b/out.log");
+        let mut w = writer(&path, None);
+        let (batch, ack) = tracked("one");
+        w.commit(&mut vec![batch]);
+        assert_eq!(ack.await, AckStatus::Delivered);
+        // out.log's entry in b, b's in a, a's in the temp dir.
+        assert_eq!(w.dir_syncs, 3);
+        assert!(w.unsynced_dirs.is_empty());
+        // Appending to a file whose entry is durable syncs no directory.
+        let (batch, ack) = tracked("two");
+        w.commit(&mut vec![batch]);
+        assert_eq!(ack.await, AckStatus::Delivered);
+        assert_eq!(w.dir_syncs, 3);
+        assert_eq!(std::fs::read_to_string(&path).expect("read"), "one\ntwo\n");
+    }
+
+    #[tokio::test]
+    async fn a_rotation_fsyncs_the_directory_before_the_next_ack() {
+        let root = tempfile::tempdir().expect("tempdir");
+        let path = root.path().join("out.log");
+        std::fs::write(&path, b"old\n").expect("existing file");
+        let mut w = writer(&path, Some(4));
+        let (batch, ack) = tracked("next");
+        w.commit(&mut vec![batch]);
+        assert_eq!(ack.await, AckStatus::Delivered);
+        assert!(root.path().join("out.log.1").exists());
+        // The rename, then the new out.log's entry.
+        assert!(w.dir_syncs >= 2, "{}", w.dir_syncs);
+        assert!(w.unsynced_dirs.is_empty());
+    }
 
     #[test]
     fn rotated_names_keep_compression_extension_last() {

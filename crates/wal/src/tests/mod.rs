@@ -3,6 +3,7 @@
 
 mod crash;
 mod model;
+mod seq_range;
 mod sync_failure;
 
 use std::path::{Path, PathBuf};
