@@ -663,15 +663,22 @@ mod tests {
     async fn a_rotation_fsyncs_the_directory_before_the_next_ack() {
         let root = tempfile::tempdir().expect("tempdir");
         let path = root.path().join("out.log");
-        std::fs::write(&path, b"old\n").expect("existing file");
         let mut w = writer(&path, Some(4));
-        let (batch, ack) = tracked("next");
+        // Five bytes: written to a new out.log, which then rotates to out.log.1.
+        let (batch, ack) = tracked("aaaa");
         w.commit(&mut vec![batch]);
         assert_eq!(ack.await, AckStatus::Delivered);
         assert!(root.path().join("out.log.1").exists());
-        // The rename, then the new out.log's entry.
-        assert!(w.dir_syncs >= 2, "{}", w.dir_syncs);
+        assert!(!path.exists());
+        // out.log's creation (synced when it closed), then the rename.
+        assert_eq!(w.dir_syncs, 2);
+        // The next batch starts a fresh out.log: its entry is synced too.
+        let (batch, ack) = tracked("b");
+        w.commit(&mut vec![batch]);
+        assert_eq!(ack.await, AckStatus::Delivered);
+        assert_eq!(w.dir_syncs, 3);
         assert!(w.unsynced_dirs.is_empty());
+        assert_eq!(std::fs::read_to_string(&path).expect("read"), "b\n");
     }
 
     #[test]

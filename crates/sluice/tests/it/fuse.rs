@@ -23,7 +23,7 @@ use serde_json::Value;
 use crate::common::{Daemon, wait_until};
 use crate::kafka_support::{consume, need_kafka, shared_broker};
 
-fn fuse_usable() -> bool {
+pub(crate) fn fuse_usable() -> bool {
     if std::env::var_os("SLUICE_SKIP_FUSE_TESTS").is_some_and(|v| v == "1") {
         eprintln!("SKIPPED: FUSE test skipped because SLUICE_SKIP_FUSE_TESTS=1.");
         return false;
