@@ -93,7 +93,10 @@ pub(crate) fn inspect_storage(st: &dyn Storage) -> Result<Inspection, IoError> {
         out.total_bytes += scan.file_len;
         out.total_records += scan.records;
         // Checked: a crafted name near u64::MAX must not overflow.
-        let last_seq = scan.records.checked_sub(1).and_then(|r| first.checked_add(r));
+        let last_seq = scan
+            .records
+            .checked_sub(1)
+            .and_then(|r| first.checked_add(r));
         let end = last_seq.map_or(first, |l| l.saturating_add(1));
         out.unacked_records += end.saturating_sub(first.max(watermark));
         let first_time = scan.first_time_ns.map(time_from_ns);

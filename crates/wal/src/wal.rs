@@ -19,9 +19,9 @@ use std::time::{Duration, Instant, SystemTime};
 use crate::error::{AckError, AppendError, FailedSync, IoError, OpenError, ReadError};
 use crate::format::{
     CHECKPOINT_LEN, CHECKPOINT_NAME, CHECKPOINT_SLOT2, CHECKPOINT_TMP_NAME, Corruption, LOCK_NAME,
-    MAX_RECORD_BYTES_LIMIT, RECORD_HEADER_LEN, SEGMENT_HEADER_LEN, SEGMENT_MAGIC,
+    MAX_RECORD_BYTES_LIMIT, MAX_SEQ, RECORD_HEADER_LEN, SEGMENT_HEADER_LEN, SEGMENT_MAGIC,
     encode_checkpoint, encode_checkpoint_file, encode_record, now_ns, parse_segment_name,
-    MAX_SEQ, segment_name, time_from_ns,
+    segment_name, time_from_ns,
 };
 use crate::scan::{ChunkReader, Parsed, parse_record, read_checkpoint, scan_segment};
 use crate::storage::{DirStorage, LockGuard, ReadFile, Storage, WriteFile};

@@ -519,6 +519,7 @@ fn check_graph(root: &Table, diag: &mut Diagnostics<'_>) {
     let family = |f: &str| root.get(f).and_then(Item::as_table_like);
     let mut names: HashMap<String, &'static str> = HashMap::new();
     let producers = crate::route::graph::Producers::from_root(root);
+    let mut bad_input = false;
     for (fam, kind) in [
         ("sources", "source"),
         ("routes", "route"),
@@ -551,11 +552,18 @@ fn check_graph(root: &Table, diag: &mut Diagnostics<'_>) {
                 };
                 if let Some(msg) = producers.input_error(input) {
                     diag.error(inputs.span(), format!("{path}.inputs"), msg);
+                    bad_input = true;
                 }
             }
         }
     }
-    for (fam, name, msg) in crate::route::graph::unconsumed(root) {
+    // A misspelled input also leaves its intended producer unconsumed: report
+    // the input (with its did-you-mean) alone.
+    let inputs_valid = !bad_input;
+    for (fam, name, msg) in crate::route::graph::unconsumed(root)
+        .into_iter()
+        .filter(|_| inputs_valid)
+    {
         let span = family(fam).and_then(|t| t.get(&name)).and_then(Item::span);
         diag.error(span, format!("{fam}.{name}"), msg);
     }

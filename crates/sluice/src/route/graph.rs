@@ -168,7 +168,13 @@ pub fn unconsumed(root: &Table) -> Vec<(&'static str, String, String)> {
         let Some(t) = family(fam) else { continue };
         for (_, item) in t.iter() {
             let inputs = item.get("inputs").and_then(Item::as_array);
-            consumed.extend(inputs.into_iter().flatten().filter_map(|i| i.as_str()).map(str::to_owned));
+            consumed.extend(
+                inputs
+                    .into_iter()
+                    .flatten()
+                    .filter_map(|i| i.as_str())
+                    .map(str::to_owned),
+            );
         }
     }
     let mut found = Vec::new();
@@ -354,10 +360,21 @@ buckets = 5
         // GRAPH: nothing reads `by_category.rest` nor `bucketed`.
         let found = unconsumed(root(GRAPH).as_table());
         let names: Vec<(&str, &str)> = found.iter().map(|(f, n, _)| (*f, n.as_str())).collect();
-        assert_eq!(names, vec![("routes", "by_category"), ("routes", "bucketed")]);
-        assert!(found[0].2.contains("`by_category.rest` feeds"), "{}", found[0].2);
+        assert_eq!(
+            names,
+            vec![("routes", "by_category"), ("routes", "bucketed")]
+        );
+        assert!(
+            found[0].2.contains("`by_category.rest` feeds"),
+            "{}",
+            found[0].2
+        );
         assert!(!found[0].2.contains("apps"), "{}", found[0].2);
-        assert!(found[1].2.contains("output `bucketed` feeds"), "{}", found[1].2);
+        assert!(
+            found[1].2.contains("output `bucketed` feeds"),
+            "{}",
+            found[1].2
+        );
 
         let wired = format!(
             "{GRAPH}\n[sinks.a]\ntype = \"null\"\ninputs = [\"by_category.rest\", \"bucketed.0\", \"bucketed.1\"]\n[sources.lonely]\ntype = \"stdin\"\n"
@@ -366,7 +383,13 @@ buckets = 5
         let names: Vec<(&str, &str)> = found.iter().map(|(f, n, _)| (*f, n.as_str())).collect();
         assert_eq!(names, vec![("sources", "lonely"), ("routes", "bucketed")]);
         // Buckets 2..4 are neither read alone nor through `bucketed`.
-        assert!(found[1].2.contains("`bucketed.2`, `bucketed.3`, `bucketed.4` feed nothing"), "{}", found[1].2);
+        assert!(
+            found[1]
+                .2
+                .contains("`bucketed.2`, `bucketed.3`, `bucketed.4` feed nothing"),
+            "{}",
+            found[1].2
+        );
 
         let whole = format!(
             "{GRAPH}\n[sinks.a]\ntype = \"null\"\ninputs = [\"by_category.rest\", \"bucketed\"]\n"

@@ -480,10 +480,9 @@ impl Writer {
                 self.close(&p, "too many open files")?;
             }
         }
-        let (stream, new_entries) =
-            Stream::open(&path, self.config.compression).map_err(|e| {
-                std::io::Error::new(e.kind(), format!("opening {}: {e}", path.display()))
-            })?;
+        let (stream, new_entries) = Stream::open(&path, self.config.compression).map_err(|e| {
+            std::io::Error::new(e.kind(), format!("opening {}: {e}", path.display()))
+        })?;
         let written = stream.file().metadata().map(|m| m.len()).unwrap_or(0);
         let now = Instant::now();
         let f = OpenFile {
@@ -636,7 +635,12 @@ mod tests {
 
     fn tracked(body: &'static str) -> (EventBatch, crate::ack::AckReceiver) {
         let (token, rx) = AckToken::channel();
-        let e = Event::new(Bytes::from_static(body.as_bytes()), 0, "t".into(), "s".into());
+        let e = Event::new(
+            Bytes::from_static(body.as_bytes()),
+            0,
+            "t".into(),
+            "s".into(),
+        );
         (EventBatch::new(vec![e], token), rx)
     }
 

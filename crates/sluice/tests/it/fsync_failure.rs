@@ -10,7 +10,7 @@ use std::sync::Arc;
 use std::time::Duration;
 
 use bytes::Bytes;
-use sluice::ack::{AckStatus, AckToken, AckReceiver};
+use sluice::ack::{AckReceiver, AckStatus, AckToken};
 use sluice::buffer::disk::{self, DiskOptions};
 use sluice::buffer::{Acknowledgements, SendOutcome, WhenFull};
 use sluice::event::{Event, EventBatch};

@@ -23,7 +23,10 @@ fn a_segment_named_near_u64_max_is_refused_with_a_clear_error() {
     let st = MemStorage::new();
     crafted_segment(&st, u64::MAX);
     let err = Wal::open_storage(Box::new(st.clone()), small_opts(LAZY)).expect_err("refused");
-    assert!(matches!(err, OpenError::SeqOutOfRange { seq: u64::MAX, .. }), "{err:?}");
+    assert!(
+        matches!(err, OpenError::SeqOutOfRange { seq: u64::MAX, .. }),
+        "{err:?}"
+    );
     let msg = err.to_string();
     assert!(msg.contains("18446744073709551615.seg"), "{msg}");
     assert!(msg.contains("move it out"), "{msg}");
@@ -38,7 +41,8 @@ fn a_checkpoint_near_u64_max_is_ignored_as_invalid() {
     let st = MemStorage::new();
     {
         let mut f = st.create(CHECKPOINT_NAME).expect("create");
-        f.write_all_at(0, &encode_checkpoint_file(u64::MAX)).expect("write");
+        f.write_all_at(0, &encode_checkpoint_file(u64::MAX))
+            .expect("write");
     }
     let mut wal = open_mem(&st, small_opts(LAZY));
     assert!(wal.recovery().checkpoint_invalid);

@@ -535,7 +535,13 @@ mod tests {
             &mut a,
             &mut Vec::new(),
         );
-        encode(std::slice::from_ref(&raw), 1 << 20, 1 << 20, &mut b, &mut Vec::new());
+        encode(
+            std::slice::from_ref(&raw),
+            1 << 20,
+            1 << 20,
+            &mut b,
+            &mut Vec::new(),
+        );
         assert_eq!(a, b);
         let back = decode(Bytes::from(b.pop().unwrap())).unwrap();
         assert_eq!(back, vec![raw.clone()]);
