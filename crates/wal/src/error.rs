@@ -31,6 +31,41 @@ impl IoError {
     }
 }
 
+/// A failed fsync, kept by the `Wal` and returned again by every later sync
+/// and append (an `io::Error` cannot be cloned).
+#[derive(Debug)]
+pub(crate) struct FailedSync {
+    op: &'static str,
+    path: PathBuf,
+    kind: io::ErrorKind,
+    message: String,
+}
+
+impl From<&IoError> for FailedSync {
+    fn from(e: &IoError) -> Self {
+        FailedSync {
+            op: e.op,
+            path: e.path.clone(),
+            kind: e.source.kind(),
+            message: e.source.to_string(),
+        }
+    }
+}
+
+impl FailedSync {
+    pub(crate) fn to_error(&self) -> IoError {
+        let message = format!(
+            "{} (an earlier fsync failed; unsynced data may be lost: reopen the buffer)",
+            self.message
+        );
+        IoError::new(
+            self.op,
+            self.path.clone(),
+            io::Error::new(self.kind, message),
+        )
+    }
+}
+
 /// Why [`Wal::open`](crate::Wal::open) failed.
 #[derive(Debug, thiserror::Error)]
 #[non_exhaustive]
@@ -44,6 +79,21 @@ pub enum OpenError {
     /// The options cannot work together.
     #[error("invalid wal options: {0}")]
     InvalidOptions(String),
+    /// A segment file name carries a sequence number no `Wal` writes (beyond
+    /// 2^62): a file put there by something else, or crafted.
+    #[error(
+        "segment file {} names sequence number {seq}, beyond the largest a buffer uses ({max}); \
+         move it out of the buffer directory",
+        path.display()
+    )]
+    SeqOutOfRange {
+        /// The segment file.
+        path: PathBuf,
+        /// The sequence number of its name.
+        seq: u64,
+        /// The largest valid one.
+        max: u64,
+    },
     /// Reading, repairing or creating a file failed.
     #[error(transparent)]
     Io(#[from] IoError),
@@ -62,6 +112,13 @@ pub enum AppendError {
         needed: u64,
         /// Bytes left under `max_bytes`.
         available: u64,
+    },
+    /// The sequence numbers are used up (2^62 records appended in the life of
+    /// the directory); start a new directory.
+    #[error("sequence numbers exhausted at {next_seq}")]
+    SeqExhausted {
+        /// The next sequence number.
+        next_seq: u64,
     },
     /// One payload is larger than `max_record_bytes`.
     #[error("record of {len} bytes over the {max} byte limit")]

@@ -164,6 +164,13 @@ pub(crate) fn segment_name(first_seq: u64) -> String {
     format!("{first_seq:0SEGMENT_DIGITS$}{SEGMENT_SUFFIX}")
 }
 
+/// The largest sequence number a segment name, a checkpoint or an append may
+/// reach: 2^62, so that `seq + records` never overflows in any computation (at
+/// a billion records a second it lasts 146 years). A name or checkpoint beyond
+/// it was not written by a `Wal`: `open` refuses the name and ignores the
+/// checkpoint, appends past it fail.
+pub(crate) const MAX_SEQ: u64 = 1 << 62;
+
 /// Parses a segment file name; `None` for any other file.
 pub(crate) fn parse_segment_name(name: &str) -> Option<u64> {
     let digits = name.strip_suffix(SEGMENT_SUFFIX)?;

@@ -92,7 +92,12 @@ pub(crate) fn inspect_storage(st: &dyn Storage) -> Result<Inspection, IoError> {
         let path = st.path(&name);
         out.total_bytes += scan.file_len;
         out.total_records += scan.records;
-        let end = first + scan.records;
+        // Checked: a crafted name near u64::MAX must not overflow.
+        let last_seq = scan
+            .records
+            .checked_sub(1)
+            .and_then(|r| first.checked_add(r));
+        let end = last_seq.map_or(first, |l| l.saturating_add(1));
         out.unacked_records += end.saturating_sub(first.max(watermark));
         let first_time = scan.first_time_ns.map(time_from_ns);
         out.oldest_record_time = out.oldest_record_time.or(first_time);
@@ -103,7 +108,7 @@ pub(crate) fn inspect_storage(st: &dyn Storage) -> Result<Inspection, IoError> {
             bytes: scan.file_len,
             records: scan.records,
             first_seq: (scan.records > 0).then_some(first),
-            last_seq: end.checked_sub(1).filter(|_| scan.records > 0),
+            last_seq,
             first_time,
             last_time: scan.last_time_ns.map(time_from_ns),
             damage: scan.corruption.map(|(offset, corruption)| Damage {

@@ -106,6 +106,11 @@
 //!    first unacknowledged record.
 //!
 //! No file content makes recovery panic or allocate more than the file holds.
+//! Sequence numbers stay at or below 2^62 (a billion appends a second for 146
+//! years), so no `seq + count` overflows: a segment named beyond it is refused
+//! ([`OpenError::SeqOutOfRange`], naming the file), a checkpoint beyond it is
+//! ignored as invalid, and appends past it fail with
+//! [`AppendError::SeqExhausted`].
 //!
 //! # Capacity and errors
 //! `max_bytes` caps the bytes of all segment files (acknowledged records count
@@ -119,9 +124,12 @@
 //! - Resynchronising inside a damaged segment: there is no sync marker, so a
 //!   corrupt length loses the rest of that segment.
 //! - Persisting out-of-order acks, compression, encryption, preallocation.
-//! - Recovering from a failed fsync beyond reporting it: after one the kernel
-//!   may have dropped the dirty pages, so the owner should treat it as fatal
-//!   for the buffer (reopen replays what is really on disk).
+//! - Recovering from a failed fsync: after one the kernel may have dropped the
+//!   dirty pages, and a retried `fdatasync` returns 0 without bringing them
+//!   back. The `Wal` is poisoned ([`Wal::is_poisoned`]): every later sync,
+//!   append and `drop_oldest` returns the failure, so nothing appended before
+//!   it is ever reported durable; the owner drops it and reopens, which
+//!   replays what is really on disk.
 //! - Several writers or processes on one directory; non-Unix platforms.
 //! - Shared read-only access while a writer runs, other than [`inspect`].
 

@@ -172,7 +172,12 @@ pub(crate) fn scan_segment(
     let mut chunk = ChunkReader::default();
     let mut offset = SEGMENT_HEADER_LEN;
     loop {
-        let expected = first_seq + scan.records;
+        // `first_seq` is at most `MAX_SEQ` and `records` is bounded by the
+        // file length, so this holds; stop rather than wrap if it did not.
+        let Some(expected) = first_seq.checked_add(scan.records) else {
+            scan.corruption = Some((offset, Corruption::Overlap(u64::MAX)));
+            break;
+        };
         let parsed = parse_record(&mut chunk, file, offset, scan.file_len, expected)?;
         let header = match parsed {
             Parsed::End => break,

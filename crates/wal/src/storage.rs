@@ -214,6 +214,11 @@ mod mem {
         durable: BTreeMap<String, NodeRef>,
         /// Total live bytes allowed; writes past it fail with `StorageFull`.
         capacity: Option<u64>,
+        /// The next this many `sync_data`/`sync_dir` calls fail with EIO (as
+        /// Linux reports a writeback error once; a retry then returns 0).
+        failing_syncs: u32,
+        /// The same for `sync_dir`.
+        failing_dir_syncs: u32,
         locked: bool,
     }
 
@@ -252,6 +257,8 @@ mod mem {
                 live: durable.clone(),
                 durable,
                 capacity: state.capacity,
+                failing_syncs: 0,
+                failing_dir_syncs: 0,
                 locked: false,
             };
             MemStorage {
@@ -261,6 +268,32 @@ mod mem {
 
         pub(crate) fn set_capacity(&self, capacity: Option<u64>) {
             lock(&self.state).capacity = capacity;
+        }
+
+        /// Makes the next `n` file syncs fail with EIO without making
+        /// anything durable.
+        pub(crate) fn fail_syncs(&self, n: u32) {
+            lock(&self.state).failing_syncs = n;
+        }
+
+        /// The same for directory syncs.
+        pub(crate) fn fail_dir_syncs(&self, n: u32) {
+            lock(&self.state).failing_dir_syncs = n;
+        }
+
+        /// Consumes one failing sync of the kind, if any is left.
+        fn sync_fails(&self, dir: bool) -> io::Result<()> {
+            let mut state = lock(&self.state);
+            let left = if dir {
+                &mut state.failing_dir_syncs
+            } else {
+                &mut state.failing_syncs
+            };
+            if *left == 0 {
+                return Ok(());
+            }
+            *left -= 1;
+            Err(io::Error::from_raw_os_error(EIO))
         }
 
         /// Changes a file's bytes, both cached and durable (damage on disk).
@@ -352,6 +385,7 @@ mod mem {
         }
 
         fn sync_dir(&self) -> io::Result<()> {
+            self.sync_fails(true)?;
             let mut state = lock(&self.state);
             state.durable = state.live.clone();
             Ok(())
@@ -366,6 +400,9 @@ mod mem {
             Ok(Some(Box::new(MemLock(self.clone()))))
         }
     }
+
+    /// EIO, the errno a failed writeback reports (5 on every Linux arch).
+    const EIO: i32 = 5;
 
     struct MemLock(MemStorage);
 
@@ -415,6 +452,7 @@ mod mem {
         }
 
         fn sync_data(&mut self) -> io::Result<()> {
+            self.storage.sync_fails(false)?;
             let mut node = lock(&self.node);
             node.synced = node.data.clone();
             Ok(())

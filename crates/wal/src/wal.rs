@@ -16,10 +16,10 @@ use std::ops::Range;
 use std::path::{Path, PathBuf};
 use std::time::{Duration, Instant, SystemTime};
 
-use crate::error::{AckError, AppendError, IoError, OpenError, ReadError};
+use crate::error::{AckError, AppendError, FailedSync, IoError, OpenError, ReadError};
 use crate::format::{
     CHECKPOINT_LEN, CHECKPOINT_NAME, CHECKPOINT_SLOT2, CHECKPOINT_TMP_NAME, Corruption, LOCK_NAME,
-    MAX_RECORD_BYTES_LIMIT, RECORD_HEADER_LEN, SEGMENT_HEADER_LEN, SEGMENT_MAGIC,
+    MAX_RECORD_BYTES_LIMIT, MAX_SEQ, RECORD_HEADER_LEN, SEGMENT_HEADER_LEN, SEGMENT_MAGIC,
     encode_checkpoint, encode_checkpoint_file, encode_record, now_ns, parse_segment_name,
     segment_name, time_from_ns,
 };
@@ -33,9 +33,10 @@ pub enum Fsync {
     Always,
     /// Appends return once written to the OS (they survive a process crash,
     /// not a power loss); an append made at least this long after the last
-    /// sync syncs (a failure there stays pending and is returned by the next
-    /// [`Wal::sync`]), and the owner should call `sync` on the same period to
-    /// cover idle times and persist acknowledgements.
+    /// sync syncs (a failure there poisons the `Wal`: the append still
+    /// returns its seqs, and every later [`Wal::sync`] and append returns the
+    /// failure), and the owner should call `sync` on the same period to cover
+    /// idle times and persist acknowledgements.
     Interval(Duration),
 }
 
@@ -68,6 +69,13 @@ impl Default for Options {
 }
 
 impl Options {
+    /// The largest `max_record_bytes` that `max_bytes` allows: one record
+    /// filling an otherwise empty buffer (at most 1 GiB).
+    pub fn largest_record(max_bytes: u64) -> u32 {
+        let fits = max_bytes.saturating_sub(SEGMENT_HEADER_LEN + RECORD_HEADER_LEN as u64);
+        fits.min(u64::from(MAX_RECORD_BYTES_LIMIT)) as u32
+    }
+
     fn validate(&self) -> Result<(), OpenError> {
         let invalid = |msg: String| Err(OpenError::InvalidOptions(msg));
         if self.max_record_bytes > MAX_RECORD_BYTES_LIMIT {
@@ -237,6 +245,12 @@ pub struct Wal {
     dir_dirty: bool,
     /// A failed write may have left bytes past the active segment's length.
     tail_dirty: bool,
+    /// The first failed fsync of a segment or of the directory. Linux reports
+    /// a writeback error once and may drop the dirty pages, so a retried
+    /// `fdatasync` returning 0 proves nothing: once set, `sync`, appends and
+    /// `drop_oldest` return it until the directory is reopened (recovery reads
+    /// what really is on disk).
+    failed_sync: Option<FailedSync>,
     last_sync: Instant,
     frame: Vec<u8>,
     cursor: Cursor,
@@ -305,13 +319,23 @@ impl Wal {
             remove_if_present(st, CHECKPOINT_TMP_NAME)?;
         }
         let checkpoint = read_checkpoint(st).map_err(io_err(st, "read", CHECKPOINT_NAME))?;
-        let checkpointed = checkpoint.flatten();
+        // A watermark beyond `MAX_SEQ` passed its CRC but no `Wal` wrote it:
+        // ignore it like a damaged one (replay from the oldest segment).
+        let checkpointed = checkpoint.flatten().filter(|&w| w <= MAX_SEQ);
         report.checkpoint = checkpointed;
-        report.checkpoint_invalid = matches!(checkpoint, Some(None));
+        report.checkpoint_invalid =
+            matches!(checkpoint, Some(None)) || checkpoint.flatten().is_some_and(|w| w > MAX_SEQ);
         let ckpt = checkpointed.unwrap_or(0);
 
         let mut firsts: Vec<u64> = names.iter().filter_map(|n| parse_segment_name(n)).collect();
         firsts.sort_unstable();
+        if let Some(&seq) = firsts.last().filter(|&&s| s > MAX_SEQ) {
+            return Err(OpenError::SeqOutOfRange {
+                path: st.path(&segment_name(seq)),
+                seq,
+                max: MAX_SEQ,
+            });
+        }
         // Segments followed by one starting at or below the checkpoint are
         // fully acknowledged: delete them unread.
         let mut kept = Vec::with_capacity(firsts.len());
@@ -334,7 +358,8 @@ impl Wal {
                 .map_err(io_err(st, "read", &name))?;
             let mut seg = Segment {
                 first,
-                end: first + scan.records,
+                // At most MAX_SEQ plus a count bounded by the file length.
+                end: first.saturating_add(scan.records),
                 valid_len: scan.valid_len,
                 file_len: scan.file_len,
             };
@@ -415,6 +440,7 @@ impl Wal {
             unsynced: Vec::new(),
             dir_dirty: false,
             tail_dirty: false,
+            failed_sync: None,
             last_sync: Instant::now(),
             frame: Vec::new(),
             cursor: Cursor::default(),
@@ -449,6 +475,7 @@ impl Wal {
         I: IntoIterator,
         I::Item: AsRef<[u8]>,
     {
+        self.check_sync()?;
         let time_ns = now_ns();
         let first = self.next_seq;
         let mut seq = first;
@@ -457,6 +484,10 @@ impl Wal {
         let mut copies = Vec::new();
         for payload in payloads {
             let payload = payload.as_ref();
+            if seq >= MAX_SEQ {
+                self.frame = frame;
+                return Err(AppendError::SeqExhausted { next_seq: seq });
+            }
             if payload.len() > self.opts.max_record_bytes as usize {
                 self.frame = frame;
                 let max = self.opts.max_record_bytes;
@@ -541,7 +572,10 @@ impl Wal {
             .write_all_at(offset, frame)
             .map_err(self.active_err("write"));
         let synced = written.and_then(|()| match self.opts.fsync {
-            Fsync::Always => self.writer.sync_data().map_err(self.active_err("sync")),
+            Fsync::Always => {
+                let synced = self.writer.sync_data().map_err(self.active_err("sync"));
+                synced.map_err(|e| self.poison(e))
+            }
             Fsync::Interval(_) => Ok(()),
         });
         if let Err(e) = synced {
@@ -559,8 +593,9 @@ impl Wal {
         if let Fsync::Interval(period) = self.opts.fsync {
             self.data_dirty = true;
             if self.last_sync.elapsed() >= period {
-                // The records are appended; a failed sync stays pending and is
-                // reported by the next explicit `sync()`.
+                // The records are appended. A failed sync poisons the `Wal`
+                // (kept in `failed_sync`): the next `sync()` returns it, so no
+                // acknowledgement waiting on a sync is ever given for them.
                 let _ = self.sync();
             }
         }
@@ -595,9 +630,7 @@ impl Wal {
         let always = self.opts.fsync == Fsync::Always;
         let writer = create_segment(self.storage.as_ref(), self.next_seq, always)?;
         if always {
-            self.storage
-                .sync_dir()
-                .map_err(io_err(self.storage.as_ref(), "sync", ""))?;
+            self.sync_dir()?;
         } else {
             self.dir_dirty = true;
         }
@@ -634,14 +667,15 @@ impl Wal {
         self.tail_dirty = true;
         // Durable at once in every fsync mode: a crash undoing the rename would
         // bring back the old name, and with it old sequence numbers.
-        st.sync_dir().map_err(io_err(st, "sync", ""))?;
-        self.dir_dirty = false;
+        self.sync_dir()?;
+        let st = self.storage.as_ref();
         self.writer
             .set_len(SEGMENT_HEADER_LEN)
             .map_err(io_err(st, "truncate", &new))?;
         self.tail_dirty = false;
         if self.opts.fsync == Fsync::Always {
-            self.writer.sync_data().map_err(io_err(st, "sync", &new))?;
+            let synced = self.writer.sync_data().map_err(io_err(st, "sync", &new));
+            synced.map_err(|e| self.poison(e))?;
             self.data_dirty = false;
         }
         Ok(())
@@ -803,6 +837,7 @@ impl Wal {
     /// dropped records stay dropped after a crash. `Ok(None)` when nothing is
     /// unacknowledged.
     pub fn drop_oldest(&mut self) -> Result<Option<Dropped>, IoError> {
+        self.check_sync()?;
         self.clear_tail();
         self.remove_acked_segments()?;
         if self.watermark >= self.next_seq {
@@ -823,10 +858,7 @@ impl Wal {
             // Data first: a durable directory entry must not point at bytes
             // that are not (it would read as damage after a power loss).
             self.sync_data_files()?;
-            self.storage
-                .sync_dir()
-                .map_err(io_err(self.storage.as_ref(), "sync", ""))?;
-            self.dir_dirty = false;
+            self.sync_dir()?;
         }
         Ok(Some(Dropped {
             seqs: start..seg.end,
@@ -837,13 +869,16 @@ impl Wal {
     /// Makes everything appended so far durable (`fdatasync` of the active
     /// segment, directory fsync if files were created or removed), then writes
     /// the checkpoint if the watermark moved. No-op when nothing changed.
+    ///
+    /// A failed fsync of a segment or of the directory poisons the `Wal`:
+    /// this and every later `sync`, append and `drop_oldest` fail with it
+    /// (see [`is_poisoned`](Self::is_poisoned)). A failed checkpoint write does
+    /// not (it only means replaying acknowledged records) and is retried.
     pub fn sync(&mut self) -> Result<(), IoError> {
+        self.check_sync()?;
         self.sync_data_files()?;
         if self.dir_dirty {
-            self.storage
-                .sync_dir()
-                .map_err(io_err(self.storage.as_ref(), "sync", ""))?;
-            self.dir_dirty = false;
+            self.sync_dir()?;
         }
         if self.checkpointed != Some(self.watermark) {
             self.write_checkpoint()?;
@@ -936,15 +971,51 @@ impl Wal {
     fn sync_data_files(&mut self) -> Result<(), IoError> {
         while let Some((first, file)) = self.unsynced.first_mut() {
             let name = segment_name(*first);
-            file.sync_data()
-                .map_err(io_err(self.storage.as_ref(), "sync", &name))?;
+            let synced = file
+                .sync_data()
+                .map_err(io_err(self.storage.as_ref(), "sync", &name));
+            synced.map_err(|e| self.poison(e))?;
             self.unsynced.remove(0);
         }
         if self.data_dirty {
-            self.writer.sync_data().map_err(self.active_err("sync"))?;
+            let synced = self.writer.sync_data().map_err(self.active_err("sync"));
+            synced.map_err(|e| self.poison(e))?;
             self.data_dirty = false;
         }
         Ok(())
+    }
+
+    /// Syncs the directory; a failure poisons the `Wal`.
+    fn sync_dir(&mut self) -> Result<(), IoError> {
+        let synced = self
+            .storage
+            .sync_dir()
+            .map_err(io_err(self.storage.as_ref(), "sync", ""));
+        synced.map_err(|e| self.poison(e))?;
+        self.dir_dirty = false;
+        Ok(())
+    }
+
+    /// Records the first failed fsync and passes the error on.
+    fn poison(&mut self, e: IoError) -> IoError {
+        if self.failed_sync.is_none() {
+            self.failed_sync = Some(FailedSync::from(&e));
+        }
+        e
+    }
+
+    /// `Err` with the recorded failure once a fsync failed.
+    fn check_sync(&self) -> Result<(), IoError> {
+        match &self.failed_sync {
+            Some(f) => Err(f.to_error()),
+            None => Ok(()),
+        }
+    }
+
+    /// Whether a fsync failed: the `Wal` then refuses appends and syncs; drop
+    /// it and open the directory again to go on with what is really on disk.
+    pub fn is_poisoned(&self) -> bool {
+        self.failed_sync.is_some()
     }
 
     /// Moves the watermark over acknowledged seqs and seqs that name no record.

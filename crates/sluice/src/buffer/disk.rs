@@ -70,6 +70,8 @@
 //! (senders see `Closed`) until sluice restarts and recovery re-reads the disk.
 
 mod codec;
+#[cfg(test)]
+mod tests;
 mod worker;
 
 use std::collections::{BTreeMap, VecDeque};
@@ -128,19 +130,29 @@ pub struct DiskOptions {
 }
 
 impl DiskOptions {
-    /// WAL options: segments of 1/8 of the cap (64 KiB..64 MiB), records up to
-    /// a segment (16 MiB at most).
+    /// WAL options: segments of 1/8 of the cap (64 KiB..64 MiB); a record may
+    /// fill the whole cap (1 GiB at most), so no event the buffer can hold is
+    /// refused (a record larger than a segment makes one larger segment).
     pub fn wal_options(&self) -> Options {
-        let segment_bytes = (self.max_bytes / 8).clamp(64 << 10, 64 << 20);
         Options {
             fsync: match self.fsync {
                 None => Fsync::Always,
                 Some(p) => Fsync::Interval(p.max(Duration::from_millis(1))),
             },
-            segment_bytes,
+            segment_bytes: self.segment_bytes(),
             max_bytes: self.max_bytes,
-            max_record_bytes: segment_bytes.min(16 << 20) as u32 - 64,
+            max_record_bytes: Options::largest_record(self.max_bytes),
         }
+    }
+
+    fn segment_bytes(&self) -> u64 {
+        (self.max_bytes / 8).clamp(64 << 10, 64 << 20)
+    }
+
+    /// Events of a batch are packed into records of up to this size (a
+    /// segment, 16 MiB at most); a larger event gets a record of its own.
+    fn pack_bytes(&self) -> usize {
+        self.segment_bytes().min(16 << 20) as usize - 64
     }
 }
 
@@ -327,7 +339,11 @@ struct Outbox {
 struct Shared {
     name: Arc<str>,
     opts: DiskOptions,
+    /// Events are packed into records of up to this many bytes...
     max_record: usize,
+    /// ...and one event alone into a record of up to this many (what the
+    /// buffer can hold).
+    max_alone: usize,
     counters: Arc<Counters>,
     stats: DiskStats,
     inbox: Mutex<Inbox>,
@@ -468,7 +484,13 @@ impl Shared {
     fn dead_letter(&self, seq: u64, events: &[Event], failures: u32) {
         let mut payloads = Vec::new();
         let mut oversize = Vec::new();
-        codec::encode(events, self.max_record, &mut payloads, &mut oversize);
+        codec::encode(
+            events,
+            self.max_record,
+            self.max_alone,
+            &mut payloads,
+            &mut oversize,
+        );
         error!(
             sink = %self.name,
             seq,
@@ -501,7 +523,8 @@ pub fn open(
     counters: Arc<Counters>,
 ) -> Result<(DiskSender, DiskReceiver, DiskBufferHandle), DiskBufferError> {
     let wal_opts = opts.wal_options();
-    let max_record = wal_opts.max_record_bytes as usize;
+    let max_record = opts.pack_bytes();
+    let max_alone = wal_opts.max_record_bytes as usize;
     let wal = Wal::open(&opts.dir, wal_opts).map_err(|source| DiskBufferError::Open {
         dir: opts.dir.clone(),
         source,
@@ -510,6 +533,7 @@ pub fn open(
     let shared = Arc::new(Shared {
         name: sink.into(),
         max_record,
+        max_alone,
         counters,
         stats: DiskStats::default(),
         inbox: Mutex::new(Inbox {
@@ -648,16 +672,25 @@ impl DiskSender {
         };
         let mut payloads = Vec::new();
         let mut oversize = Vec::new();
-        codec::encode(&events, sh.max_record, &mut payloads, &mut oversize);
+        codec::encode(
+            &events,
+            sh.max_record,
+            sh.max_alone,
+            &mut payloads,
+            &mut oversize,
+        );
         if !oversize.is_empty() {
             let k = oversize.len() as u64;
             sh.stats.oversize_events.fetch_add(k, Relaxed);
             sh.count_dropped(k);
             warn!(
                 events = k,
-                max_record_bytes = sh.max_record,
-                "Events larger than a disk buffer record dropped."
+                max_record_bytes = sh.max_alone,
+                "Events larger than the whole disk buffer dropped."
             );
+            // The batch lost events: its source must not hear `Delivered`
+            // (worst wins: the stored rest resolves this token too).
+            token.clone().resolve(AckStatus::Dropped);
         }
         if payloads.is_empty() {
             token.resolve(if n == 0 {

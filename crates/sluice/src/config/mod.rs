@@ -512,11 +512,14 @@ pub fn load_str(path: &Path, text: &str) -> Result<Config, ConfigErrors> {
 /// Graph checks, read from the tables themselves so that they run even for
 /// components whose own settings failed: names unique across families, every
 /// input names a source, a route or a route's output port (`by_category.apps`,
-/// see [`crate::route::graph`]), and routes form no cycle.
+/// see [`crate::route::graph`]), every source and route output is consumed
+/// (else its events would be acknowledged into the void), and routes form no
+/// cycle.
 fn check_graph(root: &Table, diag: &mut Diagnostics<'_>) {
     let family = |f: &str| root.get(f).and_then(Item::as_table_like);
     let mut names: HashMap<String, &'static str> = HashMap::new();
     let producers = crate::route::graph::Producers::from_root(root);
+    let mut bad_input = false;
     for (fam, kind) in [
         ("sources", "source"),
         ("routes", "route"),
@@ -549,9 +552,20 @@ fn check_graph(root: &Table, diag: &mut Diagnostics<'_>) {
                 };
                 if let Some(msg) = producers.input_error(input) {
                     diag.error(inputs.span(), format!("{path}.inputs"), msg);
+                    bad_input = true;
                 }
             }
         }
+    }
+    // A misspelled input also leaves its intended producer unconsumed: report
+    // the input (with its did-you-mean) alone.
+    let inputs_valid = !bad_input;
+    for (fam, name, msg) in crate::route::graph::unconsumed(root)
+        .into_iter()
+        .filter(|_| inputs_valid)
+    {
+        let span = family(fam).and_then(|t| t.get(&name)).and_then(Item::span);
+        diag.error(span, format!("{fam}.{name}"), msg);
     }
     for cycle in crate::route::graph::cycles(root) {
         let first = &cycle[0];

@@ -156,6 +156,91 @@ impl Producers {
     }
 }
 
+/// Producers whose events nobody consumes, as (family, name, message): a
+/// source no sink or route lists in `inputs`, a route output (`NAME`, a rules
+/// port, or a bucket not covered by `NAME` or `NAME.i`) nobody lists. Such
+/// events would be acknowledged to the client and thrown away, so `sluice
+/// check` refuses them (see docs/routes.md, "Every output has a consumer").
+pub fn unconsumed(root: &Table) -> Vec<(&'static str, String, String)> {
+    let family = |f: &str| root.get(f).and_then(Item::as_table_like);
+    let mut consumed: HashSet<String> = HashSet::new();
+    for fam in ["routes", "sinks"] {
+        let Some(t) = family(fam) else { continue };
+        for (_, item) in t.iter() {
+            let inputs = item.get("inputs").and_then(Item::as_array);
+            consumed.extend(
+                inputs
+                    .into_iter()
+                    .flatten()
+                    .filter_map(|i| i.as_str())
+                    .map(str::to_owned),
+            );
+        }
+    }
+    let mut found = Vec::new();
+    if let Some(t) = family("sources") {
+        for (name, _) in t.iter().filter(|(n, _)| !consumed.contains(*n)) {
+            found.push((
+                "sources",
+                name.to_owned(),
+                format!(
+                    "source `{name}` feeds nothing: no sink or route lists it in `inputs`, so its \
+                     events would be acknowledged and discarded; add it to a sink's `inputs` \
+                     (a `null` sink to discard on purpose) or remove it"
+                ),
+            ));
+        }
+    }
+    let Some(t) = family("routes") else {
+        return found;
+    };
+    for (name, item) in t.iter() {
+        let missing: Vec<String> = match Ports::of(item) {
+            Ports::Any => Vec::new(),
+            Ports::Whole | Ports::Numbered(_) if consumed.contains(name) => Vec::new(),
+            Ports::Whole => vec![name.to_owned()],
+            Ports::Named(ports) => ports
+                .iter()
+                .map(|p| format!("{name}.{p}"))
+                .filter(|p| !consumed.contains(p))
+                .collect(),
+            Ports::Numbered(n) => {
+                let missing: Vec<String> = (0..n)
+                    .map(|i| format!("{name}.{i}"))
+                    .filter(|p| !consumed.contains(p))
+                    .collect();
+                if missing.len() as u64 == n {
+                    vec![name.to_owned()]
+                } else {
+                    missing
+                }
+            }
+        };
+        if missing.is_empty() {
+            continue;
+        }
+        let mut shown: Vec<String> = missing.iter().take(8).map(|p| format!("`{p}`")).collect();
+        if missing.len() > shown.len() {
+            shown.push("…".to_owned());
+        }
+        found.push((
+            "routes",
+            name.to_owned(),
+            format!(
+                "route output{} {} feed{} nothing: no sink or route lists {} in `inputs`, so \
+                 those events would be acknowledged and discarded; consume {} (a `null` sink to \
+                 discard on purpose, or `to = \"drop\"` in rules)",
+                if missing.len() > 1 { "s" } else { "" },
+                shown.join(", "),
+                if missing.len() > 1 { "" } else { "s" },
+                if missing.len() > 1 { "them" } else { "it" },
+                if missing.len() > 1 { "them" } else { "it" },
+            ),
+        ));
+    }
+    found
+}
+
 /// Cycles among routes, each as the route names along it (first = last).
 pub fn cycles(root: &Table) -> Vec<Vec<String>> {
     let Some(routes) = root.get("routes").and_then(Item::as_table_like) else {
@@ -268,6 +353,48 @@ buckets = 5
                 .unwrap()
                 .contains("not a source or a route output")
         );
+    }
+
+    #[test]
+    fn outputs_nobody_consumes_are_found() {
+        // GRAPH: nothing reads `by_category.rest` nor `bucketed`.
+        let found = unconsumed(root(GRAPH).as_table());
+        let names: Vec<(&str, &str)> = found.iter().map(|(f, n, _)| (*f, n.as_str())).collect();
+        assert_eq!(
+            names,
+            vec![("routes", "by_category"), ("routes", "bucketed")]
+        );
+        assert!(
+            found[0].2.contains("`by_category.rest` feeds"),
+            "{}",
+            found[0].2
+        );
+        assert!(!found[0].2.contains("apps"), "{}", found[0].2);
+        assert!(
+            found[1].2.contains("output `bucketed` feeds"),
+            "{}",
+            found[1].2
+        );
+
+        let wired = format!(
+            "{GRAPH}\n[sinks.a]\ntype = \"null\"\ninputs = [\"by_category.rest\", \"bucketed.0\", \"bucketed.1\"]\n[sources.lonely]\ntype = \"stdin\"\n"
+        );
+        let found = unconsumed(root(&wired).as_table());
+        let names: Vec<(&str, &str)> = found.iter().map(|(f, n, _)| (*f, n.as_str())).collect();
+        assert_eq!(names, vec![("sources", "lonely"), ("routes", "bucketed")]);
+        // Buckets 2..4 are neither read alone nor through `bucketed`.
+        assert!(
+            found[1]
+                .2
+                .contains("`bucketed.2`, `bucketed.3`, `bucketed.4` feed nothing"),
+            "{}",
+            found[1].2
+        );
+
+        let whole = format!(
+            "{GRAPH}\n[sinks.a]\ntype = \"null\"\ninputs = [\"by_category.rest\", \"bucketed\"]\n"
+        );
+        assert!(unconsumed(root(&whole).as_table()).is_empty());
     }
 
     #[test]

@@ -6,6 +6,11 @@
 //! waiting for an acknowledgement — fsyncs the touched files before resolving them
 //! (group commit). At stop and on rotation every file is flushed and fsynced.
 //!
+//! A new file (and every directory created for it) is a new directory entry: the
+//! parent directories are fsynced too before the first batch written to it is
+//! acknowledged, and after a rotation's rename, so a file whose events were
+//! acknowledged cannot vanish with a power loss.
+//!
 //! Rotation: when a file reaches `rotate_bytes` (bytes before compression) or has
 //! been open `rotate_secs`, it is closed and renamed `NAME.N` (with compression,
 //! `N` goes before `.gz`/`.zst`: `app.log.3.gz`), N increasing, and writing goes on
@@ -93,10 +98,17 @@ pub(super) fn build(
     cx: SinkContext,
 ) -> Result<Task, ComponentError> {
     let template = Template::parse(&config.path, true, true).map_err(ComponentError::Other)?;
-    // Fail at start, not at the first event, when the directory cannot be made;
-    // the parts below a placeholder are made as events name them.
+    // Fail at start, not at the first event, when the directory cannot be made
+    // (the error names the path and the permission at fault); the parts below
+    // a placeholder are made as events name them. Directories made here are
+    // durable before anything is acknowledged: their parents are fsynced.
     let dir = Path::new(template.fixed_dir());
+    let parents = missing_parents(dir);
     crate::dirs::ensure(dir, format!("file sink path {}", config.path))?;
+    parents
+        .iter()
+        .try_for_each(|d| sync_dir(d))
+        .map_err(|e| ComponentError::io(format!("creating {}", dir.display()), e))?;
     let handle = tokio::runtime::Handle::current();
     Ok(Box::pin(async move {
         let name = cx.name.to_string();
@@ -117,21 +129,71 @@ enum Stream {
     Zstd(zstd::stream::write::Encoder<'static, File>),
 }
 
-impl Stream {
-    fn open(path: &Path, compression: Compression) -> std::io::Result<Stream> {
-        if let Some(dir) = path.parent() {
-            crate::dirs::ensure(dir, "file sink output")
-                .map_err(|e| std::io::Error::new(e.kind, e.detail))?;
+/// The directories whose entries change when `dir` and its missing ancestors
+/// are created (the parent of each directory to create), to be fsynced.
+fn missing_parents(dir: &Path) -> Vec<PathBuf> {
+    let mut parents = Vec::new();
+    let mut d = dir;
+    while !d.as_os_str().is_empty() && !d.exists() {
+        match d.parent().filter(|p| !p.as_os_str().is_empty()) {
+            Some(p) => {
+                parents.push(p.to_path_buf());
+                d = p;
+            }
+            None => {
+                // A relative path's first component: its parent is `.`.
+                parents.push(PathBuf::from("."));
+                break;
+            }
         }
-        let file = OpenOptions::new().create(true).append(true).open(path)?;
-        Ok(match compression {
+    }
+    parents
+}
+
+/// Creates `dir` and its missing ancestors (a failure names the path and the
+/// permission at fault); returns the directories whose entries changed.
+fn create_dirs(dir: &Path) -> std::io::Result<Vec<PathBuf>> {
+    let parents = missing_parents(dir);
+    crate::dirs::ensure(dir, "file sink output")
+        .map_err(|e| std::io::Error::new(e.kind, e.detail))?;
+    Ok(parents)
+}
+
+/// Makes the creations, removals and renames in `dir` durable.
+fn sync_dir(dir: &Path) -> std::io::Result<()> {
+    File::open(dir)
+        .and_then(|d| d.sync_all())
+        .map_err(|e| with_path(e, "syncing directory", dir))
+}
+
+impl Stream {
+    /// Opens `path` for appending, creating it and its directories; also
+    /// returns the directories whose entries changed (to fsync).
+    fn open(path: &Path, compression: Compression) -> std::io::Result<(Stream, Vec<PathBuf>)> {
+        let parent = path.parent().filter(|d| !d.as_os_str().is_empty());
+        let mut new_entries = match parent {
+            Some(dir) => create_dirs(dir)?,
+            None => Vec::new(),
+        };
+        let file = match OpenOptions::new().create_new(true).append(true).open(path) {
+            Ok(file) => {
+                new_entries.push(parent.map_or_else(|| PathBuf::from("."), Path::to_path_buf));
+                file
+            }
+            Err(e) if e.kind() == std::io::ErrorKind::AlreadyExists => {
+                OpenOptions::new().append(true).open(path)?
+            }
+            Err(e) => return Err(e),
+        };
+        let stream = match compression {
             Compression::None => Stream::Plain(file),
             Compression::Gzip => Stream::Gzip(flate2::write::GzEncoder::new(
                 file,
                 flate2::Compression::default(),
             )),
             Compression::Zstd => Stream::Zstd(zstd::stream::write::Encoder::new(file, 3)?),
-        })
+        };
+        Ok((stream, new_entries))
     }
 
     fn write_all(&mut self, buf: &[u8]) -> std::io::Result<()> {
@@ -208,6 +270,11 @@ struct Writer {
     failing_since: Option<Instant>,
     /// The input is a disk buffer: failed batches are kept and re-sent, not lost.
     durable: bool,
+    /// Directories with entries (new files, new directories) not fsynced yet;
+    /// kept across a failed commit, so a reopened file is still covered.
+    unsynced_dirs: Vec<PathBuf>,
+    /// Directory fsyncs done (new files, new directories, rotations).
+    dir_syncs: u64,
 }
 
 impl Writer {
@@ -227,6 +294,8 @@ impl Writer {
             scratch: String::new(),
             failing_since: None,
             durable: false,
+            unsynced_dirs: Vec::new(),
+            dir_syncs: 0,
         }
     }
 
@@ -421,7 +490,7 @@ impl Writer {
                 self.close(&p, "too many open files")?;
             }
         }
-        let stream = Stream::open(&path, self.config.compression).map_err(|e| {
+        let (stream, new_entries) = Stream::open(&path, self.config.compression).map_err(|e| {
             std::io::Error::new(e.kind(), format!("opening {}: {e}", path.display()))
         })?;
         let written = stream.file().metadata().map(|m| m.len()).unwrap_or(0);
@@ -435,6 +504,11 @@ impl Writer {
             unflushed: false,
             dirty: false,
         };
+        for d in new_entries {
+            if !self.unsynced_dirs.contains(&d) {
+                self.unsynced_dirs.push(d);
+            }
+        }
         Ok(self.files.entry(path).or_insert(f))
     }
 
@@ -454,6 +528,20 @@ impl Writer {
                 f.dirty = false;
             }
         }
+        if sync {
+            // Data first, then the entries naming it.
+            self.sync_dirs()?;
+        }
+        Ok(())
+    }
+
+    /// Fsyncs the directories with new entries; those that fail stay listed.
+    fn sync_dirs(&mut self) -> std::io::Result<()> {
+        while let Some(d) = self.unsynced_dirs.last() {
+            sync_dir(d)?;
+            self.unsynced_dirs.pop();
+            self.dir_syncs += 1;
+        }
         Ok(())
     }
 
@@ -464,6 +552,7 @@ impl Writer {
             f.stream
                 .close()
                 .map_err(|e| with_path(e, "closing", path))?;
+            self.sync_dirs()?;
             tracing::debug!(path = %path.display(), why, "File closed.");
         }
         Ok(())
@@ -473,6 +562,10 @@ impl Writer {
         self.close(path, "rotation")?;
         let target = next_rotated_name(path, self.config.compression);
         std::fs::rename(path, &target).map_err(|e| with_path(e, "rotating", path))?;
+        if let Some(dir) = target.parent().filter(|d| !d.as_os_str().is_empty()) {
+            sync_dir(dir)?;
+            self.dir_syncs += 1;
+        }
         info!(from = %path.display(), to = %target.display(), "File rotated.");
         Ok(())
     }
@@ -534,26 +627,4 @@ fn next_rotated_name(path: &Path, compression: Compression) -> PathBuf {
 }
 
 #[cfg(test)]
-mod tests {
-    use super::*;
-
-    #[test]
-    fn rotated_names_keep_compression_extension_last() {
-        let dir = tempfile::tempdir().unwrap();
-        let p = dir.path().join("app.log.gz");
-        assert_eq!(
-            next_rotated_name(&p, Compression::Gzip),
-            dir.path().join("app.log.1.gz")
-        );
-        std::fs::write(dir.path().join("app.log.1.gz"), b"").unwrap();
-        assert_eq!(
-            next_rotated_name(&p, Compression::Gzip),
-            dir.path().join("app.log.2.gz")
-        );
-        let p = dir.path().join("plain.log");
-        assert_eq!(
-            next_rotated_name(&p, Compression::None),
-            dir.path().join("plain.log.1")
-        );
-    }
-}
+mod tests;

@@ -152,3 +152,27 @@ fn unset_environment_variable_is_an_error_with_default_allowed() {
         "{err}"
     );
 }
+
+#[test]
+fn a_source_or_route_output_nobody_consumes_is_refused() {
+    // A second source wired to nothing: its events would be acknowledged and lost.
+    let lonely = format!("{GOOD}[sources.fw]\ntype = \"forward\"\naddress = \"127.0.0.1:0\"\n");
+    let (code, err, _) = validate(&lonely);
+    assert_eq!(code, 2, "{err}");
+    assert!(
+        err.trim()
+            .starts_with("c.toml:9:1: sources.fw: source `fw` feeds nothing"),
+        "{err}"
+    );
+    assert!(err.contains("a `null` sink to discard on purpose"), "{err}");
+    // A rules port nobody reads.
+    let port = GOOD.replace("inputs = [\"gen\"]", "inputs = [\"r.apps\"]")
+        + "[routes.r]\ntype = \"rules\"\ninputs = [\"gen\"]\nrules = [{ match = \"app.**\", to = \"apps\" }]\ndefault = \"rest\"\n";
+    let (code, err, _) = validate(&port);
+    assert_eq!(code, 2, "{err}");
+    assert!(
+        err.contains("routes.r: route output `r.rest` feeds nothing"),
+        "{err}"
+    );
+    assert!(!err.contains("r.apps` feeds"), "{err}");
+}

@@ -254,9 +254,16 @@ fn rules_route_by_tag_glob_with_default_and_drop() {
         type = "file"
         inputs = ["by_category.rest"]
         path = "$DIR/out/rest.log"
+        # Every port needs a consumer (validation); first match wins, so this
+        # one never gets an event.
+        [sinks.never]
+        type = "file"
+        inputs = ["by_category.never"]
+        path = "$DIR/out/never.log"
         "#,
     );
     let stderr = run_to_end(dir.path(), &config);
+    assert!(read_lines(&dir.path().join("out/never.log")).is_empty());
     assert_eq!(
         read_lines(&dir.path().join("out/apps-app.web.log")).len(),
         30

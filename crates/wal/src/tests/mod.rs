@@ -3,6 +3,8 @@
 
 mod crash;
 mod model;
+mod seq_range;
+mod sync_failure;
 
 use std::path::{Path, PathBuf};
 use std::time::Duration;

@@ -94,11 +94,13 @@ pub fn event_count(payload: &[u8]) -> Option<u32> {
 }
 
 /// Serialize `events` into records of at most `max_record` bytes each. An event
-/// that alone exceeds `max_record` is left out; its index is pushed to
-/// `oversize`.
+/// that does not fit alone gets a record of its own of up to `max_alone` bytes
+/// (the largest record the buffer can hold); one larger still is left out and
+/// its index pushed to `oversize`.
 pub fn encode(
     events: &[Event],
     max_record: usize,
+    max_alone: usize,
     records: &mut Vec<Vec<u8>>,
     oversize: &mut Vec<usize>,
 ) {
@@ -127,7 +129,9 @@ pub fn encode(
             count = 0;
         }
         encode_event(e, None, &mut buf);
-        if buf.len() > max_record {
+        // Over `max_record` but within `max_alone`: the next event finds the
+        // record full and closes it, so it stays alone.
+        if buf.len() > max_alone.max(max_record) {
             buf.truncate(HEADER_LEN);
             oversize.push(i);
             prev = None;
@@ -527,10 +531,17 @@ mod tests {
         encode(
             std::slice::from_ref(&decoded),
             1 << 20,
+            1 << 20,
             &mut a,
             &mut Vec::new(),
         );
-        encode(std::slice::from_ref(&raw), 1 << 20, &mut b, &mut Vec::new());
+        encode(
+            std::slice::from_ref(&raw),
+            1 << 20,
+            1 << 20,
+            &mut b,
+            &mut Vec::new(),
+        );
         assert_eq!(a, b);
         let back = decode(Bytes::from(b.pop().unwrap())).unwrap();
         assert_eq!(back, vec![raw.clone()]);
@@ -580,7 +591,7 @@ mod tests {
     fn round_trip(events: &[Event], max: usize) -> Vec<Event> {
         let mut recs = Vec::new();
         let mut over = Vec::new();
-        encode(events, max, &mut recs, &mut over);
+        encode(events, max, max, &mut recs, &mut over);
         assert!(over.is_empty());
         recs.into_iter()
             .flat_map(|r| decode(Bytes::from(r)).expect("decodes"))
@@ -629,7 +640,7 @@ mod tests {
         let events: Vec<Event> = (0..1000).map(full_event).collect();
         let mut recs = Vec::new();
         let mut over = Vec::new();
-        encode(&events, 4096, &mut recs, &mut over);
+        encode(&events, 4096, 4096, &mut recs, &mut over);
         assert!(recs.len() > 10);
         assert!(recs.iter().all(|r| r.len() <= 4096));
         let n: u32 = recs.iter().map(|r| event_count(r).unwrap()).sum();
@@ -650,7 +661,7 @@ mod tests {
         );
         let mut recs = Vec::new();
         let mut over = Vec::new();
-        encode(&events, 2048, &mut recs, &mut over);
+        encode(&events, 2048, 2048, &mut recs, &mut over);
         assert_eq!(over, vec![1]);
         let back: Vec<Event> = recs
             .into_iter()
@@ -663,10 +674,32 @@ mod tests {
     }
 
     #[test]
+    fn an_event_over_the_packing_cap_gets_a_record_of_its_own_up_to_max_alone() {
+        let big = Event::new(Bytes::from(vec![b'y'; 10_000]), 0, "t".into(), "s".into());
+        let events = vec![full_event(0), big.clone(), full_event(1), full_event(2)];
+        let mut recs = Vec::new();
+        let mut over = Vec::new();
+        encode(&events, 2048, 64 << 10, &mut recs, &mut over);
+        assert!(over.is_empty(), "{over:?}");
+        let counts: Vec<u32> = recs.iter().map(|r| event_count(r).unwrap()).collect();
+        assert_eq!(counts, vec![1, 1, 2]);
+        assert!(recs[0].len() <= 2048 && recs[2].len() <= 2048);
+        let back: Vec<Event> = recs
+            .into_iter()
+            .flat_map(|r| decode(Bytes::from(r)).unwrap())
+            .collect();
+        assert_eq!(back, events);
+        // Larger than `max_alone` too: left out.
+        let mut over = Vec::new();
+        encode(&[big], 2048, 8192, &mut Vec::new(), &mut over);
+        assert_eq!(over, vec![0]);
+    }
+
+    #[test]
     fn every_prefix_and_byte_flip_fails_cleanly() {
         let events: Vec<Event> = (0..4).map(full_event).collect();
         let mut recs = Vec::new();
-        encode(&events, 1 << 20, &mut recs, &mut Vec::new());
+        encode(&events, 1 << 20, 1 << 20, &mut recs, &mut Vec::new());
         let rec = recs.pop().unwrap();
         for cut in 0..rec.len() {
             assert!(

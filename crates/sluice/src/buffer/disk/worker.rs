@@ -632,11 +632,22 @@ impl Worker {
 
     /// A write, read or sync failed: the buffer takes no more data.
     fn fail(&mut self, what: &str, e: &dyn std::error::Error) {
-        error!(
-            sink = %self.sh.name,
-            error = %chain(e),
-            "Disk buffer failed while {what}; it takes no more data until sluice restarts (what is on disk is replayed then)."
-        );
+        if self.wal.as_ref().is_some_and(Wal::is_poisoned) {
+            // The kernel may have dropped what was not synced: nothing waiting
+            // on a sync is acknowledged, and only a reopen tells what is left.
+            error!(
+                sink = %self.sh.name,
+                dir = %self.sh.opts.dir.display(),
+                error = %chain(e),
+                "Disk buffer: fsync failed; data not yet synced may be lost, so nothing waiting on it is acknowledged (sources resend it). The buffer takes no more data: check the device (dmesg, free space, mount state), then restart sluice; what is on disk is replayed."
+            );
+        } else {
+            error!(
+                sink = %self.sh.name,
+                error = %chain(e),
+                "Disk buffer failed while {what}; it takes no more data until sluice restarts (what is on disk is replayed then)."
+            );
+        }
         self.failed = true;
         self.sh.inbox().failed = true;
         self.sh.space.notify_waiters();
