@@ -1,12 +1,14 @@
 #!/usr/bin/env bash
 # Installs what the test suite needs, only when missing: fuse3 (fusermount3),
-# util-linux `logger`, kcat, Apache Kafka (through Maven, scripts/install-kafka.sh),
+# util-linux `logger`, rsyslog (a real syslog relay for the syslog source), kcat, Apache Kafka (through Maven, scripts/install-kafka.sh),
 # and the Python clients used as independent peers (confluent-kafka, fluent-logger).
 set -euo pipefail
 
 need_apt=()
 command -v fusermount3 >/dev/null 2>&1 || need_apt+=(fuse3)
 command -v logger >/dev/null 2>&1 || need_apt+=(bsdutils)
+# The syslog tests run rsyslogd in the foreground with their own config (omfwd).
+command -v rsyslogd >/dev/null 2>&1 || [ -x /usr/sbin/rsyslogd ] || need_apt+=(rsyslog)
 command -v cmake >/dev/null 2>&1 || need_apt+=(cmake)
 [ -e /usr/include/zlib.h ] || need_apt+=(zlib1g-dev)
 # The kafka sink's bundled librdkafka links OpenSSL (TLS, SASL SCRAM); the Kafka

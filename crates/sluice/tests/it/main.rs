@@ -14,4 +14,5 @@ mod kafka_broker;
 mod kafka_support;
 mod lines;
 mod routes;
+mod syslog;
 mod tls_proxy;
