@@ -38,10 +38,11 @@
 //!
 //! # Time
 //! A timestamp without a zone (BSD, or ISO without offset) is read in
-//! [`Options::utc_offset_secs`]. A BSD timestamp has no year: of the years around
-//! [`Options::now_secs`] the one putting the message closest to now is taken, so a
-//! message stamped `Dec 31 23:59:59` and read on January 1st lands in the old year,
-//! and the reverse for a sender whose clock runs ahead. Timestamps outside what
+//! [`Options::utc_offset_secs`]. A BSD timestamp has no year: the latest year that
+//! does not put the message more than two days after [`Options::now_secs`] is
+//! taken, so a message stamped `Dec 31 23:59:59` and read on January 1st lands in
+//! the old year, `Mar 1` read in December is this March, and a sender whose clock
+//! runs a little ahead still gets next year on New Year's Eve. Timestamps outside what
 //! nanoseconds in an `i64` hold (years 1678..2261) are errors.
 //!
 //! Non-goals: RFC 5424 length caps, UTF-8 validation and SD-ID registry checks

@@ -12,7 +12,11 @@ pub(super) fn version(s: &[u8]) -> Option<usize> {
 }
 
 /// A header field at `at`: `None` for `-`, and the index after its space.
-fn field(s: &[u8], at: usize, what: &'static str) -> Result<(Option<&[u8]>, usize), ParseError> {
+fn field<'a>(
+    s: &'a [u8],
+    at: usize,
+    what: &'static str,
+) -> Result<(Option<&'a [u8]>, usize), ParseError> {
     let (w, end) = super::word(s, at);
     if w.is_empty() {
         return err(what, at);
@@ -23,12 +27,12 @@ fn field(s: &[u8], at: usize, what: &'static str) -> Result<(Option<&[u8]>, usiz
     Ok(((w != b"-").then_some(w), end + 1))
 }
 
-pub(super) fn parse(
-    s: &[u8],
+pub(super) fn parse<'a>(
+    s: &'a [u8],
     at: usize,
     priority: Option<Priority>,
     options: &Options,
-) -> Result<Message<'_>, ParseError> {
+) -> Result<Message<'a>, ParseError> {
     let (timestamp, mut i) = if s.get(at) == Some(&b'-') {
         (None, at + 1)
     } else {

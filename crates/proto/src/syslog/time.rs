@@ -207,13 +207,19 @@ pub(super) fn bsd(s: &[u8], at: usize) -> Option<(Civil, bool, usize)> {
     Some((c, has_year, i - at))
 }
 
-/// Places a BSD wall time without a year: the year (of those around now) that puts
-/// it closest to `now_secs`.
+/// How far ahead of now a BSD timestamp may be and still be taken as this year's
+/// (clocks running fast, senders a few zones east).
+const FUTURE_SLACK_NS: i64 = 2 * 86_400 * 1_000_000_000;
+
+/// Places a BSD wall time without a year: the latest of the years around now that
+/// does not put it more than [`FUTURE_SLACK_NS`] ahead of `now_secs` (messages are
+/// about the past: `Mar 1` read in December is this March, `Dec 31` read on January
+/// 1st last year's, `Jan 1 00:00:03` read on Dec 31 23:59:58 next year's).
 pub(super) fn infer_year(c: Civil, now_secs: i64, offset_secs: i64) -> Option<i64> {
     let now_ns = now_secs.checked_mul(1_000_000_000)?;
     let this_year = year_of_days((now_secs + offset_secs).div_euclid(86_400));
-    [this_year, this_year - 1, this_year + 1]
+    [this_year + 1, this_year, this_year - 1]
         .into_iter()
         .filter_map(|year| Civil { year, ..c }.to_unix_ns(offset_secs))
-        .min_by_key(|t| t.abs_diff(now_ns))
+        .find(|&t| t <= now_ns.saturating_add(FUTURE_SLACK_NS))
 }
