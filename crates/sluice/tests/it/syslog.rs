@@ -204,7 +204,8 @@ fn hostile_tcp_input_does_not_stop_healthy_clients() {
     let mut over = TcpStream::connect(addr).unwrap();
     let big = format!("<13>1 - h big - - - {}", "x".repeat(5000));
     write!(over, "{} {big}", big.len()).unwrap();
-    write!(over, "27 <13>1 - h next - - - after").unwrap();
+    let next = "<13>1 - h next - - - after";
+    write!(over, "{} {next}", next.len()).unwrap();
     // An octet count of 2^63: discarded as it arrives, the connection stays bounded.
     let mut huge = TcpStream::connect(addr).unwrap();
     huge.write_all(b"9223372036854775808 <13>1 - h huge - - - ").unwrap();
@@ -259,7 +260,7 @@ action(type="omfwd" target="127.0.0.1" port="{port}" protocol="tcp" TCP_Framing=
     )
     .unwrap();
     let pid = dir.join("rsyslog.pid");
-    let mut rsyslog = Command::new("/usr/sbin/rsyslogd")
+    let rsyslog = Command::new("/usr/sbin/rsyslogd")
         .args(["-n", "-f"])
         .arg(&conf)
         .arg("-i")
