@@ -138,54 +138,57 @@ impl Framer {
     }
 
     fn octet(&mut self, buf: &mut BytesMut) -> Result<Option<Frame>, FrameError> {
-        loop {
+        if self.skip > 0 {
+            let n = usize::try_from(self.skip)
+                .unwrap_or(usize::MAX)
+                .min(buf.len());
+            let _ = buf.split_to(n);
+            self.skip -= n as u64;
             if self.skip > 0 {
-                let n = usize::try_from(self.skip).unwrap_or(usize::MAX).min(buf.len());
-                let _ = buf.split_to(n);
-                self.skip -= n as u64;
-                if self.skip > 0 {
-                    return Ok(None);
-                }
+                return Ok(None);
             }
-            let stray = buf.iter().take_while(|&&b| matches!(b, b'\r' | b'\n')).count();
-            let _ = buf.split_to(stray);
-            let digits = buf.iter().take_while(|b| b.is_ascii_digit()).count();
-            if digits > MAX_COUNT_DIGITS || buf.first() == Some(&b'0') {
-                return Err(FrameError::BadOctetCount);
-            }
-            match buf.get(digits) {
-                None => return Ok(None),
-                Some(b' ') if digits > 0 => {}
-                Some(_) => return Err(FrameError::BadOctetCount),
-            }
-            let len = buf[..digits]
-                .iter()
-                .fold(0u64, |n, &d| n * 10 + u64::from(d - b'0'));
-            let body = buf.len() - digits - 1;
-            if len <= self.max as u64 {
-                let len = len as usize;
-                if body < len {
-                    return Ok(None);
-                }
-                let _ = buf.split_to(digits + 1);
-                let bytes = buf.split_to(len).freeze();
-                return Ok(Some(Frame {
-                    bytes,
-                    truncated: false,
-                }));
-            }
-            if body < self.max {
+        }
+        let stray = buf
+            .iter()
+            .take_while(|&&b| matches!(b, b'\r' | b'\n'))
+            .count();
+        let _ = buf.split_to(stray);
+        let digits = buf.iter().take_while(|b| b.is_ascii_digit()).count();
+        if digits > MAX_COUNT_DIGITS || buf.first() == Some(&b'0') {
+            return Err(FrameError::BadOctetCount);
+        }
+        match buf.get(digits) {
+            None => return Ok(None),
+            Some(b' ') if digits > 0 => {}
+            Some(_) => return Err(FrameError::BadOctetCount),
+        }
+        let len = buf[..digits]
+            .iter()
+            .fold(0u64, |n, &d| n * 10 + u64::from(d - b'0'));
+        let body = buf.len() - digits - 1;
+        if len <= self.max as u64 {
+            let len = len as usize;
+            if body < len {
                 return Ok(None);
             }
             let _ = buf.split_to(digits + 1);
-            let bytes = buf.split_to(self.max).freeze();
-            self.skip = len - self.max as u64;
-            self.truncated += 1;
+            let bytes = buf.split_to(len).freeze();
             return Ok(Some(Frame {
                 bytes,
-                truncated: true,
+                truncated: false,
             }));
         }
+        if body < self.max {
+            return Ok(None);
+        }
+        let _ = buf.split_to(digits + 1);
+        let bytes = buf.split_to(self.max).freeze();
+        self.skip = len - self.max as u64;
+        self.truncated += 1;
+        Ok(Some(Frame {
+            bytes,
+            truncated: true,
+        }))
     }
 
     fn newline(&mut self, buf: &mut BytesMut) -> Option<Frame> {

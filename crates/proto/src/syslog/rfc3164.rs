@@ -105,8 +105,11 @@ fn looks_like_tag(w: &[u8]) -> bool {
     w.ends_with(b":") || (w.contains(&b'[') && w.ends_with(b"]"))
 }
 
+/// A tag, its pid and the bytes they took.
+type Tag<'a> = (&'a [u8], Option<&'a [u8]>, usize);
+
 /// `TAG[PID]:` or `TAG:` at `at`, followed by an optional space: (tag, pid, used).
-fn tag(s: &[u8], at: usize) -> Option<(&[u8], Option<&[u8]>, usize)> {
+fn tag(s: &[u8], at: usize) -> Option<Tag<'_>> {
     let rest = s.get(at..)?;
     let n = rest
         .iter()

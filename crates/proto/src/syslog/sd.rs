@@ -49,10 +49,7 @@ impl<'a> Iterator for SdElements<'a> {
         let len = element(self.rest, 0).ok()?;
         let body = self.rest.get(1..len - 1)?;
         self.rest = &self.rest[len..];
-        let id_len = body
-            .iter()
-            .position(|&b| b == b' ')
-            .unwrap_or(body.len());
+        let id_len = body.iter().position(|&b| b == b' ').unwrap_or(body.len());
         Some(SdElement {
             id: &body[..id_len],
             params: &body[id_len..],

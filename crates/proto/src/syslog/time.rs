@@ -159,8 +159,7 @@ pub(super) fn iso(s: &[u8], at: usize) -> Option<(Civil, Option<i64>, usize)> {
 }
 
 const MONTHS: [&[u8; 3]; 12] = [
-    b"Jan", b"Feb", b"Mar", b"Apr", b"May", b"Jun", b"Jul", b"Aug", b"Sep", b"Oct", b"Nov",
-    b"Dec",
+    b"Jan", b"Feb", b"Mar", b"Apr", b"May", b"Jun", b"Jul", b"Aug", b"Sep", b"Oct", b"Nov", b"Dec",
 ];
 
 /// A BSD timestamp at `at`: `Mmm dd hh:mm:ss`, the day `dd`, ` d` or `d`, an
@@ -168,10 +167,7 @@ const MONTHS: [&[u8; 3]; 12] = [
 /// (year 0 unless given), whether a year was given, and bytes used.
 pub(super) fn bsd(s: &[u8], at: usize) -> Option<(Civil, bool, usize)> {
     let name = s.get(at..at + 3)?;
-    let month = MONTHS
-        .iter()
-        .position(|m| m.eq_ignore_ascii_case(name))? as u32
-        + 1;
+    let month = MONTHS.iter().position(|m| m.eq_ignore_ascii_case(name))? as u32 + 1;
     (s.get(at + 3) == Some(&b' ')).then_some(())?;
     let mut i = at + 4;
     if s.get(i) == Some(&b' ') {

@@ -32,19 +32,23 @@ impl Sys {
         );
         let d = Daemon::start(dir.path(), &config);
         let mut addr = None;
-        wait_until(Duration::from_secs(20), "the syslog source to listen", || {
-            let log = d.stderr();
-            assert!(!log.contains("ERROR"), "sluice failed to start:\n{log}");
-            let Some(line) = log.lines().find(|l| l.contains("Syslog source listening")) else {
-                return false;
-            };
-            addr = line
-                .split("address=")
-                .nth(1)
-                .and_then(|r| r.split_whitespace().next())
-                .and_then(|a| a.trim_matches(|c: char| !c.is_ascii_digit()).parse().ok());
-            true
-        });
+        wait_until(
+            Duration::from_secs(20),
+            "the syslog source to listen",
+            || {
+                let log = d.stderr();
+                assert!(!log.contains("ERROR"), "sluice failed to start:\n{log}");
+                let Some(line) = log.lines().find(|l| l.contains("Syslog source listening")) else {
+                    return false;
+                };
+                addr = line
+                    .split("address=")
+                    .nth(1)
+                    .and_then(|r| r.split_whitespace().next())
+                    .and_then(|a| a.trim_matches(|c: char| !c.is_ascii_digit()).parse().ok());
+                true
+            },
+        );
         Sys { d, addr, dir }
     }
 
@@ -90,7 +94,9 @@ fn logger(args: &[&str]) {
 }
 
 fn s<'a>(e: &'a Value, key: &str) -> &'a str {
-    e[key].as_str().unwrap_or_else(|| panic!("{key} missing in {e}"))
+    e[key]
+        .as_str()
+        .unwrap_or_else(|| panic!("{key} missing in {e}"))
 }
 
 #[test]
@@ -98,27 +104,29 @@ fn logger_udp_rfc5424_with_structured_data_and_rfc3164() {
     let sys = Sys::start("mode = \"udp\"\naddress = \"127.0.0.1:0\"");
     let port = sys.port();
     let base = ["--udp", "-n", "127.0.0.1", "-P", &port];
-    logger(&[
-        &base[..],
+    logger(
         &[
-            "--rfc5424",
-            "-t",
-            "billing",
-            "--id=4242",
-            "--msgid",
-            "INVOICE",
-            "-p",
-            "local3.warning",
-            "--sd-id",
-            "order@32473",
-            "--sd-param",
-            "id=\"A-1\"",
-            "--sd-param",
-            "note=\"x\\\"y\"",
-            "invoice sent",
-        ],
-    ]
-    .concat());
+            &base[..],
+            &[
+                "--rfc5424",
+                "-t",
+                "billing",
+                "--id=4242",
+                "--msgid",
+                "INVOICE",
+                "-p",
+                "local3.warning",
+                "--sd-id",
+                "order@32473",
+                "--sd-param",
+                "id=\"A-1\"",
+                "--sd-param",
+                "note=\"x\\\"y\"",
+                "invoice sent",
+            ],
+        ]
+        .concat(),
+    );
     let first = &sys.wait_events(1)[0];
     assert_eq!(s(first, "message"), "invoice sent");
     assert_eq!(s(first, "tag"), "syslog.local3.warning");
@@ -131,12 +139,21 @@ fn logger_udp_rfc5424_with_structured_data_and_rfc3164() {
     assert_eq!(s(first, "syslog.sd.order@32473.id"), "A-1");
     assert_eq!(s(first, "syslog.sd.order@32473.note"), "x\"y");
     // logger adds its own timeQuality element.
-    assert!(first.get("syslog.sd.timeQuality.tzKnown").is_some(), "{first}");
+    assert!(
+        first.get("syslog.sd.timeQuality.tzKnown").is_some(),
+        "{first}"
+    );
     assert_eq!(s(first, "host"), "127.0.0.1");
     let hostname = s(first, "syslog.hostname").to_owned();
     assert!(!hostname.is_empty());
 
-    logger(&[&base[..], &["--rfc3164", "-t", "cron", "-p", "cron.err", "job failed"]].concat());
+    logger(
+        &[
+            &base[..],
+            &["--rfc3164", "-t", "cron", "-p", "cron.err", "job failed"],
+        ]
+        .concat(),
+    );
     let second = &sys.wait_events(2)[1];
     assert_eq!(s(second, "message"), "job failed");
     assert_eq!(s(second, "tag"), "syslog.cron.err");
@@ -158,7 +175,15 @@ fn logger_tcp_octet_counting_and_newline_framing() {
     let events = sys.wait_events(4);
     let mut got: Vec<&str> = events.iter().map(|e| s(e, "message")).collect();
     got.sort_unstable();
-    assert_eq!(got, ["counted 3164", "counted 5424", "newline 3164", "newline 5424"]);
+    assert_eq!(
+        got,
+        [
+            "counted 3164",
+            "counted 5424",
+            "newline 3164",
+            "newline 5424"
+        ]
+    );
     for e in &events {
         assert_eq!(s(e, "syslog.appname"), "app", "{e}");
         assert_eq!(s(e, "tag"), "syslog.user.notice", "{e}");
@@ -173,8 +198,22 @@ fn logger_unix_datagram_and_stream_sockets() {
         use std::os::unix::fs::PermissionsExt;
         m.permissions().mode() & 0o777
     });
-    assert_eq!(mode.ok(), Some(0o666), "socket writable by every local user");
-    logger(&["-u", &path, "--socket-errors=on", "-d", "-t", "sshd", "-p", "auth.crit", "local dgram"]);
+    assert_eq!(
+        mode.ok(),
+        Some(0o666),
+        "socket writable by every local user"
+    );
+    logger(&[
+        "-u",
+        &path,
+        "--socket-errors=on",
+        "-d",
+        "-t",
+        "sshd",
+        "-p",
+        "auth.crit",
+        "local dgram",
+    ]);
     let e = &dgram.wait_events(1)[0];
     assert_eq!(s(e, "message"), "local dgram");
     assert_eq!(s(e, "syslog.appname"), "sshd");
@@ -186,10 +225,31 @@ fn logger_unix_datagram_and_stream_sockets() {
 
     let stream = Sys::start("mode = \"unix_stream\"\npath = \"$DIR/log.sock\"");
     let path = stream.path("log.sock");
-    logger(&["-u", &path, "--socket-errors=on", "-T", "-t", "app", "local stream"]);
-    logger(&["-u", &path, "--socket-errors=on", "-T", "--octet-count", "--rfc5424", "-t", "app", "local counted"]);
-    let mut got: Vec<String> =
-        stream.wait_events(2).iter().map(|e| s(e, "message").to_owned()).collect();
+    logger(&[
+        "-u",
+        &path,
+        "--socket-errors=on",
+        "-T",
+        "-t",
+        "app",
+        "local stream",
+    ]);
+    logger(&[
+        "-u",
+        &path,
+        "--socket-errors=on",
+        "-T",
+        "--octet-count",
+        "--rfc5424",
+        "-t",
+        "app",
+        "local counted",
+    ]);
+    let mut got: Vec<String> = stream
+        .wait_events(2)
+        .iter()
+        .map(|e| s(e, "message").to_owned())
+        .collect();
     got.sort_unstable();
     assert_eq!(got, ["local counted", "local stream"]);
 }
@@ -208,7 +268,8 @@ fn hostile_tcp_input_does_not_stop_healthy_clients() {
     write!(over, "{} {next}", next.len()).unwrap();
     // An octet count of 2^63: discarded as it arrives, the connection stays bounded.
     let mut huge = TcpStream::connect(addr).unwrap();
-    huge.write_all(b"9223372036854775808 <13>1 - h huge - - - ").unwrap();
+    huge.write_all(b"9223372036854775808 <13>1 - h huge - - - ")
+        .unwrap();
     huge.write_all(&vec![b'y'; 256 << 10]).unwrap();
     // A broken count closes only its own connection.
     let mut bad = TcpStream::connect(addr).unwrap();
@@ -220,14 +281,23 @@ fn hostile_tcp_input_does_not_stop_healthy_clients() {
     }
     let events = sys.wait_events(103);
     let by_app = |app: &str| -> Vec<&Value> {
-        events.iter().filter(|e| e["syslog.appname"] == app).collect()
+        events
+            .iter()
+            .filter(|e| e["syslog.appname"] == app)
+            .collect()
     };
     assert_eq!(by_app("good").len(), 100);
     let big_ev = by_app("big");
     assert_eq!(big_ev.len(), 1);
-    assert_eq!(s(big_ev[0], "message").len(), 1024 - "<13>1 - h big - - - ".len());
+    assert_eq!(
+        s(big_ev[0], "message").len(),
+        1024 - "<13>1 - h big - - - ".len()
+    );
     assert_eq!(s(by_app("next")[0], "message"), "after");
-    assert_eq!(s(by_app("huge")[0], "message").len(), 1024 - "<13>1 - h huge - - - ".len());
+    assert_eq!(
+        s(by_app("huge")[0], "message").len(),
+        1024 - "<13>1 - h huge - - - ".len()
+    );
     // The bad connection was closed by the server: a read sees the end.
     bad.set_read_timeout(Some(Duration::from_secs(10))).unwrap();
     let mut buf = [0u8; 1];
@@ -268,9 +338,18 @@ action(type="omfwd" target="127.0.0.1" port="{port}" protocol="tcp" TCP_Framing=
         .stdout(Stdio::null())
         .spawn()
         .expect("rsyslogd (scripts/install-deps.sh installs rsyslog)");
-    wait_until(Duration::from_secs(20), "rsyslog's socket", || sock.exists());
+    wait_until(Duration::from_secs(20), "rsyslog's socket", || {
+        sock.exists()
+    });
     let mut feeder = Command::new("logger")
-        .args(["-u", sock.to_str().unwrap(), "-d", "--socket-errors=on", "-t", "relay"])
+        .args([
+            "-u",
+            sock.to_str().unwrap(),
+            "-d",
+            "--socket-errors=on",
+            "-t",
+            "relay",
+        ])
         .stdin(Stdio::piped())
         .spawn()
         .expect("logger");

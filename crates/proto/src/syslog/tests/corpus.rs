@@ -14,7 +14,10 @@ use crate::syslog::{Format, Message, parse};
 /// must find this clone's file.
 fn path() -> std::path::PathBuf {
     std::env::var_os("CARGO_MANIFEST_DIR")
-        .map_or_else(|| env!("CARGO_MANIFEST_DIR").into(), std::path::PathBuf::from)
+        .map_or_else(
+            || env!("CARGO_MANIFEST_DIR").into(),
+            std::path::PathBuf::from,
+        )
         .join("../../testdata/syslog/corpus.jsonl")
 }
 

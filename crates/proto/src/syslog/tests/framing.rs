@@ -39,12 +39,19 @@ fn bodies(frames: &[Frame]) -> Vec<(&[u8], bool)> {
 #[test]
 fn auto_detects_octet_counting_and_newline_per_connection() {
     let (f, e) = run(Framing::Auto, 100, b"5 <13>a3 <1>", 1);
-    assert_eq!((bodies(&f), e), (vec![(&b"<13>a"[..], false), (b"<1>", false)], None));
+    assert_eq!(
+        (bodies(&f), e),
+        (vec![(&b"<13>a"[..], false), (b"<1>", false)], None)
+    );
     let (f, e) = run(Framing::Auto, 100, b"<13>a\n<14>b\r\n\n<15>c", 1);
     assert_eq!(
         (bodies(&f), e),
         (
-            vec![(&b"<13>a"[..], false), (b"<14>b\r", false), (b"<15>c", false)],
+            vec![
+                (&b"<13>a"[..], false),
+                (b"<14>b\r", false),
+                (b"<15>c", false)
+            ],
             None
         )
     );
@@ -77,7 +84,10 @@ fn huge_octet_count_discards_without_buffering() {
         assert!(buf.is_empty(), "discarded as it arrives");
     }
     assert_eq!(f.truncated(), 1);
-    assert!(matches!(f.decode_eof(&mut buf), Err(FrameError::CutFrame(_))));
+    assert!(matches!(
+        f.decode_eof(&mut buf),
+        Err(FrameError::CutFrame(_))
+    ));
     // 20 digits do not fit: an error, not an overflow.
     let (_, e) = run(Framing::OctetCounting, 8, b"99999999999999999999 x", 1);
     assert_eq!(e, Some(FrameError::BadOctetCount));
@@ -96,7 +106,10 @@ fn bad_octet_headers_are_errors() {
 #[test]
 fn stray_newlines_between_counted_frames_are_skipped() {
     let (f, e) = run(Framing::Auto, 100, b"3 abc\n3 def\r\n", 2);
-    assert_eq!((bodies(&f), e), (vec![(&b"abc"[..], false), (b"def", false)], None));
+    assert_eq!(
+        (bodies(&f), e),
+        (vec![(&b"abc"[..], false), (b"def", false)], None)
+    );
 }
 
 #[test]
@@ -104,8 +117,15 @@ fn long_newline_line_is_truncated_and_the_rest_skipped() {
     let (f, e) = run(Framing::Newline, 4, b"abcdefghij\nxy\nabcd\n", 3);
     assert_eq!(
         (bodies(&f), e),
-        (vec![(&b"abcd"[..], true), (b"xy", false), (b"abcd", false)], None)
+        (
+            vec![(&b"abcd"[..], true), (b"xy", false), (b"abcd", false)],
+            None
+        )
     );
     let (f, _) = run(Framing::Newline, 4, b"abcdefghij", 100);
-    assert_eq!(bodies(&f), vec![(&b"abcd"[..], true)], "the rest never comes");
+    assert_eq!(
+        bodies(&f),
+        vec![(&b"abcd"[..], true)],
+        "the rest never comes"
+    );
 }

@@ -102,7 +102,8 @@ fn rfc5424_broken_grammar_is_an_error_with_offset() {
 
 #[test]
 fn rfc3164_classic_with_pid() {
-    let m = ok(b"<34>Oct 11 22:14:15 mymachine su[123]: 'su root' failed for lonvick on /dev/pts/8");
+    let m =
+        ok(b"<34>Oct 11 22:14:15 mymachine su[123]: 'su root' failed for lonvick on /dev/pts/8");
     assert_eq!(m.format, Format::Rfc3164);
     assert_eq!(m.priority.map(|p| (p.facility, p.severity)), Some((4, 2)));
     assert_eq!(m.timestamp, Some(ns("2026-10-11T22:14:15Z")));
@@ -181,7 +182,15 @@ fn pri_without_anything_else_is_the_message() {
 
 #[test]
 fn neither_format_is_an_error() {
-    for bad in [&b"just text"[..], b"", b"\n", b"<>x", b"<1000>x", b"<12", b"<1a>x"] {
+    for bad in [
+        &b"just text"[..],
+        b"",
+        b"\n",
+        b"<>x",
+        b"<1000>x",
+        b"<12",
+        b"<1a>x",
+    ] {
         assert!(parse(bad, &opts()).is_err(), "{bad:?}");
     }
 }
@@ -214,5 +223,8 @@ fn priority_names() {
         facility: 23,
         severity: 4,
     };
-    assert_eq!((p.facility_name(), p.severity_name(), p.value()), ("local7", "warning", 188));
+    assert_eq!(
+        (p.facility_name(), p.severity_name(), p.value()),
+        ("local7", "warning", 188)
+    );
 }

@@ -18,7 +18,9 @@ fn sd_value() -> impl Strategy<Value = String> {
 }
 
 fn escape(v: &str) -> String {
-    v.replace('\\', "\\\\").replace('"', "\\\"").replace(']', "\\]")
+    v.replace('\\', "\\\\")
+        .replace('"', "\\\"")
+        .replace(']', "\\]")
 }
 
 proptest! {

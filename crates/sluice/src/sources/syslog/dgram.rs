@@ -63,7 +63,11 @@ pub(super) async fn build(
             super::open_socket_mode(p)?;
             Socket::Unix(s, file)
         }
-        _ => return Err(ComponentError::Other("datagram mode without address/path".into())),
+        _ => {
+            return Err(ComponentError::Other(
+                "datagram mode without address/path".into(),
+            ));
+        }
     };
     Ok(Box::pin(run(shared, socket)))
 }
@@ -144,7 +148,10 @@ async fn run(shared: Arc<Shared>, socket: Socket) -> Result<(), ComponentError> 
         }
     }
     let kernel_drops = udp_rcvbuf_errors().saturating_sub(kernel_drops_before);
-    info!(kernel_udp_receive_buffer_drops = kernel_drops, "Syslog source stopped.");
+    info!(
+        kernel_udp_receive_buffer_drops = kernel_drops,
+        "Syslog source stopped."
+    );
     if kernel_drops > 0 && matches!(socket, Socket::Udp(_)) {
         warn!(
             drops = kernel_drops,
@@ -170,7 +177,10 @@ fn set_receive_buffer(fd: &impl std::os::fd::AsRawFd, bytes: usize) -> Result<()
         )
     };
     if rc != 0 {
-        return Err(ComponentError::io("setting SO_RCVBUF", std::io::Error::last_os_error()));
+        return Err(ComponentError::io(
+            "setting SO_RCVBUF",
+            std::io::Error::last_os_error(),
+        ));
     }
     Ok(())
 }

@@ -35,7 +35,9 @@ pub(crate) const SD_PREFIX: &[u8] = b"syslog.sd.";
 pub(crate) const PARSE_ERROR: &[u8] = b"syslog.parse_error";
 
 /// The `level` of each severity.
-const LEVELS: [&str; 8] = ["fatal", "fatal", "fatal", "error", "warn", "notice", "info", "debug"];
+const LEVELS: [&str; 8] = [
+    "fatal", "fatal", "fatal", "error", "warn", "notice", "info", "debug",
+];
 
 /// Turns messages into events for one source.
 pub(crate) struct Mapper {
@@ -63,7 +65,11 @@ impl Mapper {
                     facility: v / 8,
                     severity: v % 8,
                 };
-                Arc::from(format!("syslog.{}.{}", p.facility_name(), p.severity_name()))
+                Arc::from(format!(
+                    "syslog.{}.{}",
+                    p.facility_name(),
+                    p.severity_name()
+                ))
             })
             .collect();
         Mapper {

@@ -153,7 +153,8 @@ impl Zone {
         };
         let (h, m) = rest.split_once(':').unwrap_or((rest, "0"));
         let (h, m): (i32, i32) = (h.parse().ok()?, m.parse().ok()?);
-        ((0..=23).contains(&h) && (0..=59).contains(&m)).then(|| Zone::Fixed(sign * (h * 3600 + m * 60)))
+        ((0..=23).contains(&h) && (0..=59).contains(&m))
+            .then(|| Zone::Fixed(sign * (h * 3600 + m * 60)))
     }
 
     /// Offset east of UTC at `now_secs`.
@@ -183,7 +184,10 @@ impl Validate for SyslogSourceConfig {
                 Some(_) => {}
             }
             if self.path.is_some() {
-                v.error("path", "path is for the unix modes; udp and tcp use address");
+                v.error(
+                    "path",
+                    "path is for the unix modes; udp and tcp use address",
+                );
             }
         } else {
             match &self.path {
@@ -224,10 +228,16 @@ impl Validate for SyslogSourceConfig {
             v.error("idle_timeout_secs", "must be at least 1");
         }
         if Zone::parse(&self.timezone).is_none() {
-            v.error("timezone", "expected \"local\", \"UTC\" or an offset like \"+01:00\"");
+            v.error(
+                "timezone",
+                "expected \"local\", \"UTC\" or an offset like \"+01:00\"",
+            );
         }
         if self.receive_buffer_bytes == Some(0) {
-            v.error("receive_buffer_bytes", "must be at least 1 (omit it for the default)");
+            v.error(
+                "receive_buffer_bytes",
+                "must be at least 1 (omit it for the default)",
+            );
         }
     }
 }
@@ -276,14 +286,18 @@ pub(super) async fn build(
 pub(crate) fn clear_socket_path(path: &Path) -> Result<(), ComponentError> {
     use std::os::unix::fs::FileTypeExt;
     match std::fs::symlink_metadata(path) {
-        Ok(m) if m.file_type().is_socket() => std::fs::remove_file(path)
-            .map_err(|e| ComponentError::io(format!("removing stale socket {}", path.display()), e)),
+        Ok(m) if m.file_type().is_socket() => std::fs::remove_file(path).map_err(|e| {
+            ComponentError::io(format!("removing stale socket {}", path.display()), e)
+        }),
         Ok(_) => Err(ComponentError::Other(format!(
             "{} exists and is not a socket",
             path.display()
         ))),
         Err(e) if e.kind() == std::io::ErrorKind::NotFound => Ok(()),
-        Err(e) => Err(ComponentError::io(format!("checking {}", path.display()), e)),
+        Err(e) => Err(ComponentError::io(
+            format!("checking {}", path.display()),
+            e,
+        )),
     }
 }
 

@@ -80,7 +80,11 @@ pub(super) async fn build(
             super::open_socket_mode(p)?;
             Listener::Unix(l, file)
         }
-        _ => return Err(ComponentError::Other("stream mode without address/path".into())),
+        _ => {
+            return Err(ComponentError::Other(
+                "stream mode without address/path".into(),
+            ));
+        }
     };
     let conf = Conf {
         framing: match config.framing {
@@ -95,7 +99,11 @@ pub(super) async fn build(
     Ok(Box::pin(run(shared, listener, Arc::new(conf))))
 }
 
-async fn run(shared: Arc<Shared>, listener: Listener, conf: Arc<Conf>) -> Result<(), ComponentError> {
+async fn run(
+    shared: Arc<Shared>,
+    listener: Listener,
+    conf: Arc<Conf>,
+) -> Result<(), ComponentError> {
     match &listener {
         Listener::Tcp(l) => {
             let local = l
@@ -131,7 +139,10 @@ async fn run(shared: Arc<Shared>, listener: Listener, conf: Arc<Conf>) -> Result
         let Ok(permit) = slots.clone().try_acquire_owned() else {
             refused += 1;
             if let Some(suppressed) = shared.log_limit.allow() {
-                warn!(max_connections = conf.max_connections, suppressed, "Connection refused: max_connections reached.");
+                warn!(
+                    max_connections = conf.max_connections,
+                    suppressed, "Connection refused: max_connections reached."
+                );
             }
             continue;
         };

@@ -47,12 +47,30 @@ fn config_modes_and_their_keys() {
         ("mode = \"tcp\"", "address"),
         ("mode = \"unix_stream\"\naddress = \"127.0.0.1:1\"", "path"),
         ("mode = \"udp\"\naddress = \"nope\"", "address"),
-        ("mode = \"udp\"\naddress = \"127.0.0.1:1\"\nframing = \"newline\"", "framing"),
-        ("mode = \"tcp\"\naddress = \"127.0.0.1:1\"\ntimezone = \"Mars/Base\"", "timezone"),
-        ("mode = \"tcp\"\naddress = \"127.0.0.1:1\"\nmax_message_bytes = 1", "max_message_bytes"),
-        ("mode = \"udp\"\naddress = \"127.0.0.1:1\"\ntls = { cert_file = \"c\", key_file = \"k\" }", "tls"),
-        ("mode = \"carrier_pigeon\"\naddress = \"127.0.0.1:1\"", "mode"),
-        ("mode = \"tcp\"\naddress = \"127.0.0.1:1\"\nbogus = 1", "bogus"),
+        (
+            "mode = \"udp\"\naddress = \"127.0.0.1:1\"\nframing = \"newline\"",
+            "framing",
+        ),
+        (
+            "mode = \"tcp\"\naddress = \"127.0.0.1:1\"\ntimezone = \"Mars/Base\"",
+            "timezone",
+        ),
+        (
+            "mode = \"tcp\"\naddress = \"127.0.0.1:1\"\nmax_message_bytes = 1",
+            "max_message_bytes",
+        ),
+        (
+            "mode = \"udp\"\naddress = \"127.0.0.1:1\"\ntls = { cert_file = \"c\", key_file = \"k\" }",
+            "tls",
+        ),
+        (
+            "mode = \"carrier_pigeon\"\naddress = \"127.0.0.1:1\"",
+            "mode",
+        ),
+        (
+            "mode = \"tcp\"\naddress = \"127.0.0.1:1\"\nbogus = 1",
+            "bogus",
+        ),
     ] {
         let e = load(&format!("[sources.sys]\ntype = \"syslog\"\n{bad}")).expect_err(bad);
         assert!(e.contains(key), "{bad}: {e}");
@@ -90,7 +108,10 @@ fn rfc5424_message_maps_to_body_fields_level_tag_and_time() {
     assert_eq!(&e.body[..], b"hello");
     assert_eq!(&*e.tag, "syslog.local4.notice");
     assert_eq!(e.time_ns, 1_065_910_455_003_000_000);
-    assert_eq!(e.field("syslog.facility").and_then(|v| v.as_u64()), Some(20));
+    assert_eq!(
+        e.field("syslog.facility").and_then(|v| v.as_u64()),
+        Some(20)
+    );
     assert_eq!(e.field("syslog.severity").and_then(|v| v.as_u64()), Some(5));
     assert_eq!(text(e, "level").as_deref(), Some("notice"));
     assert_eq!(text(e, "syslog.hostname").as_deref(), Some("host"));
@@ -98,7 +119,10 @@ fn rfc5424_message_maps_to_body_fields_level_tag_and_time() {
     assert_eq!(text(e, "syslog.procid").as_deref(), Some("42"));
     assert_eq!(text(e, "syslog.msgid").as_deref(), Some("ID47"));
     assert_eq!(text(e, "syslog.sd.ex@1.a").as_deref(), Some("x]y"));
-    assert_eq!(e.origin.as_ref().and_then(|o| o.host.as_deref()), Some("10.0.0.9"));
+    assert_eq!(
+        e.origin.as_ref().and_then(|o| o.host.as_deref()),
+        Some("10.0.0.9")
+    );
 }
 
 #[test]
@@ -127,7 +151,9 @@ fn filter_min_level_reads_the_severity_level() {
         parse_body: false,
         missing: Missing::Drop,
     };
-    let lines: Vec<Vec<u8>> = (0..8).map(|s| format!("<{}>1 - h a - - - m", 8 + s).into_bytes()).collect();
+    let lines: Vec<Vec<u8>> = (0..8)
+        .map(|s| format!("<{}>1 - h a - - - m", 8 + s).into_bytes())
+        .collect();
     let refs: Vec<&[u8]> = lines.iter().map(Vec::as_slice).collect();
     let kept: Vec<u64> = events(None, &refs)
         .iter()
