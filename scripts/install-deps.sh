@@ -7,8 +7,10 @@ set -euo pipefail
 need_apt=()
 command -v fusermount3 >/dev/null 2>&1 || need_apt+=(fuse3)
 command -v logger >/dev/null 2>&1 || need_apt+=(bsdutils)
-# The syslog tests run rsyslogd in the foreground with their own config (omfwd).
+# The syslog tests run rsyslogd in the foreground with their own config (omfwd,
+# over TLS with the OpenSSL netstream driver).
 command -v rsyslogd >/dev/null 2>&1 || [ -x /usr/sbin/rsyslogd ] || need_apt+=(rsyslog)
+dpkg -s rsyslog-openssl >/dev/null 2>&1 || need_apt+=(rsyslog-openssl)
 command -v cmake >/dev/null 2>&1 || need_apt+=(cmake)
 [ -e /usr/include/zlib.h ] || need_apt+=(zlib1g-dev)
 # The kafka sink's bundled librdkafka links OpenSSL (TLS, SASL SCRAM); the Kafka

@@ -1,7 +1,8 @@
 //! Syslog source against real senders: util-linux `logger` over UDP, TCP (octet
 //! counting and newline framing), Unix datagram and stream sockets, RFC 5424 with
 //! structured data and RFC 3164; rsyslog relaying 100,000 messages over TCP with
-//! `omfwd` (octet-counted and LF-framed); hostile TCP input next to a healthy client.
+//! `omfwd` (octet-counted and LF-framed) and 10,000 over TLS (the `ossl` driver, mutual
+//! certificates from the test CA); hostile TCP input next to a healthy client.
 //! Events go to a JSON file sink; the source's bound port is read back from its
 //! "Syslog source listening" line.
 
@@ -311,8 +312,15 @@ fn hostile_tcp_input_does_not_stop_healthy_clients() {
 }
 
 /// rsyslog reads `lines` from its own Unix socket (fed by `logger`) and forwards
-/// them to `port` with omfwd over TCP in `framing`; returns rsyslogd, still running.
-fn rsyslog_relay(dir: &Path, port: &str, framing: &str, lines: u64) -> std::process::Child {
+/// them to `port` with omfwd over TCP in `framing` (`omfwd_extra`: TLS settings);
+/// returns rsyslogd, still running.
+fn rsyslog_relay(
+    dir: &Path,
+    port: &str,
+    framing: &str,
+    omfwd_extra: &str,
+    lines: u64,
+) -> std::process::Child {
     let conf = dir.join("rsyslog.conf");
     let sock = dir.join("rs.sock");
     std::fs::write(
@@ -322,7 +330,7 @@ fn rsyslog_relay(dir: &Path, port: &str, framing: &str, lines: u64) -> std::proc
 module(load="imuxsock" SysSock.Use="off")
 input(type="imuxsock" Socket="{sock}" RateLimit.Interval="0" UseSpecialParser="off")
 action(type="omfwd" target="127.0.0.1" port="{port}" protocol="tcp" TCP_Framing="{framing}"
-       template="RSYSLOG_SyslogProtocol23Format" action.resumeRetryCount="-1")
+       template="RSYSLOG_SyslogProtocol23Format" action.resumeRetryCount="-1" {omfwd_extra})
 "#,
             dir = dir.display(),
             sock = sock.display(),
@@ -370,23 +378,52 @@ fn rsyslog_relays_100k_messages_over_tcp_none_lost() {
     for framing in ["octet-counted", "traditional"] {
         let sys = Sys::start("mode = \"tcp\"\naddress = \"127.0.0.1:0\"");
         let n = 100_000u64;
-        let mut rsyslog = rsyslog_relay(sys.dir.path(), &sys.port(), framing, n);
-        let events = sys.wait_events(n as usize);
-        // SAFETY: plain syscall on our own child's pid.
-        unsafe { libc::kill(rsyslog.id() as libc::pid_t, libc::SIGTERM) };
-        let _ = rsyslog.wait();
-        let mut seen = vec![false; n as usize];
-        for e in &events {
-            assert_eq!(s(e, "syslog.appname"), "relay", "{e}");
-            // rsyslog keeps the space after the 3164 tag's colon in its MSG.
-            let i: usize = s(e, "message")
-                .trim_start()
-                .strip_prefix("msg ")
-                .and_then(|x| x.parse().ok())
-                .unwrap_or_else(|| panic!("{e}"));
-            seen[i] = true;
-        }
-        assert_eq!(events.len(), n as usize, "{framing}: no duplicates");
-        assert!(seen.iter().all(|&x| x), "{framing}: every message arrived");
+        let rsyslog = rsyslog_relay(sys.dir.path(), &sys.port(), framing, "", n);
+        assert_relayed(&sys, rsyslog, n, framing);
     }
+}
+
+/// Waits for `n` relayed events, stops rsyslog, and checks each message came once.
+fn assert_relayed(sys: &Sys, mut rsyslog: std::process::Child, n: u64, what: &str) {
+    let events = sys.wait_events(n as usize);
+    // SAFETY: plain syscall on our own child's pid.
+    unsafe { libc::kill(rsyslog.id() as libc::pid_t, libc::SIGTERM) };
+    let _ = rsyslog.wait();
+    let mut seen = vec![false; n as usize];
+    for e in &events {
+        assert_eq!(s(e, "syslog.appname"), "relay", "{e}");
+        // rsyslog keeps the space after the 3164 tag's colon in its MSG.
+        let i: usize = s(e, "message")
+            .trim_start()
+            .strip_prefix("msg ")
+            .and_then(|x| x.parse().ok())
+            .unwrap_or_else(|| panic!("{e}"));
+        seen[i] = true;
+    }
+    assert_eq!(events.len(), n as usize, "{what}: no duplicates");
+    assert!(seen.iter().all(|&x| x), "{what}: every message arrived");
+}
+
+#[test]
+fn rsyslog_relays_over_tls_with_client_certificates() {
+    let certs = tempfile::tempdir().unwrap();
+    crate::common::make_certs(certs.path());
+    let c = |f: &str| certs.path().join(f).display().to_string();
+    let sys = Sys::start(&format!(
+        "mode = \"tcp\"\naddress = \"127.0.0.1:0\"\n[sources.sys.tls]\ncert_file = \"{}\"\nkey_file = \"{}\"\nclient_ca_file = \"{}\"",
+        c("server.crt"),
+        c("server.key"),
+        c("ca.crt"),
+    ));
+    let tls = format!(
+        r#"StreamDriver="ossl" StreamDriverMode="1" StreamDriverAuthMode="x509/name"
+       StreamDriverPermittedPeers="localhost" StreamDriver.CAFile="{}"
+       StreamDriver.CertFile="{}" StreamDriver.KeyFile="{}""#,
+        c("ca.crt"),
+        c("client.crt"),
+        c("client.key"),
+    );
+    let n = 10_000;
+    let rsyslog = rsyslog_relay(sys.dir.path(), &sys.port(), "octet-counted", &tls, n);
+    assert_relayed(&sys, rsyslog, n, "tls");
 }
