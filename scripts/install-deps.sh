@@ -1,6 +1,7 @@
 #!/usr/bin/env bash
 # Installs what the test suite needs, only when missing: fuse3 (fusermount3),
-# util-linux `logger`, rsyslog (a real syslog relay for the syslog source), kcat, Apache Kafka (through Maven, scripts/install-kafka.sh),
+# util-linux `logger`, rsyslog with its OpenSSL driver (a real syslog relay for the
+# syslog source), kcat, Apache Kafka (through Maven, scripts/install-kafka.sh),
 # and the Python clients used as independent peers (confluent-kafka, fluent-logger).
 set -euo pipefail
 

@@ -427,3 +427,82 @@ fn rsyslog_relays_over_tls_with_client_certificates() {
     let rsyslog = rsyslog_relay(sys.dir.path(), &sys.port(), "octet-counted", &tls, n);
     assert_relayed(&sys, rsyslog, n, "tls");
 }
+
+#[test]
+fn filter_on_severity_and_rules_on_facility() {
+    let dir = tempfile::tempdir().unwrap();
+    let config = r#"
+[sources.sys]
+type = "syslog"
+mode = "unix_dgram"
+path = "$DIR/log.sock"
+
+[routes.by_facility]               # like the rsyslog selector auth,authpriv.*
+type = "rules"
+inputs = ["sys"]
+rules = [{ match = "syslog.{auth,authpriv}.*", to = "auth" }]
+
+[routes.warn_up]
+type = "filter"
+inputs = ["sys"]
+min_level = "warn"
+
+[sinks.auth]
+type = "file"
+inputs = ["by_facility.auth"]
+path = "$DIR/auth.json"
+encoding = "json"
+
+[sinks.important]
+type = "file"
+inputs = ["warn_up"]
+path = "$DIR/important.json"
+encoding = "json"
+"#;
+    let d = Daemon::start(dir.path(), config);
+    let sock = dir.path().join("log.sock");
+    wait_until(Duration::from_secs(20), "the socket", || {
+        assert!(!d.stderr().contains("ERROR"), "{}", d.stderr());
+        sock.exists()
+    });
+    let sock = sock.to_str().unwrap();
+    for (prio, msg) in [
+        ("auth.info", "login ok"),
+        ("authpriv.err", "login failed"),
+        ("user.debug", "noise"),
+        ("user.notice", "note"),
+        ("local0.warning", "disk 90%"),
+        ("daemon.emerg", "on fire"),
+    ] {
+        logger(&[
+            "-u",
+            sock,
+            "-d",
+            "--socket-errors=on",
+            "-p",
+            prio,
+            "-t",
+            "t",
+            msg,
+        ]);
+    }
+    let read = |name: &str, n: usize| -> Vec<String> {
+        let p = dir.path().join(name);
+        wait_until(Duration::from_secs(20), name, || {
+            std::fs::read_to_string(&p).is_ok_and(|t| t.lines().count() >= n)
+        });
+        std::fs::read_to_string(&p)
+            .unwrap()
+            .lines()
+            .map(|l| {
+                let v: Value = serde_json::from_str(l).unwrap();
+                s(&v, "message").to_owned()
+            })
+            .collect()
+    };
+    let important = read("important.json", 3);
+    assert_eq!(important, ["login failed", "disk 90%", "on fire"]);
+    let auth = read("auth.json", 2);
+    assert_eq!(auth, ["login ok", "login failed"]);
+    drop(d);
+}
