@@ -143,6 +143,7 @@ async fn run(shared: Arc<Shared>, socket: Socket) -> Result<(), ComponentError> 
         Counters::add(&cx.counters.truncated, truncated);
         let events = batch.take();
         if !events.is_empty() {
+            Counters::add(&cx.counters.events_in, events.len());
             Counters::add(&cx.counters.events_out, events.len());
             cx.out.send(EventBatch::new(events, AckToken::none())).await;
         }
