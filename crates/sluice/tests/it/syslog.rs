@@ -275,6 +275,20 @@ fn hostile_tcp_input_does_not_stop_healthy_clients() {
     // A broken count closes only its own connection.
     let mut bad = TcpStream::connect(addr).unwrap();
     bad.write_all(b"12x <13>oops\n").unwrap();
+    // Slowloris: a line that never ends, one byte at a time; closed after the
+    // idle timeout (2 s) even though bytes keep coming.
+    let mut slow = TcpStream::connect(addr).unwrap();
+    let slowloris = std::thread::spawn(move || {
+        let started = std::time::Instant::now();
+        slow.write_all(b"<13>never ends").unwrap();
+        while started.elapsed() < Duration::from_secs(20) {
+            if slow.write_all(b"z").is_err() {
+                return Some(started.elapsed());
+            }
+            std::thread::sleep(Duration::from_millis(100));
+        }
+        None
+    });
     // A healthy newline client keeps flowing.
     let mut good = TcpStream::connect(addr).unwrap();
     for i in 0..100 {
@@ -303,6 +317,11 @@ fn hostile_tcp_input_does_not_stop_healthy_clients() {
     bad.set_read_timeout(Some(Duration::from_secs(10))).unwrap();
     let mut buf = [0u8; 1];
     assert_eq!(std::io::Read::read(&mut bad, &mut buf).unwrap_or(0), 0);
+    let closed_after = slowloris
+        .join()
+        .unwrap()
+        .expect("slowloris connection closed");
+    assert!(closed_after >= Duration::from_secs(2), "{closed_after:?}");
     drop((over, huge, good));
     let mut d = sys.d;
     assert!(d.stop().success());
