@@ -1,18 +1,34 @@
 #!/usr/bin/env bash
-# Runs the forward-protocol decoder fuzz target (cargo-fuzz, libFuzzer) for
-#   scripts/fuzz.sh [SECONDS]   (default 60)
-# seeded with the protocol test vectors. Every crash found becomes a named unit
-# test in crates/proto. cargo-fuzz needs nightly compiler flags (sanitizers,
-# -Z options): the machine's one stable toolchain accepts them with
-# RUSTC_BOOTSTRAP=1, so a fresh machine fuzzes without fetching a nightly.
-# cargo-fuzz is installed from crates.io when missing.
+# Runs every fuzz target (cargo-fuzz, libFuzzer) for
+#   scripts/fuzz.sh [SECONDS] [TARGET...]   (default 60 s each; all targets)
+# forward_decode is seeded with the forward protocol test vectors, syslog_parse and
+# syslog_framing with the syslog corpus lines (testdata/syslog/corpus.jsonl). Every
+# crash found becomes a named unit test in crates/proto. cargo-fuzz needs nightly
+# compiler flags (sanitizers, -Z options): the machine's one stable toolchain
+# accepts them with RUSTC_BOOTSTRAP=1, so a fresh machine fuzzes without fetching a
+# nightly. cargo-fuzz is installed from crates.io when missing.
 set -euo pipefail
 cd "$(dirname "$0")/.."
 export PATH="$HOME/.cargo/bin:$PATH"
 secs=${1:-60}
+shift || true
+targets=("$@")
+[ ${#targets[@]} -gt 0 ] || targets=(forward_decode syslog_parse syslog_framing)
 command -v cargo-fuzz >/dev/null 2>&1 || cargo install cargo-fuzz --locked --quiet
-corpus=$(mktemp -d); trap 'rm -rf "$corpus"' EXIT
-find testdata/forward -name '*.bin' -exec cp {} "$corpus"/ \; 2>/dev/null || true
+work=$(mktemp -d); trap 'rm -rf "$work"' EXIT
+mkdir -p "$work/forward" "$work/syslog"
+find testdata/forward -name '*.bin' -exec cp {} "$work/forward"/ \; 2>/dev/null || true
+python3 - "$work/syslog" <<'PY'
+import json, sys
+for i, line in enumerate(open("testdata/syslog/corpus.jsonl", encoding="utf-8")):
+    text = json.loads(line)["line"].encode()
+    open(f"{sys.argv[1]}/line{i}", "wb").write(text)
+    open(f"{sys.argv[1]}/framed{i}", "wb").write(b"%d " % len(text) + text + text + b"\n")
+PY
 cd fuzz
-CARGO_TARGET_DIR="${CARGO_TARGET_DIR:-/var/tmp/sluice-target}/fuzz" \
-  RUSTC_BOOTSTRAP=1 cargo fuzz run forward_decode "$corpus" -- -max_total_time="$secs" -rss_limit_mb=2048 -print_final_stats=1 2>&1 | tail -15
+for t in "${targets[@]}"; do
+  case $t in forward_*) corpus=$work/forward ;; *) corpus=$work/syslog ;; esac
+  echo "fuzz: $t for ${secs}s"
+  CARGO_TARGET_DIR="${CARGO_TARGET_DIR:-/var/tmp/sluice-target}/fuzz" \
+    RUSTC_BOOTSTRAP=1 cargo fuzz run "$t" "$corpus" -- -max_total_time="$secs" -rss_limit_mb=2048 -print_final_stats=1 2>&1 | tail -15
+done

@@ -1,8 +1,9 @@
 #!/usr/bin/env bash
 # Installs what the test suite needs, only when missing: fuse3 (fusermount3),
-# util-linux `logger` and `script`, git, groff, kcat, Apache Kafka (through Maven,
-# scripts/install-kafka.sh), and the Python clients used as independent peers
-# (confluent-kafka, fluent-logger).
+# util-linux `logger` and `script`, git, groff, rsyslog with its OpenSSL driver (a
+# real syslog relay for the syslog source), logrotate, kcat, Apache Kafka (through
+# Maven, scripts/install-kafka.sh), and the Python clients used as independent
+# peers (confluent-kafka, fluent-logger).
 set -euo pipefail
 
 need_apt=()
@@ -13,6 +14,10 @@ command -v script >/dev/null 2>&1 || need_apt+=(bsdutils)
 command -v git >/dev/null 2>&1 || need_apt+=(git)
 # groff renders `sluice man` in its test.
 command -v groff >/dev/null 2>&1 || need_apt+=(groff-base)
+# The syslog tests run rsyslogd in the foreground with their own config (omfwd,
+# over TLS with the OpenSSL netstream driver).
+command -v rsyslogd >/dev/null 2>&1 || [ -x /usr/sbin/rsyslogd ] || need_apt+=(rsyslog)
+dpkg -s rsyslog-openssl >/dev/null 2>&1 || need_apt+=(rsyslog-openssl)
 command -v cmake >/dev/null 2>&1 || need_apt+=(cmake)
 [ -e /usr/include/zlib.h ] || need_apt+=(zlib1g-dev)
 # The kafka sink's bundled librdkafka links OpenSSL (TLS, SASL SCRAM); the Kafka

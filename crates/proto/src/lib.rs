@@ -6,6 +6,8 @@
 //!
 //! * [`forward`]: the Fluentd forward protocol v1/v1.5 (server-side request decoder,
 //!   client-side encoder, acks and the shared-key handshake).
+//! * [`syslog`]: RFC 5424 / RFC 3164 messages and the RFC 6587 stream framings.
 #![warn(missing_docs)]
 
 pub mod forward;
+pub mod syslog;

@@ -30,6 +30,7 @@ use crate::sources::forward::ForwardSourceConfig;
 use crate::sources::fuse::FuseSourceConfig;
 use crate::sources::pipe::PipeSourceConfig;
 use crate::sources::stdin::StdinSourceConfig;
+use crate::sources::syslog::SyslogSourceConfig;
 
 /// The whole configuration.
 #[derive(Debug, Clone)]
@@ -101,9 +102,11 @@ pub enum SourceKind {
     Fuse(FuseSourceConfig),
     /// Fluentd forward protocol server.
     Forward(ForwardSourceConfig),
+    /// Syslog server (UDP, TCP/TLS, Unix sockets).
+    Syslog(SyslogSourceConfig),
 }
 
-const SOURCE_TYPES: &[&str] = &["stdin", "exec", "pipe", "forward", "fuse"];
+const SOURCE_TYPES: &[&str] = &["stdin", "exec", "pipe", "forward", "fuse", "syslog"];
 
 impl SourceKind {
     fn fields(ty: &str) -> &'static [&'static str] {
@@ -113,6 +116,7 @@ impl SourceKind {
             "pipe" => struct_fields::<PipeSourceConfig>(),
             "fuse" => struct_fields::<FuseSourceConfig>(),
             "forward" => struct_fields::<ForwardSourceConfig>(),
+            "syslog" => struct_fields::<SyslogSourceConfig>(),
             _ => &[],
         }
     }
@@ -130,6 +134,7 @@ impl SourceKind {
             "pipe" => SourceKind::Pipe(deserialize(item, path, Some(t), d)?),
             "fuse" => SourceKind::Fuse(deserialize(item, path, Some(t), d)?),
             "forward" => SourceKind::Forward(deserialize(item, path, Some(t), d)?),
+            "syslog" => SourceKind::Syslog(deserialize(item, path, Some(t), d)?),
             _ => return None,
         })
     }
@@ -141,6 +146,7 @@ impl SourceKind {
             SourceKind::Pipe(c) => c.validate(v),
             SourceKind::Fuse(c) => c.validate(v),
             SourceKind::Forward(c) => c.validate(v),
+            SourceKind::Syslog(c) => c.validate(v),
         }
     }
 
@@ -152,6 +158,7 @@ impl SourceKind {
             SourceKind::Pipe(_) => "pipe",
             SourceKind::Fuse(_) => "fuse",
             SourceKind::Forward(_) => "forward",
+            SourceKind::Syslog(_) => "syslog",
         }
     }
 }
@@ -666,7 +673,7 @@ fn check_conflicts(
 ) {
     let mut seen: HashSet<PathBuf> = HashSet::new();
     let mut stdin_seen = false;
-    let mut addresses: HashSet<&str> = HashSet::new();
+    let mut claims: HashSet<String> = HashSet::new();
     for s in sources {
         let span = root
             .get("sources")
@@ -678,10 +685,20 @@ fn check_conflicts(
                 format!("sources.{}.path", s.name),
                 format!("another source already reads {}", p.path.display()),
             ),
-            SourceKind::Forward(f) if !addresses.insert(&f.address) => d.error(
+            SourceKind::Forward(f)
+                if !claims.insert(format!("tcp:{}", f.address))
+                    | !claims.insert(format!("udp:{}", f.address)) =>
+            {
+                d.error(
+                    span,
+                    format!("sources.{}.address", s.name),
+                    format!("another source already listens on {}", f.address),
+                )
+            }
+            SourceKind::Syslog(c) if !claims.insert(c.resource()) => d.error(
                 span,
-                format!("sources.{}.address", s.name),
-                format!("another source already listens on {}", f.address),
+                format!("sources.{}", s.name),
+                format!("another source already uses {}", c.resource()),
             ),
             SourceKind::Stdin(_) if std::mem::replace(&mut stdin_seen, true) => d.error(
                 span,

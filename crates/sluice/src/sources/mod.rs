@@ -10,6 +10,7 @@ pub mod forward;
 pub mod fuse;
 pub mod pipe;
 pub mod stdin;
+pub mod syslog;
 
 use std::sync::Arc;
 
@@ -31,6 +32,7 @@ pub async fn build(config: &SourceConfig, cx: SourceContext) -> Result<Task, Com
         SourceKind::Pipe(c) => pipe::build(c.clone(), cx).await,
         SourceKind::Fuse(c) => fuse::build(c.clone(), cx).await,
         SourceKind::Forward(c) => forward::build(c.clone(), cx).await,
+        SourceKind::Syslog(c) => syslog::build(c.clone(), cx).await,
     }
 }
 

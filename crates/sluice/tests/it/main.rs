@@ -21,5 +21,6 @@ mod kafka_support;
 mod lines;
 mod logging;
 mod routes;
+mod syslog;
 mod tenant_acl;
 mod tls_proxy;

@@ -278,7 +278,7 @@ pub(crate) struct LogLimit {
 impl LogLimit {
     const BURST: u32 = 50;
 
-    fn new() -> Self {
+    pub(crate) fn new() -> Self {
         LogLimit {
             window: std::sync::Mutex::new((Instant::now(), 0)),
             suppressed: AtomicU64::new(0),
