@@ -1,12 +1,13 @@
 #!/usr/bin/env bash
 # Installs what the test suite needs, only when missing: fuse3 (fusermount3),
-# util-linux `logger`, kcat, Apache Kafka (through Maven, scripts/install-kafka.sh),
+# util-linux `logger`, logrotate (file source rotation tests), kcat, Apache Kafka (through Maven, scripts/install-kafka.sh),
 # and the Python clients used as independent peers (confluent-kafka, fluent-logger).
 set -euo pipefail
 
 need_apt=()
 command -v fusermount3 >/dev/null 2>&1 || need_apt+=(fuse3)
 command -v logger >/dev/null 2>&1 || need_apt+=(bsdutils)
+command -v logrotate >/dev/null 2>&1 || [ -x /usr/sbin/logrotate ] || need_apt+=(logrotate)
 command -v cmake >/dev/null 2>&1 || need_apt+=(cmake)
 [ -e /usr/include/zlib.h ] || need_apt+=(zlib1g-dev)
 # The kafka sink's bundled librdkafka links OpenSSL (TLS, SASL SCRAM); the Kafka

@@ -6,6 +6,9 @@
 //!
 //! * [`forward`]: the Fluentd forward protocol v1/v1.5 (server-side request decoder,
 //!   client-side encoder, acks and the shared-key handshake).
+//! * [`cri`]: CRI container log lines (Kubernetes `/var/log/pods`), their times and
+//!   the pod metadata in their paths.
 #![warn(missing_docs)]
 
+pub mod cri;
 pub mod forward;

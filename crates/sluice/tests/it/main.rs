@@ -7,6 +7,7 @@ mod config_errors;
 mod disk_buffer;
 mod disk_buffer_headline;
 mod disk_buffer_stop;
+mod file_source;
 mod forward;
 mod fuse;
 mod kafka;

@@ -1,0 +1,428 @@
+//! The file source end to end, file → file sink: appended lines, directories
+//! created after start, rotation by the real `logrotate` (create and
+//! copytruncate), truncation, deletion while open, and kill -9 with restart.
+//!
+//! Lines are `<stream>-<number>` so the output can be checked per number:
+//! exactly once where the source promises it, at least once after a crash.
+
+use std::collections::HashMap;
+use std::io::Write;
+use std::os::unix::fs::MetadataExt;
+use std::path::{Path, PathBuf};
+use std::process::Command;
+use std::sync::Arc;
+use std::sync::atomic::{AtomicBool, Ordering};
+use std::time::{Duration, Instant};
+
+use crate::common::{Daemon, wait_until};
+
+fn config(include: &str, extra: &str) -> String {
+    format!(
+        r#"
+        data_dir = "$DIR/data"
+        [sources.f]
+        type = "file"
+        include = ["{include}"]
+        {extra}
+        [sinks.out]
+        type = "file"
+        inputs = ["f"]
+        path = "$DIR/out.log"
+        "#
+    )
+}
+
+/// Start sluice and wait until its file source has made its first scan.
+fn start(dir: &Path, config: &str) -> Daemon {
+    let d = Daemon::start(dir, config);
+    wait_until(Duration::from_secs(30), "sluice to start", || {
+        d.stderr().contains("Sluice started.")
+    });
+    d
+}
+
+/// How often each line of the output occurs.
+fn counts(out: &Path) -> HashMap<String, u32> {
+    let text = std::fs::read_to_string(out).unwrap_or_default();
+    let mut m = HashMap::new();
+    for l in text.lines() {
+        *m.entry(l.to_owned()).or_insert(0) += 1;
+    }
+    m
+}
+
+fn line_count(out: &Path) -> usize {
+    std::fs::read(out)
+        .map(|b| bytecount(&b))
+        .unwrap_or_default()
+}
+
+fn bytecount(b: &[u8]) -> usize {
+    b.iter().filter(|&&c| c == b'\n').count()
+}
+
+fn append(path: &Path, text: &str) {
+    let mut f = std::fs::OpenOptions::new()
+        .append(true)
+        .create(true)
+        .open(path)
+        .unwrap();
+    f.write_all(text.as_bytes()).unwrap();
+}
+
+fn numbered(stream: &str, range: std::ops::Range<u64>) -> String {
+    range.map(|i| format!("{stream}-{i}\n")).collect()
+}
+
+#[test]
+fn appended_lines_of_every_matching_file_are_delivered_once() {
+    let dir = tempfile::tempdir().unwrap();
+    let logs = dir.path().join("logs");
+    std::fs::create_dir_all(&logs).unwrap();
+    append(&logs.join("a.log"), &numbered("a", 0..1000));
+    append(&logs.join("skip.gz"), "never\n");
+    let base = logs.to_str().unwrap();
+    let mut d = start(
+        dir.path(),
+        &config(&format!("{base}/*"), r#"exclude = ["*.gz"]"#),
+    );
+    for k in 0..10 {
+        append(
+            &logs.join("a.log"),
+            &numbered("a", 1000 + k * 1000..2000 + k * 1000),
+        );
+        append(
+            &logs.join("b.log"),
+            &numbered("b", k * 1000..(k + 1) * 1000),
+        );
+    }
+    let out = dir.path().join("out.log");
+    wait_until(Duration::from_secs(30), "all 21,000 lines", || {
+        line_count(&out) >= 21_000
+    });
+    assert!(d.stop().success(), "{}", d.stderr());
+    let c = counts(&out);
+    assert_eq!(c.len(), 21_000, "distinct lines");
+    assert!(c.values().all(|&n| n == 1), "a line was duplicated");
+    assert!(!c.contains_key("never"), "excluded file was read");
+    // Order within a file is kept.
+    let text = std::fs::read_to_string(&out).unwrap();
+    let a: Vec<u64> = text
+        .lines()
+        .filter_map(|l| l.strip_prefix("a-")?.parse().ok())
+        .collect();
+    assert!(
+        a.windows(2).all(|w| w[0] < w[1]),
+        "lines of a.log out of order"
+    );
+}
+
+#[test]
+fn file_in_directories_created_after_start_is_read_within_a_second() {
+    let dir = tempfile::tempdir().unwrap();
+    // Neither `pods` nor anything below it exists at start.
+    let pods = dir.path().join("var/log/pods");
+    let mut d = start(
+        dir.path(),
+        &config(&format!("{}/**/*.log", pods.to_str().unwrap()), ""),
+    );
+    let out = dir.path().join("out.log");
+    let mut worst = Duration::ZERO;
+    for i in 0..5 {
+        let cdir = pods.join(format!("ns_pod{i}_uid{i}/app"));
+        std::fs::create_dir_all(&cdir).unwrap();
+        let t0 = Instant::now();
+        append(&cdir.join("0.log"), &format!("pod{i}-hello\n"));
+        wait_until(Duration::from_secs(10), "the new pod's line", || {
+            counts(&out).contains_key(&format!("pod{i}-hello"))
+        });
+        worst = worst.max(t0.elapsed());
+        // A short-lived pod: its directory goes away soon after the write.
+        let gone = pods.join(format!("ns_short{i}_uid/app"));
+        std::fs::create_dir_all(&gone).unwrap();
+        append(&gone.join("0.log"), &format!("short{i}\n"));
+        wait_until(
+            Duration::from_secs(10),
+            "the short-lived pod's line",
+            || counts(&out).contains_key(&format!("short{i}")),
+        );
+        std::fs::remove_dir_all(pods.join(format!("ns_short{i}_uid"))).unwrap();
+    }
+    eprintln!("worst discovery latency of a file in a new directory: {worst:?}");
+    assert!(
+        worst < Duration::from_secs(2),
+        "discovery took {worst:?} (goal < 1 s)"
+    );
+    assert!(d.stop().success(), "{}", d.stderr());
+}
+
+fn logrotate_bin() -> &'static str {
+    for p in [
+        "/usr/sbin/logrotate",
+        "/sbin/logrotate",
+        "/usr/bin/logrotate",
+    ] {
+        if Path::new(p).exists() {
+            return p;
+        }
+    }
+    panic!("logrotate is not installed: run scripts/install-deps.sh");
+}
+
+/// A writer appending `stream-N` lines to `path` until `n`, in bursts. With
+/// `reopen`, it reopens the path when its inode changed (an application
+/// reacting to rotation, a little late as real ones are).
+fn writer(
+    path: PathBuf,
+    n: u64,
+    reopen: bool,
+    done: Arc<AtomicBool>,
+) -> std::thread::JoinHandle<()> {
+    std::thread::spawn(move || {
+        let open = || {
+            std::fs::OpenOptions::new()
+                .append(true)
+                .create(true)
+                .open(&path)
+                .unwrap()
+        };
+        let mut f = open();
+        let mut ino = f.metadata().unwrap().ino();
+        let mut i = 0;
+        while i < n {
+            let burst = numbered("w", i..(i + 500).min(n));
+            f.write_all(burst.as_bytes()).unwrap();
+            i = (i + 500).min(n);
+            if reopen && std::fs::metadata(&path).map(|m| m.ino()).ok() != Some(ino) {
+                f = open();
+                ino = f.metadata().unwrap().ino();
+            }
+            // Pace: ~10 bursts per rotation period.
+            std::thread::sleep(Duration::from_millis(10));
+        }
+        done.store(true, Ordering::Release);
+    })
+}
+
+/// Run logrotate every 100 ms until `done`; returns how many rotations ran.
+fn rotate_until(dir: &Path, log: &Path, mode: &str, done: &AtomicBool) -> u32 {
+    let conf = dir.join("logrotate.conf");
+    std::fs::write(
+        &conf,
+        format!(
+            "{} {{\n  rotate 10000\n  {mode}\n  missingok\n  nocompress\n}}\n",
+            log.display()
+        ),
+    )
+    .unwrap();
+    let state = dir.join("logrotate.state");
+    let mut runs = 0;
+    while !done.load(Ordering::Acquire) {
+        let st = Command::new(logrotate_bin())
+            .arg("-f")
+            .arg("-s")
+            .arg(&state)
+            .arg(&conf)
+            .status()
+            .expect("run logrotate");
+        assert!(st.success(), "logrotate failed");
+        runs += 1;
+        std::thread::sleep(Duration::from_millis(100));
+    }
+    runs
+}
+
+#[test]
+fn logrotate_create_mode_loses_and_duplicates_no_line() {
+    let dir = tempfile::tempdir().unwrap();
+    let logs = dir.path().join("logs");
+    std::fs::create_dir_all(&logs).unwrap();
+    let log = logs.join("app.log");
+    // Only the live name matches: rotated files are read through their open
+    // descriptor, never found by the glob.
+    let mut d = start(dir.path(), &config(log.to_str().unwrap(), ""));
+    let n = 100_000;
+    let done = Arc::new(AtomicBool::new(false));
+    let w = writer(log.clone(), n, true, done.clone());
+    let runs = rotate_until(dir.path(), &log, "create 0644", &done);
+    w.join().unwrap();
+    assert!(runs >= 5, "only {runs} rotations happened");
+    let out = dir.path().join("out.log");
+    wait_until(Duration::from_secs(30), "every line", || {
+        line_count(&out) >= n as usize
+    });
+    assert!(d.stop().success(), "{}", d.stderr());
+    let c = counts(&out);
+    let missing: Vec<u64> = (0..n)
+        .filter(|i| !c.contains_key(&format!("w-{i}")))
+        .collect();
+    assert!(
+        missing.is_empty(),
+        "{} lines lost, first {:?}",
+        missing.len(),
+        &missing[..missing.len().min(5)]
+    );
+    let dups = c.values().filter(|&&k| k > 1).count();
+    assert_eq!(dups, 0, "duplicated lines after {runs} rotations");
+    eprintln!("create mode: {n} lines, {runs} rotations, none lost or duplicated");
+}
+
+#[test]
+fn logrotate_copytruncate_is_noticed_and_duplicates_nothing() {
+    let dir = tempfile::tempdir().unwrap();
+    let logs = dir.path().join("logs");
+    std::fs::create_dir_all(&logs).unwrap();
+    let log = logs.join("app.log");
+    let mut d = start(dir.path(), &config(log.to_str().unwrap(), ""));
+    let n = 100_000;
+    let done = Arc::new(AtomicBool::new(false));
+    let w = writer(log.clone(), n, false, done.clone());
+    let runs = rotate_until(dir.path(), &log, "copytruncate", &done);
+    w.join().unwrap();
+    // The last line is in the live file, so it must arrive.
+    let out = dir.path().join("out.log");
+    wait_until(Duration::from_secs(30), "the last line", || {
+        counts(&out).contains_key(&format!("w-{}", n - 1))
+    });
+    assert!(d.stop().success(), "{}", d.stderr());
+    let c = counts(&out);
+    let dups = c.values().filter(|&&k| k > 1).count();
+    assert_eq!(dups, 0, "duplicated lines");
+    // Every line still in the live file at the end was delivered.
+    let live = std::fs::read_to_string(&log).unwrap();
+    for l in live.lines() {
+        assert!(c.contains_key(l), "{l} of the live file not delivered");
+    }
+    let lost = (0..n)
+        .filter(|i| !c.contains_key(&format!("w-{i}")))
+        .count();
+    eprintln!(
+        "copytruncate: {n} lines, {runs} rotations, {lost} lines lost in the copy-then-truncate window"
+    );
+    let log_text = d.stderr();
+    assert!(
+        log_text.contains("File truncated"),
+        "no truncation noticed:\n{log_text}"
+    );
+    assert!(lost < n as usize / 4, "{lost} of {n} lines lost");
+}
+
+#[test]
+fn truncation_and_deletion_while_open() {
+    let dir = tempfile::tempdir().unwrap();
+    let logs = dir.path().join("logs");
+    std::fs::create_dir_all(&logs).unwrap();
+    let t = logs.join("t.log");
+    let del = logs.join("del.log");
+    append(&t, &numbered("t", 0..100));
+    append(&del, &numbered("d", 0..100));
+    let mut d = start(
+        dir.path(),
+        &config(&format!("{}/*.log", logs.display()), ""),
+    );
+    let out = dir.path().join("out.log");
+    wait_until(Duration::from_secs(10), "first lines", || {
+        line_count(&out) >= 200
+    });
+    // Truncate to zero, then write fewer bytes than before.
+    std::fs::OpenOptions::new()
+        .write(true)
+        .open(&t)
+        .unwrap()
+        .set_len(0)
+        .unwrap();
+    append(&t, "t-after\n");
+    wait_until(Duration::from_secs(10), "the line after truncation", || {
+        counts(&out).contains_key("t-after")
+    });
+    // Deleted while open, with unread lines and no trailing newline.
+    {
+        let mut f = std::fs::OpenOptions::new().append(true).open(&del).unwrap();
+        std::fs::remove_file(&del).unwrap();
+        f.write_all(b"d-late\nd-unterminated").unwrap();
+    }
+    wait_until(
+        Duration::from_secs(10),
+        "the deleted file's last lines",
+        || {
+            let c = counts(&out);
+            c.contains_key("d-late") && c.contains_key("d-unterminated")
+        },
+    );
+    // Its descriptor is released, so the space comes back.
+    let fds = format!("/proc/{}/fd", d.child.id());
+    wait_until(
+        Duration::from_secs(10),
+        "the deleted file's descriptor to close",
+        || {
+            std::fs::read_dir(&fds).unwrap().flatten().all(|e| {
+                std::fs::read_link(e.path())
+                    .map(|t| !t.to_string_lossy().contains("del.log"))
+                    .unwrap_or(true)
+            })
+        },
+    );
+    assert!(d.stop().success(), "{}", d.stderr());
+    assert!(d.stderr().contains("File truncated"), "{}", d.stderr());
+    let c = counts(&out);
+    assert!(c.values().all(|&k| k == 1), "duplicates");
+    assert_eq!(c.len(), 203);
+}
+
+#[test]
+fn kill_9_mid_stream_then_restart_loses_no_line() {
+    let dir = tempfile::tempdir().unwrap();
+    let logs = dir.path().join("logs");
+    std::fs::create_dir_all(&logs).unwrap();
+    let cfg = config(&format!("{}/*.log", logs.display()), "");
+    let out = dir.path().join("out.log");
+    let files = 4;
+    let per_file = 50_000u64;
+    let total = files * per_file as usize;
+    let logs2 = logs.clone();
+    let write_part = move |from: u64, to: u64| {
+        for f in 0..files {
+            append(
+                &logs2.join(format!("{f}.log")),
+                &numbered(&format!("f{f}"), from..to),
+            );
+        }
+    };
+    write_part(0, per_file / 2);
+    let mut d = start(dir.path(), &cfg);
+    // Kill while the first half is still being delivered and more is written.
+    wait_until(Duration::from_secs(30), "some lines delivered", || {
+        line_count(&out) > 1000
+    });
+    let second = write_part.clone();
+    let w = std::thread::spawn(move || second(per_file / 2, per_file));
+    d.signal(libc::SIGKILL);
+    let _ = d.wait(Duration::from_secs(10));
+    let at_kill = line_count(&out);
+    w.join().unwrap();
+    let mut d = start(dir.path(), &cfg);
+    wait_until(
+        Duration::from_secs(60),
+        "every line after the restart",
+        || {
+            let c = counts(&out);
+            c.len() >= total
+        },
+    );
+    assert!(d.stop().success(), "{}", d.stderr());
+    let c = counts(&out);
+    for f in 0..files {
+        for i in 0..per_file {
+            assert!(c.contains_key(&format!("f{f}-{i}")), "f{f}-{i} lost");
+        }
+    }
+    let dups: u32 = c.values().map(|&k| k - 1).sum();
+    eprintln!(
+        "kill -9: {total} lines, {at_kill} delivered before the kill, {dups} duplicates after the restart"
+    );
+    assert!(
+        c.values().all(|&k| k <= 2),
+        "a line was delivered more than twice"
+    );
+    assert!((dups as usize) < total / 2, "{dups} duplicates");
+}
