@@ -127,7 +127,7 @@ fn file_in_directories_created_after_start_is_read_within_a_second() {
         &config(&format!("{}/**/*.log", pods.to_str().unwrap()), ""),
     );
     let out = dir.path().join("out.log");
-    let mut worst = Duration::ZERO;
+    let mut seen = Vec::new();
     for i in 0..5 {
         let cdir = pods.join(format!("ns_pod{i}_uid{i}/app"));
         std::fs::create_dir_all(&cdir).unwrap();
@@ -136,7 +136,7 @@ fn file_in_directories_created_after_start_is_read_within_a_second() {
         wait_until(Duration::from_secs(10), "the new pod's line", || {
             counts(&out).contains_key(&format!("pod{i}-hello"))
         });
-        worst = worst.max(t0.elapsed());
+        seen.push(t0.elapsed());
         // A short-lived pod: its directory goes away soon after the write.
         let gone = pods.join(format!("ns_short{i}_uid/app"));
         std::fs::create_dir_all(&gone).unwrap();
@@ -148,7 +148,8 @@ fn file_in_directories_created_after_start_is_read_within_a_second() {
         );
         std::fs::remove_dir_all(pods.join(format!("ns_short{i}_uid"))).unwrap();
     }
-    eprintln!("worst discovery latency of a file in a new directory: {worst:?}");
+    eprintln!("discovery latency of a file in a new directory: {seen:?}");
+    let worst = seen.iter().max().copied().unwrap_or_default();
     assert!(
         worst < Duration::from_secs(2),
         "discovery took {worst:?} (goal < 1 s)"
@@ -376,38 +377,40 @@ fn kill_9_mid_stream_then_restart_loses_no_line() {
     std::fs::create_dir_all(&logs).unwrap();
     let cfg = config(&format!("{}/*.log", logs.display()), "");
     let out = dir.path().join("out.log");
-    let files = 4;
+    let ckpt = dir.path().join("data/file_source/f/checkpoints.json");
+    let files = 4u64;
     let per_file = 50_000u64;
-    let total = files * per_file as usize;
-    let logs2 = logs.clone();
-    let write_part = move |from: u64, to: u64| {
-        for f in 0..files {
-            append(
-                &logs2.join(format!("{f}.log")),
-                &numbered(&format!("f{f}"), from..to),
-            );
-        }
-    };
-    write_part(0, per_file / 2);
+    let total = (files * per_file) as usize;
     let mut d = start(dir.path(), &cfg);
-    // Kill while the first half is still being delivered and more is written.
-    wait_until(Duration::from_secs(30), "some lines delivered", || {
-        line_count(&out) > 1000
+    // Four writers append in bursts while sluice reads; it is killed mid-stream,
+    // once a checkpoint exists, and started again while they keep writing.
+    let writers: Vec<_> = (0..files)
+        .map(|f| {
+            let path = logs.join(format!("{f}.log"));
+            std::thread::spawn(move || {
+                for from in (0..per_file).step_by(500) {
+                    append(&path, &numbered(&format!("f{f}"), from..from + 500));
+                    std::thread::sleep(Duration::from_millis(5));
+                }
+            })
+        })
+        .collect();
+    wait_until(Duration::from_secs(30), "a checkpoint", || {
+        std::fs::read_to_string(&ckpt)
+            .is_ok_and(|t| t.contains("\"offset\":") && !t.contains("\"offset\":0,"))
     });
-    let second = write_part.clone();
-    let w = std::thread::spawn(move || second(per_file / 2, per_file));
     d.signal(libc::SIGKILL);
     let _ = d.wait(Duration::from_secs(10));
     let at_kill = line_count(&out);
-    w.join().unwrap();
+    assert!(at_kill < total, "the stream was over before the kill");
     let mut d = start(dir.path(), &cfg);
+    for w in writers {
+        w.join().unwrap();
+    }
     wait_until(
         Duration::from_secs(60),
         "every line after the restart",
-        || {
-            let c = counts(&out);
-            c.len() >= total
-        },
+        || counts(&out).len() >= total,
     );
     assert!(d.stop().success(), "{}", d.stderr());
     let c = counts(&out);
@@ -416,13 +419,18 @@ fn kill_9_mid_stream_then_restart_loses_no_line() {
             assert!(c.contains_key(&format!("f{f}-{i}")), "f{f}-{i} lost");
         }
     }
+    assert_eq!(c.len(), total, "unexpected lines (a torn write?)");
     let dups: u32 = c.values().map(|&k| k - 1).sum();
     eprintln!(
-        "kill -9: {total} lines, {at_kill} delivered before the kill, {dups} duplicates after the restart"
+        "kill -9: {total} lines, {at_kill} delivered before the kill, {dups} delivered again after the restart"
     );
     assert!(
         c.values().all(|&k| k <= 2),
         "a line was delivered more than twice"
     );
-    assert!((dups as usize) < total / 2, "{dups} duplicates");
+    // Only what was delivered after the last checkpoint comes again.
+    assert!(
+        (dups as usize) < at_kill,
+        "{dups} duplicates of {at_kill} delivered: the checkpoint was not used"
+    );
 }

@@ -242,10 +242,8 @@ impl Reader {
             }
         }
         match meta {
-            Some(m) if m.is_dir() => {
-                if self.s.patterns.covers_dir(p) {
-                    self.walk_and_consider(p);
-                }
+            Some(m) if m.is_dir() && self.s.patterns.covers_dir(p) => {
+                self.walk_and_consider(p);
             }
             Some(_) if self.s.patterns.matches(p) => {
                 self.consider(p);
@@ -372,15 +370,13 @@ impl Reader {
             }
             None if self.s.match_by_checksum => {
                 let present: HashSet<FileKey> = self.files.keys().copied().collect();
-                let hit = self
-                    .checkpoints
+                self.checkpoints
                     .entries
                     .values()
                     .find(|e| {
                         e.fingerprint.fp_len > 0 && !present.contains(&(e.dev, e.ino)) && same(e)
                     })
-                    .map(|e| e.offset);
-                hit
+                    .map(|e| e.offset)
             }
             None => None,
         };
