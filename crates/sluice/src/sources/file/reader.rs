@@ -627,12 +627,19 @@ impl Reader {
     /// Move the checkpoints of files whose acknowledgements came in, and write
     /// the document if anything changed.
     fn commit(&mut self) {
-        let keys: Vec<FileKey> = self
-            .files
-            .iter_mut()
-            .filter_map(|(k, f)| f.collect_acks().then_some(*k))
-            .collect();
-        for k in keys {
+        let mut moved = Vec::new();
+        for (k, f) in &mut self.files {
+            f.collect_acks();
+            let saved = self.checkpoints.entries.get(k);
+            let stale = match saved {
+                Some(e) => e.offset != f.committed || e.fingerprint != f.fingerprint,
+                None => f.committed > 0,
+            };
+            if stale {
+                moved.push(*k);
+            }
+        }
+        for k in moved {
             self.save_entry(k);
         }
         if let Err(e) = self.checkpoints.save() {
