@@ -438,3 +438,96 @@ fn kill_9_mid_stream_then_restart_loses_no_line() {
         "{dups} duplicates of {at_kill} delivered: the checkpoint was not used"
     );
 }
+
+/// CRI lines of one container: `lines` messages `<ns>-<pod>-<i>`, every 10th on
+/// stderr, every 7th split by the runtime into three parts (P, P, F).
+fn cri_lines(ns: &str, pod: u32, lines: u32) -> String {
+    let mut s = String::new();
+    for i in 0..lines {
+        let stream = if i % 10 == 0 { "stderr" } else { "stdout" };
+        let msg = format!("{ns}-{pod}-{i}");
+        let t = format!("2024-01-01T00:00:{:02}.{:09}Z", i % 60, i);
+        if i % 7 == 0 {
+            let (a, rest) = msg.split_at(2);
+            let (b, c) = rest.split_at(2);
+            s += &format!("{t} {stream} P {a}\n{t} {stream} P {b}\n{t} {stream} F {c}\n");
+        } else {
+            s += &format!("{t} {stream} F {msg}\n");
+        }
+    }
+    s
+}
+
+#[test]
+fn short_lived_pods_cri_lines_joined_with_kubernetes_fields() {
+    let dir = tempfile::tempdir().unwrap();
+    let pods_dir = dir.path().join("pods");
+    let mut d = start(
+        dir.path(),
+        &format!(
+            r#"
+            data_dir = "$DIR/data"
+            [sources.k8s]
+            type = "file"
+            include = ["{}/**/*.log"]
+            format = "cri"
+            [sinks.out]
+            type = "file"
+            inputs = ["k8s"]
+            path = "$DIR/out/{{field.kubernetes.namespace}}/{{field.kubernetes.container}}-{{field.stream}}.log"
+            "#,
+            pods_dir.display()
+        ),
+    );
+    let (pods, per_pod) = (40u32, 100u32);
+    let mut alive: Vec<(Instant, PathBuf)> = Vec::new();
+    for p in 0..pods {
+        let ns = format!("ns{}", p % 2);
+        let pod_dir = pods_dir.join(format!("{ns}_pod-{p}_uid-{p}"));
+        std::fs::create_dir_all(pod_dir.join("app")).unwrap();
+        let text = cri_lines(&ns, p, per_pod);
+        // Two writes, the first ending inside a partial sequence.
+        let cut = text.find(" P ").map_or(text.len() / 2, |i| i + 3);
+        let log = pod_dir.join("app/0.log");
+        append(&log, &text[..cut]);
+        append(&log, &text[cut..]);
+        alive.push((Instant::now(), pod_dir));
+        // Pods live about half a second after their last write.
+        while alive
+            .first()
+            .is_some_and(|(t, _)| t.elapsed() > Duration::from_millis(500))
+        {
+            std::fs::remove_dir_all(alive.remove(0).1).unwrap();
+        }
+        std::thread::sleep(Duration::from_millis(20));
+    }
+    for (t, p) in alive {
+        std::thread::sleep(Duration::from_millis(500).saturating_sub(t.elapsed()));
+        std::fs::remove_dir_all(p).unwrap();
+    }
+    let out = dir.path().join("out");
+    let total = (pods * per_pod) as usize;
+    let delivered = || {
+        ["ns0", "ns1"]
+            .iter()
+            .flat_map(|ns| ["stdout", "stderr"].map(|s| out.join(format!("{ns}/app-{s}.log"))))
+            .map(|p| line_count(&p))
+            .sum::<usize>()
+    };
+    wait_until(Duration::from_secs(30), "every pod's lines", || {
+        delivered() >= total
+    });
+    assert!(d.stop().success(), "{}", d.stderr());
+    for ns in ["ns0", "ns1"] {
+        for stream in ["stdout", "stderr"] {
+            let c = counts(&out.join(format!("{ns}/app-{stream}.log")));
+            for p in (0..pods).filter(|p| format!("ns{}", p % 2) == ns) {
+                for i in (0..per_pod).filter(|i| (i % 10 == 0) == (stream == "stderr")) {
+                    let m = format!("{ns}-{p}-{i}");
+                    assert_eq!(c.get(&m), Some(&1), "{m} in {ns}/{stream}");
+                }
+            }
+        }
+    }
+    assert_eq!(delivered(), total, "extra lines (unjoined parts?)");
+}
