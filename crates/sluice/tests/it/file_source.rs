@@ -531,3 +531,41 @@ fn short_lived_pods_cri_lines_joined_with_kubernetes_fields() {
     }
     assert_eq!(delivered(), total, "extra lines (unjoined parts?)");
 }
+
+#[test]
+fn kubernetes_example_is_valid_and_bad_globs_are_reported() {
+    let example = crate::common::manifest_dir().join("../../examples/kubernetes.toml");
+    let out = Command::new(crate::common::sluice_bin())
+        .args(["validate", "--config"])
+        .arg(&example)
+        .output()
+        .unwrap();
+    assert!(
+        out.status.success(),
+        "{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    let dir = tempfile::tempdir().unwrap();
+    let bad = dir.path().join("bad.toml");
+    std::fs::write(
+        &bad,
+        "[sources.f]\ntype = \"file\"\ninclude = [\"logs/*.log\", \"/x/[a.log\"]\nmax_open_files = 0\n\
+         [sinks.n]\ntype = \"null\"\ninputs = [\"f\"]\n",
+    )
+    .unwrap();
+    let out = Command::new(crate::common::sluice_bin())
+        .args(["validate", "--config"])
+        .arg(&bad)
+        .output()
+        .unwrap();
+    assert!(!out.status.success());
+    let err = String::from_utf8_lossy(&out.stderr);
+    for needle in [
+        "sources.f.include",
+        "not an absolute path",
+        "/x/[a.log",
+        "sources.f.max_open_files",
+    ] {
+        assert!(err.contains(needle), "{needle} not in:\n{err}");
+    }
+}

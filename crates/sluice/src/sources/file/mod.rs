@@ -216,7 +216,7 @@ pub(super) fn build(config: FileSourceConfig, cx: SourceContext) -> Result<Task,
     let shutdown_timeout = Duration::from_secs(cx.reload.borrow().global.shutdown_timeout_secs);
     let waker = watch.0.waker();
     let link = reader::Link {
-        out: cx.out,
+        out: Some(cx.out),
         name: cx.name.clone(),
         tag: cx.tag,
         counters: cx.counters,

@@ -50,7 +50,8 @@ pub struct Settings {
 
 /// What the reader needs from the topology.
 pub struct Link {
-    pub out: Output,
+    /// Taken by the reader; dropped at stop so the sinks see the end.
+    pub out: Option<Output>,
     pub name: Arc<str>,
     pub tag: Arc<str>,
     pub counters: Arc<Counters>,
@@ -90,11 +91,11 @@ fn key_of(m: &std::fs::Metadata) -> FileKey {
 impl Reader {
     pub fn new(
         s: Settings,
-        link: Link,
+        mut link: Link,
         watch: (Watch, Receiver<Wake>),
         checkpoints: Checkpoints,
     ) -> Self {
-        let out = Some(link.out.clone());
+        let out = link.out.take();
         Reader {
             s,
             link,

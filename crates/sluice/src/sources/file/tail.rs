@@ -21,7 +21,7 @@ use std::sync::Arc;
 use std::sync::atomic::{AtomicU8, Ordering};
 use std::time::Instant;
 
-use bytes::Bytes;
+use bytes::{Bytes, BytesMut};
 
 use super::checkpoint::{FileKey, Fingerprint};
 use crate::ack::{AckStatus, AckToken};
@@ -102,13 +102,17 @@ impl Tailed {
         fingerprint: Fingerprint,
         max_line_bytes: usize,
     ) -> Self {
+        let mut framer = LineFramer::new(max_line_bytes);
+        // No buffer until there is something to read: thousands of idle files
+        // must not each hold one.
+        *framer.buffer() = BytesMut::new();
         Tailed {
             key,
             path,
             origin,
             file: Some(file),
             read_offset: offset,
-            framer: LineFramer::new(max_line_bytes),
+            framer,
             fingerprint,
             in_flight: VecDeque::new(),
             committed: offset,
@@ -179,9 +183,13 @@ impl Tailed {
             return Ok(None);
         };
         let first = self.emitted();
+        // As much as the file grew (known from the last size check), within
+        // bounds: small appends cost small buffers.
+        let grown = usize::try_from(self.size.saturating_sub(self.read_offset)).unwrap_or(usize::MAX);
+        let want = grown.clamp(4096, READ_CHUNK);
         let buf = self.framer.buffer();
         let start = buf.len();
-        buf.resize(start + READ_CHUNK, 0);
+        buf.resize(start + want, 0);
         let n = match f.read_at(&mut buf[start..], self.read_offset) {
             Ok(n) => n,
             Err(e) => {
@@ -191,6 +199,10 @@ impl Tailed {
         };
         buf.truncate(start + n);
         if n == 0 {
+            // At the end: give the read buffer back, keeping only an
+            // unterminated tail (at most `max_line_bytes`), copied to its size.
+            let tail = buf.split();
+            *buf = BytesMut::from(&tail[..]);
             return Ok(None);
         }
         self.read_offset += n as u64;
