@@ -434,6 +434,9 @@ impl Reader {
     fn housekeeping(&mut self) {
         let close_idle = self.s.close_idle;
         for f in self.files.values_mut() {
+            if f.rotated {
+                self.dirty.insert(f.key);
+            }
             if f.file.is_some() {
                 self.dirty.insert(f.key);
                 if !f.rotated && f.at_end() && f.last_read.elapsed() >= close_idle {
@@ -495,10 +498,10 @@ impl Reader {
                     let (origin, path) = (f.origin.clone(), f.path.clone());
                     self.send(k, c, &origin, &path);
                 }
-                if let Some(f) = self.files.get(&k)
-                    && f.rotated
-                {
-                    return self.release(k);
+                if self.files.get(&k).is_some_and(|f| f.rotated) {
+                    // Not released yet (grace period, acknowledgements in
+                    // flight): housekeeping looks again within a second.
+                    self.release(k);
                 }
                 return false;
             }
@@ -532,7 +535,7 @@ impl Reader {
     }
 
     /// Drop a rotated file once read to its end, past the grace period and
-    /// fully acknowledged. Returns whether it must be looked at again.
+    /// fully acknowledged. Returns whether it is still held.
     fn release(&mut self, k: FileKey) -> bool {
         let Some(f) = self.files.get_mut(&k) else {
             return false;

@@ -185,7 +185,8 @@ impl Tailed {
         let first = self.emitted();
         // As much as the file grew (known from the last size check), within
         // bounds: small appends cost small buffers.
-        let grown = usize::try_from(self.size.saturating_sub(self.read_offset)).unwrap_or(usize::MAX);
+        let grown =
+            usize::try_from(self.size.saturating_sub(self.read_offset)).unwrap_or(usize::MAX);
         let want = grown.clamp(4096, READ_CHUNK);
         let buf = self.framer.buffer();
         let start = buf.len();
