@@ -18,6 +18,7 @@ command -v groff >/dev/null 2>&1 || need_apt+=(groff-base)
 # over TLS with the OpenSSL netstream driver).
 command -v rsyslogd >/dev/null 2>&1 || [ -x /usr/sbin/rsyslogd ] || need_apt+=(rsyslog)
 dpkg -s rsyslog-openssl >/dev/null 2>&1 || need_apt+=(rsyslog-openssl)
+command -v logrotate >/dev/null 2>&1 || [ -x /usr/sbin/logrotate ] || need_apt+=(logrotate)
 command -v cmake >/dev/null 2>&1 || need_apt+=(cmake)
 [ -e /usr/include/zlib.h ] || need_apt+=(zlib1g-dev)
 # The kafka sink's bundled librdkafka links OpenSSL (TLS, SASL SCRAM); the Kafka

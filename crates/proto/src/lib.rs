@@ -6,8 +6,11 @@
 //!
 //! * [`forward`]: the Fluentd forward protocol v1/v1.5 (server-side request decoder,
 //!   client-side encoder, acks and the shared-key handshake).
+//! * [`cri`]: CRI container log lines (Kubernetes `/var/log/pods`), their times and
+//!   the pod metadata in their paths.
 //! * [`syslog`]: RFC 5424 / RFC 3164 messages and the RFC 6587 stream framings.
 #![warn(missing_docs)]
 
+pub mod cri;
 pub mod forward;
 pub mod syslog;

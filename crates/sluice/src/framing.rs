@@ -113,6 +113,11 @@ impl LineFramer {
         memchr::memchr_iter(b'\n', &self.buf).count()
     }
 
+    /// The line cap.
+    pub fn max_line(&self) -> usize {
+        self.max_line
+    }
+
     /// Bytes of an unterminated line held back.
     pub fn pending(&self) -> usize {
         self.buf.len()

@@ -16,7 +16,7 @@ use super::load::struct_fields;
 use super::{BufferConfig, GlobalConfig, SINK_TYPES, SOURCE_TYPES, SinkCommon, SourceCommon};
 use crate::route::{bucket, filter, rate_limit, rules, tenant, tenant_admin};
 use crate::sinks::{file, forward as forward_sink, kafka};
-use crate::sources::{exec, forward, fuse, pipe, stdin};
+use crate::sources::{exec, file as file_source, forward, fuse, pipe, stdin, syslog};
 
 type Fields = fn() -> &'static [&'static str];
 
@@ -36,6 +36,14 @@ const PAGES: &[(&[&str], &[Fields])] = &[
     (
         &["sources/pipe.md"],
         &[struct_fields::<pipe::PipeSourceConfig>],
+    ),
+    (
+        &["sources/file.md"],
+        &[struct_fields::<file_source::FileSourceConfig>],
+    ),
+    (
+        &["sources/syslog.md"],
+        &[struct_fields::<syslog::SyslogSourceConfig>],
     ),
     (
         &["sources/fuse.md"],

@@ -26,6 +26,7 @@ use crate::sinks::file::FileSinkConfig;
 use crate::sinks::forward::ForwardSinkConfig;
 use crate::sinks::kafka::KafkaSinkConfig;
 use crate::sources::exec::ExecSourceConfig;
+use crate::sources::file::FileSourceConfig;
 use crate::sources::forward::ForwardSourceConfig;
 use crate::sources::fuse::FuseSourceConfig;
 use crate::sources::pipe::PipeSourceConfig;
@@ -98,6 +99,8 @@ pub enum SourceKind {
     Exec(ExecSourceConfig),
     /// Lines from a named FIFO.
     Pipe(PipeSourceConfig),
+    /// Lines appended to files matching globs (tail, rotation, checkpoints).
+    File(FileSourceConfig),
     /// Writes captured through a FUSE mount over watched directories.
     Fuse(FuseSourceConfig),
     /// Fluentd forward protocol server.
@@ -106,7 +109,7 @@ pub enum SourceKind {
     Syslog(SyslogSourceConfig),
 }
 
-const SOURCE_TYPES: &[&str] = &["stdin", "exec", "pipe", "forward", "fuse", "syslog"];
+const SOURCE_TYPES: &[&str] = &["stdin", "exec", "pipe", "file", "forward", "fuse", "syslog"];
 
 impl SourceKind {
     fn fields(ty: &str) -> &'static [&'static str] {
@@ -114,6 +117,7 @@ impl SourceKind {
             "stdin" => struct_fields::<StdinSourceConfig>(),
             "exec" => struct_fields::<ExecSourceConfig>(),
             "pipe" => struct_fields::<PipeSourceConfig>(),
+            "file" => struct_fields::<FileSourceConfig>(),
             "fuse" => struct_fields::<FuseSourceConfig>(),
             "forward" => struct_fields::<ForwardSourceConfig>(),
             "syslog" => struct_fields::<SyslogSourceConfig>(),
@@ -132,6 +136,7 @@ impl SourceKind {
             "stdin" => SourceKind::Stdin(deserialize(item, path, Some(t), d)?),
             "exec" => SourceKind::Exec(deserialize(item, path, Some(t), d)?),
             "pipe" => SourceKind::Pipe(deserialize(item, path, Some(t), d)?),
+            "file" => SourceKind::File(deserialize(item, path, Some(t), d)?),
             "fuse" => SourceKind::Fuse(deserialize(item, path, Some(t), d)?),
             "forward" => SourceKind::Forward(deserialize(item, path, Some(t), d)?),
             "syslog" => SourceKind::Syslog(deserialize(item, path, Some(t), d)?),
@@ -144,6 +149,7 @@ impl SourceKind {
             SourceKind::Stdin(c) => c.validate(v),
             SourceKind::Exec(c) => c.validate(v),
             SourceKind::Pipe(c) => c.validate(v),
+            SourceKind::File(c) => c.validate(v),
             SourceKind::Fuse(c) => c.validate(v),
             SourceKind::Forward(c) => c.validate(v),
             SourceKind::Syslog(c) => c.validate(v),
@@ -156,6 +162,7 @@ impl SourceKind {
             SourceKind::Stdin(_) => "stdin",
             SourceKind::Exec(_) => "exec",
             SourceKind::Pipe(_) => "pipe",
+            SourceKind::File(_) => "file",
             SourceKind::Fuse(_) => "fuse",
             SourceKind::Forward(_) => "forward",
             SourceKind::Syslog(_) => "syslog",

@@ -1,11 +1,12 @@
 //! Sources: where events enter. Each kind lives in its own module with its config.
 //!
-//! Line sources (stdin, exec, pipe) share [`read_lines`]: read into a
+//! Line sources (stdin, exec, pipe; file has its own loop) share [`read_lines`]: read into a
 //! [`LineFramer`], turn each read's complete lines into one batch, send it, and
 //! repeat. They have nobody to acknowledge to, so their batches carry
 //! [`AckToken::none`]; what sinks deliver or drop is counted there.
 
 pub mod exec;
+pub mod file;
 pub mod forward;
 pub mod fuse;
 pub mod pipe;
@@ -29,6 +30,7 @@ pub async fn build(config: &SourceConfig, cx: SourceContext) -> Result<Task, Com
     match &config.kind {
         SourceKind::Stdin(c) => stdin::build(c.clone(), cx),
         SourceKind::Exec(c) => exec::build(c.clone(), cx),
+        SourceKind::File(c) => file::build(c.clone(), cx),
         SourceKind::Pipe(c) => pipe::build(c.clone(), cx).await,
         SourceKind::Fuse(c) => fuse::build(c.clone(), cx).await,
         SourceKind::Forward(c) => forward::build(c.clone(), cx).await,

@@ -26,6 +26,10 @@ const NEEDS_A_SERVICE: &[(&str, &str)] = &[
     ),
     ("fuse-kafka.toml", "a Kafka broker and a FUSE mount"),
     ("kafka-cdn.toml", "a Kafka broker and varnishncsa"),
+    (
+        "kubernetes.toml",
+        "a Kafka broker and the kubelet's /var/log/pods",
+    ),
     ("routes-cdn.toml", "a Kafka broker and varnishncsa"),
 ];
 

@@ -11,6 +11,7 @@ mod disk_buffer_headline;
 mod disk_buffer_stop;
 mod eio_fs;
 mod examples;
+mod file_source;
 mod forward;
 mod fsync_failure;
 mod fuse;

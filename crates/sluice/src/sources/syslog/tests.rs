@@ -80,7 +80,8 @@ fn config_modes_and_their_keys() {
 #[test]
 fn udp_and_tcp_may_share_a_port_but_not_a_protocol() {
     let both = "[sources.sys]\ntype = \"syslog\"\nmode = \"udp\"\naddress = \"127.0.0.1:5514\"\n\
-        [sources.sys2]\ntype = \"syslog\"\nmode = \"tcp\"\naddress = \"127.0.0.1:5514\"";
+        [sources.sys2]\ntype = \"syslog\"\nmode = \"tcp\"\naddress = \"127.0.0.1:5514\"\n\
+        [sinks.n]\ntype = \"null\"\ninputs = [\"sys\", \"sys2\"]";
     load(both).expect("udp and tcp on one port");
     let twice = "[sources.sys]\ntype = \"syslog\"\nmode = \"tcp\"\naddress = \"127.0.0.1:5514\"\n\
         [sources.sys2]\ntype = \"forward\"\naddress = \"127.0.0.1:5514\"";

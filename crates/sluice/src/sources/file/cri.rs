@@ -1,0 +1,314 @@
+//! `format = "cri"`: container runtime lines into events.
+//!
+//! Each line is parsed by [`proto::cri`]. A full (`F`) line becomes an event whose
+//! body is the message (a slice of the read buffer, no copy), whose time is the
+//! runtime's, with fields `stream`, and — when the path is a kubelet pod log
+//! (`…/<namespace>_<pod>_<uid>/<container>/<n>.log`) — `kubernetes.namespace`,
+//! `kubernetes.pod`, `kubernetes.pod_uid`, `kubernetes.container`.
+//!
+//! Partial (`P`) lines are joined with what follows on the same stream of the same
+//! container *directory*, so a line split across a rotation (its `P` at the end
+//! of `0.log.<date>`, its `F` at the start of the new `0.log`) is still joined.
+//! A joined line is capped at `max_line_bytes` (the rest is dropped, counted as
+//! truncated). A line that is not CRI, or whose time cannot be read, is kept as
+//! it is with the field `parse_error` naming the problem (and the reader's time).
+//!
+//! Checkpoints: while a partial line waits for its end, the checkpoint of its
+//! file stays before its first part, so after a crash the parts are read again
+//! and joined, not lost.
+
+use std::collections::HashMap;
+use std::path::{Path, PathBuf};
+use std::sync::Arc;
+
+use bytes::{Bytes, BytesMut};
+use proto::cri::{self, Stream};
+
+use super::checkpoint::FileKey;
+use crate::event::{Event, Fields, Origin, Record, Value, now_ns};
+
+/// Parts of a line waiting for its final part.
+struct Pending {
+    buf: BytesMut,
+    /// File and offset of the first part (the checkpoint must not pass it).
+    first: (FileKey, u64),
+    time_ns: i64,
+    truncated: bool,
+}
+
+/// Joins partial lines, per container directory and stream.
+#[derive(Default)]
+pub struct Joiner {
+    pending: HashMap<(PathBuf, Stream), Pending>,
+}
+
+/// What one chunk of lines gave.
+pub struct Output {
+    pub events: Vec<Event>,
+    /// Lowest offset in this file where a still-pending partial line starts.
+    pub hold_back: Option<u64>,
+    /// Joined lines cut at the cap.
+    pub truncated: u64,
+}
+
+/// Shared strings of one batch.
+pub struct Names {
+    pub tag: Arc<str>,
+    pub source: Arc<str>,
+    pub max_line_bytes: usize,
+}
+
+fn fields(path: &Path, stream: Option<Stream>, error: Option<&str>) -> Arc<Fields> {
+    let mut f: Fields = Vec::with_capacity(6);
+    let s = |v: &str| Value::from(v);
+    if let Some(st) = stream {
+        f.push((s("stream"), s(st.as_str())));
+    }
+    if let Some(p) = path.to_str().and_then(cri::pod_path) {
+        f.push((s("kubernetes.namespace"), s(p.namespace)));
+        f.push((s("kubernetes.pod"), s(p.pod)));
+        f.push((s("kubernetes.pod_uid"), s(p.pod_uid)));
+        f.push((s("kubernetes.container"), s(p.container)));
+    }
+    if let Some(e) = error {
+        f.push((s("parse_error"), s(e)));
+    }
+    Arc::new(f)
+}
+
+impl Joiner {
+    /// Turn one chunk of `file`'s lines into events; `start` is the offset of the
+    /// chunk's first line.
+    pub fn chunk(
+        &mut self,
+        file: FileKey,
+        path: &Path,
+        start: u64,
+        lines: Vec<Bytes>,
+        origin: &Arc<Origin>,
+        names: &Names,
+    ) -> Output {
+        let dir = path.parent().unwrap_or(Path::new("/")).to_owned();
+        let by_stream = [
+            fields(path, Some(Stream::Stdout), None),
+            fields(path, Some(Stream::Stderr), None),
+        ];
+        let mut out = Output {
+            events: Vec::with_capacity(lines.len()),
+            hold_back: None,
+            truncated: 0,
+        };
+        let mut offset = start;
+        let now = now_ns();
+        for line in lines {
+            let line_start = offset;
+            // The framer removed the newline (and a \r, or the tail of an
+            // over-long line): the estimate is at most the true start of the next
+            // line, so holding back to it can only re-read more, never less.
+            offset += line.len() as u64 + 1;
+            let event = |body: Bytes, time_ns: i64, f: &Arc<Fields>| {
+                let mut ev = Event::new(body, time_ns, names.tag.clone(), names.source.clone());
+                ev.origin = Some(origin.clone());
+                ev.fields = Some(Record::from(f.clone()));
+                ev
+            };
+            let parsed = match cri::parse_line(&line) {
+                Ok(p) => p,
+                Err(e) => {
+                    let f = fields(path, None, Some(&e.to_string()));
+                    out.events.push(event(line, now, &f));
+                    continue;
+                }
+            };
+            let time = cri::parse_rfc3339_ns(parsed.time);
+            let f = match (time, parsed.stream) {
+                (None, st) => fields(path, Some(st), Some("time is not RFC 3339")),
+                (Some(_), Stream::Stdout) => by_stream[0].clone(),
+                (Some(_), Stream::Stderr) => by_stream[1].clone(),
+            };
+            let time_ns = time.unwrap_or(now);
+            let key = (dir.clone(), parsed.stream);
+            if parsed.partial {
+                let p = self.pending.entry(key).or_insert_with(|| Pending {
+                    buf: BytesMut::new(),
+                    first: (file, line_start),
+                    time_ns,
+                    truncated: false,
+                });
+                let room = names.max_line_bytes.saturating_sub(p.buf.len());
+                if parsed.message.len() > room {
+                    p.truncated = true;
+                }
+                p.buf
+                    .extend_from_slice(&parsed.message[..parsed.message.len().min(room)]);
+                continue;
+            }
+            let body = match self.pending.remove(&key) {
+                Some(mut p) => {
+                    let room = names.max_line_bytes.saturating_sub(p.buf.len());
+                    let m = parsed.message;
+                    p.truncated |= m.len() > room;
+                    p.buf.extend_from_slice(&m[..m.len().min(room)]);
+                    out.truncated += u64::from(p.truncated);
+                    out.events.push(event(p.buf.freeze(), p.time_ns, &f));
+                    continue;
+                }
+                None => line.slice_ref(parsed.message),
+            };
+            out.events.push(event(body, time_ns, &f));
+        }
+        out.hold_back = self
+            .pending
+            .values()
+            .filter(|p| p.first.0 == file)
+            .map(|p| p.first.1)
+            .min();
+        out
+    }
+
+    /// `dir` has no file left: its waiting parts become events as they are.
+    pub fn flush_dir(&mut self, dir: &Path, origin: &Arc<Origin>, names: &Names) -> Vec<Event> {
+        let keys: Vec<_> = self
+            .pending
+            .keys()
+            .filter(|(d, _)| d == dir)
+            .cloned()
+            .collect();
+        let mut events = Vec::new();
+        for k in keys {
+            if let Some(p) = self.pending.remove(&k) {
+                let f = fields(
+                    &dir.join("x.log"),
+                    Some(k.1),
+                    Some("partial line without its end"),
+                );
+                let mut ev = Event::new(
+                    p.buf.freeze(),
+                    p.time_ns,
+                    names.tag.clone(),
+                    names.source.clone(),
+                );
+                ev.origin = Some(origin.clone());
+                ev.fields = Some(Record::from(f));
+                events.push(ev);
+            }
+        }
+        events
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn names() -> Names {
+        Names {
+            tag: "t".into(),
+            source: "s".into(),
+            max_line_bytes: 1024,
+        }
+    }
+
+    fn lines(v: &[&str]) -> Vec<Bytes> {
+        v.iter()
+            .map(|s| Bytes::copy_from_slice(s.as_bytes()))
+            .collect()
+    }
+
+    const POD: &str = "/var/log/pods/prod_web-1_u-1/nginx/0.log";
+
+    #[test]
+    fn partial_lines_join_and_carry_pod_fields() {
+        let mut j = Joiner::default();
+        let o = Arc::new(Origin::default());
+        let out = j.chunk(
+            (1, 1),
+            Path::new(POD),
+            0,
+            lines(&[
+                "2024-01-01T00:00:00Z stdout P hel",
+                "2024-01-01T00:00:00Z stderr F oops",
+                "2024-01-01T00:00:01Z stdout F lo",
+            ]),
+            &o,
+            &names(),
+        );
+        assert_eq!(out.events.len(), 2);
+        assert_eq!(&out.events[0].body[..], b"oops");
+        assert_eq!(&out.events[1].body[..], b"hello");
+        assert_eq!(out.events[1].time_ns, 1_704_067_200_000_000_000);
+        let e = &out.events[1];
+        let get = |k: &str| e.field(k).and_then(|v| v.as_bytes()).map(|b| b.to_vec());
+        assert_eq!(get("stream"), Some(b"stdout".to_vec()));
+        assert_eq!(get("kubernetes.namespace"), Some(b"prod".to_vec()));
+        assert_eq!(get("kubernetes.pod"), Some(b"web-1".to_vec()));
+        assert_eq!(get("kubernetes.pod_uid"), Some(b"u-1".to_vec()));
+        assert_eq!(get("kubernetes.container"), Some(b"nginx".to_vec()));
+        assert_eq!(out.hold_back, None);
+    }
+
+    #[test]
+    fn pending_partial_holds_the_checkpoint_and_joins_across_files() {
+        let mut j = Joiner::default();
+        let o = Arc::new(Origin::default());
+        let first = "2024-01-01T00:00:00Z stdout F a";
+        let out = j.chunk(
+            (1, 1),
+            Path::new(POD),
+            100,
+            lines(&[first, "2024-01-01T00:00:00Z stdout P par"]),
+            &o,
+            &names(),
+        );
+        assert_eq!(out.events.len(), 1);
+        assert_eq!(out.hold_back, Some(100 + first.len() as u64 + 1));
+        // The rest arrives in the next file of the same container (rotation).
+        let rotated = "/var/log/pods/prod_web-1_u-1/nginx/1.log";
+        let out = j.chunk(
+            (1, 2),
+            Path::new(rotated),
+            0,
+            lines(&["2024-01-01T00:00:00Z stdout F t"]),
+            &o,
+            &names(),
+        );
+        assert_eq!(&out.events[0].body[..], b"part");
+    }
+
+    #[test]
+    fn hostile_lines_are_kept_raw_with_a_parse_error() {
+        let mut j = Joiner::default();
+        let o = Arc::new(Origin::default());
+        let out = j.chunk(
+            (1, 1),
+            Path::new("/tmp/x.log"),
+            0,
+            lines(&["not cri at all", "99999-01-01T00:00:00Z stdout F big time"]),
+            &o,
+            &names(),
+        );
+        assert_eq!(out.events.len(), 2);
+        assert_eq!(&out.events[0].body[..], b"not cri at all");
+        assert!(out.events[0].field("parse_error").is_some());
+        assert_eq!(&out.events[1].body[..], b"big time");
+        assert!(out.events[1].field("parse_error").is_some());
+    }
+
+    #[test]
+    fn joined_line_is_capped() {
+        let mut j = Joiner::default();
+        let o = Arc::new(Origin::default());
+        let mut n = names();
+        n.max_line_bytes = 4;
+        let out = j.chunk(
+            (1, 1),
+            Path::new(POD),
+            0,
+            lines(&["t stdout P abc", "t stdout F def"]),
+            &o,
+            &n,
+        );
+        assert_eq!(&out.events[0].body[..], b"abcd");
+        assert_eq!(out.truncated, 1);
+    }
+}
