@@ -2,6 +2,7 @@
 //! acknowledgements. See README.md for the architecture and configuration.
 
 pub mod ack;
+pub mod api;
 pub mod buffer;
 pub mod cli;
 pub mod config;

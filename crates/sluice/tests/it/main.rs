@@ -2,6 +2,7 @@
 //! binary or library against real files, pipes, processes and peers.
 
 mod alloc_count;
+mod api;
 mod common;
 mod config_errors;
 mod disk_buffer;
@@ -14,4 +15,5 @@ mod kafka_broker;
 mod kafka_support;
 mod lines;
 mod routes;
+mod tenant_accounting;
 mod tls_proxy;
