@@ -87,13 +87,19 @@ fn discard_reason(c: &Component) -> &'static str {
     }
 }
 
+/// A label added to a family: its key and how a component's value is found.
+type ExtraLabel = (&'static str, fn(&Component) -> &'static str);
+
+/// Which counter of a tenant a family reads.
+type TenantPick = fn(&TenantCounters) -> &AtomicU64;
+
 /// Write one counter family: one descriptor, then each series.
 fn counters<'c>(
     enc: &mut DescriptorEncoder<'_>,
     name: &str,
     help: &str,
     series: impl Iterator<Item = (&'c Component, u64)>,
-    extra: Option<(&'static str, fn(&Component) -> &'static str)>,
+    extra: Option<ExtraLabel>,
 ) -> fmt::Result {
     let mut m = enc.encode_descriptor(name, help, None, MetricType::Counter)?;
     for (c, v) in series {
@@ -182,7 +188,7 @@ impl Collector for SluiceCollector {
 /// The per-tenant families: one series per tenant (bounded, `other` last).
 fn encode_tenants(enc: &mut DescriptorEncoder<'_>, book: &TenantBook) -> fmt::Result {
     let all = book.snapshot();
-    let families: [(&str, &str, fn(&TenantCounters) -> &AtomicU64); 4] = [
+    let families: [(&str, &str, TenantPick); 4] = [
         (
             "sluice_tenant_received_events",
             "Events a tenant route read, by tenant (inactive ids included).",
