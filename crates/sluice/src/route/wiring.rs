@@ -50,11 +50,12 @@ impl<'a> Wiring<'a> {
         registry: &'a Registry,
         reload: watch::Receiver<Arc<Config>>,
     ) -> Self {
+        // Accounting is read only through the API: without it, no cost.
         let has_tenant_route = config
             .routes
             .iter()
             .any(|r| matches!(r.kind, RouteKind::Tenant(_)));
-        let book = has_tenant_route
+        let book = (has_tenant_route && config.global.api.address.is_some())
             .then(|| Arc::new(TenantBook::new(config.global.api.max_tenant_series)));
         if let Some(book) = &book {
             registry.set_tenants(book.clone());
