@@ -183,7 +183,7 @@ fn metrics_scraped_during_a_pipe_to_file_run_match_the_events_exactly() {
 }
 
 #[test]
-fn health_turns_503_while_sinks_drain_at_a_stop() {
+fn buffer_gauge_rises_behind_a_stuck_sink_and_health_turns_503_while_draining() {
     // A sink that cannot finish: a forward server that accepts (the kernel's
     // backlog does) but never reads or acks. The stop then drains until the
     // deadline, and /health says so meanwhile.
@@ -234,6 +234,18 @@ fn health_turns_503_while_sinks_drain_at_a_stop() {
             ) == 1.0
         },
     );
+    // The sink has its one chunk in flight and takes no more: the buffer
+    // gauge rises with what follows.
+    let more: String = (2..=101).map(line).collect();
+    std::fs::OpenOptions::new()
+        .write(true)
+        .open(&fifo)
+        .unwrap()
+        .write_all(more.as_bytes())
+        .unwrap();
+    wait_until(Duration::from_secs(20), "100 events in the buffer", || {
+        value(&scrape(addr), "sluice_buffer_events", "fw") == 100.0
+    });
     d.signal(libc::SIGTERM);
     wait_until(Duration::from_secs(3), "/health 503 stopping", || {
         get(addr, "/health") == (503, "stopping\n".into())
