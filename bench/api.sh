@@ -40,9 +40,9 @@ config() { # NAME API(0|1) TENANT(0|1)
 }
 config off 0 0; config on 1 0; config toff 0 1; config ton 1 1
 
-run() { # NAME INPUT → prints seconds
+run() { # NAME INPUT → prints "wall_seconds cpu_seconds" (sluice's user + sys)
   rm -f "$W/out" "$W/in.fifo"
-  "$BIN" run --config "$W/$1.toml" 2> "$W/$1.log" &
+  /usr/bin/time -f "%U %S" -o "$W/$1.cpu" "$BIN" run --config "$W/$1.toml" 2> "$W/$1.log" &
   PID=$!
   while [ ! -p "$W/in.fifo" ]; do sleep 0.01; done
   case $1 in on | ton)
@@ -54,19 +54,25 @@ run() { # NAME INPUT → prints seconds
   size=$(stat -c %s "$W/$2")
   # The tenant route strips nothing here: the file gets every byte.
   while [ "$(stat -c %s "$W/out" 2>/dev/null || echo 0)" -lt "$size" ]; do sleep 0.005; done
-  kill -TERM $PID; wait $PID; PID=
-  since "$t0"
+  kill -TERM "$(pgrep -P $PID)"; wait $PID; PID=
+  local wall
+  wall=$(since "$t0")
   if [ -n "$SCRAPER" ]; then kill $SCRAPER; wait $SCRAPER 2>/dev/null || true; SCRAPER=; fi
+  echo "$wall $(awk '{ printf "%.3f", $1 + $2 }' "$W/$1.cpu")"
 }
 
-printf "%-6s %-12s %-12s %-8s %-12s %-12s %-8s\n" round "file off" "file on" ratio "tenant off" "tenant on" ratio
+printf "%-6s %-18s %-18s %-14s %-18s %-18s %-14s\n" round "file off" "file on" "on/off" \
+  "tenant off" "tenant on" "on/off"
+echo "       (wall s, sluice CPU s)                ratios: wall, CPU"
 : > "$W/ratios"
 for r in $(seq "$ROUNDS"); do
   A=$(run off plain); B=$(run on plain); C=$(run toff tenant); D=$(run ton tenant)
-  awk -v r="$r" -v a="$A" -v b="$B" -v c="$C" -v d="$D" -v n="$N" 'BEGIN {
-    printf "%-6s %5.3f s      %5.3f s      %5.3f    %5.3f s      %5.3f s      %5.3f\n", r, a, b, b / a, c, d, d / c
-    printf "%s %s\n", b / a, d / c > "/dev/stderr" }' 2>> "$W/ratios"
+  echo "$r $A $B $C $D" | awk '{
+    printf "%-6s %6.3f %6.3f      %6.3f %6.3f      %5.2f %5.2f    %6.3f %6.3f      %6.3f %6.3f      %5.2f %5.2f\n",
+      $1, $2, $3, $4, $5, $4 / $2, $5 / $3, $6, $7, $8, $9, $8 / $6, $9 / $7
+    printf "%s %s %s %s\n", $4 / $2, $5 / $3, $8 / $6, $9 / $7 > "/dev/stderr" }' 2>> "$W/ratios"
 done
-sort -n -k1 "$W/ratios" | awk '{ p[NR] = $1 } END { printf "median pipe -> file, api on / off: %.3f\n", p[int((NR + 1) / 2)] }'
-sort -n -k2 "$W/ratios" | awk '{ p[NR] = $2 } END { printf "median pipe -> tenant -> file, api on / off: %.3f\n", p[int((NR + 1) / 2)] }'
-echo "($N lines of 100 B, $BYTES bytes per run; scrape every 100 ms while on)"
+med() { sort -n -k"$1" "$W/ratios" | awk -v k="$1" '{ v[NR] = $k } END { printf "%.3f", v[int((NR + 1) / 2)] }'; }
+echo "median on/off, pipe -> file: wall $(med 1), CPU $(med 2)"
+echo "median on/off, pipe -> tenant route (1,000 tenants) -> file: wall $(med 3), CPU $(med 4)"
+echo "($N lines of 100 B per run; while on, /metrics is scraped every 100 ms)"

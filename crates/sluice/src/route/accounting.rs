@@ -88,6 +88,10 @@ impl TenantCounters {
     }
 }
 
+/// Maps on the per-batch path: foldhash, not SipHash (ids come from the active
+/// list or are bounded by the cap; flooding one map costs only its own batch).
+type Map<K, V> = HashMap<K, V, foldhash::fast::RandomState>;
+
 /// Label of the series that sums tenants beyond the cap.
 pub const OTHER: &str = "other";
 
@@ -95,7 +99,7 @@ pub const OTHER: &str = "other";
 #[derive(Debug)]
 pub struct TenantBook {
     max_series: usize,
-    tenants: Mutex<HashMap<Arc<str>, Arc<TenantCounters>>>,
+    tenants: Mutex<Map<Arc<str>, Arc<TenantCounters>>>,
     other: Arc<TenantCounters>,
     /// Look-ups of an id summed under `other` (once per batch and id).
     folded: AtomicU64,
@@ -106,7 +110,7 @@ impl TenantBook {
     pub fn new(max_series: usize) -> Self {
         TenantBook {
             max_series,
-            tenants: Mutex::new(HashMap::new()),
+            tenants: Mutex::new(Map::default()),
             other: Arc::new(TenantCounters::default()),
             folded: AtomicU64::new(0),
         }
@@ -120,7 +124,7 @@ impl TenantBook {
 
     fn lookup(
         &self,
-        all: &mut HashMap<Arc<str>, Arc<TenantCounters>>,
+        all: &mut Map<Arc<str>, Arc<TenantCounters>>,
         id: &str,
     ) -> Arc<TenantCounters> {
         if let Some(c) = all.get(id) {
@@ -249,7 +253,7 @@ struct Group {
 /// a batch usually holds runs of one tenant: compare pointers, the last group first.
 fn group(events: &[Event]) -> Vec<Group> {
     let mut groups: Vec<Group> = Vec::new();
-    let mut index: HashMap<*const u8, usize> = HashMap::new();
+    let mut index: Map<*const u8, usize> = Map::default();
     let mut last: Option<usize> = None;
     for e in events {
         let Some(t) = &e.tenant else { continue };
