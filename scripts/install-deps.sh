@@ -37,9 +37,10 @@ if [ ${#need_apt[@]} -gt 0 ]; then
   apt-get install -y -qq "${need_apt[@]}" >/dev/null
 fi
 
-if ! python3 -c 'import confluent_kafka, fluent' >/dev/null 2>&1; then
-  echo "install-deps: pip install confluent-kafka fluent-logger"
-  python3 -m pip install -q --disable-pip-version-check 'confluent-kafka==2.16.1' 'fluent-logger==0.11.1'
+if ! python3 -c 'import confluent_kafka, fluent, prometheus_client' >/dev/null 2>&1; then
+  echo "install-deps: pip install confluent-kafka fluent-logger prometheus-client"
+  python3 -m pip install -q --disable-pip-version-check 'confluent-kafka==2.16.1' 'fluent-logger==0.11.1' \
+    'prometheus-client==0.26.0'
 fi
 
 bash "$(dirname "$0")/install-kafka.sh" >/dev/null

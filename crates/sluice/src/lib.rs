@@ -24,6 +24,7 @@
 //!   need, with errors that say why they cannot be made).
 
 pub mod ack;
+pub mod api;
 pub mod buffer;
 pub mod cli;
 pub mod config;

@@ -1,10 +1,13 @@
 //! Per-component counters: plain atomics, cheap to bump on the hot path, read for the
-//! shutdown report and periodic log lines. Queue depth is two counters (in, out),
-//! never a gauge.
+//! shutdown report and, at scrape time, by the metrics endpoint ([`crate::api`]).
+//! Queue depth is two counters (in, out), never a gauge on the hot path; buffer
+//! levels are probed when scraped.
 
 use std::fmt::Write as _;
 use std::sync::atomic::{AtomicU64, Ordering::Relaxed};
 use std::sync::{Arc, Mutex};
+
+use crate::route::accounting::TenantBook;
 
 /// Counters of one component.
 #[derive(Debug, Default)]
@@ -49,40 +52,147 @@ impl Counters {
     }
 }
 
-type Named = Vec<(String, Arc<Counters>)>;
+/// One component's counters with what the metrics endpoint labels them by.
+#[derive(Debug, Clone)]
+pub struct Component {
+    /// `sources.NAME`, `routes.NAME` or `sinks.NAME`.
+    pub id: String,
+    /// The kind's `type` (`pipe`, `file`, `tenant`...), once described.
+    pub type_name: &'static str,
+    /// Its counters.
+    pub counters: Arc<Counters>,
+}
 
-/// All components' counters, by kind and name.
+impl Component {
+    /// `source`, `route` or `sink`, from the id's family.
+    pub fn kind(&self) -> &'static str {
+        match self.id.split_once('.').map(|(f, _)| f) {
+            Some("sources") => "source",
+            Some("routes") => "route",
+            Some("sinks") => "sink",
+            _ => "other",
+        }
+    }
+
+    /// The user's name for it (the id without its family).
+    pub fn name(&self) -> &str {
+        self.id.split_once('.').map_or(&self.id, |(_, n)| n)
+    }
+}
+
+/// What a sink's buffer holds now, read at scrape time.
+#[derive(Debug, Clone, Copy, Default)]
+pub struct BufferLevel {
+    /// Events queued in memory (a disk buffer: read ahead).
+    pub events: u64,
+    /// Bytes held (a disk buffer: its segment files).
+    pub bytes: u64,
+}
+
+/// A sink buffer's gauges: a probe read at scrape time and its limits.
+pub struct BufferGauge {
+    /// `sinks.NAME`.
+    pub id: String,
+    /// `memory` or `disk`.
+    pub buffer_type: &'static str,
+    /// Reads the level now.
+    pub probe: Box<dyn Fn() -> BufferLevel + Send + Sync>,
+    /// Capacity in events (memory buffers).
+    pub max_events: Option<u64>,
+    /// Capacity in bytes (disk buffers).
+    pub max_bytes: Option<u64>,
+}
+
+impl std::fmt::Debug for BufferGauge {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("BufferGauge").field("id", &self.id).finish()
+    }
+}
+
+/// All components' counters, by kind and name, and the sinks' buffer gauges.
 #[derive(Debug, Default, Clone)]
 pub struct Registry {
-    inner: Arc<Mutex<Named>>,
+    inner: Arc<Mutex<Vec<Component>>>,
+    buffers: Arc<Mutex<Vec<Arc<BufferGauge>>>>,
+    tenants: Arc<Mutex<Option<Arc<TenantBook>>>>,
 }
 
 impl Registry {
+    fn lock(&self) -> std::sync::MutexGuard<'_, Vec<Component>> {
+        self.inner.lock().unwrap_or_else(|e| e.into_inner())
+    }
+
     /// Counters for a component (`"sink.out"`), created on first use.
     pub fn component(&self, id: &str) -> Arc<Counters> {
-        let mut all = self.inner.lock().unwrap_or_else(|e| e.into_inner());
-        if let Some((_, c)) = all.iter().find(|(n, _)| n == id) {
-            return c.clone();
+        let mut all = self.lock();
+        if let Some(c) = all.iter().find(|c| c.id == id) {
+            return c.counters.clone();
         }
-        let c = Arc::new(Counters::default());
-        all.push((id.to_owned(), c.clone()));
-        c
+        let counters = Arc::new(Counters::default());
+        all.push(Component {
+            id: id.to_owned(),
+            type_name: "",
+            counters: counters.clone(),
+        });
+        counters
+    }
+
+    /// Record a component's `type` (for the metrics' `component_type` label).
+    pub fn describe(&self, id: &str, type_name: &'static str) {
+        self.component(id);
+        if let Some(c) = self.lock().iter_mut().find(|c| c.id == id) {
+            c.type_name = type_name;
+        }
+    }
+
+    /// Every component, in creation order (cheap: the counters are shared).
+    pub fn components(&self) -> Vec<Component> {
+        self.lock().clone()
+    }
+
+    /// Register a sink buffer's gauges.
+    pub fn add_buffer(&self, gauge: BufferGauge) {
+        self.buffers
+            .lock()
+            .unwrap_or_else(|e| e.into_inner())
+            .push(Arc::new(gauge));
+    }
+
+    /// Every registered buffer gauge.
+    pub fn buffers(&self) -> Vec<Arc<BufferGauge>> {
+        self.buffers
+            .lock()
+            .unwrap_or_else(|e| e.into_inner())
+            .clone()
+    }
+
+    /// Set the topology's per-tenant accounting.
+    pub fn set_tenants(&self, book: Arc<TenantBook>) {
+        *self.tenants.lock().unwrap_or_else(|e| e.into_inner()) = Some(book);
+    }
+
+    /// The per-tenant accounting, when a tenant route exists.
+    pub fn tenants(&self) -> Option<Arc<TenantBook>> {
+        self.tenants
+            .lock()
+            .unwrap_or_else(|e| e.into_inner())
+            .clone()
     }
 
     /// One line per component, for the shutdown report.
     pub fn report(&self) -> Vec<String> {
-        let all = self.inner.lock().unwrap_or_else(|e| e.into_inner());
-        all.iter()
-            .map(|(n, c)| format!("{n}: {}", c.summary()))
+        self.lock()
+            .iter()
+            .map(|c| format!("{}: {}", c.id, c.counters.summary()))
             .collect()
     }
 
     /// Total of one counter over all components whose id starts with `prefix`.
     pub fn total(&self, prefix: &str, pick: fn(&Counters) -> &AtomicU64) -> u64 {
-        let all = self.inner.lock().unwrap_or_else(|e| e.into_inner());
-        all.iter()
-            .filter(|(n, _)| n.starts_with(prefix))
-            .map(|(_, c)| pick(c).load(Relaxed))
+        self.lock()
+            .iter()
+            .filter(|c| c.id.starts_with(prefix))
+            .map(|c| pick(&c.counters).load(Relaxed))
             .sum()
     }
 }

@@ -57,6 +57,9 @@ pub struct GlobalConfig {
     /// How long a graceful stop may take before the rest is abandoned (counted).
     #[serde(default = "default_shutdown_timeout_secs")]
     pub shutdown_timeout_secs: u64,
+    /// `[api]`: metrics and health endpoints.
+    #[serde(default)]
+    pub api: crate::api::ApiConfig,
 }
 
 /// Top-level tables holding components, read apart from [`GlobalConfig`].
@@ -388,7 +391,22 @@ pub fn load_str(path: &Path, text: &str) -> Result<Config, ConfigErrors> {
     let mut known_root = struct_fields::<GlobalConfig>().to_vec();
     known_root.extend(FAMILIES);
     check_keys(root, &known_root, "config", &mut diag);
+    if let Some(Item::Table(api)) = root.get("api") {
+        check_keys(
+            api,
+            struct_fields::<crate::api::ApiConfig>(),
+            "api",
+            &mut diag,
+        );
+    }
     let global = deserialize::<GlobalConfig>(doc.as_item(), "config", Some(root), &mut diag);
+    if let (Some(g), Some(Item::Table(api))) = (&global, root.get("api")) {
+        g.api.validate(&mut Check {
+            diag: &mut diag,
+            table: api,
+            path: "api".into(),
+        });
+    }
 
     let sources = read_family(root, "sources", &mut diag, |name, item, t, d| {
         let path = format!("sources.{name}");

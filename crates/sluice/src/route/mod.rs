@@ -22,6 +22,7 @@
 //! sender's own output is a fan-out (`may_block = false`), which then holds for
 //! everything downstream of the route too.
 
+pub mod accounting;
 pub mod bucket;
 pub mod bundle;
 pub mod filter;
@@ -146,6 +147,8 @@ impl RouteKind {
 pub struct RouteNode {
     name: Arc<str>,
     counters: Arc<Counters>,
+    /// Per-tenant accounting, when the topology has a tenant route.
+    book: Option<Arc<accounting::TenantBook>>,
     imp: Imp,
     /// Stops the route's helper task (list watcher) when the last sender is gone.
     _stop: Option<DropGuard>,
@@ -198,10 +201,15 @@ impl RouteNode {
             match &self.imp {
                 Imp::Tenant { split, active, out } => {
                     let mut batch = batch;
+                    let mut removed = Vec::new();
                     let dropped = {
                         let set = active.load();
-                        split.apply(Arc::make_mut(&mut batch.events), &set)
+                        let noting = self.book.as_ref().map(|_| &mut removed);
+                        split.apply_noting(Arc::make_mut(&mut batch.events), &set, noting)
                     };
+                    if let Some(book) = &self.book {
+                        book.received(&batch.events, &removed);
+                    }
                     self.forward(batch, dropped, AckStatus::Dropped, out, may_block)
                         .await
                 }
@@ -210,9 +218,13 @@ impl RouteNode {
                     let dropped = if batch.events.iter().all(|e| filter.keep(e)) {
                         0
                     } else {
+                        let tally = self.book.as_ref().map(|b| b.tally(&batch.events));
                         let events = Arc::make_mut(&mut batch.events);
                         let before = events.len();
                         events.retain(|e| filter.keep(e));
+                        if let (Some(book), Some(t)) = (&self.book, tally) {
+                            book.dropped_since(t, events, accounting::Reason::Discarded);
+                        }
                         before - events.len()
                     };
                     self.forward(batch, dropped, AckStatus::Delivered, out, may_block)
@@ -235,7 +247,15 @@ impl RouteNode {
                                 (0, l.charge(&batch.events, now))
                             }
                             _ => {
+                                let tally = self.book.as_ref().map(|b| b.tally(&batch.events));
                                 let dropped = l.admit(Arc::make_mut(&mut batch.events), now);
+                                if let (Some(book), Some(t)) = (&self.book, tally) {
+                                    book.dropped_since(
+                                        t,
+                                        &batch.events,
+                                        accounting::Reason::RateLimit,
+                                    );
+                                }
                                 if dropped > 0 {
                                     self.report_drops(&mut l, last_report);
                                 }
@@ -321,6 +341,9 @@ impl RouteNode {
         }
         if !out.is_connected() {
             Counters::add(&self.counters.dropped, batch.len());
+            if let Some(book) = &self.book {
+                book.dropped(batch.events.iter(), accounting::Reason::Discarded);
+            }
             batch.ack.resolve(AckStatus::Delivered);
             return true;
         }
@@ -354,6 +377,9 @@ impl RouteNode {
                 None => {
                     if count {
                         Counters::add(&self.counters.dropped, batch.len());
+                        if let Some(book) = &self.book {
+                            book.dropped(batch.events.iter(), accounting::Reason::Discarded);
+                        }
                     }
                     batch.ack.resolve(AckStatus::Delivered);
                     true
@@ -365,7 +391,12 @@ impl RouteNode {
         for (e, t) in batch.events.iter().zip(&targets) {
             match usable(t) {
                 Some(i) => parts[i].push(e.clone()),
-                None => discarded += 1,
+                None => {
+                    discarded += 1;
+                    if count && let Some(book) = &self.book {
+                        book.dropped([e], accounting::Reason::Discarded);
+                    }
+                }
             }
         }
         if count {
@@ -444,6 +475,7 @@ mod tests {
             RouteNode {
                 name: "r".into(),
                 counters: counters.clone(),
+                book: None,
                 imp,
                 _stop: None,
             },

@@ -226,10 +226,47 @@ impl TenantSplit {
     /// Assign tenants to `events` in place; events to drop are removed. Returns
     /// how many were removed.
     pub fn apply(&self, events: &mut Vec<Event>, set: &ActiveSet) -> usize {
+        self.apply_noting(events, set, None)
+    }
+
+    /// [`apply`](Self::apply), noting each removed event's id (at most
+    /// [`MAX_ID_BYTES`] + 1 bytes of it: longer is invalid anyway) and body size.
+    pub fn apply_noting(
+        &self,
+        events: &mut Vec<Event>,
+        set: &ActiveSet,
+        mut removed: Option<&mut Vec<(Vec<u8>, u64)>>,
+    ) -> usize {
         let before = events.len();
+        let mut note = |id: &[u8], e: &Event| {
+            if let Some(r) = removed.as_deref_mut() {
+                r.push((
+                    id[..id.len().min(MAX_ID_BYTES + 1)].to_vec(),
+                    e.body.len() as u64,
+                ));
+            }
+        };
         match &self.field {
-            None => events.retain_mut(|e| self.by_first_space(e, set)),
-            Some(name) => events.retain_mut(|e| self.by_field(e, name, set)),
+            None => events.retain_mut(|e| {
+                let kept = self.by_first_space(e, set);
+                if !kept {
+                    let end = memchr::memchr(b' ', &e.body).unwrap_or(0);
+                    note(&e.body[..end], e);
+                }
+                kept
+            }),
+            Some(name) => events.retain_mut(|e| {
+                let kept = self.by_field(e, name, set);
+                if !kept {
+                    let id = e
+                        .field(name)
+                        .and_then(|v| v.as_bytes())
+                        .map(<[u8]>::to_vec)
+                        .unwrap_or_default();
+                    note(&id, e);
+                }
+                kept
+            }),
         }
         before - events.len()
     }

@@ -16,6 +16,7 @@ use tokio::sync::watch;
 use tokio_util::sync::CancellationToken;
 use tracing::{info, warn};
 
+use super::accounting::TenantBook;
 use super::tenant::{self, ActiveSet, FileStamp};
 use super::{Imp, RouteConfig, RouteKind, RouteNode};
 use crate::buffer::BufferSender;
@@ -31,6 +32,8 @@ pub struct Wiring<'a> {
     senders: &'a [(String, BufferSender)],
     registry: &'a Registry,
     reload: watch::Receiver<Arc<Config>>,
+    /// Per-tenant accounting: present when a tenant route exists.
+    book: Option<Arc<TenantBook>>,
     /// `None` while being built or when the build failed.
     built: HashMap<String, Option<Arc<RouteNode>>>,
     /// Helper tasks of routes (list watchers), by route name.
@@ -47,7 +50,18 @@ impl<'a> Wiring<'a> {
         registry: &'a Registry,
         reload: watch::Receiver<Arc<Config>>,
     ) -> Self {
+        // Accounting is read only through the API: without it, no cost.
+        let has_tenant_route = config
+            .routes
+            .iter()
+            .any(|r| matches!(r.kind, RouteKind::Tenant(_)));
+        let book = (has_tenant_route && config.global.api.address.is_some())
+            .then(|| Arc::new(TenantBook::new(config.global.api.max_tenant_series)));
+        if let Some(book) = &book {
+            registry.set_tenants(book.clone());
+        }
         Wiring {
+            book,
             routes: &config.routes,
             sinks: &config.sinks,
             senders,
@@ -82,6 +96,16 @@ impl<'a> Wiring<'a> {
             }
         }
         Output::from_edges(edges)
+    }
+
+    /// A route's output: like [`output`](Self::output), and settling tenants'
+    /// events at the sinks' buffers (see [`super::accounting`]).
+    fn route_output(&mut self, producer: &str) -> Output {
+        let out = self.output(producer);
+        match &self.book {
+            Some(book) => out.with_book(book.clone()),
+            None => out,
+        }
     }
 
     fn node(&mut self, config: &RouteConfig) -> Option<Arc<RouteNode>> {
@@ -134,7 +158,7 @@ impl<'a> Wiring<'a> {
                 Imp::Tenant {
                     split: tenant::TenantSplit::new(c),
                     active,
-                    out: self.output(name),
+                    out: self.route_output(name),
                 }
             }
             RouteKind::Rules(c) => {
@@ -142,15 +166,15 @@ impl<'a> Wiring<'a> {
                 let ports = c
                     .ports()
                     .iter()
-                    .map(|p| self.output(&format!("{name}.{p}")))
+                    .map(|p| self.route_output(&format!("{name}.{p}")))
                     .collect();
                 Imp::Rules { rules, ports }
             }
             RouteKind::Bucket(c) => {
                 let bucketer = super::bucket::Bucketer::new(c)?;
-                let all = self.output(name);
+                let all = self.route_output(name);
                 let ports = (0..bucketer.buckets())
-                    .map(|i| self.output(&format!("{name}.{i}")))
+                    .map(|i| self.route_output(&format!("{name}.{i}")))
                     .collect();
                 Imp::Bucket {
                     bucketer,
@@ -161,11 +185,11 @@ impl<'a> Wiring<'a> {
             RouteKind::RateLimit(c) => Imp::RateLimit {
                 limiter: std::sync::Mutex::new(super::rate_limit::Limiter::new(c)?),
                 last_report: Default::default(),
-                out: self.output(name),
+                out: self.route_output(name),
             },
             RouteKind::Filter(c) => Imp::Filter {
                 filter: c.clone(),
-                out: self.output(name),
+                out: self.route_output(name),
             },
         };
         let connected = match &imp {
@@ -183,6 +207,7 @@ impl<'a> Wiring<'a> {
         Ok(RouteNode {
             name: name.into(),
             counters,
+            book: self.book.clone(),
             imp,
             _stop: stop,
         })

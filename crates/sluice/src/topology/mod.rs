@@ -143,13 +143,31 @@ pub async fn run(
     mut control: tokio::sync::mpsc::Receiver<Control>,
 ) -> Result<RunReport, BuildErrors> {
     let registry = Registry::default();
+    let health = crate::api::Health::default();
+    let mut errors = Vec::new();
+    // The API first, so /health answers (503) while the components build.
+    let _api = match config.global.api.address {
+        Some(addr) => {
+            let exposition = crate::api::exposition::Exposition::new(registry.clone());
+            match crate::api::bind(addr, health.clone(), exposition).await {
+                Ok(server) => Some(server),
+                Err(e) => {
+                    errors.push(format!(
+                        "api: cannot listen on {addr}: {}",
+                        crate::error_text(&e)
+                    ));
+                    None
+                }
+            }
+        }
+        None => None,
+    };
     let config = Arc::new(config);
     let (reload_tx, reload_rx) = watch::channel(config.clone());
     let abort = CancellationToken::new();
     let stop_sources = CancellationToken::new();
 
     // Sinks first: their buffers are the sources' outputs.
-    let mut errors = Vec::new();
     let mut sink_tasks: Vec<(String, Task)> = Vec::new();
     let mut senders: Vec<(String, buffer::BufferSender)> = Vec::new();
     let mut disk_buffers = Vec::new();
@@ -157,6 +175,7 @@ pub async fn run(
     let shutdown_timeout = Duration::from_secs(config.global.shutdown_timeout_secs);
     for sink in &config.sinks {
         let id = format!("sinks.{}", sink.name);
+        registry.describe(&id, sink.kind.type_name());
         let counters = registry.component(&id);
         let buf = match buffer::for_sink(
             sink,
@@ -170,6 +189,7 @@ pub async fn run(
                 continue;
             }
         };
+        registry.add_buffer(buffer_gauge(&id, sink, &buf));
         disk_buffers.extend(buf.handle);
         let (tx, rx) = (buf.tx, buf.rx);
         watches.push(SinkWatch {
@@ -194,10 +214,14 @@ pub async fn run(
     }
 
     // Routes are built as the sources' outputs need them (see route::Wiring).
+    for route in &config.routes {
+        registry.describe(&format!("routes.{}", route.name), route.kind.type_name());
+    }
     let mut wiring = crate::route::Wiring::new(&config, &senders, &registry, reload_rx.clone());
     let mut source_tasks: Vec<(String, Task)> = Vec::new();
     for source in &config.sources {
         let id = format!("sources.{}", source.name);
+        registry.describe(&id, source.kind.type_name());
         let out = wiring.output(&source.name);
         // After a failed sink build every source looks unconnected: not worth a warning.
         if !out.is_connected() && errors.is_empty() {
@@ -248,6 +272,7 @@ pub async fn run(
         sinks = config.sinks.len(),
         "Sluice started."
     );
+    health.set(crate::api::Phase::Running);
 
     // Run until stopped or every source has ended by itself.
     loop {
@@ -266,6 +291,7 @@ pub async fn run(
         }
     }
 
+    health.set(crate::api::Phase::Stopping);
     let deadline = Instant::now() + Duration::from_secs(config.global.shutdown_timeout_secs);
     stop_sources.cancel();
     let graceful = tokio::time::timeout_at(deadline.into(), async {
@@ -333,6 +359,52 @@ pub async fn run(
     }
     report.failed = failed.load(std::sync::atomic::Ordering::Relaxed);
     Ok(report)
+}
+
+/// The metrics endpoint's view of a sink's buffer, probed at scrape time.
+fn buffer_gauge(
+    id: &str,
+    sink: &crate::config::SinkConfig,
+    buf: &buffer::SinkBuffer,
+) -> crate::metrics::BufferGauge {
+    use crate::metrics::{BufferGauge, BufferLevel};
+    match (&buf.handle, buf.rx.depth_probe()) {
+        (Some(disk), _) => {
+            let dir = disk.report().dir().to_owned();
+            BufferGauge {
+                id: id.to_owned(),
+                buffer_type: "disk",
+                probe: Box::new(move || BufferLevel {
+                    events: 0,
+                    bytes: dir_bytes(&dir),
+                }),
+                max_events: None,
+                max_bytes: Some(sink.buffer.max_bytes),
+            }
+        }
+        (None, depth) => BufferGauge {
+            id: id.to_owned(),
+            buffer_type: "memory",
+            probe: Box::new(move || BufferLevel {
+                events: depth.as_ref().map_or(0, |d| d.events() as u64),
+                bytes: 0,
+            }),
+            max_events: Some(sink.buffer.max_events as u64),
+            max_bytes: None,
+        },
+    }
+}
+
+/// Bytes of the files directly in `dir` (a disk buffer's segments and checkpoint).
+fn dir_bytes(dir: &std::path::Path) -> u64 {
+    let Ok(entries) = std::fs::read_dir(dir) else {
+        return 0;
+    };
+    entries
+        .filter_map(|e| e.ok()?.metadata().ok())
+        .filter(|m| m.is_file())
+        .map(|m| m.len())
+        .sum()
 }
 
 fn spawn(

@@ -11,6 +11,7 @@ use crate::ack::AckStatus;
 use crate::buffer::{BufferSender, SendOutcome};
 use crate::event::EventBatch;
 use crate::route::RouteNode;
+use crate::route::accounting::TenantBook;
 
 /// One consumer of an output: a sink's buffer, or a route run inline.
 #[derive(Clone)]
@@ -22,9 +23,15 @@ pub enum Edge {
 }
 
 impl Edge {
-    async fn send(&self, batch: EventBatch, may_block: bool) -> bool {
+    async fn send(&self, batch: EventBatch, may_block: bool, book: Option<&TenantBook>) -> bool {
         match self {
-            Edge::Buffer(tx) => tx.send(batch, may_block).await == SendOutcome::Queued,
+            Edge::Buffer(tx) => {
+                let batch = match book {
+                    Some(book) => book.settle_on_ack(batch),
+                    None => batch,
+                };
+                tx.send(batch, may_block).await == SendOutcome::Queued
+            }
             Edge::Route(route) => route.send(batch, may_block).await,
         }
     }
@@ -35,6 +42,9 @@ impl Edge {
 pub struct Output {
     edges: Arc<[Edge]>,
     may_block: bool,
+    /// Per-tenant accounting of what enters the sinks' buffers (route outputs of
+    /// a topology with a tenant route).
+    book: Option<Arc<TenantBook>>,
 }
 
 impl Output {
@@ -49,6 +59,15 @@ impl Output {
         Output {
             edges: edges.into(),
             may_block,
+            book: None,
+        }
+    }
+
+    /// This output, settling tenants' events at the buffers it feeds.
+    pub fn with_book(self, book: Arc<TenantBook>) -> Self {
+        Output {
+            book: Some(book),
+            ..self
         }
     }
 
@@ -66,18 +85,19 @@ impl Output {
     /// itself was reached through a fan-out, which then holds downstream too.
     pub async fn send_with(&self, batch: EventBatch, may_block: bool) -> bool {
         let may_block = may_block && self.may_block;
+        let book = self.book.as_deref();
         match &*self.edges {
             [] => {
                 batch.ack.resolve(AckStatus::Delivered);
                 true
             }
-            [only] => only.send(batch, may_block).await,
+            [only] => only.send(batch, may_block, book).await,
             [rest @ .., last] => {
                 let mut all = true;
                 for edge in rest {
-                    all &= edge.send(batch.share(), may_block).await;
+                    all &= edge.send(batch.share(), may_block, book).await;
                 }
-                all &= last.send(batch, may_block).await;
+                all &= last.send(batch, may_block, book).await;
                 all
             }
         }

@@ -2,6 +2,7 @@
 //! binary or library against real files, pipes, processes and peers.
 
 mod alloc_count;
+mod api;
 mod common;
 mod completions;
 mod config_errors;
@@ -23,5 +24,6 @@ mod lines;
 mod logging;
 mod routes;
 mod syslog;
+mod tenant_accounting;
 mod tenant_acl;
 mod tls_proxy;

@@ -1,0 +1,295 @@
+//! `/metrics`: the components' counters in the OpenMetrics text format, through
+//! `prometheus-client`, read at scrape time.
+//!
+//! Nothing here runs on the data path: components bump the plain atomics of
+//! [`Counters`]; a scrape takes the registry's lock once, loads every atomic and
+//! writes each metric family once, all its series together (a family split over
+//! the output is invalid exposition and Prometheus' parser rejects it).
+//!
+//! Names follow Vector's (`component_received_events_total`...) with the
+//! `sluice_` prefix, and the labels `component_id` (the user's name),
+//! `component_kind` (`source`, `route`, `sink`) and `component_type` (`pipe`,
+//! `file`...). Label values come from the config only; the one exception, the
+//! `tenant` label, is bounded (see [`crate::route::accounting`]).
+
+use std::fmt;
+use std::sync::atomic::{AtomicU64, Ordering::Relaxed};
+use std::time::Instant;
+
+use prometheus_client::collector::Collector;
+use prometheus_client::encoding::{DescriptorEncoder, NoLabelSet};
+use prometheus_client::metrics::MetricType;
+
+use crate::metrics::{BufferGauge, BufferLevel, Component, Counters, Registry};
+use crate::route::accounting::{Reason, TenantBook, TenantCounters};
+
+/// Renders the registry; cheap to keep, the work happens per scrape.
+#[derive(Debug)]
+pub struct Exposition {
+    registry: prometheus_client::registry::Registry,
+}
+
+impl Exposition {
+    /// An exposition of `registry`'s components and buffers.
+    pub fn new(registry: Registry) -> Self {
+        let mut r = prometheus_client::registry::Registry::default();
+        r.register_collector(Box::new(SluiceCollector {
+            registry,
+            started: Instant::now(),
+        }));
+        Exposition { registry: r }
+    }
+
+    /// The text a scrape gets.
+    pub fn render(&self) -> Result<String, fmt::Error> {
+        let mut out = String::with_capacity(16 * 1024);
+        prometheus_client::encoding::text::encode(&mut out, &self.registry)?;
+        Ok(out)
+    }
+}
+
+#[derive(Debug)]
+struct SluiceCollector {
+    registry: Registry,
+    started: Instant,
+}
+
+type Labels<'a> = [(&'static str, &'a str); 3];
+
+fn labels(c: &Component) -> Labels<'_> {
+    [
+        ("component_id", c.name()),
+        ("component_kind", c.kind()),
+        ("component_type", c.type_name),
+    ]
+}
+
+fn load(a: &AtomicU64) -> u64 {
+    a.load(Relaxed)
+}
+
+/// Events a component took in. Line sources count only what they emit (one
+/// event per line read), so a source's received events are the larger of both.
+fn received(c: &Component) -> u64 {
+    let k = &c.counters;
+    match c.kind() {
+        "source" => load(&k.events_in).max(load(&k.events_out)),
+        _ => load(&k.events_in),
+    }
+}
+
+/// Why a component's `dropped` events were dropped, by kind.
+fn discard_reason(c: &Component) -> &'static str {
+    match c.kind() {
+        "sink" => "buffer_full",
+        "route" => "route_policy",
+        _ => "source_policy",
+    }
+}
+
+/// A label added to a family: its key and how a component's value is found.
+type ExtraLabel = (&'static str, fn(&Component) -> &'static str);
+
+/// Which counter of a tenant a family reads.
+type TenantPick = fn(&TenantCounters) -> &AtomicU64;
+
+/// Write one counter family: one descriptor, then each series.
+fn counters<'c>(
+    enc: &mut DescriptorEncoder<'_>,
+    name: &str,
+    help: &str,
+    series: impl Iterator<Item = (&'c Component, u64)>,
+    extra: Option<ExtraLabel>,
+) -> fmt::Result {
+    let mut m = enc.encode_descriptor(name, help, None, MetricType::Counter)?;
+    for (c, v) in series {
+        match extra {
+            None => m
+                .encode_family(&labels(c))?
+                .encode_counter::<NoLabelSet, _, u64>(&v, None)?,
+            Some((key, value)) => {
+                let set = (labels(c), [(key, value(c))]);
+                m.encode_family(&set)?
+                    .encode_counter::<NoLabelSet, _, u64>(&v, None)?
+            }
+        }
+    }
+    Ok(())
+}
+
+impl Collector for SluiceCollector {
+    fn encode(&self, mut enc: DescriptorEncoder) -> fmt::Result {
+        let all = self.registry.components();
+        let pick =
+            |f: fn(&Counters) -> &AtomicU64| all.iter().map(move |c| (c, load(f(&c.counters))));
+        counters(
+            &mut enc,
+            "sluice_component_received_events",
+            "Events a component took in (sources: made from their input).",
+            all.iter().map(|c| (c, received(c))),
+            None,
+        )?;
+        counters(
+            &mut enc,
+            "sluice_component_received_bytes",
+            "Bytes a source read from its input.",
+            all.iter()
+                .filter(|c| c.kind() == "source")
+                .map(|c| (c, load(&c.counters.bytes_in))),
+            None,
+        )?;
+        counters(
+            &mut enc,
+            "sluice_component_sent_events",
+            "Events a component passed on (sinks: delivered).",
+            pick(|k| &k.events_out),
+            None,
+        )?;
+        counters(
+            &mut enc,
+            "sluice_component_discarded_events",
+            "Events dropped by policy: a full buffer, a route's rule, a source's quota.",
+            pick(|k| &k.dropped),
+            Some(("reason", discard_reason)),
+        )?;
+        counters(
+            &mut enc,
+            "sluice_component_errors",
+            "Events whose delivery failed.",
+            pick(|k| &k.errors),
+            Some(("error_type", |_| "delivery_failed")),
+        )?;
+        counters(
+            &mut enc,
+            "sluice_component_truncated_events",
+            "Events cut to the size limit (line sources) or refused as too large (Kafka sink).",
+            pick(|k| &k.truncated),
+            None,
+        )?;
+        self.encode_buffers(&mut enc, &all)?;
+        if let Some(book) = self.registry.tenants() {
+            encode_tenants(&mut enc, &book)?;
+        }
+
+        let uptime = self.started.elapsed().as_secs_f64();
+        enc.encode_descriptor(
+            "sluice_uptime_seconds",
+            "Seconds since the pipeline was built.",
+            None,
+            MetricType::Gauge,
+        )?
+        .encode_gauge(&uptime)?;
+        enc.encode_descriptor("sluice_build", "The running build.", None, MetricType::Info)?
+            .encode_info(&[("version", env!("CARGO_PKG_VERSION"))])?;
+        Ok(())
+    }
+}
+
+/// The per-tenant families: one series per tenant (bounded, `other` last).
+fn encode_tenants(enc: &mut DescriptorEncoder<'_>, book: &TenantBook) -> fmt::Result {
+    let all = book.snapshot();
+    let families: [(&str, &str, TenantPick); 4] = [
+        (
+            "sluice_tenant_received_events",
+            "Events a tenant route read, by tenant (inactive ids included).",
+            |t| &t.received_events,
+        ),
+        (
+            "sluice_tenant_received_bytes",
+            "Body bytes a tenant route read, by tenant.",
+            |t| &t.received_bytes,
+        ),
+        (
+            "sluice_tenant_delivered_events",
+            "A tenant's events the sinks delivered (per sink with a fan-out).",
+            |t| &t.delivered_events,
+        ),
+        (
+            "sluice_tenant_delivered_bytes",
+            "A tenant's body bytes the sinks delivered.",
+            |t| &t.delivered_bytes,
+        ),
+    ];
+    for (name, help, pick) in families {
+        let mut m = enc.encode_descriptor(name, help, None, MetricType::Counter)?;
+        for (tenant, c) in &all {
+            m.encode_family(&[("tenant", &**tenant)])?
+                .encode_counter::<NoLabelSet, _, u64>(&load(pick(c)), None)?;
+        }
+    }
+    let mut m = enc.encode_descriptor(
+        "sluice_tenant_dropped_events",
+        "A tenant's events dropped, by reason.",
+        None,
+        MetricType::Counter,
+    )?;
+    for (tenant, c) in &all {
+        for r in Reason::ALL {
+            m.encode_family(&[("tenant", &**tenant), ("reason", r.label())])?
+                .encode_counter::<NoLabelSet, _, u64>(&load(&c.dropped_events[r as usize]), None)?;
+        }
+    }
+    enc.encode_descriptor(
+        "sluice_tenant_other_lookups",
+        "Look-ups of a tenant id summed under tenant=\"other\" (beyond max_tenant_series, or invalid).",
+        None,
+        MetricType::Counter,
+    )?
+    .encode_counter::<NoLabelSet, _, u64>(&book.folded(), None)?;
+    Ok(())
+}
+
+impl SluiceCollector {
+    fn encode_buffers(&self, enc: &mut DescriptorEncoder<'_>, all: &[Component]) -> fmt::Result {
+        let buffers = self.registry.buffers();
+        // One probe per buffer per scrape, then one family at a time.
+        let rows: Vec<_> = buffers
+            .iter()
+            .map(|b| {
+                let ty = all
+                    .iter()
+                    .find(|c| c.id == b.id)
+                    .map_or("", |c| c.type_name);
+                let name = b.id.split_once('.').map_or(b.id.as_str(), |(_, n)| n);
+                (b, name, ty, (b.probe)())
+            })
+            .collect();
+        type Pick = fn(&BufferGauge, BufferLevel) -> Option<u64>;
+        let families: [(&str, &str, Pick); 4] = [
+            (
+                "sluice_buffer_events",
+                "Events queued in a sink's memory buffer.",
+                |b, l| b.max_events.map(|_| l.events),
+            ),
+            (
+                "sluice_buffer_bytes",
+                "Bytes of a disk buffer's files.",
+                |b, l| b.max_bytes.map(|_| l.bytes),
+            ),
+            (
+                "sluice_buffer_max_events",
+                "Capacity of a memory buffer, in events.",
+                |b, _| b.max_events,
+            ),
+            (
+                "sluice_buffer_max_bytes",
+                "Capacity of a disk buffer, in bytes.",
+                |b, _| b.max_bytes,
+            ),
+        ];
+        for (family, help, pick) in families {
+            let mut m = enc.encode_descriptor(family, help, None, MetricType::Gauge)?;
+            for (b, name, ty, level) in &rows {
+                let Some(v) = pick(b, *level) else { continue };
+                let set = [
+                    ("component_id", *name),
+                    ("component_kind", "sink"),
+                    ("component_type", *ty),
+                    ("buffer_type", b.buffer_type),
+                ];
+                m.encode_family(&set)?.encode_gauge(&v)?;
+            }
+        }
+        Ok(())
+    }
+}

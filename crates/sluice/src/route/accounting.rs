@@ -1,0 +1,342 @@
+//! Per-tenant accounting: for every tenant, events and bytes received, delivered
+//! and dropped by reason, so "did you lose my logs?" has an answer.
+//!
+//! Where each event is counted (one book per topology, shared by its routes and
+//! outputs; events without a tenant are not accounted):
+//! - received: by the tenant route, for every event it reads — an event of an
+//!   id that is not active is received and at once dropped (`inactive`);
+//! - dropped by a route downstream (`rate_limit`; `discarded` for a level
+//!   filter, a rules `drop` or a port nobody consumes): by that route, by the
+//!   event's tenant;
+//! - delivered or dropped at the sink: when the batch enters a sink's buffer
+//!   its acknowledgement is wrapped; its outcome settles the batch's events per
+//!   tenant: `Delivered` → delivered, `Dropped` → `when_full`, `Errored` →
+//!   `failed` (the source's peer resends: a resent event is received again).
+//!
+//! So, once nothing is in flight, for every tenant: received = delivered +
+//! dropped (all reasons). A batch fanned out to several sinks settles once per
+//! sink: the equation then holds per sink.
+//!
+//! Cardinality: the first `max_tenant_series` ids seen get their own series;
+//! later ones, and ids that are not valid tenant ids, are summed under `other`
+//! (the folds are counted). Ids never leave the book, so a tenant's series never
+//! goes back.
+
+use std::collections::HashMap;
+use std::sync::atomic::{AtomicU64, Ordering::Relaxed};
+use std::sync::{Arc, Mutex};
+
+use crate::ack::{AckStatus, AckToken};
+use crate::event::{Event, EventBatch};
+
+/// Why a tenant's events were dropped.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Reason {
+    /// The id is not in the active list.
+    Inactive = 0,
+    /// Over a rate limit.
+    RateLimit = 1,
+    /// Removed on purpose by a route: a level filter, a rules `drop`, a port
+    /// nobody consumes.
+    Discarded = 2,
+    /// A sink's buffer was full (`drop_newest`, `drop_oldest`, a fan-out's `block`).
+    WhenFull = 3,
+    /// The sink failed it (the source's peer resends).
+    Failed = 4,
+}
+
+impl Reason {
+    /// Every reason, in label order.
+    pub const ALL: [Reason; 5] = [
+        Reason::Inactive,
+        Reason::RateLimit,
+        Reason::Discarded,
+        Reason::WhenFull,
+        Reason::Failed,
+    ];
+
+    /// The `reason` label value.
+    pub fn label(self) -> &'static str {
+        match self {
+            Reason::Inactive => "inactive",
+            Reason::RateLimit => "rate_limit",
+            Reason::Discarded => "discarded",
+            Reason::WhenFull => "when_full",
+            Reason::Failed => "failed",
+        }
+    }
+}
+
+/// One tenant's counters.
+#[derive(Debug, Default)]
+pub struct TenantCounters {
+    /// Events received.
+    pub received_events: AtomicU64,
+    /// Body bytes received.
+    pub received_bytes: AtomicU64,
+    /// Events delivered.
+    pub delivered_events: AtomicU64,
+    /// Body bytes delivered.
+    pub delivered_bytes: AtomicU64,
+    /// Events dropped, by [`Reason`].
+    pub dropped_events: [AtomicU64; Reason::ALL.len()],
+}
+
+impl TenantCounters {
+    fn drop_n(&self, reason: Reason, n: u64) {
+        self.dropped_events[reason as usize].fetch_add(n, Relaxed);
+    }
+}
+
+/// Maps on the per-batch path: foldhash, not SipHash (ids come from the active
+/// list or are bounded by the cap; flooding one map costs only its own batch).
+type Map<K, V> = HashMap<K, V, foldhash::fast::RandomState>;
+
+/// Label of the series that sums tenants beyond the cap.
+pub const OTHER: &str = "other";
+
+/// Every tenant's counters, bounded to `max_series` series plus `other`.
+#[derive(Debug)]
+pub struct TenantBook {
+    max_series: usize,
+    tenants: Mutex<Map<Arc<str>, Arc<TenantCounters>>>,
+    other: Arc<TenantCounters>,
+    /// Look-ups of an id summed under `other` (once per batch and id).
+    folded: AtomicU64,
+}
+
+impl TenantBook {
+    /// An empty book with at most `max_series` tenant series.
+    pub fn new(max_series: usize) -> Self {
+        TenantBook {
+            max_series,
+            tenants: Mutex::new(Map::default()),
+            other: Arc::new(TenantCounters::default()),
+            folded: AtomicU64::new(0),
+        }
+    }
+
+    /// A tenant's counters (`other` beyond the cap or for an invalid id).
+    pub fn tenant(&self, id: &str) -> Arc<TenantCounters> {
+        let mut all = self.tenants.lock().unwrap_or_else(|e| e.into_inner());
+        self.lookup(&mut all, id)
+    }
+
+    fn lookup(
+        &self,
+        all: &mut Map<Arc<str>, Arc<TenantCounters>>,
+        id: &str,
+    ) -> Arc<TenantCounters> {
+        if let Some(c) = all.get(id) {
+            return c.clone();
+        }
+        if all.len() >= self.max_series || !super::tenant::valid_id(id) || id == OTHER {
+            self.folded.fetch_add(1, Relaxed);
+            return self.other.clone();
+        }
+        let c = Arc::new(TenantCounters::default());
+        all.insert(Arc::from(id), c.clone());
+        c
+    }
+
+    /// Every tenant series, `other` last (for the exposition).
+    pub fn snapshot(&self) -> Vec<(Arc<str>, Arc<TenantCounters>)> {
+        let all = self.tenants.lock().unwrap_or_else(|e| e.into_inner());
+        let mut v: Vec<_> = all.iter().map(|(k, c)| (k.clone(), c.clone())).collect();
+        drop(all);
+        v.sort_by(|a, b| a.0.cmp(&b.0));
+        v.push((Arc::from(OTHER), self.other.clone()));
+        v
+    }
+
+    /// Look-ups summed under `other` so far (once per batch and id).
+    pub fn folded(&self) -> u64 {
+        self.folded.load(Relaxed)
+    }
+
+    /// Count `events` received by a tenant route (after tenants were assigned)
+    /// and `inactive` ids dropped there.
+    pub fn received(&self, events: &[Event], inactive: &[(Vec<u8>, u64)]) {
+        let groups = group(events);
+        let mut all = self.tenants.lock().unwrap_or_else(|e| e.into_inner());
+        for g in &groups {
+            let c = self.lookup(&mut all, &g.tenant);
+            c.received_events.fetch_add(g.events, Relaxed);
+            c.received_bytes.fetch_add(g.bytes, Relaxed);
+        }
+        for (id, bytes) in inactive {
+            let c = self.lookup(&mut all, std::str::from_utf8(id).unwrap_or(""));
+            c.received_events.fetch_add(1, Relaxed);
+            c.received_bytes.fetch_add(*bytes, Relaxed);
+            c.drop_n(Reason::Inactive, 1);
+        }
+    }
+
+    /// Count events of `events` that a route drops for `reason`.
+    pub fn dropped<'a>(&self, events: impl IntoIterator<Item = &'a Event>, reason: Reason) {
+        let mut last: Option<(&Arc<str>, Arc<TenantCounters>)> = None;
+        for e in events {
+            let Some(t) = &e.tenant else { continue };
+            match &last {
+                Some((lt, c)) if Arc::ptr_eq(lt, t) => c.drop_n(reason, 1),
+                _ => {
+                    let c = self.tenant(t);
+                    c.drop_n(reason, 1);
+                    last = Some((t, c));
+                }
+            }
+        }
+    }
+
+    /// Events per tenant in `events`, to compare after a route removed some
+    /// (see [`dropped_since`](Self::dropped_since)).
+    pub fn tally(&self, events: &[Event]) -> Vec<(Arc<str>, u64)> {
+        group(events)
+            .into_iter()
+            .map(|g| (g.tenant, g.events))
+            .collect()
+    }
+
+    /// Count as dropped for `reason` what `before` had and `after` lacks.
+    pub fn dropped_since(&self, before: Vec<(Arc<str>, u64)>, after: &[Event], reason: Reason) {
+        let now = group(after);
+        for (tenant, n) in before {
+            let left = now
+                .iter()
+                .find(|g| Arc::ptr_eq(&g.tenant, &tenant))
+                .map_or(0, |g| g.events);
+            if n > left {
+                self.tenant(&tenant).drop_n(reason, n - left);
+            }
+        }
+    }
+
+    /// Wrap `batch`'s acknowledgement so that its outcome settles its tenants'
+    /// events; batches without tenants pass untouched.
+    pub fn settle_on_ack(&self, batch: EventBatch) -> EventBatch {
+        let groups = group(&batch.events);
+        if groups.is_empty() {
+            return batch;
+        }
+        let settle: Vec<(Arc<TenantCounters>, u64, u64)> = {
+            let mut all = self.tenants.lock().unwrap_or_else(|e| e.into_inner());
+            groups
+                .iter()
+                .map(|g| (self.lookup(&mut all, &g.tenant), g.events, g.bytes))
+                .collect()
+        };
+        let EventBatch { events, ack } = batch;
+        let ack = AckToken::with_callback(move |status| {
+            for (c, n, bytes) in &settle {
+                match status {
+                    AckStatus::Delivered => {
+                        c.delivered_events.fetch_add(*n, Relaxed);
+                        c.delivered_bytes.fetch_add(*bytes, Relaxed);
+                    }
+                    AckStatus::Dropped => c.drop_n(Reason::WhenFull, *n),
+                    AckStatus::Errored => c.drop_n(Reason::Failed, *n),
+                }
+            }
+            ack.resolve(status);
+        });
+        EventBatch { events, ack }
+    }
+}
+
+struct Group {
+    tenant: Arc<str>,
+    events: u64,
+    bytes: u64,
+}
+
+/// Events per tenant. Events of one tenant share the active set's `Arc<str>`, and
+/// a batch usually holds runs of one tenant: compare pointers, the last group first.
+fn group(events: &[Event]) -> Vec<Group> {
+    let mut groups: Vec<Group> = Vec::new();
+    let mut index: Map<*const u8, usize> = Map::default();
+    let mut last: Option<usize> = None;
+    for e in events {
+        let Some(t) = &e.tenant else { continue };
+        let bytes = e.body.len() as u64;
+        if let Some(i) = last
+            && Arc::ptr_eq(&groups[i].tenant, t)
+        {
+            groups[i].events += 1;
+            groups[i].bytes += bytes;
+            continue;
+        }
+        let key = t.as_ptr();
+        let i = *index.entry(key).or_insert_with(|| {
+            groups.push(Group {
+                tenant: t.clone(),
+                events: 0,
+                bytes: 0,
+            });
+            groups.len() - 1
+        });
+        groups[i].events += 1;
+        groups[i].bytes += bytes;
+        last = Some(i);
+    }
+    groups
+}
+
+#[cfg(test)]
+mod tests {
+    use bytes::Bytes;
+
+    use super::*;
+
+    fn ev(tenant: &Arc<str>, body: &'static str) -> Event {
+        let mut e = Event::new(
+            Bytes::from_static(body.as_bytes()),
+            0,
+            "t".into(),
+            "s".into(),
+        );
+        e.tenant = Some(tenant.clone());
+        e
+    }
+
+    fn load(a: &AtomicU64) -> u64 {
+        a.load(Relaxed)
+    }
+
+    #[test]
+    fn settles_each_tenant_by_the_batch_outcome() {
+        let book = TenantBook::new(10);
+        let (a, b): (Arc<str>, Arc<str>) = ("a".into(), "b".into());
+        let events = vec![ev(&a, "xx"), ev(&b, "y"), ev(&a, "zzz")];
+        book.received(&events, &[(b"gone".to_vec(), 4)]);
+        let (token, _rx) = AckToken::channel();
+        let batch = book.settle_on_ack(EventBatch::new(events.clone(), token));
+        batch.ack.resolve(AckStatus::Delivered);
+        let (token, _rx) = AckToken::channel();
+        let batch = book.settle_on_ack(EventBatch::new(vec![ev(&b, "q")], token));
+        drop(batch); // unresolved: errored
+        let ca = book.tenant("a");
+        assert_eq!(load(&ca.received_events), 2);
+        assert_eq!(load(&ca.received_bytes), 5);
+        assert_eq!(load(&ca.delivered_events), 2);
+        assert_eq!(load(&ca.delivered_bytes), 5);
+        let cb = book.tenant("b");
+        assert_eq!(load(&cb.delivered_events), 1);
+        assert_eq!(load(&cb.dropped_events[Reason::Failed as usize]), 1);
+        let gone = book.tenant("gone");
+        assert_eq!(load(&gone.received_events), 1);
+        assert_eq!(load(&gone.dropped_events[Reason::Inactive as usize]), 1);
+    }
+
+    #[test]
+    fn ids_beyond_the_cap_or_invalid_fold_into_other() {
+        let book = TenantBook::new(2);
+        for id in ["a", "b", "c", "bad id!", "other"] {
+            book.tenant(id).received_events.fetch_add(1, Relaxed);
+        }
+        let snap = book.snapshot();
+        let names: Vec<&str> = snap.iter().map(|(n, _)| &**n).collect();
+        assert_eq!(names, ["a", "b", "other"]);
+        assert_eq!(load(&snap[2].1.received_events), 3);
+        assert_eq!(book.folded(), 3);
+    }
+}
