@@ -7,20 +7,20 @@ use std::process::{Command, Output, Stdio};
 
 use crate::common::sluice_bin;
 
-/// A pipeline that logs a start, a warning (a source feeding no sink) and a stop,
-/// then ends on its own: every source ends.
+/// A pipeline that logs a start, a warning (a command exiting with failure) and
+/// a stop, then ends on its own: every source ends.
 const ENDS_BY_ITSELF: &str = r#"
 [sources.once]
 type = "exec"
 command = ["echo", "hi"]
 restart = "never"
-[sources.alone]
+[sources.failing]
 type = "exec"
-command = ["true"]
+command = ["false"]
 restart = "never"
 [sinks.n]
 type = "null"
-inputs = ["once"]
+inputs = ["once", "failing"]
 "#;
 
 fn write_config(dir: &Path, text: &str) -> std::path::PathBuf {
