@@ -2,7 +2,8 @@
 # Runs every fuzz target (cargo-fuzz, libFuzzer) for
 #   scripts/fuzz.sh [SECONDS] [TARGET...]   (default 60 s each; all targets)
 # forward_decode is seeded with the forward protocol test vectors, syslog_parse and
-# syslog_framing with the syslog corpus lines (testdata/syslog/corpus.jsonl). Every
+# syslog_framing with the syslog corpus lines (testdata/syslog/corpus.jsonl),
+# cri_line with a few CRI container log lines (full, partial, malformed). Every
 # crash found becomes a named unit test in crates/proto. cargo-fuzz needs nightly
 # compiler flags (sanitizers, -Z options): the machine's one stable toolchain
 # accepts them with RUSTC_BOOTSTRAP=1, so a fresh machine fuzzes without fetching a
@@ -13,10 +14,14 @@ export PATH="$HOME/.cargo/bin:$PATH"
 secs=${1:-60}
 shift || true
 targets=("$@")
-[ ${#targets[@]} -gt 0 ] || targets=(forward_decode syslog_parse syslog_framing)
+[ ${#targets[@]} -gt 0 ] || targets=(forward_decode syslog_parse syslog_framing cri_line)
 command -v cargo-fuzz >/dev/null 2>&1 || cargo install cargo-fuzz --locked --quiet
 work=$(mktemp -d); trap 'rm -rf "$work"' EXIT
-mkdir -p "$work/forward" "$work/syslog"
+mkdir -p "$work/forward" "$work/syslog" "$work/cri"
+printf '2024-01-01T00:00:00.000000000Z stdout F hello world\n' >"$work/cri/full"
+printf '2024-01-01T00:00:00.123456789+02:00 stderr P part one\n' >"$work/cri/partial"
+printf '2024-01-01T00:00:00Z stdout F\n' >"$work/cri/empty"
+printf 'not a cri line at all\n' >"$work/cri/bad"
 find testdata/forward -name '*.bin' -exec cp {} "$work/forward"/ \; 2>/dev/null || true
 python3 - "$work/syslog" <<'PY'
 import json, sys
@@ -27,7 +32,7 @@ for i, line in enumerate(open("testdata/syslog/corpus.jsonl", encoding="utf-8"))
 PY
 cd fuzz
 for t in "${targets[@]}"; do
-  case $t in forward_*) corpus=$work/forward ;; *) corpus=$work/syslog ;; esac
+  case $t in forward_*) corpus=$work/forward ;; cri_*) corpus=$work/cri ;; *) corpus=$work/syslog ;; esac
   echo "fuzz: $t for ${secs}s"
   CARGO_TARGET_DIR="${CARGO_TARGET_DIR:-/var/tmp/sluice-target}/fuzz" \
     RUSTC_BOOTSTRAP=1 cargo fuzz run "$t" "$corpus" -- -max_total_time="$secs" -rss_limit_mb=2048 -print_final_stats=1 2>&1 | tail -15
