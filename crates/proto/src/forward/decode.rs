@@ -65,6 +65,13 @@ impl Decoder {
         &self.limits
     }
 
+    /// Replace the limits, between requests (after a call that returned a
+    /// request, before the next): a server decodes an unauthenticated peer's
+    /// requests under small limits and lifts them once the handshake is done.
+    pub fn set_limits(&mut self, limits: Limits) {
+        self.limits = limits;
+    }
+
     /// Bytes of the stream consumed so far (the offset of the next request).
     pub fn stream_offset(&self) -> u64 {
         self.offset

@@ -574,6 +574,26 @@ fn handshake_accepts_the_key_and_user_and_refuses_everything_else() {
     }
     assert!(read_to_close(&mut s, Duration::from_secs(10)).is_empty());
 
+    // A large request before the handshake is refused as soon as its declared
+    // size passes the pre-authentication cap (4 KiB), not buffered until it is
+    // complete or the idle timeout (300 s) ends it.
+    let mut s = connect(fw.addr);
+    let mut dec = ResponseDecoder::new();
+    let mut buf = BytesMut::new();
+    assert!(matches!(
+        next_response(&mut s, &mut dec, &mut buf),
+        Response::Helo(_)
+    ));
+    let mut frame = vec![0x92, 0xa3, b'b', b'i', b'g', 0xc6];
+    frame.extend_from_slice(&1_000_000u32.to_be_bytes());
+    frame.extend(std::iter::repeat_n(0u8, 16 * 1024));
+    let _ = s.write_all(&frame); // the server may close before taking it all
+    match next_response(&mut s, &mut dec, &mut buf) {
+        Response::Pong(p) => assert!(!p.auth_result),
+        other => panic!("expected PONG false, got {other:?}"),
+    }
+    assert!(read_to_close(&mut s, Duration::from_secs(10)).is_empty());
+
     drop(ok);
     let got = fw.stop_and_read();
     assert_eq!(got.len(), 3, "only the authenticated events");

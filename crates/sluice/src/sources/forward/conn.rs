@@ -20,7 +20,7 @@ use std::time::Duration;
 
 use bytes::{Bytes, BytesMut};
 use proto::forward::handshake::{self, Helo, PingRejection, Pong};
-use proto::forward::{DecodeError, Decoder, Entry, EventFrame, Request};
+use proto::forward::{DecodeError, Decoder, Entry, EventFrame, Limits, Request};
 use tokio::io::{AsyncRead, AsyncReadExt, AsyncWrite, AsyncWriteExt};
 use tokio::net::TcpStream;
 use tokio::sync::{OwnedSemaphorePermit, mpsc};
@@ -165,6 +165,21 @@ struct Reader {
     last_request: usize,
 }
 
+/// Largest request, and decompressed payload, read before the handshake is
+/// done: a PING (key digest, hostname, user name and password digest) is a few
+/// hundred bytes.
+const PRE_AUTH_MAX_BYTES: usize = 4096;
+
+/// The decoder limits before authentication.
+fn pre_auth_limits(full: &Limits) -> Limits {
+    Limits {
+        max_frame_bytes: full.max_frame_bytes.min(PRE_AUTH_MAX_BYTES),
+        max_decompressed_bytes: full.max_decompressed_bytes.min(PRE_AUTH_MAX_BYTES),
+        max_entries_per_frame: full.max_entries_per_frame.min(16),
+        max_depth: full.max_depth,
+    }
+}
+
 impl Reader {
     async fn run<R: AsyncRead + Unpin>(&mut self, mut rd: R) -> End {
         let server = self.server.clone();
@@ -180,7 +195,14 @@ impl Reader {
         } else {
             self.authenticated = true;
         }
-        let mut decoder = Decoder::new(server.limits.clone());
+        // Until the handshake is done only HELO/PING-sized requests are read:
+        // an unauthenticated peer cannot make us buffer, decode or inflate more.
+        let mut decoder = if self.authenticated {
+            Decoder::new(server.limits.clone())
+        } else {
+            Decoder::new(pre_auth_limits(&server.limits))
+        };
+        let mut full_limits = self.authenticated;
         let mut buf = BytesMut::with_capacity(INITIAL_BUFFER);
         let idle = server.idle_timeout;
         let stop = server.cx.shutdown.clone();
@@ -198,6 +220,10 @@ impl Reader {
                     Ok(Some(request)) => {
                         if let Some(end) = self.request(request).await {
                             return end;
+                        }
+                        if self.authenticated && !full_limits {
+                            decoder.set_limits(server.limits.clone());
+                            full_limits = true;
                         }
                     }
                     Err(e) => return self.bad_request(&e).await,
