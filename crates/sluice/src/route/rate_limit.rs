@@ -14,7 +14,10 @@
 //! source — backpressure, nothing dropped.
 //!
 //! Keys idle long enough to be full again are forgotten once more than
-//! [`MAX_KEYS`] exist; past that, new keys share one overflow bucket.
+//! [`MAX_KEYS`] exist (a sweep of the table, at most once per [`SWEEP_EVERY`]);
+//! past that, new keys share one overflow bucket, as do keys longer than
+//! [`MAX_KEY_BYTES`] (the key can come from clients: `{tag}`, `{field.X}`). Both
+//! are counted in [`Limiter::overflowed`].
 
 use std::collections::HashMap;
 use std::time::{Duration, Instant};
@@ -77,6 +80,12 @@ impl Validate for RateLimitRouteConfig {
 
 /// Most keys tracked at once.
 pub const MAX_KEYS: usize = 100_000;
+/// Longest key with a bucket of its own; longer ones use the overflow bucket.
+pub const MAX_KEY_BYTES: usize = 256;
+/// A full table is swept for idle keys at most this often: between sweeps new
+/// keys go to the overflow bucket, so a flood of new keys costs one sweep a
+/// second, not one per key.
+pub const SWEEP_EVERY: Duration = Duration::from_secs(1);
 /// Share of a second a full bucket holds.
 const BURST_SECS: f64 = 0.1;
 const OVERFLOW_KEY: &str = "\u{0}overflow";
@@ -122,6 +131,12 @@ pub struct Limiter {
     mode: WhenOver,
     buckets: HashMap<Box<str>, Bucket, foldhash::fast::RandomState>,
     scratch: String,
+    last_sweep: Option<Instant>,
+    /// Events whose key got the shared overflow bucket (table full, or key
+    /// longer than [`MAX_KEY_BYTES`]).
+    pub overflowed: u64,
+    /// Sweeps of the full table so far.
+    sweeps: u64,
 }
 
 impl Limiter {
@@ -140,6 +155,9 @@ impl Limiter {
             mode: config.when_over,
             buckets: HashMap::default(),
             scratch: String::new(),
+            last_sweep: None,
+            overflowed: 0,
+            sweeps: 0,
         })
     }
 
@@ -165,12 +183,26 @@ impl Limiter {
             last: now,
             dropped: 0,
         };
+        let key = if key.len() > MAX_KEY_BYTES {
+            self.overflowed += 1;
+            OVERFLOW_KEY
+        } else {
+            key
+        };
         if !self.buckets.contains_key(key) {
-            if self.buckets.len() >= MAX_KEYS {
+            let sweep_due = self
+                .last_sweep
+                .is_none_or(|t| now.saturating_duration_since(t) >= SWEEP_EVERY);
+            if self.buckets.len() >= MAX_KEYS && sweep_due {
                 let (ev, by) = (self.events, self.bytes);
-                self.buckets.retain(|_, b| is_full(b, ev, by, now));
+                // Forget the idle keys (full again, nothing dropped); keep the
+                // busy ones, whose limits would otherwise reset.
+                self.buckets.retain(|_, b| !is_full(b, ev, by, now));
+                self.last_sweep = Some(now);
+                self.sweeps += 1;
             }
             let key = if self.buckets.len() >= MAX_KEYS {
+                self.overflowed += 1;
                 OVERFLOW_KEY
             } else {
                 key
@@ -357,5 +389,49 @@ mod tests {
             l.admit(&mut b, now);
         }
         assert!(l.buckets.len() <= MAX_KEYS + 1);
+    }
+
+    #[test]
+    fn a_flood_of_new_keys_sweeps_once_a_second_and_long_keys_share_a_bucket() {
+        let mut l = Limiter::new(&cfg("{tenant}", Some(1.0), None, WhenOver::Drop)).unwrap();
+        let now = Instant::now();
+        // Fill the table with keys that are not idle (their bucket is spent).
+        for i in 0..MAX_KEYS {
+            l.admit(&mut events(&i.to_string(), 2, 1), now);
+        }
+        assert_eq!(l.buckets.len(), MAX_KEYS);
+        // 10,000 new keys within the same second: one sweep, not 10,000.
+        for i in 0..10_000 {
+            l.admit(&mut events(&format!("new{i}"), 1, 1), now);
+        }
+        assert_eq!(l.sweeps, 1);
+        assert_eq!(l.overflowed, 10_000);
+        // A second later the table is swept again for the next new key.
+        l.admit(&mut events("later", 1, 1), now + SWEEP_EVERY);
+        assert_eq!(l.sweeps, 2);
+
+        // Keys idle long enough to be full again are the ones forgotten.
+        let mut l = Limiter::new(&cfg("{tenant}", Some(1.0), None, WhenOver::Drop)).unwrap();
+        for i in 0..MAX_KEYS {
+            l.admit(&mut events(&i.to_string(), 1, 1), now);
+        }
+        l.admit(&mut events("busy", 2, 1), now);
+        assert!(
+            l.buckets.contains_key(OVERFLOW_KEY),
+            "a full table of keys busy this second"
+        );
+        l.admit(&mut events("fresh", 1, 1), now + SWEEP_EVERY);
+        assert!(
+            l.buckets.contains_key("fresh"),
+            "idle keys were not forgotten"
+        );
+        assert!(l.buckets.len() < 10, "{} keys kept", l.buckets.len());
+
+        let mut l = Limiter::new(&cfg("{tenant}", Some(1.0), None, WhenOver::Drop)).unwrap();
+        let long = "x".repeat(MAX_KEY_BYTES + 1);
+        l.admit(&mut events(&long, 1, 1), now);
+        l.admit(&mut events(&format!("{long}y"), 1, 1), now);
+        assert_eq!(l.overflowed, 2);
+        assert_eq!(l.buckets.len(), 1, "long keys share the overflow bucket");
     }
 }
