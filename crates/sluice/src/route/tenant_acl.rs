@@ -104,6 +104,65 @@ fn wanted(id: &str, topic: &str) -> Vec<Binding> {
     ]
 }
 
+/// `rd_kafka_AclBinding_new` and `rd_kafka_AclBindingFilter_new` (same signature).
+type BindingCtor = unsafe extern "C" fn(
+    rd::rd_kafka_ResourceType_t,
+    *const std::os::raw::c_char,
+    rd::rd_kafka_ResourcePatternType_t,
+    *const std::os::raw::c_char,
+    *const std::os::raw::c_char,
+    rd::rd_kafka_AclOperation_t,
+    rd::rd_kafka_AclPermissionType_t,
+    *mut std::os::raw::c_char,
+    usize,
+) -> *mut rd::rd_kafka_AclBinding_t;
+
+/// Bindings (or filters) we own, destroyed on drop.
+struct Bindings(Vec<*mut rd::rd_kafka_AclBinding_t>);
+impl Drop for Bindings {
+    fn drop(&mut self) {
+        // SAFETY: made by `tenant_bindings`, destroyed once; librdkafka copied them.
+        unsafe { rd::rd_kafka_AclBinding_destroy_array(self.0.as_mut_ptr(), self.0.len()) }
+    }
+}
+
+/// The tenant's ALLOW bindings for `User:ID` on any host ([`wanted`]), made by
+/// `ctor` (bindings for CreateAcls, filters for DeleteAcls); `what` names the
+/// call in errors.
+fn tenant_bindings(
+    id: &str,
+    topic: &str,
+    what: &str,
+    ctor: BindingCtor,
+) -> Result<Bindings, String> {
+    let principal = CString::new(format!("User:{id}")).map_err(|e| e.to_string())?;
+    let any_host = CString::new("*").expect("no NUL");
+    let mut errstr = [0 as std::os::raw::c_char; 512];
+    let mut out = Bindings(Vec::new());
+    for (rt, name, pt, op) in &wanted(id, topic) {
+        let name = CString::new(name.as_str()).map_err(|e| e.to_string())?;
+        // SAFETY: valid C strings and buffer; librdkafka copies them.
+        let b = unsafe {
+            ctor(
+                *rt,
+                name.as_ptr(),
+                *pt,
+                principal.as_ptr(),
+                any_host.as_ptr(),
+                *op,
+                rd::rd_kafka_AclPermissionType_t::RD_KAFKA_ACL_PERMISSION_TYPE_ALLOW,
+                errstr.as_mut_ptr(),
+                errstr.len(),
+            )
+        };
+        if b.is_null() {
+            return Err(format!("{what}: {}", cstr(errstr.as_ptr())));
+        }
+        out.0.push(b);
+    }
+    Ok(out)
+}
+
 pub fn apply(
     admin: &AdminClient<DefaultClientContext>,
     id: &str,
@@ -113,8 +172,6 @@ pub fn apply(
     use rd::rd_kafka_ResourcePatternType_t::*;
     use rd::rd_kafka_ResourceType_t::*;
     let rk = admin.inner().native_ptr();
-    let principal = CString::new(format!("User:{id}")).map_err(|e| e.to_string())?;
-    let any_host = CString::new("*").expect("no NUL");
     let mut errstr = [0 as std::os::raw::c_char; 512];
     // SAFETY: rk is a live client handle for the duration of this function.
     let q = Queue(unsafe { rd::rd_kafka_queue_new(rk) });
@@ -146,35 +203,19 @@ pub fn apply(
     described?;
 
     let wanted = wanted(id, topic);
-    let mut bindings = Vec::new();
-    for (rt, name, pt, op) in &wanted {
-        let name = CString::new(name.as_str()).map_err(|e| e.to_string())?;
-        // SAFETY: as above.
-        let b = unsafe {
-            rd::rd_kafka_AclBinding_new(
-                *rt,
-                name.as_ptr(),
-                *pt,
-                principal.as_ptr(),
-                any_host.as_ptr(),
-                *op,
-                rd::rd_kafka_AclPermissionType_t::RD_KAFKA_ACL_PERMISSION_TYPE_ALLOW,
-                errstr.as_mut_ptr(),
-                errstr.len(),
-            )
-        };
-        if b.is_null() {
-            // SAFETY: the bindings made so far are ours.
-            unsafe { rd::rd_kafka_AclBinding_destroy_array(bindings.as_mut_ptr(), bindings.len()) };
-            return Err(format!("CreateAcls: {}", cstr(errstr.as_ptr())));
-        }
-        bindings.push(b);
-    }
+    let mut bindings = tenant_bindings(id, topic, "CreateAcls", rd::rd_kafka_AclBinding_new)?;
     // SAFETY: bindings are valid; librdkafka copies them.
-    unsafe { rd::rd_kafka_CreateAcls(rk, bindings.as_mut_ptr(), bindings.len(), ptr::null(), q.0) };
+    unsafe {
+        rd::rd_kafka_CreateAcls(
+            rk,
+            bindings.0.as_mut_ptr(),
+            bindings.0.len(),
+            ptr::null(),
+            q.0,
+        )
+    };
     let created = poll(&q, "CreateAcls");
-    // SAFETY: ours, no longer used.
-    unsafe { rd::rd_kafka_AclBinding_destroy_array(bindings.as_mut_ptr(), bindings.len()) };
+    drop(bindings);
     let ev = created?;
     // SAFETY: a CreateAcls result event.
     let res = unsafe { rd::rd_kafka_event_CreateAcls_result(ev.0) };
@@ -221,40 +262,21 @@ pub fn revoke(
     topic: &str,
 ) -> Result<Vec<String>, String> {
     let rk = admin.inner().native_ptr();
-    let principal = CString::new(format!("User:{id}")).map_err(|e| e.to_string())?;
-    let any_host = CString::new("*").expect("no NUL");
-    let mut errstr = [0 as std::os::raw::c_char; 512];
-    let mut filters = Vec::new();
-    for (rt, name, pt, op) in &wanted(id, topic) {
-        let name = CString::new(name.as_str()).map_err(|e| e.to_string())?;
-        // SAFETY: valid C strings; librdkafka copies them.
-        let f = unsafe {
-            rd::rd_kafka_AclBindingFilter_new(
-                *rt,
-                name.as_ptr(),
-                *pt,
-                principal.as_ptr(),
-                any_host.as_ptr(),
-                *op,
-                rd::rd_kafka_AclPermissionType_t::RD_KAFKA_ACL_PERMISSION_TYPE_ALLOW,
-                errstr.as_mut_ptr(),
-                errstr.len(),
-            )
-        };
-        if f.is_null() {
-            // SAFETY: the filters made so far are ours.
-            unsafe { rd::rd_kafka_AclBinding_destroy_array(filters.as_mut_ptr(), filters.len()) };
-            return Err(format!("DeleteAcls: {}", cstr(errstr.as_ptr())));
-        }
-        filters.push(f);
-    }
+    let mut filters = tenant_bindings(id, topic, "DeleteAcls", rd::rd_kafka_AclBindingFilter_new)?;
     // SAFETY: rk is live for this call.
     let q = Queue(unsafe { rd::rd_kafka_queue_new(rk) });
     // SAFETY: filters are valid; librdkafka copies them.
-    unsafe { rd::rd_kafka_DeleteAcls(rk, filters.as_mut_ptr(), filters.len(), ptr::null(), q.0) };
+    unsafe {
+        rd::rd_kafka_DeleteAcls(
+            rk,
+            filters.0.as_mut_ptr(),
+            filters.0.len(),
+            ptr::null(),
+            q.0,
+        )
+    };
     let deleted = poll(&q, "DeleteAcls");
-    // SAFETY: ours, no longer used.
-    unsafe { rd::rd_kafka_AclBinding_destroy_array(filters.as_mut_ptr(), filters.len()) };
+    drop(filters);
     let ev = deleted?;
     // SAFETY: a DeleteAcls result event.
     let res = unsafe { rd::rd_kafka_event_DeleteAcls_result(ev.0) };

@@ -599,13 +599,13 @@ fn missing_active_list_fails_at_start() {
 
 mod broker {
     use std::collections::{BTreeMap, HashSet};
-    use std::path::Path;
-    use std::process::{Command, Output};
+    use std::process::Command;
     use std::time::{Duration, SystemTime, UNIX_EPOCH};
 
     use super::{counter, python_source, write_atomically};
-    use crate::common::{Daemon, sluice_bin};
+    use crate::common::Daemon;
     use crate::kafka_support::{Broker, consume, need_kafka};
+    use crate::tenant_acl::{tenant, text};
 
     fn now() -> f64 {
         SystemTime::now()
@@ -636,24 +636,6 @@ mod broker {
             .lines()
             .map(str::to_owned)
             .collect()
-    }
-
-    fn tenant(dir: &Path, args: &[&str]) -> Output {
-        Command::new(sluice_bin())
-            .arg("tenant")
-            .args(args)
-            .arg("--config")
-            .arg(dir.join("sluice.toml"))
-            .output()
-            .unwrap()
-    }
-
-    fn text(o: &Output) -> String {
-        format!(
-            "{}{}",
-            String::from_utf8_lossy(&o.stdout),
-            String::from_utf8_lossy(&o.stderr)
-        )
     }
 
     /// The CDN case: 1,000 client ids, half active, through the tenant route into
@@ -945,23 +927,7 @@ mod broker {
         // Traffic through the daemon, then the bundle's Python consumer reads it.
         let mut d = Daemon::start(dir.path(), &config);
         assert!(d.wait(Duration::from_secs(60)).success(), "{}", d.stderr());
-        let zip = dir.path().join("acme.zip");
-        let out = tenant(
-            dir.path(),
-            &["bundle", "acme", "--out", zip.to_str().unwrap()],
-        );
-        assert!(out.status.success(), "{}", text(&out));
-        let unpack = dir.path().join("unpacked");
-        let st = Command::new("python3")
-            .args([
-                "-c",
-                "import sys, zipfile; zipfile.ZipFile(sys.argv[1]).extractall(sys.argv[2])",
-            ])
-            .arg(&zip)
-            .arg(&unpack)
-            .status()
-            .unwrap();
-        assert!(st.success());
+        let unpack = crate::tenant_acl::unpack_bundle(dir.path(), "acme");
         for f in [
             "README.md",
             "kcat.sh",
@@ -974,23 +940,7 @@ mod broker {
                 "{f} missing from the bundle"
             );
         }
-        let out = Command::new("python3")
-            .arg(unpack.join("acme/consumer.py"))
-            .args([
-                "--from-beginning",
-                "--max-messages",
-                "20",
-                "--timeout",
-                "20",
-            ])
-            .output()
-            .unwrap();
-        assert!(out.status.success(), "{}", text(&out));
-        let mut got: Vec<String> = String::from_utf8_lossy(&out.stdout)
-            .lines()
-            .map(str::to_owned)
-            .collect();
-        got.sort_by_key(|l| l.rsplit(' ').next().unwrap().parse::<u32>().unwrap());
+        let got = crate::tenant_acl::consumer_lines(&unpack, "acme", 20, 20);
         let want: Vec<String> = (0..20).map(|n| format!("hello {n}")).collect();
         assert_eq!(got, want);
         // The bundle's kcat.sh, with Debian's kcat as it is.

@@ -14,7 +14,7 @@ use crate::common::{Daemon, sluice_bin};
 use crate::kafka_broker::{ADMIN_PASSWORD, ADMIN_USER};
 use crate::kafka_support::{Broker, Options, free_port, need_kafka};
 
-fn tenant(dir: &Path, args: &[&str]) -> Output {
+pub fn tenant(dir: &Path, args: &[&str]) -> Output {
     Command::new(sluice_bin())
         .arg("tenant")
         .args(args)
@@ -24,12 +24,51 @@ fn tenant(dir: &Path, args: &[&str]) -> Output {
         .unwrap()
 }
 
-fn text(o: &Output) -> String {
+pub fn text(o: &Output) -> String {
     format!(
         "{}{}",
         String::from_utf8_lossy(&o.stdout),
         String::from_utf8_lossy(&o.stderr)
     )
+}
+
+/// `sluice tenant bundle ID` of the config in `dir`, unzipped (Python's
+/// zipfile) into `dir/unpacked`; returns that directory.
+pub fn unpack_bundle(dir: &Path, id: &str) -> std::path::PathBuf {
+    let zip = dir.join(format!("{id}.zip"));
+    let out = tenant(dir, &["bundle", id, "--out", zip.to_str().unwrap()]);
+    assert!(out.status.success(), "{}", text(&out));
+    let unpack = dir.join("unpacked");
+    let st = Command::new("python3")
+        .args([
+            "-c",
+            "import sys, zipfile; zipfile.ZipFile(sys.argv[1]).extractall(sys.argv[2])",
+        ])
+        .arg(&zip)
+        .arg(&unpack)
+        .status()
+        .unwrap();
+    assert!(st.success());
+    unpack
+}
+
+/// The lines the bundle's `consumer.py` prints for `n` records from the
+/// beginning (giving up after `timeout_secs` without one), sorted by their
+/// trailing number.
+pub fn consumer_lines(unpack: &Path, id: &str, n: usize, timeout_secs: u32) -> Vec<String> {
+    let out = Command::new("python3")
+        .arg(unpack.join(id).join("consumer.py"))
+        .args(["--from-beginning", "--max-messages", &n.to_string()])
+        .args(["--timeout", &timeout_secs.to_string()])
+        .output()
+        .unwrap();
+    assert!(out.status.success(), "{}", text(&out));
+    let mut got: Vec<String> = String::from_utf8_lossy(&out.stdout)
+        .lines()
+        .map(str::to_owned)
+        .collect();
+    got.sort_by_key(|l| l.rsplit(' ').next().and_then(|n| n.parse::<u32>().ok()));
+    got
 }
 
 /// An independent consumer (Python confluent-kafka) as `user` with SCRAM-SHA-512:
@@ -240,38 +279,8 @@ topic = "logs-{{tenant}}"
     assert_eq!(group, ["ERROR GROUP_AUTHORIZATION_FAILED"], "{group:?}");
 
     // The bundle's consumers, as shipped, read the tenant's events.
-    let zip = d.join("acme.zip");
-    let out = tenant(d, &["bundle", "acme", "--out", zip.to_str().unwrap()]);
-    assert!(out.status.success(), "{}", text(&out));
-    let unpack = d.join("unpacked");
-    let st = Command::new("python3")
-        .args([
-            "-c",
-            "import sys, zipfile; zipfile.ZipFile(sys.argv[1]).extractall(sys.argv[2])",
-        ])
-        .arg(&zip)
-        .arg(&unpack)
-        .status()
-        .unwrap();
-    assert!(st.success());
-    let out = Command::new("python3")
-        .arg(unpack.join("acme/consumer.py"))
-        .args([
-            "--from-beginning",
-            "--max-messages",
-            "20",
-            "--timeout",
-            "30",
-        ])
-        .output()
-        .unwrap();
-    assert!(out.status.success(), "{}", text(&out));
-    let mut got: Vec<String> = String::from_utf8_lossy(&out.stdout)
-        .lines()
-        .map(str::to_owned)
-        .collect();
-    got.sort_by_key(|l| l.rsplit(' ').next().and_then(|n| n.parse::<u32>().ok()));
-    assert_eq!(got, want, "{}", text(&out));
+    let unpack = unpack_bundle(d, "acme");
+    assert_eq!(consumer_lines(&unpack, "acme", 20, 30), want);
     assert_eq!(kcat_lines(&unpack.join("acme/kcat.sh"), 20, true), want);
 
     // remove revokes: the same credential is refused afterwards.
