@@ -36,6 +36,12 @@ pub enum Command {
         /// TOML config file.
         #[arg(short, long)]
         config: PathBuf,
+        /// Print the graph the config builds: sources → routes → sinks, with buffers.
+        #[arg(long)]
+        graph: bool,
+        /// Print the graph in Graphviz DOT (`| dot -Tsvg > graph.svg`).
+        #[arg(long, conflicts_with = "graph")]
+        dot: bool,
     },
     /// Inspect a disk buffer directory, or replay it through another config's sinks.
     Buffer {
@@ -47,7 +53,7 @@ pub enum Command {
     Tenant {
         /// What to do.
         #[command(subcommand)]
-        command: crate::route::tenant_admin::TenantCommand,
+        command: crate::commands::tenant::TenantCommand,
     },
     /// Print a shell completion script (`sluice completions bash > /etc/bash_completion.d/sluice`).
     Completions {
@@ -64,7 +70,7 @@ pub const EXIT_CONFIG: u8 = 2;
 /// Run the parsed command line.
 pub fn main(cli: Cli) -> ExitCode {
     match cli.command {
-        Command::Tenant { command } => crate::route::tenant_admin::main(command),
+        Command::Tenant { command } => crate::commands::tenant::main(command),
         Command::Buffer { command } => crate::buffer::cli::main(command),
         Command::Completions { shell } => {
             let mut script = Vec::new();
@@ -81,7 +87,9 @@ pub fn main(cli: Cli) -> ExitCode {
                 }
             }
         }
-        Command::Validate { config } => match crate::config::load(&config) {
+        Command::Validate { config, graph, dot } => match crate::config::load(&config) {
+            Ok(c) if dot => print_out(crate::commands::graph::dot(&c).as_bytes()),
+            Ok(c) if graph => print_out(crate::commands::graph::text(&c).as_bytes()),
             Ok(c) => {
                 println!(
                     "{}: valid ({} sources, {} sinks)",

@@ -11,7 +11,7 @@
 //! - [`event`] and [`ack`]: the unit of data (`Event`, Arc-shared `EventBatch`) and
 //!   the token that tells a source what became of its batch.
 //! - [`route`]: tenant, rules, bucket, rate_limit and filter routes, run inline in
-//!   the sender (and, for now, the `sluice tenant` commands).
+//!   the sender.
 //! - [`topology`]: builds every component, wires outputs to buffers, runs them and
 //!   stops them in order; [`topology::output`] is the fan-out.
 //! - [`buffer`]: each sink's queue — bounded memory, or disk (`sluice-wal`) — and
@@ -19,7 +19,8 @@
 //! - [`sinks`]: where events leave — `file`, `stdout`, `null`, `kafka`, `forward`;
 //!   [`encoding`] turns events into bytes, [`template`] renders paths, topics, keys.
 //! - [`kafka`]: the librdkafka wrapper (the only `rdkafka` importer).
-//! - Around them: [`cli`] (commands, exit codes, signals), [`logging`] (format,
+//! - Around them: [`cli`] (commands, exit codes, signals), [`commands`] (`sluice
+//!   tenant`: topics, ACLs, credentials and bundles on the brokers), [`logging`] (format,
 //!   colour), [`metrics`] (per-component counters), [`dirs`] (directories components
 //!   need, with errors that say why they cannot be made).
 
@@ -27,6 +28,7 @@ pub mod ack;
 pub mod api;
 pub mod buffer;
 pub mod cli;
+pub mod commands;
 pub mod config;
 pub mod dirs;
 pub mod encoding;

@@ -24,15 +24,12 @@
 
 pub mod accounting;
 pub mod bucket;
-pub mod bundle;
 pub mod filter;
 pub mod graph;
 pub mod rate_limit;
 pub mod rules;
 pub mod tenant;
-pub mod tenant_acl;
 pub mod tenant_admin;
-pub mod tenant_grant;
 mod wiring;
 
 use std::future::Future;

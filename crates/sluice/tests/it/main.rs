@@ -16,6 +16,7 @@ mod file_source;
 mod forward;
 mod fsync_failure;
 mod fuse;
+mod graph;
 mod kafka;
 mod kafka_broker;
 mod kafka_cluster;

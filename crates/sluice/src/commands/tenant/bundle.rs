@@ -6,17 +6,14 @@
 //! provide them. Consumer groups are named `ID-<tool>`, inside the `ID-` prefix
 //! the tenant's ACLs allow.
 //!
-//! The zip is written by hand (deflate via flate2, CRC-32, no zip64): a bundle is a
-//! handful of small files, and a zip crate would be one more dependency for that.
+//! The zip is written with the `zip` crate (deflate, fixed dates, Unix modes).
 
 use std::io::Write;
 use std::path::Path;
 
 use anyhow::Context;
-use flate2::Compression;
-use flate2::write::DeflateEncoder;
 
-use super::tenant_admin::TenantAdminConfig;
+use crate::route::tenant_admin::TenantAdminConfig;
 
 /// One file of a bundle.
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -75,7 +72,7 @@ pub fn files(
         ca: None,
         cert: None,
         key: None,
-        scram: super::tenant_grant::password_of(admin, id)?,
+        scram: super::grant::password_of(admin, id)?,
     };
     if let Some(ca) = &admin.ca_file {
         let data =
@@ -325,59 +322,21 @@ if __name__ == "__main__":
 }
 
 /// Write `files` into a zip under the folder `root/`, atomically (tmp + rename).
+/// Entries are deflated, dated 1980-01-01 (the same inputs give the same bytes)
+/// and carry their Unix modes.
 pub fn write_zip(path: &Path, root: &str, files: &[BundleFile]) -> std::io::Result<()> {
-    let mut zip = Vec::new();
-    let mut central = Vec::new();
-    for f in files {
-        let name = format!("{root}/{}", f.name);
-        let mut crc = flate2::Crc::new();
-        crc.update(&f.data);
-        let mut enc = DeflateEncoder::new(Vec::new(), Compression::default());
-        enc.write_all(&f.data)?;
-        let packed = enc.finish()?;
-        let offset =
-            u32::try_from(zip.len()).map_err(|_| std::io::Error::other("bundle over 4 GiB"))?;
-        let header = |sig: u32, central: bool| {
-            let mut h = Vec::new();
-            h.extend_from_slice(&sig.to_le_bytes());
-            if central {
-                h.extend_from_slice(&(0x0300u16 | 20).to_le_bytes()); // made by: Unix, 2.0
-            }
-            h.extend_from_slice(&20u16.to_le_bytes()); // version needed
-            h.extend_from_slice(&0x0800u16.to_le_bytes()); // UTF-8 names
-            h.extend_from_slice(&8u16.to_le_bytes()); // deflate
-            h.extend_from_slice(&0u16.to_le_bytes()); // time 00:00
-            h.extend_from_slice(&0x0021u16.to_le_bytes()); // date 1980-01-01
-            h.extend_from_slice(&crc.sum().to_le_bytes());
-            h.extend_from_slice(&(packed.len() as u32).to_le_bytes());
-            h.extend_from_slice(&(f.data.len() as u32).to_le_bytes());
-            h.extend_from_slice(&(name.len() as u16).to_le_bytes());
-            h.extend_from_slice(&0u16.to_le_bytes()); // extra
-            if central {
-                h.extend_from_slice(&0u16.to_le_bytes()); // comment
-                h.extend_from_slice(&0u16.to_le_bytes()); // disk
-                h.extend_from_slice(&0u16.to_le_bytes()); // internal attributes
-                h.extend_from_slice(&((0o100000 | f.mode) << 16).to_le_bytes());
-                h.extend_from_slice(&offset.to_le_bytes());
-            }
-            h.extend_from_slice(name.as_bytes());
-            h
-        };
-        zip.extend_from_slice(&header(0x0403_4b50, false));
-        zip.extend_from_slice(&packed);
-        central.extend_from_slice(&header(0x0201_4b50, true));
-    }
-    let cd_offset = zip.len() as u32;
-    zip.extend_from_slice(&central);
-    zip.extend_from_slice(&0x0605_4b50u32.to_le_bytes());
-    zip.extend_from_slice(&[0, 0, 0, 0]); // disk numbers
-    zip.extend_from_slice(&(files.len() as u16).to_le_bytes());
-    zip.extend_from_slice(&(files.len() as u16).to_le_bytes());
-    zip.extend_from_slice(&(central.len() as u32).to_le_bytes());
-    zip.extend_from_slice(&cd_offset.to_le_bytes());
-    zip.extend_from_slice(&0u16.to_le_bytes());
     let tmp = path.with_extension("zip.tmp");
-    std::fs::write(&tmp, &zip)?;
+    let mut zip = zip::ZipWriter::new(std::fs::File::create(&tmp)?);
+    for f in files {
+        let options = zip::write::SimpleFileOptions::default()
+            .compression_method(zip::CompressionMethod::Deflated)
+            .last_modified_time(zip::DateTime::default())
+            .unix_permissions(f.mode);
+        zip.start_file(format!("{root}/{}", f.name), options)
+            .map_err(std::io::Error::other)?;
+        zip.write_all(&f.data)?;
+    }
+    zip.finish().map_err(std::io::Error::other)?.sync_all()?;
     std::fs::rename(&tmp, path)
 }
 

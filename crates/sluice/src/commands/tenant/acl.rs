@@ -1,7 +1,7 @@
 //! The Kafka admin calls of `sluice tenant` that rust-rdkafka does not wrap,
 //! through librdkafka's C API: DescribeAcls then CreateAcls (`add`), DeleteAcls
 //! (`remove`), and AlterUserScramCredentials (a tenant's SCRAM password). Run
-//! only in the `tenant acl-apply` child process (see `tenant_admin`).
+//! only in the `tenant acl-apply` child process (see `commands::tenant`).
 
 use std::ffi::{CStr, CString};
 use std::ptr;
@@ -70,7 +70,7 @@ type Binding = (
     rd::rd_kafka_AclOperation_t,
 );
 
-/// The bindings a tenant gets, in the order of `tenant_admin::acl_bindings`.
+/// The bindings a tenant gets, in the order of `grant::acl_bindings`.
 fn wanted(id: &str, topic: &str) -> Vec<Binding> {
     use rd::rd_kafka_AclOperation_t::*;
     use rd::rd_kafka_ResourcePatternType_t::*;
@@ -231,7 +231,7 @@ pub fn apply(
             wanted.len()
         ));
     }
-    let texts = super::tenant_grant::acl_bindings(id, topic);
+    let texts = super::grant::acl_bindings(id, topic);
     let mut lines = Vec::new();
     for (i, text) in texts.iter().enumerate() {
         // SAFETY: i < n.
@@ -286,7 +286,7 @@ pub fn revoke(
     let mut n = 0usize;
     // SAFETY: valid result; the array lives as long as the event.
     let responses = unsafe { rd::rd_kafka_DeleteAcls_result_responses(res, &mut n) };
-    let texts = super::tenant_grant::acl_bindings(id, topic);
+    let texts = super::grant::acl_bindings(id, topic);
     let mut lines = Vec::new();
     for (i, text) in texts.iter().enumerate().take(n) {
         // SAFETY: i < n.

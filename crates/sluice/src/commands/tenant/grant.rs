@@ -1,6 +1,6 @@
 //! What `sluice tenant add/remove` grant on the brokers, outside the admin
-//! client of `tenant_admin`: the ACL step run in a child process (`sluice tenant
-//! acl-apply`, see [`super::tenant_acl`]) and its outcome, the ApiVersions probe
+//! client of `commands::tenant`: the ACL step run in a child process (`sluice tenant
+//! acl-apply`, see [`super::acl`]) and its outcome, the ApiVersions probe
 //! for brokers without ACL APIs, and the tenants' SCRAM passwords kept under
 //! `admin.credentials_dir`.
 
@@ -12,8 +12,8 @@ use std::time::Duration;
 
 use anyhow::Context;
 
-use super::tenant_acl as acl_ffi;
-use super::tenant_admin::TenantAdminConfig;
+use super::acl as acl_ffi;
+use crate::route::tenant_admin::TenantAdminConfig;
 
 /// Exit code of the ACL child when the brokers refused.
 pub const ACL_CHILD_REFUSED: i32 = 3;
