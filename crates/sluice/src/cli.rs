@@ -47,7 +47,7 @@ pub enum Command {
     Buffer {
         /// What to do.
         #[command(subcommand)]
-        command: crate::buffer::cli::BufferCommand,
+        command: crate::commands::buffer::BufferCommand,
     },
     /// Onboard tenants of a tenant route: topics, ACLs, active list, bundles.
     Tenant {
@@ -71,7 +71,7 @@ pub const EXIT_CONFIG: u8 = 2;
 pub fn main(cli: Cli) -> ExitCode {
     match cli.command {
         Command::Tenant { command } => crate::commands::tenant::main(command),
-        Command::Buffer { command } => crate::buffer::cli::main(command),
+        Command::Buffer { command } => crate::commands::buffer::main(command),
         Command::Completions { shell } => {
             let mut script = Vec::new();
             clap_complete::generate(shell, &mut Cli::command(), "sluice", &mut script);

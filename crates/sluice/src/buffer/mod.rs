@@ -27,8 +27,8 @@ use crate::ack::{AckStatus, AckToken};
 use crate::event::EventBatch;
 use crate::metrics::Counters;
 
-pub mod cli;
 pub mod disk;
+pub mod replay;
 mod settings;
 
 pub use settings::{

@@ -1,8 +1,10 @@
 //! Commands other than `run` that work on a config's surroundings rather than
-//! run the pipeline: `sluice tenant` (onboarding tenants on the brokers) and
-//! the graph `sluice validate --graph/--dot` prints.
+//! run the pipeline: `sluice buffer` (inspect and replay a disk buffer),
+//! `sluice tenant` (onboarding tenants on the brokers) and the graph
+//! `sluice validate --graph/--dot` prints.
 //! Each parses its arguments and prints; the work it does lives with the
 //! component it is about where one exists.
 
+pub mod buffer;
 pub mod graph;
 pub mod tenant;

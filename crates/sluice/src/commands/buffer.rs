@@ -6,30 +6,20 @@
 //! record's CRC (exit 1 when damage is found, which on a live buffer can also
 //! be a write in progress at the very end).
 //!
-//! `replay` takes the directory's lock (sluice must not be running on it),
-//! reads every unacknowledged record and delivers it through the sinks of
-//! another config (all of them, or those named with `--sink`), with
-//! end-to-end acknowledgements: a record is acknowledged in the buffer once
-//! every sink delivered it, so an interrupted replay resumes where it stopped
-//! (records after a failed one may be delivered again). Progress goes to
+//! `replay` delivers every unacknowledged record through the sinks of another
+//! config (all of them, or those named with `--sink`), with end-to-end
+//! acknowledgements (the pipeline is `crate::buffer::replay`). Progress goes to
 //! stderr. Exit 0 when everything was delivered, 1 otherwise, 2 on a bad config.
 
 use std::io::{IsTerminal, Write};
 use std::path::{Path, PathBuf};
 use std::process::ExitCode;
-use std::sync::Arc;
 use std::time::{Duration, Instant, SystemTime};
 
-use ::wal::{Fsync, Options, Wal};
-use bytes::Bytes;
 use clap::Subcommand;
-use tokio_util::sync::CancellationToken;
 
-use super::disk::{chain, decode};
-use crate::ack::{AckStatus, AckToken};
-use crate::event::EventBatch;
-use crate::metrics::Counters;
-use crate::topology::SinkContext;
+use crate::buffer::disk::chain;
+use crate::buffer::replay::{self, Report, Tally};
 
 /// `sluice buffer ...`.
 #[derive(Debug, Subcommand)]
@@ -173,9 +163,6 @@ fn inspect(dir: &Path) -> ExitCode {
     }
 }
 
-/// Records in flight to the sinks at most during a replay.
-const REPLAY_WINDOW: usize = 256;
-
 fn replay(dir: &Path, config: &Path, only: &[String]) -> ExitCode {
     let cfg = match crate::config::load(config) {
         Ok(c) => c,
@@ -205,20 +192,10 @@ fn replay(dir: &Path, config: &Path, only: &[String]) -> ExitCode {
         eprintln!("sluice: {} is not a directory", dir.display());
         return ExitCode::from(2);
     }
-    let opts = Options {
-        fsync: Fsync::Interval(Duration::from_secs(1)),
-        segment_bytes: 64 << 20,
-        max_bytes: u64::MAX / 2,
-        max_record_bytes: 16 << 20,
-    };
-    let wal = match Wal::open(dir, opts) {
+    let wal = match replay::open(dir) {
         Ok(w) => w,
         Err(e) => {
-            eprintln!(
-                "sluice: cannot open buffer {}: {}",
-                dir.display(),
-                chain(&e)
-            );
+            eprintln!("sluice: {e}");
             return ExitCode::FAILURE;
         }
     };
@@ -232,11 +209,22 @@ fn replay(dir: &Path, config: &Path, only: &[String]) -> ExitCode {
             return ExitCode::FAILURE;
         }
     };
-    let result = runtime.block_on(replay_async(wal, cfg, sinks));
+    let mut bar = Progress::new();
+    let result = runtime.block_on(replay::run(wal, cfg, sinks, |r| bar.report(r)));
     runtime.shutdown_timeout(Duration::from_secs(1));
     match result {
-        Ok(true) => ExitCode::SUCCESS,
-        Ok(false) => ExitCode::FAILURE,
+        Ok(t) => {
+            bar.draw(&t, true);
+            eprintln!(
+                "Replayed {} records ({} events); {} failed, {} undecodable; {} records left in the buffer.",
+                t.records, t.events, t.failed, t.undecodable, t.left
+            );
+            if t.complete() {
+                ExitCode::SUCCESS
+            } else {
+                ExitCode::FAILURE
+            }
+        }
         Err(e) => {
             eprintln!("sluice: replay failed: {e:#}");
             ExitCode::FAILURE
@@ -244,158 +232,37 @@ fn replay(dir: &Path, config: &Path, only: &[String]) -> ExitCode {
     }
 }
 
-async fn replay_async(
-    mut wal: Wal,
-    cfg: crate::config::Config,
-    sinks: Vec<crate::config::SinkConfig>,
-) -> anyhow::Result<bool> {
-    let total = wal.recovery().unacked_records;
-    let cfg = Arc::new(cfg);
-    let (_reload_tx, reload) = tokio::sync::watch::channel(cfg.clone());
-    let abort = CancellationToken::new();
-    let mut senders = Vec::new();
-    let mut tasks = Vec::new();
-    let mut names = Vec::new();
-    for s in &sinks {
-        let counters = Arc::new(Counters::default());
-        let (tx, rx) = super::memory(
-            super::DEFAULT_MAX_EVENTS,
-            super::WhenFull::Block,
-            counters.clone(),
-        );
-        let cx = SinkContext {
-            name: s.name.as_str().into(),
-            input: rx,
-            abort: abort.clone(),
-            counters,
-            reload: reload.clone(),
-        };
-        let task = crate::sinks::build(s, cx)
-            .await
-            .map_err(|e| anyhow::anyhow!("sinks.{}: {e}", s.name))?;
-        tasks.push(tokio::spawn(task));
-        senders.push(tx);
-        names.push(s.name.clone());
-    }
-    eprintln!(
-        "Replaying {total} unacknowledged records to {} sink(s): {}.",
-        names.len(),
-        names.join(", ")
-    );
-    let (ack_tx, mut ack_rx) = tokio::sync::mpsc::unbounded_channel::<(u64, AckStatus, usize)>();
-    let mut progress = Progress::new(total);
-    let (mut inflight, mut failed, mut undecodable) = (0usize, 0u64, 0u64);
-    let mut reading = true;
-    while reading || inflight > 0 {
-        while reading && inflight < REPLAY_WINDOW {
-            let record = match wal.read_next() {
-                Ok(Some(r)) => r,
-                Ok(None) => {
-                    reading = false;
-                    break;
-                }
-                Err(e) => {
-                    eprintln!("\nsluice: {}", chain(&e));
-                    failed += 1;
-                    continue;
-                }
-            };
-            let bytes = record.payload.len();
-            let events = match decode(Bytes::from(record.payload)) {
-                Ok(ev) => Arc::new(ev),
-                Err(e) => {
-                    eprintln!(
-                        "\nsluice: record {} does not decode ({e}); left in the buffer",
-                        record.seq
-                    );
-                    undecodable += 1;
-                    continue;
-                }
-            };
-            let n = events.len();
-            let seq = record.seq;
-            let tx = ack_tx.clone();
-            let token = AckToken::with_callback(move |st| {
-                let _ = tx.send((seq, st, n));
-            });
-            let batch = EventBatch { events, ack: token };
-            for s in &senders {
-                s.send(batch.share(), true).await;
-            }
-            batch.ack.resolve(AckStatus::Delivered);
-            inflight += 1;
-            progress.bytes += bytes as u64;
-        }
-        if inflight == 0 {
-            break;
-        }
-        let Some((seq, status, n)) = ack_rx.recv().await else {
-            break;
-        };
-        inflight -= 1;
-        if status == AckStatus::Delivered {
-            if let Err(e) = wal.ack(seq) {
-                eprintln!("\nsluice: acknowledging record {seq}: {e}");
-            }
-            progress.done(n);
-        } else {
-            failed += 1;
-            progress.failed += 1;
-        }
-        progress.draw(false);
-    }
-    drop(senders);
-    for t in tasks {
-        match t.await {
-            Ok(Ok(())) => {}
-            Ok(Err(e)) => eprintln!("\nsluice: sink failed: {e}"),
-            Err(e) => eprintln!("\nsluice: sink task failed: {e}"),
-        }
-    }
-    progress.draw(true);
-    let left = wal.unacked_records();
-    if let Err(e) = wal.close() {
-        eprintln!("sluice: closing the buffer: {}", chain(&e));
-    }
-    eprintln!(
-        "Replayed {} records ({} events); {failed} failed, {undecodable} undecodable; {left} records left in the buffer.",
-        progress.records, progress.events
-    );
-    Ok(failed == 0 && undecodable == 0 && left == 0)
-}
-
+/// The progress line on stderr: redrawn in place on a terminal, a line a
+/// second otherwise.
 struct Progress {
-    total: u64,
-    records: u64,
-    events: u64,
-    bytes: u64,
-    failed: u64,
     start: Instant,
     last: Instant,
     tty: bool,
 }
 
 impl Progress {
-    fn new(total: u64) -> Self {
+    fn new() -> Self {
         let now = Instant::now();
         Progress {
-            total,
-            records: 0,
-            events: 0,
-            bytes: 0,
-            failed: 0,
             start: now,
             last: now,
             tty: std::io::stderr().is_terminal(),
         }
     }
 
-    fn done(&mut self, events: usize) {
-        self.records += 1;
-        self.events += events as u64;
+    fn report(&mut self, r: Report<'_>) {
+        match r {
+            Report::Started { total, sinks } => eprintln!(
+                "Replaying {total} unacknowledged records to {} sink(s): {}.",
+                sinks.len(),
+                sinks.join(", ")
+            ),
+            Report::Progress(t) => self.draw(t, false),
+            Report::Problem(p) => eprintln!("\nsluice: {p}"),
+        }
     }
 
-    fn draw(&mut self, last: bool) {
+    fn draw(&mut self, t: &Tally, last: bool) {
         let every = if self.tty {
             Duration::from_millis(100)
         } else {
@@ -405,10 +272,10 @@ impl Progress {
             return;
         }
         self.last = Instant::now();
-        let frac = if self.total == 0 {
+        let frac = if t.total == 0 {
             1.0
         } else {
-            (self.records as f64 / self.total as f64).min(1.0)
+            (t.records as f64 / t.total as f64).min(1.0)
         };
         let width = 30;
         let filled = (frac * width as f64) as usize;
@@ -418,13 +285,13 @@ impl Progress {
             "#".repeat(filled),
             ".".repeat(width - filled),
             frac * 100.0,
-            self.records,
-            self.total,
-            self.events,
-            self.bytes as f64 / secs / 1e6,
-            self.events as f64 / secs,
-            if self.failed > 0 {
-                format!(", {} failed", self.failed)
+            t.records,
+            t.total,
+            t.events,
+            t.bytes as f64 / secs / 1e6,
+            t.events as f64 / secs,
+            if t.failed > 0 {
+                format!(", {} failed", t.failed)
             } else {
                 String::new()
             },
