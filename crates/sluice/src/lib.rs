@@ -34,6 +34,7 @@ pub mod dirs;
 pub mod encoding;
 pub mod event;
 pub mod framing;
+pub mod host;
 pub mod kafka;
 pub mod logging;
 pub mod metrics;
@@ -41,6 +42,7 @@ pub mod route;
 pub mod sinks;
 pub mod sources;
 pub mod template;
+pub mod tls;
 pub mod topology;
 
 /// An I/O error's text without the "(os error N)" noise.

@@ -54,7 +54,7 @@ const PAGES: &[(&[&str], &[Fields])] = &[
         &[
             struct_fields::<forward::ForwardSourceConfig>,
             struct_fields::<forward::UserConfig>,
-            struct_fields::<forward::ServerTlsConfig>,
+            struct_fields::<crate::tls::ServerTlsConfig>,
             struct_fields::<forward::ForwardLimits>,
         ],
     ),

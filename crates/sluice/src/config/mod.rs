@@ -8,6 +8,9 @@
 //! Validation is pure: no I/O, no spawning.
 
 pub mod load;
+pub mod secret;
+
+pub use secret::Secret;
 
 use std::collections::{HashMap, HashSet};
 use std::ops::Range;

@@ -24,7 +24,7 @@ use std::ffi::{CString, c_void};
 use std::fmt;
 use std::marker::PhantomData;
 use std::ptr::NonNull;
-use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
+use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant};
 
@@ -41,6 +41,8 @@ use rdkafka::producer::{
 use rdkafka::types::RDKafkaRespErr;
 use rdkafka::util::IntoOpaque;
 use tracing::{debug, error, info, warn};
+
+use crate::logging::{KeyedRateLimit, RateLimit};
 
 /// How often a repeated problem is logged at most.
 pub const LOG_INTERVAL: Duration = Duration::from_secs(10);
@@ -782,73 +784,6 @@ impl Admin {
     }
 }
 
-/// Lets one log line through per interval and counts the ones it held back.
-#[derive(Debug)]
-pub struct RateLimit {
-    interval: Duration,
-    last: Mutex<Option<Instant>>,
-    suppressed: AtomicU64,
-}
-
-impl RateLimit {
-    /// A limiter letting one line through per `interval`.
-    pub fn new(interval: Duration) -> Self {
-        RateLimit {
-            interval,
-            last: Mutex::new(None),
-            suppressed: AtomicU64::new(0),
-        }
-    }
-
-    /// `Some(lines held back since the last one)` when a line may be logged now.
-    pub fn allow(&self) -> Option<u64> {
-        let mut last = self.last.lock().unwrap_or_else(|e| e.into_inner());
-        if last.is_some_and(|t| t.elapsed() < self.interval) {
-            self.suppressed.fetch_add(1, Ordering::Relaxed);
-            return None;
-        }
-        *last = Some(Instant::now());
-        Some(self.suppressed.swap(0, Ordering::Relaxed))
-    }
-}
-
-/// Per-key rate limits (one per topic, say), bounded in size.
-#[derive(Debug)]
-pub struct KeyedRateLimit {
-    interval: Duration,
-    keys: Mutex<HashMap<String, Instant>>,
-}
-
-impl KeyedRateLimit {
-    /// One line per key per `interval`.
-    pub fn new(interval: Duration) -> Self {
-        KeyedRateLimit {
-            interval,
-            keys: Mutex::new(HashMap::new()),
-        }
-    }
-
-    /// Whether a line about `key` may be logged now.
-    pub fn allow(&self, key: &str) -> bool {
-        let mut keys = self.keys.lock().unwrap_or_else(|e| e.into_inner());
-        let now = Instant::now();
-        if keys.len() > 1024 {
-            keys.retain(|_, t| now.duration_since(*t) < self.interval);
-        }
-        match keys.get_mut(key) {
-            Some(t) if now.duration_since(*t) < self.interval => false,
-            Some(t) => {
-                *t = now;
-                true
-            }
-            None => {
-                keys.insert(key.to_owned(), now);
-                true
-            }
-        }
-    }
-}
-
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -900,17 +835,5 @@ mod tests {
             }
             .is_queue_full()
         );
-    }
-
-    #[test]
-    fn rate_limit_counts_what_it_holds_back() {
-        let r = RateLimit::new(Duration::from_secs(3600));
-        assert_eq!(r.allow(), Some(0));
-        assert_eq!(r.allow(), None);
-        assert_eq!(r.allow(), None);
-        let k = KeyedRateLimit::new(Duration::from_secs(3600));
-        assert!(k.allow("a"));
-        assert!(!k.allow("a"));
-        assert!(k.allow("b"));
     }
 }

@@ -23,7 +23,7 @@ use super::{ForwardCompression, ForwardSinkConfig, split_host_port};
 use crate::ack::{AckStatus, AckToken};
 use crate::event::{Event, EventBatch, Record, Value};
 use crate::metrics::Counters;
-use crate::sources::forward::tls::{self, ClientTls};
+use crate::tls::{self, ClientTls};
 use crate::topology::{ComponentError, SinkContext};
 
 /// Batches taken from the buffer per encoding round at most.
@@ -102,7 +102,7 @@ impl ForwardSink {
             hostname: config
                 .self_hostname
                 .clone()
-                .unwrap_or_else(crate::sources::forward::hostname)
+                .unwrap_or_else(crate::host::hostname)
                 .into_bytes(),
             credentials,
             compression: match config.compression {

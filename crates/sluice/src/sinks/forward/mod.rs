@@ -33,8 +33,8 @@ mod client;
 
 use serde::Deserialize;
 
+use crate::config::Secret;
 use crate::config::{Check, Validate};
-use crate::sources::forward::Secret;
 use crate::topology::{ComponentError, SinkContext, Task};
 
 /// Compression of the requests.

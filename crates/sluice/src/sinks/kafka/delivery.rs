@@ -31,9 +31,8 @@ use tokio::sync::Notify;
 use tracing::{error, info, warn};
 
 use crate::ack::{AckStatus, AckToken};
-use crate::kafka::{
-    ClientEvents, Failure, FailureClass, KeyedRateLimit, RateLimit, Record, Tracker,
-};
+use crate::kafka::{ClientEvents, Failure, FailureClass, Record, Tracker};
+use crate::logging::{KeyedRateLimit, RateLimit};
 use crate::metrics::Counters;
 
 /// Sink-wide state shared with the delivery callbacks.

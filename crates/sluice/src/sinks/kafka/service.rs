@@ -20,10 +20,8 @@ use super::{KafkaSinkConfig, WhenOversize, topic_name_error};
 use crate::ack::AckStatus;
 use crate::encoding::Encoding;
 use crate::event::{Event, EventBatch};
-use crate::kafka::{
-    Admin, ClientEvents, FailureClass, KeyedRateLimit, LOG_INTERVAL, Producer, RateLimit, Record,
-    TopicState,
-};
+use crate::kafka::{Admin, ClientEvents, FailureClass, LOG_INTERVAL, Producer, Record, TopicState};
+use crate::logging::{KeyedRateLimit, RateLimit};
 use crate::metrics::Counters;
 use crate::template::Template;
 use crate::topology::{ComponentError, SinkContext};

@@ -106,7 +106,7 @@ impl Reader {
             files: HashMap::new(),
             by_path: HashMap::new(),
             dirty: HashSet::new(),
-            host: Some(crate::sources::forward::hostname()),
+            host: Some(crate::host::hostname()),
             first_scan: true,
             truncations: 0,
             cri: super::cri::Joiner::default(),

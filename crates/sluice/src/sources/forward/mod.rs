@@ -47,12 +47,11 @@
 
 mod conn;
 mod heartbeat;
-pub(crate) mod tls;
 
 use std::net::SocketAddr;
 use std::sync::Arc;
 use std::sync::atomic::{AtomicU64, Ordering::Relaxed};
-use std::time::{Duration, Instant};
+use std::time::Duration;
 
 use serde::Deserialize;
 use tokio::net::{TcpListener, TcpSocket, UdpSocket};
@@ -60,20 +59,11 @@ use tokio::sync::Semaphore;
 use tokio_util::task::TaskTracker;
 use tracing::{Instrument, info, info_span, warn};
 
-use crate::config::{Check, Validate};
+use crate::config::{Check, Secret, Validate};
+use crate::logging::BurstLimit;
 use crate::metrics::Counters;
+use crate::tls::{self, ServerTlsConfig};
 use crate::topology::{ComponentError, SourceContext, Task};
-
-/// A secret string (shared key, password): never shown by `Debug`.
-#[derive(Clone, PartialEq, Eq, Deserialize)]
-#[serde(transparent)]
-pub struct Secret(pub String);
-
-impl std::fmt::Debug for Secret {
-    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
-        f.write_str("\"<redacted>\"")
-    }
-}
 
 /// One entry of `users = [{ username = "a", password = "b" }]`.
 #[derive(Debug, Clone, PartialEq, Eq, Deserialize)]
@@ -83,19 +73,6 @@ pub struct UserConfig {
     pub username: String,
     /// Its password.
     pub password: Secret,
-}
-
-/// `[sources.NAME.tls]`.
-#[derive(Debug, Clone, PartialEq, Eq, Deserialize)]
-#[serde(deny_unknown_fields)]
-pub struct ServerTlsConfig {
-    /// PEM certificate chain presented to clients.
-    pub cert_file: String,
-    /// PEM private key (PKCS#8, PKCS#1 or SEC1).
-    pub key_file: String,
-    /// PEM CA bundle: when set, clients must present a certificate it signed.
-    #[serde(default)]
-    pub client_ca_file: Option<String>,
 }
 
 /// `[sources.NAME.limits]`.
@@ -263,53 +240,8 @@ pub(crate) struct Server {
 /// acks of batches still draining), and must not keep sink buffers open.
 pub(crate) struct Common {
     pub stats: Stats,
-    pub log_limit: LogLimit,
+    pub log_limit: BurstLimit,
     pub counters: Arc<Counters>,
-}
-
-/// Lets at most [`LogLimit::BURST`] WARN lines through per second: one per bad
-/// connection normally, bounded under a flood (the rest are counted and reported).
-#[derive(Debug)]
-pub(crate) struct LogLimit {
-    window: std::sync::Mutex<(Instant, u32)>,
-    suppressed: AtomicU64,
-}
-
-impl LogLimit {
-    const BURST: u32 = 50;
-
-    pub(crate) fn new() -> Self {
-        LogLimit {
-            window: std::sync::Mutex::new((Instant::now(), 0)),
-            suppressed: AtomicU64::new(0),
-        }
-    }
-
-    /// `Some(lines suppressed since the last one let through)` if a line may go out.
-    pub fn allow(&self) -> Option<u64> {
-        let mut w = self.window.lock().unwrap_or_else(|e| e.into_inner());
-        if w.0.elapsed() >= Duration::from_secs(1) {
-            *w = (Instant::now(), 0);
-        }
-        if w.1 >= Self::BURST {
-            self.suppressed.fetch_add(1, Relaxed);
-            return None;
-        }
-        w.1 += 1;
-        Some(self.suppressed.swap(0, Relaxed))
-    }
-}
-
-/// The machine's hostname, for PONG when `self_hostname` is not set.
-pub(crate) fn hostname() -> String {
-    let mut buf = [0u8; 256];
-    // SAFETY: the buffer is valid for its length; gethostname NUL-terminates on success.
-    let rc = unsafe { libc::gethostname(buf.as_mut_ptr().cast(), buf.len()) };
-    if rc != 0 {
-        return "localhost".to_owned();
-    }
-    let end = buf.iter().position(|&b| b == 0).unwrap_or(buf.len());
-    String::from_utf8_lossy(&buf[..end]).into_owned()
 }
 
 /// Binds TCP (backlog 1024, SO_REUSEADDR so a restart is not refused while old
@@ -375,7 +307,7 @@ pub(super) async fn build(
         hostname: config
             .self_hostname
             .clone()
-            .unwrap_or_else(hostname)
+            .unwrap_or_else(crate::host::hostname)
             .into_bytes(),
     });
     let l = &config.limits;
@@ -392,7 +324,7 @@ pub(super) async fn build(
         tls,
         common: Arc::new(Common {
             stats: Stats::default(),
-            log_limit: LogLimit::new(),
+            log_limit: BurstLimit::new(),
             counters: cx.counters.clone(),
         }),
         cx,

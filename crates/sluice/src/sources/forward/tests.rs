@@ -4,7 +4,6 @@ use bytes::BytesMut;
 use proto::forward::{Decoder, EventFrame, Limits, Request};
 
 use super::conn::{METADATA_FIELD, to_events};
-use super::*;
 use crate::event::{Event, Origin, Value};
 
 fn frame(bytes: &[u8]) -> EventFrame {
@@ -88,15 +87,4 @@ fn v15_metadata_lands_in_its_own_field_only_when_not_empty() {
     assert!(ev[0].field(METADATA_FIELD).is_none());
     let meta = ev[1].field(METADATA_FIELD).expect("metadata field");
     assert!(meta.to_string().contains("severity_number"), "{meta}");
-}
-
-#[test]
-fn log_limit_lets_a_burst_through_then_counts() {
-    let l = LogLimit::new();
-    for _ in 0..LogLimit::BURST {
-        assert_eq!(l.allow(), Some(0));
-    }
-    assert_eq!(l.allow(), None);
-    assert_eq!(l.allow(), None);
-    assert_eq!(l.suppressed.load(Relaxed), 2);
 }

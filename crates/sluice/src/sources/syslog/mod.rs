@@ -44,8 +44,9 @@ use std::sync::Arc;
 use serde::Deserialize;
 use tokio::sync::Semaphore;
 
-use super::forward::{LogLimit, ServerTlsConfig};
 use crate::config::{Check, Validate};
+use crate::logging::BurstLimit;
+use crate::tls::ServerTlsConfig;
 use crate::topology::{ComponentError, SourceContext, Task};
 
 /// Transport.
@@ -259,7 +260,7 @@ pub(crate) struct Shared {
     pub cx: SourceContext,
     pub mapper: message::Mapper,
     pub max_message_bytes: usize,
-    pub log_limit: LogLimit,
+    pub log_limit: BurstLimit,
 }
 
 pub(super) async fn build(
@@ -272,7 +273,7 @@ pub(super) async fn build(
     let shared = Arc::new(Shared {
         mapper: message::Mapper::new(cx.name.clone(), tag, zone),
         max_message_bytes: config.max_message_bytes,
-        log_limit: LogLimit::new(),
+        log_limit: BurstLimit::new(),
         cx,
     });
     match config.mode {

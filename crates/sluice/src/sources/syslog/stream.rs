@@ -52,7 +52,7 @@ pub(super) async fn build(
     shared: Arc<Shared>,
 ) -> Result<Task, ComponentError> {
     let tls = match &config.tls {
-        Some(t) => Some(crate::sources::forward::tls::acceptor(t).map_err(ComponentError::Other)?),
+        Some(t) => Some(crate::tls::acceptor(t).map_err(ComponentError::Other)?),
         None => None,
     };
     let listener = match (config.mode, &config.address, &config.path) {

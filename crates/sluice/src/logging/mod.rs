@@ -7,6 +7,10 @@
 //! Text is coloured only when stderr is a terminal and `NO_COLOR` is unset or
 //! empty (<https://no-color.org>), so a log file or a pipe never holds escape codes.
 
+mod limit;
+
+pub use limit::{BurstLimit, KeyedRateLimit, RateLimit};
+
 use std::io::IsTerminal;
 
 use tracing_subscriber::EnvFilter;

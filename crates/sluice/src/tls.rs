@@ -1,4 +1,5 @@
-//! TLS for the forward source (server) and sink (client), with rustls and the ring
+//! TLS for the servers (forward and syslog sources) and the client (forward sink),
+//! shared through this module so components meet only here. rustls with the ring
 //! provider (no process-wide default provider is installed, so nothing else in the
 //! process is affected). Files are PEM; keys may be PKCS#8, PKCS#1 or SEC1.
 //!
@@ -15,8 +16,20 @@ use rustls::client::danger::{HandshakeSignatureValid, ServerCertVerified, Server
 use rustls::crypto::CryptoProvider;
 use rustls::pki_types::{CertificateDer, PrivateKeyDer, ServerName, UnixTime};
 use rustls::{DigitallySignedStruct, RootCertStore, SignatureScheme};
+use serde::Deserialize;
 
-use super::ServerTlsConfig;
+/// `[sources.NAME.tls]` of the servers (forward, syslog).
+#[derive(Debug, Clone, PartialEq, Eq, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct ServerTlsConfig {
+    /// PEM certificate chain presented to clients.
+    pub cert_file: String,
+    /// PEM private key (PKCS#8, PKCS#1 or SEC1).
+    pub key_file: String,
+    /// PEM CA bundle: when set, clients must present a certificate it signed.
+    #[serde(default)]
+    pub client_ca_file: Option<String>,
+}
 
 /// Where Debian and most Linux distributions keep the system CA bundle.
 pub(crate) const SYSTEM_CA_FILE: &str = "/etc/ssl/certs/ca-certificates.crt";
