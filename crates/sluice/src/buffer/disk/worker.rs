@@ -1,7 +1,8 @@
 //! The WAL thread of a disk buffer: the only owner of the [`Wal`]. One loop
-//! applies acknowledgements, appends what senders queued (group commit),
-//! syncs on the interval, reads ahead into the outbox, and publishes the
-//! receiver's end conditions. See the parent module for the rules.
+//! applies acknowledgements, appends what senders queued (group commit: one
+//! write, and one fdatasync when a source waits on it), syncs and checkpoints
+//! on the interval, reads ahead into the outbox, and publishes the receiver's
+//! end conditions. See the parent module for the rules.
 
 use std::collections::BTreeMap;
 use std::sync::Arc;
@@ -32,7 +33,7 @@ pub(super) struct Worker {
     dead: Option<Wal>,
     /// `block`: appends waiting for space, in order.
     stalled: Vec<Pending>,
-    /// `disk` acknowledgements waiting for the next sync.
+    /// `disk` acknowledgements of the group just appended, waiting for its sync.
     awaiting_sync: Vec<AckToken>,
     /// `end_to_end`: sources' tokens by seq.
     e2e: BTreeMap<u64, AckToken>,
@@ -103,6 +104,9 @@ impl Worker {
                 self.append(t.items);
             } else {
                 self.fail_items(t.items);
+            }
+            if !self.failed {
+                self.group_commit();
             }
             if !self.failed {
                 self.maybe_sync(false);
@@ -477,6 +481,24 @@ impl Worker {
         self.sh.count_dropped(events);
         debug!(records, events, seqs = ?dropped.seqs, "Disk buffer full: oldest segment dropped.");
         Ok(true)
+    }
+
+    /// `interval` mode, sources waiting on what was just appended: make it
+    /// durable now with one fdatasync for the whole group (whatever senders
+    /// queue meanwhile forms the next group), not at the next tick. A failure
+    /// poisons the WAL and resolves every waiting token `Errored`.
+    fn group_commit(&mut self) {
+        if self.awaiting_sync.is_empty() {
+            return;
+        }
+        match self.wal().sync_appends() {
+            Ok(()) => {
+                for t in self.awaiting_sync.drain(..) {
+                    t.resolve(AckStatus::Delivered);
+                }
+            }
+            Err(e) => self.fail("syncing", &e),
+        }
     }
 
     fn maybe_sync(&mut self, force: bool) {
