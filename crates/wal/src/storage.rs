@@ -39,6 +39,8 @@ pub trait Storage: Send + Sync {
 }
 
 /// A file opened for reading.
+// `len` is a file's length, not a collection's size: no `is_empty` to go with it.
+#[allow(clippy::len_without_is_empty)]
 pub trait ReadFile: Send + Sync {
     /// Reads at `offset`; returns 0 at end of file.
     fn read_at(&mut self, offset: u64, buf: &mut [u8]) -> io::Result<usize>;
