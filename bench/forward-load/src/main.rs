@@ -2,8 +2,9 @@
 //!
 //! `forward-load send ADDR EVENTS [--per-frame N] [--record-bytes B] [--window W] [--no-ack]`
 //! sends PackedForward requests of N records (~B bytes each, entry included) on
-//! one connection. With acks (default) every request carries a chunk and at most
-//! W wait for their ack; latency is measured per request from the end of its write
+//! one connection. With acks (default) every request carries a chunk and exactly
+//! W (default 16) wait for their ack: the next request is written when an ack
+//! arrives; latency is measured per request from the end of its write
 //! to its ack. With `--no-ack` only the last request carries a chunk, and its ack
 //! marks the end. Prints one `key=value` line.
 //!
@@ -14,7 +15,7 @@
 
 use std::io::{Read, Write};
 use std::net::{TcpListener, TcpStream};
-use std::sync::mpsc::sync_channel;
+use std::sync::mpsc::{channel, sync_channel};
 use std::time::{Duration, Instant};
 
 use bytes::BytesMut;
@@ -86,7 +87,13 @@ fn send(args: &[String]) {
     let mut stream = TcpStream::connect(addr).expect("connect");
     stream.set_nodelay(true).unwrap();
     let mut reader = stream.try_clone().unwrap();
-    let (tx, rx) = sync_channel::<([u8; CHUNK_LEN], Instant)>(if no_ack { 1 } else { window });
+    let (tx, rx) = channel::<([u8; CHUNK_LEN], Instant)>();
+    // Exactly `window` requests await their ack: one permit per request
+    // written, given back when its ack arrives.
+    let (permit_tx, permits) = sync_channel::<()>(window);
+    for _ in 0..window {
+        permit_tx.send(()).expect("room for every permit");
+    }
     let acks = std::thread::spawn(move || {
         let mut dec = ResponseDecoder::new();
         let mut buf = BytesMut::with_capacity(64 << 10);
@@ -106,6 +113,7 @@ fn send(args: &[String]) {
                 other => panic!("unexpected {other:?}"),
             }
             lat_us.push(sent.elapsed().as_micros().min(u32::MAX as u128) as u32);
+            let _ = permit_tx.send(());
         }
         lat_us
     });
@@ -118,6 +126,7 @@ fn send(args: &[String]) {
             wire += plain.len();
             continue;
         }
+        permits.recv().expect("ack reader alive");
         let id = format!("{i:0width$}", width = CHUNK_LEN);
         let mut idb = [0u8; CHUNK_LEN];
         idb.copy_from_slice(id.as_bytes());

@@ -68,9 +68,12 @@
 //! # Durability
 //! - [`Fsync::Always`]: an append returns after `fdatasync`; new segments and
 //!   the directory are synced before they hold records.
-//! - [`Fsync::Interval`]: an append returns after `write(2)`; [`Wal::sync`]
-//!   (called by the owner on a timer, and by an append when the period has
-//!   passed) syncs closed segments not yet synced (oldest first), the active
+//! - [`Fsync::Interval`]: an append returns after `write(2)`.
+//!   [`Wal::sync_appends`] (called by the owner as soon as anyone waits on
+//!   appended records: group commit, one `fdatasync` for every append since
+//!   the previous one) and [`Wal::sync`] (called by the owner on the period,
+//!   and by an append when the period has passed; it also writes the
+//!   checkpoint) sync closed segments not yet synced (oldest first), the active
 //!   segment and the directory. A closed segment deleted (fully acknowledged)
 //!   before the next sync is never synced: a fast sink keeps data off the disk
 //!   path. After a power loss, anything after the last sync may be lost; an
@@ -148,4 +151,5 @@ mod tests;
 pub use error::{AckError, AppendError, IoError, OpenError, ReadError};
 pub use format::Corruption;
 pub use inspect::{Inspection, SegmentInfo, inspect};
+pub use storage::{DirStorage, LockGuard, ReadFile, Storage, WriteFile};
 pub use wal::{Damage, Dropped, Fsync, Options, Record, Records, RecoveryReport, Wal};

@@ -12,10 +12,12 @@ use std::os::unix::fs::FileExt;
 use std::path::{Path, PathBuf};
 
 /// Keeps the directory locked while alive.
-pub(crate) type LockGuard = Box<dyn Send + Sync>;
+pub type LockGuard = Box<dyn Send + Sync>;
 
-/// A directory holding the WAL files.
-pub(crate) trait Storage: Send + Sync {
+/// A directory holding the WAL files. [`DirStorage`] is the real one; other
+/// implementations exist for tests (an in-memory directory with a crash model,
+/// a storage whose sync can be held open).
+pub trait Storage: Send + Sync {
     /// The path shown in errors and reports for `name`.
     fn path(&self, name: &str) -> PathBuf;
     /// Names of the files in the directory, in no particular order.
@@ -37,7 +39,9 @@ pub(crate) trait Storage: Send + Sync {
 }
 
 /// A file opened for reading.
-pub(crate) trait ReadFile: Send + Sync {
+// `len` is a file's length, not a collection's size: no `is_empty` to go with it.
+#[allow(clippy::len_without_is_empty)]
+pub trait ReadFile: Send + Sync {
     /// Reads at `offset`; returns 0 at end of file.
     fn read_at(&mut self, offset: u64, buf: &mut [u8]) -> io::Result<usize>;
     /// Current file length.
@@ -45,7 +49,7 @@ pub(crate) trait ReadFile: Send + Sync {
 }
 
 /// A file opened for writing.
-pub(crate) trait WriteFile: Send + Sync {
+pub trait WriteFile: Send + Sync {
     /// Writes all of `buf` at `offset`; on error a prefix may have been written.
     fn write_all_at(&mut self, offset: u64, buf: &[u8]) -> io::Result<()>;
     /// `fdatasync`: makes the content and length durable.
@@ -74,12 +78,13 @@ pub(crate) fn read_exact_at(
 
 /// Real files in one directory.
 #[derive(Debug)]
-pub(crate) struct DirStorage {
+pub struct DirStorage {
     dir: PathBuf,
 }
 
 impl DirStorage {
-    pub(crate) fn new(dir: &Path) -> Self {
+    /// The files in `dir` (which must exist).
+    pub fn new(dir: &Path) -> Self {
         DirStorage {
             dir: dir.to_path_buf(),
         }

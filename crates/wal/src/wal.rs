@@ -18,11 +18,12 @@ use std::time::{Duration, Instant, SystemTime};
 
 use crate::error::{AckError, AppendError, FailedSync, IoError, OpenError, ReadError};
 use crate::format::{
-    CHECKPOINT_LEN, CHECKPOINT_NAME, CHECKPOINT_SLOT2, CHECKPOINT_TMP_NAME, Corruption, LOCK_NAME,
-    MAX_RECORD_BYTES_LIMIT, MAX_SEQ, RECORD_HEADER_LEN, SEGMENT_HEADER_LEN, SEGMENT_MAGIC,
-    encode_checkpoint, encode_checkpoint_file, encode_record, now_ns, parse_segment_name,
-    segment_name, time_from_ns,
+    CHECKPOINT_NAME, CHECKPOINT_TMP_NAME, Corruption, LOCK_NAME, MAX_RECORD_BYTES_LIMIT, MAX_SEQ,
+    RECORD_HEADER_LEN, SEGMENT_HEADER_LEN, SEGMENT_MAGIC, encode_record, now_ns,
+    parse_segment_name, segment_name, time_from_ns,
 };
+mod sync;
+
 use crate::scan::{ChunkReader, Parsed, parse_record, read_checkpoint, scan_segment};
 use crate::storage::{DirStorage, LockGuard, ReadFile, Storage, WriteFile};
 
@@ -32,11 +33,14 @@ pub enum Fsync {
     /// Every append (and every batch) is `fdatasync`ed before it returns.
     Always,
     /// Appends return once written to the OS (they survive a process crash,
-    /// not a power loss); an append made at least this long after the last
-    /// sync syncs (a failure there poisons the `Wal`: the append still
-    /// returns its seqs, and every later [`Wal::sync`] and append returns the
-    /// failure), and the owner should call `sync` on the same period to cover
-    /// idle times and persist acknowledgements.
+    /// not a power loss). The owner makes them durable: with
+    /// [`Wal::sync_appends`] as soon as someone waits on them (group commit:
+    /// one `fdatasync` for everything appended since the previous one), and
+    /// with [`Wal::sync`] on this period, which bounds how long a record
+    /// nobody waits on stays volatile and persists acknowledgements. An append
+    /// made at least this long after the last `sync` syncs too (a failure
+    /// there poisons the `Wal`: the append still returns its seqs, and every
+    /// later sync and append returns the failure).
     Interval(Duration),
 }
 
@@ -304,7 +308,9 @@ impl Wal {
         Wal::open_storage(Box::new(DirStorage::new(dir)), opts)
     }
 
-    pub(crate) fn open_storage(storage: Box<dyn Storage>, opts: Options) -> Result<Wal, OpenError> {
+    /// [`open`](Self::open) on any [`Storage`]: tests use one whose sync can
+    /// fail or be held open. The directory must exist.
+    pub fn open_storage(storage: Box<dyn Storage>, opts: Options) -> Result<Wal, OpenError> {
         opts.validate()?;
         let st = storage.as_ref();
         let lock = st
@@ -866,27 +872,6 @@ impl Wal {
         }))
     }
 
-    /// Makes everything appended so far durable (`fdatasync` of the active
-    /// segment, directory fsync if files were created or removed), then writes
-    /// the checkpoint if the watermark moved. No-op when nothing changed.
-    ///
-    /// A failed fsync of a segment or of the directory poisons the `Wal`:
-    /// this and every later `sync`, append and `drop_oldest` fail with it
-    /// (see [`is_poisoned`](Self::is_poisoned)). A failed checkpoint write does
-    /// not (it only means replaying acknowledged records) and is retried.
-    pub fn sync(&mut self) -> Result<(), IoError> {
-        self.check_sync()?;
-        self.sync_data_files()?;
-        if self.dir_dirty {
-            self.sync_dir()?;
-        }
-        if self.checkpointed != Some(self.watermark) {
-            self.write_checkpoint()?;
-        }
-        self.last_sync = Instant::now();
-        Ok(())
-    }
-
     /// Syncs and releases the directory. Dropping a `Wal` does the same but
     /// ignores errors.
     pub fn close(mut self) -> Result<(), IoError> {
@@ -917,105 +902,6 @@ impl Wal {
     /// Bytes of all segment files, as counted against `max_bytes`.
     pub fn disk_bytes(&self) -> u64 {
         self.disk_bytes
-    }
-
-    /// Persists the watermark. The first time after `open`, a fresh two-slot
-    /// file is written under `checkpoint.tmp`, fsynced, renamed into place and
-    /// the directory fsynced; from then on one slot is overwritten in place,
-    /// alternating, with one `fdatasync` — no create, rename or directory
-    /// sync on the periodic path. A crash mid-update tears at most the slot
-    /// being written; the other still holds the previous watermark.
-    fn write_checkpoint(&mut self) -> Result<(), IoError> {
-        let st = self.storage.as_ref();
-        if let Some((file, slot)) = &mut self.checkpoint_file {
-            let offset = if *slot == 0 {
-                0
-            } else {
-                CHECKPOINT_SLOT2 as u64
-            };
-            let bytes: [u8; CHECKPOINT_LEN] = encode_checkpoint(self.watermark);
-            let written = file
-                .write_all_at(offset, &bytes)
-                .and_then(|()| file.sync_data());
-            match written {
-                Ok(()) => {
-                    *slot = 1 - *slot;
-                    self.checkpointed = Some(self.watermark);
-                    return Ok(());
-                }
-                Err(e) => {
-                    // Start over with a fresh file next time.
-                    self.checkpoint_file = None;
-                    return Err(io_err(st, "write", CHECKPOINT_NAME)(e));
-                }
-            }
-        }
-        let bytes = encode_checkpoint_file(self.watermark);
-        let mut file =
-            st.create(CHECKPOINT_TMP_NAME)
-                .map_err(io_err(st, "create", CHECKPOINT_TMP_NAME))?;
-        file.write_all_at(0, &bytes)
-            .and_then(|()| file.sync_data())
-            .map_err(io_err(st, "write", CHECKPOINT_TMP_NAME))?;
-        st.rename(CHECKPOINT_TMP_NAME, CHECKPOINT_NAME)
-            .map_err(io_err(st, "rename", CHECKPOINT_TMP_NAME))?;
-        st.sync_dir().map_err(io_err(st, "sync", ""))?;
-        // The handle still names the renamed file.
-        self.checkpoint_file = Some((file, 0));
-        self.checkpointed = Some(self.watermark);
-        Ok(())
-    }
-
-    /// `fdatasync`s segments with unsynced writes, oldest first (a crash then
-    /// never keeps a newer segment's records while losing an older one's).
-    fn sync_data_files(&mut self) -> Result<(), IoError> {
-        while let Some((first, file)) = self.unsynced.first_mut() {
-            let name = segment_name(*first);
-            let synced = file
-                .sync_data()
-                .map_err(io_err(self.storage.as_ref(), "sync", &name));
-            synced.map_err(|e| self.poison(e))?;
-            self.unsynced.remove(0);
-        }
-        if self.data_dirty {
-            let synced = self.writer.sync_data().map_err(self.active_err("sync"));
-            synced.map_err(|e| self.poison(e))?;
-            self.data_dirty = false;
-        }
-        Ok(())
-    }
-
-    /// Syncs the directory; a failure poisons the `Wal`.
-    fn sync_dir(&mut self) -> Result<(), IoError> {
-        let synced = self
-            .storage
-            .sync_dir()
-            .map_err(io_err(self.storage.as_ref(), "sync", ""));
-        synced.map_err(|e| self.poison(e))?;
-        self.dir_dirty = false;
-        Ok(())
-    }
-
-    /// Records the first failed fsync and passes the error on.
-    fn poison(&mut self, e: IoError) -> IoError {
-        if self.failed_sync.is_none() {
-            self.failed_sync = Some(FailedSync::from(&e));
-        }
-        e
-    }
-
-    /// `Err` with the recorded failure once a fsync failed.
-    fn check_sync(&self) -> Result<(), IoError> {
-        match &self.failed_sync {
-            Some(f) => Err(f.to_error()),
-            None => Ok(()),
-        }
-    }
-
-    /// Whether a fsync failed: the `Wal` then refuses appends and syncs; drop
-    /// it and open the directory again to go on with what is really on disk.
-    pub fn is_poisoned(&self) -> bool {
-        self.failed_sync.is_some()
     }
 
     /// Moves the watermark over acknowledged seqs and seqs that name no record.

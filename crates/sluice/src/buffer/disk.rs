@@ -12,10 +12,11 @@
 //! ```
 //! - Senders serialize a batch ([`codec`]) on their own thread into one record
 //!   (several when over the record cap) and queue it in the inbox (bounded in
-//!   bytes). One thread per buffer owns the [`Wal`]: it appends everything
+//!   bytes). One thread per buffer owns the [`Wal`](::wal::Wal): it appends everything
 //!   queued with one write (group commit: one fsync per group with
-//!   `fsync = "always"`), applies delivery acknowledgements, syncs on the
-//!   interval, and reads ahead of the sink into the outbox (at most
+//!   `fsync = "always"`; with `interval`, one fsync per group as soon as a
+//!   source waits on any record of it, else on the interval), applies
+//!   delivery acknowledgements, checkpoints on the interval, and reads ahead of the sink into the outbox (at most
 //!   [`MAX_HELD_RECORDS`] records / [`MAX_HELD_BYTES`] bytes not yet resolved).
 //! - The receiver decodes a record into an [`EventBatch`] whose token acks the
 //!   record's seq when the sink resolves it `Delivered` (or `Dropped` by the
@@ -40,8 +41,13 @@
 //! and one reordering (the probe goes before it), and is never lost.
 //!
 //! # Source acknowledgements (`acknowledgements` of the sink)
-//! - `disk` (default): `Delivered` once the record is appended and fsynced
-//!   (`always`: after the group's fdatasync; `interval`: after the next sync).
+//! - `disk` (default): `Delivered` once the record is appended and fsynced:
+//!   after the group's fdatasync, in both fsync modes. With `interval` the
+//!   group is synced as soon as the previous sync returns, not at the next
+//!   tick (senders that queued during a sync share the next one), so an ack
+//!   waits for the device; only records nobody waits on (untracked tokens,
+//!   `end_to_end`, `none`) wait up to `fsync_interval_ms`. A failed sync
+//!   resolves every token waiting on it `Errored` and poisons the buffer.
 //! - `end_to_end`: the source's token is held (in memory, by seq) until the sink
 //!   delivered the record; after a crash the tokens are gone and the records
 //!   are simply delivered again.
@@ -70,9 +76,14 @@
 //! (senders see `Closed`) until sluice restarts and recovery re-reads the disk.
 
 mod codec;
+mod open;
+#[cfg(test)]
+mod sync_tests;
 #[cfg(test)]
 mod tests;
 mod worker;
+
+pub use open::open;
 
 use std::collections::{BTreeMap, VecDeque};
 use std::path::PathBuf;
@@ -80,10 +91,10 @@ use std::sync::atomic::{AtomicBool, AtomicU64, AtomicUsize, Ordering::Relaxed};
 use std::sync::{Arc, Condvar, Mutex, MutexGuard};
 use std::time::{Duration, Instant};
 
-use ::wal::{Fsync, Options, Wal};
+use ::wal::{Fsync, Options};
 use bytes::Bytes;
 use tokio::sync::Notify;
-use tracing::{error, info, warn};
+use tracing::{error, warn};
 
 pub use codec::{DecodeError, decode, event_count};
 
@@ -514,123 +525,6 @@ pub fn dead_letter_dir(dir: &std::path::Path) -> PathBuf {
     let mut name = dir.file_name().unwrap_or_default().to_os_string();
     name.push(".dead-letter");
     dir.with_file_name(name)
-}
-
-/// Open (and recover) a sink's disk buffer and start its WAL thread.
-pub fn open(
-    sink: &str,
-    opts: DiskOptions,
-    counters: Arc<Counters>,
-) -> Result<(DiskSender, DiskReceiver, DiskBufferHandle), DiskBufferError> {
-    let wal_opts = opts.wal_options();
-    let max_record = opts.pack_bytes();
-    let max_alone = wal_opts.max_record_bytes as usize;
-    let wal = Wal::open(&opts.dir, wal_opts).map_err(|source| DiskBufferError::Open {
-        dir: opts.dir.clone(),
-        source,
-    })?;
-    log_recovery(&opts, &wal);
-    let shared = Arc::new(Shared {
-        name: sink.into(),
-        max_record,
-        max_alone,
-        counters,
-        stats: DiskStats::default(),
-        inbox: Mutex::new(Inbox {
-            senders: 1,
-            receiver_alive: true,
-            ..Inbox::default()
-        }),
-        work: Condvar::new(),
-        space: Notify::new(),
-        outbox: Mutex::new(Outbox {
-            ready: VecDeque::new(),
-            ready_events: 0,
-            retry: BTreeMap::new(),
-            retry_events: 0,
-            retry_at: Instant::now(),
-            backoff: BACKOFF_MIN,
-            inflight: BTreeMap::new(),
-            solo: None,
-            group_retry: false,
-            suspect: None,
-            probe: None,
-            verified: false,
-            senders_gone: false,
-            caught_up: false,
-            drain_over: false,
-            failed: false,
-            receiver_alive: true,
-        }),
-        data_ready: Notify::new(),
-        held_records: AtomicUsize::new(0),
-        held_bytes: AtomicUsize::new(0),
-        done: AtomicBool::new(false),
-        opts,
-    });
-    shared
-        .stats
-        .replayed_records
-        .store(wal.recovery().unacked_records, Relaxed);
-    let (done_tx, done_rx) = tokio::sync::oneshot::channel();
-    let thread = worker::Worker::new(shared.clone(), wal);
-    std::thread::Builder::new()
-        .name(format!("wal-{sink}"))
-        .spawn(move || {
-            thread.run();
-            let _ = done_tx.send(());
-        })
-        .map_err(|source| DiskBufferError::Thread {
-            dir: shared.opts.dir.clone(),
-            source,
-        })?;
-    let limiter = shared.opts.replay_events_per_sec.map(|r| Limiter {
-        per_sec: r as f64,
-        next: Instant::now(),
-    });
-    Ok((
-        DiskSender {
-            shared: shared.clone(),
-        },
-        DiskReceiver {
-            shared: shared.clone(),
-            limiter,
-        },
-        DiskBufferHandle {
-            shared,
-            done: Some(done_rx),
-        },
-    ))
-}
-
-fn log_recovery(opts: &DiskOptions, wal: &Wal) {
-    let r = wal.recovery();
-    let dir = opts.dir.display();
-    if let Some(d) = &r.truncated {
-        warn!(
-            dir = %dir, segment = %d.path.display(), offset = d.offset, bytes = d.bytes, corruption = %d.corruption,
-            "Disk buffer: torn or corrupt tail cut off (expected after a crash)."
-        );
-    }
-    for d in &r.skipped {
-        error!(
-            dir = %dir, segment = %d.path.display(), offset = d.offset, bytes = d.bytes, corruption = %d.corruption,
-            "Disk buffer: damaged segment; its records from this offset on are lost."
-        );
-    }
-    if r.checkpoint_invalid {
-        warn!(dir = %dir, "Disk buffer: invalid checkpoint ignored; acknowledged records may be delivered again.");
-    }
-    info!(
-        dir = %dir,
-        segments = r.segments,
-        unacked_records = r.unacked_records,
-        disk_bytes = wal.disk_bytes(),
-        max_bytes = opts.max_bytes,
-        when_full = opts.when_full.name(),
-        fsync = if opts.fsync.is_some() { "interval" } else { "always" },
-        "Disk buffer opened; unacknowledged records will be replayed."
-    );
 }
 
 /// Sending half of a disk buffer.

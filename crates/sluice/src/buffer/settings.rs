@@ -43,7 +43,9 @@ impl Acknowledgements {
 pub enum FsyncPolicy {
     /// Every group of appends is fdatasync'ed before it is acknowledged.
     Always,
-    /// Appends are synced every `fsync_interval_ms` (acknowledgements wait for it).
+    /// A group of appends is fdatasync'ed as soon as the previous sync returned
+    /// when a source waits on it (group commit), else within
+    /// `fsync_interval_ms`.
     #[default]
     Interval,
 }

@@ -2,6 +2,7 @@
 //! which records survive) and a model-based property test.
 
 mod crash;
+mod group_commit;
 mod model;
 mod seq_range;
 mod sync_failure;
