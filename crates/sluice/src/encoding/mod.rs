@@ -12,6 +12,8 @@
 //!   unknown strings `""`, so every key is always present.
 //! - `msgpack`: Fluentd's record form `[tag, EventTime, record]` where the record is
 //!   the structured fields plus `message` when absent.
+//! - `syslog`: one RFC 5424 message per event ([`syslog`] says how the header is
+//!   filled from the event's fields).
 //!
 //! Every encoder appends to a caller-owned `Vec<u8>` so a sink reuses one buffer.
 //! Raw records (forward) are written straight from their msgpack bytes: JSON by
@@ -26,6 +28,8 @@ use base64::engine::general_purpose::STANDARD as B64;
 use serde::Deserialize;
 
 use crate::event::{Event, RawValue, Record, Value};
+
+pub mod syslog;
 
 /// Version string written in `@version`.
 pub const VERSION: &str = env!("CARGO_PKG_VERSION");
@@ -43,6 +47,8 @@ pub enum Encoding {
     LogstashJson,
     /// Fluentd's msgpack record form.
     Msgpack,
+    /// RFC 5424 syslog messages.
+    Syslog,
 }
 
 impl Encoding {
@@ -54,6 +60,7 @@ impl Encoding {
             Encoding::Json => encode_json(event, out),
             Encoding::LogstashJson => encode_logstash(event, out),
             Encoding::Msgpack => encode_msgpack(event, out),
+            Encoding::Syslog => syslog::encode(event, out),
         }
         if framed && self != Encoding::Msgpack {
             out.push(b'\n');

@@ -25,6 +25,7 @@ mod lines;
 mod logging;
 mod routes;
 mod syslog;
+mod syslog_encoding;
 mod tenant_accounting;
 mod tenant_acl;
 mod tls_proxy;
