@@ -92,28 +92,34 @@ fn sd_params(event: &Event) -> Vec<(String, String, String)> {
     const PREFIX: &str = "syslog.sd.";
     let mut params = Vec::new();
     let mut push = |key: &str, value: Cow<'_, str>| {
-        if let Some((id, param)) = key.strip_prefix(PREFIX).and_then(|r| r.split_once('.')) {
-            if !id.is_empty() && !param.is_empty() {
-                params.push((id.to_owned(), param.to_owned(), value.into_owned()));
-            }
+        if let Some((id, param)) = key
+            .strip_prefix(PREFIX)
+            .and_then(|r| r.split_once('.'))
+            .filter(|(id, param)| !id.is_empty() && !param.is_empty())
+        {
+            params.push((id.to_owned(), param.to_owned(), value.into_owned()));
         }
     };
     match &event.fields {
         Some(Record::Raw(map)) => {
             for (k, v) in map.iter() {
-                if let Some(key) = k.as_bytes().and_then(|k| std::str::from_utf8(k).ok()) {
-                    if key.starts_with(PREFIX) {
-                        push(key, text(&FieldRef::Raw(v)));
-                    }
+                if let Some(key) = k
+                    .as_bytes()
+                    .and_then(|k| std::str::from_utf8(k).ok())
+                    .filter(|k| k.starts_with(PREFIX))
+                {
+                    push(key, text(&FieldRef::Raw(v)));
                 }
             }
         }
         Some(Record::Decoded(fields)) => {
             for (k, v) in fields.iter() {
-                if let Value::String(s) = k {
-                    if let Some(key) = s.as_str().filter(|k| k.starts_with(PREFIX)) {
-                        push(key, text(&FieldRef::Value(v)));
-                    }
+                let key = match k {
+                    Value::String(s) => s.as_str().filter(|k| k.starts_with(PREFIX)),
+                    _ => None,
+                };
+                if let Some(key) = key {
+                    push(key, text(&FieldRef::Value(v)));
                 }
             }
         }
