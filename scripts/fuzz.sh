@@ -14,10 +14,13 @@ export PATH="$HOME/.cargo/bin:$PATH"
 secs=${1:-60}
 shift || true
 targets=("$@")
-[ ${#targets[@]} -gt 0 ] || targets=(forward_decode syslog_parse syslog_framing cri_line)
+[ ${#targets[@]} -gt 0 ] || targets=(forward_decode syslog_parse syslog_framing cri_line wal_scan)
 command -v cargo-fuzz >/dev/null 2>&1 || cargo install cargo-fuzz --locked --quiet
 work=$(mktemp -d); trap 'rm -rf "$work"' EXIT
-mkdir -p "$work/forward" "$work/syslog" "$work/cri"
+mkdir -p "$work/forward" "$work/syslog" "$work/cri" "$work/wal"
+# A WAL segment of five records (crates/wal/testdata) seeds wal_scan.
+find crates/wal/testdata -name '*.seg' -exec cp {} "$work/wal"/ \; 2>/dev/null || true
+printf 'SLWSEG01' >"$work/wal/header-only"
 printf '2024-01-01T00:00:00.000000000Z stdout F hello world\n' >"$work/cri/full"
 printf '2024-01-01T00:00:00.123456789+02:00 stderr P part one\n' >"$work/cri/partial"
 printf '2024-01-01T00:00:00Z stdout F\n' >"$work/cri/empty"
@@ -32,7 +35,7 @@ for i, line in enumerate(open("testdata/syslog/corpus.jsonl", encoding="utf-8"))
 PY
 cd fuzz
 for t in "${targets[@]}"; do
-  case $t in forward_*) corpus=$work/forward ;; cri_*) corpus=$work/cri ;; *) corpus=$work/syslog ;; esac
+  case $t in forward_*) corpus=$work/forward ;; cri_*) corpus=$work/cri ;; wal_*) corpus=$work/wal ;; *) corpus=$work/syslog ;; esac
   echo "fuzz: $t for ${secs}s"
   CARGO_TARGET_DIR="${CARGO_TARGET_DIR:-/var/tmp/sluice-target}/fuzz" \
     RUSTC_BOOTSTRAP=1 cargo fuzz run "$t" "$corpus" -- -max_total_time="$secs" -rss_limit_mb=2048 -print_final_stats=1 2>&1 | tail -15
