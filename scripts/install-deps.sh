@@ -1,6 +1,6 @@
 #!/usr/bin/env bash
 # Installs what the test suite needs, only when missing: fuse3 (fusermount3),
-# util-linux `logger` and `script`, git, groff, rsyslog with its OpenSSL driver (a
+# util-linux `logger` and `script`, git, groff, systemd (systemd-analyze), rsyslog with its OpenSSL driver (a
 # real syslog relay for the syslog source), logrotate, kcat, Apache Kafka (through
 # Maven, scripts/install-kafka.sh), and the Python clients used as independent
 # peers (confluent-kafka, fluent-logger).
@@ -30,6 +30,8 @@ command -v pkg-config >/dev/null 2>&1 || need_apt+=(pkg-config)
 command -v java >/dev/null 2>&1 || need_apt+=(openjdk-17-jre-headless)
 command -v mvn >/dev/null 2>&1 || need_apt+=(maven)
 command -v kcat >/dev/null 2>&1 || need_apt+=(kcat)
+# `systemd-analyze verify` checks deploy/systemd/sluice.service (tests/it/service.rs).
+command -v systemd-analyze >/dev/null 2>&1 || need_apt+=(systemd)
 if [ ${#need_apt[@]} -gt 0 ]; then
   echo "install-deps: apt-get install ${need_apt[*]}"
   export DEBIAN_FRONTEND=noninteractive

@@ -21,7 +21,8 @@
 //! - [`kafka`]: the librdkafka wrapper (the only `rdkafka` importer).
 //! - Around them: [`cli`] (commands, exit codes, signals), [`logging`] (format,
 //!   colour), [`metrics`] (per-component counters), [`dirs`] (directories components
-//!   need, with errors that say why they cannot be made).
+//!   need, with errors that say why they cannot be made), [`systemd`] (readiness and
+//!   reload notifications to the service manager).
 
 pub mod ack;
 pub mod api;
@@ -38,6 +39,7 @@ pub mod metrics;
 pub mod route;
 pub mod sinks;
 pub mod sources;
+pub mod systemd;
 pub mod template;
 pub mod topology;
 

@@ -273,6 +273,9 @@ pub async fn run(
         "Sluice started."
     );
     health.set(crate::api::Phase::Running);
+    // Every source is bound by now (build binds): the service manager may order
+    // dependants after us.
+    crate::systemd::notify(crate::systemd::State::Ready, "Running.");
 
     // Run until stopped or every source has ended by itself.
     loop {
@@ -282,7 +285,11 @@ pub async fn run(
                 break;
             }
             msg = control.recv() => match msg {
-                Some(Control::Reload) => reload(&config, &reload_tx),
+                Some(Control::Reload) => {
+                    crate::systemd::notify(crate::systemd::State::Reloading, "Reloading.");
+                    reload(&config, &reload_tx);
+                    crate::systemd::notify(crate::systemd::State::Ready, "Running.");
+                }
                 Some(Control::Stop) | None => {
                     info!("Stopping: sources stop, sinks drain.");
                     break;
@@ -292,6 +299,7 @@ pub async fn run(
     }
 
     health.set(crate::api::Phase::Stopping);
+    crate::systemd::notify(crate::systemd::State::Stopping, "Stopping: sinks drain.");
     let deadline = Instant::now() + Duration::from_secs(config.global.shutdown_timeout_secs);
     stop_sources.cancel();
     let graceful = tokio::time::timeout_at(deadline.into(), async {

@@ -23,6 +23,7 @@ mod kafka_support;
 mod lines;
 mod logging;
 mod routes;
+mod service;
 mod syslog;
 mod tenant_accounting;
 mod tenant_acl;
