@@ -8,6 +8,7 @@
 //! Validation is pure: no I/O, no spawning.
 
 pub mod load;
+pub mod watch;
 
 use std::collections::{HashMap, HashSet};
 use std::ops::Range;
@@ -49,7 +50,7 @@ pub struct Config {
 }
 
 /// Keys at the top level of the file.
-#[derive(Debug, Clone, Deserialize)]
+#[derive(Debug, Clone, PartialEq, Deserialize)]
 pub struct GlobalConfig {
     /// Where disk buffers and checkpoints live.
     #[serde(default = "default_data_dir")]
@@ -74,7 +75,7 @@ fn default_shutdown_timeout_secs() -> u64 {
 }
 
 /// One source.
-#[derive(Debug, Clone)]
+#[derive(Debug, Clone, PartialEq)]
 pub struct SourceConfig {
     /// The user's name for it.
     pub name: String,
@@ -174,7 +175,7 @@ impl SourceKind {
 }
 
 /// One sink.
-#[derive(Debug, Clone)]
+#[derive(Debug, Clone, PartialEq)]
 pub struct SinkConfig {
     /// The user's name for it.
     pub name: String,

@@ -22,6 +22,7 @@ mod kafka_cluster;
 mod kafka_support;
 mod lines;
 mod logging;
+mod reload;
 mod routes;
 mod service;
 mod syslog;
