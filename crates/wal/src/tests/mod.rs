@@ -5,6 +5,7 @@ mod crash;
 mod model;
 mod seq_range;
 mod sync_failure;
+mod version;
 
 use std::path::{Path, PathBuf};
 use std::time::Duration;
