@@ -6,6 +6,7 @@ mod api;
 mod common;
 mod completions;
 mod config_errors;
+mod deb;
 mod dirs;
 mod disk_buffer;
 mod disk_buffer_headline;
