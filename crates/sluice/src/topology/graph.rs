@@ -12,9 +12,16 @@
 //!   old sink delivers what it holds, then stops;
 //! - a source whose config is equal keeps running, connections and listeners
 //!   intact; only its output is re-pointed;
-//! - a source added or changed is built anew (a forward source on the same
-//!   address takes over the running socket, see [`super::listeners`]); the old
-//!   one is cancelled after the new one runs, finishing the read in hand;
+//! - a source added is built and started;
+//! - a `forward` source changed is built anew beside the old one, taking over
+//!   its listening socket on the same address (see [`super::listeners`]); the
+//!   old one is cancelled once the new one runs and finishes the frame in hand.
+//!   Two accept loops on one socket never receive the same bytes;
+//! - any other source changed reads state the old one is still using (a FIFO, a
+//!   file's checkpoints, a mount): the old one is cancelled first, and the new
+//!   one is built and started once the old one has ended, so no line is read
+//!   twice or split between two readers. A build error then is a failure of that
+//!   component (logged and counted), as the reload was already applied;
 //! - routes are stateless steps run inside the senders: all are rebuilt from the
 //!   new config (a `rate_limit` route's windows, a `tenant` route's accounting
 //!   start over).
@@ -32,7 +39,7 @@ use tracing::warn;
 use super::{Output, SinkContext, SinkWatch, SourceContext, Task, buffer_gauge};
 use crate::buffer::disk::DiskBufferHandle;
 use crate::buffer::{self, BufferSender};
-use crate::config::{BufferKind, Config, SinkConfig, SourceConfig};
+use crate::config::{BufferKind, Config, SinkConfig, SourceConfig, SourceKind};
 use crate::metrics::Registry;
 use crate::{sinks, sources};
 
@@ -60,6 +67,8 @@ struct RunningSource {
     out: Output,
     /// Cancels this source alone.
     stop: CancellationToken,
+    /// Cancelled when its task has ended.
+    done: CancellationToken,
 }
 
 /// The running graph: what a reload compares against and re-points.
@@ -206,17 +215,38 @@ impl Graph {
                 data_dir: config.global.data_dir.clone(),
                 reload: cx.reload_rx.clone(),
             };
-            match sources::build(source, scx).await {
-                Ok(task) => {
-                    b.source_tasks.push((source.name.clone(), task));
-                    b.sources.push(RunningSource {
-                        config: source.clone(),
-                        out,
-                        stop,
-                    });
+            let done = CancellationToken::new();
+            let running = RunningSource {
+                config: source.clone(),
+                out,
+                stop,
+                done: done.clone(),
+            };
+            let old_done = self.source(&source.name).map(|s| s.done.clone());
+            let task: Task = match old_done {
+                // Changed, not forward: built once the old one ended (module doc).
+                Some(old_done) if !matches!(source.kind, SourceKind::Forward(_)) => {
+                    let config = source.clone();
+                    Box::pin(async move {
+                        old_done.cancelled().await;
+                        sources::build(&config, scx).await?.await
+                    })
                 }
-                Err(e) => b.errors.push(format!("{id}: {e:#}")),
-            }
+                _ => match sources::build(source, scx).await {
+                    Ok(task) => task,
+                    Err(e) => {
+                        b.errors.push(format!("{id}: {e:#}"));
+                        continue;
+                    }
+                },
+            };
+            let task: Task = Box::pin(async move {
+                let end = task.await;
+                done.cancel();
+                end
+            });
+            b.source_tasks.push((source.name.clone(), task));
+            b.sources.push(running);
         }
         b.changes.removed.extend(
             self.sources
