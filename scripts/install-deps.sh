@@ -1,6 +1,6 @@
 #!/usr/bin/env bash
 # Installs what the test suite needs, only when missing: fuse3 (fusermount3),
-# util-linux `logger` and `script`, git, groff, rsyslog with its OpenSSL driver (a
+# util-linux `logger` and `script`, git, groff, systemd (systemd-analyze), cargo-deb, rsyslog with its OpenSSL driver (a
 # real syslog relay for the syslog source), logrotate, kcat, Apache Kafka (through
 # Maven, scripts/install-kafka.sh), and the Python clients used as independent
 # peers (confluent-kafka, fluent-logger).
@@ -31,6 +31,8 @@ command -v java >/dev/null 2>&1 || need_apt+=(openjdk-17-jre-headless)
 command -v mvn >/dev/null 2>&1 || need_apt+=(maven)
 command -v kcat >/dev/null 2>&1 || need_apt+=(kcat)
 command -v dot >/dev/null 2>&1 || need_apt+=(graphviz)
+# `systemd-analyze verify` checks deploy/systemd/sluice.service (tests/it/service.rs).
+command -v systemd-analyze >/dev/null 2>&1 || need_apt+=(systemd)
 if [ ${#need_apt[@]} -gt 0 ]; then
   echo "install-deps: apt-get install ${need_apt[*]}"
   export DEBIAN_FRONTEND=noninteractive
@@ -42,6 +44,13 @@ if ! python3 -c 'import confluent_kafka, fluent, prometheus_client' >/dev/null 2
   echo "install-deps: pip install confluent-kafka fluent-logger prometheus-client"
   python3 -m pip install -q --disable-pip-version-check 'confluent-kafka==2.16.1' 'fluent-logger==0.11.1' \
     'prometheus-client==0.26.0'
+fi
+
+# cargo-deb builds the Debian package (scripts/build-deb.sh, tests/it/deb.rs). Pinned:
+# the test packages the dev-profile binary, which later versions refuse.
+if ! cargo deb --version 2>/dev/null | grep -q '3.8.0'; then
+  echo "install-deps: cargo install cargo-deb@3.8.0"
+  cargo install --locked --quiet cargo-deb@3.8.0
 fi
 
 bash "$(dirname "$0")/install-kafka.sh" >/dev/null

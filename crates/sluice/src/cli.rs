@@ -30,6 +30,9 @@ pub enum Command {
         /// TOML config file.
         #[arg(short, long)]
         config: PathBuf,
+        /// Reload when the config file changes, as on SIGHUP.
+        #[arg(long)]
+        watch_config: bool,
     },
     /// Check a config file and report every error found; exit 0 when valid, 2 when not.
     Validate {
@@ -104,7 +107,10 @@ pub fn main(cli: Cli) -> ExitCode {
                 ExitCode::from(EXIT_CONFIG)
             }
         },
-        Command::Run { config } => {
+        Command::Run {
+            config,
+            watch_config,
+        } => {
             let cfg = match crate::config::load(&config) {
                 Ok(c) => c,
                 Err(errors) => {
@@ -123,7 +129,7 @@ pub fn main(cli: Cli) -> ExitCode {
                     return ExitCode::FAILURE;
                 }
             };
-            let code = runtime.block_on(run(cfg));
+            let code = runtime.block_on(run(cfg, watch_config));
             // A sink thread stuck in a blocking call (a FIFO nobody reads, a hung
             // NFS file) must not keep the process alive past the shutdown report.
             runtime.shutdown_timeout(std::time::Duration::from_secs(1));
@@ -146,8 +152,27 @@ fn print_out(bytes: &[u8]) -> ExitCode {
     }
 }
 
-async fn run(cfg: crate::config::Config) -> ExitCode {
+async fn run(cfg: crate::config::Config, watch_config: bool) -> ExitCode {
     let (tx, rx) = tokio::sync::mpsc::channel(8);
+    let _watch = if watch_config {
+        let tx = tx.clone();
+        let on_change = move || {
+            // Full: reloads are already queued, and each reads the file afresh.
+            let _ = tx.try_send(Control::Reload);
+        };
+        match crate::config::watch::watch(&cfg.path, on_change) {
+            Ok(w) => {
+                info!(path = %cfg.path.display(), "Watching the config file; a change reloads it.");
+                Some(w)
+            }
+            Err(e) => {
+                eprintln!("sluice: cannot watch {}: {e}", cfg.path.display());
+                return ExitCode::FAILURE;
+            }
+        }
+    } else {
+        None
+    };
     let signals = match forward_signals(tx) {
         Ok(h) => h,
         Err(e) => {

@@ -22,7 +22,8 @@
 //! - Around them: [`cli`] (commands, exit codes, signals), [`commands`] (`sluice
 //!   tenant`: topics, ACLs, credentials and bundles on the brokers), [`logging`] (format,
 //!   colour), [`metrics`] (per-component counters), [`dirs`] (directories components
-//!   need, with errors that say why they cannot be made).
+//!   need, with errors that say why they cannot be made), [`systemd`] (readiness and
+//!   reload notifications to the service manager).
 
 pub mod ack;
 pub mod api;
@@ -41,6 +42,7 @@ pub mod metrics;
 pub mod route;
 pub mod sinks;
 pub mod sources;
+pub mod systemd;
 pub mod template;
 pub mod tls;
 pub mod topology;

@@ -150,12 +150,20 @@ impl Registry {
         self.lock().clone()
     }
 
-    /// Register a sink buffer's gauges.
+    /// Register a sink buffer's gauges, replacing those of a sink of the same id
+    /// (a sink replaced by a reload).
     pub fn add_buffer(&self, gauge: BufferGauge) {
+        let mut all = self.buffers.lock().unwrap_or_else(|e| e.into_inner());
+        all.retain(|g| g.id != gauge.id);
+        all.push(Arc::new(gauge));
+    }
+
+    /// Forget a removed sink's buffer gauges.
+    pub fn remove_buffer(&self, id: &str) {
         self.buffers
             .lock()
             .unwrap_or_else(|e| e.into_inner())
-            .push(Arc::new(gauge));
+            .retain(|g| g.id != id);
     }
 
     /// Every registered buffer gauge.

@@ -166,6 +166,18 @@ pub(crate) fn scan_segment(
         return Ok(scan);
     }
     if magic != SEGMENT_MAGIC {
+        // Another format version ("SLWSEG" and two other digits, written by a
+        // newer sluice): refuse to open rather than repair (empty) the file.
+        if magic[..6] == SEGMENT_MAGIC[..6] && magic[6..].iter().all(u8::is_ascii_digit) {
+            return Err(io::Error::new(
+                io::ErrorKind::InvalidData,
+                format!(
+                    "segment format version {} is unknown to this build (version {}); it was written by another sluice version: run that version to drain the buffer",
+                    String::from_utf8_lossy(&magic[6..]),
+                    String::from_utf8_lossy(&SEGMENT_MAGIC[6..]),
+                ),
+            ));
+        }
         scan.corruption = Some((0, Corruption::BadSegmentHeader));
         return Ok(scan);
     }

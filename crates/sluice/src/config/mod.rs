@@ -9,6 +9,7 @@
 
 pub mod load;
 pub mod secret;
+pub mod watch;
 
 pub use secret::Secret;
 
@@ -52,7 +53,7 @@ pub struct Config {
 }
 
 /// Keys at the top level of the file.
-#[derive(Debug, Clone, Deserialize)]
+#[derive(Debug, Clone, PartialEq, Deserialize)]
 pub struct GlobalConfig {
     /// Where disk buffers and checkpoints live.
     #[serde(default = "default_data_dir")]
@@ -77,7 +78,7 @@ fn default_shutdown_timeout_secs() -> u64 {
 }
 
 /// One source.
-#[derive(Debug, Clone)]
+#[derive(Debug, Clone, PartialEq)]
 pub struct SourceConfig {
     /// The user's name for it.
     pub name: String,
@@ -177,7 +178,7 @@ impl SourceKind {
 }
 
 /// One sink.
-#[derive(Debug, Clone)]
+#[derive(Debug, Clone, PartialEq)]
 pub struct SinkConfig {
     /// The user's name for it.
     pub name: String,

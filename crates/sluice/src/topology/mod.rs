@@ -8,7 +8,10 @@
 //! exit. A hard deadline (`shutdown_timeout_secs`) cancels what is left and reports
 //! the undelivered counts.
 
+mod graph;
+mod listeners;
 pub mod output;
+mod reload;
 
 use std::future::Future;
 use std::path::PathBuf;
@@ -19,15 +22,15 @@ use std::time::{Duration, Instant};
 use tokio::sync::watch;
 use tokio_util::sync::CancellationToken;
 use tokio_util::task::TaskTracker;
-use tracing::{Instrument, error, info, info_span, warn};
+use tracing::{Instrument, error, info, info_span};
 
+use graph::Graph;
+pub use listeners::ListenerPool;
 pub use output::Output;
 
 use crate::buffer;
 use crate::config::Config;
 use crate::metrics::{Counters, Registry};
-use crate::sinks;
-use crate::sources;
 
 /// Why a component stopped with an error.
 #[derive(Debug, thiserror::Error)]
@@ -164,108 +167,32 @@ pub async fn run(
     };
     let config = Arc::new(config);
     let (reload_tx, reload_rx) = watch::channel(config.clone());
-    let abort = CancellationToken::new();
-    let stop_sources = CancellationToken::new();
-
-    // Sinks first: their buffers are the sources' outputs.
-    let mut sink_tasks: Vec<(String, Task)> = Vec::new();
-    let mut senders: Vec<(String, buffer::BufferSender)> = Vec::new();
-    let mut disk_buffers = Vec::new();
-    let mut watches = Vec::new();
-    let shutdown_timeout = Duration::from_secs(config.global.shutdown_timeout_secs);
-    for sink in &config.sinks {
-        let id = format!("sinks.{}", sink.name);
-        registry.describe(&id, sink.kind.type_name());
-        let counters = registry.component(&id);
-        let buf = match buffer::for_sink(
-            sink,
-            &config.global.data_dir,
-            shutdown_timeout,
-            counters.clone(),
-        ) {
-            Ok(b) => b,
-            Err(e) => {
-                errors.push(format!("{id}: {e}"));
-                continue;
-            }
-        };
-        registry.add_buffer(buffer_gauge(&id, sink, &buf));
-        disk_buffers.extend(buf.handle);
-        let (tx, rx) = (buf.tx, buf.rx);
-        watches.push(SinkWatch {
-            id: id.clone(),
-            counters: counters.clone(),
-            depth: rx.depth_probe(),
-        });
-        let cx = SinkContext {
-            name: sink.name.as_str().into(),
-            input: rx,
-            abort: abort.clone(),
-            counters,
-            reload: reload_rx.clone(),
-        };
-        match sinks::build(sink, cx).await {
-            Ok(task) => {
-                sink_tasks.push((sink.name.clone(), task));
-                senders.push((sink.name.clone(), tx));
-            }
-            Err(e) => errors.push(format!("{id}: {e:#}")),
-        }
-    }
-
-    // Routes are built as the sources' outputs need them (see route::Wiring).
-    for route in &config.routes {
-        registry.describe(&format!("routes.{}", route.name), route.kind.type_name());
-    }
-    let mut wiring = crate::route::Wiring::new(&config, &senders, &registry, reload_rx.clone());
-    let mut source_tasks: Vec<(String, Task)> = Vec::new();
-    for source in &config.sources {
-        let id = format!("sources.{}", source.name);
-        registry.describe(&id, source.kind.type_name());
-        let out = wiring.output(&source.name);
-        // After a failed sink build every source looks unconnected: not worth a warning.
-        if !out.is_connected() && errors.is_empty() {
-            warn!(component_id = %id, "Source feeds no sink; its events are discarded.");
-        }
-        let cx = SourceContext {
-            name: source.name.as_str().into(),
-            tag: source.tag.as_str().into(),
-            out,
-            shutdown: stop_sources.clone(),
-            counters: registry.component(&id),
-            data_dir: config.global.data_dir.clone(),
-            reload: reload_rx.clone(),
-        };
-        match sources::build(source, cx).await {
-            Ok(task) => source_tasks.push((source.name.clone(), task)),
-            Err(e) => errors.push(format!("{id}: {e:#}")),
-        }
-    }
-    let route_tasks = std::mem::take(&mut wiring.tasks);
-    errors.append(&mut wiring.errors);
-    // Only the sources hold senders (and routes) from here on, so sink buffers end
-    // when they do.
-    drop(wiring);
-    drop(senders);
+    let shared = graph::Shared {
+        registry: registry.clone(),
+        abort: CancellationToken::new(),
+        stop_sources: CancellationToken::new(),
+        reload_rx,
+        shutdown_timeout: Duration::from_secs(config.global.shutdown_timeout_secs),
+    };
+    let mut graph = Graph::empty(config.clone());
+    // Sinks first (their buffers are the sources' outputs), then routes and sources.
+    let mut built = graph.build(&config, &shared).await;
+    errors.append(&mut built.errors);
     if !errors.is_empty() {
         return Err(BuildErrors(errors));
     }
+    let mut watches = std::mem::take(&mut built.watches);
+    let mut disk_buffers = std::mem::take(&mut built.disk_buffers);
 
-    let sinks_tracker = TaskTracker::new();
-    let sources_tracker = TaskTracker::new();
-    let failed = Arc::new(std::sync::atomic::AtomicUsize::new(0));
-    for (name, task) in sink_tasks {
-        spawn(&sinks_tracker, "sink", name, task, failed.clone());
-    }
-    // Route helpers (list watchers) stop when their route's last sender is gone.
-    for (name, task) in route_tasks {
-        spawn(&sinks_tracker, "route", name, task, failed.clone());
-    }
-    for (name, task) in source_tasks {
-        spawn(&sources_tracker, "source", name, task, failed.clone());
-    }
-    sinks_tracker.close();
-    sources_tracker.close();
+    let trackers = Trackers {
+        sinks: TaskTracker::new(),
+        sources: TaskTracker::new(),
+        failed: Arc::new(std::sync::atomic::AtomicUsize::new(0)),
+    };
+    trackers.spawn(&mut built);
+    graph.commit(config.clone(), &mut built, &registry);
+    trackers.sinks.close();
+    trackers.sources.close();
     info!(
         sources = config.sources.len(),
         routes = config.routes.len(),
@@ -273,16 +200,27 @@ pub async fn run(
         "Sluice started."
     );
     health.set(crate::api::Phase::Running);
+    // Every source is bound by now (build binds): the service manager may order
+    // dependants after us.
+    crate::systemd::notify(crate::systemd::State::Ready, "Running.");
 
     // Run until stopped or every source has ended by itself.
     loop {
         tokio::select! {
-            _ = sources_tracker.wait() => {
+            _ = trackers.sources.wait() => {
                 info!("All sources ended; draining sinks.");
                 break;
             }
             msg = control.recv() => match msg {
-                Some(Control::Reload) => reload(&config, &reload_tx),
+                Some(Control::Reload) => {
+                    crate::systemd::notify(crate::systemd::State::Reloading, "Reloading.");
+                    if let Some(mut b) = reload::reload(&mut graph, &shared, &trackers).await {
+                        watches.append(&mut b.watches);
+                        disk_buffers.append(&mut b.disk_buffers);
+                        let _ = reload_tx.send(graph.config.clone());
+                    }
+                    crate::systemd::notify(crate::systemd::State::Ready, "Running.");
+                }
                 Some(Control::Stop) | None => {
                     info!("Stopping: sources stop, sinks drain.");
                     break;
@@ -290,8 +228,17 @@ pub async fn run(
             },
         }
     }
+    // The graph holds senders and outputs: without it, each sink's buffer ends
+    // once its sources have stopped.
+    let config = graph.config.clone();
+    drop(graph);
+    let (abort, stop_sources) = (shared.abort.clone(), shared.stop_sources.clone());
+    drop(shared);
+    let (sinks_tracker, sources_tracker) = (trackers.sinks.clone(), trackers.sources.clone());
+    let failed = trackers.failed.clone();
 
     health.set(crate::api::Phase::Stopping);
+    crate::systemd::notify(crate::systemd::State::Stopping, "Stopping: sinks drain.");
     let deadline = Instant::now() + Duration::from_secs(config.global.shutdown_timeout_secs);
     stop_sources.cancel();
     let graceful = tokio::time::timeout_at(deadline.into(), async {
@@ -358,7 +305,32 @@ pub async fn run(
         info!("Counters {line}.");
     }
     report.failed = failed.load(std::sync::atomic::Ordering::Relaxed);
+    ListenerPool::clear();
     Ok(report)
+}
+
+/// Where components run: sinks and routes' helpers apart from sources, so
+/// the stop can wait for each group.
+struct Trackers {
+    sinks: TaskTracker,
+    sources: TaskTracker,
+    failed: Arc<std::sync::atomic::AtomicUsize>,
+}
+
+impl Trackers {
+    /// Spawn what `built` holds: sinks, then route helpers, then sources.
+    fn spawn(&self, built: &mut graph::Built) {
+        for (name, task) in built.sink_tasks.drain(..) {
+            spawn(&self.sinks, "sink", name, task, self.failed.clone());
+        }
+        // Route helpers (list watchers) stop when their route's last sender is gone.
+        for (name, task) in built.route_tasks.drain(..) {
+            spawn(&self.sinks, "route", name, task, self.failed.clone());
+        }
+        for (name, task) in built.source_tasks.drain(..) {
+            spawn(&self.sources, "source", name, task, self.failed.clone());
+        }
+    }
 }
 
 /// The metrics endpoint's view of a sink's buffer, probed at scrape time.
@@ -424,42 +396,6 @@ fn spawn(
         }
         .instrument(span),
     );
-}
-
-/// SIGHUP: re-read and validate the file; publish it so components apply what
-/// they can (file sinks reopen their files). Graph changes need a restart.
-fn reload(current: &Config, tx: &watch::Sender<Arc<Config>>) {
-    match crate::config::load(&current.path) {
-        Ok(new) => {
-            let same_graph = names(&new) == names(current);
-            if !same_graph {
-                warn!(
-                    "Reload: components were added, removed or retyped; restart sluice to apply that."
-                );
-            }
-            info!(path = %current.path.display(), "Reload: config re-read; file sinks reopen their files.");
-            let _ = tx.send(Arc::new(new));
-        }
-        Err(e) => {
-            error!("Reload failed; keeping the running config:\n{e}");
-        }
-    }
-}
-
-fn names(c: &Config) -> Vec<String> {
-    let src = c
-        .sources
-        .iter()
-        .map(|s| format!("source {} {}", s.name, s.kind.type_name()));
-    let snk = c
-        .sinks
-        .iter()
-        .map(|s| format!("sink {} {}", s.name, s.kind.type_name()));
-    let rte = c
-        .routes
-        .iter()
-        .map(|r| format!("route {} {}", r.name, r.kind.type_name()));
-    src.chain(rte).chain(snk).collect()
 }
 
 /// Every component that failed to build.

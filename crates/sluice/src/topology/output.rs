@@ -4,8 +4,17 @@
 //! One edge: the batch moves. Several edges: each gets an O(1) copy sharing the
 //! events and a clone of the ack token. A fan-out never waits on one full sink
 //! (see [`crate::buffer`]): only a single-consumer output applies `block`.
+//!
+//! Re-pointing (a reload): every clone of an output shares one switch, and
+//! [`Output::repoint`] swaps the edges under all of them at once. A send takes
+//! the edges once, at its start, and holds them to its end, so each batch goes to
+//! exactly one generation of consumers — the old ones or the new ones, never both,
+//! never neither. A replaced sink's buffer closes when the last send that still
+//! holds it ends, and the sink then drains what it holds.
 
 use std::sync::Arc;
+
+use arc_swap::ArcSwap;
 
 use crate::ack::AckStatus;
 use crate::buffer::{BufferSender, SendOutcome};
@@ -40,7 +49,12 @@ impl Edge {
 /// Where a component's batches go.
 #[derive(Clone)]
 pub struct Output {
-    edges: Arc<[Edge]>,
+    current: Arc<ArcSwap<Edges>>,
+}
+
+/// One generation of an output's consumers.
+struct Edges {
+    edges: Box<[Edge]>,
     may_block: bool,
     /// Per-tenant accounting of what enters the sinks' buffers (route outputs of
     /// a topology with a tenant route).
@@ -56,24 +70,38 @@ impl Output {
     /// An output feeding buffers and routes.
     pub fn from_edges(edges: Vec<Edge>) -> Self {
         let may_block = edges.len() <= 1;
-        Output {
+        Self::of(Edges {
             edges: edges.into(),
             may_block,
             book: None,
+        })
+    }
+
+    fn of(edges: Edges) -> Self {
+        Output {
+            current: Arc::new(ArcSwap::from_pointee(edges)),
         }
     }
 
     /// This output, settling tenants' events at the buffers it feeds.
     pub fn with_book(self, book: Arc<TenantBook>) -> Self {
-        Output {
+        let now = self.current.load();
+        Self::of(Edges {
+            edges: now.edges.clone(),
+            may_block: now.may_block,
             book: Some(book),
-            ..self
-        }
+        })
     }
 
     /// Whether anything consumes this output.
     pub fn is_connected(&self) -> bool {
-        !self.edges.is_empty()
+        !self.current.load().edges.is_empty()
+    }
+
+    /// Send every later batch of this output and all its clones to `next`'s
+    /// consumers. Sends already started finish on the old ones.
+    pub fn repoint(&self, next: &Output) {
+        self.current.store(next.current.load_full());
     }
 
     /// Send a batch to every consumer. Returns whether every copy was queued.
@@ -84,9 +112,11 @@ impl Output {
     /// [`Output::send`] for a route's output: `may_block` is false when the route
     /// itself was reached through a fan-out, which then holds downstream too.
     pub async fn send_with(&self, batch: EventBatch, may_block: bool) -> bool {
-        let may_block = may_block && self.may_block;
-        let book = self.book.as_deref();
-        match &*self.edges {
+        // Held to the end of the send: see the module doc.
+        let now = self.current.load_full();
+        let may_block = may_block && now.may_block;
+        let book = now.book.as_deref();
+        match &*now.edges {
             [] => {
                 batch.ack.resolve(AckStatus::Delivered);
                 true

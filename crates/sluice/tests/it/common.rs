@@ -30,6 +30,17 @@ pub struct Daemon {
 impl Daemon {
     /// Write `config` (with `$DIR` replaced by `dir`) and start sluice on it.
     pub fn start(dir: &Path, config: &str) -> Daemon {
+        Self::start_with(dir, config, &[])
+    }
+
+    /// [`Daemon::start`] with extra environment variables and arguments after
+    /// `run --config FILE`.
+    pub fn start_with(dir: &Path, config: &str, env: &[(&str, &str)]) -> Daemon {
+        Self::start_args(dir, config, env, &[])
+    }
+
+    /// [`Daemon::start_with`] and extra `sluice run` arguments.
+    pub fn start_args(dir: &Path, config: &str, env: &[(&str, &str)], args: &[&str]) -> Daemon {
         let text = config.replace("$DIR", dir.to_str().unwrap());
         let cfg = dir.join("sluice.toml");
         std::fs::write(&cfg, text).unwrap();
@@ -38,6 +49,8 @@ impl Daemon {
         let child = Command::new(sluice_bin())
             .args(["run", "--config"])
             .arg(&cfg)
+            .args(args)
+            .envs(env.iter().copied())
             .env("SLUICE_LOG", "info")
             .env("NO_COLOR", "1")
             .stdin(Stdio::null())

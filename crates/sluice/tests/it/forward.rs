@@ -26,7 +26,7 @@ fn testdata() -> PathBuf {
 }
 
 /// Bound address of forward source number `i` (in start order) from the log.
-fn bound_addrs(d: &Daemon, n: usize) -> Vec<SocketAddr> {
+pub(crate) fn bound_addrs(d: &Daemon, n: usize) -> Vec<SocketAddr> {
     let mut out = Vec::new();
     wait_until(
         Duration::from_secs(20),
@@ -95,7 +95,7 @@ impl Fw {
     }
 }
 
-fn read_json_lines(p: &Path) -> Vec<serde_json::Value> {
+pub(crate) fn read_json_lines(p: &Path) -> Vec<serde_json::Value> {
     std::fs::read_to_string(p)
         .unwrap_or_default()
         .lines()
@@ -103,14 +103,14 @@ fn read_json_lines(p: &Path) -> Vec<serde_json::Value> {
         .collect()
 }
 
-fn connect(addr: SocketAddr) -> TcpStream {
+pub(crate) fn connect(addr: SocketAddr) -> TcpStream {
     let s = TcpStream::connect(addr).expect("connect to the forward source");
     s.set_read_timeout(Some(Duration::from_secs(30))).unwrap();
     s
 }
 
 /// A PackedForward request of `n` records `{"message": "<prefix> i", "i": i}`.
-fn packed(tag: &str, prefix: &str, n: usize, chunk: Option<&str>) -> Vec<u8> {
+pub(crate) fn packed(tag: &str, prefix: &str, n: usize, chunk: Option<&str>) -> Vec<u8> {
     let mut b = PackedForwardBuilder::new(tag.as_bytes().to_vec());
     for i in 0..n {
         let rec = Value::Map(vec![
@@ -123,12 +123,12 @@ fn packed(tag: &str, prefix: &str, n: usize, chunk: Option<&str>) -> Vec<u8> {
         .to_vec()
 }
 
-fn ack_bytes(chunk: &str) -> Vec<u8> {
+pub(crate) fn ack_bytes(chunk: &str) -> Vec<u8> {
     proto::forward::encode_ack(chunk.as_bytes()).to_vec()
 }
 
 /// Read exactly `n` bytes or fail with what came.
-fn read_exact_within(s: &mut TcpStream, n: usize, timeout: Duration) -> Vec<u8> {
+pub(crate) fn read_exact_within(s: &mut TcpStream, n: usize, timeout: Duration) -> Vec<u8> {
     s.set_read_timeout(Some(timeout)).unwrap();
     let mut buf = vec![0u8; n];
     let mut got = 0;

@@ -6,6 +6,7 @@ mod group_commit;
 mod model;
 mod seq_range;
 mod sync_failure;
+mod version;
 
 use std::path::{Path, PathBuf};
 use std::time::Duration;

@@ -248,6 +248,16 @@ pub(crate) struct Common {
 /// connections linger in TIME_WAIT), then UDP on the same port. With port 0 the
 /// kernel's TCP port may be taken for UDP: try a few ports.
 fn bind(addr: SocketAddr) -> std::io::Result<(TcpListener, UdpSocket)> {
+    // A reload replacing a source on this address takes over its sockets.
+    if let Some((tcp, udp)) = crate::topology::ListenerPool::take(addr)? {
+        return Ok((TcpListener::from_std(tcp)?, UdpSocket::from_std(udp)?));
+    }
+    let (tcp, udp) = bind_new(addr)?;
+    crate::topology::ListenerPool::keep(addr, &tcp, &udp)?;
+    Ok((tcp, udp))
+}
+
+fn bind_new(addr: SocketAddr) -> std::io::Result<(TcpListener, UdpSocket)> {
     let mut tries = if addr.port() == 0 { 8 } else { 1 };
     loop {
         let socket = if addr.is_ipv4() {

@@ -1,0 +1,341 @@
+//! The running graph, and how a config becomes one — at start, and beside the
+//! running one at a reload.
+//!
+//! Each source's [`Output`] is kept by the graph, so a reload can re-point it
+//! (see [`Output::repoint`]) without touching the source. Building against a
+//! running graph compares each component's config with the running one:
+//!
+//! - a sink whose config is equal keeps running with its buffer; its sender is
+//!   reused by the new outputs;
+//! - a sink added or changed is built anew, with a new buffer; a changed or
+//!   removed sink's old buffer closes once the last send holding it ends, and the
+//!   old sink delivers what it holds, then stops;
+//! - a source whose config is equal keeps running, connections and listeners
+//!   intact; only its output is re-pointed;
+//! - a source added is built and started;
+//! - a `forward` source changed is built anew beside the old one, taking over
+//!   its listening socket on the same address (see [`super::listeners`]); the
+//!   old one is cancelled once the new one runs and finishes the frame in hand.
+//!   Two accept loops on one socket never receive the same bytes;
+//! - any other source changed reads state the old one is still using (a FIFO, a
+//!   file's checkpoints, a mount): the old one is cancelled first, and the new
+//!   one is built and started once the old one has ended, so no line is read
+//!   twice or split between two readers. A build error then is a failure of that
+//!   component (logged and counted), as the reload was already applied;
+//! - routes are stateless steps run inside the senders: all are rebuilt from the
+//!   new config (a `rate_limit` route's windows, a `tenant` route's accounting
+//!   start over).
+//!
+//! Nothing of the new graph runs until every component built; on any error the
+//! new parts are dropped unspawned and the running graph is untouched.
+
+use std::sync::Arc;
+use std::time::Duration;
+
+use tokio::sync::watch;
+use tokio_util::sync::CancellationToken;
+use tracing::warn;
+
+use super::{Output, SinkContext, SinkWatch, SourceContext, Task, buffer_gauge};
+use crate::buffer::disk::DiskBufferHandle;
+use crate::buffer::{self, BufferSender};
+use crate::config::{BufferKind, Config, SinkConfig, SourceConfig, SourceKind};
+use crate::metrics::Registry;
+use crate::{sinks, sources};
+
+/// What every build shares.
+pub(super) struct Shared {
+    pub registry: Registry,
+    /// Cancelled at the shutdown deadline.
+    pub abort: CancellationToken,
+    /// Parent of every source's stop token.
+    pub stop_sources: CancellationToken,
+    pub reload_rx: watch::Receiver<Arc<Config>>,
+    pub shutdown_timeout: Duration,
+}
+
+/// A sink of the running graph.
+struct RunningSink {
+    config: SinkConfig,
+    tx: BufferSender,
+}
+
+/// A source of the running graph.
+struct RunningSource {
+    config: SourceConfig,
+    /// Shared with the source: re-pointed at a reload.
+    out: Output,
+    /// Cancels this source alone.
+    stop: CancellationToken,
+    /// Cancelled when its task has ended.
+    done: CancellationToken,
+}
+
+/// The running graph: what a reload compares against and re-points.
+pub(super) struct Graph {
+    pub config: Arc<Config>,
+    sinks: Vec<RunningSink>,
+    sources: Vec<RunningSource>,
+}
+
+/// Components built and not yet running.
+#[derive(Default)]
+pub(super) struct Built {
+    pub sink_tasks: Vec<(String, Task)>,
+    pub route_tasks: Vec<(String, Task)>,
+    pub source_tasks: Vec<(String, Task)>,
+    pub watches: Vec<SinkWatch>,
+    pub disk_buffers: Vec<DiskBufferHandle>,
+    /// New sinks' buffer gauges, registered at commit.
+    gauges: Vec<crate::metrics::BufferGauge>,
+    pub errors: Vec<String>,
+    sinks: Vec<RunningSink>,
+    sources: Vec<RunningSource>,
+    /// Running sources' outputs and what they are re-pointed to.
+    repoint: Vec<(Output, Output)>,
+    /// Summary for the log: added, changed, removed, kept components.
+    pub changes: Changes,
+}
+
+/// What a reload changes, by component id.
+#[derive(Debug, Default)]
+pub(super) struct Changes {
+    pub added: Vec<String>,
+    pub changed: Vec<String>,
+    pub removed: Vec<String>,
+    pub kept: usize,
+}
+
+impl Graph {
+    /// No components: what the first build compares against.
+    pub fn empty(config: Arc<Config>) -> Self {
+        Graph {
+            config,
+            sinks: Vec::new(),
+            sources: Vec::new(),
+        }
+    }
+
+    fn sink(&self, name: &str) -> Option<&RunningSink> {
+        self.sinks.iter().find(|s| s.config.name == name)
+    }
+
+    fn source(&self, name: &str) -> Option<&RunningSource> {
+        self.sources.iter().find(|s| s.config.name == name)
+    }
+
+    /// Why `next` cannot be applied to this graph without a restart, if it cannot.
+    pub fn refuse(&self, next: &Config) -> Option<String> {
+        if next.global != self.config.global {
+            return Some(
+                "global settings (data_dir, shutdown_timeout_secs, [api]) changed; they apply at a restart"
+                    .into(),
+            );
+        }
+        for old in self.sinks.iter().map(|s| &s.config) {
+            if old.buffer.kind != BufferKind::Disk {
+                continue;
+            }
+            match next.sinks.iter().find(|s| s.name == old.name) {
+                Some(new) if new == old => {}
+                Some(_) => {
+                    return Some(format!(
+                        "sinks.{}: a sink with a disk buffer cannot be changed by a reload (its buffer directory stays open); restart to apply",
+                        old.name
+                    ));
+                }
+                None => {
+                    return Some(format!(
+                        "sinks.{}: a sink with a disk buffer cannot be removed by a reload; restart to apply (the buffer stays on disk)",
+                        old.name
+                    ));
+                }
+            }
+        }
+        None
+    }
+
+    /// Build `config`'s components that this graph does not already run.
+    pub async fn build(&self, config: &Config, cx: &Shared) -> Built {
+        let mut b = Built::default();
+        let mut senders: Vec<(String, BufferSender)> = Vec::new();
+        for sink in &config.sinks {
+            let id = format!("sinks.{}", sink.name);
+            match self.sink(&sink.name) {
+                Some(running) if running.config == *sink => {
+                    b.changes.kept += 1;
+                    senders.push((sink.name.clone(), running.tx.clone()));
+                    continue;
+                }
+                Some(_) => b.changes.changed.push(id.clone()),
+                None => b.changes.added.push(id.clone()),
+            }
+            if let Some(tx) = build_sink(sink, &id, &config.global.data_dir, cx, &mut b).await {
+                senders.push((sink.name.clone(), tx));
+            }
+        }
+        b.changes.removed.extend(
+            self.sinks
+                .iter()
+                .filter(|s| !config.sinks.iter().any(|n| n.name == s.config.name))
+                .map(|s| format!("sinks.{}", s.config.name)),
+        );
+
+        // Routes are built as the sources' outputs need them (see route::Wiring).
+        for route in &config.routes {
+            cx.registry
+                .describe(&format!("routes.{}", route.name), route.kind.type_name());
+        }
+        let mut wiring =
+            crate::route::Wiring::new(config, &senders, &cx.registry, cx.reload_rx.clone());
+        for source in &config.sources {
+            let id = format!("sources.{}", source.name);
+            let out = wiring.output(&source.name);
+            match self.source(&source.name) {
+                Some(running) if running.config == *source => {
+                    b.changes.kept += 1;
+                    b.repoint.push((running.out.clone(), out));
+                    continue;
+                }
+                Some(_) => b.changes.changed.push(id.clone()),
+                None => b.changes.added.push(id.clone()),
+            }
+            cx.registry.describe(&id, source.kind.type_name());
+            // After a failed sink build every source looks unconnected: not worth a warning.
+            if !out.is_connected() && b.errors.is_empty() {
+                warn!(component_id = %id, "Source feeds no sink; its events are discarded.");
+            }
+            let stop = cx.stop_sources.child_token();
+            let scx = SourceContext {
+                name: source.name.as_str().into(),
+                tag: source.tag.as_str().into(),
+                out: out.clone(),
+                shutdown: stop.clone(),
+                counters: cx.registry.component(&id),
+                data_dir: config.global.data_dir.clone(),
+                reload: cx.reload_rx.clone(),
+            };
+            let done = CancellationToken::new();
+            let running = RunningSource {
+                config: source.clone(),
+                out,
+                stop,
+                done: done.clone(),
+            };
+            let old_done = self.source(&source.name).map(|s| s.done.clone());
+            let task: Task = match old_done {
+                // Changed, not forward: built once the old one ended (module doc).
+                Some(old_done) if !matches!(source.kind, SourceKind::Forward(_)) => {
+                    let config = source.clone();
+                    Box::pin(async move {
+                        old_done.cancelled().await;
+                        sources::build(&config, scx).await?.await
+                    })
+                }
+                _ => match sources::build(source, scx).await {
+                    Ok(task) => task,
+                    Err(e) => {
+                        b.errors.push(format!("{id}: {e:#}"));
+                        continue;
+                    }
+                },
+            };
+            let task: Task = Box::pin(async move {
+                let end = task.await;
+                done.cancel();
+                end
+            });
+            b.source_tasks.push((source.name.clone(), task));
+            b.sources.push(running);
+        }
+        b.changes.removed.extend(
+            self.sources
+                .iter()
+                .filter(|s| !config.sources.iter().any(|n| n.name == s.config.name))
+                .map(|s| format!("sources.{}", s.config.name)),
+        );
+        b.route_tasks = std::mem::take(&mut wiring.tasks);
+        b.errors.append(&mut wiring.errors);
+        b
+    }
+
+    /// Switch to `built` (which built without errors) for `config`: re-point the
+    /// kept sources, stop the sources not kept, forget the sinks not kept (their
+    /// buffers close once drained of senders). The caller spawns the tasks first.
+    pub fn commit(&mut self, config: Arc<Config>, built: &mut Built, registry: &Registry) {
+        for gauge in built.gauges.drain(..) {
+            registry.add_buffer(gauge);
+        }
+        for (old, new) in built.repoint.drain(..) {
+            old.repoint(&new);
+        }
+        let new_sources = std::mem::take(&mut built.sources);
+        let new_sinks = std::mem::take(&mut built.sinks);
+        // Sources not kept: replaced or removed. Their new versions already run.
+        let (kept, gone): (Vec<_>, Vec<_>) = std::mem::take(&mut self.sources)
+            .into_iter()
+            .partition(|s| config.sources.contains(&s.config));
+        for s in gone {
+            s.stop.cancel();
+        }
+        self.sources = kept.into_iter().chain(new_sources).collect();
+        let (kept, gone): (Vec<_>, Vec<_>) = std::mem::take(&mut self.sinks)
+            .into_iter()
+            .partition(|s| config.sinks.contains(&s.config));
+        for s in gone {
+            if !config.sinks.iter().any(|n| n.name == s.config.name) {
+                registry.remove_buffer(&format!("sinks.{}", s.config.name));
+            }
+        }
+        self.sinks = kept.into_iter().chain(new_sinks).collect();
+        self.config = config;
+    }
+}
+
+/// Build one sink with its buffer into `b`; its sender when it built.
+async fn build_sink(
+    sink: &SinkConfig,
+    id: &str,
+    data_dir: &std::path::Path,
+    cx: &Shared,
+    b: &mut Built,
+) -> Option<BufferSender> {
+    cx.registry.describe(id, sink.kind.type_name());
+    let counters = cx.registry.component(id);
+    let buf = match buffer::for_sink(sink, data_dir, cx.shutdown_timeout, counters.clone()) {
+        Ok(buf) => buf,
+        Err(e) => {
+            b.errors.push(format!("{id}: {e}"));
+            return None;
+        }
+    };
+    b.gauges.push(buffer_gauge(id, sink, &buf));
+    b.disk_buffers.extend(buf.handle);
+    let (tx, rx) = (buf.tx, buf.rx);
+    b.watches.push(SinkWatch {
+        id: id.to_owned(),
+        counters: counters.clone(),
+        depth: rx.depth_probe(),
+    });
+    let scx = SinkContext {
+        name: sink.name.as_str().into(),
+        input: rx,
+        abort: cx.abort.clone(),
+        counters,
+        reload: cx.reload_rx.clone(),
+    };
+    match sinks::build(sink, scx).await {
+        Ok(task) => {
+            b.sink_tasks.push((sink.name.clone(), task));
+            b.sinks.push(RunningSink {
+                config: sink.clone(),
+                tx: tx.clone(),
+            });
+            Some(tx)
+        }
+        Err(e) => {
+            b.errors.push(format!("{id}: {e:#}"));
+            None
+        }
+    }
+}
