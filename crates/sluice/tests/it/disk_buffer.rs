@@ -648,7 +648,7 @@ fn config_refuses_disk_acknowledgements_without_a_disk_buffer_and_disk_keys_on_m
     std::fs::write(
         &cfg,
         "[sources.i]\ntype = \"stdin\"\n[sinks.a]\ntype = \"null\"\ninputs = [\"i\"]\nacknowledgements = \"disk\"\n\
-         [sinks.b]\ntype = \"null\"\ninputs = [\"i\"]\nbuffer = { max_bytes = 5000000 }\n\
+         [sinks.b]\ntype = \"null\"\ninputs = [\"i\"]\nbuffer = { fsync_interval_ms = 5 }\n\
          [sinks.c]\ntype = \"null\"\ninputs = [\"i\"]\nbuffer = { type = \"disk\", max_bytes = 10, fsync = \"sometimes\" }\n",
     )
     .unwrap();
@@ -661,7 +661,7 @@ fn config_refuses_disk_acknowledgements_without_a_disk_buffer_and_disk_keys_on_m
     assert_eq!(out.status.code(), Some(2), "{err}");
     assert!(err.contains("needs a disk buffer"), "{err}");
     assert!(
-        err.contains("buffer.max_bytes applies to buffer.type = \"disk\" only"),
+        err.contains("buffer.fsync_interval_ms applies to buffer.type = \"disk\" only"),
         "{err}"
     );
     assert!(err.contains("sometimes"), "{err}");
