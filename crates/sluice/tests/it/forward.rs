@@ -700,7 +700,7 @@ pub(crate) fn rss_kib(pid: u32) -> (u64, u64) {
 
 /// A well-behaved client: one chunked request at a time on one connection, each
 /// acked, until told to stop. Returns how many were acked.
-fn steady_client(
+pub(crate) fn steady_client(
     addr: SocketAddr,
     stop: std::sync::Arc<std::sync::atomic::AtomicBool>,
 ) -> std::thread::JoinHandle<u64> {

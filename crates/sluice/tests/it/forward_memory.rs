@@ -145,3 +145,81 @@ fn compressed_requests_against_a_stalled_sink_stay_within_buffer_max_bytes() {
     );
     drop(open);
 }
+
+/// 2,000 connections each declare a 20 MB request and send 60 KB of it (120 MB
+/// in all, 240 MB of read buffers without a budget) against a 32 MiB
+/// `max_pending_bytes`: the connections past the budget stop being read, the
+/// oldest partial requests are closed (logged, counted), a healthy client that
+/// connects afterwards is acked, and the daemon's RSS stays under the budget plus
+/// the per-connection baseline.
+#[test]
+fn partial_requests_on_many_connections_stay_within_max_pending_bytes() {
+    const CONNS: usize = 2000;
+    const BUDGET: u64 = 32 << 20;
+    crate::forward::raise_fd_limit(2 * CONNS as u64 + 500);
+    let mut fw = Fw::with_sinks(
+        &format!("[sources.fw.limits]\nmax_frame_bytes = 25165824\nmax_pending_bytes = {BUDGET}\n"),
+        "[sinks.out]\ntype = \"null\"\ninputs = [\"fw\"]\n",
+    );
+    let pid = fw.d.child.id();
+    let (_, baseline) = rss_kib(pid);
+    // A PackedForward request whose bin32 payload declares 20 MB; 60 KB of it sent.
+    let mut head = vec![0x93, 0xa4];
+    head.extend_from_slice(b"part");
+    head.push(0xc6);
+    head.extend_from_slice(&20_000_000u32.to_be_bytes());
+    head.resize(60_000, 0x92);
+    let attackers: Vec<TcpStream> = (0..CONNS)
+        .map(|_| {
+            let mut s = TcpStream::connect(fw.addr).expect("attacker connection");
+            s.set_write_timeout(Some(Duration::from_secs(10))).unwrap();
+            s.write_all(&head).expect("60 KB fit the socket buffers");
+            s
+        })
+        .collect();
+    // The budget runs out and waiters close the oldest partial requests.
+    crate::common::wait_until(
+        Duration::from_secs(20),
+        "a partial request closed for the budget",
+        || {
+            fw.d.stderr()
+                .contains("Partial request closed to free max_pending_bytes")
+        },
+    );
+    // A healthy client is still read and acked.
+    let mut s = crate::forward::connect(fw.addr);
+    s.write_all(&crate::forward::packed("ok", "ok", 10, Some("healthy")))
+        .unwrap();
+    let want = crate::forward::ack_bytes("healthy");
+    assert_eq!(
+        crate::forward::read_exact_within(&mut s, want.len(), Duration::from_secs(20)),
+        want
+    );
+    let (peak, rss) = rss_kib(pid);
+    eprintln!(
+        "forward_memory: {CONNS} partial requests: baseline {} MiB, peak {} MiB, now {} MiB",
+        baseline / 1024,
+        peak / 1024,
+        rss / 1024
+    );
+    // Uncharged per connection: 8 KiB of read buffer, the tasks, socket state.
+    let per_conn_kib = 24 * CONNS as u64;
+    let limit_kib = (BUDGET >> 10) + baseline + per_conn_kib;
+    assert!(
+        peak < limit_kib,
+        "peak RSS {} MiB over {} MiB",
+        peak / 1024,
+        limit_kib / 1024
+    );
+    drop(attackers);
+    let st = fw.d.stop();
+    assert!(st.success(), "{}", fw.d.stderr());
+    let log = fw.d.stderr();
+    let closed: u64 = log
+        .split("pending_closed=")
+        .nth(1)
+        .and_then(|r| r.split_whitespace().next())
+        .and_then(|v| v.parse().ok())
+        .unwrap_or_else(|| panic!("no pending_closed in the stop line:\n{log}"));
+    assert!(closed >= 1, "{log}");
+}

@@ -28,6 +28,7 @@ use tokio::time::Instant;
 use tokio_util::sync::CancellationToken;
 use tracing::{Instrument, debug, warn};
 
+use super::pending::Hold;
 use super::{Common, Server};
 use crate::ack::{AckReceiver, AckStatus, AckToken};
 use crate::event::{Event, EventBatch, Origin, RawMap, RawValue, Record, now_ns};
@@ -46,7 +47,7 @@ const TLS_HANDSHAKE_TIMEOUT: Duration = Duration::from_secs(10);
 /// Read buffer of an idle connection: small, so thousands of them cost little.
 const INITIAL_BUFFER: usize = 4 << 10;
 /// Largest read asked for at once while a request is being assembled.
-const MAX_READ: usize = 1 << 20;
+pub(crate) const MAX_READ: usize = 1 << 20;
 /// A buffer grown past this by a large request is released once it is drained.
 const KEEP_BUFFER: usize = 2 << 20;
 
@@ -136,6 +137,7 @@ where
         ..Origin::default()
     });
     let mut reader = Reader {
+        hold: server.pending.hold(),
         server,
         peer,
         origin,
@@ -153,6 +155,8 @@ where
 
 struct Reader {
     server: Arc<Server>,
+    /// This connection's share of `max_pending_bytes`.
+    hold: Hold,
     peer: SocketAddr,
     origin: Arc<Origin>,
     tx: mpsc::Sender<Reply>,
@@ -231,6 +235,7 @@ impl Reader {
             }
             if buf.is_empty() {
                 request_started = None;
+                self.hold.settle(0);
                 if buf.capacity() > KEEP_BUFFER {
                     buf = BytesMut::with_capacity(INITIAL_BUFFER);
                 }
@@ -246,11 +251,25 @@ impl Reader {
                 .len()
                 .max(self.last_request)
                 .clamp(INITIAL_BUFFER, MAX_READ);
+            // Beyond a few KiB, the bytes to read are charged to the source's
+            // budget first: while it is used up, this connection reads nothing.
+            let since = request_started.unwrap_or(last_read);
+            let writer_done = self.writer_done.clone();
+            let charged = tokio::select! {
+                biased;
+                _ = stop.cancelled() => return End::Quiet,
+                _ = writer_done.cancelled() => return End::Quiet,
+                r = self.hold.charge(buf.len() + want, since) => r,
+            };
+            if charged.is_err() {
+                return self.evicted(buf.len());
+            }
             buf.reserve(want);
             let read = tokio::select! {
                 biased;
                 _ = stop.cancelled() => return End::Quiet,
                 _ = self.writer_done.cancelled() => return End::Quiet,
+                _ = self.hold.evicted() => return self.evicted(buf.len()),
                 r = rd.read_buf(&mut buf) => r,
                 _ = &mut deadline => {
                     if request_started.is_some() {
@@ -289,6 +308,17 @@ impl Reader {
                 }
             }
         }
+    }
+
+    /// Closed to free `max_pending_bytes` (counted by the budget).
+    fn evicted(&self, buffered: usize) -> End {
+        let server = &self.server;
+        Counters::add(&server.cx.counters.errors, 1);
+        if let Some(suppressed) = server.common.log_limit.allow() {
+            warn!(peer = %self.peer, buffered, max_pending_bytes = server.pending.limit(), suppressed,
+                "Partial request closed to free max_pending_bytes; connection closed.");
+        }
+        End::Bad
     }
 
     /// Queue a reply for the writer; false if the writer is gone.
@@ -425,11 +455,14 @@ impl Reader {
         let counters = &self.server.cx.counters;
         Counters::add(&counters.events_in, events.len());
         Counters::add(&counters.events_out, events.len());
+        // Waiting for room in the sinks' buffers, the request counts as pending.
+        self.hold.pin(frame.pinned_bytes());
         self.server
             .cx
             .out
             .send(EventBatch::new(events, token))
             .await;
+        self.hold.unpin();
         true
     }
 }
