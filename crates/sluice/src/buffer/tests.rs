@@ -47,14 +47,20 @@ async fn drop_oldest_evicts_front() {
 async fn block_waits_for_space_then_queues() {
     let c = Arc::new(Counters::default());
     let (tx, mut rx) = memory(10, WhenFull::Block, c);
+    let probe = rx.depth_probe().expect("a memory buffer");
     tx.send(batch(10), true).await;
     let tx2 = tx.clone();
     let waiter = tokio::spawn(async move { tx2.send(batch(5), true).await });
-    tokio::time::sleep(Duration::from_millis(20)).await;
+    // Positive signal: the sender is parked on the full buffer.
+    until("the sender parks on the full buffer", || {
+        probe.waiting_senders() == 1
+    })
+    .await;
     assert!(
         !waiter.is_finished(),
         "sender must wait while the buffer is full"
     );
+    assert_eq!(probe.events(), 10, "nothing of the waiting batch is queued");
     assert_eq!(rx.recv().await.unwrap().len(), 10);
     assert_eq!(waiter.await.unwrap(), SendOutcome::Queued);
     assert_eq!(rx.recv().await.unwrap().len(), 5);
