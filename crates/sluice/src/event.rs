@@ -296,6 +296,28 @@ impl EventBatch {
         self.events.iter().map(|e| e.body.len()).sum()
     }
 
+    /// Bytes this batch keeps in memory, as a memory buffer counts them against
+    /// `max_bytes`: per event its `Event` struct, its body, and its raw record (a
+    /// forward record is a slice of the request, or of the inflated payload, so the
+    /// records of one request add up to about the buffer they keep alive; a body
+    /// that is a slice of its own record is not counted twice). Decoded fields and
+    /// origin metadata are shared and not counted.
+    pub fn footprint(&self) -> usize {
+        self.events
+            .iter()
+            .map(|e| {
+                let record = match &e.fields {
+                    Some(Record::Raw(m)) => m.pairs_bytes(),
+                    _ => return std::mem::size_of::<Event>() + e.body.len(),
+                };
+                let (r, b) = (record.as_ptr() as usize, e.body.as_ptr() as usize);
+                let inside = b >= r && b + e.body.len() <= r + record.len();
+                let body = if inside { 0 } else { e.body.len() };
+                std::mem::size_of::<Event>() + record.len() + body
+            })
+            .sum()
+    }
+
     /// Another copy of this batch for one more consumer (O(1)); the copy carries a
     /// clone of the token and must be resolved on its own.
     pub fn share(&self) -> EventBatch {

@@ -159,6 +159,8 @@ struct RequestParser<'a> {
     top: TopOffsets,
     limits: &'a Limits,
     ctx: ErrorContext,
+    /// Bytes allocated for the inflated payload (0 unless compressed).
+    inflated: usize,
 }
 
 fn parse_request(
@@ -175,6 +177,7 @@ fn parse_request(
             offset,
             ..ErrorContext::default()
         },
+        inflated: 0,
     };
     p.parse().map_err(|kind| {
         // `read_error` cannot know the limit; fill it in here.
@@ -335,6 +338,7 @@ impl RequestParser<'_> {
             fluent_signal: options.fluent_signal,
             metadata: options.metadata,
             wire_len: self.frame.len(),
+            inflated_len: self.inflated,
         }))
     }
 
@@ -497,6 +501,10 @@ impl RequestParser<'_> {
                     self.ctx.entry = Some(i);
                     return Err(DecodeErrorKind::TruncatedEntries);
                 }
+                // The records keep the whole allocation alive: give back what
+                // doubling left unused, so it is about the bytes the records span.
+                pending.shrink_to_fit();
+                self.inflated = pending.capacity();
                 let backing = Bytes::from(pending);
                 entries.reserve_exact(spans.len());
                 entries.extend(

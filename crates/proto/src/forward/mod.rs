@@ -193,9 +193,18 @@ pub struct EventFrame {
     pub metadata: Option<RawMap>,
     /// Wire size of the request in bytes.
     pub wire_len: usize,
+    /// Bytes allocated for the inflated payload of a compressed request (its
+    /// records are slices of it and keep it alive); 0 otherwise.
+    pub inflated_len: usize,
 }
 
 impl EventFrame {
+    /// Bytes the events of this request keep alive while any of them lives: the
+    /// request's wire bytes and, when compressed, its inflated payload.
+    pub fn pinned_bytes(&self) -> usize {
+        self.wire_len.saturating_add(self.inflated_len)
+    }
+
     /// The `{"ack": chunk}` reply this request needs, if it carried a chunk.
     pub fn ack(&self) -> Option<Bytes> {
         self.chunk.as_deref().map(encode_ack)

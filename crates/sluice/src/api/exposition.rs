@@ -263,7 +263,7 @@ impl SluiceCollector {
             ),
             (
                 "sluice_buffer_bytes",
-                "Bytes of a disk buffer's files.",
+                "Bytes a sink's buffer holds: a memory buffer's queued events, a disk buffer's files.",
                 |b, l| b.max_bytes.map(|_| l.bytes),
             ),
             (
@@ -273,7 +273,7 @@ impl SluiceCollector {
             ),
             (
                 "sluice_buffer_max_bytes",
-                "Capacity of a disk buffer, in bytes.",
+                "Capacity of a sink's buffer, in bytes.",
                 |b, _| b.max_bytes,
             ),
         ];

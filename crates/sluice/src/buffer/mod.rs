@@ -1,8 +1,13 @@
 //! Per-sink buffers: the bounded queue between everything upstream and one sink.
 //!
 //! Every sink owns exactly one buffer, so a stalled sink fills only its own queue.
-//! Capacity is counted in events (`max_events`); a batch larger than the whole
-//! capacity is admitted alone into an empty queue so it can never wait forever.
+//! Capacity is counted in events (`max_events`) and in bytes (`max_bytes`), the
+//! bytes being each batch's [`EventBatch::footprint`]: what its events keep alive,
+//! including the request buffer or inflated payload a forward record is a slice
+//! of. The buffer is full when either bound would be passed; a batch larger than
+//! the whole capacity is admitted alone into an empty queue so it can never wait
+//! forever. A sender waiting for space is counted while it waits
+//! ([`DepthProbe::waiting_senders`]): the sign that its source is held back.
 //!
 //! What happens when the buffer is full is the sink's `when_full` policy:
 //! - `block`: the sender waits for space. A sender that feeds *other* sinks too
@@ -17,7 +22,7 @@
 //! When the receiver is gone, queued and future batches resolve `Errored`.
 
 use std::collections::VecDeque;
-use std::sync::atomic::Ordering::Relaxed;
+use std::sync::atomic::{AtomicUsize, Ordering::Relaxed};
 use std::sync::{Arc, Mutex};
 
 use serde::Deserialize;
@@ -51,10 +56,30 @@ pub enum WhenFull {
 
 /// Default memory buffer capacity in events.
 pub const DEFAULT_MAX_EVENTS: usize = 100_000;
+/// Default memory buffer capacity in bytes: 256 MiB.
+pub const DEFAULT_MEMORY_MAX_BYTES: u64 = 256 << 20;
+
+/// How much a memory buffer holds.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct Capacity {
+    /// Events.
+    pub events: usize,
+    /// Bytes, as [`EventBatch::footprint`] counts them.
+    pub bytes: usize,
+}
+
+impl Capacity {
+    /// Whether `n` more events of `b` more bytes fit beside what `st` holds.
+    fn fits(&self, st: &State, n: usize, b: usize) -> bool {
+        st.events == 0 || (st.events + n <= self.events && st.bytes.saturating_add(b) <= self.bytes)
+    }
+}
 
 struct State {
-    queue: VecDeque<EventBatch>,
+    /// Each batch with its footprint (counted once, when queued).
+    queue: VecDeque<(EventBatch, usize)>,
     events: usize,
+    bytes: usize,
     senders: usize,
     receiver_alive: bool,
 }
@@ -63,7 +88,9 @@ struct Shared {
     state: Mutex<State>,
     data_ready: Notify,
     space_ready: Notify,
-    capacity: usize,
+    /// Senders waiting for space now.
+    waiting: AtomicUsize,
+    capacity: Capacity,
     policy: WhenFull,
     counters: Arc<Counters>,
 }
@@ -76,9 +103,24 @@ impl Shared {
     }
 }
 
-/// Create a memory buffer of `max_events` with a policy; `counters` are the sink's.
+/// Create a memory buffer of `max_events` (and the default `max_bytes`) with a
+/// policy; `counters` are the sink's.
 pub fn memory(
     max_events: usize,
+    policy: WhenFull,
+    counters: Arc<Counters>,
+) -> (BufferSender, BufferReceiver) {
+    let bytes = usize::try_from(DEFAULT_MEMORY_MAX_BYTES).unwrap_or(usize::MAX);
+    let capacity = Capacity {
+        events: max_events,
+        bytes,
+    };
+    memory_with(capacity, policy, counters)
+}
+
+/// Create a memory buffer of `capacity` with a policy; `counters` are the sink's.
+pub fn memory_with(
+    capacity: Capacity,
     policy: WhenFull,
     counters: Arc<Counters>,
 ) -> (BufferSender, BufferReceiver) {
@@ -86,12 +128,17 @@ pub fn memory(
         state: Mutex::new(State {
             queue: VecDeque::new(),
             events: 0,
+            bytes: 0,
             senders: 1,
             receiver_alive: true,
         }),
         data_ready: Notify::new(),
         space_ready: Notify::new(),
-        capacity: max_events.max(1),
+        waiting: AtomicUsize::new(0),
+        capacity: Capacity {
+            events: capacity.events.max(1),
+            bytes: capacity.bytes.max(1),
+        },
         policy,
         counters,
     });
@@ -192,7 +239,7 @@ impl BufferReceiver {
     }
 }
 
-/// Reads how many events a memory buffer holds (see [`BufferReceiver::depth_probe`]).
+/// Reads how much a memory buffer holds (see [`BufferReceiver::depth_probe`]).
 pub struct DepthProbe {
     shared: Arc<Shared>,
 }
@@ -201,6 +248,16 @@ impl DepthProbe {
     /// Events queued now.
     pub fn events(&self) -> usize {
         self.shared.lock().events
+    }
+
+    /// Bytes queued now ([`EventBatch::footprint`]).
+    pub fn bytes(&self) -> usize {
+        self.shared.lock().bytes
+    }
+
+    /// Senders (`when_full = "block"`) waiting for space now.
+    pub fn waiting_senders(&self) -> usize {
+        self.shared.waiting.load(Relaxed)
     }
 }
 
@@ -247,8 +304,10 @@ impl MemorySender {
     /// `may_block`).
     pub async fn send(&self, batch: EventBatch, may_block: bool) -> SendOutcome {
         let n = batch.len();
+        let bytes = batch.footprint();
         let sh = &*self.shared;
         let mut batch = Some(batch);
+        let mut parked = None;
         loop {
             let notified = {
                 let mut st = sh.lock();
@@ -260,11 +319,11 @@ impl MemorySender {
                     }
                     return SendOutcome::Closed;
                 }
-                let fits = st.events == 0 || st.events + n <= sh.capacity;
-                if fits {
+                if sh.capacity.fits(&st, n, bytes) {
                     st.events += n;
-                    st.queue
-                        .push_back(batch.take().expect("batch is only taken once"));
+                    st.bytes += bytes;
+                    let b = batch.take().expect("batch is only taken once");
+                    st.queue.push_back((b, bytes));
                     drop(st);
                     sh.data_ready.notify_one();
                     return SendOutcome::Queued;
@@ -280,16 +339,18 @@ impl MemorySender {
                     }
                     (WhenFull::DropOldest, _) => {
                         let mut victims = Vec::new();
-                        while st.events > 0 && st.events + n > sh.capacity {
-                            let Some(old) = st.queue.pop_front() else {
+                        while !sh.capacity.fits(&st, n, bytes) {
+                            let Some((old, old_bytes)) = st.queue.pop_front() else {
                                 break;
                             };
                             st.events -= old.len();
+                            st.bytes -= old_bytes;
                             victims.push(old);
                         }
                         st.events += n;
-                        st.queue
-                            .push_back(batch.take().expect("batch is only taken once"));
+                        st.bytes += bytes;
+                        let b = batch.take().expect("batch is only taken once");
+                        st.queue.push_back((b, bytes));
                         drop(st);
                         for old in victims {
                             Counters::add(&sh.counters.dropped, old.len());
@@ -306,11 +367,31 @@ impl MemorySender {
                         }
                         return SendOutcome::Dropped;
                     }
-                    (WhenFull::Block, true) => sh.space_ready.notified(),
+                    (WhenFull::Block, true) => {
+                        parked.get_or_insert_with(|| Parked::new(&sh.waiting));
+                        sh.space_ready.notified()
+                    }
                 }
             };
             notified.await;
         }
+    }
+}
+
+/// Counts a sender as waiting for space for as long as it lives (the send future
+/// may be dropped while it waits).
+struct Parked<'a>(&'a AtomicUsize);
+
+impl<'a> Parked<'a> {
+    fn new(waiting: &'a AtomicUsize) -> Self {
+        waiting.fetch_add(1, Relaxed);
+        Parked(waiting)
+    }
+}
+
+impl Drop for Parked<'_> {
+    fn drop(&mut self) {
+        self.0.fetch_sub(1, Relaxed);
     }
 }
 
@@ -344,8 +425,9 @@ impl MemoryReceiver {
     }
 
     fn pop(&self, st: &mut State) -> Option<EventBatch> {
-        let b = st.queue.pop_front()?;
+        let (b, bytes) = st.queue.pop_front()?;
         st.events -= b.len();
+        st.bytes -= bytes;
         self.shared.space_ready.notify_waiters();
         Counters::add(&self.shared.counters.events_in, b.len());
         Some(b)
@@ -363,7 +445,8 @@ impl Drop for MemoryReceiver {
             let mut st = self.shared.lock();
             st.receiver_alive = false;
             st.events = 0;
-            st.queue.drain(..).collect()
+            st.bytes = 0;
+            st.queue.drain(..).map(|(b, _)| b).collect()
         };
         let lost: usize = left.iter().map(EventBatch::len).sum();
         if lost > 0 {
@@ -377,105 +460,4 @@ impl Drop for MemoryReceiver {
 }
 
 #[cfg(test)]
-mod tests {
-    use std::time::Duration;
-
-    use bytes::Bytes;
-
-    use super::*;
-    use crate::ack::AckToken;
-    use crate::event::Event;
-
-    fn batch(n: usize) -> EventBatch {
-        let ev = Event::new(Bytes::from_static(b"x"), 0, "t".into(), "s".into());
-        EventBatch::new(vec![ev; n], AckToken::none())
-    }
-
-    fn tracked(n: usize) -> (EventBatch, crate::ack::AckReceiver) {
-        let (t, rx) = AckToken::channel();
-        let ev = Event::new(Bytes::from_static(b"x"), 0, "t".into(), "s".into());
-        (EventBatch::new(vec![ev; n], t), rx)
-    }
-
-    #[tokio::test]
-    async fn drop_newest_counts_and_resolves_dropped() {
-        let c = Arc::new(Counters::default());
-        let (tx, mut rx) = memory(10, WhenFull::DropNewest, c.clone());
-        assert_eq!(tx.send(batch(8), true).await, SendOutcome::Queued);
-        let (b, ack) = tracked(5);
-        assert_eq!(tx.send(b, true).await, SendOutcome::Dropped);
-        assert_eq!(ack.await, AckStatus::Dropped);
-        assert_eq!(c.dropped.load(Relaxed), 5);
-        assert_eq!(rx.recv().await.unwrap().len(), 8);
-    }
-
-    #[tokio::test]
-    async fn drop_oldest_evicts_front() {
-        let c = Arc::new(Counters::default());
-        let (tx, mut rx) = memory(10, WhenFull::DropOldest, c.clone());
-        let (b1, a1) = tracked(6);
-        tx.send(b1, true).await;
-        tx.send(batch(6), true).await;
-        assert_eq!(a1.await, AckStatus::Dropped);
-        assert_eq!(c.dropped.load(Relaxed), 6);
-        assert_eq!(rx.recv().await.unwrap().len(), 6);
-        assert_eq!(rx.queued_events(), 0);
-    }
-
-    #[tokio::test]
-    async fn block_waits_for_space_then_queues() {
-        let c = Arc::new(Counters::default());
-        let (tx, mut rx) = memory(10, WhenFull::Block, c);
-        tx.send(batch(10), true).await;
-        let tx2 = tx.clone();
-        let waiter = tokio::spawn(async move { tx2.send(batch(5), true).await });
-        tokio::time::sleep(Duration::from_millis(20)).await;
-        assert!(
-            !waiter.is_finished(),
-            "sender must wait while the buffer is full"
-        );
-        assert_eq!(rx.recv().await.unwrap().len(), 10);
-        assert_eq!(waiter.await.unwrap(), SendOutcome::Queued);
-        assert_eq!(rx.recv().await.unwrap().len(), 5);
-    }
-
-    #[tokio::test]
-    async fn block_sheds_when_sender_feeds_others() {
-        let c = Arc::new(Counters::default());
-        let (tx, _rx) = memory(10, WhenFull::Block, c.clone());
-        tx.send(batch(10), true).await;
-        let (b, ack) = tracked(3);
-        assert_eq!(tx.send(b, false).await, SendOutcome::Dropped);
-        assert_eq!(ack.await, AckStatus::Errored);
-        assert_eq!(c.dropped.load(Relaxed), 3);
-    }
-
-    #[tokio::test]
-    async fn oversize_batch_admitted_into_empty_queue() {
-        let (tx, mut rx) = memory(10, WhenFull::Block, Arc::new(Counters::default()));
-        assert_eq!(tx.send(batch(50), true).await, SendOutcome::Queued);
-        assert_eq!(rx.recv().await.unwrap().len(), 50);
-    }
-
-    #[tokio::test]
-    async fn receiver_sees_end_after_drain() {
-        let (tx, mut rx) = memory(10, WhenFull::Block, Arc::new(Counters::default()));
-        tx.send(batch(1), true).await;
-        drop(tx);
-        assert!(rx.recv().await.is_some());
-        assert!(rx.recv().await.is_none());
-    }
-
-    #[tokio::test]
-    async fn dropped_receiver_fails_queued_and_new_batches() {
-        let c = Arc::new(Counters::default());
-        let (tx, rx) = memory(10, WhenFull::Block, c.clone());
-        let (b, ack) = tracked(2);
-        tx.send(b, true).await;
-        drop(rx);
-        assert_eq!(ack.await, AckStatus::Errored);
-        let (b, ack) = tracked(2);
-        assert_eq!(tx.send(b, true).await, SendOutcome::Closed);
-        assert_eq!(ack.await, AckStatus::Errored);
-    }
-}
+mod tests;

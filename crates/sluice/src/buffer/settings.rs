@@ -60,17 +60,13 @@ pub fn default_fsync_interval_ms() -> u64 {
     100
 }
 
-/// Smallest `max_bytes` accepted.
+/// Smallest `max_bytes` accepted for a disk buffer.
 const MIN_MAX_BYTES: u64 = 1 << 20;
+/// Smallest `max_bytes` accepted for a memory buffer.
+const MIN_MEMORY_MAX_BYTES: u64 = 64 << 10;
 
 /// Keys of `[sinks.NAME.buffer]` that only a disk buffer reads.
-const DISK_KEYS: [&str; 5] = [
-    "max_bytes",
-    "dir",
-    "fsync",
-    "fsync_interval_ms",
-    "replay_events_per_sec",
-];
+const DISK_KEYS: [&str; 4] = ["dir", "fsync", "fsync_interval_ms", "replay_events_per_sec"];
 
 /// Pure validation of a sink's buffer and acknowledgements; returns the
 /// acknowledgements in force (the type's default when absent).
@@ -89,6 +85,12 @@ pub fn validate_buffer(
                     "acknowledgements = \"disk\" needs a disk buffer (buffer.type = \"disk\")",
                 );
             }
+            if buffer.max_bytes() < MIN_MEMORY_MAX_BYTES {
+                check.error(
+                    "buffer",
+                    format!("buffer.max_bytes must be at least {MIN_MEMORY_MAX_BYTES}"),
+                );
+            }
             for key in DISK_KEYS {
                 if table.and_then(|t| t.get(key)).is_some() {
                     check.error(
@@ -99,7 +101,7 @@ pub fn validate_buffer(
             }
         }
         BufferKind::Disk => {
-            if buffer.max_bytes < MIN_MAX_BYTES {
+            if buffer.max_bytes() < MIN_MAX_BYTES {
                 check.error(
                     "buffer",
                     format!("buffer.max_bytes must be at least {MIN_MAX_BYTES}"),
@@ -177,7 +179,14 @@ pub fn for_sink(
     let b = &config.buffer;
     match b.kind {
         BufferKind::Memory => {
-            let (tx, rx) = super::memory(b.max_events, b.when_full, counters);
+            let (tx, rx) = super::memory_with(
+                super::Capacity {
+                    events: b.max_events,
+                    bytes: usize::try_from(b.max_bytes()).unwrap_or(usize::MAX),
+                },
+                b.when_full,
+                counters,
+            );
             let tx = match (config.acknowledgements, tx) {
                 (Acknowledgements::None, BufferSender::Memory(m)) => BufferSender::MemoryNoAck(m),
                 (_, tx) => tx,
@@ -193,7 +202,7 @@ pub fn for_sink(
             crate::dirs::ensure(&dir, "disk buffer")?;
             let opts = DiskOptions {
                 dir,
-                max_bytes: b.max_bytes,
+                max_bytes: b.max_bytes(),
                 when_full: b.when_full,
                 fsync: match b.fsync {
                     FsyncPolicy::Always => None,

@@ -71,13 +71,14 @@ fn acks(a: Acknowledgements) -> &'static str {
 fn buffer(b: &BufferConfig) -> String {
     match b.kind {
         BufferKind::Memory => format!(
-            "memory buffer {} events, {}",
+            "memory buffer {} events, {} MiB, {}",
             b.max_events,
+            b.max_bytes() >> 20,
             when_full(b.when_full)
         ),
         BufferKind::Disk => format!(
             "disk buffer {} MiB, fsync {}, {}",
-            b.max_bytes >> 20,
+            b.max_bytes() >> 20,
             match b.fsync {
                 crate::buffer::FsyncPolicy::Always => "always".to_owned(),
                 crate::buffer::FsyncPolicy::Interval =>

@@ -207,9 +207,11 @@ pub struct BufferConfig {
     /// Policy when full.
     #[serde(default)]
     pub when_full: WhenFull,
-    /// Disk buffer: cap on its segment files, in bytes.
-    #[serde(default = "crate::buffer::default_max_bytes")]
-    pub max_bytes: u64,
+    /// Cap in bytes: a disk buffer's segment files, a memory buffer's queued
+    /// events (and the request buffers they pin). Absent: the type's default, see
+    /// [`BufferConfig::max_bytes`].
+    #[serde(default, rename = "max_bytes")]
+    pub max_bytes_set: Option<u64>,
     /// Disk buffer: parent directory (`<dir>/buffers/<sink>/`); global `data_dir` when absent.
     #[serde(default)]
     pub dir: Option<PathBuf>,
@@ -224,13 +226,23 @@ pub struct BufferConfig {
     pub replay_events_per_sec: Option<u64>,
 }
 
+impl BufferConfig {
+    /// `max_bytes` in force: as set, else the default of the buffer's type.
+    pub fn max_bytes(&self) -> u64 {
+        self.max_bytes_set.unwrap_or(match self.kind {
+            BufferKind::Memory => crate::buffer::DEFAULT_MEMORY_MAX_BYTES,
+            BufferKind::Disk => crate::buffer::default_max_bytes(),
+        })
+    }
+}
+
 impl Default for BufferConfig {
     fn default() -> Self {
         BufferConfig {
             kind: BufferKind::Memory,
             max_events: DEFAULT_MAX_EVENTS,
             when_full: WhenFull::Block,
-            max_bytes: crate::buffer::default_max_bytes(),
+            max_bytes_set: None,
             dir: None,
             fsync: crate::buffer::FsyncPolicy::default(),
             fsync_interval_ms: crate::buffer::default_fsync_interval_ms(),

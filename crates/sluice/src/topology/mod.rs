@@ -351,7 +351,7 @@ fn buffer_gauge(
                     bytes: dir_bytes(&dir),
                 }),
                 max_events: None,
-                max_bytes: Some(sink.buffer.max_bytes),
+                max_bytes: Some(sink.buffer.max_bytes()),
             }
         }
         (None, depth) => BufferGauge {
@@ -359,10 +359,10 @@ fn buffer_gauge(
             buffer_type: "memory",
             probe: Box::new(move || BufferLevel {
                 events: depth.as_ref().map_or(0, |d| d.events() as u64),
-                bytes: 0,
+                bytes: depth.as_ref().map_or(0, |d| d.bytes() as u64),
             }),
             max_events: Some(sink.buffer.max_events as u64),
-            max_bytes: None,
+            max_bytes: Some(sink.buffer.max_bytes()),
         },
     }
 }

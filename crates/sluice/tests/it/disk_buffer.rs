@@ -260,8 +260,21 @@ fn block_holds_the_writer_back_and_drops_nothing() {
         &config("max_bytes = 1048576\nwhen_full = \"block\""),
     );
     let path = dir.path().to_owned();
-    let writer = std::thread::spawn(move || feed(&path, 0, N));
-    std::thread::sleep(Duration::from_millis(1500));
+    let (tid_tx, tid_rx) = std::sync::mpsc::channel();
+    let writer = std::thread::spawn(move || {
+        // SAFETY: gettid has no preconditions.
+        tid_tx.send(unsafe { libc::gettid() }).unwrap();
+        feed(&path, 0, N)
+    });
+    let tid = tid_rx.recv().unwrap();
+    // Positive signal: the buffer holds more than half its max_bytes (it stops at
+    // about 560 KiB of files: records and segment headers count against it) and
+    // the writer is parked in write(2) on the FIFO, most of its 4 MB unwritten.
+    wait_until(
+        Duration::from_secs(30),
+        "a full buffer and the writer blocked in write(2)",
+        || buffer_bytes(dir.path()) >= 512 << 10 && blocked_in_write(tid),
+    );
     assert!(
         !writer.is_finished(),
         "the writer must be held back by the full buffer"
@@ -273,6 +286,15 @@ fn block_holds_the_writer_back_and_drops_nothing() {
     assert!(d.stop().success(), "{}", d.stderr());
     assert_eq!(delivered(dir.path()), (0..N).collect::<Vec<_>>());
     assert_eq!(closed_counter(&d.stderr(), "dropped_events"), 0);
+}
+
+/// Whether thread `tid` of this process is blocked in write(2) now
+/// (`/proc/self/task/TID/syscall` starts with the number of the call it waits in).
+fn blocked_in_write(tid: libc::pid_t) -> bool {
+    std::fs::read_to_string(format!("/proc/self/task/{tid}/syscall"))
+        .ok()
+        .and_then(|s| s.split_whitespace().next()?.parse::<libc::c_long>().ok())
+        == Some(libc::SYS_write)
 }
 
 fn run_cli(args: &[&str]) -> (bool, String, String) {
@@ -648,7 +670,7 @@ fn config_refuses_disk_acknowledgements_without_a_disk_buffer_and_disk_keys_on_m
     std::fs::write(
         &cfg,
         "[sources.i]\ntype = \"stdin\"\n[sinks.a]\ntype = \"null\"\ninputs = [\"i\"]\nacknowledgements = \"disk\"\n\
-         [sinks.b]\ntype = \"null\"\ninputs = [\"i\"]\nbuffer = { max_bytes = 5000000 }\n\
+         [sinks.b]\ntype = \"null\"\ninputs = [\"i\"]\nbuffer = { fsync_interval_ms = 5 }\n\
          [sinks.c]\ntype = \"null\"\ninputs = [\"i\"]\nbuffer = { type = \"disk\", max_bytes = 10, fsync = \"sometimes\" }\n",
     )
     .unwrap();
@@ -661,7 +683,7 @@ fn config_refuses_disk_acknowledgements_without_a_disk_buffer_and_disk_keys_on_m
     assert_eq!(out.status.code(), Some(2), "{err}");
     assert!(err.contains("needs a disk buffer"), "{err}");
     assert!(
-        err.contains("buffer.max_bytes applies to buffer.type = \"disk\" only"),
+        err.contains("buffer.fsync_interval_ms applies to buffer.type = \"disk\" only"),
         "{err}"
     );
     assert!(err.contains("sometimes"), "{err}");

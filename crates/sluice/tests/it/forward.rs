@@ -55,21 +55,21 @@ pub(crate) fn bound_addrs(d: &Daemon, n: usize) -> Vec<SocketAddr> {
 
 /// A daemon with one forward source (`source_extra` appended to its table) whose
 /// events go to `$DIR/out.json` (json encoding) unless `sinks` is given.
-struct Fw {
-    d: Daemon,
-    addr: SocketAddr,
+pub(crate) struct Fw {
+    pub(crate) d: Daemon,
+    pub(crate) addr: SocketAddr,
     _dir: tempfile::TempDir,
 }
 
 impl Fw {
-    fn start(source_extra: &str) -> Fw {
+    pub(crate) fn start(source_extra: &str) -> Fw {
         Self::with_sinks(
             source_extra,
             "[sinks.out]\ntype = \"file\"\ninputs = [\"fw\"]\npath = \"$DIR/out.json\"\nencoding = \"json\"\n",
         )
     }
 
-    fn with_sinks(source_extra: &str, sinks: &str) -> Fw {
+    pub(crate) fn with_sinks(source_extra: &str, sinks: &str) -> Fw {
         let dir = tempfile::tempdir().unwrap();
         let config = format!(
             "shutdown_timeout_secs = 20\n[sources.fw]\ntype = \"forward\"\naddress = \"127.0.0.1:0\"\n{source_extra}\n{sinks}"
@@ -79,12 +79,12 @@ impl Fw {
         Fw { d, addr, _dir: dir }
     }
 
-    fn out(&self) -> PathBuf {
+    pub(crate) fn out(&self) -> PathBuf {
         self.d.dir.join("out.json")
     }
 
     /// Stop the daemon and parse its json output.
-    fn stop_and_read(&mut self) -> Vec<serde_json::Value> {
+    pub(crate) fn stop_and_read(&mut self) -> Vec<serde_json::Value> {
         let st = self.d.stop();
         assert!(
             st.success(),
@@ -146,7 +146,7 @@ pub(crate) fn read_exact_within(s: &mut TcpStream, n: usize, timeout: Duration) 
 }
 
 /// Nothing arrives for `wait` (the connection stays open and silent).
-fn assert_silent(s: &mut TcpStream, wait: Duration, what: &str) {
+pub(crate) fn assert_silent(s: &mut TcpStream, wait: Duration, what: &str) {
     s.set_read_timeout(Some(wait)).unwrap();
     let mut b = [0u8; 64];
     match s.read(&mut b) {
@@ -163,7 +163,7 @@ fn assert_silent(s: &mut TcpStream, wait: Duration, what: &str) {
 }
 
 /// Everything until the server closes (a reset counts as closed).
-fn read_to_close(s: &mut TcpStream, timeout: Duration) -> Vec<u8> {
+pub(crate) fn read_to_close(s: &mut TcpStream, timeout: Duration) -> Vec<u8> {
     s.set_read_timeout(Some(timeout)).unwrap();
     let mut out = Vec::new();
     let mut b = [0u8; 4096];
@@ -670,7 +670,7 @@ fn tls_with_client_certificates() {
 
 /// Raise this process's (and so its children's) open-file limit to at least
 /// `want`, up to the hard limit: 5,000 connections need both ends.
-fn raise_fd_limit(want: u64) {
+pub(crate) fn raise_fd_limit(want: u64) {
     let mut lim = libc::rlimit {
         rlim_cur: 0,
         rlim_max: 0,
@@ -685,7 +685,7 @@ fn raise_fd_limit(want: u64) {
 }
 
 /// Peak RSS (VmHWM) and current RSS of a process, in KiB.
-fn rss_kib(pid: u32) -> (u64, u64) {
+pub(crate) fn rss_kib(pid: u32) -> (u64, u64) {
     let status = std::fs::read_to_string(format!("/proc/{pid}/status")).unwrap();
     let field = |name: &str| {
         status
@@ -700,7 +700,7 @@ fn rss_kib(pid: u32) -> (u64, u64) {
 
 /// A well-behaved client: one chunked request at a time on one connection, each
 /// acked, until told to stop. Returns how many were acked.
-fn steady_client(
+pub(crate) fn steady_client(
     addr: SocketAddr,
     stop: std::sync::Arc<std::sync::atomic::AtomicBool>,
 ) -> std::thread::JoinHandle<u64> {

@@ -71,7 +71,7 @@ fn graph_shows_every_edge_port_and_buffer() {
         "{text}"
     );
     assert!(
-        line("rest").contains("memory buffer 100000 events, block, acks end_to_end"),
+        line("rest").contains("memory buffer 100000 events, 256 MiB, block, acks end_to_end"),
         "{text}"
     );
 }

@@ -15,6 +15,8 @@ mod eio_fs;
 mod examples;
 mod file_source;
 mod forward;
+mod forward_claims;
+mod forward_memory;
 mod fsync_failure;
 mod fuse;
 mod graph;

@@ -87,6 +87,7 @@ fn any_frame() -> impl Strategy<Value = (Vec<u8>, EventFrame)> {
         let packed = matches!(mode, Mode::PackedForward | Mode::CompressedPackedForward);
         let frame = EventFrame {
             wire_len: bytes.len(),
+            inflated_len: 0,
             tag: tag.into(),
             mode,
             entries: events
@@ -112,8 +113,15 @@ proptest! {
 
     #[test]
     fn encode_then_decode_round_trips((bytes, want) in any_frame()) {
-        let (got, err) = decode_stream(&bytes, &Limits::default());
+        let (mut got, err) = decode_stream(&bytes, &Limits::default());
         prop_assert!(err.is_none(), "{:?}", err);
+        // The inflated size is the decoder's to know: present exactly when compressed.
+        if let [Request::Events(f)] = &mut got[..] {
+            let compressed = f.mode == Mode::CompressedPackedForward && !f.entries.is_empty();
+            prop_assert_eq!(f.inflated_len > 0, compressed);
+            prop_assert!(f.pinned_bytes() >= f.wire_len + f.inflated_len);
+            f.inflated_len = 0;
+        }
         prop_assert_eq!(got, vec![Request::Events(want.clone())]);
         if let Some(chunk) = &want.chunk {
             let mut buf = BytesMut::from(&want.ack().unwrap()[..]);

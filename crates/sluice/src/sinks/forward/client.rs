@@ -217,10 +217,16 @@ impl ForwardSink {
                 }
                 b = cx.input.recv(), if want_input => match b {
                     Some(first) => {
+                        // One chunk's worth per turn: what waits for the window
+                        // stays in the buffer, where max_bytes counts it.
+                        let mut bytes = first.byte_size();
                         let mut group = vec![first];
-                        while group.len() < GROUP_MAX {
+                        while group.len() < GROUP_MAX && bytes < self.config.max_chunk_bytes {
                             match cx.input.try_recv() {
-                                Some(b) => group.push(b),
+                                Some(b) => {
+                                    bytes += b.byte_size();
+                                    group.push(b);
+                                }
                                 None => break,
                             }
                         }

@@ -31,6 +31,7 @@
 
 mod delivery;
 mod service;
+mod topics;
 
 use std::collections::BTreeMap;
 use std::fmt;

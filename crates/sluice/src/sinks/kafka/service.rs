@@ -5,7 +5,7 @@
 //! The loop never waits on a delivery report itself (see [`super::delivery`]),
 //! except to stop; blocking librdkafka calls run on `spawn_blocking`.
 
-use std::collections::{HashMap, HashSet};
+use std::collections::HashSet;
 use std::sync::atomic::{AtomicBool, AtomicUsize, Ordering};
 use std::sync::{Arc, Mutex, OnceLock};
 use std::time::{Duration, Instant};
@@ -16,6 +16,7 @@ use tokio_util::sync::CancellationToken;
 use tracing::{Instrument, error, info, warn};
 
 use super::delivery::{InFlight, OwnedRecord, Shared};
+use super::topics::{TopicStatus, Topics};
 use super::{KafkaSinkConfig, WhenOversize, topic_name_error};
 use crate::ack::AckStatus;
 use crate::encoding::Encoding;
@@ -85,12 +86,6 @@ enum Advance {
     Blocked(Job, Duration),
 }
 
-enum TopicStatus {
-    Ready,
-    /// Creation failed for good at that time, with this reason.
-    Failed(Instant, String),
-}
-
 enum Ensure {
     Ready,
     Failed(String),
@@ -116,7 +111,8 @@ pub(super) struct KafkaSink {
     producer: Producer<InFlight>,
     admin: Option<Admin>,
     shared: Arc<Shared>,
-    topics: HashMap<String, TopicStatus>,
+    /// Topics created or refused (bounded, see [`Topics`]).
+    topics: Topics,
     create_backoff: Duration,
     /// Last topic that was valid and ready: most events repeat it.
     last_topic: String,
@@ -179,7 +175,7 @@ impl KafkaSink {
             producer,
             admin,
             shared,
-            topics: HashMap::new(),
+            topics: Topics::new(),
             create_backoff: RESEND_BACKOFF,
             last_topic: String::new(),
             topic_buf: String::new(),
@@ -710,6 +706,7 @@ impl KafkaSink {
             delivered = c.events_out.load(Ordering::Relaxed),
             errors = c.errors.load(Ordering::Relaxed),
             dropped = c.dropped.load(Ordering::Relaxed),
+            topics_forgotten = self.topics.forgotten,
             "Kafka sink flushed and stopped."
         );
         let (producer, admin) = (self.producer, self.admin);

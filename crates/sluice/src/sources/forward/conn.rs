@@ -2,10 +2,13 @@
 //! the ordered ack writer.
 //!
 //! Reader and writer are separate tasks joined by a bounded queue of [`Reply`]s in
-//! request order. The reader pushes the pending ack of a chunked request *before*
-//! emitting its batch, so at most [`MAX_INFLIGHT_CHUNKS`] chunks per connection wait
-//! for delivery; when the queue is full the reader stops reading (the client feels
-//! TCP backpressure). The writer awaits each ack receiver in turn and writes the
+//! request order. The reader takes one of [`MAX_INFLIGHT_CHUNKS`] slots and pushes
+//! the pending ack of a chunked request *before* emitting its batch, so at most
+//! that many chunks per connection wait for delivery; with every slot taken the
+//! reader stops reading (the next request stays in the socket, the client feels
+//! TCP backpressure) until the writer has an outcome for the oldest. A request
+//! that was already read (sent in the same segment as the ones before it) waits
+//! decoded for its slot. The writer awaits each ack receiver in turn and writes the
 //! ack only on `Delivered`; on any other outcome, a write error or a write that does
 //! not finish within [`WRITE_TIMEOUT`], it closes the connection (the client then
 //! resends what it has not seen acknowledged).
@@ -23,11 +26,12 @@ use proto::forward::handshake::{self, Helo, PingRejection, Pong};
 use proto::forward::{DecodeError, Decoder, Entry, EventFrame, Limits, Request};
 use tokio::io::{AsyncRead, AsyncReadExt, AsyncWrite, AsyncWriteExt};
 use tokio::net::TcpStream;
-use tokio::sync::{OwnedSemaphorePermit, mpsc};
+use tokio::sync::{OwnedSemaphorePermit, Semaphore, mpsc};
 use tokio::time::Instant;
 use tokio_util::sync::CancellationToken;
 use tracing::{Instrument, debug, warn};
 
+use super::pending::Hold;
 use super::{Common, Server};
 use crate::ack::{AckReceiver, AckStatus, AckToken};
 use crate::event::{Event, EventBatch, Origin, RawMap, RawValue, Record, now_ns};
@@ -46,7 +50,7 @@ const TLS_HANDSHAKE_TIMEOUT: Duration = Duration::from_secs(10);
 /// Read buffer of an idle connection: small, so thousands of them cost little.
 const INITIAL_BUFFER: usize = 4 << 10;
 /// Largest read asked for at once while a request is being assembled.
-const MAX_READ: usize = 1 << 20;
+pub(crate) const MAX_READ: usize = 1 << 20;
 /// A buffer grown past this by a large request is released once it is drained.
 const KEEP_BUFFER: usize = 2 << 20;
 
@@ -60,8 +64,9 @@ const KEEP_BUFFER: usize = 2 << 20;
 enum Reply {
     /// Bytes to write as they are (HELO, PONG, ack of a request without events).
     Now(Bytes),
-    /// An ack to write once the batch is delivered.
-    Ack(Bytes, AckReceiver),
+    /// An ack to write once the batch is delivered, holding one of the
+    /// connection's [`MAX_INFLIGHT_CHUNKS`] slots until its outcome is known.
+    Ack(Bytes, AckReceiver, OwnedSemaphorePermit),
     /// Close after everything before it was written (failed handshake).
     Close,
 }
@@ -114,6 +119,7 @@ where
 {
     let (rd, wr) = tokio::io::split(stream);
     let (tx, rx) = mpsc::channel(MAX_INFLIGHT_CHUNKS);
+    let window = Arc::new(Semaphore::new(MAX_INFLIGHT_CHUNKS));
     let writer_done = CancellationToken::new();
     let pending = Arc::new(AtomicUsize::new(0));
     let writer = Writer {
@@ -136,6 +142,8 @@ where
         ..Origin::default()
     });
     let mut reader = Reader {
+        hold: server.pending.hold(),
+        window,
         server,
         peer,
         origin,
@@ -153,6 +161,10 @@ where
 
 struct Reader {
     server: Arc<Server>,
+    /// This connection's share of `max_pending_bytes`.
+    hold: Hold,
+    /// Slots for chunks awaiting their ack.
+    window: Arc<Semaphore>,
     peer: SocketAddr,
     origin: Arc<Origin>,
     tx: mpsc::Sender<Reply>,
@@ -231,6 +243,7 @@ impl Reader {
             }
             if buf.is_empty() {
                 request_started = None;
+                self.hold.settle(0);
                 if buf.capacity() > KEEP_BUFFER {
                     buf = BytesMut::with_capacity(INITIAL_BUFFER);
                 }
@@ -246,11 +259,37 @@ impl Reader {
                 .len()
                 .max(self.last_request)
                 .clamp(INITIAL_BUFFER, MAX_READ);
+            // With every chunk slot taken, read nothing: the next request stays
+            // in the socket until an ack is decided.
+            if self.window.available_permits() == 0 {
+                let window = self.window.clone();
+                let writer_done = self.writer_done.clone();
+                tokio::select! {
+                    biased;
+                    _ = stop.cancelled() => return End::Quiet,
+                    _ = writer_done.cancelled() => return End::Quiet,
+                    p = window.acquire() => drop(p),
+                }
+            }
+            // Beyond a few KiB, the bytes to read are charged to the source's
+            // budget first: while it is used up, this connection reads nothing.
+            let since = request_started.unwrap_or(last_read);
+            let writer_done = self.writer_done.clone();
+            let charged = tokio::select! {
+                biased;
+                _ = stop.cancelled() => return End::Quiet,
+                _ = writer_done.cancelled() => return End::Quiet,
+                r = self.hold.charge(buf.len() + want, since) => r,
+            };
+            if charged.is_err() {
+                return self.evicted(buf.len());
+            }
             buf.reserve(want);
             let read = tokio::select! {
                 biased;
                 _ = stop.cancelled() => return End::Quiet,
                 _ = self.writer_done.cancelled() => return End::Quiet,
+                _ = self.hold.evicted() => return self.evicted(buf.len()),
                 r = rd.read_buf(&mut buf) => r,
                 _ = &mut deadline => {
                     if request_started.is_some() {
@@ -289,6 +328,17 @@ impl Reader {
                 }
             }
         }
+    }
+
+    /// Closed to free `max_pending_bytes` (counted by the budget).
+    fn evicted(&self, buffered: usize) -> End {
+        let server = &self.server;
+        Counters::add(&server.cx.counters.errors, 1);
+        if let Some(suppressed) = server.common.log_limit.allow() {
+            warn!(peer = %self.peer, buffered, max_pending_bytes = server.pending.limit(), suppressed,
+                "Partial request closed to free max_pending_bytes; connection closed.");
+        }
+        End::Bad
     }
 
     /// Queue a reply for the writer; false if the writer is gone.
@@ -408,7 +458,14 @@ impl Reader {
         let token = match ack {
             Some(a) => {
                 let (token, rx) = AckToken::channel();
-                if !self.reply(Reply::Ack(a, rx)).await {
+                let slot = tokio::select! {
+                    p = self.window.clone().acquire_owned() => p.ok(),
+                    _ = self.writer_done.cancelled() => None,
+                };
+                let Some(slot) = slot else {
+                    return false;
+                };
+                if !self.reply(Reply::Ack(a, rx, slot)).await {
                     return false;
                 }
                 token
@@ -425,11 +482,14 @@ impl Reader {
         let counters = &self.server.cx.counters;
         Counters::add(&counters.events_in, events.len());
         Counters::add(&counters.events_out, events.len());
+        // Waiting for room in the sinks' buffers, the request counts as pending.
+        self.hold.pin(frame.pinned_bytes());
         self.server
             .cx
             .out
             .send(EventBatch::new(events, token))
             .await;
+        self.hold.unpin();
         true
     }
 }
@@ -517,7 +577,7 @@ impl Writer {
         while let Some(reply) = rx.recv().await {
             let bytes = match reply {
                 Reply::Now(b) => b,
-                Reply::Ack(ack, receiver) => match receiver.await {
+                Reply::Ack(ack, receiver, _slot) => match receiver.await {
                     AckStatus::Delivered => {
                         stats.acks_sent.fetch_add(1, Relaxed);
                         ack

@@ -39,14 +39,16 @@
 //! `max_frame_bytes`, `max_decompressed_bytes`, `max_entries_per_frame` (plus a
 //! fixed depth limit of 64). Any bad request closes its connection with one WARN
 //! line (peer, reason; rate-limited) and bumps the `errors` counter; other
-//! connections are unaffected. Worst-case buffered bytes are `max_connections ×
-//! max_frame_bytes` being assembled, plus the requests (and inflated payloads)
-//! whose events are still in the pipeline — bounded by the sinks' buffers and, for
-//! acked chunks, [`conn::MAX_INFLIGHT_CHUNKS`] per connection: lower
-//! `max_frame_bytes` for many untrusted peers.
+//! connections are unaffected. Bytes being assembled on all connections, and
+//! complete requests waiting for room in the sinks' buffers, share one budget,
+//! `max_pending_bytes` ([`pending`]): past it, connections stop being read and
+//! the oldest partial requests are closed. Requests whose events are in the
+//! pipeline are bounded by the sinks' buffers (`max_bytes`, which counts the
+//! request or inflated payload each record is a slice of).
 
 mod conn;
 mod heartbeat;
+mod pending;
 
 use std::net::SocketAddr;
 use std::sync::Arc;
@@ -95,6 +97,10 @@ pub struct ForwardLimits {
     /// also the longest one request may take to arrive.
     #[serde(default = "default_idle_timeout_secs")]
     pub idle_timeout_secs: u64,
+    /// Budget for requests being received (and complete ones waiting for the
+    /// sinks' buffers) across all connections, in bytes.
+    #[serde(default = "default_max_pending_bytes")]
+    pub max_pending_bytes: usize,
 }
 
 impl Default for ForwardLimits {
@@ -105,6 +111,7 @@ impl Default for ForwardLimits {
             max_entries_per_frame: default_max_entries_per_frame(),
             max_connections: default_max_connections(),
             idle_timeout_secs: default_idle_timeout_secs(),
+            max_pending_bytes: default_max_pending_bytes(),
         }
     }
 }
@@ -123,6 +130,9 @@ fn default_max_connections() -> usize {
 }
 fn default_idle_timeout_secs() -> u64 {
     300
+}
+fn default_max_pending_bytes() -> usize {
+    256 << 20
 }
 fn default_message_key() -> String {
     "message".to_owned()
@@ -200,6 +210,16 @@ impl Validate for ForwardSourceConfig {
         if l.idle_timeout_secs == 0 {
             v.error("limits", "idle_timeout_secs must be at least 1");
         }
+        // One request of max_frame_bytes plus one read must fit the budget.
+        let least = l.max_frame_bytes.saturating_add(conn::MAX_READ);
+        if l.max_pending_bytes < least {
+            v.error(
+                "limits",
+                format!(
+                    "max_pending_bytes must be at least max_frame_bytes + 1 MiB ({least}): one request must fit"
+                ),
+            );
+        }
     }
 }
 
@@ -233,6 +253,8 @@ pub(crate) struct Server {
     pub auth: Option<Auth>,
     pub tls: Option<tokio_rustls::TlsAcceptor>,
     pub common: Arc<Common>,
+    /// `max_pending_bytes`, shared by the connections.
+    pub pending: Arc<pending::Pending>,
 }
 
 /// What connection writers and the heartbeat task share. Apart from [`Server`]
@@ -332,6 +354,7 @@ pub(super) async fn build(
         message_key: config.message_key.clone().into_bytes(),
         auth,
         tls,
+        pending: pending::Pending::new(l.max_pending_bytes),
         common: Arc::new(Common {
             stats: Stats::default(),
             log_limit: BurstLimit::new(),
@@ -405,6 +428,7 @@ async fn run(
         acks_sent = s.acks_sent.load(Relaxed),
         acks_withheld = s.acks_withheld.load(Relaxed),
         udp_heartbeats = s.heartbeats.load(Relaxed),
+        pending_closed = server.pending.closed.load(Relaxed),
         "Forward source stopped."
     );
     Ok(())

@@ -88,3 +88,30 @@ fn v15_metadata_lands_in_its_own_field_only_when_not_empty() {
     let meta = ev[1].field(METADATA_FIELD).expect("metadata field");
     assert!(meta.to_string().contains("severity_number"), "{meta}");
 }
+
+#[test]
+fn a_compressed_request_counts_its_inflated_payload_against_the_buffer() {
+    use proto::forward::{Compression, EventTime, PackedForwardBuilder};
+    // 1,000 records of ~1 KiB each inflate to ~1 MiB from a few KiB on the wire.
+    let mut b = PackedForwardBuilder::new("app");
+    let record = Value::Map(vec![("message".into(), "x".repeat(1000).into())]);
+    for _ in 0..1000 {
+        b.push(EventTime { secs: 1, nanos: 0 }, &record);
+    }
+    let wire = b.finish(None, Compression::Gzip);
+    assert!(wire.len() < 64 << 10, "{}", wire.len());
+    let mut f = frame(&wire);
+    assert!(f.inflated_len >= 1_000_000, "{}", f.inflated_len);
+    let pinned = f.pinned_bytes();
+    let origin = Arc::new(Origin::default());
+    let events = to_events(&mut f, b"message", &Arc::from("fw"), &origin);
+    let batch = crate::event::EventBatch::new(events, crate::ack::AckToken::none());
+    let footprint = batch.footprint();
+    // The records span the inflated payload; the bodies are slices of them.
+    let structs = 1000 * std::mem::size_of::<Event>();
+    assert!(
+        footprint >= pinned - wire.len() - 20_000,
+        "{footprint} vs {pinned}"
+    );
+    assert!(footprint <= pinned + structs, "{footprint} vs {pinned}");
+}
