@@ -28,6 +28,7 @@ use crate::sinks::kafka::KafkaSinkConfig;
 use crate::sources::exec::ExecSourceConfig;
 use crate::sources::file::FileSourceConfig;
 use crate::sources::forward::ForwardSourceConfig;
+use crate::sources::kafka::KafkaSourceConfig;
 use crate::sources::fuse::FuseSourceConfig;
 use crate::sources::pipe::PipeSourceConfig;
 use crate::sources::stdin::StdinSourceConfig;
@@ -110,9 +111,13 @@ pub enum SourceKind {
     Forward(ForwardSourceConfig),
     /// Syslog server (UDP, TCP/TLS, Unix sockets).
     Syslog(SyslogSourceConfig),
+    /// Kafka consumer group; offsets committed after acknowledgement.
+    Kafka(KafkaSourceConfig),
 }
 
-const SOURCE_TYPES: &[&str] = &["stdin", "exec", "pipe", "file", "forward", "fuse", "syslog"];
+const SOURCE_TYPES: &[&str] = &[
+    "stdin", "exec", "pipe", "file", "forward", "fuse", "syslog", "kafka",
+];
 
 impl SourceKind {
     fn fields(ty: &str) -> &'static [&'static str] {
@@ -124,6 +129,7 @@ impl SourceKind {
             "fuse" => struct_fields::<FuseSourceConfig>(),
             "forward" => struct_fields::<ForwardSourceConfig>(),
             "syslog" => struct_fields::<SyslogSourceConfig>(),
+            "kafka" => struct_fields::<KafkaSourceConfig>(),
             _ => &[],
         }
     }
@@ -143,6 +149,7 @@ impl SourceKind {
             "fuse" => SourceKind::Fuse(deserialize(item, path, Some(t), d)?),
             "forward" => SourceKind::Forward(deserialize(item, path, Some(t), d)?),
             "syslog" => SourceKind::Syslog(deserialize(item, path, Some(t), d)?),
+            "kafka" => SourceKind::Kafka(deserialize(item, path, Some(t), d)?),
             _ => return None,
         })
     }
@@ -156,6 +163,7 @@ impl SourceKind {
             SourceKind::Fuse(c) => c.validate(v),
             SourceKind::Forward(c) => c.validate(v),
             SourceKind::Syslog(c) => c.validate(v),
+            SourceKind::Kafka(c) => c.validate(v),
         }
     }
 
@@ -169,6 +177,7 @@ impl SourceKind {
             SourceKind::Fuse(_) => "fuse",
             SourceKind::Forward(_) => "forward",
             SourceKind::Syslog(_) => "syslog",
+            SourceKind::Kafka(_) => "kafka",
         }
     }
 }

@@ -19,6 +19,7 @@ mod fuse;
 mod kafka;
 mod kafka_broker;
 mod kafka_cluster;
+mod kafka_source;
 mod kafka_support;
 mod lines;
 mod logging;
