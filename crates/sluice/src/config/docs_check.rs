@@ -15,7 +15,7 @@ use std::path::PathBuf;
 use super::load::struct_fields;
 use super::{BufferConfig, GlobalConfig, SINK_TYPES, SOURCE_TYPES, SinkCommon, SourceCommon};
 use crate::route::{bucket, filter, rate_limit, rules, tenant, tenant_admin};
-use crate::sinks::{file, forward as forward_sink, kafka};
+use crate::sinks::{archive, file, forward as forward_sink, kafka};
 use crate::sources::{
     exec, file as file_source, forward, fuse, kafka as kafka_source, pipe, stdin, syslog,
 };
@@ -82,6 +82,10 @@ const PAGES: &[(&[&str], &[Fields])] = &[
         &[struct_fields::<BufferConfig>],
     ),
     (&["sinks/file.md"], &[struct_fields::<file::FileSinkConfig>]),
+    (
+        &["sinks/archive.md"],
+        &[struct_fields::<archive::ArchiveSinkConfig>],
+    ),
     (
         &["sinks/kafka.md"],
         &[

@@ -22,14 +22,15 @@ use load::{Diagnostics, check_keys, deserialize, did_you_mean, struct_fields};
 use crate::buffer::{DEFAULT_MAX_EVENTS, WhenFull};
 use crate::encoding::Encoding;
 use crate::route::{RouteConfig, RouteKind};
+use crate::sinks::archive::ArchiveSinkConfig;
 use crate::sinks::file::FileSinkConfig;
 use crate::sinks::forward::ForwardSinkConfig;
 use crate::sinks::kafka::KafkaSinkConfig;
 use crate::sources::exec::ExecSourceConfig;
 use crate::sources::file::FileSourceConfig;
 use crate::sources::forward::ForwardSourceConfig;
-use crate::sources::kafka::KafkaSourceConfig;
 use crate::sources::fuse::FuseSourceConfig;
+use crate::sources::kafka::KafkaSourceConfig;
 use crate::sources::pipe::PipeSourceConfig;
 use crate::sources::stdin::StdinSourceConfig;
 use crate::sources::syslog::SyslogSourceConfig;
@@ -288,13 +289,15 @@ pub enum SinkKind {
     Kafka(KafkaSinkConfig),
     /// Fluentd forward protocol client.
     Forward(ForwardSinkConfig),
+    /// Exactly-once archive files of Kafka records (local or object store).
+    Archive(ArchiveSinkConfig),
 }
 
 /// A kind without options of its own.
 #[derive(Debug, Clone, PartialEq, Eq, Deserialize, Default)]
 pub struct NoOptions {}
 
-const SINK_TYPES: &[&str] = &["stdout", "null", "file", "kafka", "forward"];
+const SINK_TYPES: &[&str] = &["stdout", "null", "file", "kafka", "forward", "archive"];
 
 impl SinkKind {
     fn fields(ty: &str) -> &'static [&'static str] {
@@ -302,6 +305,7 @@ impl SinkKind {
             "file" => struct_fields::<FileSinkConfig>(),
             "kafka" => struct_fields::<KafkaSinkConfig>(),
             "forward" => struct_fields::<ForwardSinkConfig>(),
+            "archive" => struct_fields::<ArchiveSinkConfig>(),
             _ => &[],
         }
     }
@@ -319,6 +323,7 @@ impl SinkKind {
             "file" => SinkKind::File(deserialize(item, path, Some(t), d)?),
             "kafka" => SinkKind::Kafka(deserialize(item, path, Some(t), d)?),
             "forward" => SinkKind::Forward(deserialize(item, path, Some(t), d)?),
+            "archive" => SinkKind::Archive(deserialize(item, path, Some(t), d)?),
             _ => return None,
         })
     }
@@ -328,6 +333,7 @@ impl SinkKind {
             SinkKind::File(c) => c.validate(v),
             SinkKind::Kafka(c) => c.validate(v),
             SinkKind::Forward(c) => c.validate(v),
+            SinkKind::Archive(c) => c.validate(v),
             SinkKind::Stdout(_) | SinkKind::Null(_) => {}
         }
     }
@@ -340,6 +346,7 @@ impl SinkKind {
             SinkKind::File(_) => "file",
             SinkKind::Kafka(_) => "kafka",
             SinkKind::Forward(_) => "forward",
+            SinkKind::Archive(_) => "archive",
         }
     }
 }

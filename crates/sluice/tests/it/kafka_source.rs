@@ -62,9 +62,18 @@ pub fn committed(addr: &str, group: &str, topic: &str, partitions: i32) -> Vec<O
     for p in 0..partitions {
         tpl.add_partition(topic, p);
     }
-    let got = c
-        .committed_offsets(tpl, Duration::from_secs(10))
-        .expect("committed offsets");
+    // A fresh group's coordinator may not be ready yet (NotCoordinator): retry.
+    let deadline = Instant::now() + Duration::from_secs(20);
+    let got = loop {
+        match c.committed_offsets(tpl.clone(), Duration::from_secs(10)) {
+            Ok(got) => break got,
+            Err(e) if Instant::now() < deadline => {
+                eprintln!("committed offsets: {e}; retrying");
+                std::thread::sleep(Duration::from_millis(200));
+            }
+            Err(e) => panic!("committed offsets: {e}"),
+        }
+    };
     (0..partitions)
         .map(|p| match got.find_partition(topic, p).map(|e| e.offset()) {
             Some(Offset::Offset(o)) => Some(o),
@@ -141,9 +150,11 @@ encoding = "json"
         std::thread::sleep(Duration::from_millis(100));
     }
     let ends = end_offsets(&addr, topic, 3);
-    wait_for("committed offsets at the end", Duration::from_secs(20), || {
-        committed(&addr, group, topic, 3) == ends
-    });
+    wait_for(
+        "committed offsets at the end",
+        Duration::from_secs(20),
+        || committed(&addr, group, topic, 3) == ends,
+    );
     assert!(d.stop().success(), "log:\n{}", d.stderr());
 
     let lines = lines_in(&out);

@@ -3,6 +3,7 @@
 
 mod alloc_count;
 mod api;
+mod archive;
 mod common;
 mod completions;
 mod config_errors;

@@ -35,6 +35,10 @@
 mod service;
 pub mod tracker;
 
+pub use service::{
+    FIELD_HEADERS, FIELD_KEY, FIELD_OFFSET, FIELD_PARTITION, FIELD_TIMESTAMP, FIELD_TOPIC,
+};
+
 use std::collections::BTreeMap;
 
 use serde::Deserialize;
@@ -131,8 +135,10 @@ impl Validate for KafkaSourceConfig {
         for (k, val) in &self.librdkafka {
             if let Err(e) = kafka::check_property(k, &val.0) {
                 v.error("librdkafka", format!("`{k}`: {e}"));
-            } else if matches!(k.as_str(), "enable.auto.commit" | "enable.auto.offset.store")
-                && val.0 != "false"
+            } else if matches!(
+                k.as_str(),
+                "enable.auto.commit" | "enable.auto.offset.store"
+            ) && val.0 != "false"
             {
                 v.error(
                     "librdkafka",
