@@ -24,9 +24,9 @@ use object_store::path::Path as ObjPath;
 use object_store::{ObjectStore, PutPayload, WriteMultipart};
 
 /// Files at most this large are uploaded with one `PUT`.
-const SINGLE_PUT_BYTES: u64 = 16 << 20;
+const SINGLE_PUT_BYTES: u64 = 8 << 20;
 /// Part size of multipart uploads.
-const PART_BYTES: usize = 16 << 20;
+const PART_BYTES: usize = 8 << 20;
 /// Directory (under the root) for the sink's own bookkeeping: staging, manifests.
 pub const META_DIR: &str = "_sluice";
 

@@ -127,7 +127,10 @@ pub fn judge(files: &[FileRange]) -> PartitionReport {
 
 /// Run the command: print the report, exit 0 when clean.
 pub fn main(url: &str, options: &[(String, String)]) -> ExitCode {
-    let rt = match tokio::runtime::Builder::new_current_thread()
+    // A worker thread drives the object store's I/O: `Handle::block_on` on a
+    // current-thread runtime would wait forever.
+    let rt = match tokio::runtime::Builder::new_multi_thread()
+        .worker_threads(1)
         .enable_all()
         .build()
     {
