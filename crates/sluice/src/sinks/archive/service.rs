@@ -314,9 +314,9 @@ impl ArchiveSink {
         Ok(())
     }
 
-    /// Run `op` until it succeeds (backoff 1 s doubling to 30 s); an error only
-    /// when the sink is aborted meanwhile is impossible here: the loop stops at
-    /// process exit, and nothing was acknowledged.
+    /// Run `op` until it succeeds, up to 20 attempts (backoff 1 s doubling to
+    /// 30 s, about 8 minutes in all); then the sink fails. Nothing is acknowledged
+    /// meanwhile, so nothing is committed past what is published.
     fn retry<T>(
         &self,
         what: &str,
