@@ -52,6 +52,11 @@ if ! cargo deb --version 2>/dev/null | grep -q '3.8.0'; then
   echo "install-deps: cargo install cargo-deb@3.8.0"
   cargo install --locked --quiet cargo-deb@3.8.0
 fi
+# The archive sink's S3 tests: moto's S3 server (multipart uploads) and boto3.
+if ! python3 -c 'import moto.server, boto3, flask' >/dev/null 2>&1; then
+  echo "install-deps: pip install moto[server] boto3"
+  python3 -m pip install -q --disable-pip-version-check 'moto[server]==5.1.18' 'boto3==1.43.11'
+fi
 
 bash "$(dirname "$0")/install-kafka.sh" >/dev/null
 echo "install-deps: ok"

@@ -52,6 +52,12 @@ pub enum Command {
         #[command(subcommand)]
         command: crate::commands::buffer::BufferCommand,
     },
+    /// Check an archive written by an archive sink.
+    Archive {
+        /// What to do.
+        #[command(subcommand)]
+        command: ArchiveCommand,
+    },
     /// Onboard tenants of a tenant route: topics, ACLs, active list, bundles.
     Tenant {
         /// What to do.
@@ -67,6 +73,20 @@ pub enum Command {
     Man,
 }
 
+/// `sluice archive` subcommands.
+#[derive(Debug, Subcommand)]
+pub enum ArchiveCommand {
+    /// List partitions, offset ranges, gaps, overlaps, file counts and bytes
+    /// (exit 1 on a gap or an overlap).
+    Verify {
+        /// `file:///dir`, `s3://bucket/prefix` or `az://container/prefix`.
+        url: String,
+        /// Object store option (credentials, endpoint...), repeatable.
+        #[arg(long = "option", value_name = "KEY=VALUE")]
+        options: Vec<String>,
+    },
+}
+
 /// Exit code for a bad config.
 pub const EXIT_CONFIG: u8 = 2;
 
@@ -75,6 +95,18 @@ pub fn main(cli: Cli) -> ExitCode {
     match cli.command {
         Command::Tenant { command } => crate::commands::tenant::main(command),
         Command::Buffer { command } => crate::commands::buffer::main(command),
+        Command::Archive {
+            command: ArchiveCommand::Verify { url, options },
+        } => {
+            let options: Vec<(String, String)> = options
+                .iter()
+                .map(|kv| match kv.split_once('=') {
+                    Some((k, v)) => (k.to_owned(), v.to_owned()),
+                    None => (kv.clone(), String::new()),
+                })
+                .collect();
+            crate::sinks::archive::verify::main(&url, &options)
+        }
         Command::Completions { shell } => {
             let mut script = Vec::new();
             clap_complete::generate(shell, &mut Cli::command(), "sluice", &mut script);

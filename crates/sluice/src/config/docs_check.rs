@@ -15,8 +15,10 @@ use std::path::PathBuf;
 use super::load::struct_fields;
 use super::{BufferConfig, GlobalConfig, SINK_TYPES, SOURCE_TYPES, SinkCommon, SourceCommon};
 use crate::route::{bucket, filter, rate_limit, rules, tenant, tenant_admin};
-use crate::sinks::{file, forward as forward_sink, kafka};
-use crate::sources::{exec, file as file_source, forward, fuse, pipe, stdin, syslog};
+use crate::sinks::{archive, file, forward as forward_sink, kafka};
+use crate::sources::{
+    exec, file as file_source, forward, fuse, kafka as kafka_source, pipe, stdin, syslog,
+};
 
 type Fields = fn() -> &'static [&'static str];
 
@@ -44,6 +46,10 @@ const PAGES: &[(&[&str], &[Fields])] = &[
     (
         &["sources/syslog.md"],
         &[struct_fields::<syslog::SyslogSourceConfig>],
+    ),
+    (
+        &["sources/kafka.md"],
+        &[struct_fields::<kafka_source::KafkaSourceConfig>],
     ),
     (
         &["sources/fuse.md"],
@@ -76,6 +82,10 @@ const PAGES: &[(&[&str], &[Fields])] = &[
         &[struct_fields::<BufferConfig>],
     ),
     (&["sinks/file.md"], &[struct_fields::<file::FileSinkConfig>]),
+    (
+        &["sinks/archive.md"],
+        &[struct_fields::<archive::ArchiveSinkConfig>],
+    ),
     (
         &["sinks/kafka.md"],
         &[

@@ -26,6 +26,7 @@ use load::{Diagnostics, check_keys, deserialize, did_you_mean, struct_fields};
 use crate::buffer::{DEFAULT_MAX_EVENTS, WhenFull};
 use crate::encoding::Encoding;
 use crate::route::{RouteConfig, RouteKind};
+use crate::sinks::archive::ArchiveSinkConfig;
 use crate::sinks::file::FileSinkConfig;
 use crate::sinks::forward::ForwardSinkConfig;
 use crate::sinks::kafka::KafkaSinkConfig;
@@ -33,6 +34,7 @@ use crate::sources::exec::ExecSourceConfig;
 use crate::sources::file::FileSourceConfig;
 use crate::sources::forward::ForwardSourceConfig;
 use crate::sources::fuse::FuseSourceConfig;
+use crate::sources::kafka::KafkaSourceConfig;
 use crate::sources::pipe::PipeSourceConfig;
 use crate::sources::stdin::StdinSourceConfig;
 use crate::sources::syslog::SyslogSourceConfig;
@@ -114,9 +116,13 @@ pub enum SourceKind {
     Forward(ForwardSourceConfig),
     /// Syslog server (UDP, TCP/TLS, Unix sockets).
     Syslog(SyslogSourceConfig),
+    /// Kafka consumer group; offsets committed after acknowledgement.
+    Kafka(KafkaSourceConfig),
 }
 
-const SOURCE_TYPES: &[&str] = &["stdin", "exec", "pipe", "file", "forward", "fuse", "syslog"];
+const SOURCE_TYPES: &[&str] = &[
+    "stdin", "exec", "pipe", "file", "forward", "fuse", "syslog", "kafka",
+];
 
 impl SourceKind {
     fn fields(ty: &str) -> &'static [&'static str] {
@@ -128,6 +134,7 @@ impl SourceKind {
             "fuse" => struct_fields::<FuseSourceConfig>(),
             "forward" => struct_fields::<ForwardSourceConfig>(),
             "syslog" => struct_fields::<SyslogSourceConfig>(),
+            "kafka" => struct_fields::<KafkaSourceConfig>(),
             _ => &[],
         }
     }
@@ -147,6 +154,7 @@ impl SourceKind {
             "fuse" => SourceKind::Fuse(deserialize(item, path, Some(t), d)?),
             "forward" => SourceKind::Forward(deserialize(item, path, Some(t), d)?),
             "syslog" => SourceKind::Syslog(deserialize(item, path, Some(t), d)?),
+            "kafka" => SourceKind::Kafka(deserialize(item, path, Some(t), d)?),
             _ => return None,
         })
     }
@@ -160,6 +168,7 @@ impl SourceKind {
             SourceKind::Fuse(c) => c.validate(v),
             SourceKind::Forward(c) => c.validate(v),
             SourceKind::Syslog(c) => c.validate(v),
+            SourceKind::Kafka(c) => c.validate(v),
         }
     }
 
@@ -173,6 +182,7 @@ impl SourceKind {
             SourceKind::Fuse(_) => "fuse",
             SourceKind::Forward(_) => "forward",
             SourceKind::Syslog(_) => "syslog",
+            SourceKind::Kafka(_) => "kafka",
         }
     }
 }
@@ -295,13 +305,15 @@ pub enum SinkKind {
     Kafka(KafkaSinkConfig),
     /// Fluentd forward protocol client.
     Forward(ForwardSinkConfig),
+    /// Exactly-once archive files of Kafka records (local or object store).
+    Archive(ArchiveSinkConfig),
 }
 
 /// A kind without options of its own.
 #[derive(Debug, Clone, PartialEq, Eq, Deserialize, Default)]
 pub struct NoOptions {}
 
-const SINK_TYPES: &[&str] = &["stdout", "null", "file", "kafka", "forward"];
+const SINK_TYPES: &[&str] = &["stdout", "null", "file", "kafka", "forward", "archive"];
 
 impl SinkKind {
     fn fields(ty: &str) -> &'static [&'static str] {
@@ -309,6 +321,7 @@ impl SinkKind {
             "file" => struct_fields::<FileSinkConfig>(),
             "kafka" => struct_fields::<KafkaSinkConfig>(),
             "forward" => struct_fields::<ForwardSinkConfig>(),
+            "archive" => struct_fields::<ArchiveSinkConfig>(),
             _ => &[],
         }
     }
@@ -326,6 +339,7 @@ impl SinkKind {
             "file" => SinkKind::File(deserialize(item, path, Some(t), d)?),
             "kafka" => SinkKind::Kafka(deserialize(item, path, Some(t), d)?),
             "forward" => SinkKind::Forward(deserialize(item, path, Some(t), d)?),
+            "archive" => SinkKind::Archive(deserialize(item, path, Some(t), d)?),
             _ => return None,
         })
     }
@@ -335,6 +349,7 @@ impl SinkKind {
             SinkKind::File(c) => c.validate(v),
             SinkKind::Kafka(c) => c.validate(v),
             SinkKind::Forward(c) => c.validate(v),
+            SinkKind::Archive(c) => c.validate(v),
             SinkKind::Stdout(_) | SinkKind::Null(_) => {}
         }
     }
@@ -347,6 +362,7 @@ impl SinkKind {
             SinkKind::File(_) => "file",
             SinkKind::Kafka(_) => "kafka",
             SinkKind::Forward(_) => "forward",
+            SinkKind::Archive(_) => "archive",
         }
     }
 }

@@ -19,6 +19,8 @@
 //! librdkafka's own log lines and global errors are routed to `tracing` with the
 //! component id, errors rate-limited.
 
+pub mod consumer;
+
 use std::collections::HashMap;
 use std::ffi::{CString, c_void};
 use std::fmt;

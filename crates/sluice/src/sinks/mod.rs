@@ -4,6 +4,7 @@
 //! and resolves each batch's acknowledgement: `Delivered` only once the data is
 //! where the guarantee says (written and, for tracked batches, fsynced for files).
 
+pub mod archive;
 pub mod file;
 pub mod forward;
 pub mod kafka;
@@ -23,5 +24,9 @@ pub async fn build(config: &SinkConfig, cx: SinkContext) -> Result<Task, Compone
         SinkKind::File(c) => file::build(c.clone(), encoding, cx),
         SinkKind::Kafka(c) => kafka::build(c.clone(), encoding, cx),
         SinkKind::Forward(c) => forward::build(c.clone(), cx),
+        SinkKind::Archive(c) => {
+            let data_dir = cx.reload.borrow().global.data_dir.clone();
+            archive::build(c.clone(), config.encoding, cx, &data_dir)
+        }
     }
 }

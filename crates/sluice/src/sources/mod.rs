@@ -9,6 +9,7 @@ pub mod exec;
 pub mod file;
 pub mod forward;
 pub mod fuse;
+pub mod kafka;
 pub mod pipe;
 pub mod stdin;
 pub mod syslog;
@@ -35,6 +36,7 @@ pub async fn build(config: &SourceConfig, cx: SourceContext) -> Result<Task, Com
         SourceKind::Fuse(c) => fuse::build(c.clone(), cx).await,
         SourceKind::Forward(c) => forward::build(c.clone(), cx).await,
         SourceKind::Syslog(c) => syslog::build(c.clone(), cx).await,
+        SourceKind::Kafka(c) => kafka::build(c.clone(), cx),
     }
 }
 

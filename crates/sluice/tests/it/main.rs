@@ -3,6 +3,8 @@
 
 mod alloc_count;
 mod api;
+mod archive;
+mod archive_s3;
 mod common;
 mod completions;
 mod config_errors;
@@ -23,6 +25,7 @@ mod graph;
 mod kafka;
 mod kafka_broker;
 mod kafka_cluster;
+mod kafka_source;
 mod kafka_support;
 mod lines;
 mod logging;
