@@ -9,9 +9,15 @@
 
 pub mod load;
 pub mod secret;
+mod sinks;
+mod sources;
 pub mod watch;
 
 pub use secret::Secret;
+pub use sinks::{BufferConfig, BufferKind, NoOptions, SinkConfig, SinkKind};
+use sinks::{SINK_TYPES, SinkCommon};
+use sources::{SOURCE_TYPES, SourceCommon};
+pub use sources::{SourceConfig, SourceKind};
 
 use std::collections::{HashMap, HashSet};
 use std::ops::Range;
@@ -23,21 +29,7 @@ use toml_edit::{Item, Table};
 pub use load::{ConfigError, ConfigErrors};
 use load::{Diagnostics, check_keys, deserialize, did_you_mean, struct_fields};
 
-use crate::buffer::{DEFAULT_MAX_EVENTS, WhenFull};
-use crate::encoding::Encoding;
 use crate::route::{RouteConfig, RouteKind};
-use crate::sinks::archive::ArchiveSinkConfig;
-use crate::sinks::file::FileSinkConfig;
-use crate::sinks::forward::ForwardSinkConfig;
-use crate::sinks::kafka::KafkaSinkConfig;
-use crate::sources::exec::ExecSourceConfig;
-use crate::sources::file::FileSourceConfig;
-use crate::sources::forward::ForwardSourceConfig;
-use crate::sources::fuse::FuseSourceConfig;
-use crate::sources::kafka::KafkaSourceConfig;
-use crate::sources::pipe::PipeSourceConfig;
-use crate::sources::stdin::StdinSourceConfig;
-use crate::sources::syslog::SyslogSourceConfig;
 
 /// The whole configuration.
 #[derive(Debug, Clone)]
@@ -77,294 +69,6 @@ fn default_data_dir() -> PathBuf {
 
 fn default_shutdown_timeout_secs() -> u64 {
     10
-}
-
-/// One source.
-#[derive(Debug, Clone, PartialEq)]
-pub struct SourceConfig {
-    /// The user's name for it.
-    pub name: String,
-    /// Tag given to its events (default: the source name).
-    pub tag: String,
-    /// Kind-specific settings.
-    pub kind: SourceKind,
-}
-
-/// Keys every source has.
-#[derive(Debug, Clone, Deserialize)]
-struct SourceCommon {
-    #[serde(rename = "type")]
-    _type: String,
-    #[serde(default)]
-    tag: Option<String>,
-}
-
-/// Source kinds.
-#[derive(Debug, Clone, PartialEq)]
-pub enum SourceKind {
-    /// Lines from standard input.
-    Stdin(StdinSourceConfig),
-    /// Lines from a child process's stdout (and optionally stderr).
-    Exec(ExecSourceConfig),
-    /// Lines from a named FIFO.
-    Pipe(PipeSourceConfig),
-    /// Lines appended to files matching globs (tail, rotation, checkpoints).
-    File(FileSourceConfig),
-    /// Writes captured through a FUSE mount over watched directories.
-    Fuse(FuseSourceConfig),
-    /// Fluentd forward protocol server.
-    Forward(ForwardSourceConfig),
-    /// Syslog server (UDP, TCP/TLS, Unix sockets).
-    Syslog(SyslogSourceConfig),
-    /// Kafka consumer group; offsets committed after acknowledgement.
-    Kafka(KafkaSourceConfig),
-}
-
-const SOURCE_TYPES: &[&str] = &[
-    "stdin", "exec", "pipe", "file", "forward", "fuse", "syslog", "kafka",
-];
-
-impl SourceKind {
-    fn fields(ty: &str) -> &'static [&'static str] {
-        match ty {
-            "stdin" => struct_fields::<StdinSourceConfig>(),
-            "exec" => struct_fields::<ExecSourceConfig>(),
-            "pipe" => struct_fields::<PipeSourceConfig>(),
-            "file" => struct_fields::<FileSourceConfig>(),
-            "fuse" => struct_fields::<FuseSourceConfig>(),
-            "forward" => struct_fields::<ForwardSourceConfig>(),
-            "syslog" => struct_fields::<SyslogSourceConfig>(),
-            "kafka" => struct_fields::<KafkaSourceConfig>(),
-            _ => &[],
-        }
-    }
-
-    fn parse(
-        ty: &str,
-        item: &Item,
-        path: &str,
-        t: &Table,
-        d: &mut Diagnostics<'_>,
-    ) -> Option<Self> {
-        Some(match ty {
-            "stdin" => SourceKind::Stdin(deserialize(item, path, Some(t), d)?),
-            "exec" => SourceKind::Exec(deserialize(item, path, Some(t), d)?),
-            "pipe" => SourceKind::Pipe(deserialize(item, path, Some(t), d)?),
-            "file" => SourceKind::File(deserialize(item, path, Some(t), d)?),
-            "fuse" => SourceKind::Fuse(deserialize(item, path, Some(t), d)?),
-            "forward" => SourceKind::Forward(deserialize(item, path, Some(t), d)?),
-            "syslog" => SourceKind::Syslog(deserialize(item, path, Some(t), d)?),
-            "kafka" => SourceKind::Kafka(deserialize(item, path, Some(t), d)?),
-            _ => return None,
-        })
-    }
-
-    fn validate(&self, v: &mut Check<'_, '_>) {
-        match self {
-            SourceKind::Stdin(c) => c.validate(v),
-            SourceKind::Exec(c) => c.validate(v),
-            SourceKind::Pipe(c) => c.validate(v),
-            SourceKind::File(c) => c.validate(v),
-            SourceKind::Fuse(c) => c.validate(v),
-            SourceKind::Forward(c) => c.validate(v),
-            SourceKind::Syslog(c) => c.validate(v),
-            SourceKind::Kafka(c) => c.validate(v),
-        }
-    }
-
-    /// The kind's `type` string.
-    pub fn type_name(&self) -> &'static str {
-        match self {
-            SourceKind::Stdin(_) => "stdin",
-            SourceKind::Exec(_) => "exec",
-            SourceKind::Pipe(_) => "pipe",
-            SourceKind::File(_) => "file",
-            SourceKind::Fuse(_) => "fuse",
-            SourceKind::Forward(_) => "forward",
-            SourceKind::Syslog(_) => "syslog",
-            SourceKind::Kafka(_) => "kafka",
-        }
-    }
-}
-
-/// One sink.
-#[derive(Debug, Clone, PartialEq)]
-pub struct SinkConfig {
-    /// The user's name for it.
-    pub name: String,
-    /// Components feeding it.
-    pub inputs: Vec<String>,
-    /// Encoding (kind default when absent).
-    pub encoding: Option<Encoding>,
-    /// Its buffer.
-    pub buffer: BufferConfig,
-    /// When the sources' acknowledgements resolve (default by buffer type).
-    pub acknowledgements: crate::buffer::Acknowledgements,
-    /// Kind-specific settings.
-    pub kind: SinkKind,
-}
-
-/// `[sinks.NAME.buffer]`.
-#[derive(Debug, Clone, PartialEq, Deserialize)]
-#[serde(deny_unknown_fields)]
-pub struct BufferConfig {
-    /// Buffer type: `memory` (default) or `disk`.
-    #[serde(rename = "type", default)]
-    pub kind: BufferKind,
-    /// Capacity of a memory buffer, in events.
-    #[serde(default = "default_max_events")]
-    pub max_events: usize,
-    /// Policy when full.
-    #[serde(default)]
-    pub when_full: WhenFull,
-    /// Cap in bytes: a disk buffer's segment files, a memory buffer's queued
-    /// events (and the request buffers they pin). Absent: the type's default, see
-    /// [`BufferConfig::max_bytes`].
-    #[serde(default, rename = "max_bytes")]
-    pub max_bytes_set: Option<u64>,
-    /// Disk buffer: parent directory (`<dir>/buffers/<sink>/`); global `data_dir` when absent.
-    #[serde(default)]
-    pub dir: Option<PathBuf>,
-    /// Disk buffer: `always` (fsync every append) or `interval`.
-    #[serde(default)]
-    pub fsync: crate::buffer::FsyncPolicy,
-    /// Disk buffer: period of `fsync = "interval"` (and of acknowledgement checkpoints).
-    #[serde(default = "crate::buffer::default_fsync_interval_ms")]
-    pub fsync_interval_ms: u64,
-    /// Disk buffer: cap on the events per second read out of the buffer (catch-up rate).
-    #[serde(default)]
-    pub replay_events_per_sec: Option<u64>,
-}
-
-impl BufferConfig {
-    /// `max_bytes` in force: as set, else the default of the buffer's type.
-    pub fn max_bytes(&self) -> u64 {
-        self.max_bytes_set.unwrap_or(match self.kind {
-            BufferKind::Memory => crate::buffer::DEFAULT_MEMORY_MAX_BYTES,
-            BufferKind::Disk => crate::buffer::default_max_bytes(),
-        })
-    }
-}
-
-impl Default for BufferConfig {
-    fn default() -> Self {
-        BufferConfig {
-            kind: BufferKind::Memory,
-            max_events: DEFAULT_MAX_EVENTS,
-            when_full: WhenFull::Block,
-            max_bytes_set: None,
-            dir: None,
-            fsync: crate::buffer::FsyncPolicy::default(),
-            fsync_interval_ms: crate::buffer::default_fsync_interval_ms(),
-            replay_events_per_sec: None,
-        }
-    }
-}
-
-fn default_max_events() -> usize {
-    DEFAULT_MAX_EVENTS
-}
-
-/// Buffer types.
-#[derive(Debug, Clone, Copy, PartialEq, Eq, Deserialize, Default)]
-#[serde(rename_all = "snake_case")]
-pub enum BufferKind {
-    /// Bounded in-memory queue.
-    #[default]
-    Memory,
-    /// Write-ahead log on disk (`crate::buffer::disk`).
-    Disk,
-}
-
-#[derive(Debug, Clone, Deserialize)]
-struct SinkCommon {
-    #[serde(rename = "type")]
-    _type: String,
-    #[serde(default)]
-    inputs: Option<Vec<String>>,
-    #[serde(default)]
-    encoding: Option<Encoding>,
-    #[serde(default)]
-    when_full: Option<WhenFull>,
-    #[serde(default)]
-    buffer: Option<BufferConfig>,
-    #[serde(default)]
-    acknowledgements: Option<crate::buffer::Acknowledgements>,
-}
-
-/// Sink kinds.
-#[derive(Debug, Clone, PartialEq)]
-pub enum SinkKind {
-    /// Encoded events to standard output.
-    Stdout(NoOptions),
-    /// Discards events (counts them delivered).
-    Null(NoOptions),
-    /// Files from a path template, with rotation and compression.
-    File(FileSinkConfig),
-    /// Records produced to Kafka topics.
-    Kafka(KafkaSinkConfig),
-    /// Fluentd forward protocol client.
-    Forward(ForwardSinkConfig),
-    /// Exactly-once archive files of Kafka records (local or object store).
-    Archive(ArchiveSinkConfig),
-}
-
-/// A kind without options of its own.
-#[derive(Debug, Clone, PartialEq, Eq, Deserialize, Default)]
-pub struct NoOptions {}
-
-const SINK_TYPES: &[&str] = &["stdout", "null", "file", "kafka", "forward", "archive"];
-
-impl SinkKind {
-    fn fields(ty: &str) -> &'static [&'static str] {
-        match ty {
-            "file" => struct_fields::<FileSinkConfig>(),
-            "kafka" => struct_fields::<KafkaSinkConfig>(),
-            "forward" => struct_fields::<ForwardSinkConfig>(),
-            "archive" => struct_fields::<ArchiveSinkConfig>(),
-            _ => &[],
-        }
-    }
-
-    fn parse(
-        ty: &str,
-        item: &Item,
-        path: &str,
-        t: &Table,
-        d: &mut Diagnostics<'_>,
-    ) -> Option<Self> {
-        Some(match ty {
-            "stdout" => SinkKind::Stdout(NoOptions {}),
-            "null" => SinkKind::Null(NoOptions {}),
-            "file" => SinkKind::File(deserialize(item, path, Some(t), d)?),
-            "kafka" => SinkKind::Kafka(deserialize(item, path, Some(t), d)?),
-            "forward" => SinkKind::Forward(deserialize(item, path, Some(t), d)?),
-            "archive" => SinkKind::Archive(deserialize(item, path, Some(t), d)?),
-            _ => return None,
-        })
-    }
-
-    fn validate(&self, v: &mut Check<'_, '_>) {
-        match self {
-            SinkKind::File(c) => c.validate(v),
-            SinkKind::Kafka(c) => c.validate(v),
-            SinkKind::Forward(c) => c.validate(v),
-            SinkKind::Archive(c) => c.validate(v),
-            SinkKind::Stdout(_) | SinkKind::Null(_) => {}
-        }
-    }
-
-    /// The kind's `type` string.
-    pub fn type_name(&self) -> &'static str {
-        match self {
-            SinkKind::Stdout(_) => "stdout",
-            SinkKind::Null(_) => "null",
-            SinkKind::File(_) => "file",
-            SinkKind::Kafka(_) => "kafka",
-            SinkKind::Forward(_) => "forward",
-            SinkKind::Archive(_) => "archive",
-        }
-    }
 }
 
 /// Pure validation of one component: errors land on the component's keys.
@@ -815,5 +519,3 @@ fn check_fuse_dirs(root: &Table, sources: &[SourceConfig], d: &mut Diagnostics<'
 
 #[cfg(test)]
 mod docs_check;
-#[cfg(test)]
-mod tests;
