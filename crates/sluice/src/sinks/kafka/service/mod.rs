@@ -5,7 +5,6 @@
 //! The loop never waits on a delivery report itself (see [`super::delivery`]),
 //! except to stop; blocking librdkafka calls run on `spawn_blocking`.
 
-use std::collections::HashSet;
 use std::sync::atomic::{AtomicBool, AtomicUsize, Ordering};
 use std::sync::{Arc, Mutex, OnceLock};
 use std::time::{Duration, Instant};
@@ -13,11 +12,14 @@ use std::time::{Duration, Instant};
 use tokio::sync::Notify;
 use tokio::task::JoinHandle;
 use tokio_util::sync::CancellationToken;
-use tracing::{Instrument, error, info, warn};
+use tracing::{error, info, warn};
+
+mod resend;
+mod topic_ensure;
 
 use super::delivery::{InFlight, OwnedRecord, Shared};
-use super::topics::{TopicStatus, Topics};
-use super::{KafkaSinkConfig, WhenOversize, topic_name_error};
+use super::topics::Topics;
+use super::{KafkaSinkConfig, WhenOversize};
 use crate::ack::AckStatus;
 use crate::encoding::Encoding;
 use crate::event::{Event, EventBatch};
@@ -367,123 +369,6 @@ impl KafkaSink {
         Advance::Done
     }
 
-    fn current_topic(&self) -> &str {
-        self.static_topic.as_deref().unwrap_or(&self.topic_buf)
-    }
-
-    /// Render the event's topic into `topic_buf` (unless static) and check it.
-    fn topic_for(&mut self, e: &Event) -> Result<(), String> {
-        if self.static_topic.is_some() {
-            return Ok(());
-        }
-        self.topic_buf.clear();
-        self.topic_template.render(e, &mut self.topic_buf);
-        if self.topic_buf == self.last_topic {
-            return Ok(());
-        }
-        match topic_name_error(&self.topic_buf) {
-            Some(reason) => Err(reason),
-            None => {
-                if self.admin.is_none() {
-                    self.last_topic.clone_from(&self.topic_buf);
-                }
-                Ok(())
-            }
-        }
-    }
-
-    /// Before creating `first`, find the other topics the rest of the batch needs
-    /// that are not known yet and create them all in one request: one round trip
-    /// instead of one per topic (a tenant route's first batches name thousands).
-    /// Those not created are left to [`Self::ensure_topic`], one by one.
-    async fn create_ahead(&mut self, first: &str, rest: &[Event]) {
-        let (Some(admin), Some(ct)) = (&self.admin, self.config.create_topics) else {
-            return;
-        };
-        if self.static_topic.is_some() {
-            return;
-        }
-        let mut names = vec![first.to_owned()];
-        let mut seen: HashSet<String> = HashSet::from([first.to_owned()]);
-        let mut buf = String::new();
-        for e in rest {
-            if names.len() >= CREATE_AHEAD_MAX {
-                break;
-            }
-            buf.clear();
-            self.topic_template.render(e, &mut buf);
-            if topic_name_error(&buf).is_none()
-                && !self.topics.contains_key(&buf)
-                && seen.insert(buf.clone())
-            {
-                names.push(buf.clone());
-            }
-        }
-        if names.len() == 1 {
-            return;
-        }
-        let created = tokio::select! {
-            r = admin.create_topics(&names, ct.partitions, ct.replication_factor, ADMIN_TIMEOUT) => r,
-            _ = self.abort.cancelled() => return,
-        };
-        if let Ok(ready) = created {
-            info!(
-                requested = names.len(),
-                ready = ready.len(),
-                partitions = ct.partitions,
-                replication_factor = ct.replication_factor,
-                "Kafka topics ready."
-            );
-            for t in ready {
-                self.topics.insert(t, TopicStatus::Ready);
-            }
-        }
-    }
-
-    /// Create `topic` once (with `create_topics`), remembering the outcome.
-    async fn ensure_topic(&mut self, topic: &str) -> Ensure {
-        match self.topics.get(topic) {
-            Some(TopicStatus::Ready) => return Ensure::Ready,
-            Some(TopicStatus::Failed(at, reason)) if at.elapsed() < CREATE_FAILED_RETRY => {
-                return Ensure::Failed(reason.clone());
-            }
-            _ => {}
-        }
-        let (Some(admin), Some(ct)) = (&self.admin, self.config.create_topics) else {
-            return Ensure::Ready;
-        };
-        let created = tokio::select! {
-            r = admin.create_topic(topic, ct.partitions, ct.replication_factor, ADMIN_TIMEOUT) => r,
-            _ = self.abort.cancelled() => return Ensure::Later(Duration::ZERO),
-        };
-        match created {
-            Ok(()) => {
-                info!(
-                    topic,
-                    partitions = ct.partitions,
-                    replication_factor = ct.replication_factor,
-                    "Kafka topic ready."
-                );
-                self.topics.insert(topic.to_owned(), TopicStatus::Ready);
-                self.create_backoff = RESEND_BACKOFF;
-                Ensure::Ready
-            }
-            Err(e) if e.permanent => {
-                self.topics.insert(
-                    topic.to_owned(),
-                    TopicStatus::Failed(Instant::now(), e.reason.clone()),
-                );
-                Ensure::Failed(format!("cannot create topic: {}", e.reason))
-            }
-            Err(e) => {
-                let wait = self.create_backoff;
-                self.create_backoff = (wait * 2).min(MAX_BACKOFF);
-                warn!(topic, reason = %e.reason, retry_in_secs = wait.as_secs(), "Cannot create Kafka topic yet; holding its events.");
-                Ensure::Later(wait)
-            }
-        }
-    }
-
     /// Encode, apply the size policy, and enqueue one event.
     fn send_event(&mut self, e: &Event, state: &Arc<InFlight>) -> Sent {
         let partition = match &self.partition_template {
@@ -565,138 +450,6 @@ impl KafkaSink {
                 }
             },
         }
-    }
-
-    fn advance_resend(
-        &mut self,
-        records: Vec<OwnedRecord>,
-        state: Arc<InFlight>,
-        mut next: usize,
-    ) -> Advance {
-        while next < records.len() {
-            let r = &records[next];
-            let record = Record {
-                topic: &r.topic,
-                key: r.key.as_deref(),
-                payload: &r.payload,
-                timestamp_ms: r.timestamp_ms,
-                // An explicit partition stays; otherwise the partitioner chooses again.
-                partition: r.partition.filter(|_| self.partition_template.is_some()),
-            };
-            match self.producer.send(record, state.clone()) {
-                Ok(()) => next += 1,
-                Err(f) if f.is_queue_full() => {
-                    return Advance::Blocked(
-                        Job::Resend {
-                            records,
-                            state,
-                            next,
-                        },
-                        QUEUE_FULL_WAIT,
-                    );
-                }
-                Err(f) if f.class() == FailureClass::Retriable => {
-                    return Advance::Blocked(
-                        Job::Resend {
-                            records,
-                            state,
-                            next,
-                        },
-                        RESEND_BACKOFF,
-                    );
-                }
-                Err(f) => {
-                    self.shared.log_permanent(&r.topic, &f, 1);
-                    if f.is_record_specific() {
-                        state.reject(1);
-                    } else {
-                        state.fail(1);
-                    }
-                    next += 1;
-                }
-            }
-        }
-        state.release(1);
-        Advance::Done
-    }
-
-    /// Take a returned batch's failed records for resending. Topics are looked up
-    /// first: one the cluster says does not exist fails for good (or is created,
-    /// with `create_topics`) instead of timing out again and again.
-    async fn prepare_resend(&mut self, state: Arc<InFlight>) -> Option<Job> {
-        let mut records = std::mem::take(&mut *state.lock_resend());
-        let topics: HashSet<String> = records.iter().map(|r| r.topic.clone()).collect();
-        for topic in topics {
-            let producer = self.producer.clone();
-            let t = topic.clone();
-            let lookup = tokio::task::spawn_blocking(move || {
-                producer.topic_state_blocking(&t, ADMIN_TIMEOUT)
-            });
-            let answer = tokio::select! {
-                r = lookup => r.unwrap_or_else(|e| Err(e.to_string())),
-                _ = self.abort.cancelled() => Err("stopping".into()),
-            };
-            if answer != Ok(TopicState::Missing) {
-                // Exists, or no answer (broker down): librdkafka queues them again.
-                continue;
-            }
-            self.topics.remove(&topic);
-            if self.last_topic == topic {
-                self.last_topic.clear();
-            }
-            let refused = match self.ensure_topic(&topic).await {
-                Ensure::Ready if self.admin.is_some() => None,
-                Ensure::Ready => {
-                    Some("topic does not exist and create_topics is not set".to_owned())
-                }
-                Ensure::Failed(reason) => Some(reason),
-                // Creation failed for now: resend; a missing topic times out again.
-                Ensure::Later(_) => None,
-            };
-            if let Some(reason) = refused {
-                let before = records.len();
-                records.retain(|r| r.topic != topic);
-                let n = before - records.len();
-                self.shared.log_permanent(&topic, &reason, n);
-                state.rejected.fetch_add(n, Ordering::Relaxed);
-            }
-        }
-        if records.is_empty() {
-            state.remaining.fetch_add(1, Ordering::AcqRel);
-            state.release(1);
-            return None;
-        }
-        state
-            .remaining
-            .fetch_add(records.len() + 1, Ordering::AcqRel);
-        Some(Job::Resend {
-            records,
-            state,
-            next: 0,
-        })
-    }
-
-    /// Log whether the cluster answers, without holding up the sink.
-    fn spawn_probe(&self) {
-        let producer = self.producer.clone();
-        let brokers = self.config.brokers.clone();
-        let client = self.shared.client.clone();
-        let task = async move {
-            let answer =
-                tokio::task::spawn_blocking(move || producer.probe_blocking(PROBE_TIMEOUT)).await;
-            match answer {
-                Ok(Ok(n)) => {
-                    info!(brokers = %brokers, cluster_brokers = n, "Kafka cluster reachable.")
-                }
-                Ok(Err(e)) => {
-                    if !client.brokers_down() {
-                        warn!(brokers = %brokers, error = %e, "Kafka brokers unreachable at start; events queue until they answer.");
-                    }
-                }
-                Err(_) => {}
-            }
-        };
-        tokio::spawn(task.instrument(tracing::Span::current()));
     }
 
     /// Everything was delivered or failed: release the client off the runtime.
