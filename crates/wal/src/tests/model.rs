@@ -261,9 +261,9 @@ proptest! {
             && header[6..8].iter().all(u8::is_ascii_digit)
             && header[6..8] != *b"01"
         {
-            let err = Wal::open_storage(Box::new(st.clone()), small_opts(Fsync::Always))
-                .err()
-                .expect("another version is refused");
+            let Err(err) = Wal::open_storage(Box::new(st.clone()), small_opts(Fsync::Always)) else {
+                panic!("another version must be refused");
+            };
             let err = format!("{err:?}");
             prop_assert!(err.contains("unknown to this build"), "{}", err);
             let mut after = Vec::new();
