@@ -7,7 +7,7 @@
 use std::collections::BTreeMap;
 use std::fmt::Write;
 
-use crate::buffer::{Acknowledgements, WhenFull};
+use crate::buffer::Acknowledgements;
 use crate::config::{BufferConfig, BufferKind, Config};
 
 /// One consumer of a producer: `(port, family, consumer name)`.
@@ -52,14 +52,6 @@ impl<'c> Edges<'c> {
     }
 }
 
-fn when_full(w: WhenFull) -> &'static str {
-    match w {
-        WhenFull::Block => "block",
-        WhenFull::DropNewest => "drop_newest",
-        WhenFull::DropOldest => "drop_oldest",
-    }
-}
-
 fn acks(a: Acknowledgements) -> &'static str {
     match a {
         Acknowledgements::EndToEnd => "end_to_end",
@@ -74,7 +66,7 @@ fn buffer(b: &BufferConfig) -> String {
             "memory buffer {} events, {} MiB, {}",
             b.max_events,
             b.max_bytes() >> 20,
-            when_full(b.when_full)
+            b.when_full.name()
         ),
         BufferKind::Disk => format!(
             "disk buffer {} MiB, fsync {}, {}",
@@ -84,7 +76,7 @@ fn buffer(b: &BufferConfig) -> String {
                 crate::buffer::FsyncPolicy::Interval =>
                     format!("interval {} ms", b.fsync_interval_ms),
             },
-            when_full(b.when_full)
+            b.when_full.name()
         ),
     }
 }
