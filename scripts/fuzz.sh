@@ -3,7 +3,8 @@
 #   scripts/fuzz.sh [SECONDS] [TARGET...]   (default 60 s each; all targets)
 # forward_decode is seeded with the forward protocol test vectors, syslog_parse and
 # syslog_framing with the syslog corpus lines (testdata/syslog/corpus.jsonl),
-# cri_line with a few CRI container log lines (full, partial, malformed). Every
+# cri_line with a few CRI container log lines (full, partial, malformed), wal_scan
+# with a WAL segment, disk_codec with a few disk buffer record payloads. Every
 # crash found becomes a named unit test in crates/proto. cargo-fuzz needs nightly
 # compiler flags (sanitizers, -Z options): the machine's one stable toolchain
 # accepts them with RUSTC_BOOTSTRAP=1, so a fresh machine fuzzes without fetching a
@@ -14,13 +15,19 @@ export PATH="$HOME/.cargo/bin:$PATH"
 secs=${1:-60}
 shift || true
 targets=("$@")
-[ ${#targets[@]} -gt 0 ] || targets=(forward_decode syslog_parse syslog_framing cri_line wal_scan)
+[ ${#targets[@]} -gt 0 ] || targets=(forward_decode syslog_parse syslog_framing cri_line wal_scan disk_codec)
 command -v cargo-fuzz >/dev/null 2>&1 || cargo install cargo-fuzz --locked --quiet
 work=$(mktemp -d); trap 'rm -rf "$work"' EXIT
-mkdir -p "$work/forward" "$work/syslog" "$work/cri" "$work/wal"
+mkdir -p "$work/forward" "$work/syslog" "$work/cri" "$work/wal" "$work/codec"
 # A WAL segment of five records (crates/wal/testdata) seeds wal_scan.
 find crates/wal/testdata -name '*.seg' -exec cp {} "$work/wal"/ \; 2>/dev/null || true
 printf 'SLWSEG01' >"$work/wal/header-only"
+# Disk buffer record payloads (codec version 1): one event; two sharing tag and
+# source; one with tenant and bucket.
+ev='\x00\x00\x00\x00\x00\x00\x00\x00\x00\x05hello\x03app\x01p'
+printf "\x01\x01\x00\x00\x00$ev" >"$work/codec/one"
+printf "\x01\x02\x00\x00\x00$ev\x03\x01\x00\x00\x00\x00\x00\x00\x00\x02hi" >"$work/codec/same"
+printf '\x01\x01\x00\x00\x00\x14\x00\x00\x00\x00\x00\x00\x00\x00\x01x\x01t\x01s\x02c1\x07' >"$work/codec/tenant"
 printf '2024-01-01T00:00:00.000000000Z stdout F hello world\n' >"$work/cri/full"
 printf '2024-01-01T00:00:00.123456789+02:00 stderr P part one\n' >"$work/cri/partial"
 printf '2024-01-01T00:00:00Z stdout F\n' >"$work/cri/empty"
@@ -35,7 +42,7 @@ for i, line in enumerate(open("testdata/syslog/corpus.jsonl", encoding="utf-8"))
 PY
 cd fuzz
 for t in "${targets[@]}"; do
-  case $t in forward_*) corpus=$work/forward ;; cri_*) corpus=$work/cri ;; wal_*) corpus=$work/wal ;; *) corpus=$work/syslog ;; esac
+  case $t in forward_*) corpus=$work/forward ;; disk_*) corpus=$work/codec ;; cri_*) corpus=$work/cri ;; wal_*) corpus=$work/wal ;; *) corpus=$work/syslog ;; esac
   echo "fuzz: $t for ${secs}s"
   CARGO_TARGET_DIR="${CARGO_TARGET_DIR:-/var/tmp/sluice-target}/fuzz" \
     RUSTC_BOOTSTRAP=1 cargo fuzz run "$t" "$corpus" -- -max_total_time="$secs" -rss_limit_mb=2048 -print_final_stats=1 2>&1 | tail -15

@@ -111,6 +111,31 @@ fn unblock_sink(dir: &Path) {
     std::fs::remove_dir(dir.join("out.log")).unwrap();
 }
 
+/// Wait until source `id` made `n` events (read from `/metrics`; the config
+/// needs `[api] address = "127.0.0.1:0"`).
+fn wait_source_read(d: &Daemon, id: &str, n: u64) {
+    use crate::api::{api_addr, get};
+    let addr = api_addr(d);
+    let name = "sluice_component_received_events_total";
+    let pattern = format!("component_id=\"{id}\"");
+    let mut seen = 0;
+    wait_until(
+        Duration::from_secs(60),
+        "the source to read every line",
+        || {
+            let (_, body) = get(addr, "/metrics");
+            seen = body
+                .lines()
+                .find(|l| l.starts_with(name) && l.contains(&pattern))
+                .and_then(|l| l.rsplit(' ').next())
+                .and_then(|v| v.parse::<f64>().ok())
+                .unwrap_or(0.0) as u64;
+            seen >= n
+        },
+    );
+    assert_eq!(seen, n, "the source made more events than lines sent");
+}
+
 fn wait_lines(dir: &Path, n: u64, within: Duration, d: &Daemon) {
     let out = dir.join("out.log");
     let deadline = Instant::now() + within;
@@ -168,7 +193,8 @@ fn store_on_failure_delivers_the_backlog_in_order_when_the_sink_recovers() {
     wait_until(Duration::from_secs(30), "the sink to fail", || {
         d.stderr().contains("Writing failed")
     });
-    std::thread::sleep(Duration::from_millis(300));
+    // A failed batch is retried from the buffer: once the sink works again the
+    // retry is a redelivery, counted below.
     unblock_sink(dir.path());
     feed(dir.path(), N, 2 * N);
     wait_lines(dir.path(), 2 * N, Duration::from_secs(60), &d);
@@ -193,11 +219,13 @@ fn overflow(policy: &str) -> (Vec<u64>, u64, u64) {
     let dir = tempfile::tempdir().unwrap();
     block_sink(dir.path());
     let cfg = config(&format!("max_bytes = 1048576\nwhen_full = \"{policy}\""));
+    let cfg = format!("{cfg}\n[api]\naddress = \"127.0.0.1:0\"\n");
     let mut d = Daemon::start(dir.path(), &cfg);
     feed(dir.path(), 0, N);
-    // Every line was read (the FIFO is drained) once the source is idle; give
-    // the buffer thread time to apply the policy to the last batches.
-    std::thread::sleep(Duration::from_millis(500));
+    // The stop lets a source finish the read in hand and hands it to the
+    // buffer: once the source made every line an event, all of them meet the
+    // policy before the buffer closes.
+    wait_source_read(&d, "p", N);
     assert!(d.stop().success(), "{}", d.stderr());
     let first = d.stderr();
     let dropped_first = closed_counter(&first, "dropped_events");
@@ -614,11 +642,14 @@ fn kafka_overflow(policy: &str) {
         type = "disk"
         max_bytes = 1048576
         when_full = "{policy}"
+        [api]
+        address = "127.0.0.1:0"
         "#
     );
     let mut d = Daemon::start(dir.path(), &cfg);
     feed(dir.path(), 0, N);
-    std::thread::sleep(Duration::from_secs(1));
+    // Every line met the full buffer before the broker comes.
+    wait_source_read(&d, "p", N);
     let mut broker = Broker::new(&kafka, port);
     broker.start_process();
     let bdir = buffer_dir(dir.path());

@@ -172,25 +172,29 @@ fn logrotate_bin() -> &'static str {
 
 /// A writer appending `w-N` lines to `path` in bursts until `stop`; returns
 /// how many it wrote. With `reopen`, it reopens the path when its inode changed
-/// (an application reacting to rotation, a little late as real ones are).
+/// (an application reacting to rotation, a little late as real ones are). It
+/// reopens only a file that exists (as an application told by logrotate's
+/// postrotate does): creating it itself would race logrotate's own `create`,
+/// which then fails with "File exists".
 fn writer(path: PathBuf, reopen: bool, stop: Arc<AtomicBool>) -> std::thread::JoinHandle<u64> {
     std::thread::spawn(move || {
-        let open = || {
-            std::fs::OpenOptions::new()
-                .append(true)
-                .create(true)
-                .open(&path)
-                .unwrap()
-        };
-        let mut f = open();
+        let mut f = std::fs::OpenOptions::new()
+            .append(true)
+            .create(true)
+            .open(&path)
+            .unwrap();
         let mut ino = f.metadata().unwrap().ino();
         let mut i = 0;
         while !stop.load(Ordering::Acquire) {
             f.write_all(numbered("w", i..i + 200).as_bytes()).unwrap();
             i += 200;
             if reopen && std::fs::metadata(&path).map(|m| m.ino()).ok() != Some(ino) {
-                f = open();
-                ino = f.metadata().unwrap().ino();
+                // Renamed away and not created yet: go on writing to the old
+                // file and look again after the next burst.
+                if let Ok(g) = std::fs::OpenOptions::new().append(true).open(&path) {
+                    ino = g.metadata().unwrap().ino();
+                    f = g;
+                }
             }
             // Pace: about 20 bursts per rotation period.
             std::thread::sleep(Duration::from_millis(5));

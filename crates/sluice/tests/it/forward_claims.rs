@@ -1,8 +1,9 @@
 //! Claims of docs/sources/forward.md and docs/operations.md that had no test: a
 //! connection with 16 chunks awaiting their ack leaves the 17th in the socket, and
-//! a second stop signal exits at once while the first waits for a stalled sink.
+//! a second stop signal exits at once while the first waits for a stalled sink, and
+//! a client that never reads its acks is closed after `ack_write_timeout_secs`.
 
-use std::io::Write;
+use std::io::{ErrorKind, Read, Write};
 use std::net::SocketAddr;
 use std::time::{Duration, Instant};
 
@@ -116,4 +117,82 @@ fn a_second_sigterm_exits_at_once() {
         "{}",
         fw.d.stderr()
     );
+}
+
+/// A client that sends chunk after chunk and never reads an ack: its receive
+/// window (shrunk to the minimum) and the daemon's send buffer fill with acks,
+/// an ack write stalls, and after `ack_write_timeout_secs` (1 s here) the daemon
+/// closes the connection, counts an error and says why.
+#[test]
+fn a_client_that_never_reads_its_acks_is_closed() {
+    let mut fw = crate::forward::Fw::with_sinks(
+        "limits = { ack_write_timeout_secs = 1 }\n[api]\naddress = \"127.0.0.1:0\"",
+        "[sinks.out]\ntype = \"null\"\ninputs = [\"fw\"]\n",
+    );
+    let api = api_addr(&fw.d);
+    // The smallest receive buffer, set before connecting so the window offered
+    // at the handshake is small too.
+    let sock = socket2::Socket::new(socket2::Domain::IPV4, socket2::Type::STREAM, None).unwrap();
+    sock.set_recv_buffer_size(1).unwrap();
+    sock.connect(&fw.addr.into()).unwrap();
+    let mut s: std::net::TcpStream = sock.into();
+    s.set_write_timeout(Some(Duration::from_millis(200)))
+        .unwrap();
+    // Long chunk ids make long acks: the buffers fill after a few thousand.
+    let pad = "x".repeat(200);
+    let closed_line = "Client does not read its acks; connection closed.";
+    let started = Instant::now();
+    let (mut sent, mut request, mut at) = (0u64, Vec::new(), 0);
+    let mut refused = false;
+    while !fw.d.stderr().contains(closed_line) {
+        assert!(
+            started.elapsed() < Duration::from_secs(120),
+            "still open after {sent} chunks:\n{}",
+            fw.d.stderr()
+        );
+        if at == request.len() {
+            request = packed("deaf", "deaf", 1, Some(&format!("{pad}-{sent}")));
+            at = 0;
+            sent += 1;
+        }
+        // Partial writes resume where they stopped: the stream stays well framed.
+        match s.write(&request[at..]) {
+            Ok(n) => at += n,
+            // The daemon stopped reading: its window of chunks waits on acks.
+            Err(e) if matches!(e.kind(), ErrorKind::WouldBlock | ErrorKind::TimedOut) => {}
+            Err(_) => {
+                refused = true;
+                break;
+            }
+        }
+    }
+    wait_until(Duration::from_secs(20), "the close to be logged", || {
+        fw.d.stderr().contains(closed_line)
+    });
+    // The connection is gone: what acks were sent can still be read, then EOF
+    // or a reset, never a read that waits.
+    s.set_read_timeout(Some(Duration::from_secs(20))).unwrap();
+    let mut sink = Vec::new();
+    match s.read_to_end(&mut sink) {
+        Ok(_) => {}
+        Err(e) => assert!(
+            !matches!(e.kind(), ErrorKind::WouldBlock | ErrorKind::TimedOut),
+            "the connection is still open (sent {sent}, refused {refused})"
+        ),
+    }
+    let (_, text) = get(api, "/metrics");
+    assert!(
+        metric(&text, "sluice_component_errors", "fw").unwrap_or(0.0) >= 1.0,
+        "the close is counted:\n{text}"
+    );
+    // The daemon goes on serving others.
+    let mut other = crate::forward::connect(fw.addr);
+    other
+        .write_all(&packed("ok", "ok", 1, Some("other")))
+        .unwrap();
+    let ack = crate::forward::ack_bytes("other");
+    let mut got = vec![0; ack.len()];
+    other.read_exact(&mut got).unwrap();
+    assert_eq!(got, ack);
+    assert!(fw.d.stop().success(), "{}", fw.d.stderr());
 }

@@ -10,7 +10,7 @@
 //! that was already read (sent in the same segment as the ones before it) waits
 //! decoded for its slot. The writer awaits each ack receiver in turn and writes the
 //! ack only on `Delivered`; on any other outcome, a write error or a write that does
-//! not finish within [`WRITE_TIMEOUT`], it closes the connection (the client then
+//! not finish within `ack_write_timeout_secs`, it closes the connection (the client then
 //! resends what it has not seen acknowledged).
 //!
 //! The connection slot (a `max_connections` permit) is held until the writer is
@@ -42,9 +42,6 @@ use crate::metrics::Counters;
 /// request beyond this waits in the socket, so a connection holds at most this many
 /// batches in the pipeline.
 pub(crate) const MAX_INFLIGHT_CHUNKS: usize = 16;
-/// A write (HELO, PONG, an ack) that does not complete in this long closes the
-/// connection: the peer is not reading.
-const WRITE_TIMEOUT: Duration = Duration::from_secs(30);
 /// TLS handshakes must finish within this (or the idle timeout, if shorter).
 const TLS_HANDSHAKE_TIMEOUT: Duration = Duration::from_secs(10);
 /// Read buffer of an idle connection: small, so thousands of them cost little.
@@ -590,7 +587,7 @@ impl Writer {
                 },
                 Reply::Close => break,
             };
-            match tokio::time::timeout(WRITE_TIMEOUT, wr.write_all(&bytes)).await {
+            match tokio::time::timeout(self.common.write_timeout, wr.write_all(&bytes)).await {
                 Ok(Ok(())) => {}
                 Ok(Err(e)) => {
                     debug!(error = %e, "Write failed; connection closed.");
@@ -599,7 +596,7 @@ impl Writer {
                 Err(_) => {
                     Counters::add(&self.common.counters.errors, 1);
                     if let Some(suppressed) = self.common.log_limit.allow() {
-                        warn!(peer = %self.peer, timeout_secs = WRITE_TIMEOUT.as_secs(), suppressed,
+                        warn!(peer = %self.peer, timeout_secs = self.common.write_timeout.as_secs(), suppressed,
                             "Client does not read its acks; connection closed.");
                     }
                     break;

@@ -101,6 +101,10 @@ pub struct ForwardLimits {
     /// sinks' buffers) across all connections, in bytes.
     #[serde(default = "default_max_pending_bytes")]
     pub max_pending_bytes: usize,
+    /// An ack (or HELO/PONG) write that does not finish this long closes the
+    /// connection: the client does not read its acks.
+    #[serde(default = "default_ack_write_timeout_secs")]
+    pub ack_write_timeout_secs: u64,
 }
 
 impl Default for ForwardLimits {
@@ -112,6 +116,7 @@ impl Default for ForwardLimits {
             max_connections: default_max_connections(),
             idle_timeout_secs: default_idle_timeout_secs(),
             max_pending_bytes: default_max_pending_bytes(),
+            ack_write_timeout_secs: default_ack_write_timeout_secs(),
         }
     }
 }
@@ -130,6 +135,9 @@ fn default_max_connections() -> usize {
 }
 fn default_idle_timeout_secs() -> u64 {
     300
+}
+fn default_ack_write_timeout_secs() -> u64 {
+    30
 }
 fn default_max_pending_bytes() -> usize {
     256 << 20
@@ -210,6 +218,9 @@ impl Validate for ForwardSourceConfig {
         if l.idle_timeout_secs == 0 {
             v.error("limits", "idle_timeout_secs must be at least 1");
         }
+        if l.ack_write_timeout_secs == 0 {
+            v.error("limits", "ack_write_timeout_secs must be at least 1");
+        }
         // One request of max_frame_bytes plus one read must fit the budget.
         let least = l.max_frame_bytes.saturating_add(conn::MAX_READ);
         if l.max_pending_bytes < least {
@@ -264,6 +275,8 @@ pub(crate) struct Common {
     pub stats: Stats,
     pub log_limit: BurstLimit,
     pub counters: Arc<Counters>,
+    /// `ack_write_timeout_secs`.
+    pub write_timeout: Duration,
 }
 
 /// Binds TCP (backlog 1024, SO_REUSEADDR so a restart is not refused while old
@@ -359,6 +372,7 @@ pub(super) async fn build(
             stats: Stats::default(),
             log_limit: BurstLimit::new(),
             counters: cx.counters.clone(),
+            write_timeout: Duration::from_secs(l.ack_write_timeout_secs),
         }),
         cx,
     });
