@@ -1,6 +1,7 @@
 #!/usr/bin/env bash
 # Runs every fuzz target (cargo-fuzz, libFuzzer) for
 #   scripts/fuzz.sh [SECONDS] [TARGET...]   (default 60 s each; all targets)
+# FUZZ_CORPUS=DIR keeps the corpora between runs (the long runs in docs/performance.md).
 # forward_decode is seeded with the forward protocol test vectors, syslog_parse and
 # syslog_framing with the syslog corpus lines (testdata/syslog/corpus.jsonl),
 # cri_line with a few CRI container log lines (full, partial, malformed), wal_scan
@@ -43,6 +44,13 @@ PY
 cd fuzz
 for t in "${targets[@]}"; do
   case $t in forward_*) corpus=$work/forward ;; disk_*) corpus=$work/codec ;; cri_*) corpus=$work/cri ;; wal_*) corpus=$work/wal ;; *) corpus=$work/syslog ;; esac
+  # FUZZ_CORPUS=DIR keeps each target's corpus in DIR/TARGET across runs (long
+  # runs resume where they stopped); the seeds above are added to it.
+  if [ -n "${FUZZ_CORPUS:-}" ]; then
+    mkdir -p "$FUZZ_CORPUS/$t"
+    cp -n "$corpus"/* "$FUZZ_CORPUS/$t"/ 2>/dev/null || true
+    corpus=$FUZZ_CORPUS/$t
+  fi
   echo "fuzz: $t for ${secs}s"
   CARGO_TARGET_DIR="${CARGO_TARGET_DIR:-/var/tmp/sluice-target}/fuzz" \
     RUSTC_BOOTSTRAP=1 cargo fuzz run "$t" "$corpus" -- -max_total_time="$secs" -rss_limit_mb=2048 -print_final_stats=1 2>&1 | tail -15
