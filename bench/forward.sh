@@ -12,6 +12,10 @@
 #
 #   bench/forward.sh                     # 3,000,000 events per run
 #   EVENTS=1000000 WINDOW=1 bench/forward.sh
+#   KAFKA=1 bench/forward.sh             # also forward→kafka: a local Apache Kafka
+#         broker (bench/lib/kafka.sh), a fresh topic of KAFKA_PARTITIONS (default 1)
+#         per run, lz4, linger 50 ms, acks all + idempotence; each chunk is acked
+#         only once the broker confirmed all of its records
 #   COMPARE_BIN=/path/to/other/sluice ROUNDS=3 bench/forward.sh
 #         only forward→null acked, ROUNDS times, this build then the other one
 #         back to back in each round (same load), with the ratio per round
@@ -40,6 +44,7 @@ WORK=$(mktemp -d)
 PID=""
 cleanup() {
   [ -n "$PID" ] && kill "$PID" 2>/dev/null || true
+  [ -n "${KAFKA:-}" ] && stop_kafka
   rm -rf "$WORK"
 }
 trap cleanup EXIT
@@ -110,6 +115,31 @@ if [ -n "${COMPARE_BIN:-}" ]; then
   exit 0
 fi
 run "forward→null" "$NULL_SINK"
+if [ -n "${KAFKA:-}" ]; then
+  # shellcheck source=bench/lib/kafka.sh
+  . "$ROOT/bench/lib/kafka.sh"
+  start_kafka
+  for mode in acked stream; do
+    topic="fwbench-$mode-$RANDOM"
+    kafka_topic "$topic" "${KAFKA_PARTITIONS:-1}"
+    start_sluice "[sinks.out]
+type = \"kafka\"
+inputs = [\"fw\"]
+brokers = \"127.0.0.1:$KAFKA_PORT\"
+topic = \"$topic\"
+compression = \"lz4\"
+acks = \"all\"
+[sinks.out.librdkafka]
+\"linger.ms\" = \"50\"
+\"batch.num.messages\" = \"10000\"
+\"queue.buffering.max.messages\" = \"1000000\""
+    flags="--per-frame $PER_FRAME --window $WINDOW"
+    [ "$mode" = stream ] && flags="$flags --no-ack"
+    printf '%-14s %-7s ' "forward→kafka" "$mode"
+    "$LOAD" send "$ADDR" "$EVENTS" $flags
+    stop_sluice
+  done
+fi
 run "forward→file" "[sinks.out]
 type = \"file\"
 inputs = [\"fw\"]

@@ -26,6 +26,8 @@ command -v cmake >/dev/null 2>&1 || need_apt+=(cmake)
 [ -e /usr/include/openssl/ssl.h ] || need_apt+=(libssl-dev)
 command -v pkg-config >/dev/null 2>&1 || need_apt+=(pkg-config)
 [ -x /usr/bin/time ] || need_apt+=(time)
+# The syslog source's named time zones (timezone = "Europe/Paris") read the tz database.
+[ -e /usr/share/zoneinfo/Europe/Paris ] || need_apt+=(tzdata)
 # Apache Kafka runs on Java 17 and is fetched by Maven; kcat is a tenant bundle's client.
 command -v java >/dev/null 2>&1 || need_apt+=(openjdk-17-jre-headless)
 command -v mvn >/dev/null 2>&1 || need_apt+=(maven)

@@ -10,6 +10,9 @@
 //!
 //! `--raw` sends no chunk at all and just closes (for the baseline sink).
 //!
+//! `forward-load syslog ADDR MESSAGES [--conns K] [--octet]`: syslog over TCP
+//! (`bench/syslog.sh`), see `syslog.rs`.
+//!
 //! `forward-load sink ADDR OUT` is the baseline: accept one connection and copy
 //! it to OUT (a file, or /dev/null) without decoding; prints the bytes and time.
 
@@ -22,6 +25,8 @@ use bytes::BytesMut;
 use proto::forward::{Compression, EventTime, PackedForwardBuilder, Response, ResponseDecoder};
 use rmpv::Value;
 
+mod syslog;
+
 const CHUNK_LEN: usize = 24;
 
 fn main() {
@@ -29,6 +34,7 @@ fn main() {
     match args.get(1).map(String::as_str) {
         Some("send") => send(&args[2..]),
         Some("sink") => sink(&args[2], &args[3]),
+        Some("syslog") => syslog::run(&args[2..]),
         _ => {
             eprintln!(
                 "usage: forward-load send ADDR EVENTS [options] | forward-load sink ADDR OUT"
@@ -38,7 +44,7 @@ fn main() {
     }
 }
 
-fn opt(args: &[String], name: &str, default: usize) -> usize {
+pub(crate) fn opt(args: &[String], name: &str, default: usize) -> usize {
     args.iter()
         .position(|a| a == name)
         .and_then(|i| args.get(i + 1))

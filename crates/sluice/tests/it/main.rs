@@ -34,6 +34,7 @@ mod routes;
 mod service;
 mod syslog;
 mod syslog_encoding;
+mod syslog_limits;
 mod tenant_accounting;
 mod tenant_acl;
 mod tls_proxy;

@@ -7,16 +7,23 @@
 //! `max_message_bytes` is cut by the kernel to the room offered (one byte more than
 //! the limit, to notice) and counted as truncated.
 //!
-//! Loss is made visible: UDP datagrams the kernel dropped for a full receive buffer
-//! (`RcvbufErrors` in `/proc/net/snmp`, machine-wide) while the source ran are
-//! logged when it stops.
+//! With `udp_threads = N`, N UDP sockets share the address (`SO_REUSEPORT`: the
+//! kernel spreads senders over them by address hash), each with its own receive
+//! loop on the runtime's worker threads.
+//!
+//! Loss is made visible: the datagrams the kernel dropped because a socket's
+//! receive buffer was full (the `drops` column of `/proc/net/udp`, per socket)
+//! are added to the source's discarded count about once a second and at the
+//! stop, and logged with a hint to raise `receive_buffer_bytes`.
 
 use std::sync::Arc;
+use std::time::Duration;
 
 use bytes::BytesMut;
 use tokio::net::{UdpSocket, UnixDatagram};
 use tracing::{info, warn};
 
+use super::udp::KernelDrops;
 use super::{Shared, SocketFile, SyslogMode, SyslogSourceConfig};
 use crate::ack::AckToken;
 use crate::event::{EventBatch, Origin};
@@ -27,7 +34,8 @@ use crate::topology::{ComponentError, Task};
 pub(crate) const MAX_BATCH: usize = 1024;
 
 enum Socket {
-    Udp(UdpSocket),
+    /// With its kernel drop counter (`None` when /proc/net/udp does not list it).
+    Udp(UdpSocket, Option<KernelDrops>),
     Unix(UnixDatagram, SocketFile),
 }
 
@@ -35,22 +43,18 @@ pub(super) async fn build(
     config: &SyslogSourceConfig,
     shared: Arc<Shared>,
 ) -> Result<Task, ComponentError> {
-    let socket = match (config.mode, &config.address, &config.path) {
+    let sockets = match (config.mode, &config.address, &config.path) {
         (SyslogMode::Udp, Some(a), _) => {
             let addr: std::net::SocketAddr = a
                 .parse()
                 .map_err(|_| ComponentError::Other(format!("invalid address {a}")))?;
-            let std = std::net::UdpSocket::bind(addr)
-                .map_err(|e| ComponentError::io(format!("binding {addr}"), e))?;
-            if let Some(bytes) = config.receive_buffer_bytes {
-                set_receive_buffer(&std, bytes)?;
-            }
-            std.set_nonblocking(true)
-                .map_err(|e| ComponentError::io("setting non-blocking", e))?;
-            Socket::Udp(
-                UdpSocket::from_std(std)
-                    .map_err(|e| ComponentError::io(format!("registering {addr}"), e))?,
-            )
+            super::udp::bind(addr, config.udp_threads, config.receive_buffer_bytes)?
+                .into_iter()
+                .map(|s| {
+                    let drops = KernelDrops::of(&s);
+                    Socket::Udp(s, drops)
+                })
+                .collect()
         }
         (SyslogMode::UnixDgram, _, Some(p)) => {
             super::clear_socket_path(p)?;
@@ -61,7 +65,7 @@ pub(super) async fn build(
                 set_receive_buffer(&s, bytes)?;
             }
             super::open_socket_mode(p)?;
-            Socket::Unix(s, file)
+            vec![Socket::Unix(s, file)]
         }
         _ => {
             return Err(ComponentError::Other(
@@ -69,30 +73,55 @@ pub(super) async fn build(
             ));
         }
     };
-    Ok(Box::pin(run(shared, socket)))
+    Ok(Box::pin(run_all(shared, sockets)))
 }
 
-async fn run(shared: Arc<Shared>, socket: Socket) -> Result<(), ComponentError> {
+/// One receive loop per socket: the first in this task, the others spawned on
+/// the runtime (in parallel on its worker threads); all end at the stop.
+async fn run_all(shared: Arc<Shared>, mut sockets: Vec<Socket>) -> Result<(), ComponentError> {
+    let first = sockets.remove(0);
+    let mut others = tokio::task::JoinSet::new();
+    for (i, socket) in sockets.into_iter().enumerate() {
+        others.spawn(run(shared.clone(), socket, i + 1));
+    }
+    let mut result = run(shared, first, 0).await;
+    while let Some(r) = others.join_next().await {
+        let r = r.map_err(|e| ComponentError::Other(format!("a UDP receive loop failed: {e}")))?;
+        if result.is_ok() {
+            result = r;
+        }
+    }
+    result
+}
+
+async fn run(shared: Arc<Shared>, mut socket: Socket, index: usize) -> Result<(), ComponentError> {
     match &socket {
-        Socket::Udp(s) => {
+        Socket::Udp(s, _) => {
             let local = s
                 .local_addr()
                 .map_err(|e| ComponentError::io("reading the bound address", e))?;
-            info!(address = %local, "Syslog source listening (udp).");
+            if index == 0 {
+                info!(address = %local, "Syslog source listening (udp).");
+            }
         }
         Socket::Unix(_, f) => info!(path = %f.0.display(), "Syslog source listening (unix_dgram)."),
     }
-    let kernel_drops_before = udp_rcvbuf_errors();
     let cx = &shared.cx;
     let room = shared.max_message_bytes + 1;
     let mut buf = BytesMut::new();
     // The last peer's origin, reused while datagrams keep coming from it.
     let mut last: Option<(std::net::SocketAddr, Arc<Origin>)> = None;
+    let mut tick = tokio::time::interval(Duration::from_secs(1));
+    tick.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
     loop {
         buf.reserve(room);
         let first = tokio::select! {
             biased;
             _ = cx.shutdown.cancelled() => break,
+            _ = tick.tick() => {
+                count_kernel_drops(&mut socket, &shared);
+                continue;
+            }
             r = recv(&socket, &mut buf, true) => r,
         };
         let mut batch = shared.mapper.batch(8);
@@ -145,26 +174,55 @@ async fn run(shared: Arc<Shared>, socket: Socket) -> Result<(), ComponentError> 
         if !events.is_empty() {
             Counters::add(&cx.counters.events_in, events.len());
             Counters::add(&cx.counters.events_out, events.len());
-            cx.out.send(EventBatch::new(events, AckToken::none())).await;
+            // A full pipeline holds the loop here while the kernel drops what
+            // overflows the socket: keep counting those drops meanwhile.
+            let send = cx.out.send(EventBatch::new(events, AckToken::none()));
+            tokio::pin!(send);
+            loop {
+                tokio::select! {
+                    _ = &mut send => break,
+                    _ = tick.tick() => count_kernel_drops(&mut socket, &shared),
+                }
+            }
         }
     }
-    let kernel_drops = udp_rcvbuf_errors().saturating_sub(kernel_drops_before);
-    info!(
-        kernel_udp_receive_buffer_drops = kernel_drops,
-        "Syslog source stopped."
-    );
-    if kernel_drops > 0 && matches!(socket, Socket::Udp(_)) {
-        warn!(
-            drops = kernel_drops,
-            "The kernel dropped UDP datagrams for full receive buffers while the source ran (machine-wide count); raise receive_buffer_bytes."
+    count_kernel_drops(&mut socket, &shared);
+    if let Socket::Udp(_, Some(d)) = &socket {
+        info!(
+            socket = index,
+            kernel_receive_buffer_drops = d.total(),
+            "Syslog receive loop stopped."
         );
     }
     Ok(())
 }
 
+/// Adds what the kernel dropped on a UDP socket since the last look to the
+/// source's discarded events, with a (rate-limited) hint.
+fn count_kernel_drops(socket: &mut Socket, shared: &Shared) {
+    let Socket::Udp(_, Some(drops)) = socket else {
+        return;
+    };
+    let new = drops.poll();
+    if new > 0 {
+        Counters::add(&shared.cx.counters.dropped, new as usize);
+        if let Some(suppressed) = shared.log_limit.allow() {
+            warn!(
+                drops = new,
+                total = drops.total(),
+                suppressed,
+                "The kernel dropped UDP datagrams: the socket's receive buffer was full; raise receive_buffer_bytes or udp_threads."
+            );
+        }
+    }
+}
+
 /// SO_RCVBUF (the kernel doubles it for bookkeeping and caps it at
 /// `net.core.rmem_max`).
-fn set_receive_buffer(fd: &impl std::os::fd::AsRawFd, bytes: usize) -> Result<(), ComponentError> {
+pub(super) fn set_receive_buffer(
+    fd: &impl std::os::fd::AsRawFd,
+    bytes: usize,
+) -> Result<(), ComponentError> {
     let value = libc::c_int::try_from(bytes).unwrap_or(libc::c_int::MAX);
     // SAFETY: setsockopt reads `value` (a c_int, whose size is passed) from a valid
     // pointer during the call, on a descriptor we own.
@@ -194,8 +252,8 @@ async fn recv(
     wait: bool,
 ) -> std::io::Result<Option<(usize, Option<std::net::SocketAddr>)>> {
     let r = match (socket, wait) {
-        (Socket::Udp(s), true) => s.recv_buf_from(buf).await.map(|(n, p)| (n, Some(p))),
-        (Socket::Udp(s), false) => s.try_recv_buf_from(buf).map(|(n, p)| (n, Some(p))),
+        (Socket::Udp(s, _), true) => s.recv_buf_from(buf).await.map(|(n, p)| (n, Some(p))),
+        (Socket::Udp(s, _), false) => s.try_recv_buf_from(buf).map(|(n, p)| (n, Some(p))),
         (Socket::Unix(s, _), true) => s.recv_buf_from(buf).await.map(|(n, _)| (n, None)),
         (Socket::Unix(s, _), false) => s.try_recv_buf_from(buf).map(|(n, _)| (n, None)),
     };
@@ -204,21 +262,4 @@ async fn recv(
         Err(e) if !wait && e.kind() == std::io::ErrorKind::WouldBlock => Ok(None),
         Err(e) => Err(e),
     }
-}
-
-/// The machine's `Udp: RcvbufErrors` from `/proc/net/snmp` (0 when unreadable).
-fn udp_rcvbuf_errors() -> u64 {
-    let Ok(text) = std::fs::read_to_string("/proc/net/snmp") else {
-        return 0;
-    };
-    let mut udp = text.lines().filter(|l| l.starts_with("Udp: "));
-    let (Some(names), Some(values)) = (udp.next(), udp.next()) else {
-        return 0;
-    };
-    names
-        .split_whitespace()
-        .zip(values.split_whitespace())
-        .find(|(n, _)| *n == "RcvbufErrors")
-        .and_then(|(_, v)| v.parse().ok())
-        .unwrap_or(0)
 }

@@ -37,6 +37,7 @@
 mod dgram;
 mod message;
 mod stream;
+mod udp;
 
 use std::path::{Path, PathBuf};
 use std::sync::Arc;
@@ -99,12 +100,16 @@ pub struct SyslogSourceConfig {
     /// A stream connection without a complete message for this long is closed.
     #[serde(default = "default_idle_timeout_secs")]
     pub idle_timeout_secs: u64,
-    /// Zone of timestamps that carry none (RFC 3164): `local`, `UTC` or `+hh:mm`.
+    /// Zone of timestamps that carry none (RFC 3164): `local`, `UTC`, `+hh:mm`
+    /// or an IANA name (`Europe/Paris`, from the system's tz database).
     #[serde(default = "default_timezone")]
     pub timezone: String,
     /// SO_RCVBUF of datagram sockets (the kernel may cap it at `net.core.rmem_max`).
     #[serde(default)]
     pub receive_buffer_bytes: Option<usize>,
+    /// UDP receive sockets on the address (`SO_REUSEPORT`), each with its loop.
+    #[serde(default = "default_udp_threads")]
+    pub udp_threads: usize,
     /// The common `tag` key, read again here: when it is absent the tag is
     /// `syslog.<facility>.<severity>`.
     #[serde(default)]
@@ -123,6 +128,9 @@ fn default_max_connections() -> usize {
 fn default_idle_timeout_secs() -> u64 {
     300
 }
+fn default_udp_threads() -> usize {
+    1
+}
 fn default_timezone() -> String {
     "local".to_owned()
 }
@@ -131,12 +139,14 @@ fn default_timezone() -> String {
 const MAX_MESSAGE_CEILING: usize = 16 << 20;
 
 /// The zone for timestamps without one.
-#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+#[derive(Debug, Clone, PartialEq, Eq)]
 pub(crate) enum Zone {
     /// The machine's zone at the time of reading.
     Local,
     /// A fixed offset east of UTC, in seconds.
     Fixed(i32),
+    /// A named zone of the tz database (its offset follows daylight saving).
+    Named(jiff::tz::TimeZone),
 }
 
 impl Zone {
@@ -150,7 +160,7 @@ impl Zone {
         let (sign, rest) = match s.as_bytes().first()? {
             b'+' => (1, &s[1..]),
             b'-' => (-1, &s[1..]),
-            _ => return None,
+            _ => return jiff::tz::TimeZone::get(s).ok().map(Zone::Named),
         };
         let (h, m) = rest.split_once(':').unwrap_or((rest, "0"));
         let (h, m): (i32, i32) = (h.parse().ok()?, m.parse().ok()?);
@@ -159,9 +169,12 @@ impl Zone {
     }
 
     /// Offset east of UTC at `now_secs`.
-    pub(crate) fn offset_at(self, now_secs: i64) -> i32 {
+    pub(crate) fn offset_at(&self, now_secs: i64) -> i32 {
         match self {
-            Zone::Fixed(o) => o,
+            Zone::Fixed(o) => *o,
+            Zone::Named(tz) => {
+                jiff::Timestamp::from_second(now_secs).map_or(0, |t| tz.to_offset(t).seconds())
+            }
             Zone::Local => {
                 let t = now_secs as libc::time_t;
                 // SAFETY: `tm` is plain data written by localtime_r; `t` outlives the call.
@@ -231,8 +244,16 @@ impl Validate for SyslogSourceConfig {
         if Zone::parse(&self.timezone).is_none() {
             v.error(
                 "timezone",
-                "expected \"local\", \"UTC\" or an offset like \"+01:00\"",
+                "expected \"local\", \"UTC\", an offset like \"+01:00\" or a zone name of the tz database like \"Europe/Paris\"",
             );
+        }
+        if self.udp_threads == 0 || self.udp_threads > udp::MAX_UDP_THREADS {
+            v.error(
+                "udp_threads",
+                format!("must be between 1 and {}", udp::MAX_UDP_THREADS),
+            );
+        } else if self.udp_threads > 1 && self.mode != SyslogMode::Udp {
+            v.error("udp_threads", "applies to mode = \"udp\" only");
         }
         if self.receive_buffer_bytes == Some(0) {
             v.error(

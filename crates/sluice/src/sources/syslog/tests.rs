@@ -96,7 +96,11 @@ fn zones() {
     assert_eq!(Zone::parse("-05:00"), Some(Zone::Fixed(-18000)));
     assert_eq!(Zone::parse("local"), Some(Zone::Local));
     assert_eq!(Zone::parse("+25:00"), None);
-    assert_eq!(Zone::parse("Europe/Paris"), None);
+    let paris = Zone::parse("Europe/Paris").expect("a tz database name");
+    // 2024-01-15 and 2024-07-15, 12:00 UTC: winter and summer time.
+    assert_eq!(paris.offset_at(1_705_320_000), 3600);
+    assert_eq!(paris.offset_at(1_721_044_800), 7200);
+    assert_eq!(Zone::parse("Mars/Olympus_Mons"), None);
 }
 
 #[test]
