@@ -158,6 +158,11 @@ pub struct CaptureConfig {
     /// How long [`CaptureHandle::unmount`] waits for open files to be closed before it
     /// returns, leaving the detached filesystem to be served in the background.
     pub unmount_grace: Duration,
+    /// Mount with the kernel's writeback cache (`FUSE_WRITEBACK_CACHE`): small writes
+    /// are absorbed by the page cache and reach us as large page-cache writes, attributed
+    /// to the opener of the file handle the kernel names (see "Writeback mode" above).
+    /// Falls back to write-through (logged) where the kernel lacks it.
+    pub writeback: bool,
 }
 
 impl CaptureConfig {
@@ -178,6 +183,7 @@ impl CaptureConfig {
             lock_dir: None,
             capture_own_process: false,
             unmount_grace: Duration::from_secs(2),
+            writeback: false,
         }
     }
 }
@@ -301,6 +307,7 @@ impl Capture {
             filter,
             quota,
             capture_own_process: cfg.capture_own_process,
+            writeback: cfg.writeback,
         };
         let filesystem = CaptureFs::new(dir.clone(), root_fd, policy, tx, counters.clone(), names)
             .map_err(dir_err)?;

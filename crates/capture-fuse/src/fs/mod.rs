@@ -21,6 +21,7 @@
 
 mod convert;
 mod ops;
+mod writeback;
 
 use std::collections::HashMap;
 use std::ffi::OsStr;
@@ -60,6 +61,12 @@ struct Inode {
     ino: u64,
     kind: FileType,
     quota: Mutex<Bucket>,
+    /// The last process that opened this file for writing (writeback mode: who a
+    /// page-cache write naming no handle we know is attributed to).
+    last_writer: Mutex<Option<Writer>>,
+    /// Writeback mode: highest end offset of the page-cache writes captured so far (the
+    /// kernel sends a partly written page again from its start; see fs/writeback.rs).
+    cached_end: AtomicU64,
 }
 
 struct TableEntry {
@@ -109,6 +116,8 @@ pub(crate) struct CapturePolicy {
     pub(crate) filter: PathFilter,
     pub(crate) quota: Option<Quota>,
     pub(crate) capture_own_process: bool,
+    /// Ask for the writeback cache (granted or not at FUSE init).
+    pub(crate) writeback: bool,
 }
 
 pub(crate) struct CaptureFs {
@@ -131,6 +140,12 @@ pub(crate) struct CaptureFs {
     give_to_caller: bool,
     /// Open writable handles with FOPEN_DIRECT_IO (decided at FUSE init).
     direct_io_writes: bool,
+    /// The kernel's writeback cache is on (asked for and granted at FUSE init).
+    writeback: bool,
+    /// We clear set-user-id/set-group-id bits and file capabilities ourselves
+    /// (FUSE_HANDLE_KILLPRIV_V2), so the kernel stops asking for `security.capability`
+    /// before every cached write.
+    killpriv: bool,
 }
 
 impl CaptureFs {
@@ -150,6 +165,8 @@ impl CaptureFs {
             ino: key_of(&st).1,
             kind: FileType::Directory,
             quota: Mutex::new(Bucket::new()),
+            last_writer: Mutex::new(None),
+            cached_end: AtomicU64::new(0),
         });
         let mut table = InodeTable {
             by_node: HashMap::new(),
@@ -182,6 +199,8 @@ impl CaptureFs {
             own_pid: std::process::id(),
             give_to_caller: crate::mount::is_root(),
             direct_io_writes: false,
+            writeback: false,
+            killpriv: false,
         })
     }
 
@@ -234,6 +253,8 @@ impl CaptureFs {
             ino: key.1,
             kind: kind_of(st.st_mode),
             quota: Mutex::new(Bucket::new()),
+            last_writer: Mutex::new(None),
+            cached_end: AtomicU64::new(0),
         });
         t.by_key.insert(key, nodeid);
         t.by_node.insert(
@@ -361,7 +382,11 @@ impl CaptureFs {
         let (target, opener) = if writable {
             let generation = self.path_generation.load(Ordering::Acquire);
             let path = self.capture_path(&file);
-            (Target { generation, path }, self.writer(req))
+            let opener = self.writer(req);
+            if self.writeback && opener.is_some() {
+                *inode.last_writer.lock() = opener.clone();
+            }
+            (Target { generation, path }, opener)
         } else {
             (
                 Target {
@@ -380,7 +405,9 @@ impl CaptureFs {
         // Read-only handles keep the page cache, but never FOPEN_KEEP_CACHE: pages are
         // dropped on open, since writers that predate the mount change files
         // underneath.
-        let open_flags = if writable && self.direct_io_writes {
+        // In writeback mode the page cache is the point: small writes are absorbed
+        // there and reach us as large page-cache writes.
+        let open_flags = if writable && self.direct_io_writes && !self.writeback {
             FopenFlags::FOPEN_DIRECT_IO
         } else {
             FopenFlags::empty()
@@ -389,7 +416,9 @@ impl CaptureFs {
             inode,
             file,
             writable,
-            append: flags & libc::O_APPEND != 0,
+            // Writeback mode: the kernel places appends itself; the backing fd was
+            // opened without O_APPEND and every write carries its offset.
+            append: flags & libc::O_APPEND != 0 && !self.writeback,
             positional: OnceLock::new(),
             target: Mutex::new(target),
             opener,
@@ -615,7 +644,7 @@ impl CaptureFs {
         flags: i32,
     ) -> R<(FileAttr, (FileHandle, FopenFlags))> {
         let parent = self.inode(parent)?;
-        let base = open_flags(flags);
+        let base = open_flags(self.backing_flags(flags));
         let mode_bits = Mode::from_raw_mode(mode & 0o7777);
         // O_EXCL first, so that ownership is only ever changed on a node we created.
         let (file, created) = match rustix::fs::openat(
@@ -642,6 +671,9 @@ impl CaptureFs {
             Mode::empty(),
         )
         .map_err(errno)?;
+        if !created {
+            self.kill_privs_at_open(req.uid(), flags, &proc_path(&file))?;
+        }
         let st = rustix::fs::fstat(&file).map_err(errno)?;
         if created {
             if let Err(e) = self.give(req, &parent, &file, FileType::RegularFile, &st, mode) {

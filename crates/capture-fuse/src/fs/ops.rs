@@ -20,7 +20,7 @@ use fuser::{
 use parking_lot::Mutex;
 use rustix::fs::{AtFlags, CWD, Mode, OFlags, SeekFrom};
 
-use super::convert::{attr, dir_kind, errno, kind_of, open_flags, proc_path};
+use super::convert::{attr, dir_kind, errno, kind_of, proc_path};
 use super::{CaptureFs, OpenDir, TTL};
 
 thread_local! {
@@ -31,13 +31,28 @@ impl fuser::Filesystem for CaptureFs {
     fn init(&mut self, _req: &Request, config: &mut KernelConfig) -> io::Result<()> {
         // Concurrent lookups/readdirs in one directory; O_TRUNC inside open (one round
         // trip less for `>` redirects); drop cached pages when the backing file changed
-        // underneath. Never FUSE_WRITEBACK_CACHE: it would hide who wrote.
+        // underneath. FUSE_WRITEBACK_CACHE only when asked for (fs/writeback.rs).
         for cap in [
             InitFlags::FUSE_PARALLEL_DIROPS,
             InitFlags::FUSE_ATOMIC_O_TRUNC,
             InitFlags::FUSE_AUTO_INVAL_DATA,
         ] {
             let _ = config.add_capabilities(cap);
+        }
+        if self.policy.writeback {
+            self.writeback = config
+                .add_capabilities(InitFlags::FUSE_WRITEBACK_CACHE)
+                .is_ok();
+            if self.writeback {
+                // Page-cache WRITEs are background requests: one in flight at a time
+                // keeps them in the order the kernel sends them (see fs/writeback.rs).
+                let _ = config.set_max_background(1);
+                self.killpriv = config
+                    .add_capabilities(InitFlags::FUSE_HANDLE_KILLPRIV_V2)
+                    .is_ok();
+            } else {
+                tracing::warn!("Kernel lacks FUSE_WRITEBACK_CACHE: writeback = true ignored.");
+            }
         }
         // Writable handles use direct I/O only where shared mmap then still works
         // (Linux 6.6+); older kernels would refuse MAP_SHARED on them with ENODEV.
@@ -87,7 +102,7 @@ impl fuser::Filesystem for CaptureFs {
 
     fn setattr(
         &self,
-        _req: &Request,
+        req: &Request,
         ino: INodeNo,
         mode: Option<u32>,
         uid: Option<u32>,
@@ -103,6 +118,14 @@ impl fuser::Filesystem for CaptureFs {
         _flags: Option<fuser::BsdFileFlags>,
         reply: ReplyAttr,
     ) {
+        if self.killpriv && size.is_some() && mode.is_none() && req.uid() != 0 {
+            let killed = self
+                .inode(ino)
+                .and_then(|i| super::writeback::kill_privs(&proc_path(&i.fd), true));
+            if let Err(e) = killed {
+                return reply.error(e);
+            }
+        }
         match self.do_setattr(ino, mode, uid, gid, size, atime, mtime, fh) {
             Ok(a) => reply.attr(&TTL, &a),
             Err(e) => reply.error(e),
@@ -266,8 +289,8 @@ impl fuser::Filesystem for CaptureFs {
 
     fn open(&self, req: &Request, ino: INodeNo, flags: OpenFlags, reply: ReplyOpen) {
         let r = self.inode(ino).and_then(|inode| {
-            let file = rustix::fs::open(proc_path(&inode.fd), open_flags(flags.0), Mode::empty())
-                .map_err(errno)?;
+            let file = self.open_backing(&inode, flags.0)?;
+            self.kill_privs_at_open(req.uid(), flags.0, &proc_path(&file))?;
             Ok(self.register_file(req, inode, file, flags.0))
         });
         match r {
@@ -313,7 +336,7 @@ impl fuser::Filesystem for CaptureFs {
     fn write(
         &self,
         req: &Request,
-        _ino: INodeNo,
+        ino: INodeNo,
         fh: FileHandle,
         offset: u64,
         data: &[u8],
@@ -322,16 +345,38 @@ impl fuser::Filesystem for CaptureFs {
         _lock_owner: Option<LockOwner>,
         reply: ReplyWrite,
     ) {
+        let page_cache = write_flags.contains(WriteFlags::FUSE_WRITE_CACHE);
         let f = match self.file(fh) {
             Ok(f) => f,
+            Err(_) if page_cache => {
+                return match self.write_unknown_handle(req, ino, offset, data) {
+                    Ok(n) => reply.written(n as u32),
+                    Err(e) => reply.error(e),
+                };
+            }
             Err(e) => return reply.error(e),
         };
-        let page_cache = write_flags.contains(WriteFlags::FUSE_WRITE_CACHE);
+        if self.killpriv && write_flags.contains(WriteFlags::FUSE_WRITE_KILL_SUIDGID) {
+            if let Err(e) = super::writeback::kill_privs(&proc_path(&f.file), true) {
+                return reply.error(e);
+            }
+        }
+        let resent = if page_cache && self.writeback {
+            self.resent_prefix(&f, offset, data)
+        } else {
+            0
+        };
         match self.write_backing(&f, offset, data, page_cache) {
             Ok((n, at)) => {
+                if page_cache && self.writeback {
+                    f.inode
+                        .cached_end
+                        .fetch_max(at + n as u64, Ordering::AcqRel);
+                }
                 // Enqueue before replying: the writer (and the next write to this inode)
                 // waits for the reply, so per-file order is the queue order.
-                self.capture(req, &f, at, &data[..n], page_cache);
+                let skip = resent.min(n);
+                self.capture(req, &f, at + skip as u64, &data[skip..n], page_cache);
                 reply.written(n as u32);
             }
             Err(e) => {

@@ -5,3 +5,4 @@ mod common;
 mod lifecycle;
 mod semantics;
 mod workloads;
+mod writeback;

@@ -86,6 +86,11 @@ pub struct FuseSourceConfig {
     /// costs one origin copy per write.
     #[serde(default)]
     pub offsets: bool,
+    /// Mount with the kernel's writeback cache: small writes are absorbed by the page
+    /// cache and captured in large pieces, attributed to the process that opened the
+    /// file handle the kernel names (see docs/sources/fuse.md).
+    #[serde(default)]
+    pub writeback: bool,
 }
 
 fn default_queue_capacity() -> usize {
@@ -229,6 +234,7 @@ impl FuseSourceConfig {
         c.auto_unmount = self.auto_unmount;
         c.lock_dir = self.lock_dir.clone();
         c.unmount_grace = Duration::from_millis(self.unmount_grace_ms);
+        c.writeback = self.writeback;
         c
     }
 }
@@ -408,7 +414,7 @@ inputs = ["cap"]
         assert_eq!(fields, [("role", "web"), ("dc", "par1"), ("n", "3")]);
         assert_eq!(f.tags, ["edge"]);
         assert_eq!(f.queue_capacity, 65_536);
-        assert!(f.auto_unmount && !f.offsets);
+        assert!(f.auto_unmount && !f.offsets && !f.writeback);
         assert_eq!(c.sources[0].kind.type_name(), "fuse");
     }
 
