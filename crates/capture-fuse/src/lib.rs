@@ -16,8 +16,9 @@
 //! - Mounted with `allow_other`, `default_permissions` (the kernel checks modes, the
 //!   daemon is not a confused deputy), `nodev`, `nosuid`, fsname/subtype `sluice`
 //!   (`fuse.sluice` in mountinfo), and by default `auto_unmount` (fusermount3 detaches
-//!   the mount if the daemon dies). No writeback cache, 1 s entry/attr TTLs, never
-//!   `keep_cache`: writers that predate the mount change files underneath.
+//!   the mount if the daemon dies). 1 s entry/attr TTLs, never `keep_cache`: writers
+//!   that predate the mount change files underneath. No writeback cache unless
+//!   [`CaptureConfig::writeback`] asks for it (below).
 //! - Handles opened for writing use `FOPEN_DIRECT_IO` (with `FUSE_DIRECT_IO_ALLOW_MMAP`,
 //!   Linux 6.6+, so shared `mmap` still works; older kernels keep the page cache and
 //!   log a warning). The cached write path would split a `write(2)` at every page it
@@ -27,6 +28,29 @@
 //! - New files, directories, nodes and symlinks belong to the caller (`fchown` after
 //!   creation; the group is inherited under a set-group-id directory), with the mode
 //!   the caller asked for regardless of the daemon's umask.
+//!
+//! # Writeback mode
+//! With [`CaptureConfig::writeback`] the kernel's page cache absorbs writes
+//! (`FUSE_WRITEBACK_CACHE`): a 100-byte `write(2)` costs what it costs on the raw
+//! directory, and the bytes reach us later in page-cache WRITEs of up to 1 MiB, flagged
+//! [`CapturedWrite::from_page_cache`]. What changes:
+//! - **Attribution**: the identity is the one recorded when the file handle the kernel
+//!   names was opened (pid, uid, gid, names, command). One writer per file: exact.
+//!   Several processes with the same file open for writing: the kernel names one of
+//!   their handles (Linux: the most recently opened) for all dirty pages, so the bytes
+//!   are attributed to one of the processes holding the file open for writing, not
+//!   necessarily the one that wrote them. A request naming a handle we no longer know
+//!   is still written, and attributed to the last opener for writing of the file.
+//! - **Order and exactness**: one page-cache WRITE in flight at a time, captured in the
+//!   order sent (per file: ascending offsets within a writeback pass); bytes the kernel
+//!   sends again unchanged (the rest of a partly filled page) are not captured twice.
+//!   Per file, the captures of appends are contiguous and complete.
+//! - **Timing**: bytes are captured when written back (within ~30 s, at `fsync`, at
+//!   `close`), not at `write(2)`; `fsync` returns after they are queued. The path is the
+//!   file's name at writeback time, and the `time` is the writeback's.
+//! - The kernel trusts its cached size: never let processes write the backing files
+//!   directly (pre-mount writers) in this mode. See `fs/writeback.rs` for the details
+//!   (privileges under `FUSE_HANDLE_KILLPRIV_V2`, read-write backing fds).
 //!
 //! # Capture invariants
 //! - A [`CapturedWrite`] is queued only after the bytes reached the backing file, and

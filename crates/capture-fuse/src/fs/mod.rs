@@ -64,9 +64,6 @@ struct Inode {
     /// The last process that opened this file for writing (writeback mode: who a
     /// page-cache write naming no handle we know is attributed to).
     last_writer: Mutex<Option<Writer>>,
-    /// Writeback mode: highest end offset of the page-cache writes captured so far (the
-    /// kernel sends a partly written page again from its start; see fs/writeback.rs).
-    cached_end: AtomicU64,
 }
 
 struct TableEntry {
@@ -166,7 +163,6 @@ impl CaptureFs {
             kind: FileType::Directory,
             quota: Mutex::new(Bucket::new()),
             last_writer: Mutex::new(None),
-            cached_end: AtomicU64::new(0),
         });
         let mut table = InodeTable {
             by_node: HashMap::new(),
@@ -254,7 +250,6 @@ impl CaptureFs {
             kind: kind_of(st.st_mode),
             quota: Mutex::new(Bucket::new()),
             last_writer: Mutex::new(None),
-            cached_end: AtomicU64::new(0),
         });
         t.by_key.insert(key, nodeid);
         t.by_node.insert(

@@ -361,22 +361,18 @@ impl fuser::Filesystem for CaptureFs {
                 return reply.error(e);
             }
         }
-        let resent = if page_cache && self.writeback {
-            self.resent_prefix(&f, offset, data)
+        let changed = if page_cache && self.writeback {
+            self.changed_span(&f, offset, data)
         } else {
-            0
+            0..data.len()
         };
         match self.write_backing(&f, offset, data, page_cache) {
             Ok((n, at)) => {
-                if page_cache && self.writeback {
-                    f.inode
-                        .cached_end
-                        .fetch_max(at + n as u64, Ordering::AcqRel);
-                }
                 // Enqueue before replying: the writer (and the next write to this inode)
                 // waits for the reply, so per-file order is the queue order.
-                let skip = resent.min(n);
-                self.capture(req, &f, at + skip as u64, &data[skip..n], page_cache);
+                let span = changed.start.min(n)..changed.end.min(n);
+                let at = at + span.start as u64;
+                self.capture(req, &f, at, &data[span], page_cache);
                 reply.written(n as u32);
             }
             Err(e) => {

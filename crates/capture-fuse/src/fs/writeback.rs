@@ -19,14 +19,13 @@
 //! - Order: page-cache WRITEs are background requests; the kernel is told to keep at
 //!   most one in flight (`max_background = 1`), so they are captured in the order the
 //!   kernel sends them, which for a file is ascending offsets per writeback pass.
-//! - Pages sent again: when more bytes land in a page that was already written back
-//!   (an append into the last, partly filled page), the kernel sends the page again
-//!   from its start. The part of a page-cache WRITE below the highest offset captured
-//!   so far is compared with what the backing file holds there before it is written:
-//!   the leading bytes that are unchanged are not captured again, the capture starts
-//!   at the first changed byte. So appends are captured exactly once, and an overwrite
-//!   of earlier bytes is captured from its first changed byte (rewriting bytes with
-//!   the same values is not seen).
+//! - Whole pages: the kernel writes back whole pages (up to the end of file), so it
+//!   sends the last, partly filled page of a log again from its start each time more
+//!   lines land in it, and a small write inside a file as its whole page. Before a
+//!   page-cache WRITE lands, the range is read from the backing file and only the span
+//!   from the first to the last changed byte is captured (bytes past the old end of
+//!   file are always new). So appends are captured exactly once, an overwrite as the
+//!   bytes it changed; rewriting bytes with the values they had is not seen.
 //! - Durability: `fsync` and `close` make the kernel write the dirty pages back before
 //!   it sends FSYNC/FLUSH, and each WRITE is captured before it is answered: when fsync
 //!   returns, the bytes are in the capture queue.
@@ -42,6 +41,7 @@
 //!   backing file directly (one that predates the mount) may have its bytes overwritten
 //!   by appends through the mount. Same rule as without writeback, stronger effect.
 
+use std::ops::Range;
 use std::os::fd::OwnedFd;
 use std::sync::OnceLock;
 use std::sync::atomic::Ordering;
@@ -86,7 +86,7 @@ pub(super) fn kill_privs(path: &str, capabilities: bool) -> R<()> {
 }
 
 thread_local! {
-    static RESENT_BUF: std::cell::RefCell<Vec<u8>> = const { std::cell::RefCell::new(Vec::new()) };
+    static OLD_BUF: std::cell::RefCell<Vec<u8>> = const { std::cell::RefCell::new(Vec::new()) };
 }
 
 impl CaptureFs {
@@ -124,31 +124,37 @@ impl CaptureFs {
         }
     }
 
-    /// How many leading bytes of a page-cache write at `offset` repeat what the file
-    /// already holds below the highest offset captured from the page cache: bytes the
-    /// kernel sends again, not to be captured twice. Read before the write lands.
-    pub(super) fn resent_prefix(&self, f: &OpenFile, offset: u64, data: &[u8]) -> usize {
-        let end = f.inode.cached_end.load(Ordering::Acquire);
-        if offset >= end {
-            return 0;
-        }
-        let overlap = ((end - offset) as usize).min(data.len());
-        RESENT_BUF.with_borrow_mut(|buf| {
-            buf.resize(overlap, 0);
+    /// The part of a page-cache write at `offset` that changes the file: the span from
+    /// the first to the last byte that differs from what the backing file holds there
+    /// (bytes past its end always differ). Read before the write lands. The kernel
+    /// writes whole pages, so this drops the unchanged rest of a page sent again or
+    /// written around a small change.
+    pub(super) fn changed_span(&self, f: &OpenFile, offset: u64, data: &[u8]) -> Range<usize> {
+        OLD_BUF.with_borrow_mut(|old| {
+            old.resize(data.len(), 0);
             let mut got = 0;
-            while got < overlap {
-                match rustix::io::pread(&f.file, &mut buf[got..], offset + got as u64) {
+            while got < data.len() {
+                match rustix::io::pread(&f.file, &mut old[got..], offset + got as u64) {
                     Ok(0) => break,
                     Ok(k) => got += k,
                     Err(rustix::io::Errno::INTR) => {}
-                    Err(_) => break,
+                    // Not readable (write-only fallback): capture it all.
+                    Err(_) => return 0..data.len(),
                 }
             }
-            buf[..got]
+            let Some(first) = old[..got].iter().zip(data).position(|(a, b)| a != b) else {
+                // Unchanged up to the old end of file; the rest (if any) is new.
+                return got..data.len();
+            };
+            if got < data.len() {
+                return first..data.len();
+            }
+            let last = old[..got]
                 .iter()
                 .zip(data)
-                .position(|(a, b)| a != b)
-                .unwrap_or(got)
+                .rposition(|(a, b)| a != b)
+                .unwrap_or(first);
+            first..last + 1
         })
     }
 
