@@ -187,6 +187,11 @@ pub struct CaptureConfig {
     /// to the opener of the file handle the kernel names (see "Writeback mode" above).
     /// Falls back to write-through (logged) where the kernel lacks it.
     pub writeback: bool,
+    /// Serve read-only opens by kernel passthrough to the backing file
+    /// (`FOPEN_PASSTHROUGH`, Linux 6.9+, needs root): such readers cost sluice nothing.
+    /// Where the kernel or the privileges lack it, reads are served as before (logged).
+    /// Not combined with `writeback`.
+    pub passthrough: bool,
 }
 
 impl CaptureConfig {
@@ -208,6 +213,7 @@ impl CaptureConfig {
             capture_own_process: false,
             unmount_grace: Duration::from_secs(2),
             writeback: false,
+            passthrough: true,
         }
     }
 }
@@ -332,6 +338,7 @@ impl Capture {
             quota,
             capture_own_process: cfg.capture_own_process,
             writeback: cfg.writeback,
+            passthrough: cfg.passthrough,
         };
         let filesystem = CaptureFs::new(dir.clone(), root_fd, policy, tx, counters.clone(), names)
             .map_err(dir_err)?;

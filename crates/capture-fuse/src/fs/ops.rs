@@ -54,6 +54,17 @@ impl fuser::Filesystem for CaptureFs {
                 tracing::warn!("Kernel lacks FUSE_WRITEBACK_CACHE: writeback = true ignored.");
             }
         }
+        if self.policy.passthrough && !self.writeback {
+            let granted = config.add_capabilities(InitFlags::FUSE_PASSTHROUGH).is_ok()
+                && config.set_max_stack_depth(1).is_ok();
+            self.passthrough.store(granted, Ordering::Relaxed);
+            if !granted {
+                tracing::info!(
+                    "Kernel lacks FUSE_PASSTHROUGH (Linux 6.9+): reads through the mount \
+                     are served by sluice."
+                );
+            }
+        }
         // Writable handles use direct I/O only where shared mmap then still works
         // (Linux 6.6+); older kernels would refuse MAP_SHARED on them with ENODEV.
         self.direct_io_writes = config
@@ -125,6 +136,9 @@ impl fuser::Filesystem for CaptureFs {
             if let Err(e) = killed {
                 return reply.error(e);
             }
+        }
+        if let (true, Some(size), Ok(inode)) = (self.writeback, size, self.inode(ino)) {
+            self.order_flush(&inode, Some(size));
         }
         match self.do_setattr(ino, mode, uid, gid, size, atime, mtime, fh) {
             Ok(a) => reply.attr(&TTL, &a),
@@ -291,10 +305,16 @@ impl fuser::Filesystem for CaptureFs {
         let r = self.inode(ino).and_then(|inode| {
             let file = self.open_backing(&inode, flags.0)?;
             self.kill_privs_at_open(req.uid(), flags.0, &proc_path(&file))?;
-            Ok(self.register_file(req, inode, file, flags.0))
+            if self.writeback && flags.0 & libc::O_TRUNC != 0 {
+                self.order_flush(&inode, Some(0));
+            }
+            let writable = flags.0 & libc::O_ACCMODE != libc::O_RDONLY;
+            let backing = self.choose_io(&inode, &file, writable, |fd| reply.open_backing(fd));
+            Ok(self.register_file(req, inode, file, flags.0, backing))
         });
         match r {
-            Ok((fh, open_flags)) => reply.opened(fh, open_flags),
+            Ok((fh, open_flags, Some(b))) => reply.opened_passthrough(fh, open_flags, &b),
+            Ok((fh, open_flags, None)) => reply.opened(fh, open_flags),
             Err(e) => reply.error(e),
         }
     }
@@ -314,6 +334,7 @@ impl fuser::Filesystem for CaptureFs {
             Ok(f) => f,
             Err(e) => return reply.error(e),
         };
+        self.counters.read_request();
         let size = size as usize;
         READ_BUF.with_borrow_mut(|buf| {
             if buf.len() < size {
@@ -366,13 +387,22 @@ impl fuser::Filesystem for CaptureFs {
         } else {
             0..data.len()
         };
+        let ordered = page_cache && self.writeback;
+        if ordered {
+            self.order_start(&f);
+        }
         match self.write_backing(&f, offset, data, page_cache) {
             Ok((n, at)) => {
                 // Enqueue before replying: the writer (and the next write to this inode)
-                // waits for the reply, so per-file order is the queue order.
+                // waits for the reply, so per-file order is the queue order (in
+                // writeback mode restored by fs/order.rs).
                 let span = changed.start.min(n)..changed.end.min(n);
-                let at = at + span.start as u64;
-                self.capture(req, &f, at, &data[span], page_cache);
+                let changed_at = at + span.start as u64;
+                if ordered {
+                    self.capture_in_order(req, &f, at, n as u64, changed_at, &data[span]);
+                } else {
+                    self.capture(req, &f, changed_at, &data[span], page_cache);
+                }
                 reply.written(n as u32);
             }
             Err(e) => {
@@ -394,6 +424,9 @@ impl fuser::Filesystem for CaptureFs {
     ) {
         // Called on every close of every dup: close a duplicate so that backing
         // filesystems that report errors at close do so, but keep our fd.
+        if let (true, Ok(f)) = (self.writeback, self.file(fh)) {
+            self.order_flush(&f.inode, None);
+        }
         match self.file(fh) {
             Ok(f) => match rustix::io::fcntl_dupfd_cloexec(&f.file, 0) {
                 Ok(dup) => {
@@ -416,7 +449,13 @@ impl fuser::Filesystem for CaptureFs {
         _flush: bool,
         reply: ReplyEmpty,
     ) {
-        self.files.write().remove(&fh.0);
+        let f = self.files.write().remove(&fh.0);
+        if let Some(f) = f {
+            self.release_io(&f.inode, f.backing.is_some());
+            if self.writeback {
+                self.order_flush(&f.inode, None);
+            }
+        }
         reply.ok();
     }
 
@@ -429,6 +468,11 @@ impl fuser::Filesystem for CaptureFs {
         reply: ReplyEmpty,
     ) {
         let r = self.file(fh).and_then(|f| {
+            // The kernel wrote the dirty pages back before asking: what is held for
+            // order goes to the queue now, before fsync returns.
+            if self.writeback {
+                self.order_flush(&f.inode, None);
+            }
             if datasync {
                 rustix::fs::fdatasync(&f.file)
             } else {
@@ -639,8 +683,12 @@ impl fuser::Filesystem for CaptureFs {
         flags: i32,
         reply: ReplyCreate,
     ) {
-        match self.do_create(req, parent, name, mode, flags) {
-            Ok((a, (fh, open_flags))) => reply.created(&TTL, &a, Generation(0), fh, open_flags),
+        let r = self.do_create(req, parent, name, mode, flags, |fd| reply.open_backing(fd));
+        match r {
+            Ok((a, (fh, fl, Some(b)))) => {
+                reply.created_passthrough(&TTL, &a, Generation(0), fh, fl, &b)
+            }
+            Ok((a, (fh, fl, None))) => reply.created(&TTL, &a, Generation(0), fh, fl),
             Err(e) => reply.error(e),
         }
     }

@@ -188,6 +188,7 @@ impl CaptureFs {
                 path,
             }),
             opener,
+            backing: None,
         };
         self.capture(req, &f, offset, &data[..n], true);
         Ok(n)
