@@ -91,6 +91,10 @@ pub struct FuseSourceConfig {
     /// file handle the kernel names (see docs/sources/fuse.md).
     #[serde(default)]
     pub writeback: bool,
+    /// Serve read-only opens by kernel passthrough (Linux 6.9+, as root): readers of
+    /// watched files cost nothing. Ignored with `writeback`. Default true.
+    #[serde(default = "default_true")]
+    pub passthrough: bool,
 }
 
 fn default_queue_capacity() -> usize {
@@ -235,6 +239,7 @@ impl FuseSourceConfig {
         c.lock_dir = self.lock_dir.clone();
         c.unmount_grace = Duration::from_millis(self.unmount_grace_ms);
         c.writeback = self.writeback;
+        c.passthrough = self.passthrough;
         c
     }
 }
@@ -414,7 +419,7 @@ inputs = ["cap"]
         assert_eq!(fields, [("role", "web"), ("dc", "par1"), ("n", "3")]);
         assert_eq!(f.tags, ["edge"]);
         assert_eq!(f.queue_capacity, 65_536);
-        assert!(f.auto_unmount && !f.offsets && !f.writeback);
+        assert!(f.auto_unmount && !f.offsets && !f.writeback && f.passthrough);
         assert_eq!(c.sources[0].kind.type_name(), "fuse");
     }
 
