@@ -14,10 +14,16 @@
 //! on. Stop: what is queued is sent, the directory is unmounted (lazily if files are
 //! still open), and what arrived meanwhile is sent too.
 //!
-//! Event: body = the bytes of one write, time = when it reached the file, tag = the
-//! source's tag, origin = path as the application sees it, pid, uid, gid, user, group,
-//! command, `@fields`/`@tags` from the config (shared, not copied per event). Origins
-//! are shared between the writes of one process to one file.
+//! With `writeback = true` the kernel's page cache absorbs the writes and sluice gets
+//! them later in pieces of up to 1 MiB, attributed to the opener of the file handle
+//! the kernel names (docs/sources/fuse.md); read-only opens are served by kernel
+//! passthrough unless `passthrough = false`.
+//!
+//! Event: body = the bytes of one write (with writeback: of one written-back piece),
+//! time = when it reached the file, tag = the source's tag, origin = path as the
+//! application sees it, pid, uid, gid, user, group, command, `@fields`/`@tags` from
+//! the config (shared, not copied per event). Origins are shared between the writes of
+//! one process to one file.
 
 mod drain;
 
