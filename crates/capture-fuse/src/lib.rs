@@ -23,8 +23,10 @@
 //!   Linux 6.6+, so shared `mmap` still works; older kernels keep the page cache and
 //!   log a warning). The cached write path would split a `write(2)` at every page it
 //!   partly fills and ask for `security.capability` before each write; direct I/O
-//!   turns one `write(2)` into one request and one capture. Read-only handles keep the
-//!   page cache (readers such as `tail` stay fast).
+//!   turns one `write(2)` into one request and one capture. Read-only handles are
+//!   served by kernel passthrough to the backing file where the kernel allows it
+//!   ([`CaptureConfig::passthrough`], `fs/passthrough.rs`: per-inode I/O modes), else
+//!   keep the page cache (readers such as `tail` stay fast).
 //! - New files, directories, nodes and symlinks belong to the caller (`fchown` after
 //!   creation; the group is inherited under a set-group-id directory), with the mode
 //!   the caller asked for regardless of the daemon's umask.
