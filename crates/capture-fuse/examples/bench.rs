@@ -2,7 +2,7 @@
 //!
 //! ```text
 //! CARGO_TARGET_DIR=/work/target-fuse cargo run --release -p sluice-capture-fuse \
-//!     --example bench -- [--small N] [--block-mib M] [--rounds R] [--dir PATH]
+//!     --example bench -- [--small N] [--block-mib M] [--rounds R] [--dir PATH] [--writeback]
 //! ```
 //!
 //! Workloads, each on a fresh file, best of `rounds`:
@@ -40,6 +40,7 @@ struct Args {
     rounds: usize,
     dir: Option<PathBuf>,
     poll: bool,
+    writeback: bool,
 }
 
 fn parse_args() -> Args {
@@ -49,6 +50,7 @@ fn parse_args() -> Args {
         rounds: 3,
         dir: None,
         poll: false,
+        writeback: false,
     };
     let mut it = std::env::args().skip(1);
     while let Some(flag) = it.next() {
@@ -59,6 +61,7 @@ fn parse_args() -> Args {
             "--rounds" => a.rounds = value().parse().expect("--rounds R"),
             "--dir" => a.dir = Some(value().into()),
             "--poll" => a.poll = true,
+            "--writeback" => a.writeback = true,
             other => panic!("unknown argument {other}"),
         }
     }
@@ -118,6 +121,7 @@ fn main() {
     let mut cfg = CaptureConfig::new(&watched);
     cfg.capture_own_process = true;
     cfg.exclude = vec!["uncaptured*".into()];
+    cfg.writeback = args.writeback;
     let (handle, rx) = Capture::mount(cfg).expect("mount (root and /dev/fuse needed)");
     let stop = Arc::new(AtomicBool::new(false));
     let drained = Arc::new(AtomicU64::new(0));

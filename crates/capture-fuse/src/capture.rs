@@ -66,6 +66,8 @@ pub struct CaptureCounters {
     dropped_quota: AtomicU64,
     dropped_quota_bytes: AtomicU64,
     errors: AtomicU64,
+    passthrough_opens: AtomicU64,
+    read_requests: AtomicU64,
 }
 
 /// A point-in-time copy of [`CaptureCounters`].
@@ -86,6 +88,10 @@ pub struct CaptureStats {
     /// Backing-file errors returned to applications on captured files, and capture-side
     /// failures (path or identity could not be determined).
     pub errors: u64,
+    /// Opens served by kernel passthrough (their reads never reach sluice).
+    pub passthrough_opens: u64,
+    /// READ requests sluice served itself.
+    pub read_requests: u64,
 }
 
 impl CaptureCounters {
@@ -99,6 +105,8 @@ impl CaptureCounters {
             dropped_quota: self.dropped_quota.load(Ordering::Relaxed),
             dropped_quota_bytes: self.dropped_quota_bytes.load(Ordering::Relaxed),
             errors: self.errors.load(Ordering::Relaxed),
+            passthrough_opens: self.passthrough_opens.load(Ordering::Relaxed),
+            read_requests: self.read_requests.load(Ordering::Relaxed),
         }
     }
 
@@ -122,6 +130,14 @@ impl CaptureCounters {
 
     pub(crate) fn error(&self) {
         self.errors.fetch_add(1, Ordering::Relaxed);
+    }
+
+    pub(crate) fn passthrough_open(&self) {
+        self.passthrough_opens.fetch_add(1, Ordering::Relaxed);
+    }
+
+    pub(crate) fn read_request(&self) {
+        self.read_requests.fetch_add(1, Ordering::Relaxed);
     }
 }
 

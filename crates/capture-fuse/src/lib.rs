@@ -16,17 +16,43 @@
 //! - Mounted with `allow_other`, `default_permissions` (the kernel checks modes, the
 //!   daemon is not a confused deputy), `nodev`, `nosuid`, fsname/subtype `sluice`
 //!   (`fuse.sluice` in mountinfo), and by default `auto_unmount` (fusermount3 detaches
-//!   the mount if the daemon dies). No writeback cache, 1 s entry/attr TTLs, never
-//!   `keep_cache`: writers that predate the mount change files underneath.
+//!   the mount if the daemon dies). 1 s entry/attr TTLs, never `keep_cache`: writers
+//!   that predate the mount change files underneath. No writeback cache unless
+//!   [`CaptureConfig::writeback`] asks for it (below).
 //! - Handles opened for writing use `FOPEN_DIRECT_IO` (with `FUSE_DIRECT_IO_ALLOW_MMAP`,
 //!   Linux 6.6+, so shared `mmap` still works; older kernels keep the page cache and
 //!   log a warning). The cached write path would split a `write(2)` at every page it
 //!   partly fills and ask for `security.capability` before each write; direct I/O
-//!   turns one `write(2)` into one request and one capture. Read-only handles keep the
-//!   page cache (readers such as `tail` stay fast).
+//!   turns one `write(2)` into one request and one capture. Read-only handles are
+//!   served by kernel passthrough to the backing file where the kernel allows it
+//!   ([`CaptureConfig::passthrough`], `fs/passthrough.rs`: per-inode I/O modes), else
+//!   keep the page cache (readers such as `tail` stay fast).
 //! - New files, directories, nodes and symlinks belong to the caller (`fchown` after
 //!   creation; the group is inherited under a set-group-id directory), with the mode
 //!   the caller asked for regardless of the daemon's umask.
+//!
+//! # Writeback mode
+//! With [`CaptureConfig::writeback`] the kernel's page cache absorbs writes
+//! (`FUSE_WRITEBACK_CACHE`): a 100-byte `write(2)` costs what it costs on the raw
+//! directory, and the bytes reach us later in page-cache WRITEs of up to 1 MiB, flagged
+//! [`CapturedWrite::from_page_cache`]. What changes:
+//! - **Attribution**: the identity is the one recorded when the file handle the kernel
+//!   names was opened (pid, uid, gid, names, command). One writer per file: exact.
+//!   Several processes with the same file open for writing: the kernel names one of
+//!   their handles (Linux: the most recently opened) for all dirty pages, so the bytes
+//!   are attributed to one of the processes holding the file open for writing, not
+//!   necessarily the one that wrote them. A request naming a handle we no longer know
+//!   is still written, and attributed to the last opener for writing of the file.
+//! - **Order and exactness**: one page-cache WRITE in flight at a time, captured in the
+//!   order sent (per file: ascending offsets within a writeback pass); bytes the kernel
+//!   sends again unchanged (the rest of a partly filled page) are not captured twice.
+//!   Per file, the captures of appends are contiguous and complete.
+//! - **Timing**: bytes are captured when written back (within ~30 s, at `fsync`, at
+//!   `close`), not at `write(2)`; `fsync` returns after they are queued. The path is the
+//!   file's name at writeback time, and the `time` is the writeback's.
+//! - The kernel trusts its cached size: never let processes write the backing files
+//!   directly (pre-mount writers) in this mode. See `fs/writeback.rs` for the details
+//!   (privileges under `FUSE_HANDLE_KILLPRIV_V2`, read-write backing fds).
 //!
 //! # Capture invariants
 //! - A [`CapturedWrite`] is queued only after the bytes reached the backing file, and
@@ -158,6 +184,16 @@ pub struct CaptureConfig {
     /// How long [`CaptureHandle::unmount`] waits for open files to be closed before it
     /// returns, leaving the detached filesystem to be served in the background.
     pub unmount_grace: Duration,
+    /// Mount with the kernel's writeback cache (`FUSE_WRITEBACK_CACHE`): small writes
+    /// are absorbed by the page cache and reach us as large page-cache writes, attributed
+    /// to the opener of the file handle the kernel names (see "Writeback mode" above).
+    /// Falls back to write-through (logged) where the kernel lacks it.
+    pub writeback: bool,
+    /// Serve read-only opens by kernel passthrough to the backing file
+    /// (`FOPEN_PASSTHROUGH`, Linux 6.9+, needs root): such readers cost sluice nothing.
+    /// Where the kernel or the privileges lack it, reads are served as before (logged).
+    /// Not combined with `writeback`.
+    pub passthrough: bool,
 }
 
 impl CaptureConfig {
@@ -178,6 +214,8 @@ impl CaptureConfig {
             lock_dir: None,
             capture_own_process: false,
             unmount_grace: Duration::from_secs(2),
+            writeback: false,
+            passthrough: true,
         }
     }
 }
@@ -301,6 +339,8 @@ impl Capture {
             filter,
             quota,
             capture_own_process: cfg.capture_own_process,
+            writeback: cfg.writeback,
+            passthrough: cfg.passthrough,
         };
         let filesystem = CaptureFs::new(dir.clone(), root_fd, policy, tx, counters.clone(), names)
             .map_err(dir_err)?;

@@ -21,6 +21,9 @@
 
 mod convert;
 mod ops;
+mod order;
+mod passthrough;
+mod writeback;
 
 use std::collections::HashMap;
 use std::ffi::OsStr;
@@ -28,11 +31,13 @@ use std::io;
 use std::os::fd::{AsFd, OwnedFd};
 use std::os::unix::ffi::OsStrExt;
 use std::path::{Path, PathBuf};
-use std::sync::atomic::{AtomicU64, Ordering};
+use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
 use std::sync::{Arc, OnceLock};
 use std::time::{Duration, Instant, SystemTime};
 
-use fuser::{Errno, FileAttr, FileHandle, FileType, FopenFlags, INodeNo, Request, TimeOrNow};
+use fuser::{
+    BackingId, Errno, FileAttr, FileHandle, FileType, FopenFlags, INodeNo, Request, TimeOrNow,
+};
 use parking_lot::{Mutex, RwLock};
 use rustix::fs::{AtFlags, CWD, Mode, OFlags, Stat, Timestamps};
 
@@ -51,6 +56,8 @@ const SYNTHETIC_BASE: u64 = 1 << 63;
 const ROOT_ID: u64 = 1;
 
 type R<T> = Result<T, Errno>;
+/// A registered handle: its number, open flags, and backing file when passthrough.
+type Opened = (FileHandle, FopenFlags, Option<Arc<BackingId>>);
 struct Inode {
     nodeid: u64,
     /// `O_PATH | O_NOFOLLOW` descriptor of the backing node.
@@ -60,6 +67,13 @@ struct Inode {
     ino: u64,
     kind: FileType,
     quota: Mutex<Bucket>,
+    /// The last process that opened this file for writing (writeback mode: who a
+    /// page-cache write naming no handle we know is attributed to).
+    last_writer: Mutex<Option<Writer>>,
+    /// Open handles by I/O mode (passthrough or not), see fs/passthrough.rs.
+    io: Mutex<passthrough::IoModes>,
+    /// Writeback mode: page-cache captures held back until they are in file order.
+    order: Mutex<order::Order>,
 }
 
 struct TableEntry {
@@ -98,6 +112,8 @@ struct OpenFile {
     positional: OnceLock<Option<OwnedFd>>,
     target: Mutex<Target>,
     opener: Option<Writer>,
+    /// Served by kernel passthrough to this backing file (shared per inode).
+    backing: Option<Arc<BackingId>>,
 }
 
 struct OpenDir {
@@ -109,6 +125,10 @@ pub(crate) struct CapturePolicy {
     pub(crate) filter: PathFilter,
     pub(crate) quota: Option<Quota>,
     pub(crate) capture_own_process: bool,
+    /// Ask for the writeback cache (granted or not at FUSE init).
+    pub(crate) writeback: bool,
+    /// Serve read-only opens by kernel passthrough where the kernel allows it.
+    pub(crate) passthrough: bool,
 }
 
 pub(crate) struct CaptureFs {
@@ -131,6 +151,14 @@ pub(crate) struct CaptureFs {
     give_to_caller: bool,
     /// Open writable handles with FOPEN_DIRECT_IO (decided at FUSE init).
     direct_io_writes: bool,
+    /// The kernel's writeback cache is on (asked for and granted at FUSE init).
+    writeback: bool,
+    /// We clear set-user-id/set-group-id bits and file capabilities ourselves
+    /// (FUSE_HANDLE_KILLPRIV_V2), so the kernel stops asking for `security.capability`
+    /// before every cached write.
+    killpriv: bool,
+    /// Passthrough granted at init and not switched off since (fs/passthrough.rs).
+    passthrough: AtomicBool,
 }
 
 impl CaptureFs {
@@ -150,6 +178,9 @@ impl CaptureFs {
             ino: key_of(&st).1,
             kind: FileType::Directory,
             quota: Mutex::new(Bucket::new()),
+            last_writer: Mutex::new(None),
+            io: Mutex::default(),
+            order: Mutex::default(),
         });
         let mut table = InodeTable {
             by_node: HashMap::new(),
@@ -182,6 +213,9 @@ impl CaptureFs {
             own_pid: std::process::id(),
             give_to_caller: crate::mount::is_root(),
             direct_io_writes: false,
+            writeback: false,
+            killpriv: false,
+            passthrough: AtomicBool::new(false),
         })
     }
 
@@ -234,6 +268,9 @@ impl CaptureFs {
             ino: key.1,
             kind: kind_of(st.st_mode),
             quota: Mutex::new(Bucket::new()),
+            last_writer: Mutex::new(None),
+            io: Mutex::default(),
+            order: Mutex::default(),
         });
         t.by_key.insert(key, nodeid);
         t.by_node.insert(
@@ -356,12 +393,17 @@ impl CaptureFs {
         inode: Arc<Inode>,
         file: OwnedFd,
         flags: i32,
-    ) -> (FileHandle, FopenFlags) {
+        backing: Option<Arc<BackingId>>,
+    ) -> Opened {
         let writable = flags & libc::O_ACCMODE != libc::O_RDONLY;
         let (target, opener) = if writable {
             let generation = self.path_generation.load(Ordering::Acquire);
             let path = self.capture_path(&file);
-            (Target { generation, path }, self.writer(req))
+            let opener = self.writer(req);
+            if self.writeback && opener.is_some() {
+                *inode.last_writer.lock() = opener.clone();
+            }
+            (Target { generation, path }, opener)
         } else {
             (
                 Target {
@@ -380,23 +422,32 @@ impl CaptureFs {
         // Read-only handles keep the page cache, but never FOPEN_KEEP_CACHE: pages are
         // dropped on open, since writers that predate the mount change files
         // underneath.
-        let open_flags = if writable && self.direct_io_writes {
+        // In writeback mode the page cache is the point: small writes are absorbed
+        // there and reach us as large page-cache writes.
+        let open_flags = if writable && self.direct_io_writes && !self.writeback {
             FopenFlags::FOPEN_DIRECT_IO
         } else {
             FopenFlags::empty()
         };
+        let open_flags = match backing {
+            Some(_) => passthrough::passthrough_flags(open_flags, writable),
+            None => open_flags,
+        };
         let f = Arc::new(OpenFile {
+            backing: backing.clone(),
             inode,
             file,
             writable,
-            append: flags & libc::O_APPEND != 0,
+            // Writeback mode: the kernel places appends itself; the backing fd was
+            // opened without O_APPEND and every write carries its offset.
+            append: flags & libc::O_APPEND != 0 && !self.writeback,
             positional: OnceLock::new(),
             target: Mutex::new(target),
             opener,
         });
         let fh = self.next_fh.fetch_add(1, Ordering::Relaxed);
         self.files.write().insert(fh, f);
-        (FileHandle(fh), open_flags)
+        (FileHandle(fh), open_flags, backing)
     }
 
     /// The app-visible path of an open file if it is to be captured.
@@ -433,12 +484,25 @@ impl CaptureFs {
     }
 
     fn capture(&self, req: &Request, f: &OpenFile, offset: u64, data: &[u8], page_cache: bool) {
-        if data.is_empty() {
-            return;
+        if let Some(w) = self.make_capture(req, f, offset, data, page_cache) {
+            self.send(w);
         }
-        let Some(path) = self.target(f) else {
-            return;
-        };
+    }
+
+    /// The capture of `data` written at `offset` through `f`, unless it is not to be
+    /// captured (excluded, own process, over quota: counted).
+    fn make_capture(
+        &self,
+        req: &Request,
+        f: &OpenFile,
+        offset: u64,
+        data: &[u8],
+        page_cache: bool,
+    ) -> Option<CapturedWrite> {
+        if data.is_empty() {
+            return None;
+        }
+        let path = self.target(f)?;
         let found = if page_cache || req.pid() == 0 {
             None
         } else {
@@ -453,7 +517,7 @@ impl CaptureFs {
                 info: ProcInfo::unknown(),
             });
         if writer.info.tgid == self.own_pid && !self.policy.capture_own_process {
-            return;
+            return None;
         }
         let len = data.len();
         if let Some(q) = self.policy.quota {
@@ -462,22 +526,22 @@ impl CaptureFs {
                 Admit::Pass => {}
                 Admit::Drop => {
                     self.counters.over_quota(len);
-                    return;
+                    return None;
                 }
                 Admit::DropAndLog(dropped) => {
                     self.counters.over_quota(len);
                     tracing::warn!(path = %path.display(), dropped,
                         quota_bytes_per_sec = q.rate,
                         "File over capture quota, dropping its captured writes.");
-                    return;
+                    return None;
                 }
             }
         }
         if self.queue.is_full() {
             self.counters.queue_full(len);
-            return;
+            return None;
         }
-        let w = CapturedWrite {
+        Some(CapturedWrite {
             path,
             offset,
             data: self.payloads.copy(data),
@@ -491,7 +555,11 @@ impl CaptureFs {
             command: writer.info.command.clone(),
             inode: f.inode.ino,
             from_page_cache: page_cache,
-        };
+        })
+    }
+
+    fn send(&self, w: CapturedWrite) {
+        let len = w.data.len();
         if self.queue.try_send(w) {
             self.counters.captured(len);
         } else {
@@ -613,9 +681,10 @@ impl CaptureFs {
         name: &OsStr,
         mode: u32,
         flags: i32,
-    ) -> R<(FileAttr, (FileHandle, FopenFlags))> {
+        open_backing: impl FnOnce(std::os::fd::BorrowedFd<'_>) -> io::Result<BackingId>,
+    ) -> R<(FileAttr, Opened)> {
         let parent = self.inode(parent)?;
-        let base = open_flags(flags);
+        let base = open_flags(self.backing_flags(flags));
         let mode_bits = Mode::from_raw_mode(mode & 0o7777);
         // O_EXCL first, so that ownership is only ever changed on a node we created.
         let (file, created) = match rustix::fs::openat(
@@ -642,6 +711,9 @@ impl CaptureFs {
             Mode::empty(),
         )
         .map_err(errno)?;
+        if !created {
+            self.kill_privs_at_open(req.uid(), flags, &proc_path(&file))?;
+        }
         let st = rustix::fs::fstat(&file).map_err(errno)?;
         if created {
             if let Err(e) = self.give(req, &parent, &file, FileType::RegularFile, &st, mode) {
@@ -652,7 +724,9 @@ impl CaptureFs {
         let inode = self.intern(opath, &st);
         let st = rustix::fs::fstat(&file).map_err(errno)?;
         let attr = attr(inode.nodeid, &st);
-        let fh = self.register_file(req, inode, file, flags);
+        let writable = flags & libc::O_ACCMODE != libc::O_RDONLY;
+        let backing = self.choose_io(&inode, &file, writable, open_backing);
+        let fh = self.register_file(req, inode, file, flags, backing);
         Ok((attr, fh))
     }
 

@@ -20,7 +20,7 @@ use fuser::{
 use parking_lot::Mutex;
 use rustix::fs::{AtFlags, CWD, Mode, OFlags, SeekFrom};
 
-use super::convert::{attr, dir_kind, errno, kind_of, open_flags, proc_path};
+use super::convert::{attr, dir_kind, errno, kind_of, proc_path};
 use super::{CaptureFs, OpenDir, TTL};
 
 thread_local! {
@@ -31,13 +31,39 @@ impl fuser::Filesystem for CaptureFs {
     fn init(&mut self, _req: &Request, config: &mut KernelConfig) -> io::Result<()> {
         // Concurrent lookups/readdirs in one directory; O_TRUNC inside open (one round
         // trip less for `>` redirects); drop cached pages when the backing file changed
-        // underneath. Never FUSE_WRITEBACK_CACHE: it would hide who wrote.
+        // underneath. FUSE_WRITEBACK_CACHE only when asked for (fs/writeback.rs).
         for cap in [
             InitFlags::FUSE_PARALLEL_DIROPS,
             InitFlags::FUSE_ATOMIC_O_TRUNC,
             InitFlags::FUSE_AUTO_INVAL_DATA,
         ] {
             let _ = config.add_capabilities(cap);
+        }
+        if self.policy.writeback {
+            self.writeback = config
+                .add_capabilities(InitFlags::FUSE_WRITEBACK_CACHE)
+                .is_ok();
+            if self.writeback {
+                // Page-cache WRITEs are background requests: one in flight at a time
+                // keeps them in the order the kernel sends them (see fs/writeback.rs).
+                let _ = config.set_max_background(1);
+                self.killpriv = config
+                    .add_capabilities(InitFlags::FUSE_HANDLE_KILLPRIV_V2)
+                    .is_ok();
+            } else {
+                tracing::warn!("Kernel lacks FUSE_WRITEBACK_CACHE: writeback = true ignored.");
+            }
+        }
+        if self.policy.passthrough && !self.writeback {
+            let granted = config.add_capabilities(InitFlags::FUSE_PASSTHROUGH).is_ok()
+                && config.set_max_stack_depth(1).is_ok();
+            self.passthrough.store(granted, Ordering::Relaxed);
+            if !granted {
+                tracing::info!(
+                    "Kernel lacks FUSE_PASSTHROUGH (Linux 6.9+): reads through the mount \
+                     are served by sluice."
+                );
+            }
         }
         // Writable handles use direct I/O only where shared mmap then still works
         // (Linux 6.6+); older kernels would refuse MAP_SHARED on them with ENODEV.
@@ -87,7 +113,7 @@ impl fuser::Filesystem for CaptureFs {
 
     fn setattr(
         &self,
-        _req: &Request,
+        req: &Request,
         ino: INodeNo,
         mode: Option<u32>,
         uid: Option<u32>,
@@ -103,6 +129,17 @@ impl fuser::Filesystem for CaptureFs {
         _flags: Option<fuser::BsdFileFlags>,
         reply: ReplyAttr,
     ) {
+        if self.killpriv && size.is_some() && mode.is_none() && req.uid() != 0 {
+            let killed = self
+                .inode(ino)
+                .and_then(|i| super::writeback::kill_privs(&proc_path(&i.fd), true));
+            if let Err(e) = killed {
+                return reply.error(e);
+            }
+        }
+        if let (true, Some(size), Ok(inode)) = (self.writeback, size, self.inode(ino)) {
+            self.order_flush(&inode, Some(size));
+        }
         match self.do_setattr(ino, mode, uid, gid, size, atime, mtime, fh) {
             Ok(a) => reply.attr(&TTL, &a),
             Err(e) => reply.error(e),
@@ -266,12 +303,18 @@ impl fuser::Filesystem for CaptureFs {
 
     fn open(&self, req: &Request, ino: INodeNo, flags: OpenFlags, reply: ReplyOpen) {
         let r = self.inode(ino).and_then(|inode| {
-            let file = rustix::fs::open(proc_path(&inode.fd), open_flags(flags.0), Mode::empty())
-                .map_err(errno)?;
-            Ok(self.register_file(req, inode, file, flags.0))
+            let file = self.open_backing(&inode, flags.0)?;
+            self.kill_privs_at_open(req.uid(), flags.0, &proc_path(&file))?;
+            if self.writeback && flags.0 & libc::O_TRUNC != 0 {
+                self.order_flush(&inode, Some(0));
+            }
+            let writable = flags.0 & libc::O_ACCMODE != libc::O_RDONLY;
+            let backing = self.choose_io(&inode, &file, writable, |fd| reply.open_backing(fd));
+            Ok(self.register_file(req, inode, file, flags.0, backing))
         });
         match r {
-            Ok((fh, open_flags)) => reply.opened(fh, open_flags),
+            Ok((fh, open_flags, Some(b))) => reply.opened_passthrough(fh, open_flags, &b),
+            Ok((fh, open_flags, None)) => reply.opened(fh, open_flags),
             Err(e) => reply.error(e),
         }
     }
@@ -291,6 +334,7 @@ impl fuser::Filesystem for CaptureFs {
             Ok(f) => f,
             Err(e) => return reply.error(e),
         };
+        self.counters.read_request();
         let size = size as usize;
         READ_BUF.with_borrow_mut(|buf| {
             if buf.len() < size {
@@ -313,7 +357,7 @@ impl fuser::Filesystem for CaptureFs {
     fn write(
         &self,
         req: &Request,
-        _ino: INodeNo,
+        ino: INodeNo,
         fh: FileHandle,
         offset: u64,
         data: &[u8],
@@ -322,16 +366,43 @@ impl fuser::Filesystem for CaptureFs {
         _lock_owner: Option<LockOwner>,
         reply: ReplyWrite,
     ) {
+        let page_cache = write_flags.contains(WriteFlags::FUSE_WRITE_CACHE);
         let f = match self.file(fh) {
             Ok(f) => f,
+            Err(_) if page_cache => {
+                return match self.write_unknown_handle(req, ino, offset, data) {
+                    Ok(n) => reply.written(n as u32),
+                    Err(e) => reply.error(e),
+                };
+            }
             Err(e) => return reply.error(e),
         };
-        let page_cache = write_flags.contains(WriteFlags::FUSE_WRITE_CACHE);
+        if self.killpriv && write_flags.contains(WriteFlags::FUSE_WRITE_KILL_SUIDGID) {
+            if let Err(e) = super::writeback::kill_privs(&proc_path(&f.file), true) {
+                return reply.error(e);
+            }
+        }
+        let changed = if page_cache && self.writeback {
+            self.changed_span(&f, offset, data)
+        } else {
+            0..data.len()
+        };
+        let ordered = page_cache && self.writeback;
+        if ordered {
+            self.order_start(&f);
+        }
         match self.write_backing(&f, offset, data, page_cache) {
             Ok((n, at)) => {
                 // Enqueue before replying: the writer (and the next write to this inode)
-                // waits for the reply, so per-file order is the queue order.
-                self.capture(req, &f, at, &data[..n], page_cache);
+                // waits for the reply, so per-file order is the queue order (in
+                // writeback mode restored by fs/order.rs).
+                let span = changed.start.min(n)..changed.end.min(n);
+                let changed_at = at + span.start as u64;
+                if ordered {
+                    self.capture_in_order(req, &f, at, n as u64, changed_at, &data[span]);
+                } else {
+                    self.capture(req, &f, changed_at, &data[span], page_cache);
+                }
                 reply.written(n as u32);
             }
             Err(e) => {
@@ -353,6 +424,9 @@ impl fuser::Filesystem for CaptureFs {
     ) {
         // Called on every close of every dup: close a duplicate so that backing
         // filesystems that report errors at close do so, but keep our fd.
+        if let (true, Ok(f)) = (self.writeback, self.file(fh)) {
+            self.order_flush(&f.inode, None);
+        }
         match self.file(fh) {
             Ok(f) => match rustix::io::fcntl_dupfd_cloexec(&f.file, 0) {
                 Ok(dup) => {
@@ -375,7 +449,13 @@ impl fuser::Filesystem for CaptureFs {
         _flush: bool,
         reply: ReplyEmpty,
     ) {
-        self.files.write().remove(&fh.0);
+        let f = self.files.write().remove(&fh.0);
+        if let Some(f) = f {
+            self.release_io(&f.inode, f.backing.is_some());
+            if self.writeback {
+                self.order_flush(&f.inode, None);
+            }
+        }
         reply.ok();
     }
 
@@ -388,6 +468,11 @@ impl fuser::Filesystem for CaptureFs {
         reply: ReplyEmpty,
     ) {
         let r = self.file(fh).and_then(|f| {
+            // The kernel wrote the dirty pages back before asking: what is held for
+            // order goes to the queue now, before fsync returns.
+            if self.writeback {
+                self.order_flush(&f.inode, None);
+            }
             if datasync {
                 rustix::fs::fdatasync(&f.file)
             } else {
@@ -598,8 +683,12 @@ impl fuser::Filesystem for CaptureFs {
         flags: i32,
         reply: ReplyCreate,
     ) {
-        match self.do_create(req, parent, name, mode, flags) {
-            Ok((a, (fh, open_flags))) => reply.created(&TTL, &a, Generation(0), fh, open_flags),
+        let r = self.do_create(req, parent, name, mode, flags, |fd| reply.open_backing(fd));
+        match r {
+            Ok((a, (fh, fl, Some(b)))) => {
+                reply.created_passthrough(&TTL, &a, Generation(0), fh, fl, &b)
+            }
+            Ok((a, (fh, fl, None))) => reply.created(&TTL, &a, Generation(0), fh, fl),
             Err(e) => reply.error(e),
         }
     }

@@ -3,5 +3,7 @@
 
 mod common;
 mod lifecycle;
+mod passthrough;
 mod semantics;
 mod workloads;
+mod writeback;

@@ -9,15 +9,31 @@ use std::path::Path;
 use crate::common::*;
 
 fn own() -> Mounted {
-    Mounted::new(|c| c.capture_own_process = true)
+    own_wb(false)
+}
+
+fn own_wb(writeback: bool) -> Mounted {
+    Mounted::new(|c| {
+        c.capture_own_process = true;
+        c.writeback = writeback;
+    })
 }
 
 #[test]
 fn unlink_while_open_keeps_the_file_usable_and_named() {
+    unlink_while_open_keeps_the_file_usable_and_named_case(false);
+}
+
+#[test]
+fn unlink_while_open_keeps_the_file_usable_and_named_with_writeback() {
+    unlink_while_open_keeps_the_file_usable_and_named_case(true);
+}
+
+fn unlink_while_open_keeps_the_file_usable_and_named_case(writeback: bool) {
     if !fuse_available() {
         return;
     }
-    let m = own();
+    let m = own_wb(writeback);
     let mut f = OpenOptions::new()
         .create(true)
         .read(true)
@@ -37,12 +53,16 @@ fn unlink_while_open_keeps_the_file_usable_and_named() {
     assert!(listing.is_empty(), "no .fuse_hidden leftovers: {listing:?}");
     drop(f);
     let done = m.finish();
-    assert_eq!(done.writes.len(), 2);
+    let captured: Vec<u8> = done.writes.iter().flat_map(|w| w.data.to_vec()).collect();
+    assert_eq!(captured, b"before\nafter\n");
+    if !writeback {
+        assert_eq!(done.writes.len(), 2);
+        assert_eq!(done.writes[1].offset, 7);
+    }
     for w in &done.writes {
         assert_eq!(*w.path, *done.dir.join("gone.log"), "last name kept");
         assert_eq!(w.pid, std::process::id());
     }
-    assert_eq!(done.writes[1].offset, 7);
 }
 
 #[test]
@@ -80,10 +100,19 @@ fn rename_moves_the_capture_path_of_open_files() {
 
 #[test]
 fn symlinks_hard_links_and_inode_numbers_pass_through() {
+    symlinks_hard_links_and_inode_numbers_pass_through_case(false);
+}
+
+#[test]
+fn symlinks_hard_links_and_inode_numbers_pass_through_with_writeback() {
+    symlinks_hard_links_and_inode_numbers_pass_through_case(true);
+}
+
+fn symlinks_hard_links_and_inode_numbers_pass_through_case(writeback: bool) {
     if !fuse_available() {
         return;
     }
-    let m = own();
+    let m = own_wb(writeback);
     std::fs::write(m.path("target"), b"data").unwrap();
     std::os::unix::fs::symlink("target", m.path("link")).unwrap();
     assert_eq!(
@@ -131,10 +160,19 @@ fn symlinks_hard_links_and_inode_numbers_pass_through() {
 
 #[test]
 fn chmod_chown_utimens_truncate_and_fsync() {
+    chmod_chown_utimens_truncate_and_fsync_case(false);
+}
+
+#[test]
+fn chmod_chown_utimens_truncate_and_fsync_with_writeback() {
+    chmod_chown_utimens_truncate_and_fsync_case(true);
+}
+
+fn chmod_chown_utimens_truncate_and_fsync_case(writeback: bool) {
     if !fuse_available() {
         return;
     }
-    let m = own();
+    let m = own_wb(writeback);
     let p = m.path("f");
     let f = File::create(&p).unwrap();
     f.write_all_at(b"0123456789abcdef", 0).unwrap();
@@ -216,10 +254,19 @@ fn xattrs_round_trip() {
 
 #[test]
 fn writes_beyond_4_gib_land_and_are_captured_at_their_offset() {
+    writes_beyond_4_gib_land_and_are_captured_at_their_offset_case(false);
+}
+
+#[test]
+fn writes_beyond_4_gib_land_and_are_captured_at_their_offset_with_writeback() {
+    writes_beyond_4_gib_land_and_are_captured_at_their_offset_case(true);
+}
+
+fn writes_beyond_4_gib_land_and_are_captured_at_their_offset_case(writeback: bool) {
     if !fuse_available() {
         return;
     }
-    let m = own();
+    let m = own_wb(writeback);
     let f = File::create(m.path("sparse")).unwrap();
     let at = 5u64 << 30;
     f.write_all_at(b"far away", at).unwrap();
@@ -238,8 +285,23 @@ fn writes_beyond_4_gib_land_and_are_captured_at_their_offset() {
     r.seek(SeekFrom::Start(0)).unwrap();
     drop((f, r));
     let done = m.finish();
-    let offsets: Vec<u64> = done.writes.iter().map(|w| w.offset).collect();
-    assert_eq!(offsets, [at, 0]);
+    let mut got: Vec<(u64, &[u8])> = done
+        .writes
+        .iter()
+        .map(|w| (w.offset, &w.data[..]))
+        .collect();
+    if writeback {
+        // Written back in page order. Page 0 went out while the backing file was still
+        // empty: all of it is new there, so it is captured whole (zeros after "start").
+        assert_eq!(got.len(), 2, "{got:?}");
+        let (head, rest) = got[0].1.split_at(5);
+        assert_eq!((got[0].0, head), (0, &b"start"[..]));
+        assert!(rest.len() < 4096 && rest.iter().all(|&b| b == 0));
+        assert_eq!(got[1], (at, &b"far away"[..]));
+        got[0].1 = head;
+    }
+    got.sort_unstable();
+    assert_eq!(got, [(0, &b"start"[..]), (at, &b"far away"[..])]);
     assert_eq!(
         std::fs::metadata(done.dir.join("sparse")).unwrap().len(),
         at + 8
@@ -295,10 +357,19 @@ fn directories_listing_and_statfs() {
 
 #[test]
 fn shared_mmap_writes_are_captured_from_the_page_cache() {
+    shared_mmap_writes_are_captured_from_the_page_cache_case(false);
+}
+
+#[test]
+fn shared_mmap_writes_are_captured_from_the_page_cache_with_writeback() {
+    shared_mmap_writes_are_captured_from_the_page_cache_case(true);
+}
+
+fn shared_mmap_writes_are_captured_from_the_page_cache_case(writeback: bool) {
     if !fuse_available() {
         return;
     }
-    let m = own();
+    let m = own_wb(writeback);
     let p = m.path("mapped");
     let f = OpenOptions::new()
         .create(true)
@@ -334,7 +405,18 @@ fn shared_mmap_writes_are_captured_from_the_page_cache() {
         "page-cache writes flagged: {:?}",
         done.writes
     );
-    assert_captures_rebuild_tree(&done.dir, &done.writes);
+    if writeback {
+        // Only the bytes the mapping changed (the rest of the page is what set_len
+        // made, not a write).
+        let got: Vec<(u64, &[u8])> = done
+            .writes
+            .iter()
+            .map(|w| (w.offset, &w.data[..]))
+            .collect();
+        assert_eq!(got, [(100, &src[..])]);
+    } else {
+        assert_captures_rebuild_tree(&done.dir, &done.writes);
+    }
 }
 
 #[test]

@@ -7,12 +7,21 @@ use crate::common::*;
 
 #[test]
 fn shell_append_is_captured_with_writer_identity() {
+    shell_append_is_captured_with_writer_identity_case(false);
+}
+
+#[test]
+fn shell_append_is_captured_with_writer_identity_with_writeback() {
+    shell_append_is_captured_with_writer_identity_case(true);
+}
+
+fn shell_append_is_captured_with_writer_identity_case(writeback: bool) {
     if !fuse_available() {
         return;
     }
     let plain = tempfile::tempdir().unwrap();
     let out = tempfile::tempdir().unwrap();
-    let m = Mounted::new(|_| {});
+    let m = Mounted::new(|c| c.writeback = writeback);
     let pidfile = out.path().join("pid");
     let script = format!(
         "echo hello >> f; echo world >> f; echo $$ > {}",
@@ -49,7 +58,7 @@ fn shell_append_is_captured_with_writer_identity() {
             w.command
         );
         assert_eq!(w.inode, ino);
-        assert!(!w.from_page_cache);
+        assert_eq!(w.from_page_cache, writeback);
         assert!(w.time.elapsed().unwrap().as_secs() < 60);
     }
 }
@@ -98,11 +107,20 @@ for i in range(6000):
 
 #[test]
 fn python_rotating_logger_output_is_identical_and_fully_captured() {
+    python_rotating_logger_output_is_identical_and_fully_captured_case(false);
+}
+
+#[test]
+fn python_rotating_logger_output_is_identical_and_fully_captured_with_writeback() {
+    python_rotating_logger_output_is_identical_and_fully_captured_case(true);
+}
+
+fn python_rotating_logger_output_is_identical_and_fully_captured_case(writeback: bool) {
     if !fuse_available() {
         return;
     }
     let plain = tempfile::tempdir().unwrap();
-    let m = Mounted::new(|_| {});
+    let m = Mounted::new(|c| c.writeback = writeback);
     for dir in [plain.path(), m.dir.as_path()] {
         let out = std::process::Command::new("python3")
             .arg("-c")
@@ -144,13 +162,22 @@ fn python_rotating_logger_output_is_identical_and_fully_captured() {
 
 #[test]
 fn dd_of_100_mib_is_byte_identical_and_captured_exactly() {
+    dd_of_100_mib_is_byte_identical_and_captured_exactly_case(false);
+}
+
+#[test]
+fn dd_of_100_mib_is_byte_identical_and_captured_exactly_with_writeback() {
+    dd_of_100_mib_is_byte_identical_and_captured_exactly_case(true);
+}
+
+fn dd_of_100_mib_is_byte_identical_and_captured_exactly_case(writeback: bool) {
     if !fuse_available() {
         return;
     }
     let src_dir = tempfile::tempdir().unwrap();
     let src = src_dir.path().join("src.bin");
     std::fs::write(&src, pseudo_random(100 << 20, 42)).unwrap();
-    let m = Mounted::new(|_| {});
+    let m = Mounted::new(|c| c.writeback = writeback);
     sh(
         &m.dir,
         &format!(
@@ -195,13 +222,22 @@ fn make_source_tree(root: &Path) {
 
 #[test]
 fn cp_of_a_tree_matches_plain_copy() {
+    cp_of_a_tree_matches_plain_copy_case(false);
+}
+
+#[test]
+fn cp_of_a_tree_matches_plain_copy_with_writeback() {
+    cp_of_a_tree_matches_plain_copy_case(true);
+}
+
+fn cp_of_a_tree_matches_plain_copy_case(writeback: bool) {
     if !fuse_available() {
         return;
     }
     let src = tempfile::tempdir().unwrap();
     make_source_tree(src.path());
     let plain = tempfile::tempdir().unwrap();
-    let m = Mounted::new(|_| {});
+    let m = Mounted::new(|c| c.writeback = writeback);
     let script = format!("cp -r {}/. copy", src.path().display());
     sh(plain.path(), &script);
     sh(&m.dir, &script);
@@ -275,13 +311,22 @@ fn tail_workload(dir: &Path) -> String {
 
 #[test]
 fn tail_follows_a_file_written_and_rotated_through_the_mount() {
+    tail_follows_a_file_written_and_rotated_through_the_mount_case(false);
+}
+
+#[test]
+fn tail_follows_a_file_written_and_rotated_through_the_mount_with_writeback() {
+    tail_follows_a_file_written_and_rotated_through_the_mount_case(true);
+}
+
+fn tail_follows_a_file_written_and_rotated_through_the_mount_case(writeback: bool) {
     if !fuse_available() {
         return;
     }
     let plain = tempfile::tempdir().unwrap();
     std::fs::write(plain.path().join("f"), b"").unwrap();
     tail_workload(plain.path());
-    let m = Mounted::new(|_| {});
+    let m = Mounted::new(|c| c.writeback = writeback);
     std::fs::write(m.path("f"), b"").unwrap();
     let outdir = tempfile::tempdir().unwrap();
     let tail_out = outdir.path().join("tail.out");

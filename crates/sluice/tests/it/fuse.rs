@@ -258,6 +258,17 @@ encoding = "logstash_json"
 
 #[test]
 fn writes_become_fuse_kafka_documents_with_the_writers_identity() {
+    writes_become_fuse_kafka_documents_with_the_writers_identity_case(false);
+}
+
+/// With the writeback cache each `sh` writes into the page cache and its bytes are
+/// captured at its close, attributed to it as the opener of its handle.
+#[test]
+fn writes_become_fuse_kafka_documents_with_the_writers_identity_with_writeback() {
+    writes_become_fuse_kafka_documents_with_the_writers_identity_case(true);
+}
+
+fn writes_become_fuse_kafka_documents_with_the_writers_identity_case(writeback: bool) {
     if !fuse_usable() {
         return;
     }
@@ -273,11 +284,12 @@ fn writes_become_fuse_kafka_documents_with_the_writers_identity() {
         "the holder to open its file",
         || g.file("held.log").exists(),
     );
-    let mut d = g.start(&source_config(
+    let mut d = g.start(&source_config(&format!(
         r#"include = ["*.log"]
-fields = { dc = "par1", role = "web" }
-tags = ["edge", "fuse"]"#,
-    ));
+fields = {{ dc = "par1", role = "web" }}
+tags = ["edge", "fuse"]
+writeback = {writeback}"#
+    )));
 
     let log = d.stderr();
     let _ = holder.kill();

@@ -14,10 +14,16 @@
 //! on. Stop: what is queued is sent, the directory is unmounted (lazily if files are
 //! still open), and what arrived meanwhile is sent too.
 //!
-//! Event: body = the bytes of one write, time = when it reached the file, tag = the
-//! source's tag, origin = path as the application sees it, pid, uid, gid, user, group,
-//! command, `@fields`/`@tags` from the config (shared, not copied per event). Origins
-//! are shared between the writes of one process to one file.
+//! With `writeback = true` the kernel's page cache absorbs the writes and sluice gets
+//! them later in pieces of up to 1 MiB, attributed to the opener of the file handle
+//! the kernel names (docs/sources/fuse.md); read-only opens are served by kernel
+//! passthrough unless `passthrough = false`.
+//!
+//! Event: body = the bytes of one write (with writeback: of one written-back piece),
+//! time = when it reached the file, tag = the source's tag, origin = path as the
+//! application sees it, pid, uid, gid, user, group, command, `@fields`/`@tags` from
+//! the config (shared, not copied per event). Origins are shared between the writes of
+//! one process to one file.
 
 mod drain;
 
@@ -86,6 +92,15 @@ pub struct FuseSourceConfig {
     /// costs one origin copy per write.
     #[serde(default)]
     pub offsets: bool,
+    /// Mount with the kernel's writeback cache: small writes are absorbed by the page
+    /// cache and captured in large pieces, attributed to the process that opened the
+    /// file handle the kernel names (see docs/sources/fuse.md).
+    #[serde(default)]
+    pub writeback: bool,
+    /// Serve read-only opens by kernel passthrough (Linux 6.9+, as root): readers of
+    /// watched files cost nothing. Ignored with `writeback`. Default true.
+    #[serde(default = "default_true")]
+    pub passthrough: bool,
 }
 
 fn default_queue_capacity() -> usize {
@@ -229,6 +244,8 @@ impl FuseSourceConfig {
         c.auto_unmount = self.auto_unmount;
         c.lock_dir = self.lock_dir.clone();
         c.unmount_grace = Duration::from_millis(self.unmount_grace_ms);
+        c.writeback = self.writeback;
+        c.passthrough = self.passthrough;
         c
     }
 }
@@ -408,7 +425,7 @@ inputs = ["cap"]
         assert_eq!(fields, [("role", "web"), ("dc", "par1"), ("n", "3")]);
         assert_eq!(f.tags, ["edge"]);
         assert_eq!(f.queue_capacity, 65_536);
-        assert!(f.auto_unmount && !f.offsets);
+        assert!(f.auto_unmount && !f.offsets && !f.writeback && f.passthrough);
         assert_eq!(c.sources[0].kind.type_name(), "fuse");
     }
 
