@@ -85,6 +85,30 @@ pub enum ArchiveCommand {
         #[arg(long = "option", value_name = "KEY=VALUE")]
         options: Vec<String>,
     },
+    /// Send an archive's records, per partition in offset order, through the
+    /// sinks of a config (e.g. back into Kafka), with progress and a summary.
+    Restore {
+        /// `file:///dir`, `s3://bucket/prefix` or `az://container/prefix`.
+        url: String,
+        /// Config whose sinks receive the records.
+        #[arg(long)]
+        to_config: std::path::PathBuf,
+        /// Only these sinks of that config (repeatable; default: all).
+        #[arg(long = "sink")]
+        sinks: Vec<String>,
+        /// Only records of this topic.
+        #[arg(long)]
+        topic: Option<String>,
+        /// Only records whose time is at or after this (RFC 3339).
+        #[arg(long)]
+        from: Option<String>,
+        /// Only records whose time is before this (RFC 3339).
+        #[arg(long)]
+        to: Option<String>,
+        /// Object store option (credentials, endpoint...), repeatable.
+        #[arg(long = "option", value_name = "KEY=VALUE")]
+        options: Vec<String>,
+    },
 }
 
 /// Exit code for a bad config.
@@ -95,18 +119,7 @@ pub fn main(cli: Cli) -> ExitCode {
     match cli.command {
         Command::Tenant { command } => crate::commands::tenant::main(command),
         Command::Buffer { command } => crate::commands::buffer::main(command),
-        Command::Archive {
-            command: ArchiveCommand::Verify { url, options },
-        } => {
-            let options: Vec<(String, String)> = options
-                .iter()
-                .map(|kv| match kv.split_once('=') {
-                    Some((k, v)) => (k.to_owned(), v.to_owned()),
-                    None => (kv.clone(), String::new()),
-                })
-                .collect();
-            crate::sinks::archive::verify::main(&url, &options)
-        }
+        Command::Archive { command } => crate::commands::archive::main(command),
         Command::Completions { shell } => {
             let mut script = Vec::new();
             clap_complete::generate(shell, &mut Cli::command(), "sluice", &mut script);

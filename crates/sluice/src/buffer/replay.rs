@@ -14,14 +14,11 @@ use std::time::Duration;
 
 use ::wal::{Fsync, Options, Wal};
 use bytes::Bytes;
-use tokio_util::sync::CancellationToken;
 
 use super::disk::{chain, decode};
 use crate::ack::{AckStatus, AckToken};
 use crate::config::{Config, SinkConfig};
 use crate::event::EventBatch;
-use crate::metrics::Counters;
-use crate::topology::SinkContext;
 
 /// Records in flight to the sinks at most during a replay.
 pub const WINDOW: usize = 256;
@@ -85,36 +82,10 @@ pub async fn run(
         total: wal.recovery().unacked_records,
         ..Tally::default()
     };
-    let cfg = Arc::new(cfg);
-    let (_reload_tx, reload) = tokio::sync::watch::channel(cfg.clone());
-    let abort = CancellationToken::new();
-    let mut senders = Vec::new();
-    let mut tasks = Vec::new();
-    let mut names = Vec::new();
-    for s in &sinks {
-        let counters = Arc::new(Counters::default());
-        let (tx, rx) = super::memory(
-            super::DEFAULT_MAX_EVENTS,
-            super::WhenFull::Block,
-            counters.clone(),
-        );
-        let cx = SinkContext {
-            name: s.name.as_str().into(),
-            input: rx,
-            abort: abort.clone(),
-            counters,
-            reload: reload.clone(),
-        };
-        let task = crate::sinks::build(s, cx)
-            .await
-            .map_err(|e| anyhow::anyhow!("sinks.{}: {e}", s.name))?;
-        tasks.push(tokio::spawn(task));
-        senders.push(tx);
-        names.push(s.name.clone());
-    }
+    let set = crate::sinks::set::SinkSet::build(cfg, &sinks).await?;
     report(Report::Started {
         total: tally.total,
-        sinks: &names,
+        sinks: set.names(),
     });
     let (ack_tx, mut ack_rx) = tokio::sync::mpsc::unbounded_channel::<(u64, AckStatus, usize)>();
     let mut inflight = 0usize;
@@ -151,11 +122,7 @@ pub async fn run(
             let token = AckToken::with_callback(move |st| {
                 let _ = tx.send((seq, st, n));
             });
-            let batch = EventBatch { events, ack: token };
-            for s in &senders {
-                s.send(batch.share(), true).await;
-            }
-            batch.ack.resolve(AckStatus::Delivered);
+            set.send(EventBatch { events, ack: token }).await;
             inflight += 1;
             tally.bytes += bytes as u64;
         }
@@ -177,13 +144,8 @@ pub async fn run(
         }
         report(Report::Progress(&tally));
     }
-    drop(senders);
-    for t in tasks {
-        match t.await {
-            Ok(Ok(())) => {}
-            Ok(Err(e)) => report(Report::Problem(format!("sink failed: {e}"))),
-            Err(e) => report(Report::Problem(format!("sink task failed: {e}"))),
-        }
+    for p in set.finish().await {
+        report(Report::Problem(p));
     }
     tally.left = wal.unacked_records();
     if let Err(e) = wal.close() {

@@ -5,6 +5,7 @@
 //! Each parses its arguments and prints; the work it does lives with the
 //! component it is about where one exists.
 
+pub mod archive;
 pub mod buffer;
 pub mod graph;
 pub mod tenant;

@@ -9,6 +9,7 @@ pub mod file;
 pub mod forward;
 pub mod kafka;
 pub mod null;
+pub mod set;
 pub mod stdout;
 
 use crate::config::{SinkConfig, SinkKind};

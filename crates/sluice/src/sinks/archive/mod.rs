@@ -41,6 +41,7 @@
 //! Staging files of a crashed attempt stay under `_sluice/` (local) or the data
 //! directory (object stores); readers and `sluice archive verify` ignore `_sluice/`.
 
+pub mod restore;
 mod service;
 pub mod store;
 pub mod verify;
