@@ -13,6 +13,10 @@
 //! not finish within [`WRITE_TIMEOUT`], it closes the connection (the client then
 //! resends what it has not seen acknowledged).
 //!
+//! A chunk whose id the source remembers ([`super::dedupe`]) is not emitted: its
+//! ack is queued like any other, already decided (delivered before) or waiting
+//! for the first copy still in flight.
+//!
 //! The connection slot (a `max_connections` permit) is held until the writer is
 //! done, i.e. until the socket is really closed.
 
@@ -31,6 +35,7 @@ use tokio::time::Instant;
 use tokio_util::sync::CancellationToken;
 use tracing::{Instrument, debug, warn};
 
+use super::dedupe::{Admit, MAX_CHUNK_ID_BYTES, Outcome};
 use super::pending::Hold;
 use super::{Common, Server};
 use crate::ack::{AckReceiver, AckStatus, AckToken};
@@ -66,9 +71,20 @@ enum Reply {
     Now(Bytes),
     /// An ack to write once the batch is delivered, holding one of the
     /// connection's [`MAX_INFLIGHT_CHUNKS`] slots until its outcome is known.
-    Ack(Bytes, AckReceiver, OwnedSemaphorePermit),
+    Ack(Bytes, Wait, OwnedSemaphorePermit),
     /// Close after everything before it was written (failed handshake).
     Close,
+}
+
+/// How the writer learns a chunk's outcome.
+enum Wait {
+    /// This request's batch.
+    Batch(AckReceiver),
+    /// A chunk tracked by id: this request's batch, or a resend of a chunk in
+    /// flight (`duplicate`), acked when the first copy is delivered.
+    Chunk { outcome: Outcome, duplicate: bool },
+    /// A resend of a chunk delivered before.
+    Done,
 }
 
 /// Why the read loop ended.
@@ -457,7 +473,6 @@ impl Reader {
         }
         let token = match ack {
             Some(a) => {
-                let (token, rx) = AckToken::channel();
                 let slot = tokio::select! {
                     p = self.window.clone().acquire_owned() => p.ok(),
                     _ = self.writer_done.cancelled() => None,
@@ -465,9 +480,14 @@ impl Reader {
                 let Some(slot) = slot else {
                     return false;
                 };
-                if !self.reply(Reply::Ack(a, rx, slot)).await {
+                let (token, wait) = self.track(&frame);
+                if !self.reply(Reply::Ack(a, wait, slot)).await {
                     return false;
                 }
+                // A resend: its ack is queued, nothing to emit.
+                let Some(token) = token else {
+                    return true;
+                };
                 token
             }
             None => AckToken::none(),
@@ -491,6 +511,40 @@ impl Reader {
             .await;
         self.hold.unpin();
         true
+    }
+}
+
+impl Reader {
+    /// The token of a chunked request and how its ack is decided: by id when
+    /// de-duplication is on and the id is short enough, else by this batch.
+    /// No token: a resend that must not be emitted.
+    fn track(&self, frame: &EventFrame) -> (Option<AckToken>, Wait) {
+        let dedupe = self.server.dedupe.as_ref();
+        let id = frame
+            .chunk
+            .as_ref()
+            .filter(|c| !c.is_empty() && c.len() <= MAX_CHUNK_ID_BYTES);
+        let (Some(dedupe), Some(id)) = (dedupe, id) else {
+            let (token, rx) = AckToken::channel();
+            return (Some(token), Wait::Batch(rx));
+        };
+        match dedupe.admit(id) {
+            Admit::New(token, outcome) => (
+                Some(token),
+                Wait::Chunk {
+                    outcome,
+                    duplicate: false,
+                },
+            ),
+            Admit::InFlight(outcome) => (
+                None,
+                Wait::Chunk {
+                    outcome,
+                    duplicate: true,
+                },
+            ),
+            Admit::Done => (None, Wait::Done),
+        }
     }
 }
 
@@ -572,12 +626,25 @@ struct Writer {
 }
 
 impl Writer {
+    /// A chunk's outcome; a resend answered without being stored is counted.
+    async fn outcome(&self, wait: Wait) -> AckStatus {
+        let (status, duplicate) = match wait {
+            Wait::Batch(rx) => (rx.await, false),
+            Wait::Chunk { outcome, duplicate } => (outcome.await, duplicate),
+            Wait::Done => (AckStatus::Delivered, true),
+        };
+        if duplicate && status == AckStatus::Delivered {
+            Counters::add(&self.common.counters.duplicates_suppressed, 1);
+        }
+        status
+    }
+
     async fn run<W: AsyncWrite + Unpin>(self, mut wr: W, mut rx: mpsc::Receiver<Reply>) {
         let stats = &self.common.stats;
         while let Some(reply) = rx.recv().await {
             let bytes = match reply {
                 Reply::Now(b) => b,
-                Reply::Ack(ack, receiver, _slot) => match receiver.await {
+                Reply::Ack(ack, wait, _slot) => match self.outcome(wait).await {
                     AckStatus::Delivered => {
                         stats.acks_sent.fetch_add(1, Relaxed);
                         ack
