@@ -1,5 +1,5 @@
-//! One forward connection: TLS accept, the read loop (decode, handshake, emit) and
-//! the ordered ack writer.
+//! One forward connection: TLS accept and the read loop (decode, handshake,
+//! emit); the ordered ack writer is [`super::writer`].
 //!
 //! Reader and writer are separate tasks joined by a bounded queue of [`Reply`]s in
 //! request order. The reader takes one of [`MAX_INFLIGHT_CHUNKS`] slots and pushes
@@ -9,9 +9,10 @@
 //! TCP backpressure) until the writer has an outcome for the oldest. A request
 //! that was already read (sent in the same segment as the ones before it) waits
 //! decoded for its slot. The writer awaits each ack receiver in turn and writes the
-//! ack only on `Delivered`; on any other outcome, a write error or a write that does
-//! not finish within [`WRITE_TIMEOUT`], it closes the connection (the client then
-//! resends what it has not seen acknowledged).
+//! ack only on `Delivered`; on any other outcome, a write error or a write that
+//! does not finish within [`WRITE_TIMEOUT`](super::writer::WRITE_TIMEOUT), it
+//! closes the connection (the client then resends what it has not seen
+//! acknowledged).
 //!
 //! A chunk whose id the source remembers ([`super::dedupe`]) is not emitted: its
 //! ack is queued like any other, already decided (delivered before) or waiting
@@ -28,17 +29,18 @@ use std::time::Duration;
 use bytes::{Bytes, BytesMut};
 use proto::forward::handshake::{self, Helo, PingRejection, Pong};
 use proto::forward::{DecodeError, Decoder, Entry, EventFrame, Limits, Request};
-use tokio::io::{AsyncRead, AsyncReadExt, AsyncWrite, AsyncWriteExt};
+use tokio::io::{AsyncRead, AsyncReadExt, AsyncWrite};
 use tokio::net::TcpStream;
 use tokio::sync::{OwnedSemaphorePermit, Semaphore, mpsc};
 use tokio::time::Instant;
 use tokio_util::sync::CancellationToken;
 use tracing::{Instrument, debug, warn};
 
-use super::dedupe::{Admit, MAX_CHUNK_ID_BYTES, Outcome};
+use super::Server;
+use super::dedupe::{Admit, MAX_CHUNK_ID_BYTES};
 use super::pending::Hold;
-use super::{Common, Server};
-use crate::ack::{AckReceiver, AckStatus, AckToken};
+use super::writer::{Reply, Wait, Writer};
+use crate::ack::AckToken;
 use crate::event::{Event, EventBatch, Origin, RawMap, RawValue, Record, now_ns};
 use crate::metrics::Counters;
 
@@ -47,9 +49,6 @@ use crate::metrics::Counters;
 /// request beyond this waits in the socket, so a connection holds at most this many
 /// batches in the pipeline.
 pub(crate) const MAX_INFLIGHT_CHUNKS: usize = 16;
-/// A write (HELO, PONG, an ack) that does not complete in this long closes the
-/// connection: the peer is not reading.
-const WRITE_TIMEOUT: Duration = Duration::from_secs(30);
 /// TLS handshakes must finish within this (or the idle timeout, if shorter).
 const TLS_HANDSHAKE_TIMEOUT: Duration = Duration::from_secs(10);
 /// Read buffer of an idle connection: small, so thousands of them cost little.
@@ -64,28 +63,6 @@ const KEEP_BUFFER: usize = 2 << 20;
 // room is needed and `reserve` moves the unparsed tail to fresh storage. Reserving
 // the size of the last request at once makes that one small copy per request
 // instead of a copy per doubling.
-
-/// What the writer sends, in request order.
-enum Reply {
-    /// Bytes to write as they are (HELO, PONG, ack of a request without events).
-    Now(Bytes),
-    /// An ack to write once the batch is delivered, holding one of the
-    /// connection's [`MAX_INFLIGHT_CHUNKS`] slots until its outcome is known.
-    Ack(Bytes, Wait, OwnedSemaphorePermit),
-    /// Close after everything before it was written (failed handshake).
-    Close,
-}
-
-/// How the writer learns a chunk's outcome.
-enum Wait {
-    /// This request's batch.
-    Batch(AckReceiver),
-    /// A chunk tracked by id: this request's batch, or a resend of a chunk in
-    /// flight (`duplicate`), acked when the first copy is delivered.
-    Chunk { outcome: Outcome, duplicate: bool },
-    /// A resend of a chunk delivered before.
-    Done,
-}
 
 /// Why the read loop ended.
 enum End {
@@ -616,67 +593,4 @@ fn body_of(record: &RawMap, message_key: &[u8]) -> Bytes {
     let mut out = Vec::with_capacity(128);
     crate::encoding::write_json_record(&mut out, &Record::Raw(record.clone()));
     Bytes::from(out)
-}
-
-struct Writer {
-    common: Arc<Common>,
-    peer: SocketAddr,
-    pending: Arc<AtomicUsize>,
-    done: CancellationToken,
-}
-
-impl Writer {
-    /// A chunk's outcome; a resend answered without being stored is counted.
-    async fn outcome(&self, wait: Wait) -> AckStatus {
-        let (status, duplicate) = match wait {
-            Wait::Batch(rx) => (rx.await, false),
-            Wait::Chunk { outcome, duplicate } => (outcome.await, duplicate),
-            Wait::Done => (AckStatus::Delivered, true),
-        };
-        if duplicate && status == AckStatus::Delivered {
-            Counters::add(&self.common.counters.duplicates_suppressed, 1);
-        }
-        status
-    }
-
-    async fn run<W: AsyncWrite + Unpin>(self, mut wr: W, mut rx: mpsc::Receiver<Reply>) {
-        let stats = &self.common.stats;
-        while let Some(reply) = rx.recv().await {
-            let bytes = match reply {
-                Reply::Now(b) => b,
-                Reply::Ack(ack, wait, _slot) => match self.outcome(wait).await {
-                    AckStatus::Delivered => {
-                        stats.acks_sent.fetch_add(1, Relaxed);
-                        ack
-                    }
-                    status => {
-                        stats.acks_withheld.fetch_add(1, Relaxed);
-                        debug!(%status, "Chunk not delivered: no ack; closing so the client resends.");
-                        break;
-                    }
-                },
-                Reply::Close => break,
-            };
-            match tokio::time::timeout(WRITE_TIMEOUT, wr.write_all(&bytes)).await {
-                Ok(Ok(())) => {}
-                Ok(Err(e)) => {
-                    debug!(error = %e, "Write failed; connection closed.");
-                    break;
-                }
-                Err(_) => {
-                    Counters::add(&self.common.counters.errors, 1);
-                    if let Some(suppressed) = self.common.log_limit.allow() {
-                        warn!(peer = %self.peer, timeout_secs = WRITE_TIMEOUT.as_secs(), suppressed,
-                            "Client does not read its acks; connection closed.");
-                    }
-                    break;
-                }
-            }
-            self.pending.fetch_sub(1, Relaxed);
-        }
-        self.done.cancel();
-        // Unwritten replies are abandoned: their chunks will be resent.
-        rx.close();
-        let _ = tokio::time::timeout(Duration::from_secs(1), wr.shutdown()).await;
-    }
 }

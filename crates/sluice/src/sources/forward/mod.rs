@@ -55,6 +55,7 @@ mod conn;
 mod dedupe;
 mod heartbeat;
 mod pending;
+mod writer;
 
 pub use dedupe::DedupeWindowConfig;
 
