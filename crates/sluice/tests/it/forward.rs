@@ -1036,7 +1036,7 @@ fn sink_resends_the_same_request_after_an_ack_timeout() {
     );
 }
 
-fn validate(config: &str) -> (bool, String) {
+pub(crate) fn validate(config: &str) -> (bool, String) {
     let dir = tempfile::tempdir().unwrap();
     let p = dir.path().join("c.toml");
     std::fs::write(&p, config).unwrap();

@@ -223,3 +223,23 @@ fn the_window_keeps_at_most_max_chunks_ids_and_forgets_the_oldest() {
     assert_eq!(zero, 2, "the forgotten id was stored again");
     assert_eq!(suppressed_in_log(&d.stderr()), 1);
 }
+
+#[test]
+fn dedupe_window_mistakes_are_reported_at_their_key() {
+    let source = "[sources.fw]\ntype = \"forward\"\naddress = \"127.0.0.1:24224\"\n";
+    let sink = "[sinks.n]\ntype = \"null\"\ninputs = [\"fw\"]\n";
+    let (ok, err) = crate::forward::validate(&format!(
+        "{source}dedupe_window = {{ max_chunks = 20000000 }}\n{sink}"
+    ));
+    assert!(!ok);
+    assert!(err.contains("sources.fw.dedupe_window"), "{err}");
+    let (ok, err) = crate::forward::validate(&format!(
+        "{source}dedupe_window = {{ max_chunk = 10 }}\n{sink}"
+    ));
+    assert!(!ok);
+    assert!(err.contains("max_chunk"), "{err}");
+    let (ok, err) = crate::forward::validate(&format!(
+        "{source}dedupe_window = {{ max_chunks = 0, max_age_secs = 60 }}\n{sink}"
+    ));
+    assert!(ok, "0 disables: {err}");
+}
