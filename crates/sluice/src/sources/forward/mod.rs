@@ -332,10 +332,13 @@ fn bind_new(addr: SocketAddr) -> std::io::Result<(TcpListener, UdpSocket)> {
     }
 }
 
-/// Whether events of source `name` reach a sink with a disk buffer, directly or
-/// through routes: then sluice keeps data across a restart, and so must the
-/// chunk ids (the data dir is in use already).
-fn feeds_disk_buffer(config: &crate::config::Config, name: &str) -> bool {
+/// Whether the chunk ids of source `name` are journaled: its events reach a
+/// sink with a disk buffer (directly or through routes), so sluice keeps data
+/// across a restart and the data dir is in use already; and every sink they
+/// reach acknowledges only what it stored or delivered. Behind a sink with
+/// `acknowledgements = "none"` a remembered id does not mean the events
+/// survive a crash, and suppressing the client's resend would lose them.
+pub(crate) fn journal_wanted(config: &crate::config::Config, name: &str) -> bool {
     let component = |input: &str| input.split('.').next().unwrap_or(input).to_owned();
     let mut reached = std::collections::HashSet::from([name.to_owned()]);
     loop {
@@ -349,10 +352,17 @@ fn feeds_disk_buffer(config: &crate::config::Config, name: &str) -> bool {
             break;
         }
     }
-    config.sinks.iter().any(|s| {
-        s.buffer.kind == crate::config::BufferKind::Disk
-            && s.inputs.iter().any(|i| reached.contains(&component(i)))
-    })
+    let sinks: Vec<_> = config
+        .sinks
+        .iter()
+        .filter(|s| s.inputs.iter().any(|i| reached.contains(&component(i))))
+        .collect();
+    sinks
+        .iter()
+        .any(|s| s.buffer.kind == crate::config::BufferKind::Disk)
+        && sinks
+            .iter()
+            .all(|s| s.acknowledgements != crate::buffer::Acknowledgements::None)
 }
 
 /// Pending connections the kernel queues before `accept` (bursts of reconnects).
@@ -389,7 +399,7 @@ pub(super) async fn build(
             .into_bytes(),
     });
     let dedupe = if config.dedupe_window.enabled() {
-        let journal = feeds_disk_buffer(&cx.reload.borrow(), &cx.name)
+        let journal = journal_wanted(&cx.reload.borrow(), &cx.name)
             .then(|| cx.data_dir.join("forward_source").join(&*cx.name));
         if let Some(dir) = &journal {
             crate::dirs::ensure(dir, "forward source chunk id journal")?;

@@ -30,7 +30,8 @@
 //! that data acked and dropped while the first is remembered.
 //!
 //! # Across restarts
-//! When the source feeds a sink with a disk buffer, every remembered id is also
+//! When the source feeds a sink with a disk buffer (and no sink with
+//! `acknowledgements = "none"`: see `journal_wanted`), every remembered id is also
 //! appended to a journal in `<data_dir>/forward_source/<source>/` ([`journal`])
 //! *before* any waiting connection writes the ack, with one `write(2)`: an id
 //! whose ack a client could have seen is in the file once the process dies,
