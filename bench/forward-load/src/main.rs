@@ -123,6 +123,10 @@ fn send(args: &[String]) {
         }
         lat_us
     });
+    let run = std::time::SystemTime::now()
+        .duration_since(std::time::UNIX_EPOCH)
+        .map_or(0, |d| d.subsec_nanos())
+        ^ std::process::id().rotate_left(16);
     let start = Instant::now();
     let mut wire = 0usize;
     for i in 0..frames {
@@ -133,7 +137,9 @@ fn send(args: &[String]) {
             continue;
         }
         permits.recv().expect("ack reader alive");
-        let id = format!("{i:0width$}", width = CHUNK_LEN);
+        // Unique across runs: sluice remembers delivered chunk ids
+        // (`dedupe_window`) and would ack a repeated one without storing it.
+        let id = format!("{run:08x}{i:016}");
         let mut idb = [0u8; CHUNK_LEN];
         idb.copy_from_slice(id.as_bytes());
         frame[at..at + CHUNK_LEN].copy_from_slice(&idb);

@@ -24,6 +24,11 @@ pub struct Counters {
     pub errors: AtomicU64,
     /// Lines truncated to `max_line_bytes` (line sources).
     pub truncated: AtomicU64,
+    /// Forward source: resent chunks acknowledged without being stored again.
+    pub duplicates_suppressed: AtomicU64,
+    /// Forward source: chunk ids remembered now (`dedupe_window`), a level
+    /// updated per chunk, not per event.
+    pub dedupe_chunks: AtomicU64,
 }
 
 impl Counters {
@@ -41,6 +46,7 @@ impl Counters {
             ("dropped", &self.dropped),
             ("errors", &self.errors),
             ("truncated", &self.truncated),
+            ("duplicates_suppressed", &self.duplicates_suppressed),
         ];
         for (name, c) in parts {
             let v = c.load(Relaxed);

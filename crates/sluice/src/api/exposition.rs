@@ -166,6 +166,27 @@ impl Collector for SluiceCollector {
             pick(|k| &k.truncated),
             None,
         )?;
+        let forward = || {
+            all.iter()
+                .filter(|c| c.kind() == "source" && c.type_name == "forward")
+        };
+        counters(
+            &mut enc,
+            "sluice_component_duplicates_suppressed",
+            "Resent chunks a forward source acknowledged without storing them again.",
+            forward().map(|c| (c, load(&c.counters.duplicates_suppressed))),
+            None,
+        )?;
+        let mut m = enc.encode_descriptor(
+            "sluice_component_dedupe_window_chunks",
+            "Chunk ids a forward source remembers now (bounded by dedupe_window.max_chunks).",
+            None,
+            MetricType::Gauge,
+        )?;
+        for c in forward() {
+            m.encode_family(&labels(c))?
+                .encode_gauge(&load(&c.counters.dedupe_chunks))?;
+        }
         self.encode_buffers(&mut enc, &all)?;
         if let Some(book) = self.registry.tenants() {
             encode_tenants(&mut enc, &book)?;

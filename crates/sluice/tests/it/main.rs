@@ -18,6 +18,7 @@ mod examples;
 mod file_source;
 mod forward;
 mod forward_claims;
+mod forward_dedupe;
 mod forward_memory;
 mod fsync_failure;
 mod fuse;

@@ -1,5 +1,5 @@
-//! One forward connection: TLS accept, the read loop (decode, handshake, emit) and
-//! the ordered ack writer.
+//! One forward connection: TLS accept and the read loop (decode, handshake,
+//! emit); the ordered ack writer is [`super::writer`].
 //!
 //! Reader and writer are separate tasks joined by a bounded queue of [`Reply`]s in
 //! request order. The reader takes one of [`MAX_INFLIGHT_CHUNKS`] slots and pushes
@@ -9,9 +9,14 @@
 //! TCP backpressure) until the writer has an outcome for the oldest. A request
 //! that was already read (sent in the same segment as the ones before it) waits
 //! decoded for its slot. The writer awaits each ack receiver in turn and writes the
-//! ack only on `Delivered`; on any other outcome, a write error or a write that does
-//! not finish within `ack_write_timeout_secs`, it closes the connection (the client then
-//! resends what it has not seen acknowledged).
+//! ack only on `Delivered`; on any other outcome, a write error or a write that
+//! does not finish within `limits.ack_write_timeout_secs`, it
+//! closes the connection (the client then resends what it has not seen
+//! acknowledged).
+//!
+//! A chunk whose id the source remembers ([`super::dedupe`]) is not emitted: its
+//! ack is queued like any other, already decided (delivered before) or waiting
+//! for the first copy still in flight.
 //!
 //! The connection slot (a `max_connections` permit) is held until the writer is
 //! done, i.e. until the socket is really closed.
@@ -24,16 +29,18 @@ use std::time::Duration;
 use bytes::{Bytes, BytesMut};
 use proto::forward::handshake::{self, Helo, PingRejection, Pong};
 use proto::forward::{DecodeError, Decoder, Entry, EventFrame, Limits, Request};
-use tokio::io::{AsyncRead, AsyncReadExt, AsyncWrite, AsyncWriteExt};
+use tokio::io::{AsyncRead, AsyncReadExt, AsyncWrite};
 use tokio::net::TcpStream;
 use tokio::sync::{OwnedSemaphorePermit, Semaphore, mpsc};
 use tokio::time::Instant;
 use tokio_util::sync::CancellationToken;
 use tracing::{Instrument, debug, warn};
 
+use super::Server;
+use super::dedupe::{Admit, MAX_CHUNK_ID_BYTES};
 use super::pending::Hold;
-use super::{Common, Server};
-use crate::ack::{AckReceiver, AckStatus, AckToken};
+use super::writer::{Reply, Wait, Writer};
+use crate::ack::AckToken;
 use crate::event::{Event, EventBatch, Origin, RawMap, RawValue, Record, now_ns};
 use crate::metrics::Counters;
 
@@ -56,17 +63,6 @@ const KEEP_BUFFER: usize = 2 << 20;
 // room is needed and `reserve` moves the unparsed tail to fresh storage. Reserving
 // the size of the last request at once makes that one small copy per request
 // instead of a copy per doubling.
-
-/// What the writer sends, in request order.
-enum Reply {
-    /// Bytes to write as they are (HELO, PONG, ack of a request without events).
-    Now(Bytes),
-    /// An ack to write once the batch is delivered, holding one of the
-    /// connection's [`MAX_INFLIGHT_CHUNKS`] slots until its outcome is known.
-    Ack(Bytes, AckReceiver, OwnedSemaphorePermit),
-    /// Close after everything before it was written (failed handshake).
-    Close,
-}
 
 /// Why the read loop ended.
 enum End {
@@ -454,7 +450,6 @@ impl Reader {
         }
         let token = match ack {
             Some(a) => {
-                let (token, rx) = AckToken::channel();
                 let slot = tokio::select! {
                     p = self.window.clone().acquire_owned() => p.ok(),
                     _ = self.writer_done.cancelled() => None,
@@ -462,9 +457,14 @@ impl Reader {
                 let Some(slot) = slot else {
                     return false;
                 };
-                if !self.reply(Reply::Ack(a, rx, slot)).await {
+                let (token, wait) = self.track(&frame);
+                if !self.reply(Reply::Ack(a, wait, slot)).await {
                     return false;
                 }
+                // A resend: its ack is queued, nothing to emit.
+                let Some(token) = token else {
+                    return true;
+                };
                 token
             }
             None => AckToken::none(),
@@ -488,6 +488,40 @@ impl Reader {
             .await;
         self.hold.unpin();
         true
+    }
+}
+
+impl Reader {
+    /// The token of a chunked request and how its ack is decided: by id when
+    /// de-duplication is on and the id is short enough, else by this batch.
+    /// No token: a resend that must not be emitted.
+    fn track(&self, frame: &EventFrame) -> (Option<AckToken>, Wait) {
+        let dedupe = self.server.dedupe.as_ref();
+        let id = frame
+            .chunk
+            .as_ref()
+            .filter(|c| !c.is_empty() && c.len() <= MAX_CHUNK_ID_BYTES);
+        let (Some(dedupe), Some(id)) = (dedupe, id) else {
+            let (token, rx) = AckToken::channel();
+            return (Some(token), Wait::Batch(rx));
+        };
+        match dedupe.admit(id) {
+            Admit::New(token, outcome) => (
+                Some(token),
+                Wait::Chunk {
+                    outcome,
+                    duplicate: false,
+                },
+            ),
+            Admit::InFlight(outcome) => (
+                None,
+                Wait::Chunk {
+                    outcome,
+                    duplicate: true,
+                },
+            ),
+            Admit::Done => (None, Wait::Done),
+        }
     }
 }
 
@@ -559,54 +593,4 @@ fn body_of(record: &RawMap, message_key: &[u8]) -> Bytes {
     let mut out = Vec::with_capacity(128);
     crate::encoding::write_json_record(&mut out, &Record::Raw(record.clone()));
     Bytes::from(out)
-}
-
-struct Writer {
-    common: Arc<Common>,
-    peer: SocketAddr,
-    pending: Arc<AtomicUsize>,
-    done: CancellationToken,
-}
-
-impl Writer {
-    async fn run<W: AsyncWrite + Unpin>(self, mut wr: W, mut rx: mpsc::Receiver<Reply>) {
-        let stats = &self.common.stats;
-        while let Some(reply) = rx.recv().await {
-            let bytes = match reply {
-                Reply::Now(b) => b,
-                Reply::Ack(ack, receiver, _slot) => match receiver.await {
-                    AckStatus::Delivered => {
-                        stats.acks_sent.fetch_add(1, Relaxed);
-                        ack
-                    }
-                    status => {
-                        stats.acks_withheld.fetch_add(1, Relaxed);
-                        debug!(%status, "Chunk not delivered: no ack; closing so the client resends.");
-                        break;
-                    }
-                },
-                Reply::Close => break,
-            };
-            match tokio::time::timeout(self.common.write_timeout, wr.write_all(&bytes)).await {
-                Ok(Ok(())) => {}
-                Ok(Err(e)) => {
-                    debug!(error = %e, "Write failed; connection closed.");
-                    break;
-                }
-                Err(_) => {
-                    Counters::add(&self.common.counters.errors, 1);
-                    if let Some(suppressed) = self.common.log_limit.allow() {
-                        warn!(peer = %self.peer, timeout_secs = self.common.write_timeout.as_secs(), suppressed,
-                            "Client does not read its acks; connection closed.");
-                    }
-                    break;
-                }
-            }
-            self.pending.fetch_sub(1, Relaxed);
-        }
-        self.done.cancel();
-        // Unwritten replies are abandoned: their chunks will be resent.
-        rx.close();
-        let _ = tokio::time::timeout(Duration::from_secs(1), wr.shutdown()).await;
-    }
 }

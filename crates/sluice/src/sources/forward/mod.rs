@@ -45,10 +45,19 @@
 //! the oldest partial requests are closed. Requests whose events are in the
 //! pipeline are bounded by the sinks' buffers (`max_bytes`, which counts the
 //! request or inflated payload each record is a slice of).
+//!
+//! # De-duplication
+//! A chunk whose id was already delivered (or is in flight) is acked without
+//! being emitted again ([`dedupe`], `dedupe_window`); the ids outlive a restart
+//! in a journal when the source feeds a disk buffer.
 
 mod conn;
+mod dedupe;
 mod heartbeat;
 mod pending;
+mod writer;
+
+pub use dedupe::DedupeWindowConfig;
 
 use std::net::SocketAddr;
 use std::sync::Arc;
@@ -170,6 +179,9 @@ pub struct ForwardSourceConfig {
     /// Hard limits.
     #[serde(default)]
     pub limits: ForwardLimits,
+    /// Chunk ids remembered to acknowledge resends without storing them again.
+    #[serde(default)]
+    pub dedupe_window: DedupeWindowConfig,
 }
 
 /// The decoder's nesting limit (the proto default; Fluentd's unpacker allows 128).
@@ -198,6 +210,15 @@ impl Validate for ForwardSourceConfig {
             && (tls.cert_file.is_empty() || tls.key_file.is_empty())
         {
             v.error("tls", "needs cert_file and key_file");
+        }
+        if self.dedupe_window.max_chunks > dedupe::MAX_CHUNKS_CEILING {
+            v.error(
+                "dedupe_window",
+                format!(
+                    "max_chunks must be at most {} (0 disables)",
+                    dedupe::MAX_CHUNKS_CEILING
+                ),
+            );
         }
         let l = &self.limits;
         if l.max_frame_bytes < 1024 || l.max_frame_bytes > MAX_FRAME_CEILING {
@@ -266,6 +287,8 @@ pub(crate) struct Server {
     pub common: Arc<Common>,
     /// `max_pending_bytes`, shared by the connections.
     pub pending: Arc<pending::Pending>,
+    /// Chunk ids delivered or in flight (`dedupe_window`); `None` when off.
+    pub dedupe: Option<Arc<dedupe::Dedupe>>,
 }
 
 /// What connection writers and the heartbeat task share. Apart from [`Server`]
@@ -322,6 +345,39 @@ fn bind_new(addr: SocketAddr) -> std::io::Result<(TcpListener, UdpSocket)> {
     }
 }
 
+/// Whether the chunk ids of source `name` are journaled: its events reach a
+/// sink with a disk buffer (directly or through routes), so sluice keeps data
+/// across a restart and the data dir is in use already; and every sink they
+/// reach acknowledges only what it stored or delivered. Behind a sink with
+/// `acknowledgements = "none"` a remembered id does not mean the events
+/// survive a crash, and suppressing the client's resend would lose them.
+pub(crate) fn journal_wanted(config: &crate::config::Config, name: &str) -> bool {
+    let component = |input: &str| input.split('.').next().unwrap_or(input).to_owned();
+    let mut reached = std::collections::HashSet::from([name.to_owned()]);
+    loop {
+        let before = reached.len();
+        for r in &config.routes {
+            if r.inputs.iter().any(|i| reached.contains(&component(i))) {
+                reached.insert(r.name.clone());
+            }
+        }
+        if reached.len() == before {
+            break;
+        }
+    }
+    let sinks: Vec<_> = config
+        .sinks
+        .iter()
+        .filter(|s| s.inputs.iter().any(|i| reached.contains(&component(i))))
+        .collect();
+    sinks
+        .iter()
+        .any(|s| s.buffer.kind == crate::config::BufferKind::Disk)
+        && sinks
+            .iter()
+            .all(|s| s.acknowledgements != crate::buffer::Acknowledgements::None)
+}
+
 /// Pending connections the kernel queues before `accept` (bursts of reconnects).
 const LISTEN_BACKLOG: u32 = 1024;
 
@@ -355,6 +411,25 @@ pub(super) async fn build(
             .unwrap_or_else(crate::host::hostname)
             .into_bytes(),
     });
+    let dedupe = if config.dedupe_window.enabled() {
+        let journal = journal_wanted(&cx.reload.borrow(), &cx.name)
+            .then(|| cx.data_dir.join("forward_source").join(&*cx.name));
+        if let Some(dir) = &journal {
+            crate::dirs::ensure(dir, "forward source chunk id journal")?;
+        }
+        let window = config.dedupe_window.clone();
+        let counters = cx.counters.clone();
+        let opened = tokio::task::spawn_blocking(move || {
+            dedupe::Dedupe::open(&window, journal.as_deref(), counters)
+        })
+        .await
+        .map_err(|e| ComponentError::Other(format!("opening the chunk id journal: {e}")))?;
+        Some(opened.map_err(|e| {
+            ComponentError::io(format!("chunk id journal {}", e.path.display()), e.source)
+        })?)
+    } else {
+        None
+    };
     let l = &config.limits;
     let server = Arc::new(Server {
         limits: proto::forward::Limits {
@@ -368,6 +443,7 @@ pub(super) async fn build(
         auth,
         tls,
         pending: pending::Pending::new(l.max_pending_bytes),
+        dedupe,
         common: Arc::new(Common {
             stats: Stats::default(),
             log_limit: BurstLimit::new(),
@@ -443,6 +519,7 @@ async fn run(
         acks_withheld = s.acks_withheld.load(Relaxed),
         udp_heartbeats = s.heartbeats.load(Relaxed),
         pending_closed = server.pending.closed.load(Relaxed),
+        duplicates_suppressed = server.cx.counters.duplicates_suppressed.load(Relaxed),
         "Forward source stopped."
     );
     Ok(())

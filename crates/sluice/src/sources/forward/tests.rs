@@ -115,3 +115,39 @@ fn a_compressed_request_counts_its_inflated_payload_against_the_buffer() {
     );
     assert!(footprint <= pinned + structs, "{footprint} vs {pinned}");
 }
+
+fn wants_journal(sinks: &str) -> bool {
+    let text = format!(
+        "[sources.fw]\ntype = \"forward\"\naddress = \"127.0.0.1:0\"\n\
+         [sources.other]\ntype = \"stdin\"\n\
+         [routes.r]\ntype = \"filter\"\ninputs = [\"fw\"]\nmin_level = \"info\"\n\
+         [sinks.z]\ntype = \"null\"\ninputs = [\"other\"]\n{sinks}"
+    );
+    let config = crate::config::load_str(std::path::Path::new("t.toml"), &text)
+        .unwrap_or_else(|e| panic!("{e:?}"));
+    super::journal_wanted(&config, "fw")
+}
+
+#[test]
+fn ids_are_journaled_only_behind_a_disk_buffer_whose_every_sink_acks_what_it_stored() {
+    let disk = "buffer = { type = \"disk\" }";
+    // Through a route, to a disk buffer.
+    assert!(wants_journal(&format!(
+        "[sinks.a]\ntype = \"null\"\ninputs = [\"r\"]\n{disk}\n"
+    )));
+    // Memory buffers only: ids in memory.
+    assert!(!wants_journal(
+        "[sinks.a]\ntype = \"null\"\ninputs = [\"r\"]\n"
+    ));
+    // A disk buffer fed by another source does not count.
+    assert!(!wants_journal(&format!(
+        "[sinks.a]\ntype = \"null\"\ninputs = [\"r\"]\n\
+         [sinks.b]\ntype = \"null\"\ninputs = [\"other\"]\n{disk}\n"
+    )));
+    // A fan-out where one sink acks on receipt: a remembered id would not
+    // mean its events survive a crash.
+    assert!(!wants_journal(&format!(
+        "[sinks.a]\ntype = \"null\"\ninputs = [\"fw\"]\n{disk}\n\
+         [sinks.b]\ntype = \"null\"\ninputs = [\"r\"]\nacknowledgements = \"none\"\n"
+    )));
+}
