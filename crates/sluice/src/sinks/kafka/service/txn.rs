@@ -48,6 +48,8 @@ pub(in super::super) struct ExactlyOnce {
     client: Arc<ClientEvents>,
     /// Events acknowledged at start because the checkpoint covers them.
     skipped: u64,
+    /// The first skip since the last start was logged.
+    skip_logged: bool,
     commits: u64,
     aborts: u64,
 }
@@ -78,6 +80,7 @@ impl ExactlyOnce {
             replication_factor: config.create_topics.map_or(-1, |c| c.replication_factor),
             client,
             skipped: 0,
+            skip_logged: false,
             commits: 0,
             aborts: 0,
         })
@@ -174,7 +177,17 @@ impl KafkaSink {
             };
             max_seen = Some(max_seen.map_or(seq, |m| m.max(seq)));
             if cp.covers(seq) {
-                eo_mut(&mut self).skipped += events.len() as u64;
+                let eo = eo_mut(&mut self);
+                eo.skipped += events.len() as u64;
+                if !eo.skip_logged {
+                    eo.skip_logged = true;
+                    info!(
+                        seq,
+                        settled_below = cp.low,
+                        "Exactly-once: buffer records replayed after the restart are already in Kafka; \
+                         acknowledging them without producing."
+                    );
+                }
                 ack.resolve(AckStatus::Delivered);
                 continue;
             }
@@ -311,6 +324,7 @@ impl KafkaSink {
                         checkpoint_topic = %eo.checkpoint_topic,
                         settled_below = cp.low,
                         ranges_above = cp.ranges(),
+                        transaction_max_events = eo.max_events,
                         "Exactly-once: transactions ready; buffer records already in Kafka are skipped."
                     );
                     return Ok(cp);
