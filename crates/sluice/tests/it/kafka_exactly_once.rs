@@ -344,9 +344,11 @@ fn a_zombie_with_the_same_transactional_id_is_fenced_and_invisible() {
 
     // sluice was fenced: its next transaction fails, and it says why.
     write(100, 200);
-    wait_until(Duration::from_secs(60), "sluice to report the fencing", || {
-        a.stderr().contains("took over")
-    });
+    wait_until(
+        Duration::from_secs(60),
+        "sluice to report the fencing",
+        || a.stderr().contains("took over"),
+    );
     a.child.kill().unwrap();
     a.child.wait().unwrap();
 

@@ -98,11 +98,7 @@ impl Checkpoint {
     }
 
     pub(super) fn encode(&self) -> Vec<u8> {
-        let ranges: Vec<String> = self
-            .done
-            .iter()
-            .map(|(s, e)| format!("{s}-{e}"))
-            .collect();
+        let ranges: Vec<String> = self.done.iter().map(|(s, e)| format!("{s}-{e}")).collect();
         format!("{MAGIC} low={} done={}", self.low, ranges.join(",")).into_bytes()
     }
 

@@ -7,10 +7,12 @@
 //!           s covered by the checkpoint → already in Kafka: acknowledge, skip
 //!           else → begin (if none open), produce its records
 //!         transaction_max_events reached, transaction_interval_ms passed, or input ended:
-//!           wait for every record's delivery report
-//!           any record failed → abort; the batches resolve Errored (re-sent by the buffer)
+//!           a record refused at enqueue → abort; the batches resolve Errored (re-sent
+//!           by the buffer)
 //!           else → produce the checkpoint (positions settled after this commit) to the
-//!                  checkpoint topic, commit; on success the batches resolve as delivered
+//!                  checkpoint topic, commit (librdkafka flushes the records first; one
+//!                  that failed fails the commit); on success the batches resolve as
+//!                  delivered
 //! ```
 //! Failures: a retriable commit is retried; an abortable one (a record failed,
 //! `INVALID_TXN_STATE` after the coordinator's timeout abort) aborts, and the
@@ -20,8 +22,6 @@
 //! producer with our `transactional.id`): the sink stops with an error. In every
 //! case the batches of an unfinished transaction resolve `Errored` and stay in
 //! the disk buffer: nothing is lost, and nothing committed is produced twice.
-
-use std::sync::Mutex;
 
 use tracing::debug;
 
@@ -93,8 +93,6 @@ struct Entry {
     /// The source's acknowledgement: resolved only after the commit.
     ack: AckToken,
     state: Arc<InFlight>,
-    /// How librdkafka's reports resolved the batch (before the commit).
-    reported: Arc<Mutex<Option<AckStatus>>>,
 }
 
 struct Open {
@@ -114,11 +112,15 @@ enum Stop {
 }
 
 fn eo(sink: &KafkaSink) -> &ExactlyOnce {
-    sink.eo.as_ref().expect("the exactly-once loop runs with its settings")
+    sink.eo
+        .as_ref()
+        .expect("the exactly-once loop runs with its settings")
 }
 
 fn eo_mut(sink: &mut KafkaSink) -> &mut ExactlyOnce {
-    sink.eo.as_mut().expect("the exactly-once loop runs with its settings")
+    sink.eo
+        .as_mut()
+        .expect("the exactly-once loop runs with its settings")
 }
 
 impl KafkaSink {
@@ -218,18 +220,13 @@ impl KafkaSink {
                 });
             }
             let o = open.as_mut().expect("opened above");
-            let reported = Arc::new(Mutex::new(None));
-            let slot = reported.clone();
-            let inner = AckToken::with_callback(move |st| {
-                *slot.lock().unwrap_or_else(|e| e.into_inner()) = Some(st);
-            });
-            let state = InFlight::new(self.shared.clone(), inner, events.len());
+            // Its reports only count; the commit decides the batch's outcome.
+            let state = InFlight::new(self.shared.clone(), AckToken::none(), events.len());
             o.events += events.len();
             o.entries.push(Entry {
                 seq,
                 ack,
                 state: state.clone(),
-                reported,
             });
             let mut job = Job::Batch {
                 events,
@@ -349,7 +346,10 @@ impl KafkaSink {
     /// Replace an unusable producer and read the checkpoint again: what a
     /// failed commit left in Kafka decides what is re-sent.
     async fn restart_producer(&mut self, reason: &str) -> Result<Checkpoint, Stop> {
-        warn!(reason, "Kafka transactional producer unusable; creating it again.");
+        warn!(
+            reason,
+            "Kafka transactional producer unusable; creating it again."
+        );
         let props = eo(self).props.clone();
         let client = eo(self).client.clone();
         let new = Producer::create(&props, client, 1)
@@ -369,25 +369,14 @@ impl KafkaSink {
         max_seen: Option<u64>,
         cx: &SinkContext,
     ) -> Result<(), Stop> {
-        let reported = |e: &Entry| *e.reported.lock().unwrap_or_else(|p| p.into_inner());
-        loop {
-            let wake = self.shared.wake.notified();
-            if open.entries.iter().all(|e| reported(e).is_some()) {
-                break;
-            }
-            tokio::select! {
-                _ = wake => {}
-                _ = tokio::time::sleep(Duration::from_millis(50)) => {}
-                _ = self.abort.cancelled() => {
-                    self.abort_transaction(open, "stopping").await?;
-                    return Err(Stop::Abort);
-                }
-            }
-        }
+        // A record refused at enqueue for a reason not its own: the batch must
+        // go again, so nothing of this transaction may commit. (A record that
+        // fails later fails the commit itself: librdkafka flushes the
+        // transaction's records first and reports any failure as abortable.)
         if open
             .entries
             .iter()
-            .any(|e| reported(e) == Some(AckStatus::Errored))
+            .any(|e| e.state.failed.load(Ordering::Relaxed) > 0)
         {
             return self.abort_transaction(open, "a record failed").await;
         }
@@ -444,29 +433,28 @@ impl KafkaSink {
         let mut delivered = 0;
         for e in open.entries {
             let s = &e.state;
-            delivered += s.events.saturating_sub(
-                s.failed.load(Ordering::Relaxed)
-                    + s.rejected.load(Ordering::Relaxed)
-                    + s.dropped.load(Ordering::Relaxed),
-            );
-            let status = reported(&e).unwrap_or(AckStatus::Delivered);
-            e.ack.resolve(status);
+            let refused = s.rejected.load(Ordering::Relaxed) + s.dropped.load(Ordering::Relaxed);
+            delivered += s.events.saturating_sub(refused);
+            e.ack.resolve(if refused > 0 {
+                AckStatus::Dropped
+            } else {
+                AckStatus::Delivered
+            });
         }
         Counters::add(&self.shared.counters.events_out, delivered);
-        debug!(events = delivered, low = cp.low, "Kafka transaction committed.");
+        debug!(
+            events = delivered,
+            low = cp.low,
+            "Kafka transaction committed."
+        );
         Ok(())
     }
 
-    /// Produce the checkpoint record into the open transaction and wait for
-    /// its delivery report.
+    /// Produce the checkpoint record into the open transaction (its delivery
+    /// is part of the commit).
     async fn send_checkpoint(&mut self, next: &Checkpoint) -> Result<(), String> {
         let value = next.encode();
-        let reported = Arc::new(Mutex::new(None));
-        let slot = reported.clone();
-        let inner = AckToken::with_callback(move |st| {
-            *slot.lock().unwrap_or_else(|e| e.into_inner()) = Some(st);
-        });
-        let state = InFlight::new(self.shared.clone(), inner, 1);
+        let state = InFlight::new(self.shared.clone(), AckToken::none(), 1);
         let eo = eo(self);
         let record = Record {
             topic: &eo.checkpoint_topic,
@@ -475,40 +463,29 @@ impl KafkaSink {
             timestamp_ms: None,
             partition: Some(0),
         };
-        loop {
+        let res = loop {
             match self.producer.send(record, state.clone()) {
-                Ok(()) => break,
+                Ok(()) => break Ok(()),
                 Err(f) if f.is_queue_full() || f.class() == FailureClass::Retriable => {
                     tokio::select! {
                         _ = tokio::time::sleep(QUEUE_FULL_WAIT) => {}
                         _ = self.abort.cancelled() => {
                             state.fail(1);
-                            state.release(1);
-                            return Err("stopping".into());
+                            break Err("stopping".to_owned());
                         }
                     }
                 }
                 Err(f) => {
                     state.fail(1);
-                    state.release(1);
-                    return Err(format!("producing the checkpoint to `{}`: {f}", record.topic));
+                    break Err(format!(
+                        "producing the checkpoint to `{}`: {f}",
+                        record.topic
+                    ));
                 }
             }
-        }
+        };
         state.release(1);
-        loop {
-            let wake = self.shared.wake.notified();
-            match *reported.lock().unwrap_or_else(|p| p.into_inner()) {
-                Some(AckStatus::Delivered) => return Ok(()),
-                Some(_) => return Err(format!("the checkpoint to `{}` failed", record.topic)),
-                None => {}
-            }
-            tokio::select! {
-                _ = wake => {}
-                _ = tokio::time::sleep(Duration::from_millis(50)) => {}
-                _ = self.abort.cancelled() => return Err("stopping".into()),
-            }
-        }
+        res
     }
 
     /// Abort the open transaction; its batches resolve `Errored` and the disk
@@ -528,9 +505,8 @@ impl KafkaSink {
             } else {
                 TXN_CALL_TIMEOUT
             };
-            let abort = tokio::task::spawn_blocking(move || {
-                producer.abort_transaction_blocking(timeout)
-            });
+            let abort =
+                tokio::task::spawn_blocking(move || producer.abort_transaction_blocking(timeout));
             let res = abort.await.unwrap_or_else(|e| Err(join_error(&e)));
             tries += 1;
             match res {
