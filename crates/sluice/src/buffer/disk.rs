@@ -678,6 +678,8 @@ impl Limiter {
 pub struct DiskReceiver {
     shared: Arc<Shared>,
     limiter: Option<Limiter>,
+    /// Seq of the record the last batch handed out came from.
+    last_seq: Option<u64>,
 }
 
 enum Poll {
@@ -721,6 +723,30 @@ impl DiskReceiver {
             Poll::Batch(b) => Some(b),
             _ => None,
         }
+    }
+
+    /// Seq of the record the batch last returned by `recv`/`try_recv` came
+    /// from (its position in the buffer; the exactly-once Kafka sink's
+    /// checkpoints are made of them).
+    pub fn last_seq(&self) -> Option<u64> {
+        self.last_seq
+    }
+
+    /// The lowest seq handed to the sink and not finally resolved (in flight,
+    /// or failed and waiting for a re-send). Every lower seq handed out was
+    /// resolved `Delivered` or `Dropped`, dropped by `drop_oldest`, or moved to
+    /// the dead-letter buffer. Records read from the WAL reach the sink in seq
+    /// order, re-sends aside.
+    pub fn first_unresolved(&self) -> Option<u64> {
+        let ob = self.shared.outbox();
+        let a = ob.inflight.keys().next().copied();
+        let b = ob.retry.keys().next().copied();
+        a.into_iter().chain(b).min()
+    }
+
+    /// The buffer's directory.
+    pub fn dir(&self) -> &std::path::Path {
+        &self.shared.opts.dir
     }
 
     /// Events read ahead or waiting for a retry.
@@ -851,6 +877,7 @@ impl DiskReceiver {
     }
 
     fn batch(&mut self, seq: u64, events: Arc<Vec<Event>>) -> EventBatch {
+        self.last_seq = Some(seq);
         if let Some(l) = &mut self.limiter {
             l.take(events.len());
         }

@@ -213,6 +213,14 @@ impl BufferReceiver {
         }
     }
 
+    /// The disk buffer, when the sink has one.
+    pub fn disk(&self) -> Option<&disk::DiskReceiver> {
+        match self {
+            BufferReceiver::Memory(_) => None,
+            BufferReceiver::Disk(d) => Some(d),
+        }
+    }
+
     /// Events currently queued for the sink (a disk buffer: read ahead in memory).
     pub fn queued_events(&self) -> usize {
         match self {

@@ -244,6 +244,16 @@ pub fn load_str(path: &Path, text: &str) -> Result<Config, ConfigErrors> {
             t.get("buffer"),
             &mut check,
         );
+        if let SinkKind::Kafka(k) = &kind
+            && k.exactly_once
+            && buffer.kind != BufferKind::Disk
+        {
+            check.error(
+                "exactly_once",
+                "exactly_once needs a disk buffer ([sinks.NAME.buffer] type = \"disk\"): \
+                 its positions are what each transaction commits",
+            );
+        }
         let inputs = match common.inputs {
             Some(i) if !i.is_empty() => i,
             _ => {

@@ -66,6 +66,36 @@ impl Admin {
             .collect())
     }
 
+    /// Create `topic` with one partition and `cleanup.policy = compact` (a
+    /// replication factor of -1: the broker's default); an existing topic is
+    /// success.
+    pub async fn create_compacted_topic(
+        &self,
+        topic: &str,
+        replication_factor: i32,
+        timeout: Duration,
+    ) -> Result<(), String> {
+        let new = NewTopic::new(topic, 1, TopicReplication::Fixed(replication_factor))
+            .set("cleanup.policy", "compact")
+            .set("segment.ms", "3600000")
+            .set("min.cleanable.dirty.ratio", "0.1");
+        let opts = AdminOptions::new()
+            .operation_timeout(Some(timeout))
+            .request_timeout(Some(timeout));
+        let results = self
+            .inner
+            .create_topics([&new], &opts)
+            .await
+            .map_err(|e| e.to_string())?;
+        for r in results {
+            match r {
+                Ok(_) | Err((_, RDKafkaErrorCode::TopicAlreadyExists)) => {}
+                Err((_, code)) => return Err(code.to_string()),
+            }
+        }
+        Ok(())
+    }
+
     /// Create `topic`; an already existing topic is success.
     pub async fn create_topic(
         &self,

@@ -25,6 +25,7 @@ mod context;
 mod failure;
 mod producer;
 mod properties;
+mod transaction;
 
 use std::time::Duration;
 
@@ -35,6 +36,7 @@ pub use failure::{Failure, FailureClass};
 pub use producer::{Producer, Record, TopicState, Tracker};
 pub(crate) use properties::creation_error;
 pub use properties::{Properties, check_property};
+pub use transaction::{TxnError, read_last_committed_blocking};
 
 /// How often a repeated problem is logged at most.
 pub const LOG_INTERVAL: Duration = Duration::from_secs(10);

@@ -283,6 +283,11 @@ impl<T: Tracker> Producer<T> {
         Ok(())
     }
 
+    /// The first client (a transactional producer has only one).
+    pub(super) fn native(&self) -> *mut rdsys::rd_kafka_t {
+        self.shards[0].producer.client().native_ptr()
+    }
+
     /// Drop every queued and in-flight record; their reports arrive as
     /// [`FailureClass::Purged`]. Never blocks.
     pub fn purge(&self) {

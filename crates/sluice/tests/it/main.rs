@@ -26,6 +26,7 @@ mod graph;
 mod kafka;
 mod kafka_broker;
 mod kafka_cluster;
+mod kafka_exactly_once;
 mod kafka_source;
 mod kafka_support;
 mod lines;

@@ -105,6 +105,7 @@ pub(super) fn start(
         DiskReceiver {
             shared: shared.clone(),
             limiter,
+            last_seq: None,
         },
         DiskBufferHandle {
             shared,

@@ -55,6 +55,9 @@ pub(super) struct Shared {
     pub(super) oversize_log: RateLimit,
     /// The sink's span, entered by callbacks that log from librdkafka's threads.
     pub(super) span: OnceLock<tracing::Span>,
+    /// Exactly-once: a failed record fails its batch (the transaction aborts and
+    /// the disk buffer sends it again), and `events_out` moves at the commit.
+    pub(super) transactional: bool,
 }
 
 impl Shared {
@@ -165,7 +168,9 @@ impl InFlight {
             AckStatus::Delivered
         };
         if !*abandoned {
-            Counters::add(&shared.counters.events_out, delivered);
+            if !shared.transactional {
+                Counters::add(&shared.counters.events_out, delivered);
+            }
             Counters::add(&shared.counters.errors, failed + rejected);
         }
         if let Some(ack) = self.ack.lock().unwrap_or_else(|e| e.into_inner()).take() {
@@ -193,7 +198,7 @@ impl Tracker for InFlight {
         let shared = &self.shared;
         let closing = shared.closing.load(Ordering::Acquire);
         match failure.class() {
-            FailureClass::Retriable if !closing => {
+            FailureClass::Retriable if !closing && !shared.transactional => {
                 if let Some(suppressed) = shared.resend_log.allow() {
                     let _entered = shared.span.get().map(tracing::Span::enter);
                     warn!(

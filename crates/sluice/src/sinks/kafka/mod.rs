@@ -29,6 +29,7 @@
 //! `[sinks.NAME.librdkafka]` table, passed verbatim, overrides them (aliases such
 //! as `request.required.acks` for `acks` included).
 
+mod checkpoint;
 mod delivery;
 mod service;
 mod topics;
@@ -217,10 +218,50 @@ pub struct KafkaSinkConfig {
     /// Create missing topics (once per distinct topic) with these settings.
     #[serde(default)]
     pub create_topics: Option<CreateTopics>,
+    /// Exactly-once delivery from the disk buffer through transactions (the
+    /// module doc, "Exactly once").
+    #[serde(default)]
+    pub exactly_once: bool,
+    /// Exactly-once: most events in one transaction.
+    #[serde(default = "default_transaction_max_events")]
+    pub transaction_max_events: usize,
+    /// Exactly-once: a transaction is committed at most this long after it began.
+    #[serde(default = "default_transaction_interval_ms")]
+    pub transaction_interval_ms: u64,
+    /// Exactly-once: the compacted topic holding each sink's last committed
+    /// disk-buffer position (created when missing).
+    #[serde(default = "default_checkpoint_topic")]
+    pub checkpoint_topic: String,
     /// librdkafka settings, verbatim; they override the sink's defaults.
     #[serde(default)]
     pub librdkafka: BTreeMap<String, RdValue>,
 }
+
+/// Default `transaction_max_events`.
+pub const DEFAULT_TRANSACTION_MAX_EVENTS: usize = 100_000;
+/// Default `transaction_interval_ms`: keeps the acknowledgement latency well
+/// under a second.
+pub const DEFAULT_TRANSACTION_INTERVAL_MS: u64 = 100;
+/// Longest `transaction_interval_ms`: well under the transaction timeout.
+const MAX_TRANSACTION_INTERVAL_MS: u64 = 10_000;
+/// Default `checkpoint_topic`.
+pub const DEFAULT_CHECKPOINT_TOPIC: &str = "sluice-checkpoints";
+
+fn default_transaction_max_events() -> usize {
+    DEFAULT_TRANSACTION_MAX_EVENTS
+}
+
+fn default_transaction_interval_ms() -> u64 {
+    DEFAULT_TRANSACTION_INTERVAL_MS
+}
+
+fn default_checkpoint_topic() -> String {
+    DEFAULT_CHECKPOINT_TOPIC.to_owned()
+}
+
+/// `transaction.timeout.ms` of an exactly-once sink (a librdkafka key: the
+/// `librdkafka` table may change it).
+pub const TRANSACTION_TIMEOUT_MS: u64 = 60_000;
 
 /// Default `max_message_bytes`: Kafka's default record size limit.
 pub const DEFAULT_MAX_MESSAGE_BYTES: usize = 1_000_000;
@@ -279,6 +320,11 @@ impl KafkaSinkConfig {
         }
         // Brokers closing idle connections is routine, not worth a warning.
         p.set("log.connection.close", "false");
+        if self.exactly_once {
+            // A transaction open longer than this is aborted by the coordinator;
+            // librdkafka lowers message.timeout.ms to fit under it.
+            p.set("transaction.timeout.ms", TRANSACTION_TIMEOUT_MS.to_string());
+        }
         for (k, v) in &self.librdkafka {
             p.set(k, v.0.clone());
         }
@@ -353,11 +399,53 @@ impl Validate for KafkaSinkConfig {
                 v.error("librdkafka", format!("`{k}`: {e}"));
             }
         }
+        self.validate_exactly_once(v);
         let props = self.properties("check");
         let idempotent = props.get("enable.idempotence") == Some("true");
         let acks_all = matches!(props.get("acks"), Some("all" | "-1"));
         if idempotent && !acks_all {
             v.error("acks", "the idempotent producer needs acks = \"all\" (or set librdkafka `enable.idempotence` = false)");
+        }
+    }
+}
+
+impl KafkaSinkConfig {
+    fn validate_exactly_once(&self, v: &mut Check<'_, '_>) {
+        if self.transaction_max_events == 0 {
+            v.error("transaction_max_events", "must be at least 1");
+        }
+        if !(1..=MAX_TRANSACTION_INTERVAL_MS).contains(&self.transaction_interval_ms) {
+            v.error(
+                "transaction_interval_ms",
+                format!("must be between 1 and {MAX_TRANSACTION_INTERVAL_MS}"),
+            );
+        }
+        if let Some(e) = topic_name_error(&self.checkpoint_topic) {
+            v.error("checkpoint_topic", e);
+        }
+        if !self.exactly_once {
+            return;
+        }
+        if self.producers != 1 {
+            v.error(
+                "producers",
+                "exactly_once uses one transactional producer: leave producers at 1",
+            );
+        }
+        let props = self.properties("check");
+        if !matches!(props.get("acks"), Some("all" | "-1"))
+            || props.get("enable.idempotence") == Some("false")
+        {
+            v.error(
+                "exactly_once",
+                "needs acks = \"all\" and the idempotent producer (librdkafka `enable.idempotence` not false)",
+            );
+        }
+        if props.get("transactional.id").is_some() {
+            v.error(
+                "librdkafka",
+                "`transactional.id` is set by exactly_once (from the buffer directory); remove it",
+            );
         }
     }
 }

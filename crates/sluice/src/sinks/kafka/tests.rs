@@ -137,3 +137,46 @@ fn topic_names_are_checked() {
     assert!(topic_name_error("a/b").is_some());
     assert!(topic_name_error(&"x".repeat(MAX_TOPIC_LEN + 1)).is_some());
 }
+
+#[test]
+fn exactly_once_defaults_and_properties() {
+    let c = load(
+        "brokers = \"b:9092\"\ntopic = \"t\"\nexactly_once = true\n[sinks.k.buffer]\ntype = \"disk\"",
+    )
+    .unwrap();
+    assert!(c.exactly_once);
+    assert_eq!(c.transaction_max_events, DEFAULT_TRANSACTION_MAX_EVENTS);
+    assert_eq!(c.transaction_interval_ms, DEFAULT_TRANSACTION_INTERVAL_MS);
+    assert_eq!(c.checkpoint_topic, DEFAULT_CHECKPOINT_TOPIC);
+    let p = c.properties("k");
+    assert_eq!(p.get("transaction.timeout.ms"), Some("60000"));
+    assert_eq!(p.get("enable.idempotence"), Some("true"));
+    let plain = load("brokers = \"b:9092\"\ntopic = \"t\"").unwrap();
+    assert_eq!(plain.properties("k").get("transaction.timeout.ms"), None);
+}
+
+#[test]
+fn exactly_once_is_refused_where_it_cannot_hold() {
+    let cases = [
+        ("exactly_once = true", "needs a disk buffer"),
+        (
+            "exactly_once = true\nproducers = 2\n[sinks.k.buffer]\ntype = \"disk\"",
+            "leave producers at 1",
+        ),
+        (
+            "exactly_once = true\nacks = \"1\"\n[sinks.k.buffer]\ntype = \"disk\"",
+            "needs acks = \"all\"",
+        ),
+        (
+            "exactly_once = true\n[sinks.k.buffer]\ntype = \"disk\"\n[sinks.k.librdkafka]\n\"transactional.id\" = \"x\"",
+            "`transactional.id` is set by exactly_once",
+        ),
+        ("transaction_interval_ms = 0", "transaction_interval_ms"),
+        ("transaction_max_events = 0", "transaction_max_events"),
+        ("checkpoint_topic = \"a b\"", "checkpoint_topic"),
+    ];
+    for (extra, want) in cases {
+        let err = load(&format!("brokers = \"b:9092\"\ntopic = \"t\"\n{extra}")).unwrap_err();
+        assert!(err.contains(want), "{extra}: {err}");
+    }
+}

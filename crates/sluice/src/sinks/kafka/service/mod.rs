@@ -16,6 +16,7 @@ use tracing::{error, info, warn};
 
 mod resend;
 mod topic_ensure;
+mod txn;
 
 use super::delivery::{InFlight, OwnedRecord, Shared};
 use super::topics::Topics;
@@ -123,6 +124,8 @@ pub(super) struct KafkaSink {
     partition_buf: String,
     payload_buf: Vec<u8>,
     abort: CancellationToken,
+    /// `exactly_once`: the transactional producer's settings and state.
+    eo: Option<txn::ExactlyOnce>,
 }
 
 impl KafkaSink {
@@ -144,7 +147,14 @@ impl KafkaSink {
             .transpose()?;
         let static_topic = topic_template.is_static().then(|| config.topic.clone());
         let client = ClientEvents::new(cx.name.clone());
-        let props = config.properties(&cx.name);
+        let mut props = config.properties(&cx.name);
+        let eo = if config.exactly_once {
+            let eo = txn::ExactlyOnce::new(&config, &props, cx, client.clone())?;
+            props.set("transactional.id", eo.transactional_id.clone());
+            Some(eo)
+        } else {
+            None
+        };
         let producer = Producer::create(&props, client.clone(), config.producers)
             .map_err(|e| format!("creating the Kafka producer: {e}"))?;
         let admin = match config.create_topics {
@@ -166,6 +176,7 @@ impl KafkaSink {
             resend_log: RateLimit::new(LOG_INTERVAL),
             oversize_log: RateLimit::new(LOG_INTERVAL),
             span: OnceLock::new(),
+            transactional: eo.is_some(),
         });
         Ok(KafkaSink {
             config,
@@ -185,11 +196,15 @@ impl KafkaSink {
             partition_buf: String::new(),
             payload_buf: Vec::new(),
             abort: cx.abort.clone(),
+            eo,
         })
     }
 
     pub(super) async fn run(mut self, mut cx: SinkContext) -> Result<(), ComponentError> {
         let _ = self.shared.span.set(tracing::Span::current());
+        if self.eo.is_some() {
+            return self.run_exactly_once(cx).await;
+        }
         self.spawn_probe();
         let mut job: Option<Job> = None;
         let mut waiting: Vec<(Instant, Arc<InFlight>)> = Vec::new();
