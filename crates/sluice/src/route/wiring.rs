@@ -101,7 +101,9 @@ impl<'a> Wiring<'a> {
     /// A route's output: like [`output`](Self::output), and settling tenants'
     /// events at the sinks' buffers (see [`super::accounting`]).
     fn route_output(&mut self, producer: &str) -> Output {
-        let out = self.output(producer);
+        let route = producer.split_once('.').map_or(producer, |(r, _)| r);
+        let counters = self.registry.component(&format!("routes.{route}"));
+        let out = self.output(producer).of_component(counters, false);
         match &self.book {
             Some(book) => out.with_book(book.clone()),
             None => out,

@@ -143,9 +143,16 @@ impl KafkaSink {
             .map(|p| Template::parse(p, false, false))
             .transpose()?;
         let static_topic = topic_template.is_static().then(|| config.topic.clone());
-        let client = ClientEvents::new(cx.name.clone());
+        // librdkafka's statistics (queue depth, round-trip times) when the API
+        // exports them; the producer alone asks (nobody polls the admin's queue).
+        let api = cx.reload.borrow().global.api.address.is_some();
+        let client = ClientEvents::with_stats(cx.name.clone(), api.then(|| cx.counters.clone()));
         let props = config.properties(&cx.name);
-        let producer = Producer::create(&props, client.clone(), config.producers)
+        let mut producer_props = props.clone();
+        if api {
+            producer_props.ask_statistics();
+        }
+        let producer = Producer::create(&producer_props, client.clone(), config.producers)
             .map_err(|e| format!("creating the Kafka producer: {e}"))?;
         let admin = match config.create_topics {
             Some(_) => Some(
