@@ -55,7 +55,17 @@ impl ClientEvents {
     pub(crate) fn statistics(&self, json: &[u8]) {
         let Some(counters) = &self.stats else { return };
         match serde_json::from_slice::<RawStats>(json) {
-            Ok(raw) => counters.kafka.set(raw.reduce()),
+            Ok(raw) => {
+                let (mut snapshot, idle) = raw.reduce();
+                // A broker with no request in the interval keeps its last figures.
+                if let Some(prev) = counters.kafka.get() {
+                    snapshot
+                        .brokers
+                        .extend(prev.brokers.into_iter().filter(|b| idle.contains(&b.0)));
+                    snapshot.brokers.sort();
+                }
+                counters.kafka.set(snapshot);
+            }
             Err(e) => {
                 debug!(component_id = &*self.component, error = %e, "Kafka statistics not understood.")
             }
@@ -133,19 +143,19 @@ fn unknown_lag() -> i64 {
 }
 
 impl RawStats {
-    /// Brokers of the cluster only (bootstrap and logical entries have no id),
-    /// with requests in the interval; lag of the partitions where it is known
-    /// (-1 otherwise: not assigned to us, or nothing committed yet).
-    fn reduce(self) -> KafkaSnapshot {
-        let mut brokers: Vec<_> = self
-            .brokers
-            .into_iter()
-            .filter(|(_, b)| b.nodeid >= 0)
-            .filter_map(|(name, b)| {
-                let w = b.rtt?;
-                (w.cnt > 0).then_some((name, w.avg, w.p99))
-            })
-            .collect();
+    /// Brokers of the cluster only (bootstrap and logical entries have no id)
+    /// with requests in the interval, and the names of those without; lag of the
+    /// partitions where it is known (-1 otherwise: not assigned to us, or
+    /// nothing committed yet).
+    fn reduce(self) -> (KafkaSnapshot, Vec<String>) {
+        let mut brokers = Vec::new();
+        let mut idle = Vec::new();
+        for (name, b) in self.brokers.into_iter().filter(|(_, b)| b.nodeid >= 0) {
+            match b.rtt {
+                Some(w) if w.cnt > 0 => brokers.push((name, w.avg, w.p99)),
+                _ => idle.push(name),
+            }
+        }
         brokers.sort();
         let mut consumer_lag = Vec::new();
         if self.kind == "consumer" {
@@ -158,12 +168,13 @@ impl RawStats {
             }
             consumer_lag.sort();
         }
-        KafkaSnapshot {
+        let snapshot = KafkaSnapshot {
             queue_messages: self.msg_cnt,
             queue_bytes: self.msg_size,
             brokers,
             consumer_lag,
-        }
+        };
+        (snapshot, idle)
     }
 }
 
