@@ -3,6 +3,7 @@
 //! Queue depth is two counters (in, out), never a gauge on the hot path; buffer
 //! levels are probed when scraped.
 
+use std::collections::BTreeMap;
 use std::fmt::Write as _;
 use std::sync::atomic::{AtomicU64, Ordering::Relaxed};
 use std::sync::{Arc, Mutex};
@@ -116,10 +117,11 @@ impl LatencyHistogram {
 }
 
 /// What librdkafka's statistics callback (`statistics.interval.ms`) last said of
-/// a Kafka client, kept for the metrics endpoint. Written once per interval by
-/// the client's polling thread, read at scrape time: a mutex is cheap here.
+/// a component's Kafka clients (a sink may have several producers), kept for
+/// the metrics endpoint. Written once per interval by each client's polling
+/// thread, read at scrape time: a mutex is cheap here.
 #[derive(Debug, Default)]
-pub struct KafkaStats(Mutex<Option<KafkaSnapshot>>);
+pub struct KafkaStats(Mutex<BTreeMap<String, KafkaSnapshot>>);
 
 /// One statistics report, reduced to what is exported. Label values are
 /// bounded: brokers of the cluster, partitions of the subscribed topics.
@@ -138,14 +140,41 @@ pub struct KafkaSnapshot {
 }
 
 impl KafkaStats {
-    /// Replace the snapshot with a new report.
-    pub fn set(&self, snapshot: KafkaSnapshot) {
-        *self.0.lock().unwrap_or_else(|e| e.into_inner()) = Some(snapshot);
+    /// Replace client `client`'s snapshot with a new report.
+    pub fn set(&self, client: &str, snapshot: KafkaSnapshot) {
+        let mut all = self.0.lock().unwrap_or_else(|e| e.into_inner());
+        all.insert(client.to_owned(), snapshot);
     }
 
-    /// The last report, if any came.
+    /// Client `client`'s last report.
+    pub fn client(&self, client: &str) -> Option<KafkaSnapshot> {
+        let all = self.0.lock().unwrap_or_else(|e| e.into_inner());
+        all.get(client).cloned()
+    }
+
+    /// The component's clients together, if any reported: queues summed, per
+    /// broker the slowest client's figures, every partition's lag.
     pub fn get(&self) -> Option<KafkaSnapshot> {
-        self.0.lock().unwrap_or_else(|e| e.into_inner()).clone()
+        let all = self.0.lock().unwrap_or_else(|e| e.into_inner());
+        let mut it = all.values();
+        let mut sum = it.next()?.clone();
+        for s in it {
+            sum.queue_messages += s.queue_messages;
+            sum.queue_bytes += s.queue_bytes;
+            for b in &s.brokers {
+                match sum.brokers.iter_mut().find(|x| x.0 == b.0) {
+                    Some(x) => {
+                        x.1 = x.1.max(b.1);
+                        x.2 = x.2.max(b.2);
+                    }
+                    None => sum.brokers.push(b.clone()),
+                }
+            }
+            sum.consumer_lag.extend(s.consumer_lag.iter().cloned());
+        }
+        sum.brokers.sort();
+        sum.consumer_lag.sort();
+        Some(sum)
     }
 }
 

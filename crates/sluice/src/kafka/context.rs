@@ -56,15 +56,16 @@ impl ClientEvents {
         let Some(counters) = &self.stats else { return };
         match serde_json::from_slice::<RawStats>(json) {
             Ok(raw) => {
+                let raw_name = raw.name.clone();
                 let (mut snapshot, idle) = raw.reduce();
                 // A broker with no request in the interval keeps its last figures.
-                if let Some(prev) = counters.kafka.get() {
+                if let Some(prev) = counters.kafka.client(&raw_name) {
                     snapshot
                         .brokers
                         .extend(prev.brokers.into_iter().filter(|b| idle.contains(&b.0)));
                     snapshot.brokers.sort();
                 }
-                counters.kafka.set(snapshot);
+                counters.kafka.set(&raw_name, snapshot);
             }
             Err(e) => {
                 debug!(component_id = &*self.component, error = %e, "Kafka statistics not understood.")
@@ -93,6 +94,9 @@ impl ClientEvents {
 /// (per-topic sections of a producer with many topics included, unread).
 #[derive(Deserialize)]
 struct RawStats {
+    /// The client's name (`rdkafka#producer-2`): one report per client.
+    #[serde(default)]
+    name: String,
     #[serde(default)]
     msg_cnt: u64,
     #[serde(default)]

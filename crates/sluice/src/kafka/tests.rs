@@ -72,7 +72,17 @@ fn statistics_keep_queue_depth_cluster_brokers_and_known_lag() {
     events.statistics(b"not json");
     assert_eq!(
         counters.kafka.get(),
-        Some(s),
+        Some(s.clone()),
         "a bad report keeps the last one"
     );
+    // An interval without requests to broker 1 keeps its last figures.
+    events.statistics(
+        br#"{"name":"c#consumer-1","type":"consumer","brokers":{"localhost:9092/1":{"nodeid":1,"rtt":{"avg":0,"p99":0,"cnt":0}}}}"#,
+    );
+    assert_eq!(counters.kafka.get().unwrap().brokers, s.brokers);
+    // A second client of the component (another producer): queues add up.
+    events.statistics(br#"{"name":"p2","type":"producer","msg_cnt":3,"msg_size":30}"#);
+    let both = counters.kafka.get().unwrap();
+    assert_eq!((both.queue_messages, both.queue_bytes), (3, 30));
+    assert_eq!(both.brokers, s.brokers);
 }

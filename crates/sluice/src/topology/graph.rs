@@ -190,9 +190,13 @@ impl Graph {
             crate::route::Wiring::new(config, &senders, &cx.registry, cx.reload_rx.clone());
         for source in &config.sources {
             let id = format!("sources.{}", source.name);
-            let out = wiring
-                .output(&source.name)
-                .of_component(cx.registry.component(&id), true);
+            // Ack latency and taps are read only through the API: without it, no cost.
+            let out = match config.global.api.address {
+                Some(_) => wiring
+                    .output(&source.name)
+                    .of_component(cx.registry.component(&id), true),
+                None => wiring.output(&source.name),
+            };
             match self.source(&source.name) {
                 Some(running) if running.config == *source => {
                     b.changes.kept += 1;
