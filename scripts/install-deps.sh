@@ -33,6 +33,8 @@ command -v java >/dev/null 2>&1 || need_apt+=(openjdk-17-jre-headless)
 command -v mvn >/dev/null 2>&1 || need_apt+=(maven)
 command -v kcat >/dev/null 2>&1 || need_apt+=(kcat)
 command -v dot >/dev/null 2>&1 || need_apt+=(graphviz)
+# `sluice top` is tested in a real terminal (tests/it/top.rs).
+command -v tmux >/dev/null 2>&1 || need_apt+=(tmux)
 # `systemd-analyze verify` checks deploy/systemd/sluice.service (tests/it/service.rs).
 command -v systemd-analyze >/dev/null 2>&1 || need_apt+=(systemd)
 if [ ${#need_apt[@]} -gt 0 ]; then

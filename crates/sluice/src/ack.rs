@@ -17,11 +17,14 @@
 use std::fmt;
 use std::future::Future;
 use std::pin::Pin;
-use std::sync::Arc;
 use std::sync::atomic::{AtomicU8, Ordering};
+use std::sync::{Arc, OnceLock};
 use std::task::{Context, Poll};
+use std::time::Instant;
 
 use tokio::sync::oneshot;
+
+use crate::metrics::LatencyHistogram;
 
 /// Outcome of one batch (or of one copy of it).
 #[derive(Debug, Clone, Copy, PartialEq, Eq, PartialOrd, Ord, Hash)]
@@ -67,6 +70,9 @@ enum Notify {
 struct Shared {
     status: AtomicU8,
     notify: std::sync::Mutex<Option<Notify>>,
+    /// When the batch entered the pipeline and where its latency is counted,
+    /// set by the source's output (see [`AckToken::start_timer`]).
+    timer: OnceLock<(Instant, Arc<LatencyHistogram>)>,
 }
 
 impl Shared {
@@ -77,6 +83,9 @@ impl Shared {
 
 impl Drop for Shared {
     fn drop(&mut self) {
+        if let Some((start, histogram)) = self.timer.get() {
+            histogram.observe(start.elapsed());
+        }
         let status = AckStatus::from_u8(*self.status.get_mut());
         let notify = self.notify.get_mut().map(Option::take).unwrap_or_default();
         match notify {
@@ -122,6 +131,7 @@ impl AckToken {
             shared: Some(Arc::new(Shared {
                 status: AtomicU8::new(AckStatus::Delivered as u8),
                 notify: std::sync::Mutex::new(Some(notify)),
+                timer: OnceLock::new(),
             })),
             resolved: false,
         }
@@ -130,6 +140,18 @@ impl AckToken {
     /// Whether somebody waits for this token's outcome.
     pub fn is_tracked(&self) -> bool {
         self.shared.is_some()
+    }
+
+    /// Count the time from now until the outcome is known in `histogram`. The
+    /// first call wins (a batch enters the pipeline once); an untracked token
+    /// has no outcome to time and ignores it.
+    #[inline]
+    pub fn start_timer(&self, histogram: &Arc<LatencyHistogram>) {
+        if let Some(shared) = &self.shared
+            && shared.timer.get().is_none()
+        {
+            let _ = shared.timer.set((Instant::now(), histogram.clone()));
+        }
     }
 
     /// Resolve this copy. The source hears the worst outcome once every copy is
@@ -246,6 +268,21 @@ mod tests {
         let c = t.clone();
         drop(c);
         t.resolve(AckStatus::Errored);
+    }
+
+    #[test]
+    fn timer_counts_one_observation_when_the_outcome_is_known() {
+        let h = Arc::new(LatencyHistogram::default());
+        let token = AckToken::with_callback(|_| {});
+        token.start_timer(&h);
+        let copy = token.clone();
+        copy.start_timer(&h); // a route's output: the first start stands
+        token.resolve(AckStatus::Delivered);
+        assert_eq!(h.snapshot().count, 0);
+        copy.resolve(AckStatus::Delivered);
+        assert_eq!(h.snapshot().count, 1);
+        AckToken::none().start_timer(&h);
+        assert_eq!(h.snapshot().count, 1);
     }
 
     fn futures_poll_once(rx: &mut AckReceiver) -> Option<AckStatus> {

@@ -64,6 +64,25 @@ pub enum Command {
         #[command(subcommand)]
         command: crate::commands::tenant::TenantCommand,
     },
+    /// A live view of a running daemon's components, from its API (`[api]`);
+    /// `q` quits.
+    Top {
+        /// The daemon's API address (`[api] address`).
+        #[arg(long, default_value = "127.0.0.1:9598")]
+        api: std::net::SocketAddr,
+    },
+    /// Print the events leaving a source or route of a running daemon as JSON
+    /// lines, from its API (a sample: what the tap cannot take is dropped).
+    Tap {
+        /// The source or route name (`sources.NAME`, `routes.NAME` when ambiguous).
+        component: String,
+        /// Stop after this many events.
+        #[arg(long)]
+        limit: Option<u64>,
+        /// The daemon's API address (`[api] address`).
+        #[arg(long, default_value = "127.0.0.1:9598")]
+        api: std::net::SocketAddr,
+    },
     /// Print a shell completion script (`sluice completions bash > /etc/bash_completion.d/sluice`).
     Completions {
         /// The shell.
@@ -120,6 +139,12 @@ pub fn main(cli: Cli) -> ExitCode {
         Command::Tenant { command } => crate::commands::tenant::main(command),
         Command::Buffer { command } => crate::commands::buffer::main(command),
         Command::Archive { command } => crate::commands::archive::main(command),
+        Command::Top { api } => crate::commands::top::main(api),
+        Command::Tap {
+            component,
+            limit,
+            api,
+        } => crate::commands::tap::main(api, &component, limit),
         Command::Completions { shell } => {
             let mut script = Vec::new();
             clap_complete::generate(shell, &mut Cli::command(), "sluice", &mut script);

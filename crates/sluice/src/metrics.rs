@@ -3,6 +3,7 @@
 //! Queue depth is two counters (in, out), never a gauge on the hot path; buffer
 //! levels are probed when scraped.
 
+use std::collections::BTreeMap;
 use std::fmt::Write as _;
 use std::sync::atomic::{AtomicU64, Ordering::Relaxed};
 use std::sync::{Arc, Mutex};
@@ -29,6 +30,13 @@ pub struct Counters {
     /// Forward source: chunk ids remembered now (`dedupe_window`), a level
     /// updated per chunk, not per event.
     pub dedupe_chunks: AtomicU64,
+    /// Sources: time from a batch entering the pipeline to its acknowledgement's
+    /// outcome (batches whose source waits for one).
+    pub ack_latency: Arc<LatencyHistogram>,
+    /// Kafka clients: librdkafka's latest statistics (see [`KafkaStats`]).
+    pub kafka: KafkaStats,
+    /// Sources and routes: listeners of `sluice tap` (see [`crate::api::tap`]).
+    pub tap: crate::api::tap::Tap,
 }
 
 impl Counters {
@@ -55,6 +63,124 @@ impl Counters {
             }
         }
         s.trim_end().to_owned()
+    }
+}
+
+/// Upper bounds of the acknowledgement-latency buckets, in seconds; one more
+/// bucket (`+Inf`) takes the rest.
+pub const ACK_LATENCY_BUCKETS: [f64; 14] = [
+    0.001, 0.0025, 0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1.0, 2.5, 5.0, 10.0, 30.0,
+];
+
+/// A histogram of durations with fixed buckets: an observation is a bucket
+/// search over 14 bounds and two relaxed atomic adds, no lock, no allocation.
+#[derive(Debug, Default)]
+pub struct LatencyHistogram {
+    /// Observations per bucket (not cumulative), `+Inf` last.
+    buckets: [AtomicU64; ACK_LATENCY_BUCKETS.len() + 1],
+    /// Sum of all observations, in nanoseconds.
+    sum_ns: AtomicU64,
+}
+
+/// A histogram read at one moment.
+#[derive(Debug, Clone, PartialEq)]
+pub struct HistogramSnapshot {
+    /// Sum of the observations, in seconds.
+    pub sum: f64,
+    /// Number of observations.
+    pub count: u64,
+    /// (upper bound, observations in that bucket alone); `f64::MAX` for `+Inf`.
+    pub buckets: Vec<(f64, u64)>,
+}
+
+impl LatencyHistogram {
+    /// Count one duration.
+    #[inline]
+    pub fn observe(&self, d: std::time::Duration) {
+        let s = d.as_secs_f64();
+        let i = ACK_LATENCY_BUCKETS.partition_point(|&b| b < s);
+        self.buckets[i].fetch_add(1, Relaxed);
+        self.sum_ns
+            .fetch_add(u64::try_from(d.as_nanos()).unwrap_or(u64::MAX), Relaxed);
+    }
+
+    /// The buckets now (each read once; a scrape racing an observation may see
+    /// the count without the sum, never a bucket going back).
+    pub fn snapshot(&self) -> HistogramSnapshot {
+        let buckets: Vec<(f64, u64)> = ACK_LATENCY_BUCKETS
+            .iter()
+            .copied()
+            .chain([f64::MAX])
+            .zip(&self.buckets)
+            .map(|(b, n)| (b, n.load(Relaxed)))
+            .collect();
+        HistogramSnapshot {
+            sum: self.sum_ns.load(Relaxed) as f64 / 1e9,
+            count: buckets.iter().map(|b| b.1).sum(),
+            buckets,
+        }
+    }
+}
+
+/// What librdkafka's statistics callback (`statistics.interval.ms`) last said of
+/// a component's Kafka clients (a sink may have several producers), kept for
+/// the metrics endpoint. Written once per interval by each client's polling
+/// thread, read at scrape time: a mutex is cheap here.
+#[derive(Debug, Default)]
+pub struct KafkaStats(Mutex<BTreeMap<String, KafkaSnapshot>>);
+
+/// One statistics report, reduced to what is exported. Label values are
+/// bounded: brokers of the cluster, partitions of the subscribed topics.
+#[derive(Debug, Clone, Default, PartialEq)]
+pub struct KafkaSnapshot {
+    /// Messages in the producer's queues, waiting or in flight (`msg_cnt`).
+    pub queue_messages: u64,
+    /// Their bytes (`msg_size`).
+    pub queue_bytes: u64,
+    /// Per broker (`host:port/id`): round-trip time average and p99, in
+    /// microseconds, over the last interval (brokers with no request in it absent).
+    pub brokers: Vec<(String, i64, i64)>,
+    /// Consumers: per (topic, partition), messages between the high watermark and
+    /// the committed offset (partitions assigned to this consumer, lag known).
+    pub consumer_lag: Vec<(String, i32, i64)>,
+}
+
+impl KafkaStats {
+    /// Replace client `client`'s snapshot with a new report.
+    pub fn set(&self, client: &str, snapshot: KafkaSnapshot) {
+        let mut all = self.0.lock().unwrap_or_else(|e| e.into_inner());
+        all.insert(client.to_owned(), snapshot);
+    }
+
+    /// Client `client`'s last report.
+    pub fn client(&self, client: &str) -> Option<KafkaSnapshot> {
+        let all = self.0.lock().unwrap_or_else(|e| e.into_inner());
+        all.get(client).cloned()
+    }
+
+    /// The component's clients together, if any reported: queues summed, per
+    /// broker the slowest client's figures, every partition's lag.
+    pub fn get(&self) -> Option<KafkaSnapshot> {
+        let all = self.0.lock().unwrap_or_else(|e| e.into_inner());
+        let mut it = all.values();
+        let mut sum = it.next()?.clone();
+        for s in it {
+            sum.queue_messages += s.queue_messages;
+            sum.queue_bytes += s.queue_bytes;
+            for b in &s.brokers {
+                match sum.brokers.iter_mut().find(|x| x.0 == b.0) {
+                    Some(x) => {
+                        x.1 = x.1.max(b.1);
+                        x.2 = x.2.max(b.2);
+                    }
+                    None => sum.brokers.push(b.clone()),
+                }
+            }
+            sum.consumer_lag.extend(s.consumer_lag.iter().cloned());
+        }
+        sum.brokers.sort();
+        sum.consumer_lag.sort();
+        Some(sum)
     }
 }
 
@@ -156,20 +282,23 @@ impl Registry {
         self.lock().clone()
     }
 
+    /// Forget the components for which `keep` (given the id) is false, and their
+    /// buffers: a reload removed them, and their series leave the exposition
+    /// (a removed sink still draining counts on, unexported).
+    pub fn retain(&self, keep: impl Fn(&str) -> bool) {
+        self.lock().retain(|c| keep(&c.id));
+        self.buffers
+            .lock()
+            .unwrap_or_else(|e| e.into_inner())
+            .retain(|g| keep(&g.id));
+    }
+
     /// Register a sink buffer's gauges, replacing those of a sink of the same id
     /// (a sink replaced by a reload).
     pub fn add_buffer(&self, gauge: BufferGauge) {
         let mut all = self.buffers.lock().unwrap_or_else(|e| e.into_inner());
         all.retain(|g| g.id != gauge.id);
         all.push(Arc::new(gauge));
-    }
-
-    /// Forget a removed sink's buffer gauges.
-    pub fn remove_buffer(&self, id: &str) {
-        self.buffers
-            .lock()
-            .unwrap_or_else(|e| e.into_inner())
-            .retain(|g| g.id != id);
     }
 
     /// Every registered buffer gauge.

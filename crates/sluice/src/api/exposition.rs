@@ -20,7 +20,7 @@ use prometheus_client::collector::Collector;
 use prometheus_client::encoding::{DescriptorEncoder, NoLabelSet};
 use prometheus_client::metrics::MetricType;
 
-use crate::metrics::{BufferGauge, BufferLevel, Component, Counters, Registry};
+use crate::metrics::{BufferGauge, BufferLevel, Component, Counters, KafkaSnapshot, Registry};
 use crate::route::accounting::{Reason, TenantBook, TenantCounters};
 
 /// Renders the registry; cheap to keep, the work happens per scrape.
@@ -187,11 +187,30 @@ impl Collector for SluiceCollector {
             m.encode_family(&labels(c))?
                 .encode_gauge(&load(&c.counters.dedupe_chunks))?;
         }
+        let mut m = enc.encode_descriptor(
+            "sluice_source_ack_latency_seconds",
+            "Time from a batch entering the pipeline to its acknowledgement's outcome (sources that wait for one).",
+            None,
+            MetricType::Histogram,
+        )?;
+        for c in all.iter().filter(|c| c.kind() == "source") {
+            let h = c.counters.ack_latency.snapshot();
+            m.encode_family(&labels(c))?
+                .encode_histogram::<NoLabelSet>(h.sum, h.count, &h.buckets, None)?;
+        }
+        encode_kafka(&mut enc, &all)?;
         self.encode_buffers(&mut enc, &all)?;
         if let Some(book) = self.registry.tenants() {
             encode_tenants(&mut enc, &book)?;
         }
 
+        enc.encode_descriptor(
+            "sluice_tap_dropped_events",
+            "Events `sluice tap` listeners missed: their queue was full.",
+            None,
+            MetricType::Counter,
+        )?
+        .encode_counter::<NoLabelSet, _, u64>(&load(&crate::api::tap::TAP_DROPPED), None)?;
         let uptime = self.started.elapsed().as_secs_f64();
         enc.encode_descriptor(
             "sluice_uptime_seconds",
@@ -204,6 +223,70 @@ impl Collector for SluiceCollector {
             .encode_info(&[("version", env!("CARGO_PKG_VERSION"))])?;
         Ok(())
     }
+}
+
+/// librdkafka's statistics of the Kafka sinks and sources that reported some.
+fn encode_kafka(enc: &mut DescriptorEncoder<'_>, all: &[Component]) -> fmt::Result {
+    let stats: Vec<_> = all
+        .iter()
+        .filter_map(|c| Some((c, c.counters.kafka.get()?)))
+        .collect();
+    type Pick = fn(&KafkaSnapshot) -> u64;
+    let queue: [(&str, &str, Pick); 2] = [
+        (
+            "sluice_kafka_producer_queue_messages",
+            "Messages in a Kafka producer's queues, waiting or in flight (librdkafka msg_cnt).",
+            |s| s.queue_messages,
+        ),
+        (
+            "sluice_kafka_producer_queue_bytes",
+            "Bytes of the messages in a Kafka producer's queues (librdkafka msg_size).",
+            |s| s.queue_bytes,
+        ),
+    ];
+    for (name, help, pick) in queue {
+        let mut m = enc.encode_descriptor(name, help, None, MetricType::Gauge)?;
+        for (c, s) in stats.iter().filter(|(c, _)| c.kind() == "sink") {
+            m.encode_family(&labels(c))?.encode_gauge(&pick(s))?;
+        }
+    }
+    type Rtt = fn(&(String, i64, i64)) -> i64;
+    let rtt: [(&str, &str, Rtt); 2] = [
+        (
+            "sluice_kafka_broker_rtt_avg_seconds",
+            "Average round-trip time of requests to a broker over the last statistics interval.",
+            |b| b.1,
+        ),
+        (
+            "sluice_kafka_broker_rtt_p99_seconds",
+            "99th percentile round-trip time of requests to a broker over the last statistics interval.",
+            |b| b.2,
+        ),
+    ];
+    for (name, help, pick) in rtt {
+        let mut m = enc.encode_descriptor(name, help, None, MetricType::Gauge)?;
+        for (c, s) in &stats {
+            for b in &s.brokers {
+                let set = (labels(c), [("broker", b.0.as_str())]);
+                m.encode_family(&set)?
+                    .encode_gauge(&(pick(b) as f64 / 1e6))?;
+            }
+        }
+    }
+    let mut m = enc.encode_descriptor(
+        "sluice_kafka_consumer_lag_messages",
+        "Messages between a partition's high watermark and the offset committed (Kafka sources).",
+        None,
+        MetricType::Gauge,
+    )?;
+    for (c, s) in &stats {
+        for (topic, partition, lag) in &s.consumer_lag {
+            let p = partition.to_string();
+            let set = (labels(c), [("topic", topic.as_str()), ("partition", &*p)]);
+            m.encode_family(&set)?.encode_gauge(lag)?;
+        }
+    }
+    Ok(())
 }
 
 /// The per-tenant families: one series per tenant (bounded, `other` last).

@@ -8,6 +8,8 @@
 //!   building) and once it stops (sources stopped, sinks draining).
 //! - `GET /ready`: 200 once every component was built (sources bound, sinks
 //!   connected as far as their build goes) and while running; 503 otherwise.
+//! - `GET /tap/NAME[?limit=N]`: the events leaving a source or route, as JSON
+//!   lines, streamed (see [`tap`]: bounded, lossy, counted).
 //!
 //! The server starts before the components are built (so `/health` answers 503
 //! during a slow start) and ends after the stop report. It binds at start, so a
@@ -20,6 +22,7 @@
 
 pub mod exposition;
 mod server;
+pub mod tap;
 
 use std::net::SocketAddr;
 use std::sync::Arc;

@@ -6,7 +6,7 @@ use std::sync::Arc;
 use std::time::Duration;
 
 use bytes::Bytes;
-use http_body_util::Full;
+use http_body_util::{BodyExt, Full, StreamBody, combinators::BoxBody};
 use hyper::body::Incoming;
 use hyper::header::{ALLOW, CONTENT_TYPE, HeaderValue};
 use hyper::service::service_fn;
@@ -18,7 +18,11 @@ use tokio_util::sync::CancellationToken;
 use tracing::{debug, info, warn};
 
 use super::exposition::Exposition;
-use super::{Health, Phase};
+use super::{Health, Phase, tap};
+use crate::metrics::Registry;
+
+/// Every answer's body: a whole text, or a tap's stream.
+type Body = BoxBody<Bytes, Infallible>;
 
 /// Largest request head accepted (431 beyond).
 const MAX_HEAD_BYTES: usize = 16 * 1024;
@@ -56,18 +60,24 @@ impl Drop for ApiServer {
 struct State {
     health: Health,
     exposition: Exposition,
+    registry: Registry,
 }
 
 /// Bind `addr` and serve until the returned server is stopped.
 pub async fn bind(
     addr: SocketAddr,
     health: Health,
-    exposition: Exposition,
+    registry: Registry,
 ) -> std::io::Result<ApiServer> {
+    let exposition = Exposition::new(registry.clone());
     let listener = TcpListener::bind(addr).await?;
     let addr = listener.local_addr()?;
     let stop = CancellationToken::new();
-    let state = Arc::new(State { health, exposition });
+    let state = Arc::new(State {
+        health,
+        exposition,
+        registry,
+    });
     info!(address = %addr, "API listening.");
     tokio::spawn(accept_loop(listener, state, stop.clone()));
     Ok(ApiServer { addr, stop })
@@ -116,7 +126,7 @@ async fn accept_loop(listener: TcpListener, state: Arc<State>, stop: Cancellatio
     }
 }
 
-fn respond(state: &State, req: &Request<Incoming>) -> Response<Full<Bytes>> {
+fn respond(state: &State, req: &Request<Incoming>) -> Response<Body> {
     let head = req.method() == Method::HEAD;
     if req.method() != Method::GET && !head {
         let mut r = text(StatusCode::METHOD_NOT_ALLOWED, "method not allowed\n", head);
@@ -128,7 +138,7 @@ fn respond(state: &State, req: &Request<Incoming>) -> Response<Full<Bytes>> {
     match req.uri().path() {
         "/metrics" => match state.exposition.render() {
             Ok(body) => {
-                let mut r = Response::new(Full::new(if head {
+                let mut r = Response::new(full(if head {
                     Bytes::new()
                 } else {
                     Bytes::from(body)
@@ -148,12 +158,59 @@ fn respond(state: &State, req: &Request<Incoming>) -> Response<Full<Bytes>> {
             Phase::Running => text(StatusCode::OK, "ready\n", head),
             _ => text(StatusCode::SERVICE_UNAVAILABLE, "not ready\n", head),
         },
-        _ => text(StatusCode::NOT_FOUND, "not found\n", head),
+        path => match path.strip_prefix("/tap/") {
+            Some(name) => tap_response(state, name, req.uri().query(), head),
+            None => text(StatusCode::NOT_FOUND, "not found\n", head),
+        },
     }
 }
 
-fn text(status: StatusCode, body: &'static str, head: bool) -> Response<Full<Bytes>> {
-    let mut r = Response::new(Full::new(if head {
+/// `/tap/NAME?limit=N`: JSON lines of the events leaving a source or route.
+fn tap_response(state: &State, name: &str, query: Option<&str>, head: bool) -> Response<Body> {
+    let mut limit = None;
+    for (k, v) in query
+        .unwrap_or("")
+        .split('&')
+        .filter_map(|p| p.split_once('='))
+    {
+        if k == "limit" {
+            match v.parse::<u64>() {
+                Ok(n) => limit = Some(n),
+                Err(_) => return text(StatusCode::BAD_REQUEST, "limit: not a number\n", head),
+            }
+        }
+    }
+    let rx = match tap::listen(&state.registry, name) {
+        Ok(rx) => rx,
+        Err(why) => return owned_text(StatusCode::NOT_FOUND, why, head),
+    };
+    let body = if head {
+        full(Bytes::new())
+    } else {
+        StreamBody::new(tap::stream(rx, limit)).boxed()
+    };
+    let mut r = Response::new(body);
+    r.headers_mut().insert(
+        CONTENT_TYPE,
+        HeaderValue::from_static("application/x-ndjson"),
+    );
+    r
+}
+
+fn full(b: Bytes) -> Body {
+    Full::new(b).boxed()
+}
+
+fn owned_text(status: StatusCode, body: String, head: bool) -> Response<Body> {
+    let mut r = text(status, "", head);
+    if !head {
+        *r.body_mut() = full(Bytes::from(body));
+    }
+    r
+}
+
+fn text(status: StatusCode, body: &'static str, head: bool) -> Response<Body> {
+    let mut r = Response::new(full(if head {
         Bytes::new()
     } else {
         Bytes::from_static(body.as_bytes())

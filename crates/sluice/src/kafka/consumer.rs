@@ -66,6 +66,10 @@ impl ClientContext for ConsumerCx {
     fn error(&self, error: KafkaError, reason: &str) {
         self.base.error(error, reason);
     }
+
+    fn stats_raw(&self, statistics: &[u8]) {
+        self.base.stats_raw(statistics);
+    }
 }
 
 fn partitions_of(tpl: &TopicPartitionList) -> Vec<Partition> {

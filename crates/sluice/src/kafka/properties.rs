@@ -4,6 +4,9 @@
 use rdkafka::config::ClientConfig;
 use rdkafka::error::KafkaError;
 
+/// How often librdkafka reports its statistics when the API is on.
+pub const STATS_INTERVAL_MS: u32 = 5000;
+
 /// librdkafka settings in application order: later entries win.
 #[derive(Debug, Clone, Default, PartialEq, Eq)]
 pub struct Properties {
@@ -47,6 +50,15 @@ impl Properties {
             .rev()
             .find(|(k, _)| same_setting(k, key))
             .map(|(_, v)| v.as_str())
+    }
+
+    /// Ask librdkafka for its statistics every [`STATS_INTERVAL_MS`] (the
+    /// metrics endpoint exports them), unless the user's table chose an interval
+    /// (`0` turns them off).
+    pub fn ask_statistics(&mut self) {
+        if self.get("statistics.interval.ms").is_none() {
+            self.set("statistics.interval.ms", STATS_INTERVAL_MS.to_string());
+        }
     }
 
     /// All entries, in order.

@@ -34,6 +34,8 @@ pub struct Wiring<'a> {
     reload: watch::Receiver<Arc<Config>>,
     /// Per-tenant accounting: present when a tenant route exists.
     book: Option<Arc<TenantBook>>,
+    /// Whether the API runs (taps on route outputs).
+    api: bool,
     /// `None` while being built or when the build failed.
     built: HashMap<String, Option<Arc<RouteNode>>>,
     /// Helper tasks of routes (list watchers), by route name.
@@ -62,6 +64,7 @@ impl<'a> Wiring<'a> {
         }
         Wiring {
             book,
+            api: config.global.api.address.is_some(),
             routes: &config.routes,
             sinks: &config.sinks,
             senders,
@@ -101,7 +104,13 @@ impl<'a> Wiring<'a> {
     /// A route's output: like [`output`](Self::output), and settling tenants'
     /// events at the sinks' buffers (see [`super::accounting`]).
     fn route_output(&mut self, producer: &str) -> Output {
-        let out = self.output(producer);
+        let mut out = self.output(producer);
+        if self.api {
+            // Taps are read only through the API: without it, no cost.
+            let route = producer.split_once('.').map_or(producer, |(r, _)| r);
+            let counters = self.registry.component(&format!("routes.{route}"));
+            out = out.of_component(counters, false);
+        }
         match &self.book {
             Some(book) => out.with_book(book.clone()),
             None => out,

@@ -190,7 +190,13 @@ impl Graph {
             crate::route::Wiring::new(config, &senders, &cx.registry, cx.reload_rx.clone());
         for source in &config.sources {
             let id = format!("sources.{}", source.name);
-            let out = wiring.output(&source.name);
+            // Ack latency and taps are read only through the API: without it, no cost.
+            let out = match config.global.api.address {
+                Some(_) => wiring
+                    .output(&source.name)
+                    .of_component(cx.registry.component(&id), true),
+                None => wiring.output(&source.name),
+            };
             match self.source(&source.name) {
                 Some(running) if running.config == *source => {
                     b.changes.kept += 1;
@@ -279,15 +285,19 @@ impl Graph {
             s.stop.cancel();
         }
         self.sources = kept.into_iter().chain(new_sources).collect();
-        let (kept, gone): (Vec<_>, Vec<_>) = std::mem::take(&mut self.sinks)
+        // Sinks not kept close once drained of senders; removed components'
+        // series leave the exposition.
+        let kept: Vec<_> = std::mem::take(&mut self.sinks)
             .into_iter()
-            .partition(|s| config.sinks.contains(&s.config));
-        for s in gone {
-            if !config.sinks.iter().any(|n| n.name == s.config.name) {
-                registry.remove_buffer(&format!("sinks.{}", s.config.name));
-            }
-        }
+            .filter(|s| config.sinks.contains(&s.config))
+            .collect();
         self.sinks = kept.into_iter().chain(new_sinks).collect();
+        registry.retain(|id| match id.split_once('.') {
+            Some(("sources", n)) => config.sources.iter().any(|s| s.name == n),
+            Some(("routes", n)) => config.routes.iter().any(|r| r.name == n),
+            Some(("sinks", n)) => config.sinks.iter().any(|s| s.name == n),
+            _ => true,
+        });
         self.config = config;
     }
 }

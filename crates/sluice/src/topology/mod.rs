@@ -150,19 +150,16 @@ pub async fn run(
     let mut errors = Vec::new();
     // The API first, so /health answers (503) while the components build.
     let _api = match config.global.api.address {
-        Some(addr) => {
-            let exposition = crate::api::exposition::Exposition::new(registry.clone());
-            match crate::api::bind(addr, health.clone(), exposition).await {
-                Ok(server) => Some(server),
-                Err(e) => {
-                    errors.push(format!(
-                        "api: cannot listen on {addr}: {}",
-                        crate::error_text(&e)
-                    ));
-                    None
-                }
+        Some(addr) => match crate::api::bind(addr, health.clone(), registry.clone()).await {
+            Ok(server) => Some(server),
+            Err(e) => {
+                errors.push(format!(
+                    "api: cannot listen on {addr}: {}",
+                    crate::error_text(&e)
+                ));
+                None
             }
-        }
+        },
         None => None,
     };
     let config = Arc::new(config);

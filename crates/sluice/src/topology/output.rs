@@ -19,6 +19,7 @@ use arc_swap::ArcSwap;
 use crate::ack::AckStatus;
 use crate::buffer::{BufferSender, SendOutcome};
 use crate::event::EventBatch;
+use crate::metrics::{Counters, LatencyHistogram};
 use crate::route::RouteNode;
 use crate::route::accounting::TenantBook;
 
@@ -59,6 +60,10 @@ struct Edges {
     /// Per-tenant accounting of what enters the sinks' buffers (route outputs of
     /// a topology with a tenant route).
     book: Option<Arc<TenantBook>>,
+    /// A source's output: where the time to each batch's outcome is counted.
+    latency: Option<Arc<LatencyHistogram>>,
+    /// The producing component's counters, whose tap sees every batch sent.
+    tap: Option<Arc<Counters>>,
 }
 
 impl Output {
@@ -74,6 +79,8 @@ impl Output {
             edges: edges.into(),
             may_block,
             book: None,
+            latency: None,
+            tap: None,
         })
     }
 
@@ -90,6 +97,22 @@ impl Output {
             edges: now.edges.clone(),
             may_block: now.may_block,
             book: Some(book),
+            latency: now.latency.clone(),
+            tap: now.tap.clone(),
+        })
+    }
+
+    /// This output, offering each batch to the tap of the component it belongs
+    /// to (`counters`) and, for a source (`time_acks`), timing each batch from its
+    /// send to its acknowledgement's outcome.
+    pub fn of_component(self, counters: Arc<Counters>, time_acks: bool) -> Self {
+        let now = self.current.load();
+        Self::of(Edges {
+            edges: now.edges.clone(),
+            may_block: now.may_block,
+            book: now.book.clone(),
+            latency: time_acks.then(|| counters.ack_latency.clone()),
+            tap: Some(counters),
         })
     }
 
@@ -116,6 +139,12 @@ impl Output {
         let now = self.current.load_full();
         let may_block = may_block && now.may_block;
         let book = now.book.as_deref();
+        if let Some(h) = &now.latency {
+            batch.ack.start_timer(h);
+        }
+        if let Some(c) = &now.tap {
+            c.tap.offer(&batch.events);
+        }
         match &*now.edges {
             [] => {
                 batch.ack.resolve(AckStatus::Delivered);

@@ -33,6 +33,12 @@ const NEEDS_A_SERVICE: &[(&str, &str)] = &[
     ("routes-cdn.toml", "a Kafka broker and varnishncsa"),
 ];
 
+/// Files under examples/ that are not sluice configs, and what they are.
+const NOT_CONFIGS: &[(&str, &str)] = &[(
+    "grafana-dashboard.json",
+    "a Grafana dashboard over the /metrics names",
+)];
+
 fn repo_root() -> PathBuf {
     manifest_dir()
         .join("../..")
@@ -52,7 +58,10 @@ fn example_names() -> BTreeSet<String> {
 fn every_example_validates() {
     let names = example_names();
     assert!(names.contains("quickstart.toml"), "{names:?}");
-    for name in &names {
+    for name in names
+        .iter()
+        .filter(|n| !NOT_CONFIGS.iter().any(|(c, _)| c == n))
+    {
         let out = Command::new(sluice_bin())
             .args(["validate", "--config"])
             .arg(repo_root().join("examples").join(name))
@@ -73,13 +82,43 @@ fn every_example_is_run_here_or_names_the_service_it_needs() {
         .iter()
         .copied()
         .chain(NEEDS_A_SERVICE.iter().map(|(n, _)| *n))
+        .chain(NOT_CONFIGS.iter().map(|(n, _)| *n))
         .map(str::to_owned)
         .collect();
     assert_eq!(
         example_names(),
         listed,
-        "add each example to RUN_HERE (and a test running it) or NEEDS_A_SERVICE"
+        "add each example to RUN_HERE (and a test running it), NEEDS_A_SERVICE or NOT_CONFIGS"
     );
+}
+
+#[test]
+fn the_grafana_dashboard_queries_only_metrics_sluice_exports() {
+    let text = read(&repo_root().join("examples/grafana-dashboard.json"));
+    let dash: serde_json::Value = serde_json::from_str(&text).expect("dashboard JSON");
+    let exposition = read(&manifest_dir().join("src/api/exposition.rs"));
+    let mut checked = 0;
+    for panel in dash["panels"].as_array().expect("panels") {
+        for target in panel["targets"].as_array().expect("targets") {
+            let expr = target["expr"].as_str().expect("expr");
+            for word in expr.split(|c: char| !(c.is_ascii_alphanumeric() || c == '_')) {
+                if !word.starts_with("sluice_") {
+                    continue;
+                }
+                let family = ["_total", "_bucket", "_sum", "_count"]
+                    .iter()
+                    .find_map(|s| word.strip_suffix(s))
+                    .unwrap_or(word);
+                assert!(
+                    exposition.contains(&format!("\"{family}\"")),
+                    "{}: {word} is not a metric of src/api/exposition.rs",
+                    panel["title"]
+                );
+                checked += 1;
+            }
+        }
+    }
+    assert!(checked >= 15, "only {checked} metric names found");
 }
 
 /// The files git tracks, copied from the working tree into a new temp dir: what a

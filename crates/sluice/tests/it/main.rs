@@ -31,6 +31,7 @@ mod kafka_source;
 mod kafka_support;
 mod lines;
 mod logging;
+mod observe;
 mod reload;
 mod routes;
 mod service;

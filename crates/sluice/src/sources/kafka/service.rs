@@ -136,13 +136,15 @@ impl KafkaSource {
             component: cx.name.clone(),
             rereads: AtomicU64::new(0),
         });
-        let events = ClientEvents::new(cx.name.clone());
-        let consumer = Consumer::create(
-            &config.properties(&cx.name),
-            events,
-            shared.clone(),
-            &config.topics,
-        )?;
+        // librdkafka's statistics (consumer lag, round-trip times) when the API
+        // exports them.
+        let api = cx.reload.borrow().global.api.address.is_some();
+        let events = ClientEvents::with_stats(cx.name.clone(), api.then(|| cx.counters.clone()));
+        let mut props = config.properties(&cx.name);
+        if api {
+            props.ask_statistics();
+        }
+        let consumer = Consumer::create(&props, events, shared.clone(), &config.topics)?;
         Ok(KafkaSource { consumer, shared })
     }
 

@@ -146,16 +146,23 @@ impl KafkaSink {
             .map(|p| Template::parse(p, false, false))
             .transpose()?;
         let static_topic = topic_template.is_static().then(|| config.topic.clone());
-        let client = ClientEvents::new(cx.name.clone());
-        let mut props = config.properties(&cx.name);
+        // librdkafka's statistics (queue depth, round-trip times) when the API
+        // exports them; the producer alone asks (nobody polls the admin's queue).
+        let api = cx.reload.borrow().global.api.address.is_some();
+        let client = ClientEvents::with_stats(cx.name.clone(), api.then(|| cx.counters.clone()));
+        let props = config.properties(&cx.name);
+        let mut producer_props = props.clone();
+        if api {
+            producer_props.ask_statistics();
+        }
         let eo = if config.exactly_once {
             let eo = txn::ExactlyOnce::new(&config, &props, cx, client.clone())?;
-            props.set("transactional.id", eo.transactional_id.clone());
+            producer_props.set("transactional.id", eo.transactional_id.clone());
             Some(eo)
         } else {
             None
         };
-        let producer = Producer::create(&props, client.clone(), config.producers)
+        let producer = Producer::create(&producer_props, client.clone(), config.producers)
             .map_err(|e| format!("creating the Kafka producer: {e}"))?;
         let admin = match config.create_topics {
             Some(_) => Some(
