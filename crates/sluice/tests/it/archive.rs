@@ -242,12 +242,25 @@ fn archive_restore_reproduces_each_partition_in_a_new_topic() {
     let root = dir.path().join("archive");
     let mut d = Daemon::start(
         dir.path(),
-        &archiver_config(&addr, topic, group, &root, "max_file_secs = 1\n"),
+        &archiver_config(
+            &addr,
+            topic,
+            group,
+            &root,
+            "path = \"{field.kafka.topic}/{field.kafka.partition}-{first_offset}.jsonl.zst\"\nmax_file_secs = 1\n",
+        ),
     );
     let ends = end_offsets(&addr, topic, 3);
-    wait_for("every offset committed", Duration::from_secs(60), || {
-        committed(&addr, group, topic, 3) == ends
-    });
+    let deadline = Instant::now() + Duration::from_secs(60);
+    while committed(&addr, group, topic, 3) != ends {
+        assert!(
+            Instant::now() < deadline,
+            "offsets {:?} of {ends:?} committed; log:\n{}",
+            committed(&addr, group, topic, 3),
+            d.stderr()
+        );
+        std::thread::sleep(Duration::from_millis(200));
+    }
     assert!(d.stop().success(), "log:\n{}", d.stderr());
     let restore_cfg = dir.path().join("restore.toml");
     std::fs::write(
