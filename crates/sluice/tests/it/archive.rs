@@ -224,6 +224,9 @@ max_file_secs = 1
     assert!(ok, "{report}");
 }
 
+/// A record's key and value.
+type KeyValue = (Option<Vec<u8>>, Vec<u8>);
+
 /// Archive a 3-partition topic, then `sluice archive restore` it into a new
 /// topic through a kafka sink keyed and partitioned by the archived fields: an
 /// independent reader finds, partition by partition, the same keys and values
@@ -300,7 +303,7 @@ partition = "{{field.kafka.partition}}"
     assert!(st.success(), "{log}");
     assert!(log.contains(&format!("Restored {n} events")), "{log}");
     let by_partition = |t: &str| {
-        let mut parts: BTreeMap<u32, Vec<(Option<Vec<u8>>, Vec<u8>)>> = BTreeMap::new();
+        let mut parts: BTreeMap<u32, Vec<KeyValue>> = BTreeMap::new();
         for r in consume(&addr, &[t], n, Duration::from_secs(10)) {
             parts.entry(r.partition).or_default().push((r.key, r.value));
         }
