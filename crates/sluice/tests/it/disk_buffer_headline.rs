@@ -163,7 +163,7 @@ fn exactly_once_headline_loses_nothing_and_duplicates_at_most_a_window_per_kill(
     let duplicates = headline(true);
     let bound = 5 * HEADLINE_WINDOW as u64 * HEADLINE_PER_REQUEST;
     assert!(
-        duplicates <= bound && duplicates % HEADLINE_PER_REQUEST == 0,
+        duplicates <= bound && duplicates.is_multiple_of(HEADLINE_PER_REQUEST),
         "exactly once: {duplicates} duplicates; only whole resent chunks caught in the \
          append-to-journal window (at most {bound}) may repeat"
     );
