@@ -13,6 +13,9 @@
 #[path = "../../crates/sluice/src/ack.rs"]
 mod ack;
 #[allow(dead_code, unused_imports)]
+#[path = "../../crates/sluice/src/latency.rs"]
+mod latency;
+#[allow(dead_code, unused_imports)]
 #[path = "../../crates/sluice/src/event.rs"]
 mod event;
 #[allow(dead_code, unused_imports)]

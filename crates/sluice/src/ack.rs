@@ -24,7 +24,7 @@ use std::time::Instant;
 
 use tokio::sync::oneshot;
 
-use crate::metrics::LatencyHistogram;
+use crate::latency::LatencyHistogram;
 
 /// Outcome of one batch (or of one copy of it).
 #[derive(Debug, Clone, Copy, PartialEq, Eq, PartialOrd, Ord, Hash)]

@@ -37,6 +37,7 @@ pub mod event;
 pub mod framing;
 pub mod host;
 pub mod kafka;
+pub mod latency;
 pub mod logging;
 pub mod metrics;
 pub mod route;
