@@ -32,6 +32,7 @@ use crate::ack::{AckStatus, AckToken};
 use crate::event::EventBatch;
 use crate::metrics::Counters;
 
+pub mod deferred;
 pub mod disk;
 pub mod replay;
 mod settings;
@@ -159,6 +160,8 @@ pub enum BufferSender {
     MemoryNoAck(MemorySender),
     /// A disk buffer.
     Disk(disk::DiskSender),
+    /// A buffer that opens later (a reload replacing a disk-buffered sink).
+    Deferred(deferred::DeferredSender),
 }
 
 impl BufferSender {
@@ -181,6 +184,7 @@ impl BufferSender {
                 .await
             }
             BufferSender::Disk(d) => d.send(batch, may_block).await,
+            BufferSender::Deferred(d) => d.send(batch, may_block).await,
         }
     }
 }

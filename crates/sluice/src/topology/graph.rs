@@ -9,7 +9,15 @@
 //!   reused by the new outputs;
 //! - a sink added or changed is built anew, with a new buffer; a changed or
 //!   removed sink's old buffer closes once the last send holding it ends, and the
-//!   old sink delivers what it holds, then stops;
+//!   old sink delivers what it holds, then stops. A disk buffer is closed then
+//!   (synced, checkpointed, its directory released); what the old sink could not
+//!   deliver within half of `shutdown_timeout_secs` stays on disk;
+//! - a sink changed that has a disk buffer before and after shares the
+//!   buffer's directory with its old version: the new sink's outputs get a
+//!   [`buffer::deferred`] sender at once (sends wait), and the new buffer opens
+//!   (replaying what the old sink left) and the new sink starts once the old
+//!   one has ended and its buffer closed. A build error then is a failure of
+//!   that sink (logged, counted; sends to it resolve `Errored`);
 //! - a source whose config is equal keeps running, connections and listeners
 //!   intact; only its output is re-pointed;
 //! - a source added is built and started;
@@ -29,14 +37,15 @@
 //! Nothing of the new graph runs until every component built; on any error the
 //! new parts are dropped unspawned and the running graph is untouched.
 
-use std::sync::Arc;
+use std::sync::atomic::{AtomicU64, Ordering::Relaxed};
+use std::sync::{Arc, Mutex};
 use std::time::Duration;
 
 use tokio::sync::watch;
 use tokio_util::sync::CancellationToken;
-use tracing::warn;
+use tracing::{info, warn};
 
-use super::{Output, SinkContext, SinkWatch, SourceContext, Task, buffer_gauge};
+use super::{ComponentError, Output, SinkContext, SinkWatch, SourceContext, Task, buffer_gauge};
 use crate::buffer::disk::DiskBufferHandle;
 use crate::buffer::{self, BufferSender};
 use crate::config::{BufferKind, Config, SinkConfig, SourceConfig, SourceKind};
@@ -52,12 +61,54 @@ pub(super) struct Shared {
     pub stop_sources: CancellationToken,
     pub reload_rx: watch::Receiver<Arc<Config>>,
     pub shutdown_timeout: Duration,
+    /// Every disk buffer open now.
+    pub disks: DiskBuffers,
+}
+
+/// The disk buffers open now, each by the generation of the sink that owns
+/// it: closed when that sink is removed or replaced (once it has ended), and at
+/// the stop.
+#[derive(Clone, Default)]
+pub(super) struct DiskBuffers(Arc<Mutex<Vec<(u64, DiskBufferHandle)>>>);
+
+impl DiskBuffers {
+    fn lock(&self) -> std::sync::MutexGuard<'_, Vec<(u64, DiskBufferHandle)>> {
+        self.0.lock().unwrap_or_else(|e| e.into_inner())
+    }
+
+    /// Register the buffer of the sink of generation `generation`.
+    pub fn add(&self, generation: u64, handle: DiskBufferHandle) {
+        self.lock().push((generation, handle));
+    }
+
+    fn take(&self, generation: u64) -> Option<DiskBufferHandle> {
+        let mut all = self.lock();
+        let i = all.iter().position(|(g, _)| *g == generation)?;
+        Some(all.swap_remove(i).1)
+    }
+
+    /// Every buffer still open, for the stop.
+    pub fn take_all(&self) -> Vec<DiskBufferHandle> {
+        self.lock().drain(..).map(|(_, h)| h).collect()
+    }
+}
+
+/// Each sink built gets a new generation (its disk buffer's key).
+fn next_generation() -> u64 {
+    static NEXT: AtomicU64 = AtomicU64::new(0);
+    NEXT.fetch_add(1, Relaxed)
 }
 
 /// A sink of the running graph.
 struct RunningSink {
     config: SinkConfig,
     tx: BufferSender,
+    generation: u64,
+    /// Cancelled when its task has ended.
+    done: CancellationToken,
+    /// Cancelled once it ended and its disk buffer (if any) closed: a new
+    /// version of it may open the directory.
+    released: CancellationToken,
 }
 
 /// A source of the running graph.
@@ -85,7 +136,9 @@ pub(super) struct Built {
     pub route_tasks: Vec<(String, Task)>,
     pub source_tasks: Vec<(String, Task)>,
     pub watches: Vec<SinkWatch>,
-    pub disk_buffers: Vec<DiskBufferHandle>,
+    /// New sinks' disk buffers, by sink generation: registered in
+    /// [`DiskBuffers`] once the build is applied.
+    pub disk_buffers: Vec<(u64, DiskBufferHandle)>,
     /// New sinks' buffer gauges, registered at commit.
     gauges: Vec<crate::metrics::BufferGauge>,
     pub errors: Vec<String>,
@@ -132,26 +185,6 @@ impl Graph {
                     .into(),
             );
         }
-        for old in self.sinks.iter().map(|s| &s.config) {
-            if old.buffer.kind != BufferKind::Disk {
-                continue;
-            }
-            match next.sinks.iter().find(|s| s.name == old.name) {
-                Some(new) if new == old => {}
-                Some(_) => {
-                    return Some(format!(
-                        "sinks.{}: a sink with a disk buffer cannot be changed by a reload (its buffer directory stays open); restart to apply",
-                        old.name
-                    ));
-                }
-                None => {
-                    return Some(format!(
-                        "sinks.{}: a sink with a disk buffer cannot be removed by a reload; restart to apply (the buffer stays on disk)",
-                        old.name
-                    ));
-                }
-            }
-        }
         None
     }
 
@@ -167,7 +200,18 @@ impl Graph {
                     senders.push((sink.name.clone(), running.tx.clone()));
                     continue;
                 }
-                Some(_) => b.changes.changed.push(id.clone()),
+                Some(old) => {
+                    b.changes.changed.push(id.clone());
+                    if old.config.buffer.kind == BufferKind::Disk
+                        && sink.buffer.kind == BufferKind::Disk
+                    {
+                        let released = old.released.clone();
+                        let data_dir = &config.global.data_dir;
+                        let tx = build_deferred_sink(sink, &id, data_dir, cx, &mut b, released);
+                        senders.push((sink.name.clone(), tx));
+                        continue;
+                    }
+                }
                 None => b.changes.added.push(id.clone()),
             }
             if let Some(tx) = build_sink(sink, &id, &config.global.data_dir, cx, &mut b).await {
@@ -267,8 +311,16 @@ impl Graph {
 
     /// Switch to `built` (which built without errors) for `config`: re-point the
     /// kept sources, stop the sources not kept, forget the sinks not kept (their
-    /// buffers close once drained of senders). The caller spawns the tasks first.
-    pub fn commit(&mut self, config: Arc<Config>, built: &mut Built, registry: &Registry) {
+    /// buffers end once drained of senders). The caller spawns the tasks first,
+    /// and then what this returns: for each sink not kept, a task that waits for
+    /// it to end and closes its disk buffer.
+    pub fn commit(
+        &mut self,
+        config: Arc<Config>,
+        built: &mut Built,
+        cx: &Shared,
+    ) -> Vec<(String, Task)> {
+        let registry = &cx.registry;
         for gauge in built.gauges.drain(..) {
             registry.add_buffer(gauge);
         }
@@ -287,10 +339,10 @@ impl Graph {
         self.sources = kept.into_iter().chain(new_sources).collect();
         // Sinks not kept close once drained of senders; removed components'
         // series leave the exposition.
-        let kept: Vec<_> = std::mem::take(&mut self.sinks)
+        let (kept, gone): (Vec<_>, Vec<_>) = std::mem::take(&mut self.sinks)
             .into_iter()
-            .filter(|s| config.sinks.contains(&s.config))
-            .collect();
+            .partition(|s| config.sinks.contains(&s.config));
+        let closers = gone.into_iter().map(|s| release(s, &cx.disks)).collect();
         self.sinks = kept.into_iter().chain(new_sinks).collect();
         registry.retain(|id| match id.split_once('.') {
             Some(("sources", n)) => config.sources.iter().any(|s| s.name == n),
@@ -299,7 +351,97 @@ impl Graph {
             _ => true,
         });
         self.config = config;
+        closers
     }
+}
+
+/// A task that waits for a sink no longer in the graph to end, then closes its
+/// disk buffer and says so to a new version of it.
+fn release(sink: RunningSink, disks: &DiskBuffers) -> (String, Task) {
+    let RunningSink {
+        config,
+        tx,
+        generation,
+        done,
+        released,
+    } = sink;
+    // The graph's sender: once the old outputs' are gone too, the buffer ends.
+    drop(tx);
+    let disks = disks.clone();
+    let task: Task = Box::pin(async move {
+        done.cancelled().await;
+        if let Some(handle) = disks.take(generation) {
+            handle.close(Duration::from_secs(5)).await;
+        }
+        released.cancel();
+        Ok(())
+    });
+    (format!("{} (release)", config.name), task)
+}
+
+/// Add a built sink's task to `b`, tracked so that a later reload knows when it ended.
+fn track_sink(b: &mut Built, sink: &SinkConfig, tx: BufferSender, generation: u64, task: Task) {
+    let done = CancellationToken::new();
+    let end = done.clone();
+    let task: Task = Box::pin(async move {
+        let r = task.await;
+        end.cancel();
+        r
+    });
+    b.sink_tasks.push((sink.name.clone(), task));
+    b.sinks.push(RunningSink {
+        config: sink.clone(),
+        tx,
+        generation,
+        done,
+        released: CancellationToken::new(),
+    });
+}
+
+/// Build a changed sink whose disk buffer directory its old version still
+/// holds: its sender now, its buffer and task once `old_released` (module doc).
+fn build_deferred_sink(
+    sink: &SinkConfig,
+    id: &str,
+    data_dir: &std::path::Path,
+    cx: &Shared,
+    b: &mut Built,
+    old_released: CancellationToken,
+) -> BufferSender {
+    cx.registry.describe(id, sink.kind.type_name());
+    let counters = cx.registry.component(id);
+    let (tx, open) = buffer::deferred::deferred(counters.clone());
+    let generation = next_generation();
+    let (config, id, data_dir) = (sink.clone(), id.to_owned(), data_dir.to_owned());
+    let (registry, disks) = (cx.registry.clone(), cx.disks.clone());
+    let (abort, reload, timeout) = (cx.abort.clone(), cx.reload_rx.clone(), cx.shutdown_timeout);
+    let task: Task = Box::pin(async move {
+        old_released.cancelled().await;
+        if open.unused() {
+            return Ok(());
+        }
+        let buf = buffer::for_sink(&config, &data_dir, timeout, counters.clone())
+            .map_err(|e| ComponentError::Other(format!("{id}: {e}")))?;
+        registry.add_buffer(buffer_gauge(&id, &config, &buf));
+        if let Some(handle) = buf.handle {
+            disks.add(generation, handle);
+        }
+        let scx = SinkContext {
+            name: config.name.as_str().into(),
+            input: buf.rx,
+            abort,
+            counters,
+            reload,
+        };
+        let run = sinks::build(&config, scx)
+            .await
+            .map_err(|e| ComponentError::Other(format!("{id}: {e:#}")))?;
+        open.open(buf.tx);
+        info!(component_id = %id, "The old sink ended and its disk buffer closed; the new one runs.");
+        run.await
+    });
+    track_sink(b, sink, tx.clone(), generation, task);
+    tx
 }
 
 /// Build one sink with its buffer into `b`; its sender when it built.
@@ -320,7 +462,9 @@ async fn build_sink(
         }
     };
     b.gauges.push(buffer_gauge(id, sink, &buf));
-    b.disk_buffers.extend(buf.handle);
+    let generation = next_generation();
+    b.disk_buffers
+        .extend(buf.handle.map(|handle| (generation, handle)));
     let (tx, rx) = (buf.tx, buf.rx);
     b.watches.push(SinkWatch {
         id: id.to_owned(),
@@ -336,11 +480,7 @@ async fn build_sink(
     };
     match sinks::build(sink, scx).await {
         Ok(task) => {
-            b.sink_tasks.push((sink.name.clone(), task));
-            b.sinks.push(RunningSink {
-                config: sink.clone(),
-                tx: tx.clone(),
-            });
+            track_sink(b, sink, tx.clone(), generation, task);
             Some(tx)
         }
         Err(e) => {

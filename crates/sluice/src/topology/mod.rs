@@ -170,6 +170,7 @@ pub async fn run(
         stop_sources: CancellationToken::new(),
         reload_rx,
         shutdown_timeout: Duration::from_secs(config.global.shutdown_timeout_secs),
+        disks: graph::DiskBuffers::default(),
     };
     let mut graph = Graph::empty(config.clone());
     // Sinks first (their buffers are the sources' outputs), then routes and sources.
@@ -179,7 +180,6 @@ pub async fn run(
         return Err(BuildErrors(errors));
     }
     let mut watches = std::mem::take(&mut built.watches);
-    let mut disk_buffers = std::mem::take(&mut built.disk_buffers);
 
     let trackers = Trackers {
         sinks: TaskTracker::new(),
@@ -187,7 +187,10 @@ pub async fn run(
         failed: Arc::new(std::sync::atomic::AtomicUsize::new(0)),
     };
     trackers.spawn(&mut built);
-    graph.commit(config.clone(), &mut built, &registry);
+    graph.commit(config.clone(), &mut built, &shared);
+    for (generation, handle) in built.disk_buffers.drain(..) {
+        shared.disks.add(generation, handle);
+    }
     trackers.sinks.close();
     trackers.sources.close();
     info!(
@@ -213,7 +216,6 @@ pub async fn run(
                     crate::systemd::notify(crate::systemd::State::Reloading, "Reloading.");
                     if let Some(mut b) = reload::reload(&mut graph, &shared, &trackers).await {
                         watches.append(&mut b.watches);
-                        disk_buffers.append(&mut b.disk_buffers);
                         let _ = reload_tx.send(graph.config.clone());
                     }
                     crate::systemd::notify(crate::systemd::State::Ready, "Running.");
@@ -230,6 +232,7 @@ pub async fn run(
     let config = graph.config.clone();
     drop(graph);
     let (abort, stop_sources) = (shared.abort.clone(), shared.stop_sources.clone());
+    let disks = shared.disks.clone();
     drop(shared);
     let (sinks_tracker, sources_tracker) = (trackers.sinks.clone(), trackers.sources.clone());
     let failed = trackers.failed.clone();
@@ -270,6 +273,7 @@ pub async fn run(
         let _ = tokio::time::timeout(Duration::from_secs(2), sinks_tracker.wait()).await;
     }
     // Disk buffers: sync, checkpoint and report once their sinks are done.
+    let disk_buffers = disks.take_all();
     let reports: Vec<_> = disk_buffers.iter().map(|h| h.report()).collect();
     for handle in disk_buffers {
         handle.close(Duration::from_secs(5)).await;

@@ -1,9 +1,8 @@
 //! Reload (SIGHUP, or a change of the file with `sluice run --watch-config`):
 //! load and validate the file as `sluice validate` does, build what changed
 //! beside the running graph, and switch only when everything built. A file that
-//! does not load, a change that needs a restart (global settings, a disk-buffered
-//! sink changed or removed) and a build error are logged with the reason and
-//! leave the running graph as it was. See [`super::graph`] for what each kind
+//! does not load, a change that needs a restart (global settings) and a build
+//! error are logged with the reason and leave the running graph as it was. See [`super::graph`] for what each kind
 //! of change does to a component.
 
 use std::sync::Arc;
@@ -11,7 +10,7 @@ use std::sync::Arc;
 use tracing::{error, info};
 
 use super::graph::{Built, Graph, Shared};
-use super::{ListenerPool, Trackers};
+use super::{ListenerPool, Trackers, spawn};
 
 /// Apply the config file to `graph`. The new components' built parts (buffer
 /// handles, watches) when the reload was applied.
@@ -45,7 +44,12 @@ pub(super) async fn reload(
         return None;
     }
     trackers.spawn(&mut built);
-    graph.commit(next.clone(), &mut built, &shared.registry);
+    for (name, task) in graph.commit(next.clone(), &mut built, shared) {
+        spawn(&trackers.sinks, "sink", name, task, trackers.failed.clone());
+    }
+    for (generation, handle) in built.disk_buffers.drain(..) {
+        shared.disks.add(generation, handle);
+    }
     ListenerPool::prune(&next);
     let c = &built.changes;
     info!(

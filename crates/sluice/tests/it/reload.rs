@@ -2,7 +2,8 @@
 //! million lines through FIFOs written by child processes while a sink's path
 //! changes, a sink is removed and another added (every line in exactly one
 //! file); a forward client with acks keeps its connection across a reload of an
-//! unrelated sink, and a changed forward source keeps its port open; a bad
+//! unrelated sink, and a changed forward source keeps its port open; the same
+//! flow with disk-buffered sinks (the changed one hands its directory over); a bad
 //! config, or one that fails to build, leaves the pipeline running and says why.
 
 use std::io::Write;
@@ -102,12 +103,35 @@ encoding = "raw"
 
 #[test]
 fn reload_under_load_moves_adds_and_removes_sinks_without_loss_or_duplicates() {
+    reload_under_load(FLOW);
+}
+
+/// The same with every sink on a disk buffer: the changed sink's new version
+/// opens the directory once the old one has drained and closed it (sends wait
+/// meanwhile); the removed one drains and closes its buffer.
+#[test]
+fn reload_under_load_changes_and_removes_disk_buffered_sinks_without_loss_or_duplicates() {
+    let flow = format!(
+        "{FLOW}\n[sinks.out.buffer]\ntype = \"disk\"\n[sinks.SINK2.buffer]\ntype = \"disk\"\n"
+    );
+    let log = reload_under_load(&flow);
+    assert!(
+        log.contains("The old sink ended and its disk buffer closed; the new one runs."),
+        "{log}"
+    );
+    assert!(!log.contains("Reload refused"), "{log}");
+}
+
+/// 1,000,000 lines through two FIFOs of `flow` (with `OUT` and `SINK2` to
+/// fill in) while a reload moves one sink, removes the other and adds a third;
+/// every line is in exactly one file. The daemon's log.
+fn reload_under_load(flow: &str) -> String {
     // 1,000,000 lines: 500,000 through each FIFO.
     const N: u64 = 500_000;
     let dir = tempfile::tempdir().unwrap();
     let d = Daemon::start(
         dir.path(),
-        &FLOW.replace("OUT", "out-1.log").replace("SINK2", "old"),
+        &flow.replace("OUT", "out-1.log").replace("SINK2", "old"),
     );
     let p = |name: &str| dir.path().join(name);
     wait_until(Duration::from_secs(20), "the FIFOs", || {
@@ -125,7 +149,7 @@ fn reload_under_load_moves_adds_and_removes_sinks_without_loss_or_duplicates() {
     // `out` moves to out-2.log, `old` is removed and `new` added in one reload.
     reload(
         &d,
-        &FLOW.replace("OUT", "out-2.log").replace("SINK2", "new"),
+        &flow.replace("OUT", "out-2.log").replace("SINK2", "new"),
         "Reload applied.",
     );
     std::fs::write(&gate, b"").unwrap();
@@ -152,6 +176,7 @@ fn reload_under_load_moves_adds_and_removes_sinks_without_loss_or_duplicates() {
         log.contains(r#"added=["sinks.new"]"#) && log.contains(r#"removed=["sinks.old"]"#),
         "{log}"
     );
+    log
 }
 
 fn forward_config(port: u16, other: &str, source_extra: &str) -> String {
