@@ -25,7 +25,7 @@ use tokio_util::task::TaskTracker;
 use tracing::{Instrument, error, info, info_span};
 
 use graph::Graph;
-pub use listeners::ListenerPool;
+pub use listeners::{Listen, ListenerPool};
 pub use output::Output;
 
 use crate::buffer;

@@ -33,6 +33,7 @@ mod lines;
 mod logging;
 mod observe;
 mod reload;
+mod reload_sockets;
 mod routes;
 mod service;
 mod syslog;

@@ -48,7 +48,7 @@ pub(super) async fn build(
             let addr: std::net::SocketAddr = a
                 .parse()
                 .map_err(|_| ComponentError::Other(format!("invalid address {a}")))?;
-            super::udp::bind(addr, config.udp_threads, config.receive_buffer_bytes)?
+            super::udp::bind_pooled(addr, config.udp_threads, config.receive_buffer_bytes)?
                 .into_iter()
                 .map(|s| {
                     let drops = KernelDrops::of(&s);

@@ -60,7 +60,18 @@ pub(super) async fn build(
             let addr: SocketAddr = a
                 .parse()
                 .map_err(|_| ComponentError::Other(format!("invalid address {a}")))?;
+            // A reload replacing a source on this address takes over its
+            // listener (see crate::topology::ListenerPool); port 0 is not pooled.
             let bind = || -> std::io::Result<TcpListener> {
+                use crate::topology::{Listen, ListenerPool};
+                use std::os::fd::AsFd;
+                let pooled = addr.port() != 0;
+                if pooled
+                    && let Some(fd) = ListenerPool::take_fds(Listen::SyslogTcp, addr)?
+                        .and_then(|fds| fds.into_iter().next())
+                {
+                    return TcpListener::from_std(std::net::TcpListener::from(fd));
+                }
                 let s = if addr.is_ipv4() {
                     TcpSocket::new_v4()?
                 } else {
@@ -68,7 +79,11 @@ pub(super) async fn build(
                 };
                 s.set_reuseaddr(true)?;
                 s.bind(addr)?;
-                s.listen(LISTEN_BACKLOG)
+                let listener = s.listen(LISTEN_BACKLOG)?;
+                if pooled {
+                    ListenerPool::keep_fds(Listen::SyslogTcp, addr, &[listener.as_fd()])?;
+                }
+                Ok(listener)
             };
             Listener::Tcp(bind().map_err(|e| ComponentError::io(format!("binding {addr}"), e))?)
         }

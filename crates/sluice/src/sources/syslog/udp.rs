@@ -11,6 +11,45 @@ use crate::topology::ComponentError;
 /// Most receive sockets (`udp_threads`).
 pub(crate) const MAX_UDP_THREADS: usize = 64;
 
+/// [`bind`], handing the sockets over across a reload (see
+/// [`crate::topology::ListenerPool`]): a replaced source's sockets are taken
+/// over when there are as many as `threads` (the datagrams queued in them
+/// meanwhile included); otherwise they are closed and the address bound anew.
+pub(super) fn bind_pooled(
+    addr: SocketAddr,
+    threads: usize,
+    receive_buffer_bytes: Option<usize>,
+) -> Result<Vec<UdpSocket>, ComponentError> {
+    use crate::topology::{Listen, ListenerPool};
+    use std::os::fd::AsFd;
+    if addr.port() == 0 {
+        return bind(addr, threads, receive_buffer_bytes);
+    }
+    let pooled = ListenerPool::take_fds(Listen::SyslogUdp, addr)
+        .map_err(|e| ComponentError::io(format!("taking over {addr}"), e))?;
+    if let Some(fds) = pooled {
+        if fds.len() == threads.max(1) {
+            return fds
+                .into_iter()
+                .map(|fd| {
+                    let std = std::net::UdpSocket::from(fd);
+                    if let Some(bytes) = receive_buffer_bytes {
+                        super::dgram::set_receive_buffer(&std, bytes)?;
+                    }
+                    UdpSocket::from_std(std)
+                        .map_err(|e| ComponentError::io(format!("registering {addr}"), e))
+                })
+                .collect();
+        }
+        ListenerPool::forget(Listen::SyslogUdp, addr);
+    }
+    let sockets = bind(addr, threads, receive_buffer_bytes)?;
+    let fds: Vec<_> = sockets.iter().map(|s| s.as_fd()).collect();
+    ListenerPool::keep_fds(Listen::SyslogUdp, addr, &fds)
+        .map_err(|e| ComponentError::io(format!("keeping {addr} for a reload"), e))?;
+    Ok(sockets)
+}
+
 /// Binds `threads` UDP sockets to `addr`. With more than one, every socket sets
 /// `SO_REUSEPORT`; with port 0 the first one's port is taken by the others.
 pub(super) fn bind(
