@@ -104,6 +104,9 @@ struct RunningSink {
     config: SinkConfig,
     tx: BufferSender,
     generation: u64,
+    /// Its `abort` (a child of the shutdown deadline's): cancelled when it
+    /// left the config and did not end in time.
+    abort: CancellationToken,
     /// Cancelled when its task has ended.
     done: CancellationToken,
     /// Cancelled once it ended and its disk buffer (if any) closed: a new
@@ -342,7 +345,7 @@ impl Graph {
         let (kept, gone): (Vec<_>, Vec<_>) = std::mem::take(&mut self.sinks)
             .into_iter()
             .partition(|s| config.sinks.contains(&s.config));
-        let closers = gone.into_iter().map(|s| release(s, &cx.disks)).collect();
+        let closers = gone.into_iter().map(|s| release(s, cx)).collect();
         self.sinks = kept.into_iter().chain(new_sinks).collect();
         registry.retain(|id| match id.split_once('.') {
             Some(("sources", n)) => config.sources.iter().any(|s| s.name == n),
@@ -356,31 +359,57 @@ impl Graph {
 }
 
 /// A task that waits for a sink no longer in the graph to end, then closes its
-/// disk buffer and says so to a new version of it.
-fn release(sink: RunningSink, disks: &DiskBuffers) -> (String, Task) {
+/// disk buffer and says so to a new version of it. A sink with a disk buffer
+/// gets half of `shutdown_timeout_secs` (and a second) to deliver, as at a
+/// stop; then it is aborted, and what it holds stays in the buffer. One with a
+/// memory buffer delivers everything it holds.
+fn release(sink: RunningSink, cx: &Shared) -> (String, Task) {
     let RunningSink {
         config,
         tx,
         generation,
+        abort,
         done,
         released,
     } = sink;
     // The graph's sender: once the old outputs' are gone too, the buffer ends.
     drop(tx);
-    let disks = disks.clone();
+    let disks = cx.disks.clone();
+    let id = format!("sinks.{}", config.name);
+    let drain = (config.buffer.kind == BufferKind::Disk)
+        .then_some(cx.shutdown_timeout / 2 + Duration::from_secs(1));
     let task: Task = Box::pin(async move {
+        if let Some(drain) = drain
+            && tokio::time::timeout(drain, done.cancelled()).await.is_err()
+        {
+            warn!(
+                component_id = %id,
+                "The sink left the config and did not end within half of shutdown_timeout_secs; stopping it (what it holds stays in its disk buffer)."
+            );
+            abort.cancel();
+        }
         done.cancelled().await;
         if let Some(handle) = disks.take(generation) {
             handle.close(Duration::from_secs(5)).await;
+            info!(
+                component_id = %id,
+                "The sink left the config and ended; its disk buffer is closed (what it did not deliver stays there)."
+            );
         }
         released.cancel();
         Ok(())
     });
-    (format!("{} (release)", config.name), task)
+    (format!("{}.release", config.name), task)
 }
 
 /// Add a built sink's task to `b`, tracked so that a later reload knows when it ended.
-fn track_sink(b: &mut Built, sink: &SinkConfig, tx: BufferSender, generation: u64, task: Task) {
+fn track_sink(
+    b: &mut Built,
+    sink: &SinkConfig,
+    tx: BufferSender,
+    (generation, abort): (u64, CancellationToken),
+    task: Task,
+) {
     let done = CancellationToken::new();
     let end = done.clone();
     let task: Task = Box::pin(async move {
@@ -393,6 +422,7 @@ fn track_sink(b: &mut Built, sink: &SinkConfig, tx: BufferSender, generation: u6
         config: sink.clone(),
         tx,
         generation,
+        abort,
         done,
         released: CancellationToken::new(),
     });
@@ -414,7 +444,9 @@ fn build_deferred_sink(
     let generation = next_generation();
     let (config, id, data_dir) = (sink.clone(), id.to_owned(), data_dir.to_owned());
     let (registry, disks) = (cx.registry.clone(), cx.disks.clone());
-    let (abort, reload, timeout) = (cx.abort.clone(), cx.reload_rx.clone(), cx.shutdown_timeout);
+    let abort = cx.abort.child_token();
+    let sink_abort = abort.clone();
+    let (reload, timeout) = (cx.reload_rx.clone(), cx.shutdown_timeout);
     let task: Task = Box::pin(async move {
         old_released.cancelled().await;
         if open.unused() {
@@ -440,7 +472,7 @@ fn build_deferred_sink(
         info!(component_id = %id, "The old sink ended and its disk buffer closed; the new one runs.");
         run.await
     });
-    track_sink(b, sink, tx.clone(), generation, task);
+    track_sink(b, sink, tx.clone(), (generation, sink_abort), task);
     tx
 }
 
@@ -471,16 +503,17 @@ async fn build_sink(
         counters: counters.clone(),
         depth: rx.depth_probe(),
     });
+    let abort = cx.abort.child_token();
     let scx = SinkContext {
         name: sink.name.as_str().into(),
         input: rx,
-        abort: cx.abort.clone(),
+        abort: abort.clone(),
         counters,
         reload: cx.reload_rx.clone(),
     };
     match sinks::build(sink, scx).await {
         Ok(task) => {
-            track_sink(b, sink, tx.clone(), generation, task);
+            track_sink(b, sink, tx.clone(), (generation, abort), task);
             Some(tx)
         }
         Err(e) => {

@@ -11,8 +11,10 @@ use std::path::Path;
 use std::process::{Child, Command};
 use std::time::Duration;
 
+use crate::api::{api_addr, get};
 use crate::common::{Daemon, file_len, line, wait_until};
 use crate::forward::{ack_bytes, bound_addrs, connect, packed, read_exact_within, read_json_lines};
+use crate::forward_memory::metric;
 use crate::kafka_broker::free_port;
 
 /// Number of "Reload applied." lines logged so far.
@@ -329,5 +331,67 @@ fn a_bad_config_on_reload_keeps_the_pipeline_running_and_says_why() {
             .lines()
             .count(),
         10
+    );
+}
+
+/// A disk-buffered sink whose destination is down is removed by a reload: it
+/// tries for half of `shutdown_timeout_secs`, then closes its buffer with the
+/// lines still in it. A later reload brings a sink of the same name back (now a
+/// file sink): it opens the same buffer and delivers every line, once.
+#[test]
+fn a_removed_disk_buffered_sink_leaves_its_lines_on_disk_for_a_later_config() {
+    const N: u64 = 2_000;
+    let dir = tempfile::tempdir().unwrap();
+    let dead = free_port(); // nothing listens there
+    // One sink at a time: a source feeding two sinks sheds a copy one of them
+    // has no room for, and a pipe cannot resend it.
+    let base = "shutdown_timeout_secs = 2\n[api]\naddress = \"127.0.0.1:0\"\n\
+                [sources.p]\ntype = \"pipe\"\npath = \"$DIR/p.fifo\"\n";
+    let removed = format!("{base}[sinks.keep]\ntype = \"null\"\ninputs = [\"p\"]\n");
+    let down = format!(
+        "{base}[sinks.out]\ntype = \"forward\"\ninputs = [\"p\"]\nservers = [\"127.0.0.1:{dead}\"]\n\
+         connect_timeout_secs = 1\n[sinks.out.buffer]\ntype = \"disk\"\n"
+    );
+    let back = format!(
+        "{base}[sinks.out]\ntype = \"file\"\ninputs = [\"p\"]\npath = \"$DIR/out.log\"\n\
+         encoding = \"raw\"\n[sinks.out.buffer]\ntype = \"disk\"\n"
+    );
+    let d = Daemon::start(dir.path(), &down);
+    let p = |name: &str| dir.path().join(name);
+    wait_until(Duration::from_secs(20), "the FIFO", || p("p.fifo").exists());
+    let gate = p("never");
+    let mut writer = generator(&p("p.fifo"), N, N, &gate);
+    std::fs::write(&gate, b"").unwrap();
+    assert!(writer.wait().unwrap().success(), "generator failed");
+    // Every line handed to the sink's buffer.
+    let api = api_addr(&d);
+    wait_until(Duration::from_secs(30), "the lines read", || {
+        let text = get(api, "/metrics").1;
+        metric(&text, "sluice_component_sent_events", "p").unwrap_or(0.0) as u64 >= N
+    });
+    reload(&d, &removed, "Reload applied.");
+    wait_until(
+        Duration::from_secs(30),
+        "the removed sink's buffer closed",
+        || d.stderr().contains("its disk buffer is closed"),
+    );
+    assert!(!p("out.log").exists(), "nothing could be delivered yet");
+    reload(&d, &back, "Reload applied.");
+    wait_until(Duration::from_secs(30), "the kept lines delivered", || {
+        file_len(&p("out.log")) >= N * 100
+    });
+    let mut d = d;
+    assert!(d.stop().success(), "{}", d.stderr());
+    let seen = census(&[&p("out.log")], N);
+    let lost: Vec<_> = (0..N).filter(|&i| seen[i as usize] == 0).collect();
+    let twice: Vec<_> = (0..N).filter(|&i| seen[i as usize] > 1).collect();
+    assert!(
+        lost.is_empty() && twice.is_empty(),
+        "lost {} (first {:?}), twice {} (first {:?}); log:\n{}",
+        lost.len(),
+        &lost[..lost.len().min(5)],
+        twice.len(),
+        &twice[..twice.len().min(5)],
+        d.stderr()
     );
 }
