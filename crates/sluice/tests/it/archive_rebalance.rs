@@ -134,10 +134,14 @@ fn two_archivers_in_one_group_archive_every_record_once_across_rebalances() {
     // B joins: some partitions move from A to B, mid-stream.
     let mut b = Daemon::start(&dir_b, &cfg);
     let mut b_parts = Vec::new();
-    wait_for("B assigned some partitions", Duration::from_secs(30), || {
-        b_parts = assigned(&b.stderr(), topic, 0).unwrap_or_default();
-        !b_parts.is_empty()
-    });
+    wait_for(
+        "B assigned some partitions",
+        Duration::from_secs(30),
+        || {
+            b_parts = assigned(&b.stderr(), topic, 0).unwrap_or_default();
+            !b_parts.is_empty()
+        },
+    );
     eprintln!("B took {b_parts:?}");
     wait_progress(&addr, group, topic, &all, "A and B archiving");
 
@@ -145,10 +149,14 @@ fn two_archivers_in_one_group_archive_every_record_once_across_rebalances() {
     // which held them before.
     b.signal(libc::SIGKILL);
     let _ = b.wait(Duration::from_secs(10));
-    wait_for("A assigned every partition again", Duration::from_secs(60), || {
-        let log = a.stderr();
-        (1..8).any(|n| assigned(&log, topic, n).is_some_and(|p| p.len() == PARTS as usize))
-    });
+    wait_for(
+        "A assigned every partition again",
+        Duration::from_secs(60),
+        || {
+            let log = a.stderr();
+            (1..8).any(|n| assigned(&log, topic, n).is_some_and(|p| p.len() == PARTS as usize))
+        },
+    );
     wait_progress(&addr, group, topic, &b_parts, "A archiving B's partitions");
 
     // B again, then A stops cleanly: everything moves to B.
