@@ -21,7 +21,8 @@
 # sluice is timed from its start to the moment the group's committed offsets reach
 # the end offsets (polled every 50 ms by confluent-kafka), CPU is its user+sys
 # (/usr/bin/time, the stop included). The baseline consumer is timed over its whole
-# run (start, group join, COUNT records). Needs what bench/kafka.sh needs (Kafka,
+# run (start, group join, COUNT records, close) as sluice is; its own summary line
+# (timed from its first record) is printed too. Needs what bench/kafka.sh needs (Kafka,
 # python3 with confluent-kafka, zstd, rdkafka_performance built and cached there);
 # builds the sluice release binary when missing (SLUICE_BIN to use another).
 set -euo pipefail
@@ -122,6 +123,7 @@ for RUN in $(seq "$REPEAT"); do
     "$PERF" -C -G "g-perf-$RUN" -t "$TOPIC" -b "$BROKER" -c "$COUNT" -X auto.offset.reset=earliest -q \
     >"$WORK/perf.log" 2>&1 || { echo "rdkafka_performance -C failed:"; tail -20 "$WORK/perf.log"; exit 1; }
   read -r PWALL PU PS _ <"$WORK/perf.time"
+  grep -h "consumed" "$WORK/perf.log" | tail -1 >"$WORK/perf.summary" || true
   echo "consumer $PWALL $(python3 -c "print($PU + $PS)")" >>"$RESULTS"
 
   # --- sluice: kafka → archive (zstd, local) ---
@@ -171,3 +173,4 @@ rn = [n[0] / c[0] for n, c in zip(runs["null"], runs["consumer"])]
 print(f"rate vs consumer alone: archive {1 / statistics.median(ra):.2f}x (goal >= 0.9), null {1 / statistics.median(rn):.2f}x"
       f"   [runs: archive {' '.join(f'{1 / r:.2f}' for r in ra)}; null {' '.join(f'{1 / r:.2f}' for r in rn)}]")
 EOF
+echo "rdkafka_performance's own summary of its last run (timed from its first record): $(cat "$WORK/perf.summary")"
