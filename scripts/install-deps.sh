@@ -3,7 +3,8 @@
 # util-linux `logger` and `script`, git, groff, systemd (systemd-analyze), cargo-deb, rsyslog with its OpenSSL driver (a
 # real syslog relay for the syslog source), logrotate, kcat, Apache Kafka (through
 # Maven, scripts/install-kafka.sh), and the Python clients used as independent
-# peers (confluent-kafka, fluent-logger).
+# peers (confluent-kafka, fluent-logger, boto3 with moto's S3 server, azure-storage-blob),
+# and Azurite (npm) for the archive's Azure tests.
 set -euo pipefail
 
 need_apt=()
@@ -33,6 +34,8 @@ command -v java >/dev/null 2>&1 || need_apt+=(openjdk-17-jre-headless)
 command -v mvn >/dev/null 2>&1 || need_apt+=(maven)
 command -v kcat >/dev/null 2>&1 || need_apt+=(kcat)
 command -v dot >/dev/null 2>&1 || need_apt+=(graphviz)
+# Azurite (the archive sink's az:// tests) is an npm package.
+command -v npm >/dev/null 2>&1 || need_apt+=(npm)
 # `sluice top` is tested in a real terminal (tests/it/top.rs).
 command -v tmux >/dev/null 2>&1 || need_apt+=(tmux)
 # `systemd-analyze verify` checks deploy/systemd/sluice.service (tests/it/service.rs).
@@ -60,6 +63,21 @@ fi
 if ! python3 -c 'import moto.server, boto3, flask' >/dev/null 2>&1; then
   echo "install-deps: pip install moto[server] boto3"
   python3 -m pip install -q --disable-pip-version-check 'moto[server]==5.1.18' 'boto3==1.43.11'
+fi
+
+# The archive sink's Azure tests: Azurite, Microsoft's Azure Storage emulator, from
+# npm, in $SLUICE_AZURITE_HOME (default /var/tmp/sluice-azurite, outside the clone,
+# reused across clones like the Kafka install), and azure-storage-blob to read back.
+azurite_home="${SLUICE_AZURITE_HOME:-/var/tmp/sluice-azurite}"
+if [ ! -x "$azurite_home/node_modules/.bin/azurite-blob" ]; then
+  echo "install-deps: npm install azurite@3.37.0 into $azurite_home"
+  mkdir -p "$azurite_home"
+  npm install --silent --no-audit --no-fund --prefix "$azurite_home" azurite@3.37.0 >/dev/null
+  [ -x "$azurite_home/node_modules/.bin/azurite-blob" ] || { echo "install-deps: azurite missing after npm install" >&2; exit 1; }
+fi
+if ! python3 -c 'import azure.storage.blob' >/dev/null 2>&1; then
+  echo "install-deps: pip install azure-storage-blob"
+  python3 -m pip install -q --disable-pip-version-check 'azure-storage-blob==12.31.1'
 fi
 
 bash "$(dirname "$0")/install-kafka.sh" >/dev/null

@@ -28,14 +28,14 @@ fn files_under(dir: &Path, out: &mut Vec<PathBuf>) {
     }
 }
 
-fn count_files(root: &Path) -> usize {
+pub fn count_files(root: &Path) -> usize {
     let mut files = Vec::new();
     files_under(root, &mut files);
     files.len()
 }
 
 /// Every record of the archive: (path relative to root, partition, offset, value).
-fn read_all(root: &Path) -> Vec<(String, i64, i64, String)> {
+pub fn read_all(root: &Path) -> Vec<(String, i64, i64, String)> {
     let mut files = Vec::new();
     files_under(root, &mut files);
     let mut out = Vec::new();
@@ -85,7 +85,7 @@ url = "file://{root}"
     )
 }
 
-fn verify(root: &Path) -> (bool, String) {
+pub fn verify(root: &Path) -> (bool, String) {
     let out = Command::new(sluice_bin())
         .args(["archive", "verify"])
         .arg(format!("file://{}", root.display()))

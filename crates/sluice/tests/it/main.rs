@@ -4,6 +4,8 @@
 mod alloc_count;
 mod api;
 mod archive;
+mod archive_azure;
+mod archive_rebalance;
 mod archive_s3;
 mod common;
 mod completions;

@@ -192,7 +192,10 @@ impl ArchiveSink {
         let restart = match part.next {
             None => true,
             // Going back: the partition is being read again (rebalance, seek).
-            Some(next) => offset < next,
+            // Jumping forward with no file open: a gap (compaction, transaction
+            // markers) or the partition came back from another owner, who may
+            // have moved its manifest: read it again (no file is discarded).
+            Some(next) => offset < next || (offset > next && part.open.is_none()),
         };
         if restart {
             self.restart(i, offset)?;
@@ -280,10 +283,13 @@ impl ArchiveSink {
             last: done.last,
         };
         // Another owner may have moved on (a rebalance we were slow to notice):
-        // then this file is not ours to publish.
+        // then this file is not ours to publish. A manifest reaching into this
+        // file with other bounds — even the same first offset, cut elsewhere by
+        // the other owner's clock — means the same; only identical bounds (our
+        // own earlier attempt, rewritten) are ours to replace.
         let current = self.retry("reading a manifest", |s| s.store.get_small(&key))?;
         if let Some(cur) = current.as_deref().and_then(Manifest::parse)
-            && cur.first != m.first
+            && cur != m
             && cur.last >= m.first
         {
             tracing::warn!(

@@ -101,8 +101,16 @@ impl Store {
                 staging,
             });
         }
-        let (store, prefix) = object_store::parse_url_opts(&parsed, options.iter().cloned())
+        let (store, mut prefix) = object_store::parse_url_opts(&parsed, options.iter().cloned())
             .map_err(|e| format!("`{url}`: {e}"))?;
+        // object_store 0.12 builds `az://container/prefix` with the host as the
+        // container but returns the path minus its first segment as the prefix
+        // (reading `az://account/container/prefix`): `az://c/logs` lost `logs`.
+        // The container is the host, so the prefix is the whole path.
+        if parsed.scheme() == "az" && parsed.username().is_empty() {
+            prefix = ObjPath::parse(parsed.path().trim_matches('/'))
+                .map_err(|e| format!("`{url}`: {e}"))?;
+        }
         create_dirs(&staging).map_err(|e| format!("{}: {e}", staging.display()))?;
         Ok(Store {
             kind: Kind::Object {
