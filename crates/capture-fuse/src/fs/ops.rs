@@ -1,82 +1,25 @@
 //! The `fuser::Filesystem` operations: argument plumbing around `CaptureFs` helpers.
 
-use std::cell::RefCell;
 use std::ffi::OsStr;
 use std::io;
-use std::mem::MaybeUninit;
-use std::os::unix::ffi::OsStrExt;
 use std::path::Path;
-use std::sync::Arc;
-use std::sync::atomic::Ordering;
 use std::time::SystemTime;
 
 use fuser::{
-    AccessFlags, CopyFileRangeFlags, Errno, FileHandle, FileType, FopenFlags, Generation, INodeNo,
-    InitFlags, IoctlFlags, KernelConfig, LockOwner, OpenFlags, PollEvents, PollFlags, PollNotifier,
-    RenameFlags, ReplyAttr, ReplyCreate, ReplyData, ReplyDirectory, ReplyEmpty, ReplyEntry,
-    ReplyIoctl, ReplyLseek, ReplyOpen, ReplyPoll, ReplyStatfs, ReplyWrite, ReplyXattr, Request,
-    TimeOrNow, WriteFlags,
+    AccessFlags, CopyFileRangeFlags, Errno, FileHandle, FileType, Generation, INodeNo, IoctlFlags,
+    KernelConfig, LockOwner, OpenFlags, PollEvents, PollFlags, PollNotifier, RenameFlags,
+    ReplyAttr, ReplyCreate, ReplyData, ReplyDirectory, ReplyEmpty, ReplyEntry, ReplyIoctl,
+    ReplyLseek, ReplyOpen, ReplyPoll, ReplyStatfs, ReplyWrite, ReplyXattr, Request, TimeOrNow,
+    WriteFlags,
 };
-use parking_lot::Mutex;
-use rustix::fs::{AtFlags, CWD, Mode, OFlags, SeekFrom};
+use rustix::fs::{AtFlags, CWD, Mode, SeekFrom};
 
-use super::convert::{attr, dir_kind, errno, kind_of, proc_path};
-use super::{CaptureFs, OpenDir, TTL};
-
-thread_local! {
-    static READ_BUF: RefCell<Vec<u8>> = const { RefCell::new(Vec::new()) };
-}
+use super::convert::{attr, errno, proc_path};
+use super::{CaptureFs, TTL};
 
 impl fuser::Filesystem for CaptureFs {
     fn init(&mut self, _req: &Request, config: &mut KernelConfig) -> io::Result<()> {
-        // Concurrent lookups/readdirs in one directory; O_TRUNC inside open (one round
-        // trip less for `>` redirects); drop cached pages when the backing file changed
-        // underneath. FUSE_WRITEBACK_CACHE only when asked for (fs/writeback.rs).
-        for cap in [
-            InitFlags::FUSE_PARALLEL_DIROPS,
-            InitFlags::FUSE_ATOMIC_O_TRUNC,
-            InitFlags::FUSE_AUTO_INVAL_DATA,
-        ] {
-            let _ = config.add_capabilities(cap);
-        }
-        if self.policy.writeback {
-            self.writeback = config
-                .add_capabilities(InitFlags::FUSE_WRITEBACK_CACHE)
-                .is_ok();
-            if self.writeback {
-                // Page-cache WRITEs are background requests: one in flight at a time
-                // keeps them in the order the kernel sends them (see fs/writeback.rs).
-                let _ = config.set_max_background(1);
-                self.killpriv = config
-                    .add_capabilities(InitFlags::FUSE_HANDLE_KILLPRIV_V2)
-                    .is_ok();
-            } else {
-                tracing::warn!("Kernel lacks FUSE_WRITEBACK_CACHE: writeback = true ignored.");
-            }
-        }
-        if self.policy.passthrough && !self.writeback {
-            let granted = config.add_capabilities(InitFlags::FUSE_PASSTHROUGH).is_ok()
-                && config.set_max_stack_depth(1).is_ok();
-            self.passthrough.store(granted, Ordering::Relaxed);
-            if !granted {
-                tracing::info!(
-                    "Kernel lacks FUSE_PASSTHROUGH (Linux 6.9+): reads through the mount \
-                     are served by sluice."
-                );
-            }
-        }
-        // Writable handles use direct I/O only where shared mmap then still works
-        // (Linux 6.6+); older kernels would refuse MAP_SHARED on them with ENODEV.
-        self.direct_io_writes = config
-            .add_capabilities(InitFlags::FUSE_DIRECT_IO_ALLOW_MMAP)
-            .is_ok();
-        if !self.direct_io_writes {
-            tracing::warn!(
-                "Kernel lacks FUSE_DIRECT_IO_ALLOW_MMAP: writes go through the page \
-                cache, and a write(2) crossing a page boundary may be captured in two parts."
-            );
-        }
-        Ok(())
+        self.negotiate(config)
     }
 
     fn lookup(&self, _req: &Request, parent: INodeNo, name: &OsStr, reply: ReplyEntry) {
@@ -330,28 +273,7 @@ impl fuser::Filesystem for CaptureFs {
         _lock_owner: Option<LockOwner>,
         reply: ReplyData,
     ) {
-        let f = match self.file(fh) {
-            Ok(f) => f,
-            Err(e) => return reply.error(e),
-        };
-        self.counters.read_request();
-        let size = size as usize;
-        READ_BUF.with_borrow_mut(|buf| {
-            if buf.len() < size {
-                buf.resize(size, 0);
-            }
-            let mut done = 0;
-            while done < size {
-                match rustix::io::pread(&f.file, &mut buf[done..size], offset + done as u64) {
-                    Ok(0) => break,
-                    Ok(n) => done += n,
-                    Err(rustix::io::Errno::INTR) => {}
-                    Err(e) if done == 0 => return reply.error(errno(e)),
-                    Err(_) => break,
-                }
-            }
-            reply.data(&buf[..done]);
-        });
+        self.do_read(fh, offset, size, reply);
     }
 
     fn write(
@@ -366,52 +288,7 @@ impl fuser::Filesystem for CaptureFs {
         _lock_owner: Option<LockOwner>,
         reply: ReplyWrite,
     ) {
-        let page_cache = write_flags.contains(WriteFlags::FUSE_WRITE_CACHE);
-        let f = match self.file(fh) {
-            Ok(f) => f,
-            Err(_) if page_cache => {
-                return match self.write_unknown_handle(req, ino, offset, data) {
-                    Ok(n) => reply.written(n as u32),
-                    Err(e) => reply.error(e),
-                };
-            }
-            Err(e) => return reply.error(e),
-        };
-        if self.killpriv && write_flags.contains(WriteFlags::FUSE_WRITE_KILL_SUIDGID) {
-            if let Err(e) = super::writeback::kill_privs(&proc_path(&f.file), true) {
-                return reply.error(e);
-            }
-        }
-        let changed = if page_cache && self.writeback {
-            self.changed_span(&f, offset, data)
-        } else {
-            0..data.len()
-        };
-        let ordered = page_cache && self.writeback;
-        if ordered {
-            self.order_start(&f);
-        }
-        match self.write_backing(&f, offset, data, page_cache) {
-            Ok((n, at)) => {
-                // Enqueue before replying: the writer (and the next write to this inode)
-                // waits for the reply, so per-file order is the queue order (in
-                // writeback mode restored by fs/order.rs).
-                let span = changed.start.min(n)..changed.end.min(n);
-                let changed_at = at + span.start as u64;
-                if ordered {
-                    self.capture_in_order(req, &f, at, n as u64, changed_at, &data[span]);
-                } else {
-                    self.capture(req, &f, changed_at, &data[span], page_cache);
-                }
-                reply.written(n as u32);
-            }
-            Err(e) => {
-                if self.target(&f).is_some() {
-                    self.counters.error();
-                }
-                reply.error(e);
-            }
-        }
+        self.do_write(req, ino, fh, offset, data, write_flags, reply);
     }
 
     fn flush(
@@ -487,25 +364,7 @@ impl fuser::Filesystem for CaptureFs {
     }
 
     fn opendir(&self, _req: &Request, ino: INodeNo, _flags: OpenFlags, reply: ReplyOpen) {
-        let r = self.inode(ino).and_then(|i| {
-            rustix::fs::openat(
-                &i.fd,
-                ".",
-                OFlags::RDONLY | OFlags::DIRECTORY | OFlags::CLOEXEC,
-                Mode::empty(),
-            )
-            .map_err(errno)
-        });
-        match r {
-            Ok(fd) => {
-                let fh = self.next_fh.fetch_add(1, Ordering::Relaxed);
-                self.dirs
-                    .write()
-                    .insert(fh, Arc::new(OpenDir { fd: Mutex::new(fd) }));
-                reply.opened(FileHandle(fh), FopenFlags::empty());
-            }
-            Err(e) => reply.error(e),
-        }
+        self.do_opendir(ino, reply);
     }
 
     fn readdir(
@@ -514,36 +373,9 @@ impl fuser::Filesystem for CaptureFs {
         _ino: INodeNo,
         fh: FileHandle,
         offset: u64,
-        mut reply: ReplyDirectory,
+        reply: ReplyDirectory,
     ) {
-        let d = match self.dir(fh) {
-            Ok(d) => d,
-            Err(e) => return reply.error(e),
-        };
-        let fd = d.fd.lock();
-        // Offsets are the backing filesystem's own cookies (d_off), so seeking to the
-        // one the kernel hands back resumes exactly after the last entry it accepted.
-        if let Err(e) = rustix::fs::seek(&*fd, SeekFrom::Start(offset)) {
-            return reply.error(errno(e));
-        }
-        let mut buf = vec![MaybeUninit::<u8>::uninit(); 32 * 1024];
-        let mut entries = rustix::fs::RawDir::new(&*fd, &mut buf);
-        while let Some(entry) = entries.next() {
-            let entry = match entry {
-                Ok(e) => e,
-                Err(e) => return reply.error(errno(e)),
-            };
-            let name = OsStr::from_bytes(entry.file_name().to_bytes());
-            let kind = dir_kind(entry.file_type()).unwrap_or_else(|| {
-                rustix::fs::statat(&*fd, name, AtFlags::SYMLINK_NOFOLLOW)
-                    .map(|st| kind_of(st.st_mode))
-                    .unwrap_or(FileType::RegularFile)
-            });
-            if reply.add(INodeNo(entry.ino()), entry.next_entry_cookie(), kind, name) {
-                break;
-            }
-        }
-        reply.ok();
+        self.do_readdir(fh, offset, reply);
     }
 
     fn releasedir(
@@ -566,19 +398,7 @@ impl fuser::Filesystem for CaptureFs {
         datasync: bool,
         reply: ReplyEmpty,
     ) {
-        let r = self.dir(fh).and_then(|d| {
-            let fd = d.fd.lock();
-            if datasync {
-                rustix::fs::fdatasync(&*fd)
-            } else {
-                rustix::fs::fsync(&*fd)
-            }
-            .map_err(errno)
-        });
-        match r {
-            Ok(()) => reply.ok(),
-            Err(e) => reply.error(e),
-        }
+        self.do_fsyncdir(fh, datasync, reply);
     }
 
     fn statfs(&self, _req: &Request, _ino: INodeNo, reply: ReplyStatfs) {
@@ -607,65 +427,19 @@ impl fuser::Filesystem for CaptureFs {
         _position: u32,
         reply: ReplyEmpty,
     ) {
-        let r = self.xattr_path(ino).and_then(|p| {
-            rustix::fs::setxattr(
-                p.as_str(),
-                name,
-                value,
-                rustix::fs::XattrFlags::from_bits_retain(flags as u32),
-            )
-            .map_err(errno)
-        });
-        match r {
-            Ok(()) => reply.ok(),
-            Err(e) => reply.error(e),
-        }
+        self.do_setxattr(ino, name, value, flags, reply);
     }
 
     fn getxattr(&self, _req: &Request, ino: INodeNo, name: &OsStr, size: u32, reply: ReplyXattr) {
-        let p = match self.xattr_path(ino) {
-            Ok(p) => p,
-            Err(e) => return reply.error(e),
-        };
-        if size == 0 {
-            return match rustix::fs::getxattr_query(p.as_str(), name) {
-                Ok(n) => reply.size(n as u32),
-                Err(e) => reply.error(errno(e)),
-            };
-        }
-        let mut buf = vec![0u8; size as usize];
-        match rustix::fs::getxattr(p.as_str(), name, &mut buf[..]) {
-            Ok(n) => reply.data(&buf[..n]),
-            Err(e) => reply.error(errno(e)),
-        }
+        self.do_getxattr(ino, name, size, reply);
     }
 
     fn listxattr(&self, _req: &Request, ino: INodeNo, size: u32, reply: ReplyXattr) {
-        let p = match self.xattr_path(ino) {
-            Ok(p) => p,
-            Err(e) => return reply.error(e),
-        };
-        if size == 0 {
-            return match rustix::fs::listxattr_query(p.as_str()) {
-                Ok(n) => reply.size(n as u32),
-                Err(e) => reply.error(errno(e)),
-            };
-        }
-        let mut buf = vec![0u8; size as usize];
-        match rustix::fs::listxattr(p.as_str(), &mut buf[..]) {
-            Ok(n) => reply.data(&buf[..n]),
-            Err(e) => reply.error(errno(e)),
-        }
+        self.do_listxattr(ino, size, reply);
     }
 
     fn removexattr(&self, _req: &Request, ino: INodeNo, name: &OsStr, reply: ReplyEmpty) {
-        let r = self
-            .xattr_path(ino)
-            .and_then(|p| rustix::fs::removexattr(p.as_str(), name).map_err(errno));
-        match r {
-            Ok(()) => reply.ok(),
-            Err(e) => reply.error(e),
-        }
+        self.do_removexattr(ino, name, reply);
     }
 
     fn access(&self, _req: &Request, _ino: INodeNo, _mask: AccessFlags, reply: ReplyEmpty) {

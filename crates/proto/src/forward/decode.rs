@@ -24,18 +24,19 @@
 //! Total cost per request: O(wire bytes + decompressed bytes); memory: the request,
 //! its inflated payload if compressed, and one [`Entry`] (96 bytes) per event.
 
-use std::io::Read;
-
 use bytes::{Buf, Bytes, BytesMut};
 
-use super::entry::{EntrySpan, parse_entry, parse_record, parse_time};
+use super::entry::{parse_entry, parse_record, parse_time};
 use super::error::{DecodeError, DecodeErrorKind, ErrorContext};
 use super::handshake;
 use super::msgpack::{
     Header, ReadError, Reader, Scan, ScanError, Scanner, TopOffsets, marker_type_name,
 };
-use super::raw::{MapSpan, RawMap};
 use super::{Entry, EventFrame, Limits, Mode, Request};
+use options::{Options, parse_options};
+
+mod options;
+mod packed;
 
 /// Decodes client requests from a connection's byte stream.
 ///
@@ -191,43 +192,6 @@ fn parse_request(
     })
 }
 
-/// Option map of a request, as far as the decoder cares.
-#[derive(Debug, Default)]
-struct Options {
-    chunk: Option<Bytes>,
-    size: Option<u64>,
-    compressed: Option<Algorithm>,
-    fluent_signal: Option<u64>,
-    metadata: Option<RawMap>,
-}
-
-#[derive(Debug, Clone, Copy, PartialEq, Eq)]
-enum Algorithm {
-    Gzip,
-    Zstd,
-}
-
-impl Algorithm {
-    fn name(self) -> &'static str {
-        match self {
-            Algorithm::Gzip => "gzip",
-            Algorithm::Zstd => "zstd",
-        }
-    }
-
-    /// Fluent Bit trusts the payload's magic over the option; so do we. A plain
-    /// entry stream starts with an array marker, never with either magic.
-    fn sniff(payload: &[u8]) -> Option<Algorithm> {
-        if payload.starts_with(&[0x1f, 0x8b]) {
-            Some(Algorithm::Gzip)
-        } else if payload.starts_with(&[0x28, 0xb5, 0x2f, 0xfd]) {
-            Some(Algorithm::Zstd)
-        } else {
-            None
-        }
-    }
-}
-
 impl RequestParser<'_> {
     fn parse(&mut self) -> Result<Request, DecodeErrorKind> {
         let mut r = Reader::new(self.frame);
@@ -366,175 +330,10 @@ impl RequestParser<'_> {
         }
         Ok(())
     }
-
-    /// Decodes a PackedForward payload (at `base` in the frame); returns the mode it
-    /// turned out to be.
-    fn parse_packed_entries(
-        &mut self,
-        payload: &[u8],
-        base: usize,
-        compressed: Option<Algorithm>,
-        size: Option<u64>,
-        entries: &mut Vec<Entry>,
-    ) -> Result<Mode, DecodeErrorKind> {
-        let algorithm = Algorithm::sniff(payload).or(compressed);
-        match algorithm {
-            None => {
-                let mut r = Reader::new(payload);
-                entries.reserve(self.capacity_hint(size, payload.len()));
-                let mut i = 0;
-                while r.remaining() > 0 {
-                    self.check_entry_count(i)?;
-                    if let Some(entry) = parse_entry(&mut r, self.limits.depth())? {
-                        entries.push(entry.to_entry(self.frame, base));
-                    }
-                    i += 1;
-                }
-                Ok(Mode::PackedForward)
-            }
-            Some(Algorithm::Gzip) => {
-                let inflater = flate2::bufread::MultiGzDecoder::new(payload);
-                self.inflate_entries(inflater, Algorithm::Gzip, entries)?;
-                Ok(Mode::CompressedPackedForward)
-            }
-            #[cfg(feature = "zstd")]
-            Some(Algorithm::Zstd) => {
-                let mut inflater = zstd::stream::read::Decoder::with_buffer(payload)
-                    .map_err(|source| decompress_error(Algorithm::Zstd, source))?;
-                // Cap the window the frame header may ask for (8 MiB covers every
-                // non-"ultra" compression level) so a header cannot make us allocate
-                // zstd's default maximum of 128 MiB.
-                inflater
-                    .window_log_max(ZSTD_WINDOW_LOG_MAX)
-                    .map_err(|source| decompress_error(Algorithm::Zstd, source))?;
-                self.inflate_entries(inflater, Algorithm::Zstd, entries)?;
-                Ok(Mode::CompressedPackedForward)
-            }
-            #[cfg(not(feature = "zstd"))]
-            Some(Algorithm::Zstd) => Err(DecodeErrorKind::UnsupportedCompression("zstd".into())),
-        }
-    }
-
-    /// Entries to reserve for a payload of `len` bytes: the `size` option when it is
-    /// plausible (Fluentd, Fluent Bit and sluice send the entry count), else a guess
-    /// from typical ~100-byte entries. Never more than the bytes could hold (the
-    /// smallest entry, `[0, {}]`, is 3 bytes) nor the entry limit.
-    fn capacity_hint(&self, size: Option<u64>, len: usize) -> usize {
-        let most = (len / 3).min(self.limits.max_entries_per_frame);
-        match size.and_then(|n| usize::try_from(n).ok()) {
-            Some(n) if n <= most => n,
-            _ => (len / 128).min(most),
-        }
-    }
-
-    fn check_entry_count(&mut self, i: usize) -> Result<(), DecodeErrorKind> {
-        self.ctx.entry = Some(i);
-        if i >= self.limits.max_entries_per_frame {
-            return Err(DecodeErrorKind::TooManyEntries {
-                limit: self.limits.max_entries_per_frame,
-            });
-        }
-        Ok(())
-    }
-
-    /// Inflates `src` in steps, validating each entry once it is complete, so bad
-    /// content fails at the first step that shows it. The inflated bytes are kept in
-    /// one buffer (at most [`Limits::max_decompressed_bytes`]): the records are
-    /// slices of it.
-    fn inflate_entries(
-        &mut self,
-        mut src: impl Read,
-        algorithm: Algorithm,
-        entries: &mut Vec<Entry>,
-    ) -> Result<(), DecodeErrorKind> {
-        let cap = self.limits.max_decompressed_bytes;
-        let depth = self.limits.depth();
-        let too_large = DecodeErrorKind::DecompressedTooLarge {
-            algorithm: algorithm.name(),
-            limit: cap,
-        };
-        let mut step = vec![0u8; INFLATE_STEP];
-        let mut pending: Vec<u8> = Vec::new();
-        let mut start = 0; // first unparsed byte of `pending`
-        let mut scanner = Scanner::default();
-        let mut spans: Vec<(usize, EntrySpan)> = Vec::new();
-        let mut i = 0;
-        loop {
-            while start < pending.len() {
-                if !scanner.in_progress() && !is_array_marker(pending[start]) {
-                    self.ctx.entry = Some(i);
-                    return Err(DecodeErrorKind::InvalidEntry {
-                        reason: "entry is not an array",
-                    });
-                }
-                // Bytes inflated before this entry count against the cap too.
-                let budget = cap - start;
-                match scanner.scan(&pending[start..], budget, depth) {
-                    Ok(Scan::NeedMore) => break,
-                    Ok(Scan::Complete(n)) => {
-                        self.check_entry_count(i)?;
-                        let mut r = Reader::new(&pending[start..start + n]);
-                        if let Some(entry) = parse_entry(&mut r, depth)? {
-                            spans.push((start, entry));
-                        }
-                        start += n;
-                        i += 1;
-                    }
-                    Err(ScanError::TooLarge { .. }) => return Err(too_large),
-                    Err(ScanError::TooDeep) => {
-                        return Err(DecodeErrorKind::TooDeep { limit: depth });
-                    }
-                    Err(ScanError::InvalidMarker { byte, .. }) => {
-                        return Err(DecodeErrorKind::InvalidMarker { byte });
-                    }
-                }
-            }
-            let n = loop {
-                match src.read(&mut step) {
-                    Ok(n) => break n,
-                    Err(e) if e.kind() == std::io::ErrorKind::Interrupted => continue,
-                    Err(source) => return Err(decompress_error(algorithm, source)),
-                }
-            };
-            if n == 0 {
-                if start < pending.len() {
-                    self.ctx.entry = Some(i);
-                    return Err(DecodeErrorKind::TruncatedEntries);
-                }
-                // The records keep the whole allocation alive: give back what
-                // doubling left unused, so it is about the bytes the records span.
-                pending.shrink_to_fit();
-                self.inflated = pending.capacity();
-                let backing = Bytes::from(pending);
-                entries.reserve_exact(spans.len());
-                entries.extend(
-                    spans
-                        .into_iter()
-                        .map(|(base, span)| span.to_entry(&backing, base)),
-                );
-                return Ok(());
-            }
-            if pending.len() + n > cap {
-                return Err(too_large);
-            }
-            pending.extend_from_slice(&step[..n]);
-        }
-    }
 }
-
-const INFLATE_STEP: usize = 64 << 10;
-#[cfg(feature = "zstd")]
-const ZSTD_WINDOW_LOG_MAX: u32 = 23;
 
 fn is_array_marker(b: u8) -> bool {
     matches!(b, 0x90..=0x9f | 0xdc | 0xdd)
-}
-
-fn decompress_error(algorithm: Algorithm, source: std::io::Error) -> DecodeErrorKind {
-    DecodeErrorKind::Decompress {
-        algorithm: algorithm.name(),
-        source,
-    }
 }
 
 /// Maps a [`Reader`] failure. Inside a scanned request `Eof` cannot happen; inside a
@@ -545,94 +344,4 @@ pub(crate) fn read_error(e: ReadError) -> DecodeErrorKind {
         ReadError::InvalidMarker(byte) => DecodeErrorKind::InvalidMarker { byte },
         ReadError::TooDeep => DecodeErrorKind::TooDeep { limit: 0 },
     }
-}
-fn parse_options(
-    r: &mut Reader<'_>,
-    frame: &Bytes,
-    depth: usize,
-) -> Result<Options, DecodeErrorKind> {
-    let mut options = Options::default();
-    let pairs = match r.header().map_err(read_error)? {
-        Header::Nil => return Ok(options),
-        Header::Map(n) => n,
-        other => {
-            return Err(DecodeErrorKind::OptionNotMap {
-                found: other.type_name(),
-            });
-        }
-    };
-    for _ in 0..pairs {
-        let key_start = r.pos();
-        let key = match r.header().map_err(read_error)? {
-            Header::Str(n) | Header::Bin(n) => r.bytes(n).map_err(read_error)?,
-            _ => {
-                // Not a key we know: skip the key and its value whatever they are.
-                r.set_pos(key_start);
-                r.skip().map_err(read_error)?;
-                r.skip().map_err(read_error)?;
-                continue;
-            }
-        };
-        let value_start = r.pos();
-        let value = r.header().map_err(read_error)?;
-        let invalid = |key| DecodeErrorKind::InvalidOption {
-            key,
-            found: value.type_name(),
-        };
-        match key {
-            b"chunk" => match value {
-                Header::Str(n) | Header::Bin(n) => {
-                    options.chunk = Some(Bytes::copy_from_slice(r.bytes(n).map_err(read_error)?));
-                }
-                _ => return Err(invalid("chunk")),
-            },
-            b"compressed" => {
-                options.compressed = match value {
-                    Header::Nil => None,
-                    Header::Str(n) | Header::Bin(n) => match r.bytes(n).map_err(read_error)? {
-                        b"gzip" => Some(Algorithm::Gzip),
-                        b"zstd" => Some(Algorithm::Zstd),
-                        b"text" => None,
-                        other => {
-                            let shown = &other[..other.len().min(32)];
-                            let name = String::from_utf8_lossy(shown).escape_debug().to_string();
-                            return Err(DecodeErrorKind::UnsupportedCompression(name));
-                        }
-                    },
-                    _ => return Err(invalid("compressed")),
-                }
-            }
-            b"fluent_signal" => {
-                options.fluent_signal = match value {
-                    Header::Uint(n) => Some(n),
-                    Header::Int(n) if n >= 0 => Some(n as u64),
-                    _ => return Err(invalid("fluent_signal")),
-                }
-            }
-            b"metadata" => {
-                options.metadata = match value {
-                    Header::Nil => None,
-                    Header::Map(n) => Some(
-                        MapSpan::read(r, n, depth)
-                            .map_err(read_error)?
-                            .to_raw(frame, 0),
-                    ),
-                    _ => return Err(invalid("metadata")),
-                }
-            }
-            _ => {
-                // `size` is advisory (fluent-logger-node sends a byte count), so a
-                // mistyped one is ignored like any unknown key.
-                if key == b"size" {
-                    options.size = match value {
-                        Header::Uint(n) => Some(n),
-                        _ => None,
-                    };
-                }
-                r.set_pos(value_start);
-                r.skip().map_err(read_error)?;
-            }
-        }
-    }
-    Ok(options)
 }

@@ -1,7 +1,10 @@
 //! The file sink's writer: durability of new files and rotations, names.
 
+use std::sync::Arc;
+
 use super::*;
-use crate::ack::AckToken;
+use crate::ack::{AckStatus, AckToken};
+use crate::event::{Event, EventBatch};
 use bytes::Bytes;
 
 fn writer(path: &Path, rotate_bytes: Option<u64>) -> Writer {
