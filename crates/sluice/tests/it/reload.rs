@@ -114,7 +114,7 @@ fn reload_under_load_moves_adds_and_removes_sinks_without_loss_or_duplicates() {
 #[test]
 fn reload_under_load_changes_and_removes_disk_buffered_sinks_without_loss_or_duplicates() {
     let flow = format!(
-        "{FLOW}\n[sinks.out.buffer]\ntype = \"disk\"\n[sinks.SINK2.buffer]\ntype = \"disk\"\n"
+        "data_dir = \"$DIR/data\"\n{FLOW}\n[sinks.out.buffer]\ntype = \"disk\"\n[sinks.SINK2.buffer]\ntype = \"disk\"\n"
     );
     let log = reload_under_load(&flow);
     assert!(
@@ -345,7 +345,7 @@ fn a_removed_disk_buffered_sink_leaves_its_lines_on_disk_for_a_later_config() {
     let dead = free_port(); // nothing listens there
     // One sink at a time: a source feeding two sinks sheds a copy one of them
     // has no room for, and a pipe cannot resend it.
-    let base = "shutdown_timeout_secs = 2\n[api]\naddress = \"127.0.0.1:0\"\n\
+    let base = "data_dir = \"$DIR/data\"\nshutdown_timeout_secs = 2\n[api]\naddress = \"127.0.0.1:0\"\n\
                 [sources.p]\ntype = \"pipe\"\npath = \"$DIR/p.fifo\"\n";
     let removed = format!("{base}[sinks.keep]\ntype = \"null\"\ninputs = [\"p\"]\n");
     let down = format!(
