@@ -21,6 +21,7 @@ use crate::metrics::Counters;
 use crate::topology::Output;
 
 mod discover;
+mod emit;
 
 /// Safety poll of every open file (inotify is the main path).
 const POLL: Duration = Duration::from_secs(1);
