@@ -48,6 +48,7 @@ pub struct Settings {
     pub match_by_checksum: bool,
     pub retention_secs: u64,
     pub format: Format,
+    pub multiline: Option<super::multiline::Rule>,
 }
 
 /// What the reader needs from the topology.
@@ -78,6 +79,10 @@ pub struct Reader {
     /// Truncations noticed (copytruncate, rewrites).
     truncations: u64,
     cri: super::cri::Joiner,
+    /// Open multiline events.
+    joiner: super::multiline::Joiner,
+    /// Lines not of the `format`, or with an unreadable time (kept raw).
+    parse_errors: u64,
 }
 
 fn unix_now() -> u64 {
@@ -108,6 +113,8 @@ impl Reader {
             first_scan: true,
             truncations: 0,
             cri: super::cri::Joiner::default(),
+            joiner: super::multiline::Joiner::default(),
+            parse_errors: 0,
         }
     }
 
@@ -153,7 +160,11 @@ impl Reader {
             for p in paths {
                 self.on_path_event(&p);
             }
-            if self.watch.take_rescan() || last_rescan.elapsed() >= self.s.rescan {
+            let lost = self.watch.take_rescan();
+            if lost {
+                info!("File events lost (inotify queue overflow or a full queue); full rescan.");
+            }
+            if lost || last_rescan.elapsed() >= self.s.rescan {
                 self.full_scan();
                 last_rescan = Instant::now();
             }
@@ -162,6 +173,7 @@ impl Reader {
                 last_poll = Instant::now();
             }
             self.read_round();
+            self.flush_quiet_events();
             if last_ckpt.elapsed() >= CHECKPOINT_EVERY {
                 self.commit();
                 last_ckpt = Instant::now();
@@ -171,6 +183,7 @@ impl Reader {
     }
 
     fn stop(mut self) -> std::io::Result<()> {
+        self.flush_all_events();
         // Sinks end when the last sender is gone; acknowledgements keep coming.
         self.out = None;
         let deadline = Instant::now() + self.link.shutdown_timeout;
@@ -184,6 +197,7 @@ impl Reader {
         info!(
             files = self.files.len(),
             truncations = self.truncations,
+            parse_errors = self.parse_errors,
             "File source stopped."
         );
         let waiting: usize = self.files.values().map(Tailed::in_flight).sum();
@@ -230,7 +244,10 @@ impl Reader {
             return false;
         };
         f.collect_acks();
-        f.rewind_if_needed();
+        if f.rewind_if_needed() {
+            // Its lines are read again from the checkpoint, which is before them.
+            self.joiner.take(k);
+        }
         if f.file.is_none() {
             if f.rotated {
                 self.release(k);
@@ -247,12 +264,16 @@ impl Reader {
                     lines: tail,
                     ack: AckToken::none(),
                     truncated: 0,
+                    starts: Vec::new(),
+                    end: 0,
                 });
                 let f = &*f;
                 let (origin, path) = (f.origin.clone(), f.path.clone());
                 if let Some(c) = chunk {
                     self.send(k, c, &origin, &path);
                 }
+                // The old content's open event ends with it.
+                self.flush_open_event(k, false);
                 self.truncations += 1;
                 return true;
             }
@@ -309,6 +330,11 @@ impl Reader {
         if f.file.is_some() && f.last_read.elapsed() < ROTATED_GRACE {
             return true;
         }
+        // Its open multiline event, if any, is complete: no line will follow.
+        self.flush_open_event(k, true);
+        let Some(f) = self.files.get_mut(&k) else {
+            return false;
+        };
         f.collect_acks();
         if f.in_flight() > 0 {
             return true;
@@ -328,7 +354,7 @@ impl Reader {
                 self.by_path.remove(&f.path);
             }
             let dir = f.path.parent().unwrap_or(Path::new("/"));
-            if self.s.format == Format::Cri
+            if self.s.format != Format::None
                 && !self.files.values().any(|o| o.path.parent() == Some(dir))
             {
                 // Nothing left to finish its partial lines: send them as they are.

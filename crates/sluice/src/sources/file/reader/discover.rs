@@ -165,6 +165,7 @@ impl Reader {
             self.s.max_line_bytes,
         );
         t.size = size;
+        t.exact_starts = self.s.multiline.is_some();
         debug!(path = %p.display(), offset, "Reading new file.");
         self.files.insert(k, t);
         self.by_path.insert(p.to_owned(), k);
