@@ -225,6 +225,7 @@ impl Reader {
                 }
             }
         }
+        self.reopen_waiting();
     }
 
     /// Read every dirty file a turn; release rotated files read to their end.

@@ -214,7 +214,8 @@ impl Reader {
     }
 
     /// Keep the open descriptors within `max_open_files`: close the least
-    /// recently read file that is fully read (it is reopened when it grows).
+    /// recently read file, preferring one read to its end (it is reopened when it
+    /// grows; one with unread bytes is reopened by [`Self::reopen_waiting`]).
     pub(super) fn make_room(&mut self) {
         let open = self.files.values().filter(|f| f.file.is_some()).count();
         if open < self.s.max_open_files {
@@ -224,13 +225,52 @@ impl Reader {
             .files
             .values()
             .filter(|f| f.file.is_some() && !f.rotated)
-            .min_by_key(|f| f.last_read)
+            .min_by_key(|f| (!f.at_end(), f.last_read))
             .map(|f| f.key);
         if let Some(k) = victim
             && let Some(f) = self.files.get_mut(&k)
         {
             debug!(path = %f.path.display(), "Closing least recently read file (max_open_files).");
             f.close();
+        }
+    }
+
+    /// Files closed over `max_open_files` before they were read to their end
+    /// (more new files than the cap at once) are opened again, in the place of
+    /// files read to their end, so none waits for an event or a rescan.
+    pub(super) fn reopen_waiting(&mut self) {
+        let mut waiting: Vec<_> = self
+            .files
+            .values()
+            .filter(|f| f.file.is_none() && !f.rotated && !f.at_end())
+            .map(|f| (f.last_read, f.key))
+            .collect();
+        if waiting.is_empty() {
+            return;
+        }
+        waiting.sort_unstable();
+        let mut done: Vec<_> = self
+            .files
+            .values()
+            .filter(|f| f.file.is_some() && !f.rotated && f.at_end())
+            .map(|f| (f.last_read, f.key))
+            .collect();
+        // Oldest last: popped first.
+        done.sort_unstable_by(|a, b| b.cmp(a));
+        let mut open = self.files.values().filter(|f| f.file.is_some()).count();
+        for (_, k) in waiting {
+            if open >= self.s.max_open_files {
+                let Some((_, v)) = done.pop() else { break };
+                if let Some(f) = self.files.get_mut(&v) {
+                    f.close();
+                    open -= 1;
+                }
+            }
+            self.reopen(k);
+            if self.files.get(&k).is_some_and(|f| f.file.is_some()) {
+                open += 1;
+                self.dirty.insert(k);
+            }
         }
     }
 
