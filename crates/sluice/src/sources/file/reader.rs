@@ -173,6 +173,10 @@ impl Reader {
                 last_poll = Instant::now();
             }
             self.read_round();
+            if self.dirty.is_empty() {
+                // Every open file is read: room for those closed unread.
+                self.reopen_waiting();
+            }
             self.flush_quiet_events();
             if last_ckpt.elapsed() >= CHECKPOINT_EVERY {
                 self.commit();

@@ -112,7 +112,15 @@ impl Reader {
                 self.by_path.insert(p.to_owned(), k);
             }
             if f.file.is_none() && meta.len() != f.read_offset {
-                self.reopen(k);
+                if f.at_end() {
+                    self.reopen(k);
+                } else {
+                    // Closed unread over the cap: [`Self::reopen_waiting`] opens
+                    // it in the place of a file read to its end. Reopening it
+                    // here would close another unread one (a scan of more new
+                    // files than the cap would only shuffle descriptors).
+                    f.size = f.size.max(meta.len());
+                }
             }
             self.dirty.insert(k);
             if let Some(e) = self.checkpoints.entries.get(&k)
