@@ -4,7 +4,8 @@
 # FUZZ_CORPUS=DIR keeps the corpora between runs (the long runs in docs/performance.md).
 # forward_decode is seeded with the forward protocol test vectors, syslog_parse and
 # syslog_framing with the syslog corpus lines (testdata/syslog/corpus.jsonl),
-# cri_line with a few CRI container log lines (full, partial, malformed), wal_scan
+# cri_line with a few CRI and Docker json-file container log lines (full, partial,
+# malformed), wal_scan
 # with a WAL segment, disk_codec with a few disk buffer record payloads. Every
 # crash found becomes a named unit test in crates/proto. cargo-fuzz needs nightly
 # compiler flags (sanitizers, -Z options): the machine's one stable toolchain
@@ -33,6 +34,8 @@ printf '2024-01-01T00:00:00.000000000Z stdout F hello world\n' >"$work/cri/full"
 printf '2024-01-01T00:00:00.123456789+02:00 stderr P part one\n' >"$work/cri/partial"
 printf '2024-01-01T00:00:00Z stdout F\n' >"$work/cri/empty"
 printf 'not a cri line at all\n' >"$work/cri/bad"
+printf '{"log":"hello \\"world\\"\\n","stream":"stdout","time":"2024-01-01T00:00:00.5Z"}' >"$work/cri/docker"
+printf '{"log":"part \\u00e9","stream":"stderr","time":"2024-01-01T00:00:00Z","attrs":{"a":"b"}}' >"$work/cri/docker-partial"
 find testdata/forward -name '*.bin' -exec cp {} "$work/forward"/ \; 2>/dev/null || true
 python3 - "$work/syslog" <<'PY'
 import json, sys

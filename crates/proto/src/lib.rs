@@ -8,9 +8,11 @@
 //!   client-side encoder, acks and the shared-key handshake).
 //! * [`cri`]: CRI container log lines (Kubernetes `/var/log/pods`), their times and
 //!   the pod metadata in their paths.
+//! * [`docker`]: Docker `json-file` container log lines.
 //! * [`syslog`]: RFC 5424 / RFC 3164 messages and the RFC 6587 stream framings.
 #![warn(missing_docs)]
 
 pub mod cri;
+pub mod docker;
 pub mod forward;
 pub mod syslog;

@@ -41,7 +41,10 @@ const PAGES: &[(&[&str], &[Fields])] = &[
     ),
     (
         &["sources/file.md"],
-        &[struct_fields::<file_source::FileSourceConfig>],
+        &[
+            struct_fields::<file_source::FileSourceConfig>,
+            struct_fields::<file_source::MultilineConfig>,
+        ],
     ),
     (
         &["sources/syslog.md"],

@@ -18,6 +18,7 @@ mod disk_buffer_stop;
 mod eio_fs;
 mod examples;
 mod file_source;
+mod file_source_cases;
 mod forward;
 mod forward_claims;
 mod forward_dedupe;

@@ -1,6 +1,9 @@
-//! `format = "cri"`: container runtime lines into events.
+//! `format = "cri"` and `format = "docker_json"`: container runtime lines into
+//! events.
 //!
-//! Each line is parsed by [`proto::cri`]. A full (`F`) line becomes an event whose
+//! Each line is parsed by [`proto::cri`] or [`proto::docker`] (Docker
+//! `json-file`: the message is `log` without its newline, a `log` without one is
+//! a partial line). A full (`F`) line becomes an event whose
 //! body is the message (a slice of the read buffer, no copy), whose time is the
 //! runtime's, with fields `stream`, and — when the path is a kubelet pod log
 //! (`…/<namespace>_<pod>_<uid>/<container>/<n>.log`) — `kubernetes.namespace`,
@@ -21,9 +24,13 @@ use std::collections::HashMap;
 use std::path::{Path, PathBuf};
 use std::sync::Arc;
 
+use std::borrow::Cow;
+
 use bytes::{Bytes, BytesMut};
 use proto::cri::{self, Stream};
+use proto::docker;
 
+use super::Format;
 use super::checkpoint::FileKey;
 use crate::event::{Event, Fields, Origin, Record, Value, now_ns};
 
@@ -49,6 +56,39 @@ pub struct Output {
     pub hold_back: Option<u64>,
     /// Joined lines cut at the cap.
     pub truncated: u64,
+    /// Lines kept raw (not of the format) or with an unreadable time.
+    pub parse_errors: u64,
+}
+
+/// One line of either format, parsed.
+struct Part {
+    time_ns: Option<i64>,
+    stream: Stream,
+    partial: bool,
+    message: Bytes,
+}
+
+fn parse(format: Format, line: &Bytes) -> Result<Part, String> {
+    if format == Format::DockerJson {
+        let d = docker::parse_line(line).map_err(|e| e.to_string())?;
+        let message = match d.message {
+            Cow::Borrowed(s) => line.slice_ref(s.as_bytes()),
+            Cow::Owned(s) => Bytes::from(s),
+        };
+        return Ok(Part {
+            time_ns: cri::parse_rfc3339_ns(d.time.as_bytes()),
+            stream: d.stream,
+            partial: d.partial,
+            message,
+        });
+    }
+    let c = cri::parse_line(line).map_err(|e| e.to_string())?;
+    Ok(Part {
+        time_ns: cri::parse_rfc3339_ns(c.time),
+        stream: c.stream,
+        partial: c.partial,
+        message: line.slice_ref(c.message),
+    })
 }
 
 /// Shared strings of one batch.
@@ -79,8 +119,10 @@ fn fields(path: &Path, stream: Option<Stream>, error: Option<&str>) -> Arc<Field
 impl Joiner {
     /// Turn one chunk of `file`'s lines into events; `start` is the offset of the
     /// chunk's first line.
+    #[allow(clippy::too_many_arguments)]
     pub fn chunk(
         &mut self,
+        format: Format,
         file: FileKey,
         path: &Path,
         start: u64,
@@ -97,6 +139,7 @@ impl Joiner {
             events: Vec::with_capacity(lines.len()),
             hold_back: None,
             truncated: 0,
+            parse_errors: 0,
         };
         let mut offset = start;
         let now = now_ns();
@@ -112,17 +155,21 @@ impl Joiner {
                 ev.fields = Some(Record::from(f.clone()));
                 ev
             };
-            let parsed = match cri::parse_line(&line) {
+            let parsed = match parse(format, &line) {
                 Ok(p) => p,
                 Err(e) => {
-                    let f = fields(path, None, Some(&e.to_string()));
+                    out.parse_errors += 1;
+                    let f = fields(path, None, Some(&e));
                     out.events.push(event(line, now, &f));
                     continue;
                 }
             };
-            let time = cri::parse_rfc3339_ns(parsed.time);
+            let time = parsed.time_ns;
             let f = match (time, parsed.stream) {
-                (None, st) => fields(path, Some(st), Some("time is not RFC 3339")),
+                (None, st) => {
+                    out.parse_errors += 1;
+                    fields(path, Some(st), Some("time is not RFC 3339"))
+                }
                 (Some(_), Stream::Stdout) => by_stream[0].clone(),
                 (Some(_), Stream::Stderr) => by_stream[1].clone(),
             };
@@ -153,7 +200,7 @@ impl Joiner {
                     out.events.push(event(p.buf.freeze(), p.time_ns, &f));
                     continue;
                 }
-                None => line.slice_ref(parsed.message),
+                None => parsed.message,
             };
             out.events.push(event(body, time_ns, &f));
         }
@@ -222,6 +269,7 @@ mod tests {
         let mut j = Joiner::default();
         let o = Arc::new(Origin::default());
         let out = j.chunk(
+            Format::Cri,
             (1, 1),
             Path::new(POD),
             0,
@@ -253,6 +301,7 @@ mod tests {
         let o = Arc::new(Origin::default());
         let first = "2024-01-01T00:00:00Z stdout F a";
         let out = j.chunk(
+            Format::Cri,
             (1, 1),
             Path::new(POD),
             100,
@@ -265,6 +314,7 @@ mod tests {
         // The rest arrives in the next file of the same container (rotation).
         let rotated = "/var/log/pods/prod_web-1_u-1/nginx/1.log";
         let out = j.chunk(
+            Format::Cri,
             (1, 2),
             Path::new(rotated),
             0,
@@ -280,6 +330,7 @@ mod tests {
         let mut j = Joiner::default();
         let o = Arc::new(Origin::default());
         let out = j.chunk(
+            Format::Cri,
             (1, 1),
             Path::new("/tmp/x.log"),
             0,
@@ -301,6 +352,7 @@ mod tests {
         let mut n = names();
         n.max_line_bytes = 4;
         let out = j.chunk(
+            Format::Cri,
             (1, 1),
             Path::new(POD),
             0,
@@ -310,5 +362,48 @@ mod tests {
         );
         assert_eq!(&out.events[0].body[..], b"abcd");
         assert_eq!(out.truncated, 1);
+    }
+
+    #[test]
+    fn docker_json_lines_partial_joined_hostile_kept_raw() {
+        let mut j = Joiner::default();
+        let o = Arc::new(Origin::default());
+        let out = j.chunk(
+            Format::DockerJson,
+            (1, 1),
+            Path::new("/var/lib/docker/containers/c1/c1-json.log"),
+            0,
+            lines(&[
+                r#"{"log":"hel","stream":"stdout","time":"2024-01-01T00:00:00Z"}"#,
+                r#"{"log":"err\n","stream":"stderr","time":"2024-01-01T00:00:01Z"}"#,
+                r#"{"log":"lo\n","stream":"stdout","time":"2024-01-01T00:00:02Z"}"#,
+                r#"{"log":"oops"#,
+                r#"{"log":"late\n","stream":"stdout","time":"99999-01-01T00:00:00Z"}"#,
+            ]),
+            &o,
+            &names(),
+        );
+        let bodies: Vec<&[u8]> = out.events.iter().map(|e| &e.body[..]).collect();
+        assert_eq!(bodies, [&b"err"[..], b"hello", br#"{"log":"oops"#, b"late"]);
+        assert_eq!(out.events[1].time_ns, 1_704_067_200_000_000_000);
+        let stream = |i: usize| {
+            out.events[i]
+                .field("stream")
+                .and_then(|v| v.as_bytes())
+                .map(<[u8]>::to_vec)
+        };
+        assert_eq!(stream(0), Some(b"stderr".to_vec()));
+        assert_eq!(stream(1), Some(b"stdout".to_vec()));
+        assert!(out.events[1].field("parse_error").is_none());
+        assert!(
+            out.events[2].field("parse_error").is_some(),
+            "bad JSON kept raw"
+        );
+        assert!(
+            out.events[3].field("parse_error").is_some(),
+            "huge time flagged"
+        );
+        assert_eq!(out.parse_errors, 2);
+        assert_eq!(out.hold_back, None);
     }
 }

@@ -40,7 +40,9 @@
 //! # Lines
 //! Framing as the other line sources ([`crate::framing`]); a line without its
 //! newline yet is held back until the newline comes, and emitted alone only when
-//! its file is released after rotation or deletion.
+//! its file is released after rotation or deletion. Then `format` ([`cri`]: CRI
+//! and Docker `json-file` lines) or `multiline` ([`multiline`]) turn lines into
+//! events; both hold the checkpoint before an event still waiting for its end.
 //!
 //! # Threads
 //! The loop runs on its own thread (reads, `stat`s and fsyncs are blocking calls)
@@ -48,6 +50,7 @@
 
 mod checkpoint;
 mod cri;
+mod multiline;
 mod paths;
 mod reader;
 mod tail;
@@ -59,6 +62,8 @@ mod tests;
 use std::time::Duration;
 
 use serde::Deserialize;
+
+pub use multiline::{Condition, MultilineConfig};
 
 use super::default_max_line_bytes;
 use crate::config::{Check, Validate};
@@ -99,6 +104,9 @@ pub enum Format {
     /// Container runtime (CRI) lines: stream, time, partial lines joined,
     /// Kubernetes fields from the path.
     Cri,
+    /// Docker `json-file` lines: `log` (without its newline), stream, time,
+    /// partial lines joined.
+    DockerJson,
 }
 
 /// `[sources.NAME] type = "file"`.
@@ -136,6 +144,9 @@ pub struct FileSourceConfig {
     /// Line format.
     #[serde(default)]
     pub format: Format,
+    /// Join continuation lines into the event their start line began.
+    #[serde(default)]
+    pub multiline: Option<MultilineConfig>,
     /// Checkpoints of files not seen for this long are forgotten.
     #[serde(default = "default_checkpoint_retention_secs")]
     pub checkpoint_retention_secs: u64,
@@ -190,6 +201,20 @@ impl Validate for FileSourceConfig {
         if self.fingerprint_bytes == 0 || self.fingerprint_bytes > 64 * 1024 {
             v.error("fingerprint_bytes", "must be between 1 and 65536");
         }
+        if let Some(m) = &self.multiline {
+            if let Err(e) = regex::bytes::Regex::new(&m.start) {
+                v.error("multiline.start", format!("not a regular expression: {e}"));
+            }
+            if m.timeout_ms == 0 {
+                v.error("multiline.timeout_ms", "must be at least 1");
+            }
+            if self.format != Format::None {
+                v.error(
+                    "multiline",
+                    "applies to format = \"none\" only (not yet to container lines)",
+                );
+            }
+        }
     }
 }
 
@@ -212,6 +237,12 @@ pub(super) fn build(config: FileSourceConfig, cx: SourceContext) -> Result<Task,
         match_by_checksum: config.fingerprint == FingerprintMode::Checksum,
         retention_secs: config.checkpoint_retention_secs,
         format: config.format,
+        multiline: config
+            .multiline
+            .as_ref()
+            .map(|m| multiline::Rule::new(m, config.max_line_bytes))
+            .transpose()
+            .map_err(|e| ComponentError::Other(format!("multiline.start: {e}")))?,
     };
     let shutdown_timeout = Duration::from_secs(cx.reload.borrow().global.shutdown_timeout_secs);
     let waker = watch.0.waker();

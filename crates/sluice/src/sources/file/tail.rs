@@ -50,6 +50,11 @@ pub struct Chunk {
     pub ack: AckToken,
     /// Lines cut to `max_line_bytes`.
     pub truncated: u64,
+    /// Offset of each line, when known exactly (see [`Tailed::exact_starts`]);
+    /// empty otherwise.
+    pub starts: Vec<u64>,
+    /// Offset after the last line.
+    pub end: u64,
 }
 
 /// What [`Tailed::check_size`] found.
@@ -89,6 +94,8 @@ pub struct Tailed {
     pub size: u64,
     /// Set when an errored batch asked for a rewind; cleared by the rewind.
     rewind: bool,
+    /// Work out each line's exact offset (`multiline` needs them).
+    pub exact_starts: bool,
 }
 
 impl Tailed {
@@ -120,6 +127,7 @@ impl Tailed {
             last_read: Instant::now(),
             size: offset,
             rewind: false,
+            exact_starts: false,
         }
     }
 
@@ -209,10 +217,28 @@ impl Tailed {
         self.read_offset += n as u64;
         self.size = self.size.max(self.read_offset);
         self.last_read = Instant::now();
+        // The buffer holds the bytes from `first` on: a line starts after each
+        // newline in it.
+        let ends: Vec<u64> = if self.exact_starts {
+            memchr::memchr_iter(b'\n', &buf[..])
+                .map(|i| first + i as u64 + 1)
+                .collect()
+        } else {
+            Vec::new()
+        };
         let before = self.framer.truncated;
         let mut lines = Vec::new();
         self.framer.drain_lines(&mut |b| lines.push(b));
-        Ok(Some(self.chunk(first, lines, before)))
+        let mut c = self.chunk(first, lines, before);
+        // One line per newline and none cut: the n-th line ends at the n-th
+        // newline. Otherwise (a cut line, a discarded remainder) leave them out.
+        if self.exact_starts && c.truncated == 0 && ends.len() == c.lines.len() {
+            c.starts = std::iter::once(first)
+                .chain(ends.iter().copied())
+                .take(ends.len())
+                .collect();
+        }
+        Ok(Some(c))
     }
 
     /// The file is done (rotated away or deleted, and read to its end): its
@@ -232,21 +258,29 @@ impl Tailed {
                 lines,
                 ack: AckToken::none(),
                 truncated,
+                starts: Vec::new(),
+                end: self.emitted(),
             };
         }
-        let status = Arc::new(AtomicU8::new(PENDING));
-        let cell = status.clone();
-        let ack = AckToken::with_callback(move |st| cell.store(st as u8, Ordering::Release));
-        self.in_flight.push_back(InFlight {
-            end: self.emitted(),
-            status,
-        });
+        let end = self.emitted();
         Chunk {
             start,
             lines,
-            ack,
+            ack: self.track(end),
             truncated,
+            starts: Vec::new(),
+            end,
         }
+    }
+
+    /// A token for a batch whose lines end at `end` (at least the `end` of
+    /// every earlier batch): the checkpoint passes `end` once it resolves.
+    pub fn track(&mut self, end: u64) -> AckToken {
+        let status = Arc::new(AtomicU8::new(PENDING));
+        let cell = status.clone();
+        let ack = AckToken::with_callback(move |st| cell.store(st as u8, Ordering::Release));
+        self.in_flight.push_back(InFlight { end, status });
+        ack
     }
 
     /// The last batch must not move the checkpoint past `offset` (a partial

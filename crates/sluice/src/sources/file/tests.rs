@@ -160,3 +160,22 @@ fn growth_with_same_head_is_growth() {
     append(&p, b"more\n");
     assert_eq!(t.check_size().unwrap(), SizeCheck::Grew);
 }
+
+#[test]
+fn exact_line_starts_survive_crlf_and_are_dropped_after_a_cut_line() {
+    let d = tempfile::tempdir().unwrap();
+    let p = d.path().join("a.log");
+    append(&p, b"ab\r\ncd\r\n\r\nef");
+    let mut t = open(&p);
+    t.exact_starts = true;
+    let c = t.read_chunk().unwrap().unwrap();
+    assert_eq!(texts(&c), ["ab", "cd", ""]);
+    assert_eq!(c.starts, [0, 4, 8]);
+    assert_eq!(c.end, 10);
+    // A line over the cap (1024): offsets are unknown, left out.
+    append(&p, &[b'x'; 2000]);
+    append(&p, b"\ngh\n");
+    let c = t.read_chunk().unwrap().unwrap();
+    assert_eq!(c.truncated, 1);
+    assert!(c.starts.is_empty());
+}
