@@ -28,6 +28,7 @@ mod fuse;
 mod graph;
 mod kafka;
 mod kafka_broker;
+mod kafka_chain;
 mod kafka_cluster;
 mod kafka_exactly_once;
 mod kafka_source;

@@ -21,7 +21,7 @@ use tracing::{debug, info, warn};
 
 use super::{ForwardCompression, ForwardSinkConfig, split_host_port};
 use crate::ack::{AckStatus, AckToken};
-use crate::event::{Event, EventBatch, Record, Value};
+use crate::event::{Event, EventBatch};
 use crate::metrics::Counters;
 use crate::tls::{self, ClientTls};
 use crate::topology::{ComponentError, SinkContext};
@@ -321,11 +321,7 @@ impl ForwardSink {
                     }
                 };
                 let b = &mut builders[i].1;
-                match &ev.fields {
-                    // A forward record travels on as the bytes it came in.
-                    Some(Record::Raw(m)) => b.push_raw(event_time(ev), m),
-                    _ => b.push(event_time(ev), &record(ev)),
-                }
+                super::record::push(b, ev);
                 if b.payload_len() >= self.config.max_chunk_bytes {
                     let tag = Bytes::copy_from_slice(ev.tag.as_bytes());
                     let full = std::mem::replace(b, PackedForwardBuilder::new(tag));
@@ -510,25 +506,11 @@ async fn sleep_until_opt(at: Option<Instant>) {
     }
 }
 
-fn event_time(ev: &Event) -> EventTime {
+pub(super) fn event_time(ev: &Event) -> EventTime {
     EventTime::new(
         ev.time_ns.div_euclid(1_000_000_000),
         ev.time_ns.rem_euclid(1_000_000_000) as u32,
     )
-}
-
-/// The record sent for an event: its fields, else `{"message": body}`.
-fn record(ev: &Event) -> Value {
-    match &ev.fields {
-        Some(f) => Value::Map(f.to_fields()),
-        None => {
-            let body = match std::str::from_utf8(&ev.body) {
-                Ok(s) => Value::from(s),
-                Err(_) => Value::Binary(ev.body.to_vec()),
-            };
-            Value::Map(vec![(Value::from("message"), body)])
-        }
-    }
 }
 
 /// SO_KEEPALIVE with probes after a minute of silence, so a dead peer behind a

@@ -5,7 +5,8 @@
 //! CompressedPackedForward) of at most `max_chunk_bytes` of entries, each with a
 //! fresh chunk id. Times are EventTime (nanoseconds kept); the record is the
 //! event's structured fields when it has some (a record received by a forward
-//! source goes on unchanged), else `{"message": body}`.
+//! source goes on unchanged; fields that do not hold the body, such as a Kafka
+//! source's `kafka.*`, get it added as `message`), else `{"message": body}`.
 //!
 //! # Acknowledgements (`require_ack = true`, the default)
 //! A batch resolves `Delivered` only when the server acked every request holding
@@ -30,6 +31,7 @@
 //! after `keepalive_timeout_secs` without traffic.
 
 mod client;
+mod record;
 
 use serde::Deserialize;
 
