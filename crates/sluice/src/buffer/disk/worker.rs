@@ -14,9 +14,9 @@ use std::time::{Duration, Instant};
 use ::wal::{AckError, AppendError, ReadError, Wal};
 use tracing::{debug, error, info, warn};
 
+use super::shared::{DeadLetter, Pending, Ready, Shared};
 use super::{
-    Acknowledgements, DeadLetter, MAX_HELD_BYTES, MAX_HELD_RECORDS, Pending, Ready, Shared,
-    WhenFull, chain, codec, dead_letter_dir,
+    Acknowledgements, MAX_HELD_BYTES, MAX_HELD_RECORDS, WhenFull, chain, codec, dead_letter_dir,
 };
 use crate::ack::{AckStatus, AckToken};
 use crate::metrics::Counters;
