@@ -10,9 +10,11 @@ use ::wal::Wal;
 use tokio::sync::Notify;
 use tracing::{error, info, warn};
 
+use super::receiver::Limiter;
+use super::shared::{Inbox, Outbox, Shared};
 use super::{
     BACKOFF_MIN, DiskBufferError, DiskBufferHandle, DiskOptions, DiskReceiver, DiskSender,
-    DiskStats, Inbox, Limiter, Outbox, Shared, worker,
+    DiskStats, worker,
 };
 use crate::metrics::Counters;
 

@@ -3,21 +3,26 @@
 //! write, and one fdatasync when a source waits on it), syncs and checkpoints
 //! on the interval, reads ahead into the outbox, and publishes the receiver's
 //! end conditions. See the parent module for the rules.
+//!
+//! This file: the loop, waiting for work, the end and the failure path;
+//! `acks.rs`: acknowledgements and dead letters; `append.rs`: appends,
+//! `when_full`, syncs; `drop_oldest.rs`; `read.rs`: read-ahead.
 
+mod acks;
+mod append;
 mod drop_oldest;
+mod read;
 
 use std::collections::BTreeMap;
 use std::sync::Arc;
 use std::sync::atomic::Ordering::Relaxed;
 use std::time::{Duration, Instant};
 
-use ::wal::{AckError, AppendError, ReadError, Wal};
-use tracing::{debug, error, info, warn};
+use ::wal::Wal;
+use tracing::{error, info, warn};
 
-use super::{
-    Acknowledgements, DeadLetter, MAX_HELD_BYTES, MAX_HELD_RECORDS, Pending, Ready, Shared,
-    WhenFull, chain, codec, dead_letter_dir,
-};
+use super::shared::{DeadLetter, Pending, Shared};
+use super::{MAX_HELD_BYTES, MAX_HELD_RECORDS, chain};
 use crate::ack::{AckStatus, AckToken};
 use crate::metrics::Counters;
 
@@ -59,14 +64,6 @@ struct Taken {
     senders_gone: bool,
     receiver_alive: bool,
     closing: bool,
-}
-
-fn is_full(e: &AppendError) -> bool {
-    match e {
-        AppendError::Full { .. } => true,
-        AppendError::Io(io) => io.kind() == std::io::ErrorKind::StorageFull,
-        _ => false,
-    }
 }
 
 impl Worker {
@@ -204,317 +201,6 @@ impl Worker {
             sh.space.notify_waiters();
         }
         t
-    }
-
-    /// Append poison records to the dead-letter buffer (synced), then
-    /// acknowledge them here. If that fails they stay unacknowledged in this
-    /// buffer and are replayed at the next start: kept either way.
-    fn dead_letter(&mut self, dead: Vec<DeadLetter>) {
-        if dead.is_empty() {
-            return;
-        }
-        let dir = dead_letter_dir(&self.sh.opts.dir);
-        if self.dead.is_none() {
-            let mut opts = self.sh.opts.wal_options();
-            opts.fsync = ::wal::Fsync::Always;
-            match Wal::open(&dir, opts) {
-                Ok(w) => self.dead = Some(w),
-                Err(e) => {
-                    error!(dir = %dir.display(), error = %chain(&e), "Disk buffer: cannot open the dead-letter buffer; poison records stay in this buffer until a restart.");
-                    return;
-                }
-            }
-        }
-        let wal = self.dead.as_mut().expect("opened above");
-        let mut acks = Vec::new();
-        for d in dead {
-            match wal.append_batch(d.payloads.iter()).map(|_| ()) {
-                Ok(()) => {
-                    self.sh
-                        .stats
-                        .dead_letter_events
-                        .fetch_add(d.events, Relaxed);
-                    acks.push((d.seq, AckStatus::Dropped));
-                }
-                Err(e) => {
-                    error!(dir = %dir.display(), seq = d.seq, error = %chain(&e), "Disk buffer: writing to the dead-letter buffer failed; the record stays in this buffer until a restart.");
-                }
-            }
-        }
-        self.apply_acks(acks);
-    }
-
-    fn apply_acks(&mut self, acks: Vec<(u64, AckStatus)>) {
-        for (seq, status) in acks {
-            if let Some(wal) = self.wal.as_mut() {
-                match wal.ack(seq) {
-                    Ok(()) => {}
-                    Err(AckError::Io(e)) => {
-                        warn!(error = %chain(&e), "Disk buffer: removing an acknowledged segment failed; retried later.");
-                    }
-                    Err(e) => debug!(error = %e, "Disk buffer: unexpected acknowledgement."),
-                }
-            }
-            if let Some(t) = self.e2e.remove(&seq) {
-                t.resolve(if status == AckStatus::Delivered {
-                    AckStatus::Delivered
-                } else {
-                    AckStatus::Dropped
-                });
-            }
-        }
-    }
-
-    fn append(&mut self, items: Vec<Pending>) {
-        let group = if self.stalled.is_empty() {
-            items
-        } else {
-            std::mem::take(&mut self.stalled)
-        };
-        if group.is_empty() {
-            return;
-        }
-        let result = self
-            .wal()
-            .append_batch(group.iter().flat_map(|p| p.payloads.iter()));
-        match result {
-            Ok(seqs) => {
-                let mut seq = seqs.start;
-                for p in group {
-                    let n = p.payloads.len() as u64;
-                    self.accepted(p, seq);
-                    seq += n;
-                }
-                self.after_appends();
-            }
-            Err(e) if is_full(&e) || matches!(e, AppendError::TooLarge { .. }) => {
-                self.append_each(group)
-            }
-            Err(e) => {
-                self.fail("appending", &e);
-                self.fail_items(group);
-            }
-        }
-    }
-
-    /// The group did not fit: append item by item, applying `when_full`.
-    fn append_each(&mut self, group: Vec<Pending>) {
-        let mut rest = group.into_iter();
-        while let Some(p) = rest.next() {
-            loop {
-                let result = self.wal().append_batch(p.payloads.iter());
-                match result {
-                    Ok(seqs) => {
-                        self.accepted(p, seqs.start);
-                        break;
-                    }
-                    Err(e) if is_full(&e) => match self.sh.opts.when_full {
-                        WhenFull::Block => {
-                            self.stalled.push(p);
-                            self.stalled.extend(rest);
-                            self.sh.inbox().wal_full = true;
-                            return;
-                        }
-                        WhenFull::DropNewest => {
-                            self.drop_pending(p, AckStatus::Dropped);
-                            break;
-                        }
-                        WhenFull::DropOldest => match self.drop_oldest() {
-                            Ok(true) => continue,
-                            Ok(false) => {
-                                self.drop_pending(p, AckStatus::Dropped);
-                                break;
-                            }
-                            Err(e) => {
-                                self.fail("dropping the oldest segment", &e);
-                                self.fail_items(std::iter::once(p).chain(rest).collect());
-                                return;
-                            }
-                        },
-                    },
-                    Err(AppendError::TooLarge { .. }) => {
-                        // Records are cut below the cap when encoded; not expected.
-                        self.drop_pending(p, AckStatus::Errored);
-                        break;
-                    }
-                    Err(e) => {
-                        self.fail("appending", &e);
-                        self.fail_items(std::iter::once(p).chain(rest).collect());
-                        return;
-                    }
-                }
-            }
-        }
-        self.after_appends();
-    }
-
-    fn after_appends(&mut self) {
-        if self.stalled.is_empty() {
-            let mut ib = self.sh.inbox();
-            if std::mem::take(&mut ib.wal_full) {
-                drop(ib);
-                self.sh.space.notify_waiters();
-            }
-        }
-    }
-
-    fn drop_pending(&mut self, p: Pending, status: AckStatus) {
-        let events: u64 = p.events.iter().map(|&n| u64::from(n)).sum();
-        self.sh.count_dropped(events);
-        p.token.resolve(status);
-    }
-
-    /// Appended at `first..first + p.payloads.len()`: resolve or hold the token.
-    fn accepted(&mut self, p: Pending, first: u64) {
-        let stats = &self.sh.stats;
-        stats
-            .appended_records
-            .fetch_add(p.payloads.len() as u64, Relaxed);
-        stats
-            .appended_events
-            .fetch_add(p.events.iter().map(|&n| u64::from(n)).sum(), Relaxed);
-        match self.sh.opts.acknowledgements {
-            Acknowledgements::None => p.token.resolve(AckStatus::Delivered),
-            Acknowledgements::Disk if self.sh.opts.fsync.is_none() => {
-                p.token.resolve(AckStatus::Delivered)
-            }
-            Acknowledgements::Disk => {
-                if p.token.is_tracked() {
-                    self.awaiting_sync.push(p.token);
-                } else {
-                    p.token.resolve(AckStatus::Delivered);
-                }
-            }
-            Acknowledgements::EndToEnd => {
-                if p.token.is_tracked() {
-                    let last = first + p.payloads.len() as u64 - 1;
-                    for seq in first..last {
-                        self.e2e.insert(seq, p.token.clone());
-                    }
-                    self.e2e.insert(last, p.token);
-                } else {
-                    p.token.resolve(AckStatus::Delivered);
-                }
-            }
-        }
-    }
-
-    /// `interval` mode, sources waiting on what was just appended: make it
-    /// durable now with one fdatasync for the whole group (whatever senders
-    /// queue meanwhile forms the next group), not at the next tick. A failure
-    /// poisons the WAL and resolves every waiting token `Errored`.
-    fn group_commit(&mut self) {
-        if self.awaiting_sync.is_empty() {
-            return;
-        }
-        match self.wal().sync_appends() {
-            Ok(()) => {
-                for t in self.awaiting_sync.drain(..) {
-                    t.resolve(AckStatus::Delivered);
-                }
-            }
-            Err(e) => self.fail("syncing", &e),
-        }
-    }
-
-    fn maybe_sync(&mut self, force: bool) {
-        if !force && self.last_sync.elapsed() < self.sync_period() {
-            return;
-        }
-        self.last_sync = Instant::now();
-        match self.wal().sync() {
-            Ok(()) => {}
-            Err(e)
-                if e.path()
-                    .file_name()
-                    .is_some_and(|n| n == "checkpoint.tmp" || n == "checkpoint") =>
-            {
-                // Data and directory were synced first; only the checkpoint
-                // failed (acknowledged records may be replayed).
-                warn!(error = %chain(&e), "Disk buffer: writing the checkpoint failed.");
-            }
-            Err(e) => {
-                self.fail("syncing", &e);
-                return;
-            }
-        }
-        for t in self.awaiting_sync.drain(..) {
-            t.resolve(AckStatus::Delivered);
-        }
-    }
-
-    fn read_ahead(&mut self) {
-        let mut batch = Vec::new();
-        let mut bytes = 0;
-        let held = self.sh.held_records.load(Relaxed);
-        let held_bytes = self.sh.held_bytes.load(Relaxed);
-        while held + batch.len() < MAX_HELD_RECORDS && held_bytes + bytes < MAX_HELD_BYTES {
-            if self.read_upto >= self.wal().next_seq() {
-                break;
-            }
-            match self.wal().read_next() {
-                Ok(Some(r)) => {
-                    if let Some(from) = self.lost_from.take() {
-                        self.lose(from..r.seq);
-                    }
-                    self.read_upto = r.seq + 1;
-                    bytes += r.payload.len();
-                    batch.push(Ready {
-                        seq: r.seq,
-                        payload: r.payload,
-                    });
-                }
-                Ok(None) => {
-                    self.read_upto = self.wal().next_seq();
-                    break;
-                }
-                Err(ReadError::Corrupt {
-                    path,
-                    offset,
-                    corruption,
-                }) => {
-                    error!(
-                        segment = %path.display(), offset, %corruption,
-                        "Disk buffer: record damaged after it was written; the rest of its segment is lost."
-                    );
-                    self.lost_from.get_or_insert(self.read_upto);
-                }
-                Err(e) => {
-                    self.fail("reading", &e);
-                    break;
-                }
-            }
-        }
-        if !batch.is_empty() {
-            self.push_ready(batch);
-        }
-    }
-
-    fn push_ready(&mut self, batch: Vec<Ready>) {
-        let bytes: usize = batch.iter().map(|r| r.payload.len()).sum();
-        self.sh.held_records.fetch_add(batch.len(), Relaxed);
-        self.sh.held_bytes.fetch_add(bytes, Relaxed);
-        let mut ob = self.sh.outbox();
-        for r in batch {
-            ob.ready_events += codec::event_count(&r.payload).unwrap_or(0) as usize;
-            ob.ready.push_back(r);
-        }
-        drop(ob);
-        self.sh.data_ready.notify_one();
-    }
-
-    /// Seqs that can never be read: acknowledge them so the buffer moves on.
-    fn lose(&mut self, seqs: std::ops::Range<u64>) {
-        let mut n = 0;
-        for s in seqs {
-            if self.wal().ack(s).is_ok() {
-                n += 1;
-            }
-            if let Some(t) = self.e2e.remove(&s) {
-                t.resolve(AckStatus::Errored);
-            }
-        }
-        self.sh.stats.lost_records.fetch_add(n, Relaxed);
     }
 
     /// Tell the receiver when it may end.

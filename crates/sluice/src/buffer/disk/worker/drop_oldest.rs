@@ -7,7 +7,8 @@ use std::sync::atomic::Ordering::Relaxed;
 use ::wal::{IoError, ReadError};
 use tracing::{debug, warn};
 
-use super::super::{Ready, codec};
+use super::super::codec;
+use super::super::shared::Ready;
 use super::Worker;
 use crate::ack::AckStatus;
 

@@ -1,0 +1,202 @@
+//! Appends on the WAL thread: one write per group of queued batches, the
+//! `when_full` policy when it does not fit, source acknowledgements by mode,
+//! and the syncs (group commit, the interval, the checkpoint).
+
+use std::sync::atomic::Ordering::Relaxed;
+use std::time::Instant;
+
+use ::wal::AppendError;
+use tracing::warn;
+
+use super::super::shared::Pending;
+use super::super::{Acknowledgements, WhenFull, chain};
+use super::Worker;
+use crate::ack::AckStatus;
+
+fn is_full(e: &AppendError) -> bool {
+    match e {
+        AppendError::Full { .. } => true,
+        AppendError::Io(io) => io.kind() == std::io::ErrorKind::StorageFull,
+        _ => false,
+    }
+}
+
+impl Worker {
+    pub(super) fn append(&mut self, items: Vec<Pending>) {
+        let group = if self.stalled.is_empty() {
+            items
+        } else {
+            std::mem::take(&mut self.stalled)
+        };
+        if group.is_empty() {
+            return;
+        }
+        let result = self
+            .wal()
+            .append_batch(group.iter().flat_map(|p| p.payloads.iter()));
+        match result {
+            Ok(seqs) => {
+                let mut seq = seqs.start;
+                for p in group {
+                    let n = p.payloads.len() as u64;
+                    self.accepted(p, seq);
+                    seq += n;
+                }
+                self.after_appends();
+            }
+            Err(e) if is_full(&e) || matches!(e, AppendError::TooLarge { .. }) => {
+                self.append_each(group)
+            }
+            Err(e) => {
+                self.fail("appending", &e);
+                self.fail_items(group);
+            }
+        }
+    }
+
+    /// The group did not fit: append item by item, applying `when_full`.
+    fn append_each(&mut self, group: Vec<Pending>) {
+        let mut rest = group.into_iter();
+        while let Some(p) = rest.next() {
+            loop {
+                let result = self.wal().append_batch(p.payloads.iter());
+                match result {
+                    Ok(seqs) => {
+                        self.accepted(p, seqs.start);
+                        break;
+                    }
+                    Err(e) if is_full(&e) => match self.sh.opts.when_full {
+                        WhenFull::Block => {
+                            self.stalled.push(p);
+                            self.stalled.extend(rest);
+                            self.sh.inbox().wal_full = true;
+                            return;
+                        }
+                        WhenFull::DropNewest => {
+                            self.drop_pending(p, AckStatus::Dropped);
+                            break;
+                        }
+                        WhenFull::DropOldest => match self.drop_oldest() {
+                            Ok(true) => continue,
+                            Ok(false) => {
+                                self.drop_pending(p, AckStatus::Dropped);
+                                break;
+                            }
+                            Err(e) => {
+                                self.fail("dropping the oldest segment", &e);
+                                self.fail_items(std::iter::once(p).chain(rest).collect());
+                                return;
+                            }
+                        },
+                    },
+                    Err(AppendError::TooLarge { .. }) => {
+                        // Records are cut below the cap when encoded; not expected.
+                        self.drop_pending(p, AckStatus::Errored);
+                        break;
+                    }
+                    Err(e) => {
+                        self.fail("appending", &e);
+                        self.fail_items(std::iter::once(p).chain(rest).collect());
+                        return;
+                    }
+                }
+            }
+        }
+        self.after_appends();
+    }
+
+    fn after_appends(&mut self) {
+        if self.stalled.is_empty() {
+            let mut ib = self.sh.inbox();
+            if std::mem::take(&mut ib.wal_full) {
+                drop(ib);
+                self.sh.space.notify_waiters();
+            }
+        }
+    }
+
+    fn drop_pending(&mut self, p: Pending, status: AckStatus) {
+        let events: u64 = p.events.iter().map(|&n| u64::from(n)).sum();
+        self.sh.count_dropped(events);
+        p.token.resolve(status);
+    }
+
+    /// Appended at `first..first + p.payloads.len()`: resolve or hold the token.
+    fn accepted(&mut self, p: Pending, first: u64) {
+        let stats = &self.sh.stats;
+        stats
+            .appended_records
+            .fetch_add(p.payloads.len() as u64, Relaxed);
+        stats
+            .appended_events
+            .fetch_add(p.events.iter().map(|&n| u64::from(n)).sum(), Relaxed);
+        match self.sh.opts.acknowledgements {
+            Acknowledgements::None => p.token.resolve(AckStatus::Delivered),
+            Acknowledgements::Disk if self.sh.opts.fsync.is_none() => {
+                p.token.resolve(AckStatus::Delivered)
+            }
+            Acknowledgements::Disk => {
+                if p.token.is_tracked() {
+                    self.awaiting_sync.push(p.token);
+                } else {
+                    p.token.resolve(AckStatus::Delivered);
+                }
+            }
+            Acknowledgements::EndToEnd => {
+                if p.token.is_tracked() {
+                    let last = first + p.payloads.len() as u64 - 1;
+                    for seq in first..last {
+                        self.e2e.insert(seq, p.token.clone());
+                    }
+                    self.e2e.insert(last, p.token);
+                } else {
+                    p.token.resolve(AckStatus::Delivered);
+                }
+            }
+        }
+    }
+
+    /// `interval` mode, sources waiting on what was just appended: make it
+    /// durable now with one fdatasync for the whole group (whatever senders
+    /// queue meanwhile forms the next group), not at the next tick. A failure
+    /// poisons the WAL and resolves every waiting token `Errored`.
+    pub(super) fn group_commit(&mut self) {
+        if self.awaiting_sync.is_empty() {
+            return;
+        }
+        match self.wal().sync_appends() {
+            Ok(()) => {
+                for t in self.awaiting_sync.drain(..) {
+                    t.resolve(AckStatus::Delivered);
+                }
+            }
+            Err(e) => self.fail("syncing", &e),
+        }
+    }
+
+    pub(super) fn maybe_sync(&mut self, force: bool) {
+        if !force && self.last_sync.elapsed() < self.sync_period() {
+            return;
+        }
+        self.last_sync = Instant::now();
+        match self.wal().sync() {
+            Ok(()) => {}
+            Err(e)
+                if e.path()
+                    .file_name()
+                    .is_some_and(|n| n == "checkpoint.tmp" || n == "checkpoint") =>
+            {
+                // Data and directory were synced first; only the checkpoint
+                // failed (acknowledged records may be replayed).
+                warn!(error = %chain(&e), "Disk buffer: writing the checkpoint failed.");
+            }
+            Err(e) => {
+                self.fail("syncing", &e);
+                return;
+            }
+        }
+        for t in self.awaiting_sync.drain(..) {
+            t.resolve(AckStatus::Delivered);
+        }
+    }
+}
