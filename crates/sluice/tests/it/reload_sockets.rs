@@ -114,11 +114,15 @@ fn a_changed_syslog_source_keeps_its_sockets_across_a_reload() {
     // Before the stop (which, with no acknowledgement in syslog over TCP, drops
     // what connections still hold): every datagram, and every line of the
     // connections made after the switch.
-    wait_until(Duration::from_secs(60), "every datagram and late line", || {
-        let seen = census(&out);
-        (0..u_n).all(|i| seen.contains_key(&format!("u{i}")))
-            && (t_mark..t_n).all(|i| seen.contains_key(&format!("t{i}")))
-    });
+    wait_until(
+        Duration::from_secs(60),
+        "every datagram and late line",
+        || {
+            let seen = census(&out);
+            (0..u_n).all(|i| seen.contains_key(&format!("u{i}")))
+                && (t_mark..t_n).all(|i| seen.contains_key(&format!("t{i}")))
+        },
+    );
     let mut d = d;
     assert!(d.stop().success(), "{}", d.stderr());
     let seen = census(&out);
