@@ -2,11 +2,11 @@
 //! FILE`: argument handling, the progress line and the summary. The work is in
 //! `crate::sinks::archive::{verify, restore}`.
 
-use std::io::{IsTerminal, Write};
 use std::path::Path;
 use std::process::ExitCode;
-use std::time::{Duration, Instant};
+use std::time::Duration;
 
+use super::progress::{ProgressLine, failed_suffix};
 use crate::cli::{ArchiveCommand, EXIT_CONFIG};
 use crate::sinks::archive::restore::{self, Filter, Report, Tally};
 use crate::sinks::archive::store::Store;
@@ -141,22 +141,12 @@ fn restore_main(
     }
 }
 
-/// The progress line on stderr: redrawn in place on a terminal, a line a
-/// second otherwise.
-struct Progress {
-    start: Instant,
-    last: Instant,
-    tty: bool,
-}
+/// The progress line on stderr (see [`ProgressLine`]).
+struct Progress(ProgressLine);
 
 impl Progress {
     fn new() -> Self {
-        let now = Instant::now();
-        Progress {
-            start: now,
-            last: now,
-            tty: std::io::stderr().is_terminal(),
-        }
+        Progress(ProgressLine::new())
     }
 
     fn report(&mut self, r: Report<'_>) {
@@ -176,16 +166,9 @@ impl Progress {
     }
 
     fn draw(&mut self, t: &Tally, last: bool) {
-        let every = if self.tty {
-            Duration::from_millis(100)
-        } else {
-            Duration::from_secs(1)
-        };
-        if !last && self.last.elapsed() < every {
+        let Some(secs) = self.0.due(last) else {
             return;
-        }
-        self.last = Instant::now();
-        let secs = self.start.elapsed().as_secs_f64().max(1e-3);
+        };
         let line = format!(
             "{}/{} files, {} events delivered, {:.1} MB/s, {:.0} events/s{}",
             t.files_done,
@@ -193,21 +176,8 @@ impl Progress {
             t.delivered,
             t.bytes as f64 / secs / 1e6,
             t.delivered as f64 / secs,
-            if t.failed > 0 {
-                format!(", {} failed", t.failed)
-            } else {
-                String::new()
-            },
+            failed_suffix(t.failed),
         );
-        let mut err = std::io::stderr().lock();
-        let _ = if self.tty {
-            write!(err, "\r{line}")
-        } else {
-            writeln!(err, "{line}")
-        };
-        if last && self.tty {
-            let _ = writeln!(err);
-        }
-        let _ = err.flush();
+        self.0.write(&line, last);
     }
 }

@@ -11,13 +11,13 @@
 //! acknowledgements (the pipeline is `crate::buffer::replay`). Progress goes to
 //! stderr. Exit 0 when everything was delivered, 1 otherwise, 2 on a bad config.
 
-use std::io::{IsTerminal, Write};
 use std::path::{Path, PathBuf};
 use std::process::ExitCode;
-use std::time::{Duration, Instant, SystemTime};
+use std::time::{Duration, SystemTime};
 
 use clap::Subcommand;
 
+use super::progress::{ProgressLine, failed_suffix};
 use crate::buffer::disk::chain;
 use crate::buffer::replay::{self, Report, Tally};
 
@@ -232,22 +232,12 @@ fn replay(dir: &Path, config: &Path, only: &[String]) -> ExitCode {
     }
 }
 
-/// The progress line on stderr: redrawn in place on a terminal, a line a
-/// second otherwise.
-struct Progress {
-    start: Instant,
-    last: Instant,
-    tty: bool,
-}
+/// The progress line on stderr (see [`ProgressLine`]).
+struct Progress(ProgressLine);
 
 impl Progress {
     fn new() -> Self {
-        let now = Instant::now();
-        Progress {
-            start: now,
-            last: now,
-            tty: std::io::stderr().is_terminal(),
-        }
+        Progress(ProgressLine::new())
     }
 
     fn report(&mut self, r: Report<'_>) {
@@ -263,15 +253,9 @@ impl Progress {
     }
 
     fn draw(&mut self, t: &Tally, last: bool) {
-        let every = if self.tty {
-            Duration::from_millis(100)
-        } else {
-            Duration::from_secs(1)
-        };
-        if !last && self.last.elapsed() < every {
+        let Some(secs) = self.0.due(last) else {
             return;
-        }
-        self.last = Instant::now();
+        };
         let frac = if t.total == 0 {
             1.0
         } else {
@@ -279,7 +263,6 @@ impl Progress {
         };
         let width = 30;
         let filled = (frac * width as f64) as usize;
-        let secs = self.start.elapsed().as_secs_f64().max(1e-3);
         let line = format!(
             "[{}{}] {:>3.0}% {}/{} records, {} events, {:.1} MB/s, {:.0} events/s{}",
             "#".repeat(filled),
@@ -290,21 +273,8 @@ impl Progress {
             t.events,
             t.bytes as f64 / secs / 1e6,
             t.events as f64 / secs,
-            if t.failed > 0 {
-                format!(", {} failed", t.failed)
-            } else {
-                String::new()
-            },
+            failed_suffix(t.failed),
         );
-        let mut err = std::io::stderr().lock();
-        let _ = if self.tty {
-            write!(err, "\r{line}")
-        } else {
-            writeln!(err, "{line}")
-        };
-        if last && self.tty {
-            let _ = writeln!(err);
-        }
-        let _ = err.flush();
+        self.0.write(&line, last);
     }
 }

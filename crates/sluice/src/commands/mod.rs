@@ -10,6 +10,7 @@ pub mod archive;
 pub mod buffer;
 pub mod graph;
 mod http;
+mod progress;
 pub mod tap;
 pub mod tenant;
 pub mod top;
