@@ -56,6 +56,7 @@ mod entry;
 mod error;
 pub mod handshake;
 mod msgpack;
+mod pairs;
 mod raw;
 mod response;
 
@@ -66,6 +67,7 @@ pub use decode::Decoder;
 pub use encode::{Compression, PackedForwardBuilder, encode_ack, new_chunk_id};
 pub use error::{DecodeError, DecodeErrorKind, TimeError};
 pub use handshake::Ping;
+pub use pairs::PairsWriter;
 pub use raw::{Pairs, RawError, RawMap, RawSeq, RawValue, Values};
 pub use response::{Response, ResponseDecoder};
 

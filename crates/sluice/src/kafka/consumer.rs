@@ -8,10 +8,12 @@
 //! [`Rebalance::revoked`] hook returns, committed synchronously before the
 //! partitions go.
 
+use std::ops::Range;
 use std::sync::Arc;
 use std::time::Duration;
 
-use bytes::Bytes;
+use bytes::BytesMut;
+use proto::forward::PairsWriter;
 use rdkafka::Offset;
 use rdkafka::TopicPartitionList;
 use rdkafka::client::ClientContext;
@@ -22,26 +24,48 @@ use rdkafka::message::{Headers as _, Message as _};
 
 use super::{ClientEvents, Context, Properties, creation_error};
 
+/// Field names of a consumed record's metadata: the topic.
+pub const FIELD_TOPIC: &str = "kafka.topic";
+/// Partition number.
+pub const FIELD_PARTITION: &str = "kafka.partition";
+/// Offset.
+pub const FIELD_OFFSET: &str = "kafka.offset";
+/// Key (str, bin or nil).
+pub const FIELD_KEY: &str = "kafka.key";
+/// Record timestamp, milliseconds since the epoch.
+pub const FIELD_TIMESTAMP: &str = "kafka.timestamp";
+/// Headers, a map.
+pub const FIELD_HEADERS: &str = "kafka.headers";
+
 /// One partition: topic and number.
 pub type Partition = (Arc<str>, i32);
 
-/// One consumed record, owned.
+/// One consumed record: its metadata, with its value and structured fields
+/// (`kafka.*`, written by [`Consumer::poll_into`]) as ranges of the round's arena.
 #[derive(Debug, Clone)]
 pub struct Message {
-    /// Topic (shared between the records of a poll round).
+    /// Topic (shared between the records of a round).
     pub topic: Arc<str>,
     /// Partition.
     pub partition: i32,
     /// Offset.
     pub offset: i64,
-    /// Key, when the record has one.
-    pub key: Option<Bytes>,
-    /// Value (empty for a null value).
-    pub payload: Bytes,
     /// Record timestamp in milliseconds since the epoch, when known.
     pub timestamp_ms: Option<i64>,
-    /// Headers in order; a null header value is empty.
-    pub headers: Vec<(String, Bytes)>,
+    /// The value's bytes in the arena (empty for a null value).
+    pub payload: Range<usize>,
+    /// The fields' msgpack pairs in the arena, and their count.
+    pub fields: (Range<usize>, u32),
+}
+
+/// Records polled in one round: their values and fields are written one after the
+/// other into one arena, so a round costs a few allocations, not several per record.
+#[derive(Debug, Default)]
+pub struct Round {
+    /// Values and fields of every record, back to back.
+    pub arena: BytesMut,
+    /// The records, in poll order.
+    pub records: Vec<Message>,
 }
 
 /// What the owner does on a rebalance. Called on the polling thread.
@@ -149,35 +173,56 @@ impl Consumer {
         Ok(Consumer { inner })
     }
 
-    /// Wait up to `timeout` for a record; rebalance callbacks run in here.
-    /// `Err` is a consumer error (logged by the caller, consumption goes on).
-    pub fn poll(&self, timeout: Duration) -> Option<Result<Message, String>> {
+    /// Wait up to `timeout` for a record and append it to `round`: `Some(Ok(()))`
+    /// when one was added. Rebalance callbacks run in here. `Err` is a consumer
+    /// error (logged by the caller, consumption goes on).
+    ///
+    /// The record's fields are `kafka.topic`, `kafka.partition`, `kafka.offset`,
+    /// `kafka.key` (str, bin or nil), `kafka.timestamp` (ms or nil) and
+    /// `kafka.headers` (a map; a null header value is empty).
+    pub fn poll_into(&self, timeout: Duration, round: &mut Round) -> Option<Result<(), String>> {
         let m = match self.inner.poll(timeout)? {
             Ok(m) => m,
             Err(e) => return Some(Err(e.to_string())),
         };
-        let headers = m
-            .headers()
-            .map(|h| {
-                h.iter()
-                    .map(|h| {
-                        (
-                            h.key.to_owned(),
-                            Bytes::copy_from_slice(h.value.unwrap_or_default()),
-                        )
-                    })
-                    .collect()
-            })
-            .unwrap_or_default();
-        Some(Ok(Message {
-            topic: Arc::from(m.topic()),
+        // Consecutive records of one topic share its name.
+        let topic = match round.records.last() {
+            Some(prev) if &*prev.topic == m.topic() => prev.topic.clone(),
+            _ => Arc::from(m.topic()),
+        };
+        let arena = &mut round.arena;
+        let start = arena.len();
+        arena.extend_from_slice(m.payload().unwrap_or_default());
+        let payload = start..arena.len();
+        let timestamp_ms = m.timestamp().to_millis();
+        let mut w = PairsWriter::new(arena);
+        w.str(FIELD_TOPIC, m.topic());
+        w.int(FIELD_PARTITION, i64::from(m.partition()));
+        w.int(FIELD_OFFSET, m.offset());
+        match m.key() {
+            Some(k) => w.text(FIELD_KEY, k),
+            None => w.nil(FIELD_KEY),
+        }
+        match timestamp_ms {
+            Some(ms) => w.int(FIELD_TIMESTAMP, ms),
+            None => w.nil(FIELD_TIMESTAMP),
+        }
+        let headers = m.headers();
+        let entries = headers
+            .iter()
+            .flat_map(|h| h.iter())
+            .map(|h| (h.key, h.value.unwrap_or_default()));
+        w.text_map(FIELD_HEADERS, entries);
+        let fields = w.finish();
+        round.records.push(Message {
+            topic,
             partition: m.partition(),
             offset: m.offset(),
-            key: m.key().map(Bytes::copy_from_slice),
-            payload: Bytes::copy_from_slice(m.payload().unwrap_or_default()),
-            timestamp_ms: m.timestamp().to_millis(),
-            headers,
-        }))
+            timestamp_ms,
+            payload,
+            fields,
+        });
+        Some(Ok(()))
     }
 
     /// Commit `offsets` (the next offset to read, per partition).

@@ -13,36 +13,28 @@ use tokio_util::sync::CancellationToken;
 use super::KafkaSourceConfig;
 use super::tracker::Tracker;
 use crate::ack::AckToken;
-use crate::event::{Event, EventBatch, Fields, Value, now_ns};
+use crate::event::{Event, EventBatch, RawMap, now_ns};
 use crate::kafka::ClientEvents;
-use crate::kafka::consumer::{Consumer, Message, Partition, Rebalance};
+use crate::kafka::consumer::{Consumer, Message, Partition, Rebalance, Round};
+pub use crate::kafka::consumer::{
+    FIELD_HEADERS, FIELD_KEY, FIELD_OFFSET, FIELD_PARTITION, FIELD_TIMESTAMP, FIELD_TOPIC,
+};
 use crate::logging::RateLimit;
 use crate::metrics::Counters;
 use crate::topology::{ComponentError, Output, SourceContext};
 
 /// Most records in one poll round.
 pub const MAX_ROUND_RECORDS: usize = 4096;
-/// Most value bytes in one poll round.
+/// Most bytes (values and their fields) in one poll round.
 pub const MAX_ROUND_BYTES: usize = 4 << 20;
+/// The arena a round starts with (grows when the round needs more).
+const ROUND_ARENA_BYTES: usize = 256 << 10;
 /// How often resolved offsets are committed.
 pub const COMMIT_INTERVAL: Duration = Duration::from_millis(200);
 /// How long a revoke (or the stop) waits for the revoked partitions' batches.
 pub const REVOKE_WAIT: Duration = Duration::from_secs(10);
 /// How often the consumer lag is logged.
 pub const LAG_INTERVAL: Duration = Duration::from_secs(30);
-
-/// Field names of the record's metadata.
-pub const FIELD_TOPIC: &str = "kafka.topic";
-/// Partition number.
-pub const FIELD_PARTITION: &str = "kafka.partition";
-/// Offset.
-pub const FIELD_OFFSET: &str = "kafka.offset";
-/// Key (str, bin or nil).
-pub const FIELD_KEY: &str = "kafka.key";
-/// Record timestamp, milliseconds since the epoch.
-pub const FIELD_TIMESTAMP: &str = "kafka.timestamp";
-/// Headers, a map.
-pub const FIELD_HEADERS: &str = "kafka.headers";
 
 /// Partition trackers shared by the polling thread, the rebalance callbacks and
 /// the acknowledgement callbacks.
@@ -171,7 +163,7 @@ impl KafkaSource {
         let mut last_lag = Instant::now();
         while !shutdown.is_cancelled() {
             let round = self.poll_round(&errors, &counters);
-            if !round.is_empty() {
+            if !round.records.is_empty() {
                 self.send_round(round, &rt, &out, &shutdown, &tag, &name, &counters);
             }
             if last_commit.elapsed() >= COMMIT_INTERVAL {
@@ -194,17 +186,16 @@ impl KafkaSource {
         tracing::debug!(component_id = &*name, rereads, "Kafka consumer closed.");
     }
 
-    fn poll_round(&self, errors: &RateLimit, counters: &Counters) -> Vec<Message> {
-        let mut round = Vec::new();
-        let mut bytes = 0;
+    fn poll_round(&self, errors: &RateLimit, counters: &Counters) -> Round {
+        let mut round = Round {
+            arena: bytes::BytesMut::with_capacity(ROUND_ARENA_BYTES),
+            records: Vec::new(),
+        };
         let mut timeout = Duration::from_millis(100);
-        while round.len() < MAX_ROUND_RECORDS && bytes < MAX_ROUND_BYTES {
-            match self.consumer.poll(timeout) {
+        while round.records.len() < MAX_ROUND_RECORDS && round.arena.len() < MAX_ROUND_BYTES {
+            match self.consumer.poll_into(timeout, &mut round) {
                 None => break,
-                Some(Ok(m)) => {
-                    bytes += m.payload.len();
-                    round.push(m);
-                }
+                Some(Ok(())) => {}
                 Some(Err(e)) => {
                     Counters::add(&counters.errors, 1);
                     if let Some(suppressed) = errors.allow() {
@@ -225,7 +216,7 @@ impl KafkaSource {
     #[allow(clippy::too_many_arguments)]
     fn send_round(
         &self,
-        round: Vec<Message>,
+        round: Round,
         rt: &tokio::runtime::Handle,
         out: &Output,
         shutdown: &CancellationToken,
@@ -233,13 +224,17 @@ impl KafkaSource {
         name: &Arc<str>,
         counters: &Counters,
     ) {
-        // One batch per partition, records in offset order (as fetched).
+        // One batch per partition, records in offset order (as fetched). Every
+        // event's value and fields are slices of the round's one arena.
+        let arena = round.arena.freeze();
         let mut groups: Vec<(Partition, Vec<Message>)> = Vec::new();
-        for m in round {
-            let key = (m.topic.clone(), m.partition);
-            match groups.iter_mut().find(|(k, _)| *k == key) {
+        for m in round.records {
+            match groups
+                .iter_mut()
+                .find(|((t, p), _)| *p == m.partition && *t == m.topic)
+            {
                 Some((_, v)) => v.push(m),
-                None => groups.push((key, vec![m])),
+                None => groups.push(((m.topic.clone(), m.partition), vec![m])),
             }
         }
         let poll_ns = now_ns();
@@ -265,7 +260,7 @@ impl KafkaSource {
             let bytes: usize = msgs.iter().map(|m| m.payload.len()).sum();
             let events: Vec<Event> = msgs
                 .into_iter()
-                .map(|m| to_event(m, poll_ns, tag, name))
+                .map(|m| to_event(&m, &arena, poll_ns, tag, name))
                 .collect();
             Counters::add(&counters.bytes_in, bytes);
             Counters::add(&counters.events_out, events.len());
@@ -354,38 +349,14 @@ impl KafkaSource {
     }
 }
 
-fn bytes_value(b: &Bytes) -> Value {
-    match std::str::from_utf8(b) {
-        Ok(s) => Value::String(s.into()),
-        Err(_) => Value::Binary(b.to_vec()),
-    }
-}
-
-fn to_event(m: Message, poll_ns: i64, tag: &Arc<str>, name: &Arc<str>) -> Event {
+fn to_event(m: &Message, arena: &Bytes, poll_ns: i64, tag: &Arc<str>, name: &Arc<str>) -> Event {
     let time_ns = m
         .timestamp_ms
         .and_then(|ms| ms.checked_mul(1_000_000))
         .unwrap_or(poll_ns);
-    let headers = m
-        .headers
-        .iter()
-        .map(|(k, v)| (Value::String(k.as_str().into()), bytes_value(v)))
-        .collect();
-    let fields: Fields = vec![
-        (FIELD_TOPIC.into(), Value::String((&*m.topic).into())),
-        (FIELD_PARTITION.into(), Value::from(m.partition)),
-        (FIELD_OFFSET.into(), Value::from(m.offset)),
-        (
-            FIELD_KEY.into(),
-            m.key.as_ref().map_or(Value::Nil, bytes_value),
-        ),
-        (
-            FIELD_TIMESTAMP.into(),
-            m.timestamp_ms.map_or(Value::Nil, Value::from),
-        ),
-        (FIELD_HEADERS.into(), Value::Map(headers)),
-    ];
-    let mut ev = Event::new(m.payload, time_ns, tag.clone(), name.clone());
-    ev.fields = Some(Arc::new(fields).into());
+    let (pairs, count) = &m.fields;
+    let body = arena.slice(m.payload.clone());
+    let mut ev = Event::new(body, time_ns, tag.clone(), name.clone());
+    ev.fields = Some(RawMap::from_written(arena.slice(pairs.clone()), *count).into());
     ev
 }
