@@ -10,7 +10,8 @@ use crate::scan::{Parsed, parse_record};
 impl Wal {
     /// Reads the next record after the previous one read, starting (after
     /// `open` or [`rewind`](Self::rewind)) at the oldest unacknowledged record.
-    /// Reading does not acknowledge. `Ok(None)` when caught up with appends.
+    /// Records already acknowledged (out of order) are skipped. Reading does
+    /// not acknowledge. `Ok(None)` when caught up with appends.
     pub fn read_next(&mut self) -> Result<Option<Record>, ReadError> {
         loop {
             if let Some(record) = self.read_cached() {
@@ -71,7 +72,9 @@ impl Wal {
             };
             cur.offset += (RECORD_HEADER_LEN + payload.len()) as u64;
             cur.expected += 1;
-            if header.seq >= self.watermark {
+            let acked_ahead =
+                !self.acked_ahead.is_empty() && self.acked_ahead.contains(&header.seq);
+            if header.seq >= self.watermark && !acked_ahead {
                 return Ok(Some(Record {
                     seq: header.seq,
                     appended_at: time_from_ns(header.time_ns),
@@ -113,7 +116,7 @@ impl Wal {
         }
         self.cursor.offset = c.offset + (RECORD_HEADER_LEN + c.payload.len()) as u64;
         self.cursor.expected = c.seq + 1;
-        if c.seq < self.watermark {
+        if c.seq < self.watermark || self.is_acked_ahead(c.seq) {
             return Some(None);
         }
         Some(Some(Record {
@@ -121,6 +124,11 @@ impl Wal {
             appended_at: time_from_ns(c.time_ns),
             payload: c.payload,
         }))
+    }
+
+    /// Acknowledged above the watermark (out of order): skipped by reads.
+    fn is_acked_ahead(&self, seq: u64) -> bool {
+        !self.acked_ahead.is_empty() && self.acked_ahead.contains(&seq)
     }
 
     /// Iterates with [`read_next`](Self::read_next) until caught up.
