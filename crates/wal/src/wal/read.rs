@@ -10,8 +10,7 @@ use crate::scan::{Parsed, parse_record};
 impl Wal {
     /// Reads the next record after the previous one read, starting (after
     /// `open` or [`rewind`](Self::rewind)) at the oldest unacknowledged record.
-    /// Records already acknowledged (out of order) are skipped. Reading does
-    /// not acknowledge. `Ok(None)` when caught up with appends.
+    /// Reading does not acknowledge. `Ok(None)` when caught up with appends.
     pub fn read_next(&mut self) -> Result<Option<Record>, ReadError> {
         loop {
             if let Some(record) = self.read_cached() {
@@ -72,9 +71,7 @@ impl Wal {
             };
             cur.offset += (RECORD_HEADER_LEN + payload.len()) as u64;
             cur.expected += 1;
-            let acked_ahead =
-                !self.acked_ahead.is_empty() && self.acked_ahead.contains(&header.seq);
-            if header.seq >= self.watermark && !acked_ahead {
+            if header.seq >= self.watermark {
                 return Ok(Some(Record {
                     seq: header.seq,
                     appended_at: time_from_ns(header.time_ns),
@@ -116,7 +113,7 @@ impl Wal {
         }
         self.cursor.offset = c.offset + (RECORD_HEADER_LEN + c.payload.len()) as u64;
         self.cursor.expected = c.seq + 1;
-        if c.seq < self.watermark || self.is_acked_ahead(c.seq) {
+        if c.seq < self.watermark {
             return Some(None);
         }
         Some(Some(Record {
@@ -124,11 +121,6 @@ impl Wal {
             appended_at: time_from_ns(c.time_ns),
             payload: c.payload,
         }))
-    }
-
-    /// Acknowledged above the watermark (out of order): skipped by reads.
-    fn is_acked_ahead(&self, seq: u64) -> bool {
-        !self.acked_ahead.is_empty() && self.acked_ahead.contains(&seq)
     }
 
     /// Iterates with [`read_next`](Self::read_next) until caught up.

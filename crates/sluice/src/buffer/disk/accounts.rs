@@ -296,6 +296,13 @@ impl Accounts {
         }
     }
 
+    /// Whether the journal says record `seq` was settled (delivered or
+    /// dropped) though the WAL still holds it unacknowledged above its
+    /// watermark (after a restart): not to be read again.
+    pub(super) fn is_settled(&self, seq: u64) -> bool {
+        !self.settled_ahead.is_empty() && self.settled_ahead.contains(&seq)
+    }
+
     /// Whether a snapshot is due.
     pub(super) fn due(&self) -> bool {
         self.last_snapshot.elapsed() >= SNAPSHOT_EVERY
@@ -326,11 +333,17 @@ impl Accounts {
         let path = self.dir.join(JOURNAL);
         let mut header = JOURNAL_MAGIC.to_vec();
         header.extend_from_slice(&self.generation.to_le_bytes());
-        self.journal
+        let reset = self
+            .journal
             .set_len(0)
             .and_then(|()| self.journal.write_all_at(&header, 0))
             .and_then(|()| self.journal.sync_data())
-            .map_err(err_at(&path))?;
+            .map_err(err_at(&path));
+        if let Err(e) = reset {
+            // Entries appended under the old generation would be ignored.
+            self.broke(&e);
+            return Err(e);
+        }
         self.journal_len = JOURNAL_HEADER;
         self.dirty = false;
         Ok(())

@@ -39,6 +39,9 @@ impl Worker {
             match self.wal().read_next() {
                 Ok(Some(r)) if r.seq < end => {
                     self.read_upto = r.seq + 1;
+                    if self.accounts.as_ref().is_some_and(|a| a.is_settled(r.seq)) {
+                        continue;
+                    }
                     records += 1;
                     events += u64::from(codec::event_count(&r.payload).unwrap_or(0));
                     count(&mut rows, &r.payload);
