@@ -25,6 +25,7 @@ use std::time::Instant;
 use tokio::sync::oneshot;
 
 use crate::latency::LatencyHistogram;
+use crate::route::accounting::Ledger;
 
 /// Outcome of one batch (or of one copy of it).
 #[derive(Debug, Clone, Copy, PartialEq, Eq, PartialOrd, Ord, Hash)]
@@ -73,6 +74,10 @@ struct Shared {
     /// When the batch entered the pipeline and where its latency is counted,
     /// set by the source's output (see [`AckToken::start_timer`]).
     timer: OnceLock<(Instant, Arc<LatencyHistogram>)>,
+    /// Per-tenant counts noted by routes for this batch, on their way to the
+    /// disk buffer that keeps them (see [`crate::route::accounting`]): shared by
+    /// every copy, taken by the first copy that reaches the buffer.
+    ledger: std::sync::Mutex<Option<Box<Ledger>>>,
 }
 
 impl Shared {
@@ -132,6 +137,7 @@ impl AckToken {
                 status: AtomicU8::new(AckStatus::Delivered as u8),
                 notify: std::sync::Mutex::new(Some(notify)),
                 timer: OnceLock::new(),
+                ledger: std::sync::Mutex::new(None),
             })),
             resolved: false,
         }
@@ -152,6 +158,35 @@ impl AckToken {
         {
             let _ = shared.timer.set((Instant::now(), histogram.clone()));
         }
+    }
+
+    /// Note per-tenant counts for this batch (`f` edits the shared ledger).
+    /// An untracked token has nowhere to keep them: returns false.
+    pub fn note(&self, f: impl FnOnce(&mut Ledger)) -> bool {
+        let Some(shared) = &self.shared else {
+            return false;
+        };
+        let mut l = shared.ledger.lock().unwrap_or_else(|e| e.into_inner());
+        f(l.get_or_insert_with(Box::default));
+        true
+    }
+
+    /// Take the counts noted so far (the copy reaching the buffer that keeps them).
+    pub fn take_ledger(&self) -> Option<Box<Ledger>> {
+        let shared = self.shared.as_ref()?;
+        let mut l = shared.ledger.lock().unwrap_or_else(|e| e.into_inner());
+        l.take().filter(|l| !l.is_empty())
+    }
+
+    /// Whether counts were noted and not taken yet.
+    pub fn has_ledger(&self) -> bool {
+        self.shared.as_ref().is_some_and(|s| {
+            s.ledger
+                .lock()
+                .unwrap_or_else(|e| e.into_inner())
+                .as_ref()
+                .is_some_and(|l| !l.is_empty())
+        })
     }
 
     /// Resolve this copy. The source hears the worst outcome once every copy is

@@ -333,6 +333,18 @@ fn encode_tenants(enc: &mut DescriptorEncoder<'_>, book: &TenantBook) -> fmt::Re
                 .encode_counter::<NoLabelSet, _, u64>(&load(&c.dropped_events[r as usize]), None)?;
         }
     }
+    if book.is_durable() {
+        let mut m = enc.encode_descriptor(
+            "sluice_tenant_buffered_events",
+            "A tenant's events received and neither delivered nor dropped: in the disk buffer keeping the accounts, or on their way to it.",
+            None,
+            MetricType::Gauge,
+        )?;
+        for (tenant, c) in &all {
+            m.encode_family(&[("tenant", &**tenant)])?
+                .encode_gauge(&(c.pending() as i64))?;
+        }
+    }
     enc.encode_descriptor(
         "sluice_tenant_other_lookups",
         "Look-ups of a tenant id summed under tenant=\"other\" (beyond max_tenant_series, or invalid).",

@@ -83,6 +83,7 @@
 //! does; `worker.rs` (+ `worker/`) the WAL thread; `handle.rs` closes the
 //! buffer; `codec/` the record format (also fuzzed, `fuzz/`).
 
+mod accounts;
 mod codec;
 mod handle;
 mod open;
@@ -144,6 +145,9 @@ pub struct DiskOptions {
     /// How often acknowledgements are checkpointed (and, with `interval`,
     /// appends synced).
     pub sync_interval: Duration,
+    /// Keep the per-tenant accounts beside the buffer, with at most this many
+    /// series (see `accounts.rs`).
+    pub tenant_series: Option<usize>,
 }
 
 impl DiskOptions {
@@ -191,6 +195,14 @@ pub enum DiskBufferError {
         dir: PathBuf,
         /// Why.
         source: ::wal::OpenError,
+    },
+    /// The per-tenant accounts beside it could not be read or written.
+    #[error("disk buffer {}: per-tenant accounts: {source}", dir.display())]
+    Accounts {
+        /// Its directory.
+        dir: PathBuf,
+        /// Why.
+        source: std::io::Error,
     },
     /// The buffer's thread did not start.
     #[error("disk buffer {}: cannot start its thread: {source}", dir.display())]

@@ -165,6 +165,15 @@ pub enum BufferSender {
 }
 
 impl BufferSender {
+    /// The per-tenant accounts this buffer keeps (a disk buffer chosen to keep
+    /// them, see [`crate::route::accounting`]).
+    pub fn tenant_book(&self) -> Option<Arc<crate::route::accounting::TenantBook>> {
+        match self {
+            BufferSender::Disk(d) => d.tenant_book(),
+            _ => None,
+        }
+    }
+
     /// Queue a batch, applying the policy when full (see the module doc for
     /// `may_block`).
     #[inline]

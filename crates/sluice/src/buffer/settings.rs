@@ -214,6 +214,7 @@ pub fn for_sink(
                 replay_events_per_sec: b.replay_events_per_sec,
                 drain_timeout: shutdown_timeout / 2,
                 sync_interval: Duration::from_millis(b.fsync_interval_ms.max(1)),
+                tenant_series: b.tenant_series,
             };
             let (tx, rx, handle) = disk::open(&config.name, opts, counters)?;
             Ok(SinkBuffer {

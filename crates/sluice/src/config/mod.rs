@@ -276,13 +276,21 @@ pub fn load_str(path: &Path, text: &str) -> Result<Config, ConfigErrors> {
 
     let errors = diag.finish();
     match global {
-        Some(global) if errors.is_empty() => Ok(Config {
-            path: path.to_owned(),
-            global,
-            sources,
-            routes,
-            sinks,
-        }),
+        Some(global) if errors.is_empty() => {
+            let mut sinks = sinks;
+            if global.api.address.is_some()
+                && let Some(i) = crate::route::accounting::keeping_sink(&routes, &sinks)
+            {
+                sinks[i].buffer.tenant_series = Some(global.api.max_tenant_series);
+            }
+            Ok(Config {
+                path: path.to_owned(),
+                global,
+                sources,
+                routes,
+                sinks,
+            })
+        }
         _ => Err(ConfigErrors(errors)),
     }
 }

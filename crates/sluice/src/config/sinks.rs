@@ -63,6 +63,11 @@ pub struct BufferConfig {
     /// Disk buffer: cap on the events per second read out of the buffer (catch-up rate).
     #[serde(default)]
     pub replay_events_per_sec: Option<u64>,
+    /// Set at load, not a key: this disk buffer keeps the per-tenant accounts
+    /// (with this many series at most), being the one sink the tenant routes
+    /// lead to while the API runs (see `route::accounting`).
+    #[serde(skip)]
+    pub tenant_series: Option<usize>,
 }
 
 impl BufferConfig {
@@ -86,6 +91,7 @@ impl Default for BufferConfig {
             fsync: crate::buffer::FsyncPolicy::default(),
             fsync_interval_ms: crate::buffer::default_fsync_interval_ms(),
             replay_events_per_sec: None,
+            tenant_series: None,
         }
     }
 }

@@ -17,6 +17,15 @@
 //! dropped (all reasons). A batch fanned out to several sinks settles once per
 //! sink: the equation then holds per sink.
 //!
+//! Kept across restarts (a *durable* book, owned by the disk buffer of the one
+//! sink the tenant routes lead to, see [`keeping_sink`] and
+//! `buffer/disk/accounts.rs`): routes do not count at once
+//! but note their counts in the batch's [`Ledger`] (carried by its ack token);
+//! the buffer's WAL thread counts them when it stores the batch, and settles
+//! delivered and dropped records as the sink resolves them, journalling each
+//! step beside the buffer before it takes effect there. Then, for every tenant:
+//! received = delivered + dropped + in the buffer, across `kill -9`.
+//!
 //! Cardinality: the first `max_tenant_series` ids seen get their own series;
 //! later ones, and ids that are not valid tenant ids, are summed under `other`
 //! (the folds are counted). Ids never leave the book, so a tenant's series never
@@ -28,6 +37,10 @@ use std::sync::{Arc, Mutex};
 
 use crate::ack::{AckStatus, AckToken};
 use crate::event::{Event, EventBatch};
+
+mod ledger;
+
+pub use ledger::{Ledger, Row, keeping_sink};
 
 /// Why a tenant's events were dropped.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -43,16 +56,20 @@ pub enum Reason {
     WhenFull = 3,
     /// The sink failed it (the source's peer resends).
     Failed = 4,
+    /// A disk buffer's sink refused the record for a reason of its own (Kafka's
+    /// invalid topic, too large...), or moved it to the dead-letter buffer.
+    Refused = 5,
 }
 
 impl Reason {
     /// Every reason, in label order.
-    pub const ALL: [Reason; 5] = [
+    pub const ALL: [Reason; 6] = [
         Reason::Inactive,
         Reason::RateLimit,
         Reason::Discarded,
         Reason::WhenFull,
         Reason::Failed,
+        Reason::Refused,
     ];
 
     /// The `reason` label value.
@@ -63,6 +80,7 @@ impl Reason {
             Reason::Discarded => "discarded",
             Reason::WhenFull => "when_full",
             Reason::Failed => "failed",
+            Reason::Refused => "refused",
         }
     }
 }
@@ -86,6 +104,39 @@ impl TenantCounters {
     fn drop_n(&self, reason: Reason, n: u64) {
         self.dropped_events[reason as usize].fetch_add(n, Relaxed);
     }
+
+    /// Add `row`'s counts.
+    pub fn add(&self, row: &Row) {
+        let add = |a: &AtomicU64, n: u64| {
+            if n > 0 {
+                a.fetch_add(n, Relaxed);
+            }
+        };
+        add(&self.received_events, row.received_events);
+        add(&self.received_bytes, row.received_bytes);
+        add(&self.delivered_events, row.delivered_events);
+        add(&self.delivered_bytes, row.delivered_bytes);
+        for (a, n) in self.dropped_events.iter().zip(row.dropped) {
+            add(a, n);
+        }
+    }
+
+    /// The counts now.
+    pub fn row(&self) -> Row {
+        Row {
+            received_events: self.received_events.load(Relaxed),
+            received_bytes: self.received_bytes.load(Relaxed),
+            delivered_events: self.delivered_events.load(Relaxed),
+            delivered_bytes: self.delivered_bytes.load(Relaxed),
+            dropped: std::array::from_fn(|i| self.dropped_events[i].load(Relaxed)),
+        }
+    }
+
+    /// Events received and neither delivered nor dropped: in flight, or (for a
+    /// durable book, once nothing is in flight) in the disk buffer.
+    pub fn pending(&self) -> u64 {
+        self.row().pending()
+    }
 }
 
 /// Maps on the per-batch path: foldhash, not SipHash (ids come from the active
@@ -99,6 +150,10 @@ pub const OTHER: &str = "other";
 #[derive(Debug)]
 pub struct TenantBook {
     max_series: usize,
+    /// Kept beside a disk buffer: routes note into batches' ledgers, the
+    /// buffer counts (see the module doc).
+    durable: bool,
+    other_name: Arc<str>,
     tenants: Mutex<Map<Arc<str>, Arc<TenantCounters>>>,
     other: Arc<TenantCounters>,
     /// Look-ups of an id summed under `other` (once per batch and id).
@@ -110,10 +165,44 @@ impl TenantBook {
     pub fn new(max_series: usize) -> Self {
         TenantBook {
             max_series,
+            durable: false,
+            other_name: Arc::from(OTHER),
             tenants: Mutex::new(Map::default()),
             other: Arc::new(TenantCounters::default()),
             folded: AtomicU64::new(0),
         }
+    }
+
+    /// A book kept beside a disk buffer (see the module doc).
+    pub fn durable(max_series: usize) -> Self {
+        TenantBook {
+            durable: true,
+            ..Self::new(max_series)
+        }
+    }
+
+    /// Whether this book is kept beside a disk buffer.
+    pub fn is_durable(&self) -> bool {
+        self.durable
+    }
+
+    /// The series `id` is counted under: its own name, or `other`.
+    pub fn series(&self, id: &str) -> Arc<str> {
+        let mut all = self.tenants.lock().unwrap_or_else(|e| e.into_inner());
+        if let Some((k, _)) = all.get_key_value(id) {
+            return k.clone();
+        }
+        if Arc::ptr_eq(&self.lookup(&mut all, id), &self.other) {
+            return self.other_name.clone();
+        }
+        all.get_key_value(id)
+            .map(|(k, _)| k.clone())
+            .expect("inserted")
+    }
+
+    /// Add `row` to `id`'s series.
+    pub fn apply(&self, id: &str, row: &Row) {
+        self.tenant(id).add(row);
     }
 
     /// A tenant's counters (`other` beyond the cap or for an invalid id).
@@ -155,9 +244,33 @@ impl TenantBook {
     }
 
     /// Count `events` received by a tenant route (after tenants were assigned)
-    /// and `inactive` ids dropped there.
-    pub fn received(&self, events: &[Event], inactive: &[(Vec<u8>, u64)]) {
+    /// and `inactive` ids dropped there. A durable book notes them in `ack`'s
+    /// ledger.
+    pub fn received(&self, events: &[Event], inactive: &[(Vec<u8>, u64)], ack: &AckToken) {
         let groups = group(events);
+        if self.durable {
+            let named: Vec<_> = groups.iter().map(|g| (self.series(&g.tenant), g)).collect();
+            let gone: Vec<_> = inactive
+                .iter()
+                .map(|(id, b)| (self.series(std::str::from_utf8(id).unwrap_or("")), *b))
+                .collect();
+            let noted = ack.note(|l| {
+                for (name, g) in &named {
+                    let r = l.row(name);
+                    r.received_events += g.events;
+                    r.received_bytes += g.bytes;
+                }
+                for (name, bytes) in &gone {
+                    let r = l.row(name);
+                    r.received_events += 1;
+                    r.received_bytes += bytes;
+                    r.dropped[Reason::Inactive as usize] += 1;
+                }
+            });
+            if noted {
+                return;
+            }
+        }
         let mut all = self.tenants.lock().unwrap_or_else(|e| e.into_inner());
         for g in &groups {
             let c = self.lookup(&mut all, &g.tenant);
@@ -172,8 +285,40 @@ impl TenantBook {
         }
     }
 
-    /// Count events of `events` that a route drops for `reason`.
-    pub fn dropped<'a>(&self, events: impl IntoIterator<Item = &'a Event>, reason: Reason) {
+    /// Count events of `events` that a route drops for `reason` (a durable
+    /// book: in `ack`'s ledger).
+    pub fn dropped<'a>(
+        &self,
+        events: impl IntoIterator<Item = &'a Event>,
+        reason: Reason,
+        ack: &AckToken,
+    ) {
+        if self.durable {
+            let mut named: Vec<(Arc<str>, u64)> = Vec::new();
+            for e in events {
+                let Some(t) = &e.tenant else { continue };
+                match named.last_mut() {
+                    Some((n, k)) if **n == **t => *k += 1,
+                    _ => named.push((t.clone(), 1)),
+                }
+            }
+            let named: Vec<_> = named
+                .into_iter()
+                .map(|(t, n)| (self.series(&t), n))
+                .collect();
+            let noted = ack.note(|l| {
+                for (name, n) in &named {
+                    l.row(name).dropped[reason as usize] += n;
+                }
+            });
+            if noted || named.is_empty() {
+                return;
+            }
+            for (name, n) in named {
+                self.tenant(&name).drop_n(reason, n);
+            }
+            return;
+        }
         let mut last: Option<(&Arc<str>, Arc<TenantCounters>)> = None;
         for e in events {
             let Some(t) = &e.tenant else { continue };
@@ -197,17 +342,38 @@ impl TenantBook {
             .collect()
     }
 
-    /// Count as dropped for `reason` what `before` had and `after` lacks.
-    pub fn dropped_since(&self, before: Vec<(Arc<str>, u64)>, after: &[Event], reason: Reason) {
+    /// Count as dropped for `reason` what `before` had and `after` lacks (a
+    /// durable book: in `ack`'s ledger).
+    pub fn dropped_since(
+        &self,
+        before: Vec<(Arc<str>, u64)>,
+        after: &[Event],
+        reason: Reason,
+        ack: &AckToken,
+    ) {
         let now = group(after);
+        let mut gone = Vec::new();
         for (tenant, n) in before {
             let left = now
                 .iter()
                 .find(|g| Arc::ptr_eq(&g.tenant, &tenant))
                 .map_or(0, |g| g.events);
             if n > left {
-                self.tenant(&tenant).drop_n(reason, n - left);
+                gone.push((tenant, n - left));
             }
+        }
+        if self.durable && !gone.is_empty() {
+            let named: Vec<_> = gone.iter().map(|(t, n)| (self.series(t), *n)).collect();
+            if ack.note(|l| {
+                for (name, n) in &named {
+                    l.row(name).dropped[reason as usize] += n;
+                }
+            }) {
+                return;
+            }
+        }
+        for (tenant, n) in gone {
+            self.tenant(&tenant).drop_n(reason, n);
         }
     }
 
@@ -307,7 +473,7 @@ mod tests {
         let book = TenantBook::new(10);
         let (a, b): (Arc<str>, Arc<str>) = ("a".into(), "b".into());
         let events = vec![ev(&a, "xx"), ev(&b, "y"), ev(&a, "zzz")];
-        book.received(&events, &[(b"gone".to_vec(), 4)]);
+        book.received(&events, &[(b"gone".to_vec(), 4)], &AckToken::none());
         let (token, _rx) = AckToken::channel();
         let batch = book.settle_on_ack(EventBatch::new(events.clone(), token));
         batch.ack.resolve(AckStatus::Delivered);

@@ -44,7 +44,7 @@ use toml_edit::{Item, Table};
 
 pub use wiring::Wiring;
 
-use crate::ack::AckStatus;
+use crate::ack::{AckStatus, AckToken};
 use crate::config::load::{Diagnostics, deserialize, struct_fields};
 use crate::config::{Check, Validate};
 use crate::event::{Event, EventBatch};
@@ -198,6 +198,11 @@ impl RouteNode {
             match &self.imp {
                 Imp::Tenant { split, active, out } => {
                     let mut batch = batch;
+                    if self.book.as_ref().is_some_and(|b| b.is_durable()) && !batch.ack.is_tracked()
+                    {
+                        // The batch's counts travel with its token to the buffer.
+                        batch.ack = AckToken::with_callback(|_| {});
+                    }
                     let mut removed = Vec::new();
                     let dropped = {
                         let set = active.load();
@@ -205,7 +210,7 @@ impl RouteNode {
                         split.apply_noting(Arc::make_mut(&mut batch.events), &set, noting)
                     };
                     if let Some(book) = &self.book {
-                        book.received(&batch.events, &removed);
+                        book.received(&batch.events, &removed, &batch.ack);
                     }
                     self.forward(batch, dropped, AckStatus::Dropped, out, may_block)
                         .await
@@ -220,7 +225,12 @@ impl RouteNode {
                         let before = events.len();
                         events.retain(|e| filter.keep(e));
                         if let (Some(book), Some(t)) = (&self.book, tally) {
-                            book.dropped_since(t, events, accounting::Reason::Discarded);
+                            book.dropped_since(
+                                t,
+                                events,
+                                accounting::Reason::Discarded,
+                                &batch.ack,
+                            );
                         }
                         before - events.len()
                     };
@@ -251,6 +261,7 @@ impl RouteNode {
                                         t,
                                         &batch.events,
                                         accounting::Reason::RateLimit,
+                                        &batch.ack,
                                     );
                                 }
                                 if dropped > 0 {
@@ -324,12 +335,15 @@ impl RouteNode {
         may_block: bool,
     ) -> bool {
         Counters::add(&self.counters.dropped, dropped);
-        if batch.is_empty() {
+        // A durable book's counts of an emptied batch still go to the buffer.
+        let carry = batch.is_empty() && self.carries(&batch) && out.is_connected();
+        if batch.is_empty() && !carry {
             let status = if dropped > 0 {
                 status
             } else {
                 AckStatus::Delivered
             };
+            self.strand(&batch);
             batch.ack.resolve(status);
             return true;
         }
@@ -339,8 +353,13 @@ impl RouteNode {
         if !out.is_connected() {
             Counters::add(&self.counters.dropped, batch.len());
             if let Some(book) = &self.book {
-                book.dropped(batch.events.iter(), accounting::Reason::Discarded);
+                book.dropped(
+                    batch.events.iter(),
+                    accounting::Reason::Discarded,
+                    &batch.ack,
+                );
             }
+            self.strand(&batch);
             batch.ack.resolve(AckStatus::Delivered);
             return true;
         }
@@ -375,9 +394,22 @@ impl RouteNode {
                     if count {
                         Counters::add(&self.counters.dropped, batch.len());
                         if let Some(book) = &self.book {
-                            book.dropped(batch.events.iter(), accounting::Reason::Discarded);
+                            book.dropped(
+                                batch.events.iter(),
+                                accounting::Reason::Discarded,
+                                &batch.ack,
+                            );
                         }
                     }
+                    if self.carries(&batch)
+                        && let Some(port) = ports.iter().find(|o| o.is_connected())
+                    {
+                        // The counts go on to the buffer in an empty batch.
+                        let empty = EventBatch::new(Vec::new(), batch.ack.clone());
+                        batch.ack.resolve(AckStatus::Delivered);
+                        return port.send_with(empty, may_block).await;
+                    }
+                    self.strand(&batch);
                     batch.ack.resolve(AckStatus::Delivered);
                     true
                 }
@@ -391,7 +423,7 @@ impl RouteNode {
                 None => {
                     discarded += 1;
                     if count && let Some(book) = &self.book {
-                        book.dropped([e], accounting::Reason::Discarded);
+                        book.dropped([e], accounting::Reason::Discarded, &batch.ack);
                     }
                 }
             }
@@ -410,6 +442,22 @@ impl RouteNode {
         }
         batch.ack.resolve(AckStatus::Delivered);
         ok
+    }
+
+    /// Whether the batch carries counts for a durable book.
+    fn carries(&self, batch: &EventBatch) -> bool {
+        self.book.as_ref().is_some_and(|b| b.is_durable()) && batch.ack.has_ledger()
+    }
+
+    /// Counts of a batch that reaches no buffer: counted at once, not kept
+    /// across a restart (a route port nobody consumes).
+    fn strand(&self, batch: &EventBatch) {
+        if let Some(book) = &self.book
+            && book.is_durable()
+            && let Some(l) = batch.ack.take_ledger()
+        {
+            l.apply(book);
+        }
     }
 
     fn report_drops(&self, l: &mut rate_limit::Limiter, last_report: &AtomicU64) {

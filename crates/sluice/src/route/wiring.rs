@@ -57,8 +57,26 @@ impl<'a> Wiring<'a> {
             .routes
             .iter()
             .any(|r| matches!(r.kind, RouteKind::Tenant(_)));
-        let book = (has_tenant_route && config.global.api.address.is_some())
-            .then(|| Arc::new(TenantBook::new(config.global.api.max_tenant_series)));
+        // The disk buffer chosen to keep the accounts owns the book (it was
+        // recovered with the buffer); otherwise they start from zero.
+        let kept = config
+            .sinks
+            .iter()
+            .find(|s| s.buffer.tenant_series.is_some())
+            .map(|s| {
+                let book = senders
+                    .iter()
+                    .find(|(n, _)| *n == s.name)
+                    .and_then(|(_, tx)| tx.tenant_book());
+                if book.is_none() {
+                    warn!(sink = %s.name, "Per-tenant accounts not kept across restarts until sluice restarts (the sink keeping them was replaced by a reload).");
+                }
+                book
+            })
+            .unwrap_or_default();
+        let book = (has_tenant_route && config.global.api.address.is_some()).then(|| {
+            kept.unwrap_or_else(|| Arc::new(TenantBook::new(config.global.api.max_tenant_series)))
+        });
         if let Some(book) = &book {
             registry.set_tenants(book.clone());
         }

@@ -36,9 +36,10 @@ impl Edge {
     async fn send(&self, batch: EventBatch, may_block: bool, book: Option<&TenantBook>) -> bool {
         match self {
             Edge::Buffer(tx) => {
+                // A durable book is settled by the disk buffer that keeps it.
                 let batch = match book {
-                    Some(book) => book.settle_on_ack(batch),
-                    None => batch,
+                    Some(book) if !book.is_durable() => book.settle_on_ack(batch),
+                    _ => batch,
                 };
                 tx.send(batch, may_block).await == SendOutcome::Queued
             }

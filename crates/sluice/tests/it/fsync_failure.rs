@@ -29,6 +29,7 @@ fn opts(dir: &Path, fsync: Option<Duration>) -> DiskOptions {
         replay_events_per_sec: None,
         drain_timeout: Duration::from_secs(1),
         sync_interval: Duration::from_millis(20),
+        tenant_series: None,
     }
 }
 

@@ -44,5 +44,6 @@ mod syslog;
 mod syslog_encoding;
 mod syslog_limits;
 mod tenant_accounting;
+mod tenant_accounting_kill;
 mod tenant_acl;
 mod tls_proxy;

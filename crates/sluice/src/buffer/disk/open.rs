@@ -10,6 +10,7 @@ use ::wal::Wal;
 use tokio::sync::Notify;
 use tracing::{error, info, warn};
 
+use super::accounts::Accounts;
 use super::receiver::Limiter;
 use super::shared::{Inbox, Outbox, Shared};
 use super::{
@@ -37,11 +38,20 @@ pub(super) fn start(
     sink: &str,
     opts: DiskOptions,
     counters: Arc<Counters>,
-    wal: Wal,
+    mut wal: Wal,
 ) -> Result<(DiskSender, DiskReceiver, DiskBufferHandle), DiskBufferError> {
     let max_record = opts.pack_bytes();
     let max_alone = opts.wal_options().max_record_bytes as usize;
     log_recovery(&opts, &wal);
+    let accounts = match opts.tenant_series {
+        Some(max) => Some(Accounts::open(&opts.dir, max, &mut wal).map_err(|source| {
+            DiskBufferError::Accounts {
+                dir: opts.dir.clone(),
+                source,
+            }
+        })?),
+        None => None,
+    };
     let shared = Arc::new(Shared {
         name: sink.into(),
         max_record,
@@ -78,6 +88,7 @@ pub(super) fn start(
         held_records: AtomicUsize::new(0),
         held_bytes: AtomicUsize::new(0),
         done: AtomicBool::new(false),
+        book: accounts.as_ref().map(|a| a.book.clone()),
         opts,
     });
     shared
@@ -85,7 +96,7 @@ pub(super) fn start(
         .replayed_records
         .store(wal.recovery().unacked_records, Relaxed);
     let (done_tx, done_rx) = tokio::sync::oneshot::channel();
-    let thread = worker::Worker::new(shared.clone(), wal);
+    let thread = worker::Worker::new(shared.clone(), wal, accounts);
     std::thread::Builder::new()
         .name(format!("wal-{sink}"))
         .spawn(move || {

@@ -192,6 +192,7 @@ impl DiskReceiver {
                 bytes: r.bytes,
                 dropped: false,
                 failures: r.failures,
+                batch: self.shared.book.as_ref().map(|_| r.events.clone()),
             },
         );
         if solo {
@@ -219,13 +220,20 @@ impl DiskReceiver {
                 bytes,
                 dropped: false,
                 failures: 0,
+                batch: None,
             },
         );
         drop(ob);
         match codec::decode(Bytes::from(r.payload)) {
             Ok(events) => {
                 Counters::add(&sh.counters.events_in, events.len());
-                Some(Poll::Batch(self.batch(r.seq, Arc::new(events))))
+                let events = Arc::new(events);
+                if sh.book.is_some()
+                    && let Some(f) = sh.outbox().inflight.get_mut(&r.seq)
+                {
+                    f.batch = Some(events.clone());
+                }
+                Some(Poll::Batch(self.batch(r.seq, events)))
             }
             Err(e) => {
                 error!(seq = r.seq, error = %e, "Disk buffer record does not decode; skipped.");

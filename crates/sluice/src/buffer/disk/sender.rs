@@ -13,6 +13,7 @@ use crate::ack::{AckStatus, AckToken};
 use crate::buffer::{Acknowledgements, SendOutcome, WhenFull};
 use crate::event::EventBatch;
 use crate::metrics::Counters;
+use crate::route::accounting::{Ledger, Reason};
 
 /// Sending half of a disk buffer.
 pub struct DiskSender {
@@ -40,11 +41,43 @@ impl Drop for DiskSender {
 }
 
 impl DiskSender {
+    /// The per-tenant accounts this buffer keeps, if it keeps them.
+    pub fn tenant_book(&self) -> Option<Arc<crate::route::accounting::TenantBook>> {
+        self.shared.book.clone()
+    }
+
+    /// Queue counts of a batch stored nowhere for the journal (not held by
+    /// the inbox's cap: they are small); the token resolves once they are kept.
+    fn keep_counts(&self, ledger: Box<Ledger>, token: AckToken) {
+        let sh = &*self.shared;
+        let mut ib = sh.inbox();
+        if ib.failed || ib.closing {
+            drop(ib);
+            token.resolve(AckStatus::Errored);
+            return;
+        }
+        let was_idle = ib.items.is_empty();
+        ib.items.push(Pending {
+            payloads: Vec::new(),
+            events: Vec::new(),
+            token,
+            ledger: Some(ledger),
+            if_dropped: None,
+        });
+        drop(ib);
+        if was_idle {
+            sh.work.notify_one();
+        }
+    }
+
     /// Serialize and queue a batch (see the module doc for the policies).
     pub async fn send(&self, batch: EventBatch, may_block: bool) -> SendOutcome {
         let sh = &*self.shared;
         let n = batch.len();
         let EventBatch { events, ack } = batch;
+        // Kept accounts: the routes' counts for this batch go into the journal
+        // with it (or alone, if it is not stored).
+        let mut ledger = sh.book.as_ref().and_then(|_| ack.take_ledger());
         let token = if sh.opts.acknowledgements == Acknowledgements::None {
             ack.resolve(AckStatus::Delivered);
             AckToken::none()
@@ -72,8 +105,20 @@ impl DiskSender {
             // The batch lost events: its source must not hear `Delivered`
             // (worst wins: the stored rest resolves this token too).
             token.clone().resolve(AckStatus::Dropped);
+            if let (Some(book), Some(l)) = (&sh.book, &mut ledger) {
+                let big: Vec<_> = oversize.iter().map(|&i| events[i].clone()).collect();
+                l.drop_events(book, &big, Reason::WhenFull);
+            }
         }
         if payloads.is_empty() {
+            if let Some(l) = ledger {
+                self.keep_counts(l, token);
+                return if n == 0 {
+                    SendOutcome::Queued
+                } else {
+                    SendOutcome::Dropped
+                };
+            }
             token.resolve(if n == 0 {
                 AckStatus::Delivered
             } else {
@@ -90,10 +135,28 @@ impl DiskSender {
             .map(|p| codec::event_count(p).unwrap_or(0))
             .collect();
         let bytes: usize = payloads.iter().map(Vec::len).sum();
+        let if_dropped = match (&sh.book, &ledger) {
+            (Some(book), Some(_)) => {
+                let mut l = Ledger::default();
+                if oversize.is_empty() {
+                    l.drop_events(book, &events, Reason::WhenFull);
+                } else {
+                    let kept: Vec<_> = (0..events.len())
+                        .filter(|i| !oversize.contains(i))
+                        .map(|i| events[i].clone())
+                        .collect();
+                    l.drop_events(book, &kept, Reason::WhenFull);
+                }
+                Some(l)
+            }
+            _ => None,
+        };
         let mut item = Some(Pending {
             payloads,
             events: counts,
             token,
+            ledger,
+            if_dropped,
         });
         let kept = n - oversize.len();
         loop {
@@ -128,8 +191,15 @@ impl DiskSender {
                         } else {
                             AckStatus::Errored
                         };
-                        if let Some(p) = item.take() {
-                            p.token.resolve(status);
+                        if let Some(mut p) = item.take() {
+                            match (status, p.ledger.take(), p.if_dropped.take()) {
+                                (AckStatus::Dropped, Some(mut l), Some(d)) => {
+                                    l.merge(&d);
+                                    p.token.clone().resolve(status);
+                                    self.keep_counts(l, p.token);
+                                }
+                                _ => p.token.resolve(status),
+                            }
                         }
                         return SendOutcome::Dropped;
                     }

@@ -17,12 +17,15 @@ use super::{
 use crate::ack::{AckStatus, AckToken};
 use crate::event::Event;
 use crate::metrics::Counters;
+use crate::route::accounting::{Ledger, Reason, TenantBook};
 
 /// A poison record to move to the dead-letter buffer, then acknowledge.
 pub(super) struct DeadLetter {
     pub(super) seq: u64,
     pub(super) payloads: Vec<Vec<u8>>,
     pub(super) events: u64,
+    /// Its events per tenant, as refused (kept accounts only).
+    pub(super) rows: Option<Ledger>,
 }
 
 /// Serialized batch waiting for the WAL thread.
@@ -30,14 +33,20 @@ pub(super) struct Pending {
     pub(super) payloads: Vec<Vec<u8>>,
     pub(super) events: Vec<u32>,
     pub(super) token: AckToken,
+    /// Kept accounts: the batch's per-tenant counts from the routes (none
+    /// payloads: a batch stored nowhere whose counts must still be kept)...
+    pub(super) ledger: Option<Box<Ledger>>,
+    /// ...and what to add if it is dropped when full instead of stored.
+    pub(super) if_dropped: Option<Ledger>,
 }
 
 #[derive(Default)]
 pub(super) struct Inbox {
     pub(super) items: Vec<Pending>,
     pub(super) bytes: usize,
-    /// Seqs resolved by the sink (`Delivered` or `Dropped`).
-    pub(super) acks: Vec<(u64, AckStatus)>,
+    /// Seqs resolved by the sink (`Delivered` or `Dropped`), with their events
+    /// per tenant as settled (kept accounts only).
+    pub(super) acks: Vec<(u64, AckStatus, Option<Ledger>)>,
     /// Poison records for the dead-letter buffer.
     pub(super) dead: Vec<DeadLetter>,
     pub(super) senders: usize,
@@ -66,6 +75,8 @@ pub(super) struct Flight {
     pub(super) dropped: bool,
     /// Times the sink failed it before.
     pub(super) failures: u32,
+    /// Its events (kept accounts only: `drop_oldest` counts them by tenant).
+    pub(super) batch: Option<Arc<Vec<Event>>>,
 }
 
 /// A record read from the WAL, waiting for the sink.
@@ -129,6 +140,8 @@ pub(super) struct Shared {
     pub(super) held_records: AtomicUsize,
     pub(super) held_bytes: AtomicUsize,
     pub(super) done: AtomicBool,
+    /// The per-tenant accounts this buffer keeps, if it keeps them.
+    pub(super) book: Option<Arc<TenantBook>>,
 }
 
 fn lock<T>(m: &Mutex<T>) -> MutexGuard<'_, T> {
@@ -189,7 +202,11 @@ impl Shared {
                 drop(ob);
                 self.release(f.bytes);
                 if !f.dropped {
-                    self.inbox().acks.push((seq, status));
+                    let rows = self.book.as_ref().map(|b| {
+                        let reason = (status != AckStatus::Delivered).then_some(Reason::Refused);
+                        Ledger::settled(b, &events, reason)
+                    });
+                    self.inbox().acks.push((seq, status, rows));
                 }
                 self.work.notify_one();
                 if wake {
@@ -271,10 +288,15 @@ impl Shared {
             "Disk buffer: the sink keeps failing this record while it delivers the next one; \
              moved to the dead-letter buffer (inspect and replay it with `sluice buffer`)."
         );
+        let rows = self
+            .book
+            .as_ref()
+            .map(|b| Ledger::settled(b, events, Some(Reason::Refused)));
         self.inbox().dead.push(DeadLetter {
             seq,
             payloads,
             events: events.len() as u64,
+            rows,
         });
     }
 }

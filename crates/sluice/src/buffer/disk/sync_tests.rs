@@ -200,6 +200,7 @@ fn fixture(acks: Acknowledgements) -> Fixture {
         replay_events_per_sec: None,
         drain_timeout: Duration::from_secs(1),
         sync_interval: TICK,
+        tenant_series: None,
     };
     std::fs::create_dir_all(&opts.dir).expect("buffer dir");
     let gate = Arc::new(Gate::default());

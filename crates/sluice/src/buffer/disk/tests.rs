@@ -25,6 +25,7 @@ fn opts(dir: &std::path::Path) -> DiskOptions {
         replay_events_per_sec: None,
         drain_timeout: Duration::from_secs(1),
         sync_interval: Duration::from_millis(100),
+        tenant_series: None,
     }
 }
 

@@ -21,10 +21,12 @@ use std::time::{Duration, Instant};
 use ::wal::Wal;
 use tracing::{error, info, warn};
 
+use super::accounts::Accounts;
 use super::shared::{DeadLetter, Pending, Shared};
 use super::{MAX_HELD_BYTES, MAX_HELD_RECORDS, chain};
 use crate::ack::{AckStatus, AckToken};
 use crate::metrics::Counters;
+use crate::route::accounting::Ledger;
 
 /// How long the thread waits for late delivery reports once both ends are gone.
 const LATE_ACKS: Duration = Duration::from_secs(2);
@@ -38,6 +40,8 @@ pub(super) struct Worker {
     wal: Option<Wal>,
     /// Poison records' buffer, opened at the first one.
     dead: Option<Wal>,
+    /// The per-tenant accounts kept beside the buffer, if any.
+    accounts: Option<Accounts>,
     /// `block`: appends waiting for space, in order.
     stalled: Vec<Pending>,
     /// `disk` acknowledgements of the group just appended, waiting for its sync.
@@ -59,7 +63,7 @@ pub(super) struct Worker {
 
 struct Taken {
     items: Vec<Pending>,
-    acks: Vec<(u64, AckStatus)>,
+    acks: Vec<(u64, AckStatus, Option<Ledger>)>,
     dead: Vec<DeadLetter>,
     senders_gone: bool,
     receiver_alive: bool,
@@ -67,12 +71,13 @@ struct Taken {
 }
 
 impl Worker {
-    pub(super) fn new(sh: Arc<Shared>, wal: Wal) -> Self {
+    pub(super) fn new(sh: Arc<Shared>, wal: Wal, accounts: Option<Accounts>) -> Self {
         let read_upto = wal.first_unacked();
         Worker {
             sh,
             wal: Some(wal),
             dead: None,
+            accounts,
             stalled: Vec::new(),
             awaiting_sync: Vec::new(),
             e2e: BTreeMap::new(),

@@ -27,6 +27,7 @@ fn opts(dir: &Path, acks: Acknowledgements, fsync: Option<Duration>) -> DiskOpti
         replay_events_per_sec: None,
         drain_timeout: Duration::from_secs(1),
         sync_interval: Duration::from_millis(50),
+        tenant_series: None,
     }
 }
 

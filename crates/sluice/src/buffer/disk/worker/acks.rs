@@ -11,6 +11,7 @@ use super::super::shared::DeadLetter;
 use super::super::{chain, dead_letter_dir};
 use super::Worker;
 use crate::ack::AckStatus;
+use crate::route::accounting::Ledger;
 
 impl Worker {
     /// Append poison records to the dead-letter buffer (synced), then
@@ -41,7 +42,7 @@ impl Worker {
                         .stats
                         .dead_letter_events
                         .fetch_add(d.events, Relaxed);
-                    acks.push((d.seq, AckStatus::Dropped));
+                    acks.push((d.seq, AckStatus::Dropped, d.rows));
                 }
                 Err(e) => {
                     error!(dir = %dir.display(), seq = d.seq, error = %chain(&e), "Disk buffer: writing to the dead-letter buffer failed; the record stays in this buffer until a restart.");
@@ -51,8 +52,20 @@ impl Worker {
         self.apply_acks(acks);
     }
 
-    pub(super) fn apply_acks(&mut self, acks: Vec<(u64, AckStatus)>) {
-        for (seq, status) in acks {
+    pub(super) fn apply_acks(&mut self, acks: Vec<(u64, AckStatus, Option<Ledger>)>) {
+        // Kept accounts: journal the outcomes before the WAL acknowledges.
+        if let Some(a) = &mut self.accounts {
+            for (seq, _, rows) in &acks {
+                if let Some(r) = rows {
+                    a.settle(*seq..*seq + 1, r);
+                }
+            }
+            a.write();
+        }
+        for (seq, status, rows) in acks {
+            if let (Some(a), Some(r)) = (&self.accounts, rows) {
+                r.apply(&a.book);
+            }
             if let Some(wal) = self.wal.as_mut() {
                 match wal.ack(seq) {
                     Ok(()) => {}

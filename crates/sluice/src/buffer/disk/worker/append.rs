@@ -31,6 +31,30 @@ impl Worker {
         if group.is_empty() {
             return;
         }
+        // Counts of batches stored nowhere: journalled, nothing to append.
+        let (counts, group): (Vec<_>, Vec<_>) =
+            group.into_iter().partition(|p| p.payloads.is_empty());
+        if !counts.is_empty() {
+            if let Some(a) = &mut self.accounts {
+                for p in &counts {
+                    if let Some(l) = &p.ledger {
+                        a.rows(l);
+                    }
+                }
+                a.write();
+                if self.sh.opts.fsync.is_none() {
+                    a.sync();
+                }
+            }
+            for p in counts {
+                self.accepted(p, 0);
+            }
+        }
+        if group.is_empty() {
+            return;
+        }
+        let first = self.wal().next_seq();
+        self.journal_appends(&group, first);
         let result = self
             .wal()
             .append_batch(group.iter().flat_map(|p| p.payloads.iter()));
@@ -45,13 +69,48 @@ impl Worker {
                 self.after_appends();
             }
             Err(e) if is_full(&e) || matches!(e, AppendError::TooLarge { .. }) => {
+                self.journal_cancels(&group, first);
                 self.append_each(group)
             }
             Err(e) => {
+                self.journal_cancels(&group, first);
                 self.fail("appending", &e);
                 self.fail_items(group);
             }
         }
+    }
+
+    /// Kept accounts: journal the batches about to be appended from `first` on
+    /// (before the append; see `accounts.rs`).
+    fn journal_appends(&mut self, group: &[Pending], first: u64) {
+        let always = self.sh.opts.fsync.is_none();
+        let Some(a) = &mut self.accounts else { return };
+        let mut seq = first;
+        for p in group {
+            let end = seq + p.payloads.len() as u64;
+            if let Some(l) = &p.ledger {
+                a.append(seq, end, l);
+            }
+            seq = end;
+        }
+        a.write();
+        if always {
+            // `fsync = "always"` acknowledges right after the append.
+            a.sync();
+        }
+    }
+
+    /// The appends journalled from `first` on failed.
+    fn journal_cancels(&mut self, group: &[Pending], first: u64) {
+        let Some(a) = &mut self.accounts else { return };
+        let mut seq = first;
+        for p in group {
+            if p.ledger.is_some() {
+                a.cancel(seq);
+            }
+            seq += p.payloads.len() as u64;
+        }
+        a.write();
     }
 
     /// The group did not fit: append item by item, applying `when_full`.
@@ -59,7 +118,13 @@ impl Worker {
         let mut rest = group.into_iter();
         while let Some(p) = rest.next() {
             loop {
+                let first = self.wal().next_seq();
+                let one = std::slice::from_ref(&p);
+                self.journal_appends(one, first);
                 let result = self.wal().append_batch(p.payloads.iter());
+                if result.is_err() {
+                    self.journal_cancels(std::slice::from_ref(&p), first);
+                }
                 match result {
                     Ok(seqs) => {
                         self.accepted(p, seqs.start);
@@ -115,14 +180,40 @@ impl Worker {
         }
     }
 
-    fn drop_pending(&mut self, p: Pending, status: AckStatus) {
+    fn drop_pending(&mut self, mut p: Pending, status: AckStatus) {
         let events: u64 = p.events.iter().map(|&n| u64::from(n)).sum();
         self.sh.count_dropped(events);
+        if status == AckStatus::Dropped
+            && let (Some(a), Some(mut l)) = (&mut self.accounts, p.ledger.take())
+        {
+            // Received, then dropped when full: kept like a stored batch.
+            if let Some(d) = &p.if_dropped {
+                l.merge(d);
+            }
+            a.rows(&l);
+            a.write();
+            l.apply(&a.book);
+        }
         p.token.resolve(status);
     }
 
-    /// Appended at `first..first + p.payloads.len()`: resolve or hold the token.
-    fn accepted(&mut self, p: Pending, first: u64) {
+    /// Appended at `first..first + p.payloads.len()` (none: counts only,
+    /// journalled): resolve or hold the token.
+    fn accepted(&mut self, mut p: Pending, first: u64) {
+        if let (Some(a), Some(l)) = (&self.accounts, p.ledger.take()) {
+            l.apply(&a.book);
+        }
+        if p.payloads.is_empty() {
+            let waits = self.sh.opts.acknowledgements == Acknowledgements::Disk
+                && self.sh.opts.fsync.is_some()
+                && p.token.is_tracked();
+            if waits {
+                self.awaiting_sync.push(p.token);
+            } else {
+                p.token.resolve(AckStatus::Delivered);
+            }
+            return;
+        }
         let stats = &self.sh.stats;
         stats
             .appended_records
@@ -164,6 +255,9 @@ impl Worker {
         if self.awaiting_sync.is_empty() {
             return;
         }
+        if let Some(a) = &mut self.accounts {
+            a.sync();
+        }
         match self.wal().sync_appends() {
             Ok(()) => {
                 for t in self.awaiting_sync.drain(..) {
@@ -179,8 +273,19 @@ impl Worker {
             return;
         }
         self.last_sync = Instant::now();
+        if let Some(a) = &mut self.accounts {
+            a.sync();
+        }
         match self.wal().sync() {
-            Ok(()) => {}
+            Ok(()) => {
+                let wal = self.wal.as_ref().expect("taken only at the end");
+                if let Some(a) = &mut self.accounts
+                    && (force || a.due())
+                    && let Err(e) = a.snapshot(wal)
+                {
+                    warn!(error = %e, "Per-tenant accounts: writing the snapshot failed; retried.");
+                }
+            }
             Err(e)
                 if e.path()
                     .file_name()

@@ -10,7 +10,10 @@ use tracing::{debug, warn};
 use super::super::codec;
 use super::super::shared::Ready;
 use super::Worker;
+use bytes::Bytes;
+
 use crate::ack::AckStatus;
+use crate::route::accounting::{Ledger, Reason};
 
 impl Worker {
     /// `drop_oldest`: discard the oldest segment's unacknowledged records,
@@ -24,13 +27,24 @@ impl Worker {
         let end = oldest_segment_end(&self.sh.opts.dir, w, next);
         // Records never read: read them now, only to count their events.
         let (mut records, mut events) = (0u64, 0u64);
+        let book = self.accounts.as_ref().map(|a| a.book.clone());
+        let mut rows = Ledger::default();
+        let count = |rows: &mut Ledger, payload: &[u8]| {
+            if let (Some(b), Ok(ev)) = (&book, codec::decode(Bytes::copy_from_slice(payload))) {
+                rows.merge(&Ledger::settled(b, &ev, Some(Reason::WhenFull)));
+            }
+        };
         let mut beyond = Vec::new();
         while self.read_upto < end {
             match self.wal().read_next() {
                 Ok(Some(r)) if r.seq < end => {
                     self.read_upto = r.seq + 1;
+                    if self.accounts.as_ref().is_some_and(|a| a.is_settled(r.seq)) {
+                        continue;
+                    }
                     records += 1;
                     events += u64::from(codec::event_count(&r.payload).unwrap_or(0));
+                    count(&mut rows, &r.payload);
                 }
                 Ok(Some(r)) => {
                     self.read_upto = r.seq + 1;
@@ -52,13 +66,38 @@ impl Worker {
                 }
             }
         }
+        // The outbox stays locked until its records below the cut are gone, so
+        // that none is both counted here and settled by the sink.
+        let sh = self.sh.clone();
+        let mut ob = sh.outbox();
+        if let (Some(a), Some(b)) = (&mut self.accounts, &book) {
+            // Kept accounts: journal what is dropped, by tenant, before the WAL
+            // drops it (copies the sink holds count here, whatever it does).
+            for r in ob.ready.iter().filter(|r| r.seq < end) {
+                count(&mut rows, &r.payload);
+            }
+            for r in ob.retry.range(..end).map(|(_, r)| r) {
+                rows.merge(&Ledger::settled(b, &r.events, Some(Reason::WhenFull)));
+            }
+            for f in ob
+                .inflight
+                .range(..end)
+                .filter_map(|(_, f)| f.batch.as_ref())
+            {
+                rows.merge(&Ledger::settled(b, f, Some(Reason::WhenFull)));
+            }
+            a.settle(w..end, &rows);
+            a.write();
+        }
         let Some(dropped) = self.wal().drop_oldest()? else {
             return Ok(false);
         };
+        if let Some(b) = &book {
+            rows.apply(b);
+        }
         let cut = dropped.seqs.end;
         // Records read ahead or waiting for a retry are dropped too; copies the
         // sink holds count as dropped only if they then fail.
-        let mut ob = self.sh.outbox();
         let mut released = Vec::new();
         while ob.ready.front().is_some_and(|r| r.seq < cut) {
             let r = ob.ready.pop_front().expect("front exists");

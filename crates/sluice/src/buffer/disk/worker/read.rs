@@ -28,6 +28,10 @@ impl Worker {
                         self.lose(from..r.seq);
                     }
                     self.read_upto = r.seq + 1;
+                    if self.accounts.as_ref().is_some_and(|a| a.is_settled(r.seq)) {
+                        // Delivered before a restart (the journal says so).
+                        continue;
+                    }
                     bytes += r.payload.len();
                     batch.push(Ready {
                         seq: r.seq,
