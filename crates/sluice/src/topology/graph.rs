@@ -60,9 +60,18 @@ pub(super) struct Shared {
     /// Parent of every source's stop token.
     pub stop_sources: CancellationToken,
     pub reload_rx: watch::Receiver<Arc<Config>>,
-    pub shutdown_timeout: Duration,
+    /// `shutdown_timeout_secs` of the config being built or run (a reload may
+    /// change it).
+    pub shutdown_timeout_secs: AtomicU64,
     /// Every disk buffer open now.
     pub disks: DiskBuffers,
+}
+
+impl Shared {
+    /// How long a graceful stop may take (`shutdown_timeout_secs`).
+    pub fn shutdown_timeout(&self) -> Duration {
+        Duration::from_secs(self.shutdown_timeout_secs.load(Relaxed))
+    }
 }
 
 /// The disk buffers open now, each by the generation of the sink that owns
@@ -182,13 +191,18 @@ impl Graph {
 
     /// Why `next` cannot be applied to this graph without a restart, if it cannot.
     pub fn refuse(&self, next: &Config) -> Option<String> {
-        if next.global != self.config.global {
-            return Some(
-                "global settings (data_dir, shutdown_timeout_secs, [api]) changed; they apply at a restart"
-                    .into(),
-            );
+        let (now, then) = (&self.config.global, &next.global);
+        let mut why = Vec::new();
+        if now.data_dir != then.data_dir {
+            why.push("data_dir (disk buffers, checkpoints and journals live there)");
         }
-        None
+        if now.api.address.is_some() != then.api.address.is_some() {
+            why.push("[api] turned on or off (per-tenant accounting runs only with it)");
+        }
+        if now.api.max_tenant_series != then.api.max_tenant_series {
+            why.push("[api] max_tenant_series");
+        }
+        (!why.is_empty()).then(|| format!("{} changed; applied at a restart", why.join(", ")))
     }
 
     /// Build `config`'s components that this graph does not already run.
@@ -377,7 +391,7 @@ fn release(sink: RunningSink, cx: &Shared) -> (String, Task) {
     let disks = cx.disks.clone();
     let id = format!("sinks.{}", config.name);
     let drain = (config.buffer.kind == BufferKind::Disk)
-        .then_some(cx.shutdown_timeout / 2 + Duration::from_secs(1));
+        .then_some(cx.shutdown_timeout() / 2 + Duration::from_secs(1));
     let task: Task = Box::pin(async move {
         if let Some(drain) = drain
             && tokio::time::timeout(drain, done.cancelled()).await.is_err()
@@ -446,7 +460,7 @@ fn build_deferred_sink(
     let (registry, disks) = (cx.registry.clone(), cx.disks.clone());
     let abort = cx.abort.child_token();
     let sink_abort = abort.clone();
-    let (reload, timeout) = (cx.reload_rx.clone(), cx.shutdown_timeout);
+    let (reload, timeout) = (cx.reload_rx.clone(), cx.shutdown_timeout());
     let task: Task = Box::pin(async move {
         old_released.cancelled().await;
         if open.unused() {
@@ -486,7 +500,7 @@ async fn build_sink(
 ) -> Option<BufferSender> {
     cx.registry.describe(id, sink.kind.type_name());
     let counters = cx.registry.component(id);
-    let buf = match buffer::for_sink(sink, data_dir, cx.shutdown_timeout, counters.clone()) {
+    let buf = match buffer::for_sink(sink, data_dir, cx.shutdown_timeout(), counters.clone()) {
         Ok(buf) => buf,
         Err(e) => {
             b.errors.push(format!("{id}: {e}"));

@@ -149,7 +149,7 @@ pub async fn run(
     let health = crate::api::Health::default();
     let mut errors = Vec::new();
     // The API first, so /health answers (503) while the components build.
-    let _api = match config.global.api.address {
+    let mut api = match config.global.api.address {
         Some(addr) => match crate::api::bind(addr, health.clone(), registry.clone()).await {
             Ok(server) => Some(server),
             Err(e) => {
@@ -169,7 +169,7 @@ pub async fn run(
         abort: CancellationToken::new(),
         stop_sources: CancellationToken::new(),
         reload_rx,
-        shutdown_timeout: Duration::from_secs(config.global.shutdown_timeout_secs),
+        shutdown_timeout_secs: config.global.shutdown_timeout_secs.into(),
         disks: graph::DiskBuffers::default(),
     };
     let mut graph = Graph::empty(config.clone());
@@ -214,7 +214,7 @@ pub async fn run(
             msg = control.recv() => match msg {
                 Some(Control::Reload) => {
                     crate::systemd::notify(crate::systemd::State::Reloading, "Reloading.");
-                    if let Some(mut b) = reload::reload(&mut graph, &shared, &trackers).await {
+                    if let Some(mut b) = reload::reload(&mut graph, &shared, &trackers, &mut api, &health).await {
                         watches.append(&mut b.watches);
                         let _ = reload_tx.send(graph.config.clone());
                     }

@@ -395,3 +395,64 @@ fn a_removed_disk_buffered_sink_leaves_its_lines_on_disk_for_a_later_config() {
         d.stderr()
     );
 }
+
+/// Global keys on reload: `[api] address` moves (the new address answers, the
+/// old one is closed) and `shutdown_timeout_secs` applies; a port in use fails
+/// the reload and the old address keeps serving; `data_dir` is refused with the
+/// reason. The forward flow is acked throughout.
+#[test]
+fn a_reload_moves_the_api_and_refuses_a_new_data_dir() {
+    let dir = tempfile::tempdir().unwrap();
+    let (port, api_a, api_b) = (free_port(), free_port(), free_port());
+    let config = |api: u16, extra: &str| {
+        format!(
+            "data_dir = \"$DIR/data\"\n{extra}\n[api]\naddress = \"127.0.0.1:{api}\"\n{}",
+            forward_config(port, "a.log", "")
+        )
+    };
+    let mut d = Daemon::start(dir.path(), &config(api_a, ""));
+    let addr = bound_addrs(&d, 1)[0];
+    let mut s = connect(addr);
+    send_acked(&mut s, "before", 10);
+    let a = format!("127.0.0.1:{api_a}").parse().unwrap();
+    let b = format!("127.0.0.1:{api_b}").parse().unwrap();
+    let healthy = |addr| get(addr, "/health").0 == 200;
+    wait_until(Duration::from_secs(20), "the API to report health", || {
+        healthy(a)
+    });
+
+    // A port in use: the reload fails, the API stays where it was.
+    let taken = std::net::TcpListener::bind("127.0.0.1:0").unwrap();
+    let busy = taken.local_addr().unwrap().port();
+    reload(&d, &config(busy, ""), "api: cannot listen on");
+    assert!(healthy(a));
+    send_acked(&mut s, "after-busy", 10);
+
+    // Moved, with a new shutdown timeout: applied.
+    reload(
+        &d,
+        &config(api_b, "shutdown_timeout_secs = 7"),
+        "Reload applied.",
+    );
+    assert!(healthy(b));
+    wait_until(
+        Duration::from_secs(10),
+        "the old API address to close",
+        || std::net::TcpStream::connect(a).is_err(),
+    );
+    send_acked(&mut s, "after-move", 10);
+
+    // A new data_dir: refused, with the reason; nothing changes.
+    reload(
+        &d,
+        &config(api_b, "shutdown_timeout_secs = 7").replace("$DIR/data", "$DIR/data2"),
+        "Reload refused",
+    );
+    assert!(d.stderr().contains("data_dir"), "{}", d.stderr());
+    assert!(healthy(b));
+    send_acked(&mut s, "after-refused", 10);
+    assert_eq!(applied(&d), 1);
+    drop(s);
+    assert!(d.stop().success(), "{}", d.stderr());
+    assert_eq!(read_json_lines(&dir.path().join("out.json")).len(), 40);
+}
