@@ -37,9 +37,21 @@ use crate::event::{Event, Fields, Origin, Record, Value, now_ns};
 /// Parts of a line waiting for its final part.
 struct Pending {
     buf: BytesMut,
-    /// File and offset of the first part (the checkpoint must not pass it).
-    first: (FileKey, u64),
+    /// Where each file's parts begin, in order (one mark per file, two when a
+    /// line is split across a rotation): the checkpoint of each file must not
+    /// pass its mark, and a file read again from its checkpoint drops its parts.
+    marks: Vec<Mark>,
     time_ns: i64,
+    truncated: bool,
+}
+
+/// The first part of `file` in a pending line.
+struct Mark {
+    file: FileKey,
+    /// Offset of that part in `file`.
+    offset: u64,
+    /// Length of the buffer before it (and whether it was cut already).
+    len: usize,
     truncated: bool,
 }
 
@@ -178,10 +190,18 @@ impl Joiner {
             if parsed.partial {
                 let p = self.pending.entry(key).or_insert_with(|| Pending {
                     buf: BytesMut::new(),
-                    first: (file, line_start),
+                    marks: Vec::new(),
                     time_ns,
                     truncated: false,
                 });
+                if p.marks.last().is_none_or(|m| m.file != file) {
+                    p.marks.push(Mark {
+                        file,
+                        offset: line_start,
+                        len: p.buf.len(),
+                        truncated: p.truncated,
+                    });
+                }
                 let room = names.max_line_bytes.saturating_sub(p.buf.len());
                 if parsed.message.len() > room {
                     p.truncated = true;
@@ -204,13 +224,33 @@ impl Joiner {
             };
             out.events.push(event(body, time_ns, &f));
         }
-        out.hold_back = self
-            .pending
-            .values()
-            .filter(|p| p.first.0 == file)
-            .map(|p| p.first.1)
-            .min();
+        out.hold_back = self.hold_back(file);
         out
+    }
+
+    /// Lowest offset in `file` where parts of a still-pending line start.
+    fn hold_back(&self, file: FileKey) -> Option<u64> {
+        self.pending
+            .values()
+            .flat_map(|p| p.marks.iter())
+            .filter(|m| m.file == file)
+            .map(|m| m.offset)
+            .min()
+    }
+
+    /// `file` is read again from its checkpoint, which is before its parts
+    /// (held back): forget them, they come again. A line whose earlier parts
+    /// came from another file keeps those.
+    pub fn rewind(&mut self, file: FileKey) {
+        self.pending.retain(|_, p| {
+            if let Some(i) = p.marks.iter().position(|m| m.file == file) {
+                let m = &p.marks[i];
+                p.buf.truncate(m.len);
+                p.truncated = m.truncated;
+                p.marks.truncate(i);
+            }
+            !p.marks.is_empty()
+        });
     }
 
     /// `dir` has no file left: its waiting parts become events as they are.
@@ -323,6 +363,31 @@ mod tests {
             &names(),
         );
         assert_eq!(&out.events[0].body[..], b"part");
+    }
+
+    #[test]
+    fn parts_read_again_after_a_rewind_are_joined_once() {
+        let mut j = Joiner::default();
+        let o = Arc::new(Origin::default());
+        let chunk = |j: &mut Joiner, file, v: &[&str]| {
+            j.chunk(Format::Cri, file, Path::new(POD), 0, lines(v), &o, &names())
+        };
+        let first = ["t stdout F before", "t stdout P hel", "t stdout P lo "];
+        let out = chunk(&mut j, (1, 1), &first);
+        assert_eq!(out.hold_back, Some(18));
+        // The batch failed: the file is read again from its checkpoint.
+        j.rewind((1, 1));
+        let out = chunk(&mut j, (1, 1), &first);
+        assert_eq!(&out.events[0].body[..], b"before", "not joined to old parts");
+        let out = chunk(&mut j, (1, 1), &["t stdout F there"]);
+        assert_eq!(&out.events[0].body[..], b"hello there");
+        // Split across a rotation: the new file's parts go, the old file's stay.
+        chunk(&mut j, (1, 1), &["t stdout P a"]);
+        chunk(&mut j, (1, 2), &["t stdout P b"]);
+        j.rewind((1, 2));
+        assert_eq!(j.hold_back((1, 2)), None);
+        let out = chunk(&mut j, (1, 2), &["t stdout P b", "t stdout F c"]);
+        assert_eq!(&out.events[0].body[..], b"abc");
     }
 
     #[test]

@@ -250,8 +250,14 @@ impl Reader {
         };
         f.collect_acks();
         if f.rewind_if_needed() {
-            // Its lines are read again from the checkpoint, which is before them.
+            // Its lines are read again from the checkpoint, which is before
+            // every open event and pending partial line of the file.
             self.joiner.take(k);
+            self.cri.rewind(k);
+        }
+        if f.waiting_to_retry() {
+            // Housekeeping marks it again within a second.
+            return false;
         }
         if f.file.is_none() {
             if f.rotated {
