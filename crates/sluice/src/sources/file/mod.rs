@@ -208,12 +208,6 @@ impl Validate for FileSourceConfig {
             if m.timeout_ms == 0 {
                 v.error("multiline.timeout_ms", "must be at least 1");
             }
-            if self.format != Format::None {
-                v.error(
-                    "multiline",
-                    "applies to format = \"none\" only (not yet to container lines)",
-                );
-            }
         }
     }
 }

@@ -252,7 +252,7 @@ impl Reader {
         if f.rewind_if_needed() {
             // Its lines are read again from the checkpoint, which is before
             // every open event and pending partial line of the file.
-            self.joiner.take(k);
+            self.joiner.take(k, None);
             self.cri.rewind(k);
         }
         if f.waiting_to_retry() {
@@ -284,7 +284,7 @@ impl Reader {
                     self.send(k, c, &origin, &path);
                 }
                 // The old content's open event ends with it.
-                self.flush_open_event(k, false);
+                self.flush_open_event(k, false, None);
                 self.truncations += 1;
                 return true;
             }
@@ -342,7 +342,7 @@ impl Reader {
             return true;
         }
         // Its open multiline event, if any, is complete: no line will follow.
-        self.flush_open_event(k, true);
+        self.flush_open_event(k, true, None);
         let Some(f) = self.files.get_mut(&k) else {
             return false;
         };
