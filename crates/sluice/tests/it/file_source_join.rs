@@ -160,3 +160,90 @@ fn partial_lines_are_joined_once_after_failed_batches() {
     m.dedup();
     assert_eq!(m, ["d-before", "world !"]);
 }
+
+/// The checkpoint offset of the only file, once written.
+fn checkpoint_offset(dir: &Path) -> Option<u64> {
+    let p = dir.join("data/file_source/f/checkpoints.json");
+    let v: Value = serde_json::from_slice(&std::fs::read(p).ok()?).ok()?;
+    v["files"][0]["offset"].as_u64()
+}
+
+fn cri_line(stream: &str, tag: &str, msg: &str) -> String {
+    format!("{T} {stream} {tag} {msg}\n")
+}
+
+/// `multiline` with `format = "cri"`: the rule sees container lines with their
+/// parts joined, per stream; `halt_before` ends an event before the next line
+/// matching `start`. An event still open at a kill -9 (its first line split in
+/// parts) is read again and completed after the restart: nothing lost, nothing
+/// twice.
+#[test]
+fn multiline_halt_before_on_cri_lines_survives_kill_9() {
+    let dir = tempfile::tempdir().unwrap();
+    let pod = dir.path().join("pods/prod_api-7_u-9/java");
+    std::fs::create_dir_all(&pod).unwrap();
+    let log = pod.join("0.log");
+    let before_e2 = cri_line("stdout", "F", "E1 start")
+        + &cri_line("stdout", "P", "\tat lo")
+        + &cri_line("stdout", "F", "ng1")
+        + &cri_line("stdout", "F", "\tat x1");
+    let open = cri_line("stdout", "P", "E2 st")
+        + &cri_line("stdout", "F", "art")
+        + &cri_line("stderr", "F", "E9 err")
+        + &cri_line("stderr", "F", " more")
+        + &cri_line("stdout", "F", "\tat b2");
+    append(&log, &(before_e2.clone() + &open));
+    let cfg = config(
+        &format!("{}/*.log", pod.display()),
+        r#"format = "cri"
+        multiline = { start = "^E[0-9]+ ", condition = "halt_before", timeout_ms = 60000 }"#,
+    );
+    let mut d = start(dir.path(), &cfg);
+    let out = dir.path().join("out.json");
+    wait_until(Duration::from_secs(20), "E1", || !messages(&out).is_empty());
+    // E1 is acknowledged; the checkpoint stays before E2's first part, the
+    // earliest line of an open event.
+    let held = before_e2.len() as u64;
+    wait_until(Duration::from_secs(20), "the checkpoint before E2", || {
+        checkpoint_offset(dir.path()) == Some(held)
+    });
+    d.signal(libc::SIGKILL);
+    let _ = d.wait(Duration::from_secs(10));
+    append(
+        &log,
+        &(cri_line("stdout", "F", "\tat c2")
+            + &cri_line("stdout", "F", "E3 next")
+            + &cri_line("stderr", "F", "E10 err")),
+    );
+    let mut d = start(dir.path(), &cfg);
+    wait_until(Duration::from_secs(20), "E2 and E9", || {
+        messages(&out).len() >= 3
+    });
+    assert!(d.stop().success(), "{}", d.stderr());
+    let ev = events(&out);
+    let mut m = messages(&out);
+    m.sort();
+    assert_eq!(
+        m,
+        [
+            "E1 start\n\tat long1\n\tat x1",
+            "E10 err",
+            "E2 start\n\tat b2\n\tat c2",
+            "E3 next",
+            "E9 err\n more",
+        ],
+        "each event once, whole"
+    );
+    let e1 = &ev[0];
+    assert_eq!(e1["stream"], "stdout");
+    assert_eq!(e1["kubernetes.pod"], "api-7", "{e1}");
+    assert_eq!(e1["kubernetes.namespace"], "prod");
+    assert!(
+        e1["time"]
+            .as_str()
+            .unwrap()
+            .starts_with("2024-01-01T00:00:00.000000001")
+    );
+    let e9 = ev.iter().find(|e| e["message"] == "E9 err\n more").unwrap();
+    assert_eq!(e9["stream"], "stderr");
+}

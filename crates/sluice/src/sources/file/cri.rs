@@ -414,7 +414,11 @@ mod tests {
         // The batch failed: the file is read again from its checkpoint.
         j.rewind((1, 1));
         let out = chunk(&mut j, (1, 1), &first);
-        assert_eq!(&out.events[0].body[..], b"before", "not joined to old parts");
+        assert_eq!(
+            &out.events[0].body[..],
+            b"before",
+            "not joined to old parts"
+        );
         let out = chunk(&mut j, (1, 1), &["t stdout F there"]);
         assert_eq!(&out.events[0].body[..], b"hello there");
         // Split across a rotation: the new file's parts go, the old file's stay.

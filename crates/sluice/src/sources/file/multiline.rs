@@ -1,7 +1,8 @@
 //! `multiline`: lines that continue an event (a Java stack trace's `\tat …`
 //! lines) are joined to the line that started it.
 //!
-//! With `condition = "continue_through"` a line matching `start` begins an event
+//! With `condition = "continue_through"` (or `halt_before`: the event halts
+//! before a line matching `start`, which starts the next) a line matching `start` begins an event
 //! and every following line that does not match `start` is joined to it, with
 //! `\n` between lines. An event ends at the next line matching `start`, or after
 //! `timeout_ms` without a new line once its file is read to its end, or when its
@@ -9,7 +10,9 @@
 //! source stops. A line that does not match `start` with no event open (the top
 //! of a file read from its middle) begins an event too. A joined event is cut at
 //! `max_line_bytes` (counted once as truncated); the rest of its lines are read
-//! and dropped.
+//! and dropped. Container lines (`format = "cri"`/`"docker_json"`) come with
+//! their parts joined and are joined per file *and stream* (lane); the event
+//! keeps its first line's time and fields.
 //!
 //! Checkpoints: while an event is open, its file's checkpoint stays before the
 //! event's first line, so a crash re-reads and joins its lines again rather than
@@ -204,7 +207,12 @@ impl Joiner {
     }
 
     /// Join `file`'s lines, in file order.
-    pub fn lines(&mut self, rule: &Rule, file: FileKey, items: impl Iterator<Item = Line>) -> Joined {
+    pub fn lines(
+        &mut self,
+        rule: &Rule,
+        file: FileKey,
+        items: impl Iterator<Item = Line>,
+    ) -> Joined {
         let mut out = Joined::default();
         for l in items {
             let key = (file, l.lane);

@@ -10,9 +10,9 @@ use std::time::Instant;
 
 use tracing::{debug, info, warn};
 
-use super::super::{Format, ReadFrom};
 use super::super::checkpoint::{Entry, FileKey, Fingerprint};
 use super::super::tail::{Tailed, read_head};
+use super::super::{Format, ReadFrom};
 use super::{Reader, SEEN_REFRESH_SECS, unix_now};
 use crate::event::Origin;
 

@@ -58,15 +58,17 @@ impl Reader {
                     None => events = o.events,
                     Some(rule) => {
                         // The rule applies to the container lines, parts joined.
-                        let items = o.events.into_iter().zip(o.spans).map(|(ev, s)| {
-                            multiline::Line {
-                                body: ev.body.clone(),
-                                start: s.0,
-                                end: s.1,
-                                lane: s.2,
-                                meta: Some(ev),
-                            }
-                        });
+                        let items =
+                            o.events
+                                .into_iter()
+                                .zip(o.spans)
+                                .map(|(ev, s)| multiline::Line {
+                                    body: ev.body.clone(),
+                                    start: s.0,
+                                    end: s.1,
+                                    lane: s.2,
+                                    meta: Some(ev),
+                                });
                         let j = self.joiner.lines(rule, k, items);
                         Counters::add(&self.link.counters.truncated, j.truncated as usize);
                         hold = min_some(hold, j.hold_back);
