@@ -67,7 +67,9 @@ fn read_all(addr: &str, topic: &str, want: usize) -> HashMap<Vec<u8>, u32> {
     while seen.len() < want && last_new.elapsed() < Duration::from_secs(60) {
         if let Some(m) = c.poll(Duration::from_millis(200)) {
             let m = m.expect("consume");
-            *seen.entry(m.payload().unwrap_or_default().to_vec()).or_insert(0) += 1;
+            *seen
+                .entry(m.payload().unwrap_or_default().to_vec())
+                .or_insert(0) += 1;
             last_new = Instant::now();
         }
     }
@@ -77,7 +79,9 @@ fn read_all(addr: &str, topic: &str, want: usize) -> HashMap<Vec<u8>, u32> {
     while seen.values().map(|&k| u64::from(k)).sum::<u64>() < hi && Instant::now() < deadline {
         if let Some(m) = c.poll(Duration::from_millis(200)) {
             let m = m.expect("consume");
-            *seen.entry(m.payload().unwrap_or_default().to_vec()).or_insert(0) += 1;
+            *seen
+                .entry(m.payload().unwrap_or_default().to_vec())
+                .or_insert(0) += 1;
         }
     }
     seen
@@ -148,9 +152,11 @@ fn kill_9_five_times_while_50_files_grow_every_line_reaches_kafka() {
     let (mut window, mut prev_records, mut prev_acked) = (0u64, 0u64, 0u64);
     for k in 1..=KILLS {
         let mark = total * k / (KILLS + 2);
-        wait_until(Duration::from_secs(120), "the checkpoints to advance", || {
-            checkpointed_lines(dir.path()) >= mark
-        });
+        wait_until(
+            Duration::from_secs(120),
+            "the checkpoints to advance",
+            || checkpointed_lines(dir.path()) >= mark,
+        );
         d.signal(libc::SIGKILL);
         let _ = d.wait(Duration::from_secs(10));
         let in_kafka = records_in(&addr, topic, PARTITIONS);
