@@ -114,6 +114,16 @@ run_sluice() { # $1: shape (one | many); $2: sink kind
   stop_sluice
 }
 
+if [ "$KAFKA" = 1 ]; then
+  # Untimed warm-up: a fresh broker makes the first idempotent producer wait
+  # ("Coordinator load in progress") for as long as it loads its coordinator.
+  mkdir -p "$W/warm"; head -1000 "$W/input" > "$W/warm/w.log"
+  start_sluice kafka "$W/warm/*.log"
+  deadline=$((SECONDS + 600))
+  while [ "$(delivered)" -lt 1000 ] && [ "$SECONDS" -lt "$deadline" ]; do sleep 0.1; done
+  stop_sluice
+fi
+
 printf "%-6s %-22s %-8s %-34s %-34s\n" round "cat > file" sink "1 file" "100 files"
 : > "$W/ratios"
 for r in $(seq "$ROUNDS"); do
