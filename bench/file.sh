@@ -83,7 +83,7 @@ $sink
 CFG
   "$BIN" run --config "$W/file.toml" 2> "$W/sluice.log" &
   PID=$!
-  until grep -q "Sluice started" "$W/sluice.log" && grep -q "API listening" "$W/sluice.log"; do sleep 0.01; done
+  until grep -qs "Sluice started" "$W/sluice.log" && grep -qs "API listening" "$W/sluice.log"; do sleep 0.01; done
   API=$(sed -n 's/.*API listening.* address=\([0-9.:]*\).*/\1/p' "$W/sluice.log" | head -1)
 }
 
