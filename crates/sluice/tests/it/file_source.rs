@@ -10,8 +10,6 @@ use std::io::Write;
 use std::os::unix::fs::MetadataExt;
 use std::path::{Path, PathBuf};
 use std::process::Command;
-use std::sync::Arc;
-use std::sync::atomic::{AtomicBool, Ordering};
 use std::time::{Duration, Instant};
 
 use crate::common::{Daemon, wait_until};
@@ -170,13 +168,19 @@ fn logrotate_bin() -> &'static str {
     panic!("logrotate is not installed: run scripts/install-deps.sh");
 }
 
-/// A writer appending `w-N` lines to `path` in bursts until `stop`; returns
-/// how many it wrote. With `reopen`, it reopens the path when its inode changed
-/// (an application reacting to rotation, a little late as real ones are). It
-/// reopens only a file that exists (as an application told by logrotate's
-/// postrotate does): creating it itself would race logrotate's own `create`,
-/// which then fails with "File exists".
-fn writer(path: PathBuf, reopen: bool, stop: Arc<AtomicBool>) -> std::thread::JoinHandle<u64> {
+/// Lines the logrotate tests write (the issue's figure).
+const ROTATE_LINES: u64 = 1_000_000;
+/// Rotated files kept (logrotate looks at every name up to it on each run:
+/// 100,000 costs it 0.4 s a run).
+const MAX_ROTATIONS: u32 = 1000;
+
+/// A writer appending `w-0` … `w-{lines-1}` to `path` in bursts. With `reopen`,
+/// it reopens the path when its inode changed (an application reacting to
+/// rotation, a little late as real ones are). It reopens only a file that
+/// exists (as an application told by logrotate's postrotate does): creating it
+/// itself would race logrotate's own `create`, which then fails with "File
+/// exists".
+fn writer(path: PathBuf, reopen: bool, lines: u64) -> std::thread::JoinHandle<()> {
     std::thread::spawn(move || {
         let mut f = std::fs::OpenOptions::new()
             .append(true)
@@ -184,10 +188,9 @@ fn writer(path: PathBuf, reopen: bool, stop: Arc<AtomicBool>) -> std::thread::Jo
             .open(&path)
             .unwrap();
         let mut ino = f.metadata().unwrap().ino();
-        let mut i = 0;
-        while !stop.load(Ordering::Acquire) {
-            f.write_all(numbered("w", i..i + 200).as_bytes()).unwrap();
-            i += 200;
+        for i in (0..lines).step_by(1000) {
+            f.write_all(numbered("w", i..(i + 1000).min(lines)).as_bytes())
+                .unwrap();
             if reopen && std::fs::metadata(&path).map(|m| m.ino()).ok() != Some(ino) {
                 // Renamed away and not created yet: go on writing to the old
                 // file and look again after the next burst.
@@ -196,30 +199,36 @@ fn writer(path: PathBuf, reopen: bool, stop: Arc<AtomicBool>) -> std::thread::Jo
                     f = g;
                 }
             }
-            // Pace: about 20 bursts per rotation period.
-            std::thread::sleep(Duration::from_millis(5));
+            // Pace: about 10 bursts per rotation period.
+            std::thread::sleep(Duration::from_millis(10));
         }
-        i
     })
 }
 
-/// Run logrotate `runs` times, 100 ms apart, while a writer writes; then stop
-/// the writer and return how many lines it wrote.
-fn rotate_while_writing(dir: &Path, log: &Path, mode: &str, reopen: bool, runs: u32) -> u64 {
+/// Run logrotate every 100 ms while a writer writes `lines` lines; return
+/// how many times it ran.
+fn rotate_while_writing(dir: &Path, log: &Path, mode: &str, reopen: bool, lines: u64) -> u32 {
     let conf = dir.join("logrotate.conf");
     std::fs::write(
         &conf,
         format!(
-            "{} {{\n  rotate 10000\n  {mode}\n  missingok\n  nocompress\n}}\n",
+            "{} {{\n  rotate {MAX_ROTATIONS}\n  {mode}\n  missingok\n  nocompress\n}}\n",
             log.display()
         ),
     )
     .unwrap();
     let state = dir.join("logrotate.state");
-    let stop = Arc::new(AtomicBool::new(false));
-    let w = writer(log.to_owned(), reopen, stop.clone());
-    for _ in 0..runs {
-        std::thread::sleep(Duration::from_millis(100));
+    let w = writer(log.to_owned(), reopen, lines);
+    let mut runs = 0;
+    let t0 = Instant::now();
+    loop {
+        // One run every 100 ms (logrotate takes some of it).
+        let next = t0 + Duration::from_millis(100) * (runs + 1);
+        std::thread::sleep(next.saturating_duration_since(Instant::now()));
+        if w.is_finished() {
+            break;
+        }
+        assert!(runs < MAX_ROTATIONS, "the writer is too slow");
         let st = Command::new(logrotate_bin())
             .arg("-f")
             .arg("-s")
@@ -228,10 +237,13 @@ fn rotate_while_writing(dir: &Path, log: &Path, mode: &str, reopen: bool, runs: 
             .status()
             .expect("run logrotate");
         assert!(st.success(), "logrotate failed");
+        runs += 1;
     }
-    std::thread::sleep(Duration::from_millis(100));
-    stop.store(true, Ordering::Release);
-    w.join().unwrap()
+    w.join().unwrap();
+    // A last line after the last rotation: once it is delivered, every line
+    // before it was read.
+    append(log, "w-end\n");
+    runs
 }
 
 #[test]
@@ -243,10 +255,11 @@ fn logrotate_create_mode_loses_and_duplicates_no_line() {
     // Only the live name matches: rotated files are read through their open
     // descriptor, never found by the glob.
     let mut d = start(dir.path(), &config(log.to_str().unwrap(), ""));
-    let runs = 20;
-    let n = rotate_while_writing(dir.path(), &log, "create 0644", true, runs);
-    // Every run rotated once: app.log.1 ..= app.log.20 (other names, if any,
-    // are listed in the message).
+    let n = ROTATE_LINES;
+    let t0 = Instant::now();
+    let runs = rotate_while_writing(dir.path(), &log, "create 0644", true, n);
+    // Every run rotated once: app.log.1 ..= app.log.<runs> (other names, if
+    // any, are listed in the message).
     let names: Vec<String> = std::fs::read_dir(&logs)
         .unwrap()
         .flatten()
@@ -261,8 +274,8 @@ fn logrotate_create_mode_loses_and_duplicates_no_line() {
         .count();
     assert_eq!(rotated, runs as usize, "rotated files: {names:?}");
     let out = dir.path().join("out.log");
-    wait_until(Duration::from_secs(30), "every line", || {
-        line_count(&out) >= n as usize
+    wait_until(Duration::from_secs(60), "every line", || {
+        line_count(&out) > n as usize
     });
     assert!(d.stop().success(), "{}", d.stderr());
     let c = counts(&out);
@@ -277,7 +290,10 @@ fn logrotate_create_mode_loses_and_duplicates_no_line() {
     );
     let dups = c.values().filter(|&&k| k > 1).count();
     assert_eq!(dups, 0, "duplicated lines after {runs} rotations");
-    eprintln!("create mode: {n} lines, {runs} rotations, none lost or duplicated");
+    eprintln!(
+        "create mode: {n} lines, {runs} rotations, none lost or duplicated ({:?})",
+        t0.elapsed()
+    );
 }
 
 #[test]
@@ -287,12 +303,13 @@ fn logrotate_copytruncate_is_noticed_and_duplicates_nothing() {
     std::fs::create_dir_all(&logs).unwrap();
     let log = logs.join("app.log");
     let mut d = start(dir.path(), &config(log.to_str().unwrap(), ""));
-    let runs = 20;
-    let n = rotate_while_writing(dir.path(), &log, "copytruncate", false, runs);
+    let n = ROTATE_LINES;
+    let t0 = Instant::now();
+    let runs = rotate_while_writing(dir.path(), &log, "copytruncate", false, n);
     // The last line is in the live file, so it must arrive.
     let out = dir.path().join("out.log");
-    wait_until(Duration::from_secs(30), "the last line", || {
-        counts(&out).contains_key(&format!("w-{}", n - 1))
+    wait_until(Duration::from_secs(60), "the last line", || {
+        std::fs::read(&out).is_ok_and(|b| b.ends_with(b"w-end\n"))
     });
     assert!(d.stop().success(), "{}", d.stderr());
     let c = counts(&out);
@@ -320,8 +337,9 @@ fn logrotate_copytruncate_is_noticed_and_duplicates_nothing() {
     let in_copy = lost.iter().filter(|l| copies.contains(*l)).count();
     let lost = lost.len();
     eprintln!(
-        "copytruncate: {n} lines, {runs} rotations, {lost} lost: {} in the copy-then-truncate window, {in_copy} unread before the truncate (in the copies)",
-        lost - in_copy
+        "copytruncate: {n} lines, {runs} rotations, {lost} lost: {} in the copy-then-truncate window, {in_copy} unread before the truncate (in the copies) ({:?})",
+        lost - in_copy,
+        t0.elapsed()
     );
     let log_text = d.stderr();
     assert!(

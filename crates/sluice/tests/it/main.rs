@@ -19,6 +19,8 @@ mod eio_fs;
 mod examples;
 mod file_source;
 mod file_source_cases;
+mod file_source_join;
+mod file_source_kafka;
 mod forward;
 mod forward_claims;
 mod forward_dedupe;

@@ -37,9 +37,21 @@ use crate::event::{Event, Fields, Origin, Record, Value, now_ns};
 /// Parts of a line waiting for its final part.
 struct Pending {
     buf: BytesMut,
-    /// File and offset of the first part (the checkpoint must not pass it).
-    first: (FileKey, u64),
+    /// Where each file's parts begin, in order (one mark per file, two when a
+    /// line is split across a rotation): the checkpoint of each file must not
+    /// pass its mark, and a file read again from its checkpoint drops its parts.
+    marks: Vec<Mark>,
     time_ns: i64,
+    truncated: bool,
+}
+
+/// The first part of `file` in a pending line.
+struct Mark {
+    file: FileKey,
+    /// Offset of that part in `file`.
+    offset: u64,
+    /// Length of the buffer before it (and whether it was cut already).
+    len: usize,
     truncated: bool,
 }
 
@@ -58,6 +70,18 @@ pub struct Output {
     pub truncated: u64,
     /// Lines kept raw (not of the format) or with an unreadable time.
     pub parse_errors: u64,
+    /// Per event: offset of its first part in this file (of its last line when
+    /// its first parts came from another file), offset after its last line, and
+    /// its lane for `multiline` (0 raw, 1 stdout, 2 stderr).
+    pub spans: Vec<(u64, u64, u8)>,
+}
+
+fn lane(stream: Option<Stream>) -> u8 {
+    match stream {
+        None => 0,
+        Some(Stream::Stdout) => 1,
+        Some(Stream::Stderr) => 2,
+    }
 }
 
 /// One line of either format, parsed.
@@ -117,15 +141,17 @@ fn fields(path: &Path, stream: Option<Stream>, error: Option<&str>) -> Arc<Field
 }
 
 impl Joiner {
-    /// Turn one chunk of `file`'s lines into events; `start` is the offset of the
-    /// chunk's first line.
+    /// Turn one chunk of `file`'s lines into events; `starts[i]` is the offset
+    /// of `lines[i]` (exact, or an estimate never past it) and `end` the offset
+    /// after the last.
     #[allow(clippy::too_many_arguments)]
     pub fn chunk(
         &mut self,
         format: Format,
         file: FileKey,
         path: &Path,
-        start: u64,
+        starts: &[u64],
+        end: u64,
         lines: Vec<Bytes>,
         origin: &Arc<Origin>,
         names: &Names,
@@ -140,15 +166,12 @@ impl Joiner {
             hold_back: None,
             truncated: 0,
             parse_errors: 0,
+            spans: Vec::with_capacity(lines.len()),
         };
-        let mut offset = start;
         let now = now_ns();
-        for line in lines {
-            let line_start = offset;
-            // The framer removed the newline (and a \r, or the tail of an
-            // over-long line): the estimate is at most the true start of the next
-            // line, so holding back to it can only re-read more, never less.
-            offset += line.len() as u64 + 1;
+        for (i, line) in lines.into_iter().enumerate() {
+            let line_start = starts[i];
+            let line_end = starts.get(i + 1).copied().unwrap_or(end);
             let event = |body: Bytes, time_ns: i64, f: &Arc<Fields>| {
                 let mut ev = Event::new(body, time_ns, names.tag.clone(), names.source.clone());
                 ev.origin = Some(origin.clone());
@@ -161,6 +184,7 @@ impl Joiner {
                     out.parse_errors += 1;
                     let f = fields(path, None, Some(&e));
                     out.events.push(event(line, now, &f));
+                    out.spans.push((line_start, line_end, 0));
                     continue;
                 }
             };
@@ -178,10 +202,18 @@ impl Joiner {
             if parsed.partial {
                 let p = self.pending.entry(key).or_insert_with(|| Pending {
                     buf: BytesMut::new(),
-                    first: (file, line_start),
+                    marks: Vec::new(),
                     time_ns,
                     truncated: false,
                 });
+                if p.marks.last().is_none_or(|m| m.file != file) {
+                    p.marks.push(Mark {
+                        file,
+                        offset: line_start,
+                        len: p.buf.len(),
+                        truncated: p.truncated,
+                    });
+                }
                 let room = names.max_line_bytes.saturating_sub(p.buf.len());
                 if parsed.message.len() > room {
                     p.truncated = true;
@@ -190,6 +222,7 @@ impl Joiner {
                     .extend_from_slice(&parsed.message[..parsed.message.len().min(room)]);
                 continue;
             }
+            let lane = lane(Some(parsed.stream));
             let body = match self.pending.remove(&key) {
                 Some(mut p) => {
                     let room = names.max_line_bytes.saturating_sub(p.buf.len());
@@ -198,19 +231,43 @@ impl Joiner {
                     p.buf.extend_from_slice(&m[..m.len().min(room)]);
                     out.truncated += u64::from(p.truncated);
                     out.events.push(event(p.buf.freeze(), p.time_ns, &f));
+                    let first = p.marks.iter().find(|m| m.file == file);
+                    let from = first.map_or(line_start, |m| m.offset);
+                    out.spans.push((from, line_end, lane));
                     continue;
                 }
                 None => parsed.message,
             };
             out.events.push(event(body, time_ns, &f));
+            out.spans.push((line_start, line_end, lane));
         }
-        out.hold_back = self
-            .pending
-            .values()
-            .filter(|p| p.first.0 == file)
-            .map(|p| p.first.1)
-            .min();
+        out.hold_back = self.hold_back(file);
         out
+    }
+
+    /// Lowest offset in `file` where parts of a still-pending line start.
+    pub fn hold_back(&self, file: FileKey) -> Option<u64> {
+        self.pending
+            .values()
+            .flat_map(|p| p.marks.iter())
+            .filter(|m| m.file == file)
+            .map(|m| m.offset)
+            .min()
+    }
+
+    /// `file` is read again from its checkpoint, which is before its parts
+    /// (held back): forget them, they come again. A line whose earlier parts
+    /// came from another file keeps those.
+    pub fn rewind(&mut self, file: FileKey) {
+        self.pending.retain(|_, p| {
+            if let Some(i) = p.marks.iter().position(|m| m.file == file) {
+                let m = &p.marks[i];
+                p.buf.truncate(m.len);
+                p.truncated = m.truncated;
+                p.marks.truncate(i);
+            }
+            !p.marks.is_empty()
+        });
     }
 
     /// `dir` has no file left: its waiting parts become events as they are.
@@ -262,13 +319,32 @@ mod tests {
             .collect()
     }
 
+    impl Joiner {
+        /// `chunk` with the offsets worked out from the lengths.
+        #[allow(clippy::too_many_arguments)]
+        fn chunk_at(
+            &mut self,
+            format: Format,
+            file: FileKey,
+            path: &Path,
+            start: u64,
+            lines: Vec<Bytes>,
+            origin: &Arc<Origin>,
+            names: &Names,
+        ) -> Output {
+            let end = start + lines.iter().map(|l| l.len() as u64 + 1).sum::<u64>();
+            let starts = crate::sources::file::multiline::line_starts(&lines, &[], start, end);
+            self.chunk(format, file, path, &starts, end, lines, origin, names)
+        }
+    }
+
     const POD: &str = "/var/log/pods/prod_web-1_u-1/nginx/0.log";
 
     #[test]
     fn partial_lines_join_and_carry_pod_fields() {
         let mut j = Joiner::default();
         let o = Arc::new(Origin::default());
-        let out = j.chunk(
+        let out = j.chunk_at(
             Format::Cri,
             (1, 1),
             Path::new(POD),
@@ -300,7 +376,7 @@ mod tests {
         let mut j = Joiner::default();
         let o = Arc::new(Origin::default());
         let first = "2024-01-01T00:00:00Z stdout F a";
-        let out = j.chunk(
+        let out = j.chunk_at(
             Format::Cri,
             (1, 1),
             Path::new(POD),
@@ -313,7 +389,7 @@ mod tests {
         assert_eq!(out.hold_back, Some(100 + first.len() as u64 + 1));
         // The rest arrives in the next file of the same container (rotation).
         let rotated = "/var/log/pods/prod_web-1_u-1/nginx/1.log";
-        let out = j.chunk(
+        let out = j.chunk_at(
             Format::Cri,
             (1, 2),
             Path::new(rotated),
@@ -326,10 +402,39 @@ mod tests {
     }
 
     #[test]
+    fn parts_read_again_after_a_rewind_are_joined_once() {
+        let mut j = Joiner::default();
+        let o = Arc::new(Origin::default());
+        let chunk = |j: &mut Joiner, file, v: &[&str]| {
+            j.chunk_at(Format::Cri, file, Path::new(POD), 0, lines(v), &o, &names())
+        };
+        let first = ["t stdout F before", "t stdout P hel", "t stdout P lo "];
+        let out = chunk(&mut j, (1, 1), &first);
+        assert_eq!(out.hold_back, Some(18));
+        // The batch failed: the file is read again from its checkpoint.
+        j.rewind((1, 1));
+        let out = chunk(&mut j, (1, 1), &first);
+        assert_eq!(
+            &out.events[0].body[..],
+            b"before",
+            "not joined to old parts"
+        );
+        let out = chunk(&mut j, (1, 1), &["t stdout F there"]);
+        assert_eq!(&out.events[0].body[..], b"hello there");
+        // Split across a rotation: the new file's parts go, the old file's stay.
+        chunk(&mut j, (1, 1), &["t stdout P a"]);
+        chunk(&mut j, (1, 2), &["t stdout P b"]);
+        j.rewind((1, 2));
+        assert_eq!(j.hold_back((1, 2)), None);
+        let out = chunk(&mut j, (1, 2), &["t stdout P b", "t stdout F c"]);
+        assert_eq!(&out.events[0].body[..], b"abc");
+    }
+
+    #[test]
     fn hostile_lines_are_kept_raw_with_a_parse_error() {
         let mut j = Joiner::default();
         let o = Arc::new(Origin::default());
-        let out = j.chunk(
+        let out = j.chunk_at(
             Format::Cri,
             (1, 1),
             Path::new("/tmp/x.log"),
@@ -351,7 +456,7 @@ mod tests {
         let o = Arc::new(Origin::default());
         let mut n = names();
         n.max_line_bytes = 4;
-        let out = j.chunk(
+        let out = j.chunk_at(
             Format::Cri,
             (1, 1),
             Path::new(POD),
@@ -368,7 +473,7 @@ mod tests {
     fn docker_json_lines_partial_joined_hostile_kept_raw() {
         let mut j = Joiner::default();
         let o = Arc::new(Origin::default());
-        let out = j.chunk(
+        let out = j.chunk_at(
             Format::DockerJson,
             (1, 1),
             Path::new("/var/lib/docker/containers/c1/c1-json.log"),

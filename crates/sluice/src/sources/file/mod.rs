@@ -41,8 +41,8 @@
 //! Framing as the other line sources ([`crate::framing`]); a line without its
 //! newline yet is held back until the newline comes, and emitted alone only when
 //! its file is released after rotation or deletion. Then `format` ([`cri`]: CRI
-//! and Docker `json-file` lines) or `multiline` ([`multiline`]) turn lines into
-//! events; both hold the checkpoint before an event still waiting for its end.
+//! and Docker `json-file` lines), then `multiline` ([`multiline`]) turn lines
+//! into events; both hold the checkpoint before an event still waiting for its end.
 //!
 //! # Threads
 //! The loop runs on its own thread (reads, `stat`s and fsyncs are blocking calls)
@@ -207,12 +207,6 @@ impl Validate for FileSourceConfig {
             }
             if m.timeout_ms == 0 {
                 v.error("multiline.timeout_ms", "must be at least 1");
-            }
-            if self.format != Format::None {
-                v.error(
-                    "multiline",
-                    "applies to format = \"none\" only (not yet to container lines)",
-                );
             }
         }
     }

@@ -1,7 +1,8 @@
 //! `multiline`: lines that continue an event (a Java stack trace's `\tat …`
 //! lines) are joined to the line that started it.
 //!
-//! With `condition = "continue_through"` a line matching `start` begins an event
+//! With `condition = "continue_through"` (or `halt_before`: the event halts
+//! before a line matching `start`, which starts the next) a line matching `start` begins an event
 //! and every following line that does not match `start` is joined to it, with
 //! `\n` between lines. An event ends at the next line matching `start`, or after
 //! `timeout_ms` without a new line once its file is read to its end, or when its
@@ -9,7 +10,9 @@
 //! source stops. A line that does not match `start` with no event open (the top
 //! of a file read from its middle) begins an event too. A joined event is cut at
 //! `max_line_bytes` (counted once as truncated); the rest of its lines are read
-//! and dropped.
+//! and dropped. Container lines (`format = "cri"`/`"docker_json"`) come with
+//! their parts joined and are joined per file *and stream* (lane); the event
+//! keeps its first line's time and fields.
 //!
 //! Checkpoints: while an event is open, its file's checkpoint stays before the
 //! event's first line, so a crash re-reads and joins its lines again rather than
@@ -26,6 +29,7 @@ use regex::bytes::Regex;
 use serde::Deserialize;
 
 use super::checkpoint::FileKey;
+use crate::event::Event;
 
 /// How lines after a start line are told apart.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Deserialize, Default)]
@@ -34,6 +38,9 @@ pub enum Condition {
     /// Lines not matching `start` continue the open event.
     #[default]
     ContinueThrough,
+    /// Lines are joined to the open event until one matches `start`: the
+    /// event halts before it, and that line starts the next event.
+    HaltBefore,
 }
 
 /// `multiline = { start = "…", condition = "…", timeout_ms = … }`.
@@ -58,6 +65,7 @@ fn default_timeout_ms() -> u64 {
 #[derive(Debug, Clone)]
 pub struct Rule {
     start: Regex,
+    condition: Condition,
     /// Quiet time after which an open event is sent.
     pub timeout: Duration,
     max_bytes: usize,
@@ -68,9 +76,17 @@ impl Rule {
     pub fn new(c: &MultilineConfig, max_bytes: usize) -> Result<Rule, regex::Error> {
         Ok(Rule {
             start: Regex::new(&c.start)?,
+            condition: c.condition,
             timeout: Duration::from_millis(c.timeout_ms),
             max_bytes,
         })
+    }
+
+    /// Whether `line` ends the open event and starts the next one.
+    fn starts_next(&self, line: &[u8]) -> bool {
+        match self.condition {
+            Condition::ContinueThrough | Condition::HaltBefore => self.start.is_match(line),
+        }
     }
 }
 
@@ -86,10 +102,12 @@ pub struct Group {
     pub end: u64,
     last: Instant,
     truncated: bool,
+    /// The first line's event (container formats: its time and fields).
+    meta: Option<Event>,
 }
 
 impl Group {
-    fn new(line: Bytes, first: u64, end: u64) -> Group {
+    fn new(line: Bytes, first: u64, end: u64, meta: Option<Event>) -> Group {
         Group {
             head: line,
             more: None,
@@ -97,6 +115,7 @@ impl Group {
             end,
             last: Instant::now(),
             truncated: false,
+            meta,
         }
     }
 
@@ -115,30 +134,55 @@ impl Group {
         self.last = Instant::now();
     }
 
-    /// The joined body and whether it was cut.
-    pub fn into_body(self) -> (Bytes, bool) {
-        match self.more {
-            Some(b) => (b.freeze(), self.truncated),
-            None => (self.head, self.truncated),
+    fn into_done(self) -> Done {
+        let body = match self.more {
+            Some(b) => b.freeze(),
+            None => self.head,
+        };
+        Done {
+            body,
+            meta: self.meta,
+            truncated: self.truncated,
         }
     }
+}
+
+/// A finished event.
+#[derive(Debug)]
+pub struct Done {
+    pub body: Bytes,
+    /// The first line's event, whose body `body` replaces (container formats).
+    pub meta: Option<Event>,
+    pub truncated: bool,
+}
+
+/// One line (or container line, parts joined) given to the joiner.
+pub struct Line {
+    pub body: Bytes,
+    /// Offset of its first byte in the file (its first part's, for a joined
+    /// container line), and after its last.
+    pub start: u64,
+    pub end: u64,
+    /// Lines are joined per file and lane (a container's stream).
+    pub lane: u8,
+    pub meta: Option<Event>,
 }
 
 /// What one chunk of lines gave.
 #[derive(Debug, Default)]
 pub struct Joined {
-    /// Finished events' bodies.
-    pub bodies: Vec<Bytes>,
-    /// Where the file's open event starts, if one is open.
+    /// Finished events.
+    pub done: Vec<Done>,
+    /// Where the file's earliest open event starts, if one is open.
     pub hold_back: Option<u64>,
     /// Bodies cut at the cap.
     pub truncated: u64,
 }
 
-/// The open events, one per file at most.
+/// The open events, one per file and lane at most.
 #[derive(Debug, Default)]
 pub struct Joiner {
-    groups: HashMap<FileKey, Group>,
+    groups: HashMap<(FileKey, u8), Group>,
 }
 
 impl Joiner {
@@ -152,53 +196,92 @@ impl Joiner {
         starts: &[u64],
         end: u64,
     ) -> Joined {
+        let items = lines.into_iter().enumerate().map(|(i, body)| Line {
+            body,
+            start: starts[i],
+            end: starts.get(i + 1).copied().unwrap_or(end),
+            lane: 0,
+            meta: None,
+        });
+        self.lines(rule, file, items)
+    }
+
+    /// Join `file`'s lines, in file order.
+    pub fn lines(
+        &mut self,
+        rule: &Rule,
+        file: FileKey,
+        items: impl Iterator<Item = Line>,
+    ) -> Joined {
         let mut out = Joined::default();
-        let mut open = self.groups.remove(&file);
-        for (i, line) in lines.into_iter().enumerate() {
-            let s = starts[i];
-            let e = starts.get(i + 1).copied().unwrap_or(end);
-            match &mut open {
-                Some(g) if !rule.start.is_match(&line) => g.push(&line, e, rule.max_bytes),
+        for l in items {
+            let key = (file, l.lane);
+            match self.groups.get_mut(&key) {
+                Some(g) if !rule.starts_next(&l.body) => g.push(&l.body, l.end, rule.max_bytes),
                 _ => {
-                    if let Some(g) = open.take() {
-                        push_body(&mut out, g);
-                    }
+                    let new = Group::new(l.body, l.start, l.end, l.meta);
                     // The framer already cut the line at `max_line_bytes`.
-                    open = Some(Group::new(line, s, e));
+                    if let Some(g) = self.groups.insert(key, new) {
+                        push_done(&mut out, g);
+                    }
                 }
             }
         }
-        if let Some(g) = open {
-            out.hold_back = Some(g.first);
-            self.groups.insert(file, g);
-        }
+        out.hold_back = self.hold_back(file);
         out
     }
 
-    /// Take `file`'s open event.
-    pub fn take(&mut self, file: FileKey) -> Option<Group> {
-        self.groups.remove(&file)
-    }
-
-    /// Files whose open event had no new line for `timeout`.
-    pub fn quiet(&self, timeout: Duration) -> Vec<FileKey> {
+    /// Where `file`'s earliest open event starts.
+    pub fn hold_back(&self, file: FileKey) -> Option<u64> {
         self.groups
             .iter()
-            .filter(|(_, g)| g.last.elapsed() >= timeout)
+            .filter(|((f, _), _)| *f == file)
+            .map(|(_, g)| g.first)
+            .min()
+    }
+
+    /// Take `file`'s open events (those quiet for `quiet`, if given).
+    pub fn take(&mut self, file: FileKey, quiet: Option<Duration>) -> Vec<Group> {
+        let keys: Vec<_> = self
+            .groups
+            .iter()
+            .filter(|((f, _), g)| *f == file && quiet.is_none_or(|t| g.last.elapsed() >= t))
             .map(|(k, _)| *k)
-            .collect()
+            .collect();
+        keys.iter().filter_map(|k| self.groups.remove(k)).collect()
+    }
+
+    /// Files with an open event that had no new line for `timeout`.
+    pub fn quiet(&self, timeout: Duration) -> Vec<FileKey> {
+        let mut v: Vec<FileKey> = self
+            .groups
+            .iter()
+            .filter(|(_, g)| g.last.elapsed() >= timeout)
+            .map(|((f, _), _)| *f)
+            .collect();
+        v.sort_unstable();
+        v.dedup();
+        v
     }
 
     /// Files with an open event.
     pub fn files(&self) -> Vec<FileKey> {
-        self.groups.keys().copied().collect()
+        let mut v: Vec<FileKey> = self.groups.keys().map(|(f, _)| *f).collect();
+        v.sort_unstable();
+        v.dedup();
+        v
     }
 }
 
-fn push_body(out: &mut Joined, g: Group) {
-    let (body, cut) = g.into_body();
-    out.truncated += u64::from(cut);
-    out.bodies.push(body);
+/// The finished event of `g`.
+pub fn done(g: Group) -> Done {
+    g.into_done()
+}
+
+fn push_done(out: &mut Joined, g: Group) {
+    let d = g.into_done();
+    out.truncated += u64::from(d.truncated);
+    out.done.push(d);
 }
 
 /// Offsets of `lines`, which start at `start`: `exact` when the reader knew
@@ -246,9 +329,9 @@ mod tests {
     }
 
     fn bodies(j: &Joined) -> Vec<String> {
-        j.bodies
+        j.done
             .iter()
-            .map(|b| String::from_utf8_lossy(b).into_owned())
+            .map(|d| String::from_utf8_lossy(&d.body).into_owned())
             .collect()
     }
 
@@ -275,9 +358,9 @@ mod tests {
         // "2024 INFO next" is still open: the checkpoint waits before it.
         let next = 100 + TRACE.find("2024 INFO next").unwrap() as u64;
         assert_eq!(out.hold_back, Some(next));
-        let g = j.take((1, 1)).unwrap();
+        let g = j.take((1, 1), None).pop().unwrap();
         assert_eq!((g.first, g.end), (next, end));
-        assert_eq!(&g.into_body().0[..], b"2024 INFO next");
+        assert_eq!(&done(g).body[..], b"2024 INFO next");
     }
 
     #[test]
@@ -286,7 +369,7 @@ mod tests {
         let mut j = Joiner::default();
         let (l1, s1, e1) = split("start\n  more\n", 0);
         let out = j.chunk(&r, (1, 1), l1, &s1, e1);
-        assert!(out.bodies.is_empty());
+        assert!(out.done.is_empty());
         assert_eq!(out.hold_back, Some(0));
         let (l2, s2, e2) = split("  last\nnew\n", e1);
         let out = j.chunk(&r, (1, 1), l2, &s2, e2);
@@ -295,8 +378,49 @@ mod tests {
         // Another file's lines do not join this file's event.
         let (l3, s3, e3) = split("  other\n", 0);
         let out = j.chunk(&r, (1, 2), l3, &s3, e3);
-        assert!(out.bodies.is_empty());
+        assert!(out.done.is_empty());
         assert_eq!(j.files().len(), 2);
+    }
+
+    #[test]
+    fn halt_before_a_matching_line_starts_the_next_event_per_lane() {
+        let c = MultilineConfig {
+            start: "^BEGIN".into(),
+            condition: Condition::HaltBefore,
+            timeout_ms: 1000,
+        };
+        let r = Rule::new(&c, 1 << 20).unwrap();
+        let mut j = Joiner::default();
+        let line = |body: &str, start: u64, lane: u8| Line {
+            body: Bytes::copy_from_slice(body.as_bytes()),
+            start,
+            end: start + 10,
+            lane,
+            meta: None,
+        };
+        // Lines before the first match form an event of their own; lanes
+        // (container streams) interleave without mixing.
+        let items = vec![
+            line("orphan", 0, 1),
+            line("BEGIN a", 10, 1),
+            line("err 1", 20, 2),
+            line("a2", 30, 1),
+            line("err 2", 40, 2),
+            line("BEGIN b", 50, 1),
+            line("b2", 60, 1),
+        ];
+        let out = j.lines(&r, (1, 1), items.into_iter());
+        assert_eq!(bodies(&out), ["orphan", "BEGIN a\na2"]);
+        // The stderr event opened at 20 holds the checkpoint, not "BEGIN b".
+        assert_eq!(out.hold_back, Some(20));
+        let mut rest: Vec<String> = j
+            .take((1, 1), None)
+            .into_iter()
+            .map(|g| String::from_utf8_lossy(&done(g).body).into_owned())
+            .collect();
+        rest.sort();
+        assert_eq!(rest, ["BEGIN b\nb2", "err 1\nerr 2"]);
+        assert_eq!(j.hold_back((1, 1)), None);
     }
 
     #[test]

@@ -250,8 +250,14 @@ impl Reader {
         };
         f.collect_acks();
         if f.rewind_if_needed() {
-            // Its lines are read again from the checkpoint, which is before them.
-            self.joiner.take(k);
+            // Its lines are read again from the checkpoint, which is before
+            // every open event and pending partial line of the file.
+            self.joiner.take(k, None);
+            self.cri.rewind(k);
+        }
+        if f.waiting_to_retry() {
+            // Housekeeping marks it again within a second.
+            return false;
         }
         if f.file.is_none() {
             if f.rotated {
@@ -278,7 +284,7 @@ impl Reader {
                     self.send(k, c, &origin, &path);
                 }
                 // The old content's open event ends with it.
-                self.flush_open_event(k, false);
+                self.flush_open_event(k, false, None);
                 self.truncations += 1;
                 return true;
             }
@@ -336,7 +342,7 @@ impl Reader {
             return true;
         }
         // Its open multiline event, if any, is complete: no line will follow.
-        self.flush_open_event(k, true);
+        self.flush_open_event(k, true, None);
         let Some(f) = self.files.get_mut(&k) else {
             return false;
         };

@@ -19,7 +19,7 @@ use std::os::unix::fs::{FileExt, MetadataExt};
 use std::path::PathBuf;
 use std::sync::Arc;
 use std::sync::atomic::{AtomicU8, Ordering};
-use std::time::Instant;
+use std::time::{Duration, Instant};
 
 use bytes::{Bytes, BytesMut};
 
@@ -96,7 +96,15 @@ pub struct Tailed {
     rewind: bool,
     /// Work out each line's exact offset (`multiline` needs them).
     pub exact_starts: bool,
+    /// Rewinds since the last batch that got through.
+    failures: u32,
+    /// After a rewind, the file is not read again before this.
+    retry_at: Option<Instant>,
 }
+
+/// Wait after the first rewind in a row; doubles with each, up to [`RETRY_MAX`].
+const RETRY_FIRST: Duration = Duration::from_millis(100);
+const RETRY_MAX: Duration = Duration::from_secs(5);
 
 impl Tailed {
     /// A file opened at `offset` (a line start: 0, the checkpoint, or its end).
@@ -128,6 +136,8 @@ impl Tailed {
             size: offset,
             rewind: false,
             exact_starts: false,
+            failures: 0,
+            retry_at: None,
         }
     }
 
@@ -306,6 +316,7 @@ impl Tailed {
                 _ => {
                     self.committed = front.end;
                     self.in_flight.pop_front();
+                    self.failures = 0;
                     moved = true;
                 }
             }
@@ -322,7 +333,23 @@ impl Tailed {
         self.in_flight.clear();
         self.framer = LineFramer::new(self.framer.max_line());
         self.read_offset = self.committed;
+        // A sink failing every batch must not be sent the same lines in a
+        // tight loop.
+        let wait = RETRY_FIRST.saturating_mul(1 << self.failures.min(6));
+        self.retry_at = Some(Instant::now() + wait.min(RETRY_MAX));
+        self.failures += 1;
         true
+    }
+
+    /// Whether a rewind's wait is still running (the file is not read).
+    pub fn waiting_to_retry(&mut self) -> bool {
+        match self.retry_at {
+            Some(t) if Instant::now() < t => true,
+            _ => {
+                self.retry_at = None;
+                false
+            }
+        }
     }
 
     /// Close the descriptor, forgetting an unterminated tail (it is read again

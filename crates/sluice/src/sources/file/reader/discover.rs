@@ -10,9 +10,9 @@ use std::time::Instant;
 
 use tracing::{debug, info, warn};
 
-use super::super::ReadFrom;
 use super::super::checkpoint::{Entry, FileKey, Fingerprint};
 use super::super::tail::{Tailed, read_head};
+use super::super::{Format, ReadFrom};
 use super::{Reader, SEEN_REFRESH_SECS, unix_now};
 use crate::event::Origin;
 
@@ -173,7 +173,7 @@ impl Reader {
             self.s.max_line_bytes,
         );
         t.size = size;
-        t.exact_starts = self.s.multiline.is_some();
+        t.exact_starts = self.s.multiline.is_some() || self.s.format != Format::None;
         debug!(path = %p.display(), offset, "Reading new file.");
         self.files.insert(k, t);
         self.by_path.insert(p.to_owned(), k);

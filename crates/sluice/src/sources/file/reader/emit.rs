@@ -2,6 +2,7 @@
 
 use std::path::Path;
 use std::sync::Arc;
+use std::time::Duration;
 
 use bytes::Bytes;
 
@@ -28,6 +29,7 @@ impl Reader {
         Counters::add(&self.link.counters.bytes_in, bytes);
         let time_ns = now_ns();
         let mut events = Vec::with_capacity(lines.len());
+        let mut hold = None;
         match (self.s.format, &self.s.multiline) {
             (Format::None, None) => {
                 for body in lines {
@@ -38,27 +40,61 @@ impl Reader {
                 let starts = multiline::line_starts(&lines, &starts, start, end);
                 let j = self.joiner.chunk(rule, k, lines, &starts, end);
                 Counters::add(&self.link.counters.truncated, j.truncated as usize);
-                for body in j.bodies {
-                    events.push(self.event(body, time_ns, origin));
+                for d in j.done {
+                    events.push(self.event(d.body, time_ns, origin));
                 }
-                if let (Some(at), Some(f)) = (j.hold_back, self.files.get_mut(&k)) {
-                    f.hold_back(at);
-                }
+                hold = j.hold_back;
             }
-            (format, _) => {
+            (format, rule) => {
                 let names = self.names();
+                let starts = multiline::line_starts(&lines, &starts, start, end);
                 let o = self
                     .cri
-                    .chunk(format, k, path, start, lines, origin, &names);
+                    .chunk(format, k, path, &starts, end, lines, origin, &names);
                 Counters::add(&self.link.counters.truncated, o.truncated as usize);
                 self.parse_errors += o.parse_errors;
-                events = o.events;
-                if let (Some(at), Some(f)) = (o.hold_back, self.files.get_mut(&k)) {
-                    f.hold_back(at);
+                hold = o.hold_back;
+                match rule {
+                    None => events = o.events,
+                    Some(rule) => {
+                        // The rule applies to the container lines, parts joined.
+                        let items =
+                            o.events
+                                .into_iter()
+                                .zip(o.spans)
+                                .map(|(ev, s)| multiline::Line {
+                                    body: ev.body.clone(),
+                                    start: s.0,
+                                    end: s.1,
+                                    lane: s.2,
+                                    meta: Some(ev),
+                                });
+                        let j = self.joiner.lines(rule, k, items);
+                        Counters::add(&self.link.counters.truncated, j.truncated as usize);
+                        hold = min_some(hold, j.hold_back);
+                        for d in j.done {
+                            events.push(self.done_event(d, time_ns, origin));
+                        }
+                    }
                 }
             }
         }
+        if let (Some(at), Some(f)) = (hold, self.files.get_mut(&k)) {
+            f.hold_back(at);
+        }
         self.send_events(events, ack);
+    }
+
+    /// A joined event: the first line's event (container formats) with the
+    /// joined body, or a new one.
+    fn done_event(&self, d: multiline::Done, time_ns: i64, origin: &Arc<Origin>) -> Event {
+        match d.meta {
+            Some(mut ev) => {
+                ev.body = d.body;
+                ev
+            }
+            None => self.event(d.body, time_ns, origin),
+        }
     }
 
     fn event(&self, body: Bytes, time_ns: i64, origin: &Arc<Origin>) -> Event {
@@ -82,26 +118,37 @@ impl Reader {
         self.link.rt.block_on(out.send(batch));
     }
 
-    /// Send `k`'s open multiline event, if any. `tracked`: its batch moves the
-    /// checkpoint to the end of its last line (not after a truncation, whose
-    /// old bytes no longer count).
-    pub(super) fn flush_open_event(&mut self, k: FileKey, tracked: bool) {
-        let Some(g) = self.joiner.take(k) else {
+    /// Send `k`'s open multiline events (those quiet for `quiet`, if given).
+    /// `tracked`: their batch moves the checkpoint to the end of their last
+    /// line, never past an event still open or a partial line still pending (not
+    /// after a truncation, whose old bytes no longer count).
+    pub(super) fn flush_open_event(&mut self, k: FileKey, tracked: bool, quiet: Option<Duration>) {
+        let groups = self.joiner.take(k, quiet);
+        if groups.is_empty() {
             return;
-        };
+        }
+        let end = groups.iter().map(|g| g.end).max().unwrap_or(0);
+        let hold = min_some(self.joiner.hold_back(k), self.cri.hold_back(k));
         let Some(f) = self.files.get_mut(&k) else {
             return;
         };
         let ack = if tracked {
-            f.track(g.end.min(f.emitted()))
+            let end = end.min(f.emitted());
+            f.track(hold.map_or(end, |h| end.min(h)))
         } else {
             AckToken::none()
         };
         let origin = f.origin.clone();
-        let (body, cut) = g.into_body();
-        Counters::add(&self.link.counters.truncated, usize::from(cut));
-        let ev = self.event(body, now_ns(), &origin);
-        self.send_events(vec![ev], ack);
+        let now = now_ns();
+        let events = groups
+            .into_iter()
+            .map(|g| {
+                let d = multiline::done(g);
+                Counters::add(&self.link.counters.truncated, usize::from(d.truncated));
+                self.done_event(d, now, &origin)
+            })
+            .collect();
+        self.send_events(events, ack);
     }
 
     /// Send the open multiline events that had no new line for `timeout_ms`,
@@ -110,9 +157,10 @@ impl Reader {
         let Some(rule) = &self.s.multiline else {
             return;
         };
-        for k in self.joiner.quiet(rule.timeout) {
+        let timeout = rule.timeout;
+        for k in self.joiner.quiet(timeout) {
             if self.files.get(&k).is_none_or(|f| f.at_end()) {
-                self.flush_open_event(k, true);
+                self.flush_open_event(k, true, Some(timeout));
             }
         }
     }
@@ -120,7 +168,7 @@ impl Reader {
     /// At stop: every open event is sent.
     pub(super) fn flush_all_events(&mut self) {
         for k in self.joiner.files() {
-            self.flush_open_event(k, true);
+            self.flush_open_event(k, true, None);
         }
     }
 
@@ -130,5 +178,12 @@ impl Reader {
             source: self.link.name.clone(),
             max_line_bytes: self.s.max_line_bytes,
         }
+    }
+}
+
+fn min_some(a: Option<u64>, b: Option<u64>) -> Option<u64> {
+    match (a, b) {
+        (Some(a), Some(b)) => Some(a.min(b)),
+        (a, b) => a.or(b),
     }
 }
