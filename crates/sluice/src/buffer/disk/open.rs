@@ -37,8 +37,9 @@ pub(super) fn start(
     sink: &str,
     opts: DiskOptions,
     counters: Arc<Counters>,
-    wal: Wal,
+    mut wal: Wal,
 ) -> Result<(DiskSender, DiskReceiver, DiskBufferHandle), DiskBufferError> {
+    let recovered = super::chunks::RecoveredChunks::scan(&mut wal, &opts.dir);
     let max_record = opts.pack_bytes();
     let max_alone = opts.wal_options().max_record_bytes as usize;
     log_recovery(&opts, &wal);
@@ -78,6 +79,7 @@ pub(super) fn start(
         held_records: AtomicUsize::new(0),
         held_bytes: AtomicUsize::new(0),
         done: AtomicBool::new(false),
+        recovered,
         opts,
     });
     shared

@@ -129,6 +129,8 @@ pub(super) struct Shared {
     pub(super) held_records: AtomicUsize,
     pub(super) held_bytes: AtomicUsize,
     pub(super) done: AtomicBool,
+    /// Client chunks found in the records unacknowledged at open.
+    pub(super) recovered: super::chunks::RecoveredChunks,
 }
 
 fn lock<T>(m: &Mutex<T>) -> MutexGuard<'_, T> {
@@ -257,6 +259,7 @@ impl Shared {
         let mut oversize = Vec::new();
         codec::encode(
             events,
+            None,
             self.max_record,
             self.max_alone,
             &mut payloads,
