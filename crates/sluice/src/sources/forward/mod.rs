@@ -346,31 +346,6 @@ fn bind_new(addr: SocketAddr) -> std::io::Result<(TcpListener, UdpSocket)> {
     }
 }
 
-/// The sinks the events of source `name` reach, directly or through routes.
-fn reached_sinks<'a>(
-    config: &'a crate::config::Config,
-    name: &str,
-) -> Vec<&'a crate::config::SinkConfig> {
-    let component = |input: &str| input.split('.').next().unwrap_or(input).to_owned();
-    let mut reached = std::collections::HashSet::from([name.to_owned()]);
-    loop {
-        let before = reached.len();
-        for r in &config.routes {
-            if r.inputs.iter().any(|i| reached.contains(&component(i))) {
-                reached.insert(r.name.clone());
-            }
-        }
-        if reached.len() == before {
-            break;
-        }
-    }
-    config
-        .sinks
-        .iter()
-        .filter(|s| s.inputs.iter().any(|i| reached.contains(&component(i))))
-        .collect()
-}
-
 /// Whether the chunk ids of source `name` are journaled: its events reach a
 /// sink with a disk buffer (directly or through routes), so sluice keeps data
 /// across a restart and the data dir is in use already; and every sink they
@@ -378,7 +353,7 @@ fn reached_sinks<'a>(
 /// `acknowledgements = "none"` a remembered id does not mean the events
 /// survive a crash, and suppressing the client's resend would lose them.
 pub(crate) fn journal_wanted(config: &crate::config::Config, name: &str) -> bool {
-    let sinks = reached_sinks(config, name);
+    let sinks = super::reached_sinks(config, name);
     sinks
         .iter()
         .any(|s| s.buffer.kind == crate::config::BufferKind::Disk)
@@ -403,7 +378,7 @@ pub(crate) fn durable_chunks(
     if !journal_wanted(config, name) {
         return Default::default();
     }
-    for sink in reached_sinks(config, name) {
+    for sink in super::reached_sinks(config, name) {
         let Some(found) = senders
             .iter()
             .find(|(n, _)| *n == sink.name)
