@@ -2,8 +2,8 @@
 //! disk buffer → kafka sink with `exactly_once = true`) → topic B, on a real
 //! broker. The source commits no offsets; the sink commits them inside its
 //! transactions (`send_offsets_to_transaction`). sluice is SIGKILLed three
-//! times while records flow (each time with records consumed, in the disk
-//! buffer, and not yet in a committed transaction) and restarted on the same
+//! times while a transaction is open (records consumed, in the disk buffer,
+//! produced, not yet committed) and restarted on the same
 //! data dir: the source reads those again from the group's offsets, and a
 //! read_committed reader of B finds every record of A exactly once, and the
 //! group's committed offsets end at A's end.
@@ -68,9 +68,12 @@ topic = "{topic_b}"
 encoding = "raw"
 exactly_once = true
 checkpoint_topic = "{topic_b}-checkpoints"
-# Transactions of at most 2,000 events: a kill finds records read from A and
-# stored in the buffer that no committed transaction holds yet.
-transaction_max_events = 2000
+# Transactions stay open 2 s: records produced into B (its high watermark,
+# which the kills wait for) are not committed yet when the kill comes, so the
+# restart finds records read from A and stored in the buffer that no committed
+# transaction holds, and the source reads them again.
+transaction_interval_ms = 2000
+transaction_max_events = 1000000
 [sinks.out.buffer]
 type = "disk"
 "#
@@ -144,17 +147,21 @@ type = "disk"
                 .nth(1)?
                 .split_whitespace()
                 .next()?
-                .parse()
+                .parse::<u64>()
                 .ok()
         })
         .sum();
     eprintln!(
         "kafka → kafka exactly once: {} records read_committed from B, {} distinct, {} missing, {} twice; \
-         skipped_events at the clean stop: {skipped}",
+         skipped_events at the clean stop: {skipped}; starts that dropped records read again: {}",
         recs.len(),
         seen.len(),
         missing.len(),
-        twice.len()
+        twice.len(),
+        logs.iter()
+            .chain(std::iter::once(&log))
+            .filter(|l| l.contains("records the source read again are already produced"))
+            .count()
     );
     assert!(
         missing.is_empty(),
@@ -167,4 +174,13 @@ type = "disk"
         &twice[..twice.len().min(10)]
     );
     assert_eq!(recs.len(), N);
+    let rereads = logs
+        .iter()
+        .chain(std::iter::once(&log))
+        .filter(|l| l.contains("records the source read again are already produced"))
+        .count();
+    assert!(
+        rereads >= 1,
+        "no restart met records read again: the scenario was not created"
+    );
 }

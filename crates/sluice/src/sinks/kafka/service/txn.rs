@@ -51,6 +51,8 @@ pub(in super::super) struct ExactlyOnce {
     skipped: u64,
     /// The first skip since the last start was logged.
     skip_logged: bool,
+    /// The first second copy of a kafka source's records was logged.
+    reread_logged: bool,
     commits: u64,
     aborts: u64,
     /// Kafka → Kafka: the sources whose offsets commit in our transactions.
@@ -84,6 +86,7 @@ impl ExactlyOnce {
             client,
             skipped: 0,
             skip_logged: false,
+            reread_logged: false,
             commits: 0,
             aborts: 0,
             offsets: SourceOffsets::new(&cx.reload.borrow(), &cx.name),
@@ -205,6 +208,14 @@ impl KafkaSink {
                     // the copy before them is produced already.
                     let eo = eo_mut(&mut self);
                     eo.skipped += (events.len() - rest.len()) as u64;
+                    if !eo.reread_logged {
+                        eo.reread_logged = true;
+                        info!(
+                            seq,
+                            "Kafka → Kafka exactly once: records the source read again are already \
+                             produced; dropping the second copy."
+                        );
+                    }
                     Arc::new(rest)
                 }
             };
