@@ -26,6 +26,8 @@ use crate::sources::kafka::{FIELD_OFFSET, FIELD_PARTITION, FIELD_TOPIC};
 
 /// A source partition: (source, topic, partition).
 type Key = (Arc<str>, Arc<str>, i32);
+/// (topic, partition, next offset) of the partitions a transaction moved.
+pub(super) type PartitionOffsets = Vec<(String, i32, i64)>;
 
 /// The offsets of the sources whose offsets this sink commits.
 #[derive(Debug, Default)]
@@ -129,8 +131,8 @@ impl SourceOffsets {
 
     /// What the open transaction must commit: per group, (topic, partition,
     /// next offset) of the partitions it moved.
-    pub(super) fn pending(&self) -> Vec<(String, Vec<(String, i32, i64)>)> {
-        let mut by_group: HashMap<&str, Vec<(String, i32, i64)>> = HashMap::new();
+    pub(super) fn pending(&self) -> Vec<(String, PartitionOffsets)> {
+        let mut by_group: HashMap<&str, PartitionOffsets> = HashMap::new();
         for (key, &next) in &self.open {
             if self.committed.get(key) == Some(&next) {
                 continue;
