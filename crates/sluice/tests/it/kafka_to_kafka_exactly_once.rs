@@ -4,10 +4,9 @@
 //! transactions (`send_offsets_to_transaction`). sluice is SIGKILLed three
 //! times while records flow and restarted on the same data dir: a
 //! read_committed reader of B finds every record of A exactly once, and the
-//! group's offsets, committed only by the transactions, end at A's end. The
-//! number of starts that dropped a second copy read again by the source is
-//! printed (the kills do not always land inside an open transaction: the
-//! dropping itself is unit-tested in `sinks::kafka::service::offsets`).
+//! group's offsets, committed only by the transactions, end at A's end. Each
+//! kill lands inside an open transaction (10 s long), so a restart meets
+//! records the source reads again and drops their second copy (asserted).
 
 use std::collections::HashMap;
 use std::ops::Range;
@@ -18,7 +17,7 @@ use rdkafka::producer::{BaseRecord, DefaultProducerContext, Producer, ThreadedPr
 
 use crate::common::Daemon;
 use crate::kafka_source::{committed, end_offsets};
-use crate::kafka_support::{consume_with, need_kafka, records_in, shared_broker, wait_for};
+use crate::kafka_support::{consume_with, need_kafka, records_in_with, shared_broker, wait_for};
 
 const PARTS: i32 = 4;
 const N: usize = 60_000;
@@ -73,6 +72,12 @@ topic = "{topic_b}"
 encoding = "raw"
 exactly_once = true
 checkpoint_topic = "{topic_b}-checkpoints"
+# Transactions stay open 10 s (the most allowed): a step of records is
+# produced into B (counted read_uncommitted) long before it commits, so each
+# kill finds records read from A and stored in the buffer that no committed
+# transaction holds, and the source reads them again after the restart.
+transaction_interval_ms = 10000
+transaction_max_events = 1000000
 [sinks.out.buffer]
 type = "disk"
 "#
@@ -83,14 +88,16 @@ type = "disk"
     let mut sent = N - 6000;
     let mut logs = Vec::new();
     for round in 0..3 {
-        // 2,000 more records into A; once they are in B, the kill.
-        let before = records_in(&addr, topic_b, PARTS);
+        // 2,000 more records into A; once they are in B (in the open
+        // transaction), the kill.
+        let in_b = || records_in_with(&addr, topic_b, PARTS, "read_uncommitted");
+        let before = in_b();
         produce(&addr, topic_a, sent..sent + 2000);
         sent += 2000;
         wait_for(
             &format!("round {round}: the step in B"),
             Duration::from_secs(120),
-            || records_in(&addr, topic_b, PARTS) >= before + 2000,
+            || in_b() >= before + 2000,
         );
         d.signal(libc::SIGKILL);
         d.wait(Duration::from_secs(10));
@@ -173,4 +180,13 @@ type = "disk"
         &twice[..twice.len().min(10)]
     );
     assert_eq!(recs.len(), N);
+    let rereads = logs
+        .iter()
+        .chain(std::iter::once(&log))
+        .filter(|l| l.contains("records the source read again are already produced"))
+        .count();
+    assert!(
+        rereads >= 1,
+        "no restart met records read again: the scenario was not created"
+    );
 }
