@@ -28,12 +28,13 @@ use libfuzzer_sys::fuzz_target;
 fuzz_target!(|data: &[u8]| {
     let payload = Bytes::copy_from_slice(data);
     let _ = codec::event_count(&payload);
+    let _ = codec::chunk_label(&payload);
     let Ok(events) = codec::decode(payload) else {
         return;
     };
     assert!(events.len() <= data.len(), "more events than bytes");
     let (mut records, mut oversize) = (Vec::new(), Vec::new());
-    codec::encode(&events, 1 << 20, 64 << 20, &mut records, &mut oversize);
+    codec::encode(&events, None, 1 << 20, 64 << 20, &mut records, &mut oversize);
     assert!(oversize.is_empty(), "a decoded event is too large to store again");
     let again: Vec<event::Event> = records
         .into_iter()

@@ -13,6 +13,9 @@
 //!   counts such copies as delivered).
 //! - [`AckToken::none`] is free: no allocation, resolution is a no-op. Sources with
 //!   nobody to answer use it, or a callback that only counts.
+//! - A token may carry a [`ChunkLabel`] (the forward source's chunk id): every
+//!   copy shares it, and a disk buffer stores it with the batch's records so a
+//!   restart can tell which chunks were already made durable.
 
 use std::fmt;
 use std::future::Future;
@@ -78,6 +81,23 @@ struct Shared {
     /// disk buffer that keeps them (see [`crate::route::accounting`]): shared by
     /// every copy, taken by the first copy that reaches the buffer.
     ledger: std::sync::Mutex<Option<Box<Ledger>>>,
+    /// The client chunk this batch is (forward de-duplication).
+    chunk: Option<Arc<ChunkLabel>>,
+}
+
+/// Which client chunk a batch carries: the forward source that took it, the
+/// chunk id its client gave, and how many events the whole chunk holds. A disk
+/// buffer stores it with the records of the batch (see `buffer::disk::codec`),
+/// so after a crash the source can rebuild the ids of the chunks that are
+/// durable, even those whose ack the client never saw.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct ChunkLabel {
+    /// The forward source's name.
+    pub source: Arc<str>,
+    /// The client's chunk id (1..=64 bytes).
+    pub id: bytes::Bytes,
+    /// Events in the chunk as the source emitted it.
+    pub events: u32,
 }
 
 impl Shared {
@@ -122,25 +142,42 @@ impl AckToken {
     /// A token whose final outcome arrives on the returned receiver.
     pub fn channel() -> (AckToken, AckReceiver) {
         let (tx, rx) = oneshot::channel();
-        (Self::with_notify(Notify::Channel(tx)), AckReceiver { rx })
+        (
+            Self::with_notify(Notify::Channel(tx), None),
+            AckReceiver { rx },
+        )
     }
 
     /// A token whose final outcome is passed to `cb` (on whichever thread drops the
     /// last copy; keep it cheap).
     pub fn with_callback(cb: impl FnOnce(AckStatus) + Send + 'static) -> AckToken {
-        Self::with_notify(Notify::Callback(Box::new(cb)))
+        Self::with_notify(Notify::Callback(Box::new(cb)), None)
     }
 
-    fn with_notify(notify: Notify) -> AckToken {
+    /// [`AckToken::with_callback`] for a batch that is the client chunk `label`.
+    pub fn with_chunk_callback(
+        label: ChunkLabel,
+        cb: impl FnOnce(AckStatus) + Send + 'static,
+    ) -> AckToken {
+        Self::with_notify(Notify::Callback(Box::new(cb)), Some(Arc::new(label)))
+    }
+
+    fn with_notify(notify: Notify, chunk: Option<Arc<ChunkLabel>>) -> AckToken {
         AckToken {
             shared: Some(Arc::new(Shared {
                 status: AtomicU8::new(AckStatus::Delivered as u8),
                 notify: std::sync::Mutex::new(Some(notify)),
                 timer: OnceLock::new(),
                 ledger: std::sync::Mutex::new(None),
+                chunk,
             })),
             resolved: false,
         }
+    }
+
+    /// The client chunk this batch is, when its source said so.
+    pub fn chunk(&self) -> Option<&ChunkLabel> {
+        self.shared.as_ref()?.chunk.as_deref()
     }
 
     /// Whether somebody waits for this token's outcome.

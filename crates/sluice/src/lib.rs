@@ -34,6 +34,7 @@ pub mod config;
 pub mod dirs;
 pub mod encoding;
 pub mod event;
+pub mod fault;
 pub mod framing;
 pub mod host;
 pub mod kafka;

@@ -81,9 +81,10 @@
 //! recovers the WAL and starts the thread; `sender.rs` and `receiver.rs` are
 //! the two halves; `shared.rs` their shared state and what a delivery report
 //! does; `worker.rs` (+ `worker/`) the WAL thread; `handle.rs` closes the
-//! buffer; `codec/` the record format (also fuzzed, `fuzz/`).
+//! buffer; `chunks.rs` the client chunks found at open; `codec/` the record format (also fuzzed, `fuzz/`).
 
 mod accounts;
+mod chunks;
 mod codec;
 mod handle;
 mod open;
@@ -96,6 +97,7 @@ mod sync_tests;
 mod tests;
 mod worker;
 
+pub use chunks::RecoveredChunks;
 pub use codec::{DecodeError, decode, event_count};
 pub use handle::{DiskBufferHandle, DiskReport};
 pub use open::open;

@@ -174,6 +174,19 @@ impl BufferSender {
         }
     }
 
+    /// Client chunks of forward source `source` found complete in this buffer
+    /// when it opened; `None` when the buffer cannot tell (memory, or a disk
+    /// buffer not open yet).
+    pub fn recovered_chunks(
+        &self,
+        source: &str,
+    ) -> Option<std::collections::HashMap<bytes::Bytes, u64>> {
+        match self {
+            BufferSender::Disk(d) => Some(d.recovered_chunks(source)),
+            _ => None,
+        }
+    }
+
     /// Queue a batch, applying the policy when full (see the module doc for
     /// `may_block`).
     #[inline]

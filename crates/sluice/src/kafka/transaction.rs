@@ -127,6 +127,41 @@ impl<T: Tracker> Producer<T> {
         unsafe { TxnError::take(e) }.map_or(Ok(()), Err)
     }
 
+    /// `send_offsets_to_transaction`: commit `offsets` (topic, partition, next
+    /// offset to read) for consumer group `group_id` as part of the open
+    /// transaction, so they are committed if and only if it is. The group
+    /// metadata is made from the group id alone (no member id or generation:
+    /// the broker then checks the group, not the member). Blocking.
+    pub fn send_offsets_to_transaction_blocking(
+        &self,
+        group_id: &str,
+        offsets: &[(String, i32, i64)],
+        timeout: Duration,
+    ) -> Result<(), TxnError> {
+        let mut tpl = TopicPartitionList::new();
+        for (topic, partition, next) in offsets {
+            tpl.add_partition_offset(topic, *partition, Offset::Offset(*next))
+                .map_err(|e| TxnError::other(format!("offset list: {e}")))?;
+        }
+        let group = std::ffi::CString::new(group_id)
+            .map_err(|_| TxnError::other("a group.id with a NUL byte"))?;
+        // SAFETY: a valid C string; the metadata is destroyed below.
+        let meta = unsafe { rdsys::rd_kafka_consumer_group_metadata_new(group.as_ptr()) };
+        if meta.is_null() {
+            return Err(TxnError::other(
+                "librdkafka could not make the group metadata",
+            ));
+        }
+        // SAFETY: a live client, a live list and metadata (the call copies them).
+        let e = unsafe {
+            rdsys::rd_kafka_send_offsets_to_transaction(self.native(), tpl.ptr(), meta, ms(timeout))
+        };
+        // SAFETY: made above, destroyed once.
+        unsafe { rdsys::rd_kafka_consumer_group_metadata_destroy(meta) };
+        // SAFETY: returned by librdkafka, ours.
+        unsafe { TxnError::take(e) }.map_or(Ok(()), Err)
+    }
+
     /// Abort the open transaction (its records are purged or marked aborted).
     /// Blocking.
     pub fn abort_transaction_blocking(&self, timeout: Duration) -> Result<(), TxnError> {

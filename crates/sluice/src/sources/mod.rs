@@ -26,6 +26,49 @@ use crate::framing::LineFramer;
 use crate::metrics::Counters;
 use crate::topology::{ComponentError, SourceContext, Task};
 
+/// The sinks the events of source `name` reach, directly or through routes.
+pub(crate) fn reached_sinks<'a>(
+    config: &'a crate::config::Config,
+    name: &str,
+) -> Vec<&'a crate::config::SinkConfig> {
+    let component = |input: &str| input.split('.').next().unwrap_or(input).to_owned();
+    let mut reached = std::collections::HashSet::from([name.to_owned()]);
+    loop {
+        let before = reached.len();
+        for r in &config.routes {
+            if r.inputs.iter().any(|i| reached.contains(&component(i))) {
+                reached.insert(r.name.clone());
+            }
+        }
+        if reached.len() == before {
+            break;
+        }
+    }
+    config
+        .sinks
+        .iter()
+        .filter(|s| s.inputs.iter().any(|i| reached.contains(&component(i))))
+        .collect()
+}
+
+/// Kafka → Kafka exactly once: when kafka source `name` feeds one sink only,
+/// a kafka sink with `exactly_once = true`, that sink's name. The source then
+/// commits no offsets itself; the sink commits them inside its transactions
+/// (`send_offsets_to_transaction`).
+pub(crate) fn offsets_in_transaction(config: &crate::config::Config, name: &str) -> Option<String> {
+    let is_kafka = config
+        .sources
+        .iter()
+        .any(|s| s.name == name && matches!(s.kind, SourceKind::Kafka(_)));
+    match reached_sinks(config, name)[..] {
+        [sink] if is_kafka => match &sink.kind {
+            crate::config::SinkKind::Kafka(k) if k.exactly_once => Some(sink.name.clone()),
+            _ => None,
+        },
+        _ => None,
+    }
+}
+
 /// Build a source's task: every fallible start-up act happens here.
 pub async fn build(config: &SourceConfig, cx: SourceContext) -> Result<Task, ComponentError> {
     match &config.kind {

@@ -281,6 +281,12 @@ impl Graph {
                 counters: cx.registry.component(&id),
                 data_dir: config.global.data_dir.clone(),
                 reload: cx.reload_rx.clone(),
+                durable_chunks: match &source.kind {
+                    SourceKind::Forward(f) if f.dedupe_window.enabled() => {
+                        crate::sources::forward::durable_chunks(config, &source.name, &senders)
+                    }
+                    _ => Default::default(),
+                },
             };
             let done = CancellationToken::new();
             let running = RunningSource {

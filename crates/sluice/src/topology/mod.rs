@@ -78,6 +78,10 @@ pub struct SourceContext {
     pub data_dir: PathBuf,
     /// Latest config, updated on reload.
     pub reload: watch::Receiver<Arc<Config>>,
+    /// Forward sources with `dedupe_window`: client chunks found complete in
+    /// every disk buffer the source feeds when they opened (id → Unix time
+    /// stored); empty for other sources.
+    pub durable_chunks: std::collections::HashMap<bytes::Bytes, u64>,
 }
 
 /// What a sink gets to run.

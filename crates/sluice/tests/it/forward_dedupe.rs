@@ -162,6 +162,58 @@ fn a_resend_after_a_kill_is_recognised_from_the_journal() {
     assert_eq!(suppressed_in_log(&second.stderr()), 1);
 }
 
+/// The moment the journal alone cannot cover: the chunk is durable in the disk
+/// buffer and sluice dies before its id is journaled (`SLUICE_FAULT` kills it
+/// with SIGKILL exactly there; a `kill -9` from outside cannot be aimed at
+/// it). The client never saw the ack and resends after the restart: the id is
+/// found with the chunk's records in the disk buffer, acked, not stored again.
+#[test]
+fn a_resend_after_a_kill_between_the_disk_append_and_the_journal_is_recognised() {
+    use std::os::unix::process::ExitStatusExt;
+    let next_port = free_port();
+    let dir = tempfile::tempdir().unwrap();
+    let config = collector_config(next_port);
+    let request = packed("gap", "gap", 10, Some("gap-chunk"));
+
+    let mut first = Daemon::start_with(
+        dir.path(),
+        &config,
+        &[("SLUICE_FAULT", "before_chunk_journal")],
+    );
+    let addr = bound_addrs(&first, 1)[0];
+    let mut s = connect(addr);
+    s.write_all(&request).unwrap();
+    let status = first.wait(Duration::from_secs(30));
+    assert_eq!(status.signal(), Some(libc::SIGKILL), "{}", first.stderr());
+    assert!(first.stderr().contains("SLUICE_FAULT=before_chunk_journal"));
+    let mut rest = Vec::new();
+    let _ = std::io::Read::read_to_end(&mut s, &mut rest);
+    assert!(rest.is_empty(), "no ack before the kill: {rest:?}");
+    let journal = dir.path().join("data/forward_source/fw/chunks.cur");
+    assert_eq!(
+        std::fs::read(&journal).unwrap(),
+        b"SLCHUNK1",
+        "id not journaled"
+    );
+
+    let mut second = Daemon::start(dir.path(), &config);
+    let addr = bound_addrs(&second, 1)[0];
+    send_acked(addr, &request, "gap-chunk");
+
+    let hop_dir = tempfile::tempdir().unwrap();
+    let mut next = next_hop(hop_dir.path(), next_port);
+    let out = hop_dir.path().join("out.json");
+    wait_until(Duration::from_secs(40), "the chunk at the next hop", || {
+        read_json_lines(&out).len() >= 10
+    });
+    assert!(second.stop().success(), "{}", second.stderr());
+    assert!(next.stop().success());
+    let lines = read_json_lines(&out);
+    assert_eq!(lines.len(), 10, "exactly one copy");
+    assert_eq!(lines[3]["message"], "gap 3");
+    assert_eq!(suppressed_in_log(&second.stderr()), 1);
+}
+
 /// `sluice_component_dedupe_window_chunks` of source `fw`.
 fn remembered(api: SocketAddr) -> u64 {
     let (status, body) = get(api, "/metrics");

@@ -172,9 +172,18 @@ pub fn write_lines(path: &Path, lines: &[Vec<u8>]) {
 /// Records in `topic` (partitions `0..partitions`) by high watermarks; 0 for a
 /// partition that does not answer.
 pub fn records_in(addr: &str, topic: &str, partitions: i32) -> u64 {
+    records_in_with(addr, topic, partitions, "read_committed")
+}
+
+/// [`records_in`] with `isolation.level` = `isolation`: `read_uncommitted`
+/// counts records of open transactions too (the high watermark, not the last
+/// stable offset, librdkafka's default).
+pub fn records_in_with(addr: &str, topic: &str, partitions: i32, isolation: &str) -> u64 {
     use rdkafka::consumer::{BaseConsumer, Consumer as _};
     let mut c = rdkafka::ClientConfig::new();
-    c.set("bootstrap.servers", addr).set("log_level", "0");
+    c.set("bootstrap.servers", addr)
+        .set("log_level", "0")
+        .set("isolation.level", isolation);
     let Ok(c) = c.create::<BaseConsumer>() else {
         return 0;
     };

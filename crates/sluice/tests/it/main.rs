@@ -35,6 +35,7 @@ mod kafka_cluster;
 mod kafka_exactly_once;
 mod kafka_source;
 mod kafka_support;
+mod kafka_to_kafka_exactly_once;
 mod lines;
 mod logging;
 mod observe;

@@ -40,6 +40,7 @@ pub(super) fn start(
     counters: Arc<Counters>,
     mut wal: Wal,
 ) -> Result<(DiskSender, DiskReceiver, DiskBufferHandle), DiskBufferError> {
+    let recovered = super::chunks::RecoveredChunks::scan(&mut wal, &opts.dir);
     let max_record = opts.pack_bytes();
     let max_alone = opts.wal_options().max_record_bytes as usize;
     log_recovery(&opts, &wal);
@@ -89,6 +90,7 @@ pub(super) fn start(
         held_bytes: AtomicUsize::new(0),
         done: AtomicBool::new(false),
         book: accounts.as_ref().map(|a| a.book.clone()),
+        recovered,
         opts,
     });
     shared

@@ -70,6 +70,12 @@ impl DiskSender {
         }
     }
 
+    /// Client chunks of forward source `source` found complete in the
+    /// records unacknowledged when the buffer opened (id → Unix time stored).
+    pub fn recovered_chunks(&self, source: &str) -> std::collections::HashMap<bytes::Bytes, u64> {
+        self.shared.recovered.complete(source)
+    }
+
     /// Serialize and queue a batch (see the module doc for the policies).
     pub async fn send(&self, batch: EventBatch, may_block: bool) -> SendOutcome {
         let sh = &*self.shared;
@@ -88,6 +94,7 @@ impl DiskSender {
         let mut oversize = Vec::new();
         codec::encode(
             &events,
+            token.chunk(),
             sh.max_record,
             sh.max_alone,
             &mut payloads,

@@ -142,6 +142,8 @@ pub(super) struct Shared {
     pub(super) done: AtomicBool,
     /// The per-tenant accounts this buffer keeps, if it keeps them.
     pub(super) book: Option<Arc<TenantBook>>,
+    /// Client chunks found in the records unacknowledged at open.
+    pub(super) recovered: super::chunks::RecoveredChunks,
 }
 
 fn lock<T>(m: &Mutex<T>) -> MutexGuard<'_, T> {
@@ -274,6 +276,7 @@ impl Shared {
         let mut oversize = Vec::new();
         codec::encode(
             events,
+            None,
             self.max_record,
             self.max_alone,
             &mut payloads,

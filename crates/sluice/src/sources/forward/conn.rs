@@ -505,7 +505,8 @@ impl Reader {
             let (token, rx) = AckToken::channel();
             return (Some(token), Wait::Batch(rx));
         };
-        match dedupe.admit(id) {
+        let events = u32::try_from(frame.entries.len()).unwrap_or(u32::MAX);
+        match dedupe.admit(id, events) {
             Admit::New(token, outcome) => (
                 Some(token),
                 Wait::Chunk {

@@ -64,6 +64,7 @@ use std::sync::Arc;
 use std::sync::atomic::{AtomicU64, Ordering::Relaxed};
 use std::time::Duration;
 
+use bytes::Bytes;
 use serde::Deserialize;
 use tokio::net::{TcpListener, TcpSocket, UdpSocket};
 use tokio::sync::Semaphore;
@@ -352,24 +353,7 @@ fn bind_new(addr: SocketAddr) -> std::io::Result<(TcpListener, UdpSocket)> {
 /// `acknowledgements = "none"` a remembered id does not mean the events
 /// survive a crash, and suppressing the client's resend would lose them.
 pub(crate) fn journal_wanted(config: &crate::config::Config, name: &str) -> bool {
-    let component = |input: &str| input.split('.').next().unwrap_or(input).to_owned();
-    let mut reached = std::collections::HashSet::from([name.to_owned()]);
-    loop {
-        let before = reached.len();
-        for r in &config.routes {
-            if r.inputs.iter().any(|i| reached.contains(&component(i))) {
-                reached.insert(r.name.clone());
-            }
-        }
-        if reached.len() == before {
-            break;
-        }
-    }
-    let sinks: Vec<_> = config
-        .sinks
-        .iter()
-        .filter(|s| s.inputs.iter().any(|i| reached.contains(&component(i))))
-        .collect();
+    let sinks = super::reached_sinks(config, name);
     sinks
         .iter()
         .any(|s| s.buffer.kind == crate::config::BufferKind::Disk)
@@ -378,12 +362,47 @@ pub(crate) fn journal_wanted(config: &crate::config::Config, name: &str) -> bool
             .all(|s| s.acknowledgements != crate::buffer::Acknowledgements::None)
 }
 
+/// The client chunks of source `name` that every sink it reaches holds whole
+/// in its disk buffer (found when the buffers opened), with the time they were
+/// stored: known without the journal. Empty unless the ids are journaled and
+/// *every* sink reached has a disk buffer open now: a chunk held by one buffer
+/// but not by another (a memory buffer, a route that sent part of it
+/// elsewhere) is not known, so its resend is stored again — a duplicate,
+/// never a loss.
+pub(crate) fn durable_chunks(
+    config: &crate::config::Config,
+    name: &str,
+    senders: &[(String, crate::buffer::BufferSender)],
+) -> std::collections::HashMap<Bytes, u64> {
+    let mut known: Option<std::collections::HashMap<Bytes, u64>> = None;
+    if !journal_wanted(config, name) {
+        return Default::default();
+    }
+    for sink in super::reached_sinks(config, name) {
+        let Some(found) = senders
+            .iter()
+            .find(|(n, _)| *n == sink.name)
+            .and_then(|(_, tx)| tx.recovered_chunks(name))
+        else {
+            return Default::default();
+        };
+        known = Some(match known {
+            None => found,
+            Some(k) => k
+                .into_iter()
+                .filter_map(|(id, secs)| found.get(&id).map(|s| (id, secs.max(*s))))
+                .collect(),
+        });
+    }
+    known.unwrap_or_default()
+}
+
 /// Pending connections the kernel queues before `accept` (bursts of reconnects).
 const LISTEN_BACKLOG: u32 = 1024;
 
 pub(super) async fn build(
     config: ForwardSourceConfig,
-    cx: SourceContext,
+    mut cx: SourceContext,
 ) -> Result<Task, ComponentError> {
     let addr: SocketAddr = config
         .address
@@ -419,8 +438,10 @@ pub(super) async fn build(
         }
         let window = config.dedupe_window.clone();
         let counters = cx.counters.clone();
+        let durable = std::mem::take(&mut cx.durable_chunks);
+        let name = cx.name.clone();
         let opened = tokio::task::spawn_blocking(move || {
-            dedupe::Dedupe::open(&window, journal.as_deref(), counters)
+            dedupe::Dedupe::open(&window, journal.as_deref(), durable, name, counters)
         })
         .await
         .map_err(|e| ComponentError::Other(format!("opening the chunk id journal: {e}")))?;

@@ -44,6 +44,9 @@ struct Shared {
     resolved: Condvar,
     component: Arc<str>,
     rereads: AtomicU64,
+    /// Kafka → Kafka exactly once: offsets are committed by this sink's
+    /// transactions, never by the source.
+    offsets_by: Option<String>,
 }
 
 impl Shared {
@@ -98,6 +101,7 @@ impl Rebalance for Shared {
                 let t = parts.remove(p)?;
                 Some((p.clone(), t.commit_point()?))
             })
+            .filter(|_| self.offsets_by.is_none())
             .collect();
         tracing::info!(
             component_id = &*self.component,
@@ -127,7 +131,15 @@ impl KafkaSource {
             resolved: Condvar::new(),
             component: cx.name.clone(),
             rereads: AtomicU64::new(0),
+            offsets_by: crate::sources::offsets_in_transaction(&cx.reload.borrow(), &cx.name),
         });
+        if let Some(sink) = &shared.offsets_by {
+            tracing::info!(
+                component_id = &*cx.name,
+                sink = %sink,
+                "Kafka → Kafka exactly once: offsets are committed inside the sink's transactions, not by the source."
+            );
+        }
         // librdkafka's statistics (consumer lag, round-trip times) when the API
         // exports them.
         let api = cx.reload.borrow().global.api.address.is_some();
@@ -276,6 +288,9 @@ impl KafkaSource {
     }
 
     fn commit(&self, committed: &mut HashMap<Partition, i64>, sync: bool) {
+        if self.shared.offsets_by.is_some() {
+            return;
+        }
         let due: Vec<(Partition, i64)> = {
             let parts = self.shared.lock();
             parts

@@ -6,7 +6,8 @@
 //!
 //! # Byte layout (integers little-endian; `varint` is unsigned LEB128)
 //! ```text
-//! record   0   1  version: 1
+//! record   0   1  version: 1, or 2 when a chunk label trailer follows the
+//!                 events ([`label`])
 //!          1   4  event count n (u32)
 //!          5   …  n events
 //! event    flags (u8), then in this order:
@@ -40,9 +41,15 @@ use std::sync::Arc;
 
 use bytes::Bytes;
 
+use crate::ack::ChunkLabel;
 use crate::event::{Event, Origin, RawMap, Record};
 
+mod label;
+pub use label::StoredLabel;
+
 const VERSION: u8 = 1;
+/// Version 1 plus a chunk label trailer.
+const VERSION_LABELLED: u8 = 2;
 /// Nesting allowed in a stored record (below its map): forward records are capped
 /// far lower at decode; this bounds what recursive readers see.
 const MAX_FIELD_DEPTH: usize = 512;
@@ -85,7 +92,7 @@ pub enum DecodeError {
 
 /// Number of events in a payload, from its header alone.
 pub fn event_count(payload: &[u8]) -> Option<u32> {
-    if payload.len() < HEADER_LEN || payload[0] != VERSION {
+    if payload.len() < HEADER_LEN || !matches!(payload[0], VERSION | VERSION_LABELLED) {
         return None;
     }
     Some(u32::from_le_bytes([
@@ -96,14 +103,19 @@ pub fn event_count(payload: &[u8]) -> Option<u32> {
 /// Serialize `events` into records of at most `max_record` bytes each. An event
 /// that does not fit alone gets a record of its own of up to `max_alone` bytes
 /// (the largest record the buffer can hold); one larger still is left out and
-/// its index pushed to `oversize`.
+/// its index pushed to `oversize`. With a `label` (a client chunk), every
+/// record carries it in a trailer (counted in the sizes).
 pub fn encode(
     events: &[Event],
+    label: Option<&ChunkLabel>,
     max_record: usize,
     max_alone: usize,
     records: &mut Vec<Vec<u8>>,
     oversize: &mut Vec<usize>,
 ) {
+    let trailer = label::trailer(label);
+    let max_record = max_record.saturating_sub(trailer.len()).max(HEADER_LEN + 1);
+    let max_alone = max_alone.saturating_sub(trailer.len()).max(HEADER_LEN + 1);
     let estimate: usize = events.iter().map(|e| e.body.len() + 16).sum::<usize>() + HEADER_LEN;
     let mut buf = Vec::with_capacity(estimate.min(max_record));
     let mut count = 0u32;
@@ -120,7 +132,7 @@ pub fn encode(
         buf.truncate(mark);
         // It does not fit: close the current record, then try it alone.
         if count > 0 {
-            finish(&mut buf, count);
+            finish(&mut buf, count, &trailer);
             records.push(std::mem::replace(
                 &mut buf,
                 Vec::with_capacity(max_record.min(estimate)),
@@ -141,7 +153,7 @@ pub fn encode(
         }
     }
     if count > 0 {
-        finish(&mut buf, count);
+        finish(&mut buf, count, &trailer);
         records.push(buf);
     }
 }
@@ -151,8 +163,20 @@ fn start(buf: &mut Vec<u8>) {
     buf.extend_from_slice(&[VERSION, 0, 0, 0, 0]);
 }
 
-fn finish(buf: &mut [u8], count: u32) {
+fn finish(buf: &mut Vec<u8>, count: u32, trailer: &[u8]) {
     buf[1..HEADER_LEN].copy_from_slice(&count.to_le_bytes());
+    if !trailer.is_empty() {
+        buf[0] = VERSION_LABELLED;
+        buf.extend_from_slice(trailer);
+    }
+}
+
+/// The chunk label of a record, read from its end without decoding events.
+pub fn chunk_label(payload: &[u8]) -> Option<StoredLabel<'_>> {
+    if payload.first() != Some(&VERSION_LABELLED) {
+        return None;
+    }
+    label::split(payload, HEADER_LEN).map(|(_, l)| l)
 }
 
 fn encode_event(e: &Event, prev: Option<&Event>, out: &mut Vec<u8>) {
@@ -301,25 +325,29 @@ fn put_bytes(out: &mut Vec<u8>, b: &[u8]) {
 
 /// Decode a record's payload into its events; bodies borrow `payload`.
 pub fn decode(payload: Bytes) -> Result<Vec<Event>, DecodeError> {
-    if payload.first() != Some(&VERSION) {
-        return Err(DecodeError::Version(payload.first().copied().unwrap_or(0)));
-    }
+    let end = match payload.first() {
+        Some(&VERSION) => payload.len(),
+        Some(&VERSION_LABELLED) => label::split(&payload, HEADER_LEN)
+            .map(|(end, _)| end)
+            .ok_or(DecodeError::Truncated(0))?,
+        v => return Err(DecodeError::Version(v.copied().unwrap_or(0))),
+    };
     let n = event_count(&payload).ok_or(DecodeError::Truncated(0))?;
     let mut r = Reader {
-        buf: &payload,
+        buf: &payload[..end],
         pos: HEADER_LEN,
         payload: &payload,
         index: 0,
     };
-    let room = (payload.len() - HEADER_LEN) / MIN_EVENT_LEN;
+    let room = (end - HEADER_LEN) / MIN_EVENT_LEN;
     let mut events: Vec<Event> = Vec::with_capacity((n as usize).min(room));
     for i in 0..n {
         r.index = i;
         let e = r.event(events.last())?;
         events.push(e);
     }
-    if r.pos != payload.len() {
-        return Err(DecodeError::Trailing(payload.len() - r.pos));
+    if r.pos != end {
+        return Err(DecodeError::Trailing(end - r.pos));
     }
     Ok(events)
 }

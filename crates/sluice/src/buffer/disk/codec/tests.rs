@@ -20,6 +20,7 @@ fn raw_records_round_trip_as_slices_and_match_the_decoded_layout() {
     let mut b = Vec::new();
     encode(
         std::slice::from_ref(&decoded),
+        None,
         1 << 20,
         1 << 20,
         &mut a,
@@ -27,6 +28,7 @@ fn raw_records_round_trip_as_slices_and_match_the_decoded_layout() {
     );
     encode(
         std::slice::from_ref(&raw),
+        None,
         1 << 20,
         1 << 20,
         &mut b,
@@ -81,7 +83,7 @@ fn full_event(i: u32) -> Event {
 fn round_trip(events: &[Event], max: usize) -> Vec<Event> {
     let mut recs = Vec::new();
     let mut over = Vec::new();
-    encode(events, max, max, &mut recs, &mut over);
+    encode(events, None, max, max, &mut recs, &mut over);
     assert!(over.is_empty());
     recs.into_iter()
         .flat_map(|r| decode(Bytes::from(r)).expect("decodes"))
@@ -130,7 +132,7 @@ fn large_batch_splits_into_records_under_the_cap() {
     let events: Vec<Event> = (0..1000).map(full_event).collect();
     let mut recs = Vec::new();
     let mut over = Vec::new();
-    encode(&events, 4096, 4096, &mut recs, &mut over);
+    encode(&events, None, 4096, 4096, &mut recs, &mut over);
     assert!(recs.len() > 10);
     assert!(recs.iter().all(|r| r.len() <= 4096));
     let n: u32 = recs.iter().map(|r| event_count(r).unwrap()).sum();
@@ -151,7 +153,7 @@ fn an_event_larger_than_the_cap_is_reported_not_encoded() {
     );
     let mut recs = Vec::new();
     let mut over = Vec::new();
-    encode(&events, 2048, 2048, &mut recs, &mut over);
+    encode(&events, None, 2048, 2048, &mut recs, &mut over);
     assert_eq!(over, vec![1]);
     let back: Vec<Event> = recs
         .into_iter()
@@ -169,7 +171,7 @@ fn an_event_over_the_packing_cap_gets_a_record_of_its_own_up_to_max_alone() {
     let events = vec![full_event(0), big.clone(), full_event(1), full_event(2)];
     let mut recs = Vec::new();
     let mut over = Vec::new();
-    encode(&events, 2048, 64 << 10, &mut recs, &mut over);
+    encode(&events, None, 2048, 64 << 10, &mut recs, &mut over);
     assert!(over.is_empty(), "{over:?}");
     let counts: Vec<u32> = recs.iter().map(|r| event_count(r).unwrap()).collect();
     assert_eq!(counts, vec![1, 1, 2]);
@@ -181,7 +183,7 @@ fn an_event_over_the_packing_cap_gets_a_record_of_its_own_up_to_max_alone() {
     assert_eq!(back, events);
     // Larger than `max_alone` too: left out.
     let mut over = Vec::new();
-    encode(&[big], 2048, 8192, &mut Vec::new(), &mut over);
+    encode(&[big], None, 2048, 8192, &mut Vec::new(), &mut over);
     assert_eq!(over, vec![0]);
 }
 
@@ -189,7 +191,7 @@ fn an_event_over_the_packing_cap_gets_a_record_of_its_own_up_to_max_alone() {
 fn every_prefix_and_byte_flip_fails_cleanly() {
     let events: Vec<Event> = (0..4).map(full_event).collect();
     let mut recs = Vec::new();
-    encode(&events, 1 << 20, 1 << 20, &mut recs, &mut Vec::new());
+    encode(&events, None, 1 << 20, 1 << 20, &mut recs, &mut Vec::new());
     let rec = recs.pop().unwrap();
     for cut in 0..rec.len() {
         assert!(
@@ -207,4 +209,44 @@ fn every_prefix_and_byte_flip_fails_cleanly() {
     let mut huge = rec.clone();
     huge[1..5].copy_from_slice(&u32::MAX.to_le_bytes());
     assert!(decode(Bytes::from(huge)).is_err());
+}
+
+#[test]
+fn a_labelled_batch_carries_its_chunk_in_every_record_and_decodes_the_same() {
+    let events: Vec<Event> = (0..40).map(full_event).collect();
+    let label = crate::ack::ChunkLabel {
+        source: "fw".into(),
+        id: Bytes::from_static(b"chunk-0123"),
+        events: 40,
+    };
+    let (mut recs, mut over) = (Vec::new(), Vec::new());
+    encode(&events, Some(&label), 2048, 2048, &mut recs, &mut over);
+    assert!(over.is_empty());
+    assert!(recs.len() > 1, "split into several records");
+    let mut total = 0;
+    let mut back = Vec::new();
+    for r in &recs {
+        assert!(r.len() <= 2048, "the trailer counts in the size");
+        let l = chunk_label(r).expect("labelled");
+        assert_eq!(
+            (l.source, l.id, l.events),
+            (&b"fw"[..], &b"chunk-0123"[..], 40)
+        );
+        total += event_count(r).unwrap();
+        back.extend(decode(Bytes::from(r.clone())).unwrap());
+    }
+    assert_eq!(total, 40);
+    assert_eq!(back, events);
+    // Unlabelled records have none; cut or flipped trailers never panic.
+    let mut plain = Vec::new();
+    encode(&events[..1], None, 2048, 2048, &mut plain, &mut Vec::new());
+    assert_eq!(chunk_label(&plain[0]), None);
+    let rec = recs.pop().unwrap();
+    for cut in 0..rec.len() {
+        let _ = chunk_label(&rec[..cut]);
+        assert!(
+            decode(Bytes::copy_from_slice(&rec[..cut])).is_err(),
+            "prefix {cut}"
+        );
+    }
 }

@@ -66,6 +66,16 @@ impl Worker {
             if let (Some(a), Some(r)) = (&self.accounts, rows) {
                 r.apply(&a.book);
             }
+            // The source's token first: with a forward source, resolving it
+            // journals the chunk id, which must be on disk before the record
+            // can be trimmed (see `buffer::disk::chunks`).
+            if let Some(t) = self.e2e.remove(&seq) {
+                t.resolve(if status == AckStatus::Delivered {
+                    AckStatus::Delivered
+                } else {
+                    AckStatus::Dropped
+                });
+            }
             if let Some(wal) = self.wal.as_mut() {
                 match wal.ack(seq) {
                     Ok(()) => {}
@@ -74,13 +84,6 @@ impl Worker {
                     }
                     Err(e) => debug!(error = %e, "Disk buffer: unexpected acknowledgement."),
                 }
-            }
-            if let Some(t) = self.e2e.remove(&seq) {
-                t.resolve(if status == AckStatus::Delivered {
-                    AckStatus::Delivered
-                } else {
-                    AckStatus::Dropped
-                });
             }
         }
     }

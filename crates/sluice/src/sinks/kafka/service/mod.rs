@@ -14,6 +14,7 @@ use tokio::task::JoinHandle;
 use tokio_util::sync::CancellationToken;
 use tracing::{error, info, warn};
 
+mod offsets;
 mod resend;
 mod topic_ensure;
 mod txn;

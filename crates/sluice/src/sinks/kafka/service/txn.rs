@@ -26,6 +26,7 @@
 use tracing::debug;
 
 use super::super::checkpoint::{self, Checkpoint};
+use super::offsets::SourceOffsets;
 use super::*;
 use crate::ack::AckToken;
 use crate::kafka::{Properties, TxnError, read_last_committed_blocking};
@@ -50,8 +51,12 @@ pub(in super::super) struct ExactlyOnce {
     skipped: u64,
     /// The first skip since the last start was logged.
     skip_logged: bool,
+    /// The first second copy of a kafka source's records was logged.
+    reread_logged: bool,
     commits: u64,
     aborts: u64,
+    /// Kafka → Kafka: the sources whose offsets commit in our transactions.
+    offsets: SourceOffsets,
 }
 
 impl ExactlyOnce {
@@ -81,8 +86,10 @@ impl ExactlyOnce {
             client,
             skipped: 0,
             skip_logged: false,
+            reread_logged: false,
             commits: 0,
             aborts: 0,
+            offsets: SourceOffsets::new(&cx.reload.borrow(), &cx.name),
         })
     }
 }
@@ -180,6 +187,7 @@ impl KafkaSink {
             max_seen = Some(max_seen.map_or(seq, |m| m.max(seq)));
             if cp.covers(seq) {
                 let eo = eo_mut(&mut self);
+                eo.offsets.settled(&events);
                 eo.skipped += events.len() as u64;
                 if !eo.skip_logged {
                     eo.skip_logged = true;
@@ -193,6 +201,24 @@ impl KafkaSink {
                 ack.resolve(AckStatus::Delivered);
                 continue;
             }
+            let events = match eo_mut(&mut self).offsets.admit(&events) {
+                None => events,
+                Some(rest) => {
+                    // A kafka source read these again (restart, rebalance):
+                    // the copy before them is produced already.
+                    let eo = eo_mut(&mut self);
+                    eo.skipped += (events.len() - rest.len()) as u64;
+                    if !eo.reread_logged {
+                        eo.reread_logged = true;
+                        info!(
+                            seq,
+                            "Kafka → Kafka exactly once: records the source read again are already \
+                             produced; dropping the second copy."
+                        );
+                    }
+                    Arc::new(rest)
+                }
+            };
             if events.is_empty() {
                 ack.resolve(AckStatus::Delivered);
                 continue;
@@ -346,6 +372,7 @@ impl KafkaSink {
     /// Replace an unusable producer and read the checkpoint again: what a
     /// failed commit left in Kafka decides what is re-sent.
     async fn restart_producer(&mut self, reason: &str) -> Result<Checkpoint, Stop> {
+        eo_mut(self).offsets.aborted();
         warn!(
             reason,
             "Kafka transactional producer unusable; creating it again."
@@ -392,6 +419,9 @@ impl KafkaSink {
             .and_then(|d| d.first_unresolved())
             .map_or(bound, |f| f.min(bound));
         next.advance(low);
+        if let Err(reason) = self.send_offsets().await {
+            return self.abort_transaction(open, &reason).await;
+        }
         if let Err(reason) = self.send_checkpoint(&next).await {
             return self.abort_transaction(open, &reason).await;
         }
@@ -430,6 +460,7 @@ impl KafkaSink {
         *cp = next;
         let eo = eo_mut(self);
         eo.commits += 1;
+        eo.offsets.committed();
         let mut delivered = 0;
         for e in open.entries {
             let s = &e.state;
@@ -447,6 +478,25 @@ impl KafkaSink {
             low = cp.low,
             "Kafka transaction committed."
         );
+        Ok(())
+    }
+
+    /// Kafka → Kafka: commit the consumed offsets of the open transaction's
+    /// source events with it (`send_offsets_to_transaction`, one call per
+    /// consumer group).
+    async fn send_offsets(&mut self) -> Result<(), String> {
+        for (group, offsets) in eo(self).offsets.pending() {
+            let producer = self.producer.clone();
+            let g = group.clone();
+            let call = tokio::task::spawn_blocking(move || {
+                producer.send_offsets_to_transaction_blocking(&g, &offsets, TXN_CALL_TIMEOUT)
+            });
+            let res = tokio::select! {
+                r = call => r.unwrap_or_else(|e| Err(join_error(&e))),
+                _ = self.abort.cancelled() => return Err("stopping".to_owned()),
+            };
+            res.map_err(|e| format!("committing the offsets of group `{group}`: {e}"))?;
+        }
         Ok(())
     }
 
@@ -492,6 +542,7 @@ impl KafkaSink {
     /// buffer sends them again.
     async fn abort_transaction(&mut self, open: Open, reason: &str) -> Result<(), Stop> {
         eo_mut(self).aborts += 1;
+        eo_mut(self).offsets.aborted();
         warn!(
             reason,
             events = open.events,

@@ -142,11 +142,22 @@ fn write_file(path: &Path, body: &[u8]) -> Result<File, JournalError> {
 }
 
 impl Journal {
-    /// Read the journal in `dir` (which exists) into `window`, then rewrite it
-    /// as the window holds it now and start an empty current file.
-    pub(crate) fn open(dir: &Path, window: &mut Window, now: u64) -> Result<Journal, JournalError> {
+    /// Read the journal in `dir` (which exists) into `window`, then `more`
+    /// (oldest first), then rewrite it as the window holds it now and start an
+    /// empty current file.
+    pub(crate) fn open(
+        dir: &Path,
+        window: &mut Window,
+        more: Vec<(Bytes, u64)>,
+        now: u64,
+    ) -> Result<Journal, JournalError> {
         for name in [OLD, CUR] {
             read_file(&dir.join(name), |id, secs| window.insert(id, secs, now))?;
+        }
+        for (id, secs) in more {
+            if !window.contains(&id, now) {
+                window.insert(id, secs, now);
+            }
         }
         let mut body = Vec::with_capacity(window.len() * (ENTRY_OVERHEAD + 32));
         for (id, secs) in window.entries() {

@@ -39,6 +39,19 @@
 //! a crash is recognised. The journal is not fsynced per id (only when it
 //! rotates): after a power loss the latest ids may be forgotten, and their
 //! resends stored again — a duplicate, never a loss.
+//!
+//! The journal alone leaves a window: a chunk's records are durable in the disk
+//! buffer before its id is journaled (the id is remembered only once every copy
+//! is stored), so a process killed between the two would store the client's
+//! resend again. So each batch's token carries its chunk label (source, id,
+//! events of the chunk: [`crate::ack::ChunkLabel`]), every disk buffer record
+//! of the batch stores it, and at start the ids of chunks found whole in every
+//! disk buffer the source feeds (`durable_chunks` in the parent module) join
+//! the window with the journal's. That covers the records not yet delivered;
+//! delivered ones were journaled first: a buffer's WAL thread resolves a
+//! record's token (writing the journal, in the callback, on that thread)
+//! before it reads the record ahead to its sink, and only a record the sink
+//! has read can be acknowledged (and trimmed).
 
 pub(crate) mod journal;
 
@@ -55,7 +68,7 @@ use serde::Deserialize;
 use tokio::sync::oneshot;
 use tracing::error;
 
-use crate::ack::{AckStatus, AckToken};
+use crate::ack::{AckStatus, AckToken, ChunkLabel};
 use crate::metrics::Counters;
 
 /// Longest chunk id remembered. Fluentd's are 25 bytes (base64 of 16 random
@@ -220,6 +233,8 @@ impl Future for Outcome {
 pub(crate) struct Dedupe {
     inner: Mutex<Inner>,
     counters: Arc<Counters>,
+    /// The source's name (in the chunk labels).
+    source: Arc<str>,
 }
 
 struct Inner {
@@ -231,17 +246,34 @@ struct Inner {
 }
 
 impl Dedupe {
-    /// The state of a source, refilled from the journal in `journal_dir` when
-    /// given (blocking file I/O: call it off the runtime's workers).
+    /// The state of source `source`, refilled from the journal in
+    /// `journal_dir` when given, then from `durable` (chunks found whole in
+    /// the disk buffers: id → time stored). Blocking file I/O: call it off the
+    /// runtime's workers.
     pub(crate) fn open(
         config: &DedupeWindowConfig,
         journal_dir: Option<&Path>,
+        durable: HashMap<Bytes, u64>,
+        source: Arc<str>,
         counters: Arc<Counters>,
     ) -> Result<Arc<Dedupe>, journal::JournalError> {
         let mut window = Window::new(config.max_chunks, config.max_age_secs);
+        let mut durable: Vec<(Bytes, u64)> = durable.into_iter().collect();
+        durable.sort_by_key(|(_, secs)| *secs);
         let journal = match journal_dir {
-            Some(dir) => Some(journal::Journal::open(dir, &mut window, now_secs())?),
-            None => None,
+            Some(dir) => Some(journal::Journal::open(
+                dir,
+                &mut window,
+                durable,
+                now_secs(),
+            )?),
+            None => {
+                let now = now_secs();
+                for (id, secs) in durable {
+                    window.insert(id, secs, now);
+                }
+                None
+            }
         };
         counters.dedupe_chunks.store(window.len() as u64, Relaxed);
         Ok(Arc::new(Dedupe {
@@ -251,6 +283,7 @@ impl Dedupe {
                 journal,
             }),
             counters,
+            source,
         }))
     }
 
@@ -264,9 +297,9 @@ impl Dedupe {
         self.lock().window.len()
     }
 
-    /// Decide what a chunk with `id` becomes (`id` at most
+    /// Decide what a chunk with `id` and `events` events becomes (`id` at most
     /// [`MAX_CHUNK_ID_BYTES`]: the caller checks).
-    pub(crate) fn admit(self: &Arc<Self>, id: &Bytes) -> Admit {
+    pub(crate) fn admit(self: &Arc<Self>, id: &Bytes, events: u32) -> Admit {
         let (tx, rx) = oneshot::channel();
         let mut g = self.lock();
         let known = g.window.contains(id, now_secs());
@@ -285,7 +318,12 @@ impl Dedupe {
         // Built outside the lock: a token dropped at once calls `resolve`.
         let me = self.clone();
         let key = id.clone();
-        let token = AckToken::with_callback(move |status| me.resolve(key, status));
+        let label = ChunkLabel {
+            source: self.source.clone(),
+            id: id.clone(),
+            events,
+        };
+        let token = AckToken::with_chunk_callback(label, move |status| me.resolve(key, status));
         Admit::New(token, Outcome(rx))
     }
 
@@ -297,6 +335,9 @@ impl Dedupe {
             let waiters = g.inflight.remove(&id).unwrap_or_default();
             if status == AckStatus::Delivered {
                 let now = now_secs();
+                if g.journal.is_some() {
+                    crate::fault::point("before_chunk_journal");
+                }
                 if let Some(j) = &mut g.journal
                     && let Err(e) = j.append(&id, now)
                 {

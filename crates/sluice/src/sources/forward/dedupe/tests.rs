@@ -65,39 +65,46 @@ fn dedupe(max_chunks: usize, dir: Option<&std::path::Path>) -> Arc<Dedupe> {
         max_chunks,
         max_age_secs: 3600,
     };
-    Dedupe::open(&config, dir, Arc::new(Counters::default())).unwrap()
+    Dedupe::open(
+        &config,
+        dir,
+        HashMap::new(),
+        "fw".into(),
+        Arc::new(Counters::default()),
+    )
+    .unwrap()
 }
 
 #[tokio::test]
 async fn a_delivered_chunk_is_done_and_a_resend_in_flight_waits_for_it() {
     let d = dedupe(10, None);
-    let Admit::New(token, first) = d.admit(&id(1)) else {
+    let Admit::New(token, first) = d.admit(&id(1), 1) else {
         panic!("first sight must be new");
     };
-    let Admit::InFlight(second) = d.admit(&id(1)) else {
+    let Admit::InFlight(second) = d.admit(&id(1), 1) else {
         panic!("in flight");
     };
     assert_eq!(d.remembered(), 0);
     token.resolve(AckStatus::Delivered);
     assert_eq!(first.await, AckStatus::Delivered);
     assert_eq!(second.await, AckStatus::Delivered);
-    assert!(matches!(d.admit(&id(1)), Admit::Done));
+    assert!(matches!(d.admit(&id(1), 1), Admit::Done));
     assert_eq!(d.remembered(), 1);
 }
 
 #[tokio::test]
 async fn a_failed_chunk_is_forgotten_and_its_waiters_hear_the_failure() {
     let d = dedupe(10, None);
-    let Admit::New(token, first) = d.admit(&id(1)) else {
+    let Admit::New(token, first) = d.admit(&id(1), 1) else {
         panic!("new");
     };
-    let Admit::InFlight(second) = d.admit(&id(1)) else {
+    let Admit::InFlight(second) = d.admit(&id(1), 1) else {
         panic!("in flight");
     };
     drop(token);
     assert_eq!(first.await, AckStatus::Errored);
     assert_eq!(second.await, AckStatus::Errored);
-    assert!(matches!(d.admit(&id(1)), Admit::New(..)));
+    assert!(matches!(d.admit(&id(1), 1), Admit::New(..)));
     assert_eq!(d.remembered(), 0);
 }
 
@@ -107,7 +114,7 @@ async fn the_journal_refills_the_window_after_a_restart() {
     {
         let d = dedupe(4, Some(dir.path()));
         for i in 0..10 {
-            let Admit::New(token, rx) = d.admit(&id(i)) else {
+            let Admit::New(token, rx) = d.admit(&id(i), 1) else {
                 panic!("new");
             };
             token.resolve(AckStatus::Delivered);
@@ -118,9 +125,9 @@ async fn the_journal_refills_the_window_after_a_restart() {
     let d = dedupe(4, Some(dir.path()));
     assert_eq!(d.remembered(), 4);
     for i in 6..10 {
-        assert!(matches!(d.admit(&id(i)), Admit::Done), "{i}");
+        assert!(matches!(d.admit(&id(i), 1), Admit::Done), "{i}");
     }
-    assert!(matches!(d.admit(&id(5)), Admit::New(..)));
+    assert!(matches!(d.admit(&id(5), 1), Admit::New(..)));
     // On disk: at most two files of max_chunks entries each.
     let on_disk: u64 = ["chunks.old", "chunks.cur"]
         .iter()
@@ -148,14 +155,14 @@ fn a_torn_journal_tail_keeps_the_entries_before_it() {
     old[flip + 1] ^= 0xff;
     std::fs::write(dir.path().join("chunks.old"), &old).unwrap();
     let mut w = Window::new(100, 3600);
-    let mut j = Journal::open(dir.path(), &mut w, 1001).unwrap();
+    let mut j = Journal::open(dir.path(), &mut w, Vec::new(), 1001).unwrap();
     let ids: Vec<_> = w.entries().map(|(i, _)| i.clone()).collect();
     assert_eq!(ids, [&b"x"[..], b"a", b"b"]);
     assert!(keep < body.len());
     // Appends go to a fresh file: nothing after a torn tail.
     j.append(b"d", 1002).unwrap();
     let mut w = Window::new(100, 3600);
-    Journal::open(dir.path(), &mut w, 1003).unwrap();
+    Journal::open(dir.path(), &mut w, Vec::new(), 1003).unwrap();
     let ids: Vec<_> = w.entries().map(|(i, _)| i.clone()).collect();
     assert_eq!(ids, [&b"x"[..], b"a", b"b", b"d"]);
 }
@@ -165,6 +172,6 @@ fn a_foreign_file_is_ignored() {
     let dir = tempfile::tempdir().unwrap();
     std::fs::write(dir.path().join("chunks.cur"), b"not a journal at all").unwrap();
     let mut w = Window::new(100, 3600);
-    Journal::open(dir.path(), &mut w, 1).unwrap();
+    Journal::open(dir.path(), &mut w, Vec::new(), 1).unwrap();
     assert_eq!(w.len(), 0);
 }
