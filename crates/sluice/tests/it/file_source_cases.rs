@@ -32,7 +32,7 @@ fn config(logs: &Path, extra: &str) -> String {
     )
 }
 
-fn start(dir: &Path, config: &str) -> Daemon {
+pub(crate) fn start(dir: &Path, config: &str) -> Daemon {
     let d = Daemon::start(dir, config);
     wait_until(Duration::from_secs(30), "sluice to start", || {
         d.stderr().contains("Sluice started.")
@@ -40,7 +40,7 @@ fn start(dir: &Path, config: &str) -> Daemon {
     d
 }
 
-fn append(path: &Path, text: &str) {
+pub(crate) fn append(path: &Path, text: &str) {
     let mut f = std::fs::OpenOptions::new()
         .append(true)
         .create(true)
@@ -50,14 +50,14 @@ fn append(path: &Path, text: &str) {
 }
 
 /// Every event written so far (a torn last line is left for the next look).
-fn events(out: &Path) -> Vec<Value> {
+pub(crate) fn events(out: &Path) -> Vec<Value> {
     let text = std::fs::read_to_string(out).unwrap_or_default();
     text.lines()
         .filter_map(|l| serde_json::from_str(l).ok())
         .collect()
 }
 
-fn messages(out: &Path) -> Vec<String> {
+pub(crate) fn messages(out: &Path) -> Vec<String> {
     events(out)
         .iter()
         .map(|e| e["message"].as_str().unwrap_or("<not utf-8>").to_owned())

@@ -8,13 +8,13 @@
 //! The sink fails for real: its path is a symlink to `/dev/full`, whose writes
 //! fail with ENOSPC, until the test points the symlink at a regular file.
 
-use std::io::Write;
 use std::path::Path;
 use std::time::Duration;
 
 use serde_json::Value;
 
-use crate::common::{Daemon, wait_until};
+use crate::common::wait_until;
+use crate::file_source_cases::{append, events, messages, start};
 
 fn config(include: &str, extra: &str) -> String {
     format!(
@@ -31,38 +31,6 @@ fn config(include: &str, extra: &str) -> String {
         encoding = "json"
         "#
     )
-}
-
-fn start(dir: &Path, config: &str) -> Daemon {
-    let d = Daemon::start(dir, config);
-    wait_until(Duration::from_secs(30), "sluice to start", || {
-        d.stderr().contains("Sluice started.")
-    });
-    d
-}
-
-fn append(path: &Path, text: &str) {
-    let mut f = std::fs::OpenOptions::new()
-        .append(true)
-        .create(true)
-        .open(path)
-        .unwrap();
-    f.write_all(text.as_bytes()).unwrap();
-}
-
-/// Every event written so far (a torn last line is left for the next look).
-fn events(out: &Path) -> Vec<Value> {
-    let text = std::fs::read_to_string(out).unwrap_or_default();
-    text.lines()
-        .filter_map(|l| serde_json::from_str(l).ok())
-        .collect()
-}
-
-fn messages(out: &Path) -> Vec<String> {
-    events(out)
-        .iter()
-        .map(|e| e["message"].as_str().unwrap_or("<not utf-8>").to_owned())
-        .collect()
 }
 
 const T: &str = "2024-01-01T00:00:00.000000001Z";

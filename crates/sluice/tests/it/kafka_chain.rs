@@ -21,7 +21,7 @@ const PARTS: i32 = 4;
 const N: usize = 100_000;
 
 /// Produce `v-{i}` (key `k-{i}`) for every `i` of `range`; waits for delivery.
-fn produce(addr: &str, topic: &str, range: Range<usize>) {
+pub(crate) fn produce(addr: &str, topic: &str, range: Range<usize>) {
     let p: ThreadedProducer<DefaultProducerContext> = ClientConfig::new()
         .set("bootstrap.servers", addr)
         .set("linger.ms", "5")

@@ -9,35 +9,15 @@
 //! records the source reads again and drops their second copy (asserted).
 
 use std::collections::HashMap;
-use std::ops::Range;
 use std::time::Duration;
 
-use rdkafka::ClientConfig;
-use rdkafka::producer::{BaseRecord, DefaultProducerContext, Producer, ThreadedProducer};
-
 use crate::common::Daemon;
+use crate::kafka_chain::produce;
 use crate::kafka_source::{committed, end_offsets};
 use crate::kafka_support::{consume_with, need_kafka, records_in_with, shared_broker, wait_for};
 
 const PARTS: i32 = 4;
 const N: usize = 60_000;
-
-/// Produce `v-{i}` for every `i` of `range`; waits for delivery.
-fn produce(addr: &str, topic: &str, range: Range<usize>) {
-    let p: ThreadedProducer<DefaultProducerContext> = ClientConfig::new()
-        .set("bootstrap.servers", addr)
-        .set("linger.ms", "5")
-        .set("log_level", "0")
-        .create()
-        .expect("producer");
-    for i in range {
-        let (k, v) = (format!("k-{i}"), format!("v-{i}"));
-        p.send(BaseRecord::to(topic).key(&k).payload(&v))
-            .map_err(|(e, _)| e)
-            .expect("enqueue");
-    }
-    p.flush(Duration::from_secs(60)).expect("flush");
-}
 
 #[test]
 fn kafka_to_kafka_exactly_once_through_three_kill_9_of_the_middle_sluice() {
