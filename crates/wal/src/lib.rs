@@ -152,4 +152,4 @@ pub use error::{AckError, AppendError, IoError, OpenError, ReadError};
 pub use format::Corruption;
 pub use inspect::{Inspection, SegmentInfo, inspect};
 pub use storage::{DirStorage, LockGuard, ReadFile, Storage, WriteFile};
-pub use wal::{Damage, Dropped, Fsync, Options, Record, Records, RecoveryReport, Wal};
+pub use wal::{Damage, Dropped, Fsync, Options, Record, Records, RecoveryReport, SyncJob, Wal};

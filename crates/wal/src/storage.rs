@@ -56,6 +56,10 @@ pub trait WriteFile: Send + Sync {
     fn sync_data(&mut self) -> io::Result<()>;
     /// Truncates or extends the file to `len`.
     fn set_len(&mut self, len: u64) -> io::Result<()>;
+    /// Another handle on the same file (a `dup`ed descriptor), so that a
+    /// [`SyncJob`](crate::SyncJob) can `fdatasync` it on another thread while
+    /// this handle keeps writing.
+    fn sync_handle(&self) -> io::Result<Box<dyn WriteFile>>;
 }
 
 /// Reads exactly `buf.len()` bytes at `offset`; `Ok(false)` if the file ends first.
@@ -187,6 +191,10 @@ impl WriteFile for File {
 
     fn set_len(&mut self, len: u64) -> io::Result<()> {
         File::set_len(self, len)
+    }
+
+    fn sync_handle(&self) -> io::Result<Box<dyn WriteFile>> {
+        Ok(Box::new(self.try_clone()?))
     }
 }
 
@@ -467,6 +475,13 @@ mod mem {
             let len = usize::try_from(len).expect("test lengths fit in memory");
             lock(&self.node).data.resize(len, 0);
             Ok(())
+        }
+
+        fn sync_handle(&self) -> io::Result<Box<dyn WriteFile>> {
+            Ok(Box::new(MemFile {
+                node: self.node.clone(),
+                storage: self.storage.clone(),
+            }))
         }
     }
 }

@@ -12,12 +12,14 @@
 //!
 //! This file holds the types and the state; the methods are split by role:
 //! `open.rs` (recovery), `append.rs`, `read.rs` (replay cursor, acks,
-//! `drop_oldest`) and `sync.rs` (durability).
+//! `drop_oldest`), `sync.rs` (durability) and `sync_job.rs` (a group commit
+//! run on another thread while appends go on).
 
 use std::collections::{BTreeSet, VecDeque};
 use std::io;
 use std::ops::Range;
 use std::path::PathBuf;
+use std::sync::Arc;
 use std::time::{Duration, Instant, SystemTime};
 
 use crate::error::{FailedSync, IoError, OpenError, ReadError};
@@ -32,6 +34,9 @@ mod append;
 mod open;
 mod read;
 mod sync;
+mod sync_job;
+
+pub use sync_job::SyncJob;
 
 /// When appended data is made durable.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -231,7 +236,7 @@ impl Cursor {
 /// A durable, segmented write-ahead buffer in one directory. See the crate
 /// documentation for the format and the guarantees.
 pub struct Wal {
-    storage: Box<dyn Storage>,
+    storage: Arc<dyn Storage>,
     _lock: LockGuard,
     opts: Options,
     segments: VecDeque<Segment>,
@@ -261,6 +266,8 @@ pub struct Wal {
     /// `drop_oldest` return it until the directory is reopened (recovery reads
     /// what really is on disk).
     failed_sync: Option<FailedSync>,
+    /// The [`SyncJob`] handed out by `start_sync` and not joined yet.
+    in_flight: Option<sync_job::InFlight>,
     last_sync: Instant,
     frame: Vec<u8>,
     cursor: Cursor,

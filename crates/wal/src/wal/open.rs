@@ -32,6 +32,7 @@ impl Wal {
     /// fail or be held open. The directory must exist.
     pub fn open_storage(storage: Box<dyn Storage>, opts: Options) -> Result<Wal, OpenError> {
         opts.validate()?;
+        let storage: std::sync::Arc<dyn Storage> = storage.into();
         let st = storage.as_ref();
         let lock = st
             .try_lock()
@@ -167,6 +168,7 @@ impl Wal {
             dir_dirty: false,
             tail_dirty: false,
             failed_sync: None,
+            in_flight: None,
             last_sync: Instant::now(),
             frame: Vec::new(),
             cursor: Cursor::default(),

@@ -8,6 +8,9 @@
 //! timer. The checkpoint (acknowledgements) is not part of that path: it costs
 //! an fsync of its own and losing it only means replaying acknowledged
 //! records, so it is written by `sync` on the owner's period.
+//!
+//! `sync_job.rs` holds the same group commit run on another thread
+//! ([`Wal::start_sync`]), so that appends go on while the device syncs.
 
 use std::time::Instant;
 
@@ -58,7 +61,8 @@ impl Wal {
     }
 
     /// Whether records appended (or segment files created or removed) are not
-    /// yet durable: what [`sync_appends`](Self::sync_appends) would sync.
+    /// yet durable and no [`SyncJob`](super::SyncJob) covers them: what the
+    /// next [`start_sync`](Self::start_sync) would take.
     pub fn has_unsynced(&self) -> bool {
         self.data_dirty || !self.unsynced.is_empty() || self.dir_dirty
     }
@@ -111,8 +115,10 @@ impl Wal {
     }
 
     /// `fdatasync`s segments with unsynced writes, oldest first (a crash then
-    /// never keeps a newer segment's records while losing an older one's).
+    /// never keeps a newer segment's records while losing an older one's),
+    /// after the [`SyncJob`](super::SyncJob) in flight, if any.
     pub(super) fn sync_data_files(&mut self) -> Result<(), IoError> {
+        self.join_sync()?;
         while let Some((first, file)) = self.unsynced.first_mut() {
             let name = segment_name(*first);
             let synced = file
@@ -129,8 +135,10 @@ impl Wal {
         Ok(())
     }
 
-    /// Syncs the directory; a failure poisons the `Wal`.
+    /// Syncs the directory (after the job in flight, if any); a failure
+    /// poisons the `Wal`.
     pub(super) fn sync_dir(&mut self) -> Result<(), IoError> {
+        self.join_sync()?;
         let synced = self
             .storage
             .sync_dir()

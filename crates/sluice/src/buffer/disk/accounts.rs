@@ -289,6 +289,33 @@ impl Accounts {
         }
     }
 
+    /// For a group commit on the sync thread: a handle on the journal to
+    /// `fdatasync` there, if entries were written since the last sync (they
+    /// count as synced from here on: the commit's acknowledgements wait for
+    /// it). `None` when there is nothing to sync, or when no handle could be
+    /// made and the journal was synced here instead.
+    pub(super) fn sync_handle(&mut self) -> Option<File> {
+        if !self.dirty {
+            return None;
+        }
+        match self.journal.try_clone() {
+            Ok(f) => {
+                self.dirty = false;
+                Some(f)
+            }
+            Err(_) => {
+                self.sync();
+                None
+            }
+        }
+    }
+
+    /// Syncing a handle from `sync_handle` failed.
+    pub(super) fn sync_failed(&mut self, e: &io::Error) {
+        let path = self.dir.join(JOURNAL);
+        self.broke(&err_at(&path)(io::Error::new(e.kind(), e.to_string())));
+    }
+
     fn broke(&mut self, e: &io::Error) {
         if !self.broken {
             self.broken = true;

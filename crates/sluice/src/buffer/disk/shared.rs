@@ -57,6 +57,10 @@ pub(super) struct Inbox {
     pub(super) closing: bool,
     /// A fatal I/O error: no more data is taken.
     pub(super) failed: bool,
+    /// The sync thread returned the group commit in flight...
+    pub(super) committed: bool,
+    /// ...and syncing the accounts journal failed.
+    pub(super) journal_error: Option<std::io::Error>,
 }
 
 /// A record the sink failed, waiting to be re-sent.

@@ -2,8 +2,9 @@
 //! forward chunk's `{"ack": id}` is written when its token resolves) is given
 //! only after an fdatasync that covers its records returned, as soon as that
 //! sync returns (not at the interval tick), batches queued during a sync share
-//! the next one, nothing is synced when nobody waits, and a failed sync never
-//! resolves a token `Delivered`.
+//! the next one — they are appended while it runs, and not acknowledged by it —,
+//! nothing is synced when nobody waits, and a failed sync never resolves a
+//! token `Delivered`.
 //!
 //! The WAL runs on real files through a storage whose `fdatasync` can be held
 //! open and released one call at a time, or made to fail: a real disk cannot
@@ -39,6 +40,8 @@ struct GateState {
     synced: u32,
     /// The next sync fails with EIO (without syncing).
     fail_next: bool,
+    /// Writes to the WAL's files.
+    writes: u32,
 }
 
 /// Controls every `fdatasync` of the WAL's files.
@@ -73,6 +76,26 @@ impl Gate {
 
     fn calls(&self) -> u32 {
         self.lock().calls
+    }
+
+    fn writes(&self) -> u32 {
+        self.lock().writes
+    }
+
+    /// Block until more than `n` writes were made.
+    fn wait_writes_over(&self, n: u32) {
+        let deadline = Instant::now() + DEADLINE;
+        let mut st = self.lock();
+        while st.writes <= n {
+            let left = deadline
+                .checked_duration_since(Instant::now())
+                .expect("written in time");
+            st = self
+                .changed
+                .wait_timeout(st, left)
+                .unwrap_or_else(|e| e.into_inner())
+                .0;
+        }
     }
 
     /// Block until `n` syncs are held open.
@@ -126,7 +149,10 @@ struct GatedFile {
 
 impl WriteFile for GatedFile {
     fn write_all_at(&mut self, offset: u64, buf: &[u8]) -> io::Result<()> {
-        self.file.write_all_at(offset, buf)
+        self.file.write_all_at(offset, buf)?;
+        self.gate.lock().writes += 1;
+        self.gate.changed.notify_all();
+        Ok(())
     }
 
     fn sync_data(&mut self) -> io::Result<()> {
@@ -135,6 +161,13 @@ impl WriteFile for GatedFile {
 
     fn set_len(&mut self, len: u64) -> io::Result<()> {
         self.file.set_len(len)
+    }
+
+    fn sync_handle(&self) -> io::Result<Box<dyn WriteFile>> {
+        Ok(Box::new(GatedFile {
+            file: self.file.sync_handle()?,
+            gate: self.gate.clone(),
+        }))
     }
 }
 
@@ -297,6 +330,32 @@ async fn a_chunk_is_acked_only_after_the_sync_of_its_group_returns() {
     let heard = f.wait_heard(4).await;
     let expect: Vec<_> = (2..=4).map(|c| (c, AckStatus::Delivered, 2)).collect();
     assert_eq!(heard[1..], expect[..], "the three waiters shared one sync");
+    assert_eq!(f.gate.calls(), 2);
+    f.close().await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn records_appended_while_a_sync_runs_are_not_acked_by_it() {
+    let f = fixture(Acknowledgements::Disk);
+    f.gate.hold();
+    assert_eq!(f.send_chunk(1).await, SendOutcome::Queued);
+    tokio::task::block_in_place(|| f.gate.wait_waiting(1));
+    // While chunk 1's sync is held open, chunk 2 is written to the segment
+    // (the WAL thread appends while the sync thread syncs)...
+    let writes = f.gate.writes();
+    assert_eq!(f.send_chunk(2).await, SendOutcome::Queued);
+    tokio::task::block_in_place(|| f.gate.wait_writes_over(writes));
+    assert_eq!(f.gate.calls(), 1, "no second sync while one is in flight");
+    assert_eq!(f.heard(), [], "nothing acked while its sync is open");
+    // ...but the sync in flight started before it was: it acks chunk 1 only.
+    f.gate.release(1);
+    assert_eq!(f.wait_heard(1).await, [(1, AckStatus::Delivered, 1)]);
+    // Chunk 2 waits for a sync of its own, started when the first returned.
+    tokio::task::block_in_place(|| f.gate.wait_waiting(1));
+    assert_eq!(f.heard().len(), 1, "chunk 2 is not acked by chunk 1's sync");
+    f.gate.release(1);
+    let heard = f.wait_heard(2).await;
+    assert_eq!(heard[1], (2, AckStatus::Delivered, 2));
     assert_eq!(f.gate.calls(), 2);
     f.close().await;
 }

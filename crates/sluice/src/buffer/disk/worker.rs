@@ -6,10 +6,12 @@
 //!
 //! This file: the loop, waiting for work, the end and the failure path;
 //! `acks.rs`: acknowledgements and dead letters; `append.rs`: appends,
-//! `when_full`, syncs; `drop_oldest.rs`; `read.rs`: read-ahead.
+//! `when_full`, the periodic sync; `commit.rs`: group commit on the sync
+//! thread; `drop_oldest.rs`; `read.rs`: read-ahead.
 
 mod acks;
 mod append;
+mod commit;
 mod drop_oldest;
 mod read;
 
@@ -44,8 +46,15 @@ pub(super) struct Worker {
     accounts: Option<Accounts>,
     /// `block`: appends waiting for space, in order.
     stalled: Vec<Pending>,
-    /// `disk` acknowledgements of the group just appended, waiting for its sync.
+    /// `disk` acknowledgements of records appended since the last commit
+    /// started, waiting for the next one.
     awaiting_sync: Vec<AckToken>,
+    /// The sync thread (started at the first group commit).
+    committer: Option<commit::Committer>,
+    /// It could not be started: group commits run on this thread.
+    committer_failed: bool,
+    /// A group commit is on the sync thread.
+    committing: bool,
     /// `end_to_end`: sources' tokens by seq.
     e2e: BTreeMap<u64, AckToken>,
     /// Every seq below it was read (or dropped, or names no record).
@@ -68,6 +77,8 @@ struct Taken {
     senders_gone: bool,
     receiver_alive: bool,
     closing: bool,
+    committed: bool,
+    journal_error: Option<std::io::Error>,
 }
 
 impl Worker {
@@ -80,6 +91,9 @@ impl Worker {
             accounts,
             stalled: Vec::new(),
             awaiting_sync: Vec::new(),
+            committer: None,
+            committer_failed: false,
+            committing: false,
             e2e: BTreeMap::new(),
             read_upto,
             lost_from: None,
@@ -102,6 +116,9 @@ impl Worker {
     pub(super) fn run(mut self) {
         loop {
             let t = self.wait_for_work();
+            if t.committed {
+                self.committed(t.journal_error);
+            }
             self.dead_letter(t.dead);
             self.apply_acks(t.acks);
             if !self.failed {
@@ -110,10 +127,10 @@ impl Worker {
                 self.fail_items(t.items);
             }
             if !self.failed {
-                self.group_commit();
+                self.maybe_sync(false);
             }
             if !self.failed {
-                self.maybe_sync(false);
+                self.group_commit();
             }
             if !self.failed && t.receiver_alive {
                 self.read_ahead();
@@ -157,6 +174,7 @@ impl Worker {
             let sync_due = self.last_sync + self.sync_period();
             let senders_gone = ib.senders == 0;
             let work = (!ib.items.is_empty() && self.stalled.is_empty())
+                || ib.committed
                 || !ib.acks.is_empty()
                 || !ib.dead.is_empty()
                 || ib.closing
@@ -167,25 +185,28 @@ impl Worker {
             if work {
                 break;
             }
-            let mut wake = sync_due;
+            // The periodic sync waits for a commit in flight: its return
+            // wakes this thread.
+            let mut wake = (!self.committing).then_some(sync_due);
+            let mut at = |t: Instant| wake = Some(wake.map_or(t, |w| w.min(t)));
             if !self.stalled.is_empty() {
-                wake = wake.min(Instant::now() + STALLED_RETRY);
+                at(Instant::now() + STALLED_RETRY);
             }
-            if let Some(at) = self.senders_gone_at {
-                wake = wake.min(at + sh.opts.drain_timeout);
+            if let Some(t) = self.senders_gone_at {
+                at(t + sh.opts.drain_timeout);
             }
-            if let Some(at) = self.receiver_gone_at {
-                wake = wake.min(at + LATE_ACKS);
+            if let Some(t) = self.receiver_gone_at {
+                at(t + LATE_ACKS);
             }
             let now = Instant::now();
-            if wake <= now {
-                break;
-            }
-            ib = sh
-                .work
-                .wait_timeout(ib, wake - now)
-                .unwrap_or_else(|e| e.into_inner())
-                .0;
+            ib = match wake {
+                Some(w) if w <= now => break,
+                Some(w) => {
+                    let waited = sh.work.wait_timeout(ib, w - now);
+                    waited.unwrap_or_else(|e| e.into_inner()).0
+                }
+                None => sh.work.wait(ib).unwrap_or_else(|e| e.into_inner()),
+            };
         }
         let items = if self.stalled.is_empty() {
             ib.bytes = 0;
@@ -200,6 +221,8 @@ impl Worker {
             senders_gone: ib.senders == 0,
             receiver_alive: ib.receiver_alive,
             closing: ib.closing,
+            committed: std::mem::take(&mut ib.committed),
+            journal_error: ib.journal_error.take(),
         };
         drop(ib);
         if !t.items.is_empty() {
@@ -297,6 +320,7 @@ impl Worker {
     }
 
     fn finish(mut self) {
+        self.stop_committer();
         // Anything queued after the last turn, then the final sync.
         let rest = {
             let mut ib = self.sh.inbox();

@@ -1,6 +1,6 @@
 //! Appends on the WAL thread: one write per group of queued batches, the
 //! `when_full` policy when it does not fit, source acknowledgements by mode,
-//! and the syncs (group commit, the interval, the checkpoint).
+//! and the periodic sync (the interval, the checkpoint).
 
 use std::sync::atomic::Ordering::Relaxed;
 use std::time::Instant;
@@ -247,29 +247,11 @@ impl Worker {
         }
     }
 
-    /// `interval` mode, sources waiting on what was just appended: make it
-    /// durable now with one fdatasync for the whole group (whatever senders
-    /// queue meanwhile forms the next group), not at the next tick. A failure
-    /// poisons the WAL and resolves every waiting token `Errored`.
-    pub(super) fn group_commit(&mut self) {
-        if self.awaiting_sync.is_empty() {
-            return;
-        }
-        if let Some(a) = &mut self.accounts {
-            a.sync();
-        }
-        match self.wal().sync_appends() {
-            Ok(()) => {
-                for t in self.awaiting_sync.drain(..) {
-                    t.resolve(AckStatus::Delivered);
-                }
-            }
-            Err(e) => self.fail("syncing", &e),
-        }
-    }
-
+    /// The periodic sync (everything, the checkpoint, the accounts' snapshot
+    /// when due), after the group commit in flight if any: it waits for the
+    /// commit's return (`force` comes after `stop_committer`).
     pub(super) fn maybe_sync(&mut self, force: bool) {
-        if !force && self.last_sync.elapsed() < self.sync_period() {
+        if !force && (self.committing || self.last_sync.elapsed() < self.sync_period()) {
             return;
         }
         self.last_sync = Instant::now();
