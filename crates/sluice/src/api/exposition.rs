@@ -21,7 +21,7 @@ use prometheus_client::encoding::{DescriptorEncoder, NoLabelSet};
 use prometheus_client::metrics::MetricType;
 
 use crate::metrics::{BufferGauge, BufferLevel, Component, Counters, KafkaSnapshot, Registry};
-use crate::route::accounting::{Reason, TenantBook, TenantCounters};
+use crate::route::accounting::{Reason, Row, TenantBook};
 
 /// Renders the registry; cheap to keep, the work happens per scrape.
 #[derive(Debug)]
@@ -91,7 +91,7 @@ fn discard_reason(c: &Component) -> &'static str {
 type ExtraLabel = (&'static str, fn(&Component) -> &'static str);
 
 /// Which counter of a tenant a family reads.
-type TenantPick = fn(&TenantCounters) -> &AtomicU64;
+type TenantPick = fn(&Row) -> u64;
 
 /// Write one counter family: one descriptor, then each series.
 fn counters<'c>(
@@ -291,34 +291,41 @@ fn encode_kafka(enc: &mut DescriptorEncoder<'_>, all: &[Component]) -> fmt::Resu
 
 /// The per-tenant families: one series per tenant (bounded, `other` last).
 fn encode_tenants(enc: &mut DescriptorEncoder<'_>, book: &TenantBook) -> fmt::Result {
-    let all = book.snapshot();
+    // Each tenant's counters read once: the families below agree with each
+    // other (received = delivered + dropped + buffered holds in every scrape,
+    // even while events are being delivered).
+    let all: Vec<_> = book
+        .snapshot()
+        .into_iter()
+        .map(|(tenant, c)| (tenant, c.row()))
+        .collect();
     let families: [(&str, &str, TenantPick); 4] = [
         (
             "sluice_tenant_received_events",
             "Events a tenant route read, by tenant (inactive ids included).",
-            |t| &t.received_events,
+            |t| t.received_events,
         ),
         (
             "sluice_tenant_received_bytes",
             "Body bytes a tenant route read, by tenant.",
-            |t| &t.received_bytes,
+            |t| t.received_bytes,
         ),
         (
             "sluice_tenant_delivered_events",
             "A tenant's events the sinks delivered (per sink with a fan-out).",
-            |t| &t.delivered_events,
+            |t| t.delivered_events,
         ),
         (
             "sluice_tenant_delivered_bytes",
             "A tenant's body bytes the sinks delivered.",
-            |t| &t.delivered_bytes,
+            |t| t.delivered_bytes,
         ),
     ];
     for (name, help, pick) in families {
         let mut m = enc.encode_descriptor(name, help, None, MetricType::Counter)?;
         for (tenant, c) in &all {
             m.encode_family(&[("tenant", &**tenant)])?
-                .encode_counter::<NoLabelSet, _, u64>(&load(pick(c)), None)?;
+                .encode_counter::<NoLabelSet, _, u64>(&pick(c), None)?;
         }
     }
     let mut m = enc.encode_descriptor(
@@ -330,7 +337,7 @@ fn encode_tenants(enc: &mut DescriptorEncoder<'_>, book: &TenantBook) -> fmt::Re
     for (tenant, c) in &all {
         for r in Reason::ALL {
             m.encode_family(&[("tenant", &**tenant), ("reason", r.label())])?
-                .encode_counter::<NoLabelSet, _, u64>(&load(&c.dropped_events[r as usize]), None)?;
+                .encode_counter::<NoLabelSet, _, u64>(&c.dropped[r as usize], None)?;
         }
     }
     if book.is_durable() {
