@@ -238,7 +238,14 @@ impl KafkaSource {
     ) {
         // One batch per partition, records in offset order (as fetched). Every
         // event's value and fields are slices of the round's one arena.
-        let arena = round.arena.freeze();
+        // Events pin the whole arena until the last of them is delivered: a
+        // small round (a quiet topic) is copied out of its mostly empty arena,
+        // so it pins what it holds, not ROUND_ARENA_BYTES.
+        let arena = if round.arena.capacity() > 2 * round.arena.len() {
+            Bytes::copy_from_slice(&round.arena)
+        } else {
+            round.arena.freeze()
+        };
         let mut groups: Vec<(Partition, Vec<Message>)> = Vec::new();
         for m in round.records {
             match groups
