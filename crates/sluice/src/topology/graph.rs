@@ -202,6 +202,14 @@ impl Graph {
         if now.api.max_tenant_series != then.api.max_tenant_series {
             why.push("[api] max_tenant_series");
         }
+        // Only the two keys a reload applies may differ beyond this point (a
+        // global key added later is refused until it is made reloadable).
+        let mut rest = then.clone();
+        rest.shutdown_timeout_secs = now.shutdown_timeout_secs;
+        rest.api.address = now.api.address;
+        if why.is_empty() && rest != *now {
+            why.push("global settings");
+        }
         (!why.is_empty()).then(|| format!("{} changed; applied at a restart", why.join(", ")))
     }
 
