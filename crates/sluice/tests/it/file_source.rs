@@ -12,32 +12,8 @@ use std::path::{Path, PathBuf};
 use std::process::Command;
 use std::time::{Duration, Instant};
 
-use crate::common::{Daemon, wait_until};
-
-fn config(include: &str, extra: &str) -> String {
-    format!(
-        r#"
-        data_dir = "$DIR/data"
-        [sources.f]
-        type = "file"
-        include = ["{include}"]
-        {extra}
-        [sinks.out]
-        type = "file"
-        inputs = ["f"]
-        path = "$DIR/out.log"
-        "#
-    )
-}
-
-/// Start sluice and wait until its file source has made its first scan.
-fn start(dir: &Path, config: &str) -> Daemon {
-    let d = Daemon::start(dir, config);
-    wait_until(Duration::from_secs(30), "sluice to start", || {
-        d.stderr().contains("Sluice started.")
-    });
-    d
-}
+use crate::common::wait_until;
+use crate::file_support::{append, config, start};
 
 /// How often each line of the output occurs.
 fn counts(out: &Path) -> HashMap<String, u32> {
@@ -57,15 +33,6 @@ fn line_count(out: &Path) -> usize {
 
 fn bytecount(b: &[u8]) -> usize {
     b.iter().filter(|&&c| c == b'\n').count()
-}
-
-fn append(path: &Path, text: &str) {
-    let mut f = std::fs::OpenOptions::new()
-        .append(true)
-        .create(true)
-        .open(path)
-        .unwrap();
-    f.write_all(text.as_bytes()).unwrap();
 }
 
 fn numbered(stream: &str, range: std::ops::Range<u64>) -> String {

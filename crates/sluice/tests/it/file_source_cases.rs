@@ -5,48 +5,17 @@
 //! (Vector #23076), and 10,000 files created in an inotify queue overflow
 //! (Fluent Bit #1108) with the daemon's peak memory.
 
-use std::io::Write;
 use std::os::unix::fs::MetadataExt;
 use std::path::Path;
 use std::time::{Duration, SystemTime};
 
 use serde_json::Value;
 
-use crate::common::{Daemon, wait_until};
+use crate::common::wait_until;
+use crate::file_support::{append, json_config, start};
 
 fn config(logs: &Path, extra: &str) -> String {
-    format!(
-        r#"
-        data_dir = "$DIR/data"
-        [sources.f]
-        type = "file"
-        include = ["{}/*.log"]
-        {extra}
-        [sinks.out]
-        type = "file"
-        inputs = ["f"]
-        path = "$DIR/out.json"
-        encoding = "json"
-        "#,
-        logs.display()
-    )
-}
-
-pub(crate) fn start(dir: &Path, config: &str) -> Daemon {
-    let d = Daemon::start(dir, config);
-    wait_until(Duration::from_secs(30), "sluice to start", || {
-        d.stderr().contains("Sluice started.")
-    });
-    d
-}
-
-pub(crate) fn append(path: &Path, text: &str) {
-    let mut f = std::fs::OpenOptions::new()
-        .append(true)
-        .create(true)
-        .open(path)
-        .unwrap();
-    f.write_all(text.as_bytes()).unwrap();
+    json_config(&format!("{}/*.log", logs.display()), extra)
 }
 
 /// Every event written so far (a torn last line is left for the next look).

@@ -14,24 +14,8 @@ use std::time::Duration;
 use serde_json::Value;
 
 use crate::common::wait_until;
-use crate::file_source_cases::{append, events, messages, start};
-
-fn config(include: &str, extra: &str) -> String {
-    format!(
-        r#"
-        data_dir = "$DIR/data"
-        [sources.f]
-        type = "file"
-        include = ["{include}"]
-        {extra}
-        [sinks.out]
-        type = "file"
-        inputs = ["f"]
-        path = "$DIR/out.json"
-        encoding = "json"
-        "#
-    )
-}
+use crate::file_source_cases::{events, messages};
+use crate::file_support::{append, json_config as config, start};
 
 const T: &str = "2024-01-01T00:00:00.000000001Z";
 

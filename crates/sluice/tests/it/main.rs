@@ -21,6 +21,7 @@ mod file_source;
 mod file_source_cases;
 mod file_source_join;
 mod file_source_kafka;
+mod file_support;
 mod forward;
 mod forward_claims;
 mod forward_dedupe;
