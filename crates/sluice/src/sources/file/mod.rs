@@ -23,7 +23,8 @@
 //!   first bytes changed; it is read again from 0, with a warning naming it. (Lines
 //!   written between logrotate's copy and its truncate exist nowhere: no reader
 //!   can recover them. Lines we had not read before the truncate are in the copy,
-//!   which is read only if `include` matches it.)
+//!   which is read only if `include` matches it. A line read up to its middle
+//!   when the truncate came is not sent as a fragment: the copy holds it whole.)
 //! - deleted while open: read to its end, then the descriptor is released so the
 //!   disk space comes back.
 //!

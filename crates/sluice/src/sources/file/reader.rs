@@ -267,21 +267,15 @@ impl Reader {
         }
         match f.check_size() {
             Ok(SizeCheck::Truncated) => {
-                warn!(path = %f.path.display(), read_offset = f.read_offset, size = f.size,
-                    "File truncated (copytruncate or rewritten); reading it again from its start.");
-                let tail = f.restart_from_zero();
-                let chunk = (!tail.is_empty()).then(|| Chunk {
-                    start: 0,
-                    lines: tail,
-                    ack: AckToken::none(),
-                    truncated: 0,
-                    starts: Vec::new(),
-                    end: 0,
-                });
-                let f = &*f;
-                let (origin, path) = (f.origin.clone(), f.path.clone());
-                if let Some(c) = chunk {
-                    self.send(k, c, &origin, &path);
+                let (read_offset, size) = (f.read_offset, f.size);
+                let cut = f.restart_from_zero();
+                if cut == 0 {
+                    warn!(path = %f.path.display(), read_offset, size,
+                        "File truncated (copytruncate or rewritten); reading it again from its start.");
+                } else {
+                    warn!(path = %f.path.display(), read_offset, size, cut_line_bytes = cut,
+                        "File truncated (copytruncate or rewritten); reading it again from its start. \
+                         The line it cut before its newline is not sent: a rotated copy holds it whole.");
                 }
                 // The old content's open event ends with it.
                 self.flush_open_event(k, false, None);

@@ -182,17 +182,20 @@ impl Tailed {
         Ok(read_head(f, n)?.is_some_and(|h| Fingerprint::of(&h) == self.fingerprint))
     }
 
-    /// Start over from byte 0 after a truncation. The unterminated tail of the
-    /// old content is returned as a last line (it will never be completed);
-    /// acknowledgements of old batches no longer move the checkpoint.
-    pub fn restart_from_zero(&mut self) -> Vec<Bytes> {
-        let mut tail = Vec::new();
-        self.framer.finish(&mut |b| tail.push(b));
+    /// Start over from byte 0 after a truncation. An unterminated tail of the
+    /// old content is dropped, and its length returned: it is the head of a
+    /// line the truncation cut (copytruncate copies the whole line, newline and
+    /// all, before it truncates), so sending it would deliver a fragment — one
+    /// that often equals an earlier line. Acknowledgements of old batches no
+    /// longer move the checkpoint.
+    pub fn restart_from_zero(&mut self) -> usize {
+        let mut cut = 0;
+        self.framer.finish(&mut |b| cut += b.len());
         self.read_offset = 0;
         self.committed = 0;
         self.in_flight.clear();
         self.fingerprint = Fingerprint::default();
-        tail
+        cut
     }
 
     /// Read up to one chunk. `None` at end of file.

@@ -134,9 +134,33 @@ fn shrink_below_read_offset_is_a_truncation() {
         .unwrap();
     append(&p, b"new\n");
     assert_eq!(t.check_size().unwrap(), SizeCheck::Truncated);
-    t.restart_from_zero();
+    assert_eq!(t.restart_from_zero(), 0);
     let c = t.read_chunk().unwrap().unwrap();
     assert_eq!(texts(&c), ["new"]);
+}
+
+#[test]
+fn a_line_cut_by_a_truncation_is_not_sent_as_a_fragment() {
+    // copytruncate while a writer's line was half written: the reader holds
+    // "w-12", the copy got "w-123\n". Sending "w-12" would duplicate line 12.
+    let d = tempfile::tempdir().unwrap();
+    let p = d.path().join("a.log");
+    append(&p, b"w-11\nw-12\nw-12");
+    let mut t = open(&p);
+    let c = t.read_chunk().unwrap().unwrap();
+    assert_eq!(texts(&c), ["w-11", "w-12"]);
+    std::fs::OpenOptions::new()
+        .write(true)
+        .open(&p)
+        .unwrap()
+        .set_len(0)
+        .unwrap();
+    append(&p, b"w-124\n");
+    assert_eq!(t.check_size().unwrap(), SizeCheck::Truncated);
+    assert_eq!(t.restart_from_zero(), 4);
+    let c = t.read_chunk().unwrap().unwrap();
+    assert_eq!(texts(&c), ["w-124"]);
+    assert!(t.finish().is_none());
 }
 
 #[test]
