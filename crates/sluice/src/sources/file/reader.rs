@@ -12,7 +12,7 @@ use tracing::{debug, info, warn};
 
 use super::checkpoint::{Checkpoints, Entry, FileKey};
 use super::paths::Patterns;
-use super::tail::{Chunk, SizeCheck, Tailed};
+use super::tail::{SizeCheck, Tailed};
 use super::watch::{Wake, Watch};
 use super::{Format, ReadFrom};
 use crate::ack::AckToken;
