@@ -92,6 +92,16 @@ impl Template {
         self.parts.iter().any(|p| matches!(p, Part::Time(_)))
     }
 
+    /// Whether every rendering is made of literal text and the fields `names`
+    /// only.
+    pub fn only_fields(&self, names: &[&str]) -> bool {
+        self.parts.iter().all(|p| match p {
+            Part::Literal(_) => true,
+            Part::Field(f) => names.contains(&f.as_str()),
+            _ => false,
+        })
+    }
+
     /// Whether the template is a constant.
     pub fn is_static(&self) -> bool {
         self.parts.iter().all(|p| matches!(p, Part::Literal(_)))
@@ -277,6 +287,13 @@ mod tests {
                 .is_numeric()
         );
         assert!(!Template::parse("{tag}", false, false).unwrap().is_numeric());
+        let f = Template::parse("a/{field.x}-{field.y}", true, true).unwrap();
+        assert!(f.only_fields(&["x", "y"]) && !f.only_fields(&["x"]));
+        assert!(
+            !Template::parse("%Y/{field.x}", true, true)
+                .unwrap()
+                .only_fields(&["x"])
+        );
         assert!(
             !Template::parse("p{bucket}", false, false)
                 .unwrap()

@@ -18,8 +18,9 @@
 //! Every encoder appends to a caller-owned `Vec<u8>` so a sink reuses one buffer.
 //! Raw records (forward) are written straight from their msgpack bytes: JSON by
 //! walking them in place, msgpack by copying them.
-//! Strings go through `serde_json`'s escaper, so any input gives valid JSON (the
-//! original fuse_kafka built JSON with printf and no escaping).
+//! Strings are escaped as `serde_json` does ([`json`] has a fast path for text
+//! with nothing to escape), so any input gives valid JSON (the original
+//! fuse_kafka built JSON with printf and no escaping).
 
 use std::io::Write as _;
 
@@ -28,7 +29,9 @@ use base64::engine::general_purpose::STANDARD as B64;
 use serde::Deserialize;
 
 use crate::event::{Event, RawValue, Record, Value};
+use json::{bytes_lossy as json_bytes_lossy, str as json_str};
 
+mod json;
 pub mod syslog;
 
 /// Version string written in `@version`.
@@ -68,20 +71,6 @@ impl Encoding {
     }
 }
 
-fn json_str(out: &mut Vec<u8>, s: &str) {
-    // Writing into a Vec cannot fail.
-    let _ = serde_json::to_writer(&mut *out, s);
-}
-
-fn json_bytes_lossy(out: &mut Vec<u8>, b: &[u8]) {
-    json_str(out, &String::from_utf8_lossy(b));
-}
-
-fn rfc3339_ns(time_ns: i64) -> String {
-    chrono::DateTime::from_timestamp_nanos(time_ns)
-        .to_rfc3339_opts(chrono::SecondsFormat::Nanos, true)
-}
-
 fn logstash_timestamp(time_ns: i64) -> String {
     let utc = chrono::DateTime::from_timestamp_nanos(time_ns);
     utc.with_timezone(&chrono::Local)
@@ -93,7 +82,7 @@ const RESERVED: [&str; 4] = ["time", "tag", "message", "message_base64"];
 
 fn encode_json(event: &Event, out: &mut Vec<u8>) {
     out.extend_from_slice(b"{\"time\":");
-    json_str(out, &rfc3339_ns(event.time_ns));
+    json::time_ns(out, event.time_ns);
     out.extend_from_slice(b",\"tag\":");
     json_str(out, &event.tag);
     match std::str::from_utf8(&event.body) {

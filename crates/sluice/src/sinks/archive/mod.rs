@@ -133,6 +133,13 @@ impl ArchivePath {
         })
     }
 
+    /// Whether the rendering depends on nothing but the record's topic and
+    /// partition: then it is the same for every record of a partition.
+    pub fn per_partition(&self) -> bool {
+        let names = ["kafka.topic", "kafka.partition"];
+        self.before.only_fields(&names) && self.after.only_fields(&names)
+    }
+
     /// The rendering around the offset: records rendering alike share a file.
     pub fn render_ident(&self, ev: &Event, out: &mut String) {
         self.before.render(ev, out);

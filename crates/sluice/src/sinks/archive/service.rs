@@ -45,6 +45,8 @@ pub struct ArchiveSink {
     errors: RateLimit,
     scratch: Vec<u8>,
     ident: String,
+    /// The path renders alike for every record of a partition.
+    ident_per_partition: bool,
 }
 
 enum Next {
@@ -66,6 +68,7 @@ impl ArchiveSink {
     pub fn new(store: Store, settings: Settings) -> Self {
         ArchiveSink {
             store,
+            ident_per_partition: settings.path.per_partition(),
             settings,
             parts: Vec::new(),
             pending: Vec::new(),
@@ -205,14 +208,18 @@ impl ArchiveSink {
         if offset <= part.archived_through {
             return Ok(());
         }
-        self.ident.clear();
-        self.settings.path.render_ident(ev, &mut self.ident);
-        let cut = self.parts[i]
-            .open
-            .as_ref()
-            .is_some_and(|f| f.forced_end.is_none() && f.ident != self.ident);
-        if cut {
-            self.close(i, cx)?;
+        // A path made of the topic and partition only renders alike for every
+        // record of the partition: an open file never has to be cut for it.
+        if self.parts[i].open.is_none() || !self.ident_per_partition {
+            self.ident.clear();
+            self.settings.path.render_ident(ev, &mut self.ident);
+            let cut = self.parts[i]
+                .open
+                .as_ref()
+                .is_some_and(|f| f.forced_end.is_none() && f.ident != self.ident);
+            if cut {
+                self.close(i, cx)?;
+            }
         }
         if self.parts[i].open.is_none() {
             let part = &mut self.parts[i];
