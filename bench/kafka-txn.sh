@@ -39,6 +39,7 @@ WORK=$(mktemp -d)
 . "$ROOT/bench/lib/kafka.sh"
 cleanup() {
   stop_kafka
+  [ -n "${KEEP_LOGS:-}" ] && cp "$WORK"/sluice.log "$KEEP_LOGS" 2>/dev/null
   rm -rf "$WORK"
 }
 trap cleanup EXIT
@@ -73,7 +74,7 @@ for RUN in $(seq "$REPEAT"); do
       if [ "$MODE" = exactly_once ]; then echo "exactly_once = true"; echo "$EXTRA"; fi
       echo "[sinks.k.buffer]"; echo 'type = "disk"'
     } >"$WORK/sluice.toml"
-    SLUICE_LOG=info NO_COLOR=1 /usr/bin/time -f "%e %U %S %M" -o "$WORK/sluice.time" \
+    SLUICE_LOG=${SLUICE_LOG:-info} NO_COLOR=1 /usr/bin/time -f "%e %U %S %M" -o "$WORK/sluice.time" \
       "$SLUICE" run --config "$WORK/sluice.toml" 2>"$WORK/sluice.log" &
     SPID=$!
     for _ in $(seq 400); do grep -q "Reading FIFO" "$WORK/sluice.log" 2>/dev/null && break; sleep 0.05; done
