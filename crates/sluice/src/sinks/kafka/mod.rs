@@ -237,11 +237,14 @@ pub struct KafkaSinkConfig {
     pub librdkafka: BTreeMap<String, RdValue>,
 }
 
-/// Default `transaction_max_events`.
-pub const DEFAULT_TRANSACTION_MAX_EVENTS: usize = 100_000;
-/// Default `transaction_interval_ms`: keeps the acknowledgement latency well
-/// under a second.
-pub const DEFAULT_TRANSACTION_INTERVAL_MS: u64 = 100;
+/// Default `transaction_max_events`: high, so that time sizes a transaction
+/// (the disk buffer's read-ahead bound caps it too, see the service's `txn`).
+pub const DEFAULT_TRANSACTION_MAX_EVENTS: usize = 1_000_000;
+/// Default `transaction_interval_ms`: long enough to amortise a commit's fixed
+/// cost (the pipeline drains, then the EndTxn round trip; at 100 ms, 0.8× the
+/// idempotent rate), short enough that an acknowledgement waiting for the
+/// commit comes within a second.
+pub const DEFAULT_TRANSACTION_INTERVAL_MS: u64 = 400;
 /// Longest `transaction_interval_ms`: well under the transaction timeout.
 const MAX_TRANSACTION_INTERVAL_MS: u64 = 10_000;
 /// Default `checkpoint_topic`.

@@ -3,17 +3,27 @@
 //! ```text
 //!  start: init_transactions (fences the previous incarnation, aborting its
 //!         open transaction) → read the last committed checkpoint (read_committed)
-//!  loop:  batch from the disk buffer (seq s)
+//!  loop:  batch read ahead during the last commit, else from the disk buffer (seq s)
 //!           s covered by the checkpoint → already in Kafka: acknowledge, skip
 //!           else → begin (if none open), produce its records
-//!         transaction_max_events reached, transaction_interval_ms passed, or input ended:
+//!         transaction_max_events reached, transaction_interval_ms passed, half the
+//!         buffer's read-ahead bound held by the transaction, or input ended:
 //!           a record refused at enqueue → abort; the batches resolve Errored (re-sent
 //!           by the buffer)
 //!           else → produce the checkpoint (positions settled after this commit) to the
-//!                  checkpoint topic, commit (librdkafka flushes the records first; one
-//!                  that failed fails the commit); on success the batches resolve as
-//!                  delivered
+//!                  checkpoint topic, flush, commit (a record that failed fails the
+//!                  commit); on success the batches resolve as delivered.
+//!                  Meanwhile batches are read ahead for the next transaction; if
+//!                  this one does not commit they resolve Errored with it.
 //! ```
+//! Where the time goes (measured, `bench/kafka-txn.sh`): the loop enqueues a
+//! transaction's records faster than librdkafka delivers them, so most of an
+//! end is the flush (the delivery of the tail, work the idempotent sink does
+//! too); the cost of a transaction is the bubble after it — EndTxn, then the
+//! next transaction's AddPartitionsToTxn before its first produce request —
+//! with nothing in flight. It is paid per commit, hence commits sized by time
+//! (`transaction_interval_ms`, default 400 ms) rather than by a small count,
+//! and the buffer is read during the commit rather than after it.
 //! Failures: a retriable commit is retried; an abortable one (a record failed,
 //! `INVALID_TXN_STATE` after the coordinator's timeout abort) aborts, and the
 //! buffer sends the batches again; a fatal one recreates the producer
@@ -23,13 +33,16 @@
 //! case the batches of an unfinished transaction resolve `Errored` and stay in
 //! the disk buffer: nothing is lost, and nothing committed is produced twice.
 
-use tracing::debug;
+use std::collections::VecDeque;
 
 use super::super::checkpoint::{self, Checkpoint};
 use super::offsets::SourceOffsets;
 use super::*;
 use crate::ack::AckToken;
+use crate::buffer::disk::{MAX_HELD_BYTES, MAX_HELD_RECORDS};
 use crate::kafka::{Properties, TxnError, read_last_committed_blocking};
+
+mod commit;
 
 /// Timeout of one transaction call (commit, abort, init); retried after it.
 const TXN_CALL_TIMEOUT: Duration = Duration::from_secs(30);
@@ -55,6 +68,10 @@ pub(in super::super) struct ExactlyOnce {
     reread_logged: bool,
     commits: u64,
     aborts: u64,
+    /// Events of the committed transactions, and the time spent ending them
+    /// (checkpoint, offsets, commit), for the report at the stop.
+    committed_events: u64,
+    commit_time: Duration,
     /// Kafka → Kafka: the sources whose offsets commit in our transactions.
     offsets: SourceOffsets,
 }
@@ -89,6 +106,8 @@ impl ExactlyOnce {
             reread_logged: false,
             commits: 0,
             aborts: 0,
+            committed_events: 0,
+            commit_time: Duration::ZERO,
             offsets: SourceOffsets::new(&cx.reload.borrow(), &cx.name),
         })
     }
@@ -105,7 +124,61 @@ struct Entry {
 struct Open {
     entries: Vec<Entry>,
     events: usize,
+    /// Payload bytes of its events (the disk buffer's read-ahead bound counts
+    /// the same kind of bytes).
+    bytes: usize,
+    begun: Instant,
     deadline: Instant,
+}
+
+impl Open {
+    /// Commit now: the size or the interval is reached, or the transaction
+    /// holds half of what the disk buffer hands out unresolved (its batches
+    /// resolve only at the commit; the other half is read ahead meanwhile).
+    fn due(&self, max_events: usize) -> bool {
+        self.events >= max_events
+            || self.entries.len() >= MAX_HELD_RECORDS / 2
+            || self.bytes >= MAX_HELD_BYTES / 2
+            || Instant::now() >= self.deadline
+    }
+}
+
+/// Batches taken from the disk buffer while a commit was in flight, with their
+/// positions: the next transaction produces them first. Without it the loop
+/// would stop reading for the whole commit (librdkafka refuses records between
+/// commit and the next begin).
+#[derive(Default)]
+struct Ahead {
+    batches: VecDeque<(EventBatch, u64)>,
+    events: usize,
+    /// The input ended while a commit was in flight.
+    ended: bool,
+}
+
+impl Ahead {
+    fn has_room(&self, max_events: usize) -> bool {
+        !self.ended && self.events < max_events && self.batches.len() < MAX_HELD_RECORDS / 2
+    }
+
+    fn push(&mut self, batch: EventBatch, seq: u64) {
+        self.events += batch.events.len();
+        self.batches.push_back((batch, seq));
+    }
+
+    fn pop(&mut self) -> Option<(EventBatch, u64)> {
+        let (b, seq) = self.batches.pop_front()?;
+        self.events -= b.events.len();
+        Some((b, seq))
+    }
+
+    /// The transaction they were to follow did not commit: they go back to the
+    /// disk buffer (resolved `Errored`), which sends them again in order.
+    fn fail_all(&mut self) {
+        for (b, _) in self.batches.drain(..) {
+            b.ack.resolve(AckStatus::Errored);
+        }
+        self.events = 0;
+    }
 }
 
 /// Why the loop stops or starts over.
@@ -141,19 +214,34 @@ impl KafkaSink {
             Err(Stop::Fenced(m) | Stop::Restart(m)) => return Err(ComponentError::Other(m)),
         };
         let mut open: Option<Open> = None;
+        let mut ahead = Ahead::default();
         let mut input_open = true;
         let mut max_seen: Option<u64> = None;
         loop {
-            let due = open.as_ref().is_some_and(|o| {
-                o.events >= eo(&self).max_events || !input_open || Instant::now() >= o.deadline
-            });
+            if ahead.ended && ahead.batches.is_empty() {
+                input_open = false;
+            }
+            let due = open
+                .as_ref()
+                .is_some_and(|o| !input_open || o.due(eo(&self).max_events));
             if due {
                 let o = open.take().expect("checked above");
-                match self.end_transaction(o, &mut cp, max_seen, &cx).await {
-                    Ok(()) => {}
-                    Err(Stop::Abort) => return self.finish_exactly_once(None).await,
-                    Err(Stop::Fenced(m)) => return Err(ComponentError::Other(m)),
-                    Err(Stop::Restart(reason)) => match self.restart_producer(&reason).await {
+                let stop = match self
+                    .end_transaction(o, &mut cp, max_seen, &mut cx, &mut ahead)
+                    .await
+                {
+                    Ok(true) => continue,
+                    Ok(false) => None,
+                    Err(stop) => Some(stop),
+                };
+                // Not committed: what was read ahead goes back to the buffer
+                // too, so the re-sent batches keep their order.
+                ahead.fail_all();
+                match stop {
+                    None => {}
+                    Some(Stop::Abort) => return self.finish_exactly_once(None).await,
+                    Some(Stop::Fenced(m)) => return Err(ComponentError::Other(m)),
+                    Some(Stop::Restart(reason)) => match self.restart_producer(&reason).await {
                         Ok(c) => cp = c,
                         Err(Stop::Abort) => return self.finish_exactly_once(None).await,
                         Err(Stop::Fenced(m) | Stop::Restart(m)) => {
@@ -166,23 +254,29 @@ impl KafkaSink {
             if !input_open {
                 return self.finish_exactly_once(None).await;
             }
-            let deadline = open.as_ref().map(|o| o.deadline);
-            let batch = tokio::select! {
-                biased;
-                _ = cx.abort.cancelled() => return self.finish_exactly_once(open).await,
-                _ = sleep_opt(deadline) => continue,
-                b = cx.input.recv() => b,
-            };
-            let Some(EventBatch { events, ack }) = batch else {
-                input_open = false;
-                continue;
-            };
-            let Some(seq) = cx.input.disk().and_then(|d| d.last_seq()) else {
-                // Built only with a disk buffer: every batch has a position.
-                ack.resolve(AckStatus::Errored);
-                return Err(ComponentError::Other(
-                    "exactly_once: a batch without a disk buffer position".into(),
-                ));
+            let (EventBatch { events, ack }, seq) = match ahead.pop() {
+                Some(read_ahead) => read_ahead,
+                None => {
+                    let deadline = open.as_ref().map(|o| o.deadline);
+                    let batch = tokio::select! {
+                        biased;
+                        _ = cx.abort.cancelled() => return self.finish_exactly_once(open).await,
+                        _ = sleep_opt(deadline) => continue,
+                        b = cx.input.recv() => b,
+                    };
+                    let Some(batch) = batch else {
+                        input_open = false;
+                        continue;
+                    };
+                    let Some(seq) = position(&cx) else {
+                        // Built only with a disk buffer: every batch has a position.
+                        batch.ack.resolve(AckStatus::Errored);
+                        return Err(ComponentError::Other(
+                            "exactly_once: a batch without a disk buffer position".into(),
+                        ));
+                    };
+                    (batch, seq)
+                }
             };
             max_seen = Some(max_seen.map_or(seq, |m| m.max(seq)));
             if cp.covers(seq) {
@@ -226,6 +320,7 @@ impl KafkaSink {
             if open.is_none() {
                 if let Err(e) = self.producer.begin_transaction() {
                     ack.resolve(AckStatus::Errored);
+                    ahead.fail_all();
                     let reason = format!("beginning a transaction: {e}");
                     if e.fenced() {
                         return Err(ComponentError::Other(fenced_message(&self, &e)));
@@ -239,16 +334,20 @@ impl KafkaSink {
                     }
                     continue;
                 }
+                let now = Instant::now();
                 open = Some(Open {
                     entries: Vec::new(),
                     events: 0,
-                    deadline: Instant::now() + eo(&self).interval,
+                    bytes: 0,
+                    begun: now,
+                    deadline: now + eo(&self).interval,
                 });
             }
             let o = open.as_mut().expect("opened above");
             // Its reports only count; the commit decides the batch's outcome.
             let state = InFlight::new(self.shared.clone(), AckToken::none(), events.len());
             o.events += events.len();
+            o.bytes += events.iter().map(|e| e.body.len()).sum::<usize>();
             o.entries.push(Entry {
                 seq,
                 ack,
@@ -387,191 +486,6 @@ impl KafkaSink {
         self.start_transactions().await
     }
 
-    /// Wait for the transaction's reports, then commit it with its checkpoint,
-    /// or abort it.
-    async fn end_transaction(
-        &mut self,
-        open: Open,
-        cp: &mut Checkpoint,
-        max_seen: Option<u64>,
-        cx: &SinkContext,
-    ) -> Result<(), Stop> {
-        // A record refused at enqueue for a reason not its own: the batch must
-        // go again, so nothing of this transaction may commit. (A record that
-        // fails later fails the commit itself: librdkafka flushes the
-        // transaction's records first and reports any failure as abortable.)
-        if open
-            .entries
-            .iter()
-            .any(|e| e.state.failed.load(Ordering::Relaxed) > 0)
-        {
-            return self.abort_transaction(open, "a record failed").await;
-        }
-        let mut next = cp.clone();
-        for e in &open.entries {
-            next.insert(e.seq);
-        }
-        // Every seq below this was settled before (or is in this transaction).
-        let bound = max_seen.map_or(0, |m| m + 1);
-        let low = cx
-            .input
-            .disk()
-            .and_then(|d| d.first_unresolved())
-            .map_or(bound, |f| f.min(bound));
-        next.advance(low);
-        if let Err(reason) = self.send_offsets().await {
-            return self.abort_transaction(open, &reason).await;
-        }
-        if let Err(reason) = self.send_checkpoint(&next).await {
-            return self.abort_transaction(open, &reason).await;
-        }
-        loop {
-            let producer = self.producer.clone();
-            let commit = tokio::task::spawn_blocking(move || {
-                producer.commit_transaction_blocking(TXN_CALL_TIMEOUT)
-            });
-            let res = tokio::select! {
-                r = commit => r.unwrap_or_else(|e| Err(join_error(&e))),
-                _ = self.abort.cancelled() => {
-                    fail_all(open.entries);
-                    return Err(Stop::Abort);
-                }
-            };
-            match res {
-                Ok(()) => break,
-                Err(e) if e.fenced() => {
-                    fail_all(open.entries);
-                    return Err(Stop::Fenced(fenced_message(self, &e)));
-                }
-                Err(e) if e.fatal => {
-                    fail_all(open.entries);
-                    return Err(Stop::Restart(format!("committing: {e}")));
-                }
-                Err(e) if e.abortable => {
-                    return self
-                        .abort_transaction(open, &format!("commit failed: {e}"))
-                        .await;
-                }
-                Err(e) => {
-                    warn!(error = %e, "Kafka transaction commit not confirmed yet; retrying.");
-                }
-            }
-        }
-        *cp = next;
-        let eo = eo_mut(self);
-        eo.commits += 1;
-        eo.offsets.committed();
-        let mut delivered = 0;
-        for e in open.entries {
-            let s = &e.state;
-            let refused = s.rejected.load(Ordering::Relaxed) + s.dropped.load(Ordering::Relaxed);
-            delivered += s.events.saturating_sub(refused);
-            e.ack.resolve(if refused > 0 {
-                AckStatus::Dropped
-            } else {
-                AckStatus::Delivered
-            });
-        }
-        Counters::add(&self.shared.counters.events_out, delivered);
-        debug!(
-            events = delivered,
-            low = cp.low,
-            "Kafka transaction committed."
-        );
-        Ok(())
-    }
-
-    /// Kafka → Kafka: commit the consumed offsets of the open transaction's
-    /// source events with it (`send_offsets_to_transaction`, one call per
-    /// consumer group).
-    async fn send_offsets(&mut self) -> Result<(), String> {
-        for (group, offsets) in eo(self).offsets.pending() {
-            let producer = self.producer.clone();
-            let g = group.clone();
-            let call = tokio::task::spawn_blocking(move || {
-                producer.send_offsets_to_transaction_blocking(&g, &offsets, TXN_CALL_TIMEOUT)
-            });
-            let res = tokio::select! {
-                r = call => r.unwrap_or_else(|e| Err(join_error(&e))),
-                _ = self.abort.cancelled() => return Err("stopping".to_owned()),
-            };
-            res.map_err(|e| format!("committing the offsets of group `{group}`: {e}"))?;
-        }
-        Ok(())
-    }
-
-    /// Produce the checkpoint record into the open transaction (its delivery
-    /// is part of the commit).
-    async fn send_checkpoint(&mut self, next: &Checkpoint) -> Result<(), String> {
-        let value = next.encode();
-        let state = InFlight::new(self.shared.clone(), AckToken::none(), 1);
-        let eo = eo(self);
-        let record = Record {
-            topic: &eo.checkpoint_topic,
-            key: Some(eo.transactional_id.as_bytes()),
-            payload: &value,
-            timestamp_ms: None,
-            partition: Some(0),
-        };
-        let res = loop {
-            match self.producer.send(record, state.clone()) {
-                Ok(()) => break Ok(()),
-                Err(f) if f.is_queue_full() || f.class() == FailureClass::Retriable => {
-                    tokio::select! {
-                        _ = tokio::time::sleep(QUEUE_FULL_WAIT) => {}
-                        _ = self.abort.cancelled() => {
-                            state.fail(1);
-                            break Err("stopping".to_owned());
-                        }
-                    }
-                }
-                Err(f) => {
-                    state.fail(1);
-                    break Err(format!(
-                        "producing the checkpoint to `{}`: {f}",
-                        record.topic
-                    ));
-                }
-            }
-        };
-        state.release(1);
-        res
-    }
-
-    /// Abort the open transaction; its batches resolve `Errored` and the disk
-    /// buffer sends them again.
-    async fn abort_transaction(&mut self, open: Open, reason: &str) -> Result<(), Stop> {
-        eo_mut(self).aborts += 1;
-        eo_mut(self).offsets.aborted();
-        warn!(
-            reason,
-            events = open.events,
-            "Kafka transaction aborted; its events stay in the disk buffer and are sent again."
-        );
-        let mut tries = 0;
-        let res = loop {
-            let producer = self.producer.clone();
-            let timeout = if self.abort.is_cancelled() {
-                Duration::from_secs(1)
-            } else {
-                TXN_CALL_TIMEOUT
-            };
-            let abort =
-                tokio::task::spawn_blocking(move || producer.abort_transaction_blocking(timeout));
-            let res = abort.await.unwrap_or_else(|e| Err(join_error(&e)));
-            tries += 1;
-            match res {
-                Ok(()) => break Ok(()),
-                Err(e) if e.fenced() => break Err(Stop::Fenced(fenced_message(self, &e))),
-                Err(e) if e.fatal => break Err(Stop::Restart(format!("aborting: {e}"))),
-                Err(_) if self.abort.is_cancelled() && tries > 1 => break Err(Stop::Abort),
-                Err(e) => warn!(error = %e, "Kafka transaction abort not confirmed yet; retrying."),
-            }
-        };
-        fail_all(open.entries);
-        res
-    }
-
     /// Stop: abort what is open (its batches stay in the disk buffer), report.
     async fn finish_exactly_once(mut self, open: Option<Open>) -> Result<(), ComponentError> {
         if let Some(o) = open {
@@ -583,12 +497,19 @@ impl KafkaSink {
             transactional_id = %eo.transactional_id,
             commits = eo.commits,
             aborts = eo.aborts,
+            events_per_commit = eo.committed_events.checked_div(eo.commits).unwrap_or(0),
+            commit_secs = format_args!("{:.3}", eo.commit_time.as_secs_f64()),
             skipped_events = eo.skipped,
             "Exactly-once Kafka sink stopped."
         );
         self.producer.purge();
         self.finish().await
     }
+}
+
+/// The disk buffer position of the batch `recv` returned last.
+fn position(cx: &SinkContext) -> Option<u64> {
+    cx.input.disk().and_then(|d| d.last_seq())
 }
 
 fn fail_all(entries: Vec<Entry>) {
