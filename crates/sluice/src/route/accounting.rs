@@ -98,6 +98,8 @@ pub struct TenantCounters {
     pub delivered_bytes: AtomicU64,
     /// Events dropped, by [`Reason`].
     pub dropped_events: [AtomicU64; Reason::ALL.len()],
+    /// Events delivered again after a restart (see [`Row::resent_events`]).
+    pub resent_events: AtomicU64,
 }
 
 impl TenantCounters {
@@ -119,6 +121,7 @@ impl TenantCounters {
         for (a, n) in self.dropped_events.iter().zip(row.dropped) {
             add(a, n);
         }
+        add(&self.resent_events, row.resent_events);
     }
 
     /// The counts now.
@@ -129,6 +132,7 @@ impl TenantCounters {
             delivered_events: self.delivered_events.load(Relaxed),
             delivered_bytes: self.delivered_bytes.load(Relaxed),
             dropped: std::array::from_fn(|i| self.dropped_events[i].load(Relaxed)),
+            resent_events: self.resent_events.load(Relaxed),
         }
     }
 
