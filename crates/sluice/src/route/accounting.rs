@@ -25,6 +25,9 @@
 //! delivered and dropped records as the sink resolves them, journalling each
 //! step beside the buffer before it takes effect there. Then, for every tenant:
 //! received = delivered + dropped + in the buffer, across `kill -9`.
+//! That buffer also counts, per tenant, events delivered again after a
+//! restart that its sink had been handed before it (`resent`: possible
+//! duplicates, outside the balance; see `buffer/disk/accounts.rs`).
 //!
 //! Cardinality: the first `max_tenant_series` ids seen get their own series;
 //! later ones, and ids that are not valid tenant ids, are summed under `other`
