@@ -25,11 +25,10 @@
 //!                                                       to the sink is below)
 //! ```
 //!
-//! Rule: every entry but `handed` is written (one `write(2)`, so a killed
-//! process keeps it)
-//! *before* the WAL step it describes — the append, the acknowledgement, the
-//! `drop_oldest` — and is fsynced with the group commit, before any source
-//! hears that its batch is stored. So after a crash the journal may be ahead of
+//! Rule: every entry (but `handed`, below) is written (one `write(2)`, so a
+//! killed process keeps it) *before* the WAL step it describes — the append,
+//! the acknowledgement, the `drop_oldest` — and is fsynced with the group
+//! commit, before any source hears that its batch is stored. So after a crash the journal may be ahead of
 //! the WAL, never behind, and recovery ([`recover`]) brings the WAL up to it:
 //! - an append whose records are all in the WAL counts; one whose records
 //!   are not (the kill came between the entry and the write, or tore the
