@@ -111,12 +111,31 @@ fn serve(mut conn: TcpStream, acking: &AtomicBool, seen: &Mutex<Vec<String>>, st
     }
 }
 
-fn start(dir: &Path, server: SocketAddr) -> (Daemon, SocketAddr) {
+/// The forward sink to the fake server, with a disk buffer.
+fn forward_sink(server: SocketAddr) -> String {
+    format!(
+        r#"
+        [sinks.f]
+        type = "forward"
+        inputs = ["by_tenant"]
+        servers = ["{server}"]
+        # Nothing is re-sent within a run: only the restart re-sends.
+        ack_timeout_secs = 600
+        max_inflight_chunks = 64
+        [sinks.f.buffer]
+        type = "disk"
+        "#
+    )
+}
+
+/// pipe → tenant route → `sink`, with the API; waits until ready.
+fn start(dir: &Path, sink: &str) -> (Daemon, SocketAddr) {
     let d = Daemon::start(
         dir,
         &format!(
             r#"
             data_dir = "$DIR/data"
+            shutdown_timeout_secs = 20
             [api]
             address = "127.0.0.1:0"
             [sources.p]
@@ -126,20 +145,12 @@ fn start(dir: &Path, server: SocketAddr) -> (Daemon, SocketAddr) {
             type = "tenant"
             inputs = ["p"]
             active_list = "$DIR/tenants.txt"
-            [sinks.f]
-            type = "forward"
-            inputs = ["by_tenant"]
-            servers = ["{server}"]
-            # Nothing is re-sent within a run: only the restart re-sends.
-            ack_timeout_secs = 600
-            max_inflight_chunks = 64
-            [sinks.f.buffer]
-            type = "disk"
+            {sink}
             "#
         ),
     );
     let addr = api_addr(&d);
-    wait_until(Duration::from_secs(20), "sluice ready", || {
+    wait_until(Duration::from_secs(60), "sluice ready", || {
         get(addr, "/ready").0 == 200
     });
     (d, addr)
@@ -196,16 +207,17 @@ fn events_resent_after_kill_9_are_counted_per_tenant() {
     let tenants: Vec<String> = (0..6).map(|k| format!("t{k}")).collect();
     std::fs::write(dir.path().join("tenants.txt"), tenants.join("\n") + "\n").unwrap();
     let server = FakeServer::start();
+    let sink = forward_sink(server.addr);
 
     // Phase A, acked: t0..t4, 3 + k events each.
     let a: Vec<String> = (0..5)
         .flat_map(|k| (0..3 + k).map(move |i| format!("t{k} a{i}\n")))
         .collect();
-    let (mut d, addr) = start(dir.path(), server.addr);
+    let (mut d, addr) = start(dir.path(), &sink);
     write(dir.path(), addr, &a, a.len());
     drained(addr, a.len());
     assert!(d.stop().success(), "{}", d.stderr());
-    let (mut d, addr) = start(dir.path(), server.addr);
+    let (mut d, addr) = start(dir.path(), &sink);
     let resent = balanced_resent(addr);
     assert!(
         resent.values().all(|v| *v == 0.0),
@@ -232,7 +244,7 @@ fn events_resent_after_kill_9_are_counted_per_tenant() {
     d.child.wait().unwrap();
 
     server.acking.store(true, SeqCst);
-    let (mut d, addr) = start(dir.path(), server.addr);
+    let (mut d, addr) = start(dir.path(), &sink);
     drained(addr, a.len() + b.len());
     let resent = balanced_resent(addr);
 
@@ -263,8 +275,144 @@ fn events_resent_after_kill_9_are_counted_per_tenant() {
     // A clean stop and start: nothing re-sent, the counts kept.
     assert!(d.stop().success(), "{}", d.stderr());
     let before = server.seen().len();
-    let (mut d, addr) = start(dir.path(), server.addr);
+    let (mut d, addr) = start(dir.path(), &sink);
     assert_eq!(balanced_resent(addr), resent, "kept, and no more");
     assert!(d.stop().success(), "{}", d.stderr());
     assert_eq!(server.seen().len(), before, "nothing sent again");
+}
+
+/// Copy directory `from` to `to` (files and subdirectories).
+fn copy_dir(from: &Path, to: &Path) {
+    std::fs::create_dir_all(to).unwrap();
+    for e in std::fs::read_dir(from).unwrap() {
+        let e = e.unwrap();
+        let dest = to.join(e.file_name());
+        if e.file_type().unwrap().is_dir() {
+            copy_dir(&e.path(), &dest);
+        } else {
+            std::fs::copy(e.path(), &dest).unwrap();
+        }
+    }
+}
+
+/// The exactly-once Kafka sink: records its checkpoint shows already in Kafka
+/// are skipped, not re-sent, and not counted. Made deterministic by putting
+/// the buffer back: records handed to the sink while the broker is paused,
+/// `kill -9`, the buffer directory saved; the broker resumes and a run
+/// delivers them (committed with a checkpoint); then the saved directory (the
+/// records unacknowledged, handed before, counted nowhere) is put back and
+/// sluice started again: the checkpoint covers every record, the sink skips
+/// them all, and no tenant's resent count moves.
+#[test]
+fn records_an_exactly_once_kafka_sink_skips_are_not_counted_resent() {
+    let kafka = crate::kafka_support::need_kafka!();
+    let broker = crate::kafka_support::Broker::start(&kafka);
+    broker.create_topic("resent-eo", 1);
+    let dir = tempfile::tempdir().unwrap();
+    std::fs::write(dir.path().join("tenants.txt"), "t1\nt2\n").unwrap();
+    let sink = format!(
+        r#"
+        [sinks.k]
+        type = "kafka"
+        inputs = ["by_tenant"]
+        brokers = "{}"
+        topic = "resent-eo"
+        encoding = "raw"
+        exactly_once = true
+        checkpoint_topic = "resent-eo-checkpoints"
+        transaction_interval_ms = 200
+        [sinks.k.librdkafka]
+        "reconnect.backoff.max.ms" = 500
+        [sinks.k.buffer]
+        type = "disk"
+        "#,
+        broker.addr()
+    );
+    let lines: Vec<String> = [("t1", 3), ("t2", 5)]
+        .iter()
+        .flat_map(|&(t, n)| (0..n).map(move |i| format!("{t} e{i}\n")))
+        .collect();
+    let n = lines.len();
+
+    let (mut d, addr) = start(dir.path(), &sink);
+    // A first event committed: the sink's transactions are under way.
+    let first = "t1 first\n".to_owned();
+    write(dir.path(), addr, std::slice::from_ref(&first), 1);
+    drained(addr, 1);
+    let n_before = 1;
+    broker.pause();
+    write(dir.path(), addr, &lines, n_before + n);
+    // One write, one batch, one record: handed to the sink whole.
+    wait_until(Duration::from_secs(30), "the sink took the record", || {
+        let (_, body) = get(addr, "/metrics");
+        let took = body
+            .lines()
+            .filter(|l| {
+                l.starts_with("sluice_component_received_events_total{")
+                    && l.contains("component_id=\"k\"")
+            })
+            .filter_map(|l| l.rsplit(' ').next()?.parse::<f64>().ok())
+            .sum::<f64>();
+        eprintln!("sink k took {took} events");
+        took >= (n_before + n) as f64
+    });
+    // Through the WAL thread after the hand-offs: the journal holds the mark.
+    write(dir.path(), addr, &["zz marker\n".into()], n_before + n + 1);
+    d.child.kill().unwrap();
+    d.child.wait().unwrap();
+    let buffer = dir.path().join("data/buffers/k");
+    let saved = dir.path().join("saved");
+    copy_dir(&buffer, &saved);
+
+    broker.resume();
+    let (mut d, addr) = start(dir.path(), &sink);
+    drained(addr, n_before + n);
+    let resent = balanced_resent(addr);
+    assert!(d.stop().success(), "{}", d.stderr());
+    let skipped =
+        |log: &str| log.contains("already in Kafka; acknowledging them without producing");
+    // The transaction the kill left open is aborted (re-sent: counted), or
+    // was committed by what the paused broker read after the kill (skipped).
+    eprintln!(
+        "after the kill: resent {resent:?}, skipped: {}",
+        skipped(&d.stderr())
+    );
+    let expect = if skipped(&d.stderr()) {
+        [0.0, 0.0]
+    } else {
+        [3.0, 5.0]
+    };
+    assert_eq!([resent["t1"], resent["t2"]], expect, "{resent:?}");
+
+    std::fs::remove_dir_all(&buffer).unwrap();
+    copy_dir(&saved, &buffer);
+    let (mut d, addr) = start(dir.path(), &sink);
+    drained(addr, n_before + n);
+    let resent = balanced_resent(addr);
+    assert!(d.stop().success(), "{}", d.stderr());
+    assert!(
+        skipped(&d.stderr()),
+        "the checkpoint covered the records: {}",
+        d.stderr()
+    );
+    assert!(
+        resent.values().all(|v| *v == 0.0),
+        "skipped records are not re-sends: {resent:?}"
+    );
+    let recs = crate::kafka_support::consume_with(
+        &broker.addr(),
+        &["resent-eo"],
+        n_before + n,
+        Duration::from_secs(30),
+        &[("isolation.level", "read_committed")],
+    );
+    let mut got: Vec<String> = recs
+        .iter()
+        .map(|r| String::from_utf8_lossy(&r.value).into_owned() + "\n")
+        .collect();
+    got.sort();
+    let mut want = lines.clone();
+    want.push(first);
+    want.sort();
+    assert_eq!(got, want, "each event once in Kafka");
 }
