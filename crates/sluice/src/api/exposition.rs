@@ -351,6 +351,16 @@ fn encode_tenants(enc: &mut DescriptorEncoder<'_>, book: &TenantBook) -> fmt::Re
             m.encode_family(&[("tenant", &**tenant)])?
                 .encode_gauge(&(c.pending() as i64))?;
         }
+        let mut m = enc.encode_descriptor(
+            "sluice_tenant_resent_events",
+            "A tenant's events delivered again after a restart that the sink had been handed before it without an acknowledgement (possible duplicates; also counted delivered, once).",
+            None,
+            MetricType::Counter,
+        )?;
+        for (tenant, c) in &all {
+            m.encode_family(&[("tenant", &**tenant)])?
+                .encode_counter::<NoLabelSet, _, u64>(&c.resent_events, None)?;
+        }
     }
     enc.encode_descriptor(
         "sluice_tenant_other_lookups",

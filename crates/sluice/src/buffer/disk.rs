@@ -89,6 +89,8 @@ mod codec;
 mod handle;
 mod open;
 mod receiver;
+#[cfg(test)]
+mod resent_tests;
 mod sender;
 mod shared;
 #[cfg(test)]

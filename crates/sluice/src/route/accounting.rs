@@ -25,6 +25,9 @@
 //! delivered and dropped records as the sink resolves them, journalling each
 //! step beside the buffer before it takes effect there. Then, for every tenant:
 //! received = delivered + dropped + in the buffer, across `kill -9`.
+//! That buffer also counts, per tenant, events delivered again after a
+//! restart that its sink had been handed before it (`resent`: possible
+//! duplicates, outside the balance; see `buffer/disk/accounts.rs`).
 //!
 //! Cardinality: the first `max_tenant_series` ids seen get their own series;
 //! later ones, and ids that are not valid tenant ids, are summed under `other`
@@ -98,6 +101,8 @@ pub struct TenantCounters {
     pub delivered_bytes: AtomicU64,
     /// Events dropped, by [`Reason`].
     pub dropped_events: [AtomicU64; Reason::ALL.len()],
+    /// Events delivered again after a restart (see [`Row::resent_events`]).
+    pub resent_events: AtomicU64,
 }
 
 impl TenantCounters {
@@ -119,6 +124,7 @@ impl TenantCounters {
         for (a, n) in self.dropped_events.iter().zip(row.dropped) {
             add(a, n);
         }
+        add(&self.resent_events, row.resent_events);
     }
 
     /// The counts now.
@@ -129,6 +135,7 @@ impl TenantCounters {
             delivered_events: self.delivered_events.load(Relaxed),
             delivered_bytes: self.delivered_bytes.load(Relaxed),
             dropped: std::array::from_fn(|i| self.dropped_events[i].load(Relaxed)),
+            resent_events: self.resent_events.load(Relaxed),
         }
     }
 

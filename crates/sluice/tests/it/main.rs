@@ -49,5 +49,6 @@ mod syslog_encoding;
 mod syslog_limits;
 mod tenant_accounting;
 mod tenant_accounting_kill;
+mod tenant_accounting_resent;
 mod tenant_acl;
 mod tls_proxy;

@@ -36,7 +36,7 @@ fn heavy(k: usize) -> bool {
 }
 
 /// The sum of every sample of `name` in the raw exposition (no parser: polled).
-fn total(addr: SocketAddr, name: &str) -> f64 {
+pub(crate) fn total(addr: SocketAddr, name: &str) -> f64 {
     let (status, body) = get(addr, "/metrics");
     if status != 200 {
         return -1.0;
@@ -307,9 +307,16 @@ fn every_tenant_balances_across_kill_9_with_a_disk_buffer() {
         other.3,
         "other inactive"
     );
+    let resent: f64 =
+        f.s.iter()
+            .filter(|(n, _, _)| n == "sluice_tenant_resent_events_total")
+            .map(|x| x.2)
+            .sum();
     eprintln!(
         "{written} lines written, {lines} in the file, {} distinct: {} delivered twice \
-         (delivered before a kill, acknowledgement not yet journalled)",
+         (delivered before a kill, acknowledgement not yet journalled); {resent} counted \
+         re-sent (handed to the sink before a kill: a bound on those, see \
+         tenant_accounting_resent.rs for an exact count)",
         seen.len(),
         lines - seen.len() as u64
     );

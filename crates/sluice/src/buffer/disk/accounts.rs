@@ -1,15 +1,17 @@
 //! Per-tenant accounts kept beside a disk buffer, so that for every tenant
 //! "received = delivered + dropped + in the buffer" holds across a `kill -9`.
 //!
-//! Two files in the buffer's directory (the WAL ignores them):
+//! Two files in the buffer's directory (the WAL ignores them; byte layout in
+//! `accounts/format.rs`, version 2):
 //!
 //! ```text
-//! tenants          the snapshot: "SLTACC01", u32 body length, u32 CRC-32C of
-//!                  the body; body: generation u64, watermark u64, settled seqs
-//!                  (varint count, varints), rows (varint count, each: name as
-//!                  varint length + UTF-8, then 10 varints: received events,
-//!                  bytes, delivered events, bytes, dropped by reason)
-//! tenants.journal  what happened since: "SLTJRN01", generation u64, then entries:
+//! tenants          the snapshot: "SLTACC02", u32 body length, u32 CRC-32C of
+//!                  the body; body: generation u64, watermark u64, handed u64,
+//!                  settled seqs (varint count, varints), rows (varint count,
+//!                  each: name as varint length + UTF-8, then 11 varints:
+//!                  received events, bytes, delivered events, bytes, dropped
+//!                  by reason (6), re-sent events)
+//! tenants.journal  what happened since: "SLTJRN02", generation u64, then entries:
 //!                  u32 body length, u32 CRC-32C, body: kind u8, then
 //!                  1 append  first u64, end u64, rows   (a batch stored at
 //!                                                       seqs first..end)
@@ -19,12 +21,14 @@
 //!                                                       or dropped when full)
 //!                  4 rows    rows                       (counts of a batch
 //!                                                       stored nowhere)
+//!                  5 handed  end u64                    (every record handed
+//!                                                       to the sink is below)
 //! ```
 //!
-//! Rule: every entry is written (one `write(2)`, so a killed process keeps it)
-//! *before* the WAL step it describes — the append, the acknowledgement, the
-//! `drop_oldest` — and is fsynced with the group commit, before any source
-//! hears that its batch is stored. So after a crash the journal may be ahead of
+//! Rule: every entry (but `handed`, below) is written (one `write(2)`, so a
+//! killed process keeps it) *before* the WAL step it describes — the append,
+//! the acknowledgement, the `drop_oldest` — and is fsynced with the group
+//! commit, before any source hears that its batch is stored. So after a crash the journal may be ahead of
 //! the WAL, never behind, and recovery ([`recover`]) brings the WAL up to it:
 //! - an append whose records are all in the WAL counts; one whose records
 //!   are not (the kill came between the entry and the write, or tore the
@@ -34,6 +38,22 @@
 //!   (they were delivered: not replayed, so not delivered twice);
 //! - the snapshot's watermark and settled seqs are acknowledged likewise.
 //!
+//! # Re-sends after a restart (`handed`)
+//! The receiver raises a shared mark ([`HandOff`]) as it hands records to the
+//! sink; the WAL thread journals it with its next write (woken for it when
+//! nothing else is to be written), not per record, and the snapshot keeps it.
+//! At open the mark recovered, `handed`, is fixed for the run as
+//! `resent_below`: a record below it that the WAL still replays was handed to
+//! the sink before (and not settled), so the sink may have written it already;
+//! when it is delivered again, its events count as `resent` per tenant (in the
+//! settle entry, so the count survives the next crash too) — unless the sink
+//! said it skipped it as already at its destination
+//! ([`DiskReceiver::already_delivered`](super::DiskReceiver::already_delivered):
+//! the exactly-once Kafka sink's checkpoint). Records handed in the instant
+//! between the last journal write and a kill are not counted (the mark may lag
+//! by one wake-up of the WAL thread; a power loss may lose what was not
+//! synced): the count is a lower bound of re-sends, never more than were made.
+//!
 //! The snapshot is written after a full WAL sync (records and checkpoint
 //! durable), at most once a second and at the stop: a temporary file,
 //! fsynced, renamed, the directory fsynced; then the journal restarts with the
@@ -42,28 +62,32 @@
 //! the snapshot is bounded whatever ids clients send; the journal holds what
 //! happened in at most a second.
 
+mod format;
+
 use std::collections::BTreeSet;
 use std::fs::{File, OpenOptions};
-use std::io::{self, Read, Write};
+use std::io;
 use std::ops::Range;
 use std::os::unix::fs::FileExt;
 use std::path::{Path, PathBuf};
 use std::sync::Arc;
+use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
 use std::time::{Duration, Instant};
 
 use ::wal::Wal;
 use tracing::{error, info, warn};
 
-use crate::route::accounting::{Ledger, Reason, Row, TenantBook};
+use crate::route::accounting::{Ledger, Row, TenantBook};
+use format::{
+    JOURNAL_HEADER, JOURNAL_MAGIC, put_entry, put_rows, put_u64, read_journal, read_snapshot,
+    write_snapshot,
+};
+#[cfg(test)]
+use format::{decode_journal, decode_snapshot, encode_snapshot};
 
 const SNAPSHOT: &str = "tenants";
 const SNAPSHOT_TMP: &str = "tenants.tmp";
 const JOURNAL: &str = "tenants.journal";
-const SNAP_MAGIC: &[u8; 8] = b"SLTACC01";
-const JOURNAL_MAGIC: &[u8; 8] = b"SLTJRN01";
-const JOURNAL_HEADER: u64 = 16;
-/// Longest series name read back (tenant ids are at most 64 bytes).
-const MAX_NAME: usize = 255;
 /// How often a snapshot replaces the journal, at most.
 const SNAPSHOT_EVERY: Duration = Duration::from_secs(1);
 
@@ -74,6 +98,7 @@ pub(super) enum Entry {
     Cancel { first: u64 },
     Settle { first: u64, end: u64, rows: Ledger },
     Rows(Ledger),
+    Handed { end: u64 },
 }
 
 /// The snapshot's content.
@@ -81,6 +106,8 @@ pub(super) enum Entry {
 pub(super) struct Snapshot {
     generation: u64,
     watermark: u64,
+    /// Every record handed to the sink so far is below this.
+    handed: u64,
     settled: Vec<u64>,
     rows: Ledger,
 }
@@ -90,6 +117,42 @@ pub(super) struct Snapshot {
 pub(super) struct Recovered {
     pub(super) rows: Ledger,
     pub(super) to_ack: Vec<Range<u64>>,
+    /// Every record handed to the sink before is below this.
+    pub(super) handed: u64,
+}
+
+/// The sink's hand-offs, shared by the receiver (which raises `end`) and the
+/// WAL thread (which journals it). See the module doc, "Re-sends".
+#[derive(Debug, Default)]
+pub(super) struct HandOff {
+    /// One past the highest seq handed to the sink in this run.
+    end: AtomicU64,
+    /// `end` moved since the WAL thread last looked.
+    moved: AtomicBool,
+    /// Records below this were handed to the sink before this run: delivered
+    /// again now, they are re-sends (fixed at open).
+    pub(super) resent_below: u64,
+}
+
+impl HandOff {
+    /// Record `seq` is being handed to the sink. True when the WAL thread
+    /// should be woken to journal the mark (the first move since it looked).
+    pub(super) fn handing(&self, seq: u64) -> bool {
+        self.end.fetch_max(seq + 1, Ordering::AcqRel) <= seq
+            && !self.moved.swap(true, Ordering::AcqRel)
+    }
+
+    /// Whether the mark moved since the WAL thread last journalled it.
+    pub(super) fn moved(&self) -> bool {
+        self.moved.load(Ordering::Acquire)
+    }
+
+    /// For the WAL thread: the mark now (clears `moved` first, so a move
+    /// after this read wakes it again).
+    fn take(&self) -> u64 {
+        self.moved.store(false, Ordering::Release);
+        self.end.load(Ordering::Acquire)
+    }
 }
 
 /// Counts after a crash: the snapshot, the journal's entries, and the WAL's
@@ -98,7 +161,9 @@ pub(super) fn recover(snap: &Snapshot, entries: &[Entry], watermark: u64, next: 
     let mut out = Recovered {
         rows: snap.rows.clone(),
         to_ack: Vec::new(),
+        handed: snap.handed,
     };
+    let mut handed = snap.handed;
     let mut ack = |r: Range<u64>| {
         let r = r.start.max(watermark)..r.end.min(next);
         if r.start < r.end {
@@ -132,8 +197,10 @@ pub(super) fn recover(snap: &Snapshot, entries: &[Entry], watermark: u64, next: 
                 ack(*first..*end);
             }
             Entry::Rows(r) => rows.merge(r),
+            Entry::Handed { end } => handed = handed.max(*end),
         }
     }
+    out.handed = handed;
     for (first, end, r) in appends.into_iter().flatten() {
         if end <= next {
             rows.merge(r);
@@ -162,6 +229,10 @@ pub(super) struct Accounts {
     last_snapshot: Instant,
     /// A journal write failed (reported once).
     broken: bool,
+    /// Shared with the receiver: the sink's hand-offs.
+    pub(super) hand_off: Arc<HandOff>,
+    /// The hand-off mark the journal (or snapshot) holds.
+    handed: u64,
 }
 
 fn err_at(path: &Path) -> impl FnOnce(io::Error) -> io::Error + '_ {
@@ -197,7 +268,11 @@ impl Accounts {
         wal.sync()
             .map_err(|e| io::Error::other(format!("syncing the buffer: {e}")))?;
         if snap.generation > 0 || !entries.is_empty() {
-            info!(dir = %dir.display(), journal_entries = entries.len(), acknowledged_records = acked, "Per-tenant accounts recovered.");
+            let resend = got.handed.saturating_sub(wal.first_unacked());
+            info!(dir = %dir.display(), journal_entries = entries.len(), acknowledged_records = acked, handed_before_below = got.handed, "Per-tenant accounts recovered.");
+            if resend > 0 {
+                info!(dir = %dir.display(), from = wal.first_unacked(), below = got.handed, "Records handed to the sink before the restart and not settled are sent again; their events count as re-sent per tenant (possible duplicates).");
+            }
         }
         let path = dir.join(JOURNAL);
         let journal = OpenOptions::new()
@@ -218,6 +293,11 @@ impl Accounts {
             settled_ahead,
             last_snapshot: Instant::now(),
             broken: false,
+            hand_off: Arc::new(HandOff {
+                resent_below: got.handed,
+                ..HandOff::default()
+            }),
+            handed: got.handed,
         };
         a.snapshot(wal)?;
         Ok(a)
@@ -253,19 +333,22 @@ impl Accounts {
     }
 
     fn entry(&mut self, kind: u8, body: impl FnOnce(&mut Vec<u8>)) {
-        let start = self.buf.len();
-        self.buf.extend_from_slice(&[0; 8]);
-        self.buf.push(kind);
-        body(&mut self.buf);
-        let len = (self.buf.len() - start - 8) as u32;
-        let crc = crc32c::crc32c(&self.buf[start + 8..]);
-        self.buf[start..start + 4].copy_from_slice(&len.to_le_bytes());
-        self.buf[start + 4..start + 8].copy_from_slice(&crc.to_le_bytes());
+        put_entry(&mut self.buf, kind, body);
     }
 
-    /// Write the entries noted so far (one `write(2)`): call before the WAL
-    /// step they describe.
+    /// Note the hand-off mark if it moved past what the journal holds.
+    fn note_handed(&mut self) {
+        let end = self.hand_off.take();
+        if end > self.handed {
+            self.handed = end;
+            self.entry(5, |b| put_u64(b, end));
+        }
+    }
+
+    /// Write the entries noted so far (one `write(2)`), and the hand-off
+    /// mark if it moved: call before the WAL step they describe.
     pub(super) fn write(&mut self) {
+        self.note_handed();
         if self.buf.is_empty() {
             return;
         }
@@ -352,6 +435,7 @@ impl Accounts {
         let snap = Snapshot {
             generation: self.generation + 1,
             watermark: w,
+            handed: self.handed,
             settled: self.settled_ahead.iter().copied().collect(),
             rows,
         };
@@ -375,214 +459,6 @@ impl Accounts {
         self.dirty = false;
         Ok(())
     }
-}
-
-fn put_u64(b: &mut Vec<u8>, v: u64) {
-    b.extend_from_slice(&v.to_le_bytes());
-}
-
-fn put_varint(b: &mut Vec<u8>, mut v: u64) {
-    while v >= 0x80 {
-        b.push(v as u8 | 0x80);
-        v >>= 7;
-    }
-    b.push(v as u8);
-}
-
-fn put_rows(b: &mut Vec<u8>, l: &Ledger) {
-    put_varint(b, l.rows.len() as u64);
-    for (name, r) in &l.rows {
-        put_varint(b, name.len() as u64);
-        b.extend_from_slice(name.as_bytes());
-        for v in [
-            r.received_events,
-            r.received_bytes,
-            r.delivered_events,
-            r.delivered_bytes,
-        ]
-        .into_iter()
-        .chain(r.dropped)
-        {
-            put_varint(b, v);
-        }
-    }
-}
-
-/// A cursor over bytes that fails (`None`) rather than reading past the end.
-struct Bytes<'a>(&'a [u8]);
-
-impl Bytes<'_> {
-    fn take(&mut self, n: usize) -> Option<&[u8]> {
-        if self.0.len() < n {
-            return None;
-        }
-        let (a, b) = self.0.split_at(n);
-        self.0 = b;
-        Some(a)
-    }
-
-    fn u64(&mut self) -> Option<u64> {
-        Some(u64::from_le_bytes(self.take(8)?.try_into().ok()?))
-    }
-
-    fn varint(&mut self) -> Option<u64> {
-        let mut v = 0u64;
-        for shift in (0..64).step_by(7) {
-            let b = *self.take(1)?.first()?;
-            v |= u64::from(b & 0x7f) << shift;
-            if b & 0x80 == 0 {
-                return Some(v);
-            }
-        }
-        None
-    }
-
-    fn rows(&mut self) -> Option<Ledger> {
-        let n = self.varint()?;
-        // Each row takes at least 11 bytes: no reservation beyond the input.
-        if n > (self.0.len() / 11) as u64 {
-            return None;
-        }
-        let mut l = Ledger::default();
-        for _ in 0..n {
-            let len = self.varint()? as usize;
-            if len > MAX_NAME {
-                return None;
-            }
-            let name: Arc<str> = std::str::from_utf8(self.take(len)?).ok()?.into();
-            let mut v = [0u64; 4 + Reason::ALL.len()];
-            for x in &mut v {
-                *x = self.varint()?;
-            }
-            let row = Row {
-                received_events: v[0],
-                received_bytes: v[1],
-                delivered_events: v[2],
-                delivered_bytes: v[3],
-                dropped: std::array::from_fn(|i| v[4 + i]),
-            };
-            l.row(&name).add(&row);
-        }
-        Some(l)
-    }
-}
-
-fn encode_snapshot(s: &Snapshot) -> Vec<u8> {
-    let mut body = Vec::new();
-    put_u64(&mut body, s.generation);
-    put_u64(&mut body, s.watermark);
-    put_varint(&mut body, s.settled.len() as u64);
-    for &seq in &s.settled {
-        put_varint(&mut body, seq);
-    }
-    put_rows(&mut body, &s.rows);
-    let mut out = SNAP_MAGIC.to_vec();
-    out.extend_from_slice(&(body.len() as u32).to_le_bytes());
-    out.extend_from_slice(&crc32c::crc32c(&body).to_le_bytes());
-    out.extend_from_slice(&body);
-    out
-}
-
-fn decode_snapshot(bytes: &[u8]) -> Option<Snapshot> {
-    let mut b = Bytes(bytes);
-    if b.take(8)? != SNAP_MAGIC {
-        return None;
-    }
-    let len = u32::from_le_bytes(b.take(4)?.try_into().ok()?) as usize;
-    let crc = u32::from_le_bytes(b.take(4)?.try_into().ok()?);
-    let body = b.take(len)?;
-    if crc32c::crc32c(body) != crc {
-        return None;
-    }
-    let mut b = Bytes(body);
-    let generation = b.u64()?;
-    let watermark = b.u64()?;
-    let n = b.varint()?;
-    if n > b.0.len() as u64 {
-        return None;
-    }
-    let settled = (0..n).map(|_| b.varint()).collect::<Option<Vec<_>>>()?;
-    let rows = b.rows()?;
-    Some(Snapshot {
-        generation,
-        watermark,
-        settled,
-        rows,
-    })
-}
-
-fn read_snapshot(dir: &Path) -> io::Result<Option<Snapshot>> {
-    let path = dir.join(SNAPSHOT);
-    match std::fs::read(&path) {
-        Ok(bytes) => decode_snapshot(&bytes)
-            .map(Some)
-            .ok_or_else(|| io::Error::other(format!("{}: damaged", path.display()))),
-        Err(e) if e.kind() == io::ErrorKind::NotFound => Ok(None),
-        Err(e) => Err(err_at(&path)(e)),
-    }
-}
-
-fn write_snapshot(dir: &Path, s: &Snapshot) -> io::Result<()> {
-    let tmp = dir.join(SNAPSHOT_TMP);
-    let mut f = File::create(&tmp).map_err(err_at(&tmp))?;
-    f.write_all(&encode_snapshot(s))
-        .and_then(|()| f.sync_data())
-        .map_err(err_at(&tmp))?;
-    std::fs::rename(&tmp, dir.join(SNAPSHOT)).map_err(err_at(&tmp))?;
-    File::open(dir)
-        .and_then(|d| d.sync_all())
-        .map_err(err_at(dir))
-}
-
-/// The journal's entries of generation `generation`, up to the first torn or damaged
-/// one (a journal of another generation is already in the snapshot).
-fn read_journal(dir: &Path, generation: u64) -> io::Result<Vec<Entry>> {
-    let path = dir.join(JOURNAL);
-    let mut bytes = Vec::new();
-    match File::open(&path) {
-        Ok(mut f) => f.read_to_end(&mut bytes).map_err(err_at(&path))?,
-        Err(e) if e.kind() == io::ErrorKind::NotFound => return Ok(Vec::new()),
-        Err(e) => return Err(err_at(&path)(e)),
-    };
-    Ok(decode_journal(&bytes, generation))
-}
-
-fn decode_journal(bytes: &[u8], generation: u64) -> Vec<Entry> {
-    let mut b = Bytes(bytes);
-    let mut out = Vec::new();
-    if b.take(8) != Some(&JOURNAL_MAGIC[..]) || b.u64() != Some(generation) {
-        return out;
-    }
-    while let Some(e) = next_entry(&mut b) {
-        out.push(e);
-    }
-    out
-}
-
-fn next_entry(b: &mut Bytes<'_>) -> Option<Entry> {
-    let len = u32::from_le_bytes(b.take(4)?.try_into().ok()?) as usize;
-    let crc = u32::from_le_bytes(b.take(4)?.try_into().ok()?);
-    let body = b.take(len)?;
-    if crc32c::crc32c(body) != crc {
-        return None;
-    }
-    let mut e = Bytes(body);
-    let kind = *e.take(1)?.first()?;
-    Some(match kind {
-        1 => Entry::Append {
-            first: e.u64()?,
-            end: e.u64()?,
-            rows: e.rows()?,
-        },
-        2 => Entry::Cancel { first: e.u64()? },
-        3 => Entry::Settle {
-            first: e.u64()?,
-            end: e.u64()?,
-            rows: e.rows()?,
-        },
-        4 => Entry::Rows(e.rows()?),
-        _ => return None,
-    })
 }
 
 #[cfg(test)]

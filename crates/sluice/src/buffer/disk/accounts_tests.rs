@@ -1,6 +1,7 @@
 //! The accounts' file formats and recovery rules, one crash scenario per test.
 
 use super::*;
+use crate::route::accounting::Reason;
 
 fn row(received: u64, delivered: u64, rate_limited: u64) -> Row {
     let mut r = Row {
@@ -32,11 +33,14 @@ fn get(l: &Ledger, name: &str) -> Row {
 
 #[test]
 fn snapshot_and_journal_round_trip_and_stop_at_a_torn_entry() {
+    let mut resent = row(5, 3, 1);
+    resent.resent_events = 2;
     let snap = Snapshot {
         generation: 7,
         watermark: 40,
+        handed: 47,
         settled: vec![42, 45],
-        rows: ledger(&[("a", row(5, 3, 1)), ("other", row(2, 2, 0))]),
+        rows: ledger(&[("a", resent), ("other", row(2, 2, 0))]),
     };
     assert_eq!(decode_snapshot(&encode_snapshot(&snap)), Some(snap.clone()));
     let mut bytes = encode_snapshot(&snap);
@@ -125,6 +129,7 @@ fn settles_count_and_acknowledge_what_the_wal_would_replay() {
     let snap = Snapshot {
         generation: 1,
         watermark: 10,
+        handed: 0,
         settled: vec![12, 3],
         rows: ledger(&[("a", row(20, 10, 0))]),
     };
@@ -192,4 +197,111 @@ fn the_snapshot_stays_bounded_by_the_series_cap() {
     let snap = read_snapshot(dir.path()).unwrap().unwrap();
     assert_eq!(snap.rows.rows.len(), 101);
     assert_eq!(get(&snap.rows, "other").received_events, 100_000 - 100);
+}
+
+#[test]
+fn version_1_files_read_as_without_hand_offs_or_re_sends() {
+    use super::format::{put_rows, put_u64, put_varint};
+    // A version 1 row: 10 varints, no re-sent count.
+    let v1_rows = |b: &mut Vec<u8>| {
+        put_varint(b, 1);
+        put_varint(b, 1);
+        b.push(b'a');
+        for v in [5u64, 50, 3, 30, 0, 1, 0, 0, 0, 0] {
+            put_varint(b, v);
+        }
+    };
+    let mut body = Vec::new();
+    put_u64(&mut body, 3);
+    put_u64(&mut body, 9);
+    put_varint(&mut body, 1);
+    put_varint(&mut body, 11);
+    v1_rows(&mut body);
+    let mut bytes = b"SLTACC01".to_vec();
+    bytes.extend_from_slice(&(body.len() as u32).to_le_bytes());
+    bytes.extend_from_slice(&crc32c::crc32c(&body).to_le_bytes());
+    bytes.extend_from_slice(&body);
+    let snap = decode_snapshot(&bytes).expect("a version 1 snapshot");
+    assert_eq!((snap.generation, snap.watermark, snap.handed), (3, 9, 0));
+    assert_eq!(snap.settled, [11]);
+    assert_eq!(get(&snap.rows, "a"), row(5, 3, 1));
+
+    let mut j = b"SLTJRN01".to_vec();
+    j.extend_from_slice(&3u64.to_le_bytes());
+    put_entry(&mut j, 4, v1_rows);
+    // Kind 5 did not exist in version 1: read as damage, the end.
+    put_entry(&mut j, 5, |b| put_u64(b, 20));
+    put_entry(&mut j, 4, v1_rows);
+    assert_eq!(
+        decode_journal(&j, 3),
+        [Entry::Rows(ledger(&[("a", row(5, 3, 1))]))]
+    );
+    // The same in version 2 reads every entry.
+    let mut j = JOURNAL_MAGIC.to_vec();
+    j.extend_from_slice(&3u64.to_le_bytes());
+    put_entry(&mut j, 5, |b| put_u64(b, 20));
+    put_entry(&mut j, 4, |b| put_rows(b, &ledger(&[("a", row(1, 0, 0))])));
+    assert_eq!(decode_journal(&j, 3).len(), 2);
+}
+
+#[test]
+fn recovery_keeps_the_highest_hand_off_mark() {
+    let snap = Snapshot {
+        handed: 12,
+        ..Snapshot::default()
+    };
+    let got = recover(&snap, &[], 0, 30);
+    assert_eq!(got.handed, 12, "the snapshot's");
+    let entries = [Entry::Handed { end: 15 }, Entry::Handed { end: 14 }];
+    assert_eq!(recover(&snap, &entries, 0, 30).handed, 15);
+}
+
+#[test]
+fn the_hand_off_mark_is_journalled_cheaply_and_survives_a_kill_and_a_snapshot() {
+    let dir = tempfile::tempdir().unwrap();
+    let opts = ::wal::Options {
+        fsync: ::wal::Fsync::Interval(Duration::from_secs(3600)),
+        ..::wal::Options::default()
+    };
+    let journal_len = || std::fs::metadata(dir.path().join(JOURNAL)).unwrap().len();
+    {
+        let mut wal = Wal::open(dir.path(), opts.clone()).unwrap();
+        let mut a = Accounts::open(dir.path(), 10, &mut wal).unwrap();
+        assert_eq!(
+            a.hand_off.resent_below, 0,
+            "a new buffer: nothing handed before"
+        );
+        a.append(0, 4, &ledger(&[("a", row(4, 0, 0))]));
+        a.write();
+        wal.append_batch([b"w", b"x", b"y", b"z"]).unwrap();
+        let before = journal_len();
+        // The receiver hands records 0..3: only the first move asks for a wake-up.
+        assert!(a.hand_off.handing(0));
+        assert!(!a.hand_off.handing(1));
+        assert!(!a.hand_off.handing(2));
+        assert!(a.hand_off.moved());
+        a.write();
+        assert!(!a.hand_off.moved());
+        assert_eq!(
+            journal_len(),
+            before + 8 + 1 + 8,
+            "one entry for three records"
+        );
+        a.write();
+        assert_eq!(journal_len(), before + 17, "nothing new: nothing written");
+        // A re-send of a lower record does not move the mark.
+        assert!(!a.hand_off.handing(1));
+        assert!(!a.hand_off.moved());
+        drop(wal); // killed: no snapshot
+    }
+    let mut wal = Wal::open(dir.path(), opts.clone()).unwrap();
+    let a = Accounts::open(dir.path(), 10, &mut wal).unwrap();
+    assert_eq!(a.hand_off.resent_below, 3, "from the journal");
+    // Opening wrote a snapshot (the journal restarted): the mark is in it.
+    drop(a);
+    drop(wal);
+    let mut wal = Wal::open(dir.path(), opts).unwrap();
+    let a = Accounts::open(dir.path(), 10, &mut wal).unwrap();
+    assert_eq!(a.hand_off.resent_below, 3, "from the snapshot");
+    assert_eq!(read_snapshot(dir.path()).unwrap().unwrap().handed, 3);
 }

@@ -106,6 +106,21 @@ impl DiskReceiver {
         a.into_iter().chain(b).min()
     }
 
+    /// The sink found the record it was handed as `seq` at its destination
+    /// already and resolves it `Delivered` without sending it (the
+    /// exactly-once Kafka sink's checkpoint): if it had been handed before a
+    /// restart, it is not counted as re-sent. Call before resolving it.
+    pub fn already_delivered(&self, seq: u64) {
+        if self
+            .shared
+            .hand_off
+            .as_ref()
+            .is_some_and(|h| seq < h.resent_below)
+        {
+            self.shared.outbox().already_there.insert(seq);
+        }
+    }
+
     /// The buffer's directory.
     pub fn dir(&self) -> &std::path::Path {
         &self.shared.opts.dir
@@ -224,6 +239,14 @@ impl DiskReceiver {
             },
         );
         drop(ob);
+        if let Some(h) = &sh.hand_off
+            && h.handing(r.seq)
+        {
+            // Wake the WAL thread to journal the mark (see `accounts.rs`);
+            // the lock orders this with its wait.
+            drop(sh.inbox());
+            sh.work.notify_one();
+        }
         match codec::decode(Bytes::from(r.payload)) {
             Ok(events) => {
                 Counters::add(&sh.counters.events_in, events.len());

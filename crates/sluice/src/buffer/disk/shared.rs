@@ -3,7 +3,7 @@
 //! record: acknowledge it, keep it for a re-send, suspect it, or move it to
 //! the dead-letter buffer (see the parent module, "Poison records").
 
-use std::collections::{BTreeMap, VecDeque};
+use std::collections::{BTreeMap, BTreeSet, VecDeque};
 use std::sync::atomic::{AtomicBool, AtomicUsize, Ordering::Relaxed};
 use std::sync::{Arc, Condvar, Mutex, MutexGuard};
 use std::time::{Duration, Instant};
@@ -11,6 +11,7 @@ use std::time::{Duration, Instant};
 use tokio::sync::Notify;
 use tracing::error;
 
+use super::accounts::HandOff;
 use super::{
     BACKOFF_MAX, BACKOFF_MIN, DiskOptions, DiskStats, PROBE_AFTER, codec, dead_letter_dir,
 };
@@ -120,6 +121,9 @@ pub(super) struct Outbox {
     /// Fatal error: end after `ready` is drained.
     pub(super) failed: bool,
     pub(super) receiver_alive: bool,
+    /// Records handed before this run that the sink found at its destination
+    /// already and did not send again (not re-sends; see `accounts.rs`).
+    pub(super) already_there: BTreeSet<u64>,
 }
 
 pub(super) struct Shared {
@@ -144,8 +148,10 @@ pub(super) struct Shared {
     pub(super) held_records: AtomicUsize,
     pub(super) held_bytes: AtomicUsize,
     pub(super) done: AtomicBool,
-    /// The per-tenant accounts this buffer keeps, if it keeps them.
+    /// The per-tenant accounts this buffer keeps, if it keeps them...
     pub(super) book: Option<Arc<TenantBook>>,
+    /// ...and the sink's hand-offs (re-sends after a restart).
+    pub(super) hand_off: Option<Arc<HandOff>>,
     /// Client chunks found in the records unacknowledged at open.
     pub(super) recovered: super::chunks::RecoveredChunks,
 }
@@ -181,6 +187,7 @@ impl Shared {
         let Some(f) = ob.inflight.remove(&seq) else {
             return;
         };
+        let already_there = !ob.already_there.is_empty() && ob.already_there.remove(&seq);
         if ob.solo == Some(seq) {
             ob.solo = None;
         }
@@ -210,7 +217,12 @@ impl Shared {
                 if !f.dropped {
                     let rows = self.book.as_ref().map(|b| {
                         let reason = (status != AckStatus::Delivered).then_some(Reason::Refused);
-                        Ledger::settled(b, &events, reason)
+                        let l = Ledger::settled(b, &events, reason);
+                        if reason.is_none() && !already_there && self.resent(seq) {
+                            l.resent()
+                        } else {
+                            l
+                        }
                     });
                     self.inbox().acks.push((seq, status, rows));
                 }
@@ -272,6 +284,12 @@ impl Shared {
                 self.data_ready.notify_one();
             }
         }
+    }
+
+    /// Whether record `seq` was handed to the sink before this run (kept
+    /// accounts only): delivered now, it is a re-send.
+    fn resent(&self, seq: u64) -> bool {
+        self.hand_off.as_ref().is_some_and(|h| seq < h.resent_below)
     }
 
     /// Hand a poison record to the WAL thread for the dead-letter buffer.

@@ -135,6 +135,10 @@ impl Worker {
             if !self.failed && t.receiver_alive {
                 self.read_ahead();
             }
+            if let Some(a) = &mut self.accounts {
+                // The hand-off mark, if it moved and nothing else wrote it.
+                a.write();
+            }
             if t.senders_gone && self.senders_gone_at.is_none() {
                 self.senders_gone_at = Some(Instant::now());
             }
@@ -179,6 +183,7 @@ impl Worker {
                 || !ib.dead.is_empty()
                 || ib.closing
                 || ib.failed
+                || sh.hand_off.as_ref().is_some_and(|h| h.moved())
                 || (ib.receiver_alive && !self.failed && self.can_read())
                 || (senders_gone && self.senders_gone_at.is_none())
                 || (!ib.receiver_alive && self.receiver_gone_at.is_none());

@@ -20,6 +20,10 @@ pub struct Row {
     pub delivered_bytes: u64,
     /// Events dropped, by [`Reason`].
     pub dropped: [u64; Reason::ALL.len()],
+    /// Events delivered again after a restart that had been handed to the
+    /// sink before it without being settled (possible duplicates; counted in
+    /// `delivered_events` too, once). Outside the balance.
+    pub resent_events: u64,
 }
 
 impl Row {
@@ -38,6 +42,7 @@ impl Row {
         for (a, b) in self.dropped.iter_mut().zip(other.dropped) {
             *a += b;
         }
+        self.resent_events += other.resent_events;
     }
 }
 
@@ -101,6 +106,15 @@ impl Ledger {
             }
         }
         l
+    }
+
+    /// Count every delivered event as re-sent too (a record delivered again
+    /// after a restart, see `buffer/disk/accounts.rs`).
+    pub fn resent(mut self) -> Ledger {
+        for (_, r) in &mut self.rows {
+            r.resent_events = r.delivered_events;
+        }
+        self
     }
 
     /// Add every row to `book`.

@@ -292,6 +292,10 @@ impl KafkaSink {
                          acknowledging them without producing."
                     );
                 }
+                if let Some(d) = cx.input.disk() {
+                    // Not sent again: not a re-send in the tenants' accounts.
+                    d.already_delivered(seq);
+                }
                 ack.resolve(AckStatus::Delivered);
                 continue;
             }
