@@ -32,8 +32,11 @@ impl Reader {
         let mut hold = None;
         match (self.s.format, &self.s.multiline) {
             (Format::None, None) => {
+                // The hot path: every event of the batch shares handles made
+                // for it (see `Batched`), not the source's own.
+                let b = Batched::new(&self.link.tag, &self.link.name, origin);
                 for body in lines {
-                    events.push(self.event(body, time_ns, origin));
+                    events.push(b.event(body, time_ns));
                 }
             }
             (Format::None, Some(rule)) => {
@@ -185,5 +188,33 @@ fn min_some(a: Option<u64>, b: Option<u64>) -> Option<u64> {
     match (a, b) {
         (Some(a), Some(b)) => Some(a.min(b)),
         (a, b) => a.or(b),
+    }
+}
+
+/// Tag, source name and origin copied once per batch. Each event holds a
+/// reference to all three; were they the source's own, the source thread
+/// incrementing their counts and the sink thread decrementing them (dropping
+/// delivered events) would bounce those cache lines between cores for every
+/// event: ~10% of all CPU in a file → null profile, almost all on the three
+/// `lock incq`. A batch's own copies are touched by one thread at a time.
+struct Batched {
+    tag: Arc<str>,
+    source: Arc<str>,
+    origin: Arc<Origin>,
+}
+
+impl Batched {
+    fn new(tag: &str, source: &str, origin: &Origin) -> Self {
+        Batched {
+            tag: tag.into(),
+            source: source.into(),
+            origin: Arc::new(origin.clone()),
+        }
+    }
+
+    fn event(&self, body: Bytes, time_ns: i64) -> Event {
+        let mut ev = Event::new(body, time_ns, self.tag.clone(), self.source.clone());
+        ev.origin = Some(self.origin.clone());
+        ev
     }
 }
