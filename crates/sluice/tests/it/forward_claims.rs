@@ -91,7 +91,13 @@ fn a_second_sigterm_exits_at_once() {
     let mut s = crate::forward::connect(fw.addr);
     s.write_all(&packed("stop", "stop", 5, Some("held")))
         .unwrap();
-    let _api = api_addr(&fw.d);
+    let api = api_addr(&fw.d);
+    // The events must be in the pipeline (held by the stalled sink) before the
+    // stop, or there is nothing for it to wait for.
+    wait_until(Duration::from_secs(20), "the 5 events taken", || {
+        let (_, text) = get(api, "/metrics");
+        metric(&text, "sluice_component_received_events", "fw").unwrap_or(0.0) as u64 == 5
+    });
     fw.d.signal(libc::SIGTERM);
     wait_until(
         Duration::from_secs(20),
