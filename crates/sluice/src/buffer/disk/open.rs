@@ -123,6 +123,7 @@ pub(super) fn start(
             shared: shared.clone(),
             limiter,
             last_seq: None,
+            last_bytes: 0,
         },
         DiskBufferHandle {
             shared,

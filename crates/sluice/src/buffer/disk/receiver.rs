@@ -42,6 +42,8 @@ pub struct DiskReceiver {
     pub(super) limiter: Option<Limiter>,
     /// Seq of the record the last batch handed out came from.
     pub(super) last_seq: Option<u64>,
+    /// Stored bytes of that record.
+    pub(super) last_bytes: usize,
 }
 
 enum Poll {
@@ -124,6 +126,13 @@ impl DiskReceiver {
     /// The buffer's directory.
     pub fn dir(&self) -> &std::path::Path {
         &self.shared.opts.dir
+    }
+
+    /// Stored size of the record the batch last returned came from, as the
+    /// read-ahead bound ([`super::MAX_HELD_BYTES`]) counts it: the encoded
+    /// record, fields and all, not only the bodies.
+    pub fn last_bytes(&self) -> usize {
+        self.last_bytes
     }
 
     /// Events read ahead or waiting for a retry.
@@ -219,7 +228,7 @@ impl DiskReceiver {
             .stats
             .redelivered_events
             .fetch_add(u64::from(n), Relaxed);
-        Poll::Batch(self.batch(seq, r.events))
+        Poll::Batch(self.batch(seq, r.bytes, r.events))
     }
 
     /// Hand out a record read ahead; `None` when it does not decode (skipped).
@@ -256,7 +265,7 @@ impl DiskReceiver {
                 {
                     f.batch = Some(events.clone());
                 }
-                Some(Poll::Batch(self.batch(r.seq, events)))
+                Some(Poll::Batch(self.batch(r.seq, bytes, events)))
             }
             Err(e) => {
                 error!(seq = r.seq, error = %e, "Disk buffer record does not decode; skipped.");
@@ -269,8 +278,9 @@ impl DiskReceiver {
         }
     }
 
-    fn batch(&mut self, seq: u64, events: Arc<Vec<Event>>) -> EventBatch {
+    fn batch(&mut self, seq: u64, bytes: usize, events: Arc<Vec<Event>>) -> EventBatch {
         self.last_seq = Some(seq);
+        self.last_bytes = bytes;
         if let Some(l) = &mut self.limiter {
             l.take(events.len());
         }

@@ -145,7 +145,7 @@ impl KafkaSink {
                 _ = self.abort.cancelled() => return None,
                 b = cx.input.recv(), if ahead.has_room(max_events) => match b {
                     Some(b) => match position(cx) {
-                        Some(seq) => ahead.push(b, seq),
+                        Some(pos) => ahead.push(b, pos),
                         // Not with a disk buffer (the loop stops on it).
                         None => b.ack.resolve(AckStatus::Errored),
                     },

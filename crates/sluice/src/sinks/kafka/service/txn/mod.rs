@@ -124,8 +124,13 @@ struct Entry {
 struct Open {
     entries: Vec<Entry>,
     events: usize,
-    /// Payload bytes of its events (the disk buffer's read-ahead bound counts
-    /// the same kind of bytes).
+    /// Stored bytes of its batches' buffer records, as the disk buffer's
+    /// read-ahead bound counts them ([`DiskReceiver::last_bytes`]): fields
+    /// included, which for forward events are nearly as large as the bodies —
+    /// counted by bodies, a 400 ms transaction filled the whole bound and
+    /// nothing could be read ahead during its commit.
+    ///
+    /// [`DiskReceiver::last_bytes`]: crate::buffer::disk::DiskReceiver::last_bytes
     bytes: usize,
     begun: Instant,
     deadline: Instant,
@@ -149,26 +154,33 @@ impl Open {
 /// commit and the next begin).
 #[derive(Default)]
 struct Ahead {
-    batches: VecDeque<(EventBatch, u64)>,
+    batches: VecDeque<(EventBatch, Position)>,
     events: usize,
+    /// Stored bytes of their buffer records.
+    bytes: usize,
     /// The input ended while a commit was in flight.
     ended: bool,
 }
 
 impl Ahead {
     fn has_room(&self, max_events: usize) -> bool {
-        !self.ended && self.events < max_events && self.batches.len() < MAX_HELD_RECORDS / 2
+        !self.ended
+            && self.events < max_events
+            && self.batches.len() < MAX_HELD_RECORDS / 2
+            && self.bytes < MAX_HELD_BYTES / 2
     }
 
-    fn push(&mut self, batch: EventBatch, seq: u64) {
+    fn push(&mut self, batch: EventBatch, pos: Position) {
         self.events += batch.events.len();
-        self.batches.push_back((batch, seq));
+        self.bytes += pos.bytes;
+        self.batches.push_back((batch, pos));
     }
 
-    fn pop(&mut self) -> Option<(EventBatch, u64)> {
-        let (b, seq) = self.batches.pop_front()?;
+    fn pop(&mut self) -> Option<(EventBatch, Position)> {
+        let (b, pos) = self.batches.pop_front()?;
         self.events -= b.events.len();
-        Some((b, seq))
+        self.bytes -= pos.bytes;
+        Some((b, pos))
     }
 
     /// The transaction they were to follow did not commit: they go back to the
@@ -178,7 +190,16 @@ impl Ahead {
             b.ack.resolve(AckStatus::Errored);
         }
         self.events = 0;
+        self.bytes = 0;
     }
+}
+
+/// Where a batch came from in the disk buffer: the record's seq and its stored
+/// size.
+#[derive(Clone, Copy)]
+struct Position {
+    seq: u64,
+    bytes: usize,
 }
 
 /// Why the loop stops or starts over.
@@ -254,7 +275,7 @@ impl KafkaSink {
             if !input_open {
                 return self.finish_exactly_once(None).await;
             }
-            let (EventBatch { events, ack }, seq) = match ahead.pop() {
+            let (EventBatch { events, ack }, pos) = match ahead.pop() {
                 Some(read_ahead) => read_ahead,
                 None => {
                     let deadline = open.as_ref().map(|o| o.deadline);
@@ -268,16 +289,17 @@ impl KafkaSink {
                         input_open = false;
                         continue;
                     };
-                    let Some(seq) = position(&cx) else {
+                    let Some(pos) = position(&cx) else {
                         // Built only with a disk buffer: every batch has a position.
                         batch.ack.resolve(AckStatus::Errored);
                         return Err(ComponentError::Other(
                             "exactly_once: a batch without a disk buffer position".into(),
                         ));
                     };
-                    (batch, seq)
+                    (batch, pos)
                 }
             };
+            let seq = pos.seq;
             max_seen = Some(max_seen.map_or(seq, |m| m.max(seq)));
             if cp.covers(seq) {
                 let eo = eo_mut(&mut self);
@@ -351,7 +373,7 @@ impl KafkaSink {
             // Its reports only count; the commit decides the batch's outcome.
             let state = InFlight::new(self.shared.clone(), AckToken::none(), events.len());
             o.events += events.len();
-            o.bytes += events.iter().map(|e| e.body.len()).sum::<usize>();
+            o.bytes += pos.bytes;
             o.entries.push(Entry {
                 seq,
                 ack,
@@ -512,8 +534,12 @@ impl KafkaSink {
 }
 
 /// The disk buffer position of the batch `recv` returned last.
-fn position(cx: &SinkContext) -> Option<u64> {
-    cx.input.disk().and_then(|d| d.last_seq())
+fn position(cx: &SinkContext) -> Option<Position> {
+    let d = cx.input.disk()?;
+    Some(Position {
+        seq: d.last_seq()?,
+        bytes: d.last_bytes(),
+    })
 }
 
 fn fail_all(entries: Vec<Entry>) {
