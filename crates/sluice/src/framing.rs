@@ -63,7 +63,9 @@ impl LineFramer {
     /// the old one becomes a spare. Only when every spare is still in use does
     /// this allocate without keeping the old buffer (as `BytesMut::reserve`).
     pub fn reserve(&mut self, n: usize) {
-        if self.buf.capacity() - self.buf.len() >= n || self.buf.try_reclaim(n) {
+        // Room already, or room once moved to the front of an allocation no
+        // line holds any more.
+        if self.buf.try_reclaim(n) {
             return;
         }
         let need = n + self.buf.len();
